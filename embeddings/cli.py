@@ -1,0 +1,133 @@
+"""`ice`: the only place that turns errors into a one-line message and an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+import re
+import sys
+from pathlib import Path
+
+from . import config as config_module
+from .config import FAST, Config
+from .errors import IceError
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line, not argparse's usage block
+        raise IceError(f"{self.prog}: {message} (see --help)")
+
+
+def _field_help() -> dict[str, str]:
+    """The comment after each Config field: the config source is the one place it is written."""
+    src = inspect.getsource(config_module)
+    return dict(re.findall(r"^\s+(\w+): [\w\[\]| ]+ = .*?# (.+)$", src, flags=re.M))
+
+
+def add_config_options(p: argparse.ArgumentParser) -> None:
+    helps = _field_help()
+    g = p.add_argument_group("pipeline settings (saved in the run's manifest)")
+    for f in dataclasses.fields(Config):
+        flag = "--" + f.name.replace("_", "-")
+        text = f"{helps.get(f.name, '')} (default: {f.default})"
+        if f.type in ("bool", bool):
+            g.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=text)
+        else:
+            typ = {"int": int, "float": float, "str": str}[str(f.type)]
+            g.add_argument(flag, dest=f.name, type=typ, default=None, metavar=f.name.upper(), help=text)
+    g.add_argument("--fast", action="store_true",
+                   help=f"a short training budget for quick looks: {', '.join(f'{k}={v}' for k, v in FAST.items())}"
+                        " unless given")
+
+
+def config_from_args(args, base: dict | None = None) -> Config:
+    start = {**(base or {}), **(FAST if args.fast else {})}
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(Config) if getattr(args, f.name) is not None}
+    return Config(**{**start, **given}).validate()
+
+
+def build_parser() -> Parser:
+    p = Parser(prog="ice", description="Image Cluster Explorer: cluster a folder of unlabelled images and explore it.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    e = sub.add_parser("embed", help="train, embed, cluster and map a folder of images")
+    e.add_argument("input", type=Path, help="folder of images (read recursively)")
+    e.add_argument("--out", "-o", type=Path, required=True, help="run directory to write")
+    e.add_argument("--resume", action="store_true", help="continue a killed run in --out from its last finished step")
+    e.add_argument("--force", action="store_true", help="start over in a non-empty --out")
+    add_config_options(e)
+
+    d = sub.add_parser("demo", help="run the pipeline on scikit-learn's 1,797 digits, then explore them")
+    d.add_argument("--out", "-o", type=Path, default=Path("runs/demo"), help="run directory (default: runs/demo)")
+    d.add_argument("--no-serve", dest="serve", action="store_false", help="do not start the explorer")
+    d.add_argument("--force", action="store_true", help="recompute even if the demo run is complete")
+    d.add_argument("--port", type=int, default=8050)
+    add_config_options(d)
+
+    x = sub.add_parser("explore", help="serve the explorer over a run directory")
+    x.add_argument("run_dir", type=Path)
+    x.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
+    x.add_argument("--port", type=int, default=8050)
+    x.add_argument("--read-only", action="store_true", help="viewers cannot change names or groups")
+
+    c = sub.add_parser("export", help="write the run's images, clusters and groups as CSV")
+    c.add_argument("run_dir", type=Path)
+    c.add_argument("--output", "-o", type=Path, required=True, help="CSV file to write")
+    c.add_argument("--group", help="only images in this saved group")
+    c.add_argument("--cluster", type=int, help="only images in this cluster")
+    return p
+
+
+def cmd_embed(args) -> None:
+    from .pipeline import run_embed, summary_line
+
+    cfg = config_from_args(args)
+    manifest = run_embed(args.input, args.out, cfg, resume=args.resume, force=args.force)
+    print(summary_line(manifest))
+    print(f"run directory: {args.out}")
+
+
+def cmd_demo(args) -> None:
+    from .demo import DEMO_CONFIG, write_digits
+    from .pipeline import run_embed, summary_line
+
+    cfg = config_from_args(args, base=DEMO_CONFIG)
+    images = write_digits(args.out.parent / "digits")
+    manifest = run_embed(images, args.out, cfg, resume=not args.force, force=args.force)
+    print(summary_line(manifest))
+    print(f"run directory: {args.out}")
+    if args.serve:
+        from explorer.app import serve
+
+        serve(args.out, port=args.port)
+
+
+def cmd_explore(args) -> None:
+    from explorer.app import serve
+
+    serve(args.run_dir, host=args.host, port=args.port, read_only=args.read_only)
+
+
+def cmd_export(args) -> None:
+    from explorer.export import export_csv
+
+    n = export_csv(args.run_dir, args.output, group=args.group, cluster=args.cluster)
+    print(f"wrote {n} rows to {args.output}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        {"embed": cmd_embed, "demo": cmd_demo, "explore": cmd_explore, "export": cmd_export}[args.command](args)
+    except IceError as e:
+        print(f"ice: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("ice: interrupted; `ice embed --resume` continues from the last finished step", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""FAISS k-means, sklearn-style, and the automatic choice of K."""
+
+from __future__ import annotations
+
+import faiss
+import numpy as np
+from sklearn.metrics import silhouette_score
+
+from .errors import IceError
+
+
+def faiss_gpus() -> int:
+    """How many GPUs this faiss build can use (0 for faiss-cpu)."""
+    return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
+
+
+class KMeans:
+    """k-means with FAISS: on a GPU when faiss sees one, else on the CPU.
+
+    fit(x) with x (n, m) float32 sets centroids_ (k, m) float32, labels_ (n,) int32 and
+    distances_ (n,) float32, the squared L2 distance of each row to its centroid.
+    """
+
+    def __init__(self, n_clusters: int, n_iter: int = 50, n_init: int = 5, seed: int = 0):
+        self.n_clusters, self.n_iter, self.n_init, self.seed = n_clusters, n_iter, n_init, seed
+
+    def fit(self, x: np.ndarray) -> "KMeans":
+        x = np.ascontiguousarray(x, dtype="float32")
+        if self.n_clusters < 2:
+            raise IceError(f"--clusters {self.n_clusters}: must be 2 or more")
+        if self.n_clusters > len(x):
+            raise IceError(f"--clusters {self.n_clusters}: more clusters than the {len(x)} images")
+        km = faiss.Kmeans(x.shape[1], self.n_clusters, niter=self.n_iter, nredo=self.n_init,
+                          seed=self.seed, gpu=faiss_gpus() > 0, verbose=False,
+                          max_points_per_centroid=max(256, len(x) // self.n_clusters + 1))
+        km.train(x)
+        self.centroids_ = km.centroids.astype(np.float32)
+        d, i = km.index.search(x, 1)
+        self.labels_ = i[:, 0].astype(np.int32)
+        self.distances_ = d[:, 0].astype(np.float32)
+        return self
+
+
+def candidate_ks(n: int) -> list[int]:
+    """The K values the automatic choice tries: 5 (or 2 for tiny sets) up to sqrt(n/2), at most 50."""
+    hi = int(min(50, max(2, np.sqrt(n / 2))))
+    lo = min(5, hi)
+    return list(range(max(2, lo), hi + 1))
+
+
+def choose_k(x: np.ndarray, seed: int = 0, sample: int = 5000) -> tuple[int, dict[int, float]]:
+    """The K in candidate_ks(n) whose k-means has the highest silhouette on a sample of x."""
+    x = np.ascontiguousarray(x, dtype="float32")
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(len(x), size=min(sample, len(x)), replace=False)
+    scores = {}
+    for k in candidate_ks(len(x)):
+        labels = KMeans(k, n_iter=25, n_init=1, seed=seed).fit(x).labels_
+        if len(np.unique(labels[pick])) < 2:
+            continue
+        scores[k] = float(silhouette_score(x[pick], labels[pick]))
+    if not scores:
+        return 2, scores
+    return max(scores, key=lambda k: (round(scores[k], 3), -k)), scores
+
+
+def build_index(embeddings: np.ndarray) -> faiss.Index:
+    """Exact inner-product index over L2-normalised rows: scores are cosine similarities."""
+    x = np.ascontiguousarray(embeddings, dtype="float32")
+    index = faiss.IndexFlatIP(x.shape[1])
+    for start in range(0, len(x), 262_144):
+        index.add(x[start:start + 262_144])
+    return index
+
+
+def cluster_metrics(labels: np.ndarray, clusters: np.ndarray) -> dict[str, float]:
+    """Accuracy after Hungarian matching of clusters to labels, NMI and ARI."""
+    from scipy.optimize import linear_sum_assignment
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    classes, y = np.unique(np.asarray(labels), return_inverse=True)
+    k = int(clusters.max()) + 1
+    table = np.zeros((k, len(classes)), dtype=np.int64)
+    np.add.at(table, (clusters, y), 1)
+    rows, cols = linear_sum_assignment(-table)
+    return {"accuracy": float(table[rows, cols].sum() / len(y)),
+            "nmi": float(normalized_mutual_info_score(y, clusters)),
+            "ari": float(adjusted_rand_score(y, clusters))}

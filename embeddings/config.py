@@ -1,0 +1,94 @@
+"""Every setting of the batch job, with its default. Saved into the run's manifest.
+
+Each field maps one-to-one to an `ice embed` option (underscores become dashes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+
+from .errors import IceError
+
+
+@dataclass(frozen=True)
+class Config:
+    # --- find and decode ---
+    image_size: int = 64  # square working size in pixels (a multiple of 16, 16..256)
+    max_pixels: int = 100_000_000  # refuse images that declare more pixels (decompression bombs)
+    follow_symlinks: bool = False  # follow symlinks that point outside the input folder
+    labels_from_folders: bool = False  # store each image's parent folder as `label` (evaluation only)
+    workers: int = 2  # DataLoader worker processes for decoding and training
+    # --- model ---
+    dim: int = 64  # embedding width (the bottleneck)
+    width: int = 32  # channels of the first conv layer; doubles at each downsampling
+    # --- train ---
+    epochs: int = 30  # passes over the images
+    batch_size: int = 256
+    lr: float = 2e-3  # peak learning rate of the one-cycle schedule (AdamW)
+    weight_decay: float = 1e-4
+    contrastive: float = 0.5  # weight of the NT-Xent term between two augmented views (0 = off)
+    temperature: float = 0.2  # NT-Xent temperature
+    noise: float = 0.1  # std of the Gaussian noise added to the encoder input (denoising)
+    crop: float = 0.6  # smallest crop side, as a share of the image side
+    flip: bool = True  # random horizontal flips
+    jitter: float = 0.3  # strength of brightness/contrast/saturation jitter (0 = off)
+    device: str = "auto"  # "auto", "cpu" or "cuda"
+    # --- cluster ---
+    clusters: int = 0  # K for k-means; 0 chooses K automatically (see README)
+    kmeans_iters: int = 50
+    kmeans_restarts: int = 5  # k-means runs with different seeds; the best is kept
+    cluster_space: str = "manifold"  # "manifold" (UMAP to manifold_dim first, as in N2D) or "embeddings"
+    manifold_dim: int = 10
+    # --- project ---
+    neighbors: int = 15  # UMAP n_neighbors, for the manifold and the 2-D map
+    umap_sample: int = 50_000  # above this many images UMAP fits on a sample and transforms the rest
+    seed: int = 0
+
+    def validate(self) -> "Config":
+        """Raise IceError naming the first bad value; return self."""
+        def need(ok: bool, name: str, rule: str) -> None:
+            if not ok:
+                raise IceError(f"--{name.replace('_', '-')} {getattr(self, name)!r}: {rule}")
+
+        need(16 <= self.image_size <= 256 and self.image_size % 16 == 0, "image_size",
+             "must be a multiple of 16 between 16 and 256")
+        need(self.max_pixels >= 1, "max_pixels", "must be at least 1")
+        need(self.workers >= 0, "workers", "must be 0 or more")
+        need(2 <= self.dim <= 4096, "dim", "must be between 2 and 4096")
+        need(4 <= self.width <= 512, "width", "must be between 4 and 512")
+        need(self.epochs >= 1, "epochs", "must be at least 1")
+        need(self.batch_size >= 2, "batch_size", "must be at least 2")
+        need(self.lr > 0, "lr", "must be positive")
+        need(self.weight_decay >= 0, "weight_decay", "must be 0 or more")
+        need(self.contrastive >= 0, "contrastive", "must be 0 or more")
+        need(self.temperature > 0, "temperature", "must be positive")
+        need(self.noise >= 0, "noise", "must be 0 or more")
+        need(0.1 <= self.crop <= 1, "crop", "must be between 0.1 and 1")
+        need(self.jitter >= 0, "jitter", "must be 0 or more")
+        need(self.device in ("auto", "cpu", "cuda"), "device", "must be auto, cpu or cuda")
+        need(self.clusters >= 0 and self.clusters != 1, "clusters",
+             "must be 2 or more (or 0 for automatic)")
+        need(self.kmeans_iters >= 1, "kmeans_iters", "must be at least 1")
+        need(self.kmeans_restarts >= 1, "kmeans_restarts", "must be at least 1")
+        need(self.cluster_space in ("manifold", "embeddings"), "cluster_space",
+             "must be manifold or embeddings")
+        need(2 <= self.manifold_dim <= 100, "manifold_dim", "must be between 2 and 100")
+        need(2 <= self.neighbors <= 200, "neighbors", "must be between 2 and 200")
+        need(self.umap_sample >= 100, "umap_sample", "must be at least 100")
+        return self
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Config":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def replace(self, **changes) -> "Config":
+        return dataclasses.replace(self, **changes)
+
+
+# `--fast`: a short training budget for quick looks and tests.
+FAST = dict(epochs=8, image_size=32)

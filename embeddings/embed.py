@@ -1,0 +1,38 @@
+"""Run the trained encoder over every image, without augmentation."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from .progress import progress
+
+from .config import Config
+from .model import AutoEncoder, to_input
+from .run_dir import atomic_path
+from .train import make_loader
+
+
+@torch.no_grad()
+def embed(model: AutoEncoder, pixels_path: Path, out_path: Path, cfg: Config, device: torch.device) -> np.ndarray:
+    """Write `out_path`, (n, dim) float32 L2-normalised rows in image_id order; return it memory-mapped."""
+    model.eval()
+    loader = make_loader(pixels_path, cfg.replace(batch_size=max(cfg.batch_size, 512)), device, shuffle=False)
+    n = len(loader.dataset)
+    with atomic_path(out_path, suffix=".npy") as tmp:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, cfg.dim))
+        row = 0
+        with progress(n, "embed") as bar:
+            for batch in loader:
+                x = to_input(batch.to(device, non_blocking=True)).contiguous(memory_format=torch.channels_last)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+                    z = model.encoder(x)
+                z = F.normalize(z.float(), dim=1).cpu().numpy()
+                out[row:row + len(z)] = z
+                row += len(z)
+                bar.update(len(z))
+        out.flush()
+        del out
+    return np.load(out_path, mmap_mode="r")

@@ -1,0 +1,183 @@
+"""Find image files, decode them to small uint8 squares, and cache the pixels on disk."""
+
+from __future__ import annotations
+
+import csv
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+from .progress import progress
+
+from .errors import IceError, ImageError
+from .run_dir import atomic_path
+
+EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+# We enforce our own pixel limit before decoding; Pillow's warning would only be noise.
+Image.MAX_IMAGE_PIXELS = None
+
+
+def find_images(root: str | os.PathLike, follow_symlinks: bool = False) -> list[str]:
+    """Sorted `/`-separated paths, relative to `root`, of files with an image extension.
+
+    Symlinks to folders are walked only with `follow_symlinks`; symlinked files that
+    resolve outside `root` are left out unless `follow_symlinks`. Loops are never walked twice.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise IceError(f"input folder not found: {root}")
+    real_root = root.resolve()
+    seen_dirs = {real_root}
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=follow_symlinks):
+        kept = []
+        for d in sorted(dirnames):
+            real = Path(dirpath, d).resolve()
+            if real in seen_dirs:
+                continue  # a symlink loop, or a folder reached twice
+            seen_dirs.add(real)
+            kept.append(d)
+        dirnames[:] = kept
+        for name in filenames:
+            if not name.lower().endswith(EXTENSIONS):
+                continue
+            full = Path(dirpath, name)
+            if full.is_symlink() and not follow_symlinks:
+                if not full.resolve().is_relative_to(real_root):
+                    continue
+            found.append(full.relative_to(root).as_posix())
+    found.sort()
+    return found
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    """Any Pillow mode to 8-bit RGB; transparency is composited onto white."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        a = np.asarray(img, dtype=np.float64)
+        top = 65535.0 if img.mode.startswith("I;16") or a.max(initial=0) > 255 else 255.0
+        a = np.clip(a / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        img = Image.fromarray(a, "L")
+    if img.mode == "P":
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(background, img)
+    return img.convert("RGB")
+
+
+def decode_image(path: str | os.PathLike, size: int, max_pixels: int) -> tuple[np.ndarray, int, int]:
+    """Decode one file to `(size, size, 3)` uint8, the centre square resized.
+
+    Returns the pixels and the original width and height after EXIF orientation.
+    Raises ImageError with a short reason for anything that cannot be read.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as img:
+                w, h = img.size
+                if w * h > max_pixels:
+                    raise ImageError(f"{w}x{h} pixels is over the limit of {max_pixels} (--max-pixels)")
+                # JPEG: let libjpeg decode at 1/2..1/8 scale when the image is much larger.
+                img.draft("RGB", (max(size, 1) * 2, max(size, 1) * 2))
+                img = ImageOps.exif_transpose(img)
+                w, h = _original_size(img, w, h)
+                img = _to_rgb(img)
+                side = min(img.size)
+                left, top = (img.size[0] - side) // 2, (img.size[1] - side) // 2
+                img = img.resize((size, size), Image.Resampling.BILINEAR,
+                                 box=(left, top, left + side, top + side), reducing_gap=2.0)
+                return np.asarray(img, dtype=np.uint8), w, h
+    except ImageError:
+        raise
+    except FileNotFoundError:
+        raise ImageError("file disappeared before it could be read") from None
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"decompression bomb: {e}") from None
+    except (OSError, ValueError, SyntaxError, EOFError, MemoryError, Image.UnidentifiedImageError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if os.path.exists(path) and os.path.getsize(path) == 0:
+            reason = "empty file"
+        raise ImageError(reason) from None
+
+
+def _original_size(img: Image.Image, w: int, h: int) -> tuple[int, int]:
+    """Size after EXIF rotation, in the file's own pixels (draft mode may have shrunk img)."""
+    swapped = (img.size[0] > img.size[1]) != (w > h) and w != h
+    return (h, w) if swapped else (w, h)
+
+
+class DecodeDataset(torch.utils.data.Dataset):
+    """Decodes files in DataLoader workers. Item: (index, pixels, width, height, error)."""
+
+    def __init__(self, root: Path, paths: list[str], size: int, max_pixels: int):
+        self.root, self.paths, self.size, self.max_pixels = root, paths, size, max_pixels
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int):
+        try:
+            pixels, w, h = decode_image(self.root / self.paths[i], self.size, self.max_pixels)
+            return i, pixels, w, h, ""
+        except ImageError as e:
+            return i, None, 0, 0, str(e)
+
+
+def _collate(batch):
+    return batch
+
+
+def decode_all(root: Path, paths: list[str], size: int, max_pixels: int, workers: int,
+               pixels_path: Path, skipped_path: Path) -> tuple[list[int], np.ndarray]:
+    """Decode every file into `pixels_path`, a (n_ok, size, size, 3) uint8 .npy.
+
+    Unreadable files go to `skipped_path` (path,reason). Returns the indices into `paths`
+    of the readable files, in order, and their (n_ok, 2) int32 original (width, height).
+    """
+    n = len(paths)
+    scratch = pixels_path.with_name(pixels_path.name + ".partial")
+    buf = np.lib.format.open_memmap(scratch, mode="w+", dtype=np.uint8, shape=(max(n, 1), size, size, 3))
+    ok = np.zeros(n, dtype=bool)
+    sizes = np.zeros((n, 2), dtype=np.int32)
+    skipped = []
+    loader = torch.utils.data.DataLoader(
+        DecodeDataset(root, paths, size, max_pixels), batch_size=64, num_workers=workers,
+        collate_fn=_collate, persistent_workers=False)
+    with progress(n, "decode") as bar:
+        for batch in loader:
+            for i, pixels, w, h, err in batch:
+                if err:
+                    skipped.append((paths[i], err))
+                else:
+                    buf[i], ok[i], sizes[i] = pixels, True, (w, h)
+            bar.update(len(batch))
+    buf.flush()
+    keep = np.flatnonzero(ok)
+    _write_skipped(skipped_path, skipped)
+    if len(keep) == n and n > 0:
+        del buf
+        os.replace(scratch, pixels_path)
+    else:
+        with atomic_path(pixels_path, suffix=".npy") as tmp:
+            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(keep), size, size, 3))
+            for start in range(0, len(keep), 8192):
+                out[start:start + 8192] = buf[keep[start:start + 8192]]
+            out.flush()
+            del out
+        del buf
+        os.unlink(scratch)
+    return keep.tolist(), sizes[keep]
+
+
+def _write_skipped(path: Path, rows: list[tuple[str, str]]) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as f:
+            writer = csv.writer(f)
+            writer.writerow(["path", "reason"])
+            writer.writerows(sorted(rows))

@@ -1,0 +1,152 @@
+"""Run the stages in order, skipping those a previous (killed) run already finished.
+
+scan -> decode -> train -> embed -> cluster -> project -> finish
+Each stage writes its outputs atomically, then records itself in progress.json.
+The manifest, written last, is what makes a run complete.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import __version__
+from . import run_dir as rd
+from .config import Config
+from .errors import IceError
+
+STAGES = ("scan", "decode", "train", "embed", "cluster", "project")
+
+
+class Run:
+    """One run directory being built: its config, input and progress record."""
+
+    def __init__(self, root: Path, run_dir: Path, cfg: Config):
+        self.root, self.dir, self.cfg = root, run_dir, cfg
+        self.progress = {"config": cfg.to_dict(), "input_root": str(root), "stages": {}}
+
+    def done(self, stage: str) -> bool:
+        return stage in self.progress["stages"]
+
+    def finish_stage(self, stage: str, seconds: float, **extra) -> None:
+        self.progress["stages"][stage] = {"seconds": round(seconds, 3), **extra}
+        rd.write_json(self.dir / rd.PROGRESS, self.progress)
+
+    def path(self, name: str) -> Path:
+        return self.dir / name
+
+
+def open_run(root: Path, run_dir: Path, cfg: Config, resume: bool, force: bool) -> Run:
+    """Check the input and the run directory, and load the progress of a run to resume."""
+    root = Path(root)
+    if not root.is_dir():
+        raise IceError(f"input folder not found: {root}")
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise IceError(f"--out {run_dir}: exists and is not a folder")
+    run = Run(root.resolve(), run_dir, cfg)
+    progress_path = run_dir / rd.PROGRESS
+    has_files = run_dir.is_dir() and any(run_dir.iterdir())
+    if force and has_files:
+        for name in [rd.MANIFEST, rd.PROGRESS]:
+            (run_dir / name).unlink(missing_ok=True)
+        (run_dir / rd.CHECKPOINT).unlink(missing_ok=True)
+    elif resume and progress_path.exists():
+        old = rd.read_json(progress_path)
+        if old["config"] != cfg.to_dict():
+            changed = sorted(k for k in cfg.to_dict() if old["config"].get(k) != cfg.to_dict()[k])
+            raise IceError(f"cannot resume {run_dir}: its options differ ({', '.join(changed)}); "
+                           "resume with the same options or start a new --out")
+        if old["input_root"] != str(run.root):
+            raise IceError(f"cannot resume {run_dir}: it was made from {old['input_root']}, not {run.root}")
+        run.progress = old
+    elif has_files and not resume:
+        raise IceError(f"--out {run_dir}: folder is not empty; use --resume to continue "
+                       "a run or --force to start it over")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    return run
+
+
+def run_embed(root: Path, run_dir: Path, cfg: Config, resume: bool = False, force: bool = False,
+              log=print) -> dict:
+    """Build a complete run directory from a folder of images; return its manifest."""
+    cfg.validate()
+    run = open_run(root, run_dir, cfg, resume, force)
+    if resume and (run.dir / rd.MANIFEST).exists():
+        manifest = rd.read_json(run.dir / rd.MANIFEST)
+        if manifest.get("complete"):
+            return manifest
+    from . import stages  # torch and friends load only once the arguments are known good
+
+    device = stages.device_for(cfg)
+    if run.done("scan"):
+        stages.verify_input(run)
+    for name in STAGES:
+        if run.done(name):
+            continue
+        t0 = time.perf_counter()
+        extra = getattr(stages, name)(run, device, resume) or {}
+        run.finish_stage(name, time.perf_counter() - t0, **extra)
+    return write_manifest(run, stages.describe(device))
+
+
+def write_manifest(run: Run, device_name: str) -> dict:
+    """Join the stage outputs into items.parquet, then write the manifest, last."""
+    items = pd.read_parquet(run.path("decoded.parquet"))
+    assign = np.load(run.path("assign.npz"))
+    xy = np.load(run.path("map.npy"))
+    items["cluster"] = assign["cluster"].astype(np.int32)
+    items["x"], items["y"] = xy[:, 0].astype(np.float32), xy[:, 1].astype(np.float32)
+    items["distance"] = assign["distance"].astype(np.float32)
+    cols = ["image_id", "path", "width", "height", "cluster", "x", "y", "distance"]
+    items = items[cols + (["label"] if "label" in items else [])]
+    with rd.atomic_path(run.path(rd.ITEMS)) as tmp:
+        items.to_parquet(tmp, index=False)
+    stages = run.progress["stages"]
+    metrics = None
+    if "label" in items:
+        from .cluster import cluster_metrics
+        metrics = cluster_metrics(items["label"].to_numpy(), items["cluster"].to_numpy())
+    manifest = {
+        "schema_version": rd.SCHEMA_VERSION,
+        "complete": True,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "input_root": str(run.root),
+        "config": run.cfg.to_dict(),
+        "versions": _versions(),
+        "device": device_name,
+        "counts": {"found": stages["scan"]["found"], "images": len(items),
+                   "skipped": stages["decode"]["skipped"]},
+        "clusters": stages["cluster"]["k"],
+        "cluster_space": run.cfg.cluster_space,
+        "stage_seconds": {s: stages[s]["seconds"] for s in STAGES},
+        "train_loss": stages["train"]["loss"],
+        "metrics": metrics,
+    }
+    rd.write_json(run.path(rd.MANIFEST), manifest)
+    return manifest
+
+
+def _versions() -> dict:
+    import faiss
+    import torch
+    import umap
+
+    return {"ice": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "faiss": faiss.__version__, "umap": getattr(umap, "__version__", "unknown"),
+            "numpy": np.__version__}
+
+
+def summary_line(manifest: dict) -> str:
+    c = manifest["counts"]
+    times = " ".join(f"{s} {t:.1f}s" for s, t in manifest["stage_seconds"].items())
+    line = f"{c['images']} images, {c['skipped']} skipped, {manifest['clusters']} clusters | {times}"
+    if manifest.get("metrics"):
+        m = manifest["metrics"]
+        line += f" | accuracy {m['accuracy']:.3f} NMI {m['nmi']:.3f} ARI {m['ari']:.3f}"
+    return line

@@ -1,0 +1,87 @@
+"""The on-disk contract between the batch job and the explorer (docs/run-format.md).
+
+Torch-free: the explorer imports this module.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .errors import IceError
+
+SCHEMA_VERSION = 1
+
+MANIFEST = "manifest.json"
+PROGRESS = "progress.json"
+ITEMS = "items.parquet"
+EMBEDDINGS = "embeddings.npy"
+MANIFOLD = "manifold.npy"
+CENTROIDS = "centroids.npy"
+INDEX = "index.faiss"
+PIXELS = "pixels.npy"
+MODEL = "model.pt"
+CHECKPOINT = "checkpoints/last.pt"
+SKIPPED = "skipped.csv"
+ANNOTATIONS = "annotations.sqlite"
+CLUSTERINGS = "clusterings"
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, suffix: str = ""):
+    """Yield a temporary path beside `path`; on success rename it over `path`.
+
+    On an exception the temporary file is removed and `path` is untouched.
+    `suffix` keeps an extension that a writer insists on (np.save adds `.npy`).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_json(path: str | os.PathLike, obj) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def read_json(path: str | os.PathLike):
+    return json.loads(Path(path).read_text())
+
+
+def save_npy(path: str | os.PathLike, arr: np.ndarray) -> None:
+    with atomic_path(path, suffix=".npy") as tmp:
+        np.save(tmp, arr)
+
+
+def load_manifest(run_dir: str | os.PathLike) -> dict:
+    """The manifest of a complete run, or IceError saying why the folder is not one."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise IceError(f"run directory not found: {run_dir}")
+    path = run_dir / MANIFEST
+    if not path.exists():
+        raise IceError(f"{run_dir} is not a complete run (no {MANIFEST}); "
+                       "finish it with `ice embed --resume`")
+    try:
+        manifest = read_json(path)
+    except (OSError, ValueError) as e:
+        raise IceError(f"{path}: unreadable manifest ({e})") from None
+    if not manifest.get("complete"):
+        raise IceError(f"{run_dir} is not a complete run; finish it with `ice embed --resume`")
+    if manifest.get("schema_version", 0) > SCHEMA_VERSION:
+        raise IceError(f"{run_dir} has schema version {manifest['schema_version']}; "
+                       f"this ICE reads up to {SCHEMA_VERSION}")
+    return manifest

@@ -1,0 +1,142 @@
+"""The stage functions that pipeline.run_embed calls in order.
+
+Each takes (run, device, resume), writes its outputs atomically into the run directory and
+returns the figures to record in progress.json.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import run_dir as rd
+from .cluster import KMeans, build_index, choose_k, faiss_gpus
+from .config import Config
+from .embed import embed as run_encoder
+from .errors import IceError
+from .images import EXTENSIONS, decode_all, find_images
+from .project import umap_reduce
+from .train import load_model, pick_device
+from .train import train as run_training
+
+FILES = "files.parquet"  # every candidate file with its size and mtime, for --resume checks
+DECODED = "decoded.parquet"  # the readable images: image_id, path, width, height[, label]
+ASSIGN = "assign.npz"  # cluster and distance per image
+MAP = "map.npy"  # (n, 2) float32 map coordinates
+
+
+def device_for(cfg: Config) -> torch.device:
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise IceError("--device cuda: no CUDA device is available")
+    return pick_device(cfg.device)
+
+
+def describe(device: torch.device) -> str:
+    gpu = f", faiss on {faiss_gpus()} GPU(s)" if faiss_gpus() else ""
+    if device.type == "cuda":
+        return f"cuda ({torch.cuda.get_device_name(device)}){gpu}"
+    return f"cpu ({torch.get_num_threads()} threads){gpu}"
+
+
+def _fingerprint(root: Path, paths: list[str]) -> pd.DataFrame:
+    sizes, mtimes = [], []
+    for p in paths:
+        try:
+            st = os.stat(root / p)
+            sizes.append(st.st_size)
+            mtimes.append(st.st_mtime_ns)
+        except OSError:
+            sizes.append(-1)
+            mtimes.append(-1)
+    return pd.DataFrame({"path": paths, "size": sizes, "mtime_ns": mtimes})
+
+
+def scan(run, device, resume) -> dict:
+    paths = find_images(run.root, run.cfg.follow_symlinks)
+    if not paths:
+        raise IceError(f"no images found in {run.root} (looked for {', '.join(EXTENSIONS)})")
+    files = _fingerprint(run.root, paths)
+    with rd.atomic_path(run.path(FILES)) as tmp:
+        files.to_parquet(tmp, index=False)
+    return {"found": len(paths)}
+
+
+def verify_input(run) -> None:
+    """Refuse to resume when the input folder changed since the scan; name what changed."""
+    old = pd.read_parquet(run.path(FILES))
+    now = _fingerprint(run.root, find_images(run.root, run.cfg.follow_symlinks))
+    merged = old.merge(now, on="path", how="outer", suffixes=("_old", "_new"), indicator=True)
+    added = merged.loc[merged["_merge"] == "right_only", "path"].tolist()
+    removed = merged.loc[merged["_merge"] == "left_only", "path"].tolist()
+    both = merged[merged["_merge"] == "both"]
+    modified = both.loc[(both["size_old"] != both["size_new"]) | (both["mtime_ns_old"] != both["mtime_ns_new"]),
+                        "path"].tolist()
+    parts = [f"{len(v)} {what} (e.g. {v[0]})" for what, v in
+             (("added", added), ("removed", removed), ("modified", modified)) if v]
+    if parts:
+        raise IceError(f"cannot resume {run.dir}: the input folder changed since the run started: "
+                       f"{'; '.join(parts)}; start a new run with another --out")
+
+
+def decode(run, device, resume) -> dict:
+    files = pd.read_parquet(run.path(FILES))
+    paths = files["path"].tolist()
+    keep, sizes = decode_all(run.root, paths, run.cfg.image_size, run.cfg.max_pixels, run.cfg.workers,
+                             run.path(rd.PIXELS), run.path(rd.SKIPPED))
+    if not keep:
+        raise IceError(f"none of the {len(paths)} image files in {run.root} could be read; see {run.path(rd.SKIPPED)}")
+    kept_paths = [paths[i] for i in keep]
+    decoded = pd.DataFrame({"image_id": np.arange(len(keep), dtype=np.int64), "path": kept_paths,
+                            "width": sizes[:, 0], "height": sizes[:, 1]})
+    if run.cfg.labels_from_folders:
+        decoded["label"] = [PurePosixPath(p).parent.name for p in kept_paths]
+    with rd.atomic_path(run.path(DECODED)) as tmp:
+        decoded.to_parquet(tmp, index=False)
+    return {"skipped": len(paths) - len(keep)}
+
+
+def train(run, device, resume) -> dict:
+    _, loss = run_training(run.dir, run.path(rd.PIXELS), run.cfg, device, resume=resume)
+    return {"loss": round(float(loss), 6)}
+
+
+def embed(run, device, resume) -> dict:
+    model = load_model(run.dir, device)
+    run_encoder(model, run.path(rd.PIXELS), run.path(rd.EMBEDDINGS), run.cfg, device)
+    return {}
+
+
+def cluster(run, device, resume) -> dict:
+    cfg = run.cfg
+    emb = np.load(run.path(rd.EMBEDDINGS), mmap_mode="r")
+    if cfg.clusters > len(emb):
+        raise IceError(f"--clusters {cfg.clusters}: more clusters than the {len(emb)} images")
+    space = emb
+    if cfg.cluster_space == "manifold" and len(emb) > cfg.manifold_dim + 2:
+        space = umap_reduce(emb, cfg.manifold_dim, cfg.neighbors, 0.0, cfg.umap_sample, cfg.seed, "manifold")
+        rd.save_npy(run.path(rd.MANIFOLD), space)
+    k = cfg.clusters or choose_k(space, cfg.seed)[0]
+    km = KMeans(k, cfg.kmeans_iters, cfg.kmeans_restarts, cfg.seed).fit(space)
+    rd.save_npy(run.path(rd.CENTROIDS), km.centroids_)
+    with rd.atomic_path(run.path(ASSIGN), suffix=".npz") as tmp:
+        np.savez(tmp, cluster=km.labels_, distance=km.distances_)
+    import faiss
+
+    with rd.atomic_path(run.path(rd.INDEX)) as tmp:
+        faiss.write_index(build_index(emb), str(tmp))
+    return {"k": int(k)}
+
+
+def project(run, device, resume) -> dict:
+    cfg = run.cfg
+    emb = np.load(run.path(rd.EMBEDDINGS), mmap_mode="r")
+    if len(emb) > 3:
+        xy = umap_reduce(emb, 2, cfg.neighbors, 0.1, cfg.umap_sample, cfg.seed, "map")
+    else:  # UMAP needs a few points; a handful of images get a line
+        xy = np.stack([np.arange(len(emb)), np.zeros(len(emb))], 1).astype(np.float32)
+    rd.save_npy(run.path(MAP), xy)
+    return {}

@@ -1,0 +1,160 @@
+"""Train the autoencoder on the cached pixels: reconstruction of a denoised augmented view,
+plus an NT-Xent term that pulls two augmented views of one image together."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from .progress import progress
+
+from .config import Config
+from .model import AutoEncoder, ModelArgs, to_input
+from .run_dir import CHECKPOINT, MODEL, atomic_path
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+class PixelBatches(torch.utils.data.Dataset):
+    """Whole batches from the pixel memmap: one fancy-indexed read per batch."""
+
+    def __init__(self, pixels_path: Path):
+        self.pixels_path = pixels_path
+        self.pixels = None  # opened lazily, once per worker process
+        self.n = np.load(pixels_path, mmap_mode="r").shape[0]
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, idx):
+        if self.pixels is None:
+            self.pixels = np.load(self.pixels_path, mmap_mode="r")
+        idx = np.sort(np.asarray(idx))
+        return torch.from_numpy(np.ascontiguousarray(self.pixels[idx]))
+
+
+def make_loader(pixels_path: Path, cfg: Config, device: torch.device, shuffle: bool, seed: int = 0):
+    data = PixelBatches(pixels_path)
+    base = (torch.utils.data.RandomSampler(data, generator=torch.Generator().manual_seed(seed))
+            if shuffle else torch.utils.data.SequentialSampler(data))
+    batches = torch.utils.data.BatchSampler(base, cfg.batch_size, drop_last=shuffle and len(data) > cfg.batch_size)
+    return torch.utils.data.DataLoader(data, sampler=batches, batch_size=None, num_workers=cfg.workers,
+                                       pin_memory=device.type == "cuda",
+                                       persistent_workers=cfg.workers > 0)
+
+
+def augment(x: torch.Tensor, cfg: Config, gen: torch.Generator) -> torch.Tensor:
+    """Random crop (zoom and shift), flip and colour jitter, batched; x is (b, 3, s, s) in [-1, 1]."""
+    b, dev = x.shape[0], x.device
+
+    def rand(lo, hi):
+        return torch.rand(b, generator=gen, device=dev) * (hi - lo) + lo
+
+    scale = rand(cfg.crop, 1.0)
+    tx, ty = rand(-1, 1) * (1 - scale), rand(-1, 1) * (1 - scale)
+    flip = torch.where(rand(0, 1) < 0.5, -1.0, 1.0) if cfg.flip else torch.ones(b, device=dev)
+    theta = torch.zeros(b, 2, 3, device=dev)
+    theta[:, 0, 0], theta[:, 0, 2] = scale * flip, tx
+    theta[:, 1, 1], theta[:, 1, 2] = scale, ty
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
+    if cfg.jitter > 0:
+        j = cfg.jitter
+        gray = x.mean(1, keepdim=True)
+        x = gray + (x - gray) * rand(1 - j, 1 + j).view(b, 1, 1, 1)  # saturation
+        mean = x.mean((1, 2, 3), keepdim=True)
+        x = mean + (x - mean) * rand(1 - j, 1 + j).view(b, 1, 1, 1)  # contrast
+        x = x + rand(-j, j).view(b, 1, 1, 1)  # brightness
+    return x.clamp(-1, 1)
+
+
+def nt_xent(p1: torch.Tensor, p2: torch.Tensor, temperature: float) -> torch.Tensor:
+    """SimCLR's loss: each view must pick its partner out of the other 2b - 2 views."""
+    p = F.normalize(torch.cat([p1, p2]).float(), dim=1)
+    sim = p @ p.T / temperature
+    sim.fill_diagonal_(float("-inf"))
+    b = p1.shape[0]
+    target = torch.cat([torch.arange(b, 2 * b), torch.arange(0, b)]).to(p.device)
+    return F.cross_entropy(sim, target)
+
+
+def step_loss(model: AutoEncoder, batch: torch.Tensor, cfg: Config, gen: torch.Generator) -> torch.Tensor:
+    x = to_input(batch)
+    views = [augment(x, cfg, gen) for _ in range(2 if cfg.contrastive > 0 else 1)]
+    loss, heads = 0.0, []
+    for v in views:
+        noisy = v + cfg.noise * torch.randn(v.shape, generator=gen, device=v.device) if cfg.noise else v
+        z, recon = model(noisy.contiguous(memory_format=torch.channels_last))
+        loss = loss + F.mse_loss(recon.float(), v) / len(views)
+        heads.append(model.head(z))
+    if cfg.contrastive > 0:
+        loss = loss + cfg.contrastive * nt_xent(heads[0], heads[1], cfg.temperature)
+    return loss
+
+
+def train(run_dir: Path, pixels_path: Path, cfg: Config, device: torch.device,
+          resume: bool = False) -> tuple[AutoEncoder, float]:
+    """Train for cfg.epochs, checkpointing after every epoch; returns the model and final loss."""
+    torch.manual_seed(cfg.seed)
+    model = AutoEncoder(ModelArgs(cfg.image_size, cfg.dim, cfg.width)).to(device, memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    loader = make_loader(pixels_path, cfg, device, shuffle=True, seed=cfg.seed)
+    steps = len(loader)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps, pct_start=0.15)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    start, loss_avg = 0, math.nan
+    ckpt_path = run_dir / CHECKPOINT
+    if resume and ckpt_path.exists():
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=False)
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        sched.load_state_dict(ckpt["scheduler"])
+        gen.set_state(ckpt["generator"].cpu() if device.type == "cpu" else ckpt["generator"])
+        start, loss_avg = ckpt["epoch"], ckpt["loss"]
+    use_bf16 = device.type == "cuda"
+    bar = progress(cfg.epochs * steps, "train", "batch", start * steps)
+    for epoch in range(start, cfg.epochs):
+        model.train()
+        total, seen, t0 = 0.0, 0, time.perf_counter()
+        loader.sampler.sampler.generator.manual_seed(cfg.seed + epoch)
+        for batch in loader:
+            batch = batch.to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                loss = step_loss(model, batch, cfg, gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item() * len(batch)
+            seen += len(batch)
+            bar.update(1)
+            bar.set_postfix(epoch=epoch + 1, loss=f"{total / seen:.4f}",
+                            img_s=f"{seen / (time.perf_counter() - t0):.0f}")
+        loss_avg = total / max(seen, 1)
+        _save(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                          "scheduler": sched.state_dict(), "generator": gen.get_state(),
+                          "epoch": epoch + 1, "loss": loss_avg, "config": cfg.to_dict()})
+    bar.close()
+    _save(run_dir / MODEL, {"model": model.state_dict(), "model_args": model.checkpoint_args(),
+                            "config": cfg.to_dict(), "epoch": cfg.epochs, "loss": loss_avg})
+    return model, loss_avg
+
+
+def _save(path: Path, obj: dict) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
+
+
+def load_model(run_dir: Path, device: torch.device) -> AutoEncoder:
+    ckpt = torch.load(run_dir / MODEL, map_location=device, weights_only=False)
+    model = AutoEncoder(ModelArgs(**ckpt["model_args"])).to(device, memory_format=torch.channels_last)
+    model.load_state_dict(ckpt["model"])
+    return model
