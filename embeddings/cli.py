@@ -22,7 +22,7 @@ class Parser(argparse.ArgumentParser):
 def _field_help() -> dict[str, str]:
     """The comment after each Config field: the config source is the one place it is written."""
     src = inspect.getsource(config_module)
-    return dict(re.findall(r"^\s+(\w+): [\w\[\]| ]+ = .*?# (.+)$", src, flags=re.M))
+    return dict(re.findall(r"^\s+(\w+): [\w| ]+ = .*?# (.+)$", src, flags=re.M))
 
 
 def add_config_options(p: argparse.ArgumentParser) -> None:
@@ -30,11 +30,11 @@ def add_config_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("pipeline settings (saved in the run's manifest)")
     for f in dataclasses.fields(Config):
         flag = "--" + f.name.replace("_", "-")
-        text = f"{helps.get(f.name, '')} (default: {f.default})"
+        text = f"{helps[f.name]} (default: {'automatic' if f.default is None else f.default})"
         if f.type in ("bool", bool):
             g.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
-            typ = {"int": int, "float": float, "str": str}[str(f.type)]
+            typ = {"int": int, "float": float, "str": str}[str(f.type).split(" |")[0]]
             g.add_argument(flag, dest=f.name, type=typ, default=None, metavar=f.name.upper(), help=text)
     g.add_argument("--fast", action="store_true",
                    help=f"a short training budget for quick looks: {', '.join(f'{k}={v}' for k, v in FAST.items())}"

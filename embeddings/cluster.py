@@ -30,15 +30,39 @@ class KMeans:
             raise IceError(f"--clusters {self.n_clusters}: must be 2 or more")
         if self.n_clusters > len(x):
             raise IceError(f"--clusters {self.n_clusters}: more clusters than the {len(x)} images")
-        km = faiss.Kmeans(x.shape[1], self.n_clusters, niter=self.n_iter, nredo=self.n_init,
-                          seed=self.seed, gpu=faiss_gpus() > 0, verbose=False,
-                          max_points_per_centroid=max(256, len(x) // self.n_clusters + 1))
-        km.train(x)
-        self.centroids_ = km.centroids.astype(np.float32)
-        d, i = km.index.search(x, 1)
+        rng = np.random.default_rng(self.seed)
+        best, best_obj = None, np.inf
+        for restart in range(self.n_init):
+            # faiss starts from random rows; k-means++ seeds escape far more bad local minima
+            init = kmeans_plus_plus(x, self.n_clusters, rng)
+            km = faiss.Kmeans(x.shape[1], self.n_clusters, niter=self.n_iter, seed=self.seed + restart,
+                              gpu=faiss_gpus() > 0, verbose=False,
+                              max_points_per_centroid=max(256, len(x) // self.n_clusters + 1))
+            km.train(x, init_centroids=init)
+            if km.obj[-1] < best_obj:
+                best, best_obj = km, km.obj[-1]
+        self.centroids_ = best.centroids.astype(np.float32)
+        d, i = best.index.search(x, 1)
         self.labels_ = i[:, 0].astype(np.int32)
         self.distances_ = d[:, 0].astype(np.float32)
         return self
+
+
+def kmeans_plus_plus(x: np.ndarray, k: int, rng: np.random.Generator, sample: int = 20_000) -> np.ndarray:
+    """Greedy k-means++ seeds (k, d) float32, drawn from a sample of at most `sample` rows."""
+    if len(x) > sample:
+        x = x[np.sort(rng.choice(len(x), size=sample, replace=False))]
+    x = np.asarray(x, dtype=np.float32)
+    trials = 2 + int(np.log(k))
+    centres = [x[rng.integers(len(x))]]
+    d2 = ((x - centres[0]) ** 2).sum(1)
+    for _ in range(1, k):
+        cand = rng.choice(len(x), size=trials, p=d2 / d2.sum()) if d2.sum() > 0 else rng.integers(len(x), size=trials)
+        cand_d2 = np.minimum(d2, ((x[None, :, :] - x[cand][:, None, :]) ** 2).sum(2))
+        pick = int(np.argmin(cand_d2.sum(1)))
+        centres.append(x[cand[pick]])
+        d2 = cand_d2[pick]
+    return np.stack(centres).astype(np.float32)
 
 
 def candidate_ks(n: int) -> list[int]:
@@ -55,7 +79,7 @@ def choose_k(x: np.ndarray, seed: int = 0, sample: int = 5000) -> tuple[int, dic
     pick = rng.choice(len(x), size=min(sample, len(x)), replace=False)
     scores = {}
     for k in candidate_ks(len(x)):
-        labels = KMeans(k, n_iter=25, n_init=1, seed=seed).fit(x).labels_
+        labels = KMeans(k, n_iter=25, n_init=3, seed=seed).fit(x).labels_
         if len(np.unique(labels[pick])) < 2:
             continue
         scores[k] = float(silhouette_score(x[pick], labels[pick]))

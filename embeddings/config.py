@@ -24,9 +24,9 @@ class Config:
     width: int = 32  # channels of the first conv layer; doubles at each downsampling
     # --- train ---
     epochs: int = 30  # passes over the images
-    batch_size: int = 256
+    batch_size: int = 256  # images per training step
     lr: float = 2e-3  # peak learning rate of the one-cycle schedule (AdamW)
-    weight_decay: float = 1e-4
+    weight_decay: float = 1e-4  # AdamW weight decay
     contrastive: float = 0.5  # weight of the NT-Xent term between two augmented views (0 = off)
     temperature: float = 0.2  # NT-Xent temperature
     noise: float = 0.1  # std of the Gaussian noise added to the encoder input (denoising)
@@ -35,15 +35,15 @@ class Config:
     jitter: float = 0.3  # strength of brightness/contrast/saturation jitter (0 = off)
     device: str = "auto"  # "auto", "cpu" or "cuda"
     # --- cluster ---
-    clusters: int = 0  # K for k-means; 0 chooses K automatically (see README)
-    kmeans_iters: int = 50
+    clusters: int | None = None  # K for k-means; unset chooses K automatically (see README)
+    kmeans_iters: int = 50  # k-means iterations per restart
     kmeans_restarts: int = 5  # k-means runs with different seeds; the best is kept
     cluster_space: str = "manifold"  # "manifold" (UMAP to manifold_dim first, as in N2D) or "embeddings"
-    manifold_dim: int = 10
+    manifold_dim: int = 10  # dimensions of the UMAP manifold that k-means runs on
     # --- project ---
     neighbors: int = 15  # UMAP n_neighbors, for the manifold and the 2-D map
     umap_sample: int = 50_000  # above this many images UMAP fits on a sample and transforms the rest
-    seed: int = 0
+    seed: int = 0  # seeds training, k-means and UMAP: the same seed gives the same run
 
     def validate(self) -> "Config":
         """Raise IceError naming the first bad value; return self."""
@@ -67,8 +67,8 @@ class Config:
         need(0.1 <= self.crop <= 1, "crop", "must be between 0.1 and 1")
         need(self.jitter >= 0, "jitter", "must be 0 or more")
         need(self.device in ("auto", "cpu", "cuda"), "device", "must be auto, cpu or cuda")
-        need(self.clusters >= 0 and self.clusters != 1, "clusters",
-             "must be 2 or more (or 0 for automatic)")
+        need(self.clusters is None or self.clusters >= 2, "clusters",
+             "must be 2 or more (leave it out to choose K automatically)")
         need(self.kmeans_iters >= 1, "kmeans_iters", "must be at least 1")
         need(self.kmeans_restarts >= 1, "kmeans_restarts", "must be at least 1")
         need(self.cluster_space in ("manifold", "embeddings"), "cluster_space",

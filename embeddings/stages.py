@@ -113,7 +113,7 @@ def embed(run, device, resume) -> dict:
 def cluster(run, device, resume) -> dict:
     cfg = run.cfg
     emb = np.load(run.path(rd.EMBEDDINGS), mmap_mode="r")
-    if cfg.clusters > len(emb):
+    if cfg.clusters and cfg.clusters > len(emb):
         raise IceError(f"--clusters {cfg.clusters}: more clusters than the {len(emb)} images")
     space = emb
     if cfg.cluster_space == "manifold" and len(emb) > cfg.manifold_dim + 2:

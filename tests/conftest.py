@@ -1,0 +1,72 @@
+"""Shared fixtures: generated image folders, and one small real run per session."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from embeddings.config import Config
+from embeddings.demo import write_digits
+from embeddings.pipeline import run_embed
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+# Small, fast settings for runs that tests make: what they check is the plumbing.
+TINY = dict(image_size=16, epochs=2, batch_size=64, workers=0, kmeans_restarts=1, neighbors=8)
+
+
+def make_images(folder: Path, n: int = 24, size: int = 40, seed: int = 0, classes: int = 3) -> list[Path]:
+    """Write n PNGs in `classes` subfolders: a bright square on a dark background per class colour."""
+    rng = np.random.default_rng(seed)
+    colours = [(230, 40, 40), (40, 230, 40), (40, 40, 230), (230, 230, 40)]
+    paths = []
+    for i in range(n):
+        c = i % classes
+        a = rng.integers(0, 40, size=(size, size, 3), dtype=np.uint8)
+        x, y = rng.integers(0, size // 2, size=2)
+        a[y:y + size // 2, x:x + size // 2] = colours[c]
+        path = folder / f"class{c}" / f"img_{i:03d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(a).save(path)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture
+def image_folder(tmp_path) -> Path:
+    folder = tmp_path / "images"
+    make_images(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def digits_folder(tmp_path_factory) -> Path:
+    return write_digits(tmp_path_factory.mktemp("digits"))
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory) -> Path:
+    """A complete run made by the real pipeline on 300 scikit-learn digits (about 20 s)."""
+    images = write_digits(tmp_path_factory.mktemp("digits300"), limit=300)
+    run_dir = tmp_path_factory.mktemp("runs") / "small"
+    cfg = Config(**{**TINY, "epochs": 4, "labels_from_folders": True})
+    run_embed(images, run_dir, cfg)
+    return run_dir
+
+
+def browser_available() -> bool:
+    return bool(shutil.which("chromium") or shutil.which("chromium-browser")) and bool(shutil.which("chromedriver"))
+
+
+def require_browser() -> None:
+    """Skip without a browser on a developer machine; fail in CI, where it must run."""
+    if browser_available():
+        return
+    if os.environ.get("ICE_REQUIRE_BROWSER") == "1":
+        pytest.fail("chromium and chromedriver are required (ICE_REQUIRE_BROWSER=1) but not installed")
+    pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")

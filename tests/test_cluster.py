@@ -1,0 +1,77 @@
+import faiss
+import numpy as np
+import pytest
+
+from embeddings.cluster import KMeans, build_index, candidate_ks, choose_k, cluster_metrics
+from embeddings.errors import IceError
+from embeddings.project import umap_reduce
+
+
+def blobs(k=4, per=200, d=8, seed=0, spread=0.05):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(k, d)) * 3
+    x = np.concatenate([c + spread * rng.normal(size=(per, d)) for c in centres]).astype(np.float32)
+    return x, np.repeat(np.arange(k), per)
+
+
+def test_kmeans_recovers_separated_blobs():
+    x, y = blobs()
+    km = KMeans(4, n_iter=20, n_init=2, seed=0).fit(x)
+    assert km.centroids_.shape == (4, 8) and km.centroids_.dtype == np.float32
+    assert km.labels_.shape == (800,) and km.distances_.shape == (800,)
+    assert cluster_metrics(y, km.labels_)["accuracy"] == 1.0
+    # distances are squared L2 to the assigned centroid
+    i = 17
+    assert km.distances_[i] == pytest.approx(((x[i] - km.centroids_[km.labels_[i]]) ** 2).sum(), rel=1e-4)
+
+
+def test_kmeans_is_seeded():
+    x, _ = blobs(k=6, spread=1.0)
+    a = KMeans(6, seed=3).fit(x).labels_
+    b = KMeans(6, seed=3).fit(x).labels_
+    assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("k", [0, 1, 10_000])
+def test_kmeans_rejects_bad_k(k):
+    with pytest.raises(IceError, match=str(k)):
+        KMeans(k).fit(blobs()[0])
+
+
+def test_choose_k_finds_the_number_of_blobs():
+    x, _ = blobs(k=7, per=150)
+    k, scores = choose_k(x)
+    assert k == 7, scores
+
+
+def test_candidate_ks_range():
+    assert candidate_ks(10) == [2]
+    assert candidate_ks(1797)[0] == 5 and candidate_ks(1797)[-1] == 29
+    assert candidate_ks(10**7)[-1] == 50
+
+
+def test_metrics_match_by_hungarian():
+    y = np.array(["a", "a", "b", "b", "c", "c"])
+    m = cluster_metrics(y, np.array([2, 2, 0, 0, 1, 1]))
+    assert m == {"accuracy": 1.0, "nmi": pytest.approx(1.0), "ari": pytest.approx(1.0)}
+    assert cluster_metrics(y, np.array([0, 0, 0, 0, 1, 1]))["accuracy"] == pytest.approx(4 / 6)
+
+
+def test_index_returns_itself_first():
+    x, _ = blobs()
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    index = build_index(x)
+    assert isinstance(index, faiss.IndexFlatIP) and index.ntotal == len(x)
+    scores, ids = index.search(x[:5], 3)
+    assert ids[:, 0].tolist() == [0, 1, 2, 3, 4]
+    assert scores[:, 0] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_umap_keeps_blobs_apart_and_samples_above_threshold():
+    x, y = blobs(k=3, per=150, d=16)
+    full = umap_reduce(x, 2, 10, 0.1, sample=10_000, seed=0, desc="t")
+    assert full.shape == (450, 2) and full.dtype == np.float32
+    sampled = umap_reduce(x, 2, 10, 0.1, sample=200, seed=0, desc="t")
+    assert sampled.shape == (450, 2) and np.isfinite(sampled).all()
+    for xy in (full, sampled):  # each blob lands in its own cluster on the map
+        assert cluster_metrics(y, KMeans(3, seed=0).fit(xy).labels_)["accuracy"] == 1.0

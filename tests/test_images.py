@@ -1,0 +1,130 @@
+import csv
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from embeddings.errors import IceError, ImageError
+from embeddings.images import decode_all, decode_image, find_images
+
+
+def test_find_images_is_recursive_sorted_and_filters_extensions(tmp_path):
+    for rel in ["b/2.PNG", "a/1.jpg", "c.webp", "notes.txt", "a/deep/er/3.tiff"]:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"x")
+    assert find_images(tmp_path) == ["a/1.jpg", "a/deep/er/3.tiff", "b/2.PNG", "c.webp"]
+
+
+def test_find_images_missing_folder(tmp_path):
+    with pytest.raises(IceError, match="not found"):
+        find_images(tmp_path / "nope")
+
+
+def test_find_images_survives_a_symlink_loop_and_skips_links_outside(tmp_path):
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "sub").mkdir(parents=True)
+    outside.mkdir()
+    Image.new("RGB", (4, 4)).save(root / "sub" / "in.png")
+    Image.new("RGB", (4, 4)).save(outside / "secret.png")
+    (root / "sub" / "loop").symlink_to(root)
+    (root / "out.png").symlink_to(outside / "secret.png")
+    assert find_images(root) == ["sub/in.png"]
+    assert "out.png" in find_images(root, follow_symlinks=True)
+
+
+def _save(img, path, **kw):
+    img.save(path, **kw)
+    return path
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L", "CMYK", "LA", "RGBA", "P", "I;16", "1"])
+def test_decode_any_colour_mode(tmp_path, mode):
+    if mode == "I;16":
+        img = Image.fromarray(np.full((30, 20), 40000, dtype=np.uint16))
+    else:
+        img = Image.new(mode, (20, 30))
+    path = _save(img, tmp_path / ("x.tiff" if mode == "CMYK" else "x.png"))
+    pixels, w, h = decode_image(path, 16, 10**8)
+    assert pixels.shape == (16, 16, 3) and pixels.dtype == np.uint8
+    assert (w, h) == (20, 30)
+
+
+def test_decode_16_bit_keeps_brightness(tmp_path):
+    img = Image.fromarray(np.full((8, 8), 32768, dtype=np.uint16))
+    pixels, _, _ = decode_image(_save(img, tmp_path / "x.png"), 16, 10**8)
+    assert 120 <= pixels.mean() <= 135  # half of 16-bit range is mid grey, not white
+
+
+def test_decode_palette_transparency_goes_on_white(tmp_path):
+    img = Image.new("P", (10, 10), 0)
+    img.putpalette([0, 0, 0] * 256)
+    path = _save(img, tmp_path / "t.png", transparency=0)
+    pixels, _, _ = decode_image(path, 16, 10**8)
+    assert pixels.min() == 255
+
+
+def test_decode_applies_exif_rotation(tmp_path):
+    a = np.zeros((20, 40, 3), dtype=np.uint8)
+    a[:, :20] = 255  # left half white, 40 wide x 20 high
+    img = Image.fromarray(a)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    path = _save(img, tmp_path / "r.jpg", exif=exif, quality=95)
+    pixels, w, h = decode_image(path, 16, 10**8)
+    assert (w, h) == (20, 40)  # displayed portrait
+    top, bottom = pixels[:6].mean(), pixels[-6:].mean()
+    assert top > 200 and bottom < 50  # the white left half is now on top
+
+
+@pytest.mark.parametrize("content,reason", [
+    (b"", "empty"),
+    (b"this is text, not an image", "cannot identify"),
+])
+def test_decode_unreadable(tmp_path, content, reason):
+    path = tmp_path / "bad.png"
+    path.write_bytes(content)
+    with pytest.raises(ImageError, match=reason):
+        decode_image(path, 16, 10**8)
+
+
+def test_decode_truncated_jpeg(tmp_path):
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buf, "JPEG")
+    path = tmp_path / "cut.jpg"
+    path.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    with pytest.raises(ImageError):
+        decode_image(path, 16, 10**8)
+
+
+def bomb_png(path, side=100_000):
+    """A valid PNG header declaring side x side pixels, with almost no data."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+def test_decode_refuses_decompression_bomb_before_decoding(tmp_path):
+    with pytest.raises(ImageError, match="over the limit"):
+        decode_image(bomb_png(tmp_path / "bomb.png"), 16, 10**8)
+
+
+def test_decode_all_skips_and_compacts(tmp_path):
+    root = tmp_path / "in"
+    root.mkdir()
+    Image.new("RGB", (8, 8), (255, 0, 0)).save(root / "a.png")
+    (root / "b.png").write_bytes(b"")
+    Image.new("RGB", (8, 8), (0, 0, 255)).save(root / "c.png")
+    keep, sizes = decode_all(root, ["a.png", "b.png", "c.png"], 16, 10**8, 0,
+                             tmp_path / "pixels.npy", tmp_path / "skipped.csv")
+    assert keep == [0, 2] and sizes.tolist() == [[8, 8], [8, 8]]
+    pixels = np.load(tmp_path / "pixels.npy")
+    assert pixels.shape == (2, 16, 16, 3)
+    assert pixels[0, 0, 0].tolist() == [255, 0, 0] and pixels[1, 0, 0].tolist() == [0, 0, 255]
+    rows = list(csv.DictReader(open(tmp_path / "skipped.csv")))
+    assert [r["path"] for r in rows] == ["b.png"] and rows[0]["reason"] == "empty file"

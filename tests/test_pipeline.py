@@ -1,0 +1,189 @@
+"""End to end: `ice embed` on generated folders, resume, bad arguments, and the demo."""
+
+import csv
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from conftest import TINY, make_images
+from embeddings import run_dir as rd
+from embeddings.cli import main
+from embeddings.config import Config
+from embeddings.pipeline import run_embed
+
+TINY_ARGS = [a for k, v in TINY.items() for a in (f"--{k.replace('_', '-')}", str(v))]
+
+
+def hostile_folder(root):
+    """Readable images in odd modes beside files that cannot be read."""
+    make_images(root / "ok", n=12)
+    Image.new("CMYK", (30, 20), (0, 255, 0, 0)).save(root / "cmyk.jpg")
+    Image.fromarray(np.full((20, 20), 30000, dtype=np.uint16)).save(root / "sixteen.png")
+    pal = Image.new("P", (20, 20), 1)
+    pal.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    pal.save(root / "palette.png", transparency=0)
+    (root / "empty.jpg").write_bytes(b"")
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buf, "JPEG")
+    (root / "truncated.jpg").write_bytes(buf.getvalue()[:300])
+    (root / "text.png").write_text("not an image at all")
+    (root / "readme.txt").write_text("ignored: not an image extension")
+    return {"empty.jpg", "truncated.jpg", "text.png"}
+
+
+def test_embed_end_to_end_on_hostile_folder(tmp_path, capsys):
+    bad = hostile_folder(tmp_path / "in")
+    out = tmp_path / "run"
+    assert main(["embed", str(tmp_path / "in"), "--out", str(out), *TINY_ARGS]) == 0
+    summary = capsys.readouterr().out
+    assert "15 images, 3 skipped" in summary and "train" in summary and "project" in summary
+    manifest = rd.load_manifest(out)
+    assert manifest["counts"] == {"found": 18, "images": 15, "skipped": 3}
+    assert set(manifest["stage_seconds"]) == {"scan", "decode", "train", "embed", "cluster", "project"}
+    skipped = list(csv.DictReader(open(out / rd.SKIPPED)))
+    assert {r["path"] for r in skipped} == bad and all(r["reason"] for r in skipped)
+    items = pd.read_parquet(out / rd.ITEMS)
+    readable = {"cmyk.jpg", "sixteen.png", "palette.png"} | {f"ok/class{i % 3}/img_{i:03d}.png" for i in range(12)}
+    assert set(items["path"]) == readable
+    assert items["image_id"].tolist() == list(range(15))
+    assert items["path"].tolist() == sorted(items["path"])
+    assert list(items.columns) == ["image_id", "path", "width", "height", "cluster", "x", "y", "distance"]
+    k = manifest["clusters"]
+    assert items["cluster"].between(0, k - 1).all() and np.isfinite(items[["x", "y", "distance"]]).all().all()
+    emb = np.load(out / rd.EMBEDDINGS)
+    assert emb.shape == (15, 64) and emb.dtype == np.float32
+    assert np.linalg.norm(emb, axis=1) == pytest.approx(1.0, abs=1e-5)
+    assert np.load(out / rd.PIXELS).shape == (15, 16, 16, 3)
+    assert np.load(out / rd.CENTROIDS).shape[0] == k
+    assert (out / rd.INDEX).exists() and (out / rd.MODEL).exists()
+    assert not list(out.glob(".*.tmp*")), "temporary files left behind"
+
+
+def test_labels_from_folders_give_metrics(tmp_path):
+    make_images(tmp_path / "in", n=30)
+    manifest = run_embed(tmp_path / "in", tmp_path / "run", Config(**TINY, labels_from_folders=True, clusters=3))
+    items = pd.read_parquet(tmp_path / "run" / rd.ITEMS)
+    assert set(items["label"]) == {"class0", "class1", "class2"}
+    assert set(manifest["metrics"]) == {"accuracy", "nmi", "ari"}
+    assert 0 <= manifest["metrics"]["nmi"] <= 1
+
+
+def test_rerun_needs_resume_or_force(tmp_path, capsys):
+    make_images(tmp_path / "in", n=12)
+    args = ["embed", str(tmp_path / "in"), "--out", str(tmp_path / "run"), *TINY_ARGS]
+    assert main(args) == 0
+    assert main(args) == 1
+    assert "--resume" in capsys.readouterr().err
+    assert main(args + ["--resume"]) == 0  # complete: nothing to do
+    assert main(args + ["--force"]) == 0
+
+
+def test_resume_refuses_changed_input_and_options(tmp_path, capsys):
+    make_images(tmp_path / "in", n=12)
+    out = tmp_path / "run"
+    run_embed(tmp_path / "in", out, Config(**TINY))
+    (out / rd.MANIFEST).unlink()  # as if killed before the end
+    assert main(["embed", str(tmp_path / "in"), "--out", str(out), *TINY_ARGS, "--dim", "8", "--resume"]) == 1
+    assert "dim" in capsys.readouterr().err
+    (tmp_path / "in" / "class0" / "img_000.png").unlink()
+    make_images(tmp_path / "in" / "new", n=1)
+    assert main(["embed", str(tmp_path / "in"), "--out", str(out), *TINY_ARGS, "--resume"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "1 added" in err and "1 removed" in err
+
+
+def _ice(*args):
+    return [sys.executable, "-m", "embeddings.cli", *args]
+
+
+def test_resume_after_kill_during_training(tmp_path):
+    make_images(tmp_path / "in", n=600, size=32)
+    out = tmp_path / "run"
+    args = ["embed", str(tmp_path / "in"), "--out", str(out), "--image-size", "32", "--epochs", "4",
+            "--batch-size", "32", "--workers", "0", "--kmeans-restarts", "1", "--neighbors", "8"]
+    proc = subprocess.Popen(_ice(*args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = out / rd.CHECKPOINT
+    deadline = time.time() + 240
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    import torch
+    killed_at = torch.load(ckpt, weights_only=False)["epoch"]
+    assert killed_at < 4, "the job finished before it could be killed"
+    assert not (out / rd.MANIFEST).exists()
+    with pytest.raises(Exception):
+        rd.load_manifest(out)
+    done = subprocess.run(_ice(*args, "--resume"), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    manifest = rd.load_manifest(out)
+    assert torch.load(out / rd.MODEL, weights_only=False)["epoch"] == 4
+    assert manifest["counts"]["images"] == 600
+    items = pd.read_parquet(out / rd.ITEMS)
+    assert items["image_id"].tolist() == list(range(600))
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--clusters", "0"], "--clusters 0"),
+    (["--clusters", "x"], "invalid int value"),
+    (["--image-size", "20"], "--image-size 20"),
+    (["--epochs", "0"], "--epochs 0"),
+    (["--dim", "1"], "--dim 1"),
+    (["--batch-size", "1"], "--batch-size 1"),
+    (["--lr", "-1"], "--lr -1"),
+    (["--crop", "2"], "--crop 2"),
+    (["--device", "tpu"], "--device 'tpu'"),
+    (["--cluster-space", "pixels"], "--cluster-space 'pixels'"),
+    (["--workers", "-1"], "--workers -1"),
+    (["--max-pixels", "0"], "--max-pixels 0"),
+    (["--neighbors", "1"], "--neighbors 1"),
+    (["--umap-sample", "5"], "--umap-sample 5"),
+    (["--manifold-dim", "1"], "--manifold-dim 1"),
+    (["--kmeans-iters", "0"], "--kmeans-iters 0"),
+    (["--kmeans-restarts", "0"], "--kmeans-restarts 0"),
+    (["--temperature", "0"], "--temperature 0"),
+    (["--noise", "-1"], "--noise -1"),
+    (["--jitter", "-1"], "--jitter -1"),
+    (["--width", "2"], "--width 2"),
+    (["--weight-decay", "-1"], "--weight-decay -1"),
+    (["--contrastive", "-1"], "--contrastive -1"),
+    (["--bogus"], "unrecognized arguments"),
+])
+def test_bad_option_is_one_line_and_nonzero(tmp_path, capsys, args, message):
+    make_images(tmp_path / "in", n=3)
+    assert main(["embed", str(tmp_path / "in"), "--out", str(tmp_path / "run"), *args]) != 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("ice: error:") and message in err, err
+    assert not (tmp_path / "run").exists()
+
+
+def test_missing_folder_and_folder_without_images(tmp_path, capsys):
+    assert main(["embed", str(tmp_path / "nope"), "--out", str(tmp_path / "run")]) == 1
+    assert "not found" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("x")
+    assert main(["embed", str(tmp_path / "empty"), "--out", str(tmp_path / "run2")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no images found" in err
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "a.png").write_bytes(b"")
+    assert main(["embed", str(tmp_path / "junk"), "--out", str(tmp_path / "run3")]) == 1
+    assert "could be read" in capsys.readouterr().err
+
+
+def test_demo_reaches_nmi_on_digits(tmp_path, capsys):
+    """The embedded default, the demo's own settings, a fixed seed, on the CPU."""
+    assert main(["demo", "--no-serve", "--out", str(tmp_path / "demo")]) == 0
+    manifest = rd.load_manifest(tmp_path / "demo")
+    assert manifest["counts"]["images"] == 1797
+    assert manifest["metrics"]["nmi"] >= 0.85, manifest["metrics"]
+    assert str(tmp_path / "demo") in capsys.readouterr().out
