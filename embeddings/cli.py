@@ -20,9 +20,19 @@ class Parser(argparse.ArgumentParser):
 
 
 def _field_help() -> dict[str, str]:
-    """The comment after each Config field: the config source is the one place it is written."""
-    src = inspect.getsource(config_module)
-    return dict(re.findall(r"^\s+(\w+): [\w| ]+ = .*?# (.+)$", src, flags=re.M))
+    """The comment beside (or just above) each Config field: written once, in config.py."""
+    helps, above = {}, []
+    for line in inspect.getsource(config_module.Config).splitlines():
+        field = re.match(r"\s+(\w+): [\w| ]+ = [^#]*(?:# (.+))?$", line)
+        comment = re.match(r"\s+# (?!---)(.+)$", line)
+        if comment:
+            above.append(comment.group(1))
+        elif field:
+            helps[field.group(1)] = field.group(2) or " ".join(above)
+            above = []
+        else:
+            above = []
+    return helps
 
 
 def add_config_options(p: argparse.ArgumentParser) -> None:

@@ -14,7 +14,9 @@ from .errors import IceError
 @dataclass(frozen=True)
 class Config:
     # --- find and decode ---
-    image_size: int = 64  # square working size in pixels (a multiple of 16, 16..256)
+    # square working size in pixels, a multiple of 16 from 16 to 256; unset: the images'
+    # median short side rounded up to a multiple of 16, at most 64
+    image_size: int | None = None
     max_pixels: int = 100_000_000  # refuse images that declare more pixels (decompression bombs)
     follow_symlinks: bool = False  # follow symlinks that point outside the input folder
     labels_from_folders: bool = False  # store each image's parent folder as `label` (evaluation only)
@@ -51,7 +53,7 @@ class Config:
             if not ok:
                 raise IceError(f"--{name.replace('_', '-')} {getattr(self, name)!r}: {rule}")
 
-        need(16 <= self.image_size <= 256 and self.image_size % 16 == 0, "image_size",
+        need(self.image_size is None or (16 <= self.image_size <= 256 and self.image_size % 16 == 0), "image_size",
              "must be a multiple of 16 between 16 and 256")
         need(self.max_pixels >= 1, "max_pixels", "must be at least 1")
         need(self.workers >= 0, "workers", "must be 0 or more")

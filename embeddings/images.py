@@ -54,6 +54,24 @@ def find_images(root: str | os.PathLike, follow_symlinks: bool = False) -> list[
     return found
 
 
+def typical_size(root: Path, paths: list[str], sample: int = 200, seed: int = 0) -> int:
+    """The working size for these images: their median short side (from the headers of a
+    sample) rounded up to a multiple of 16, from 16 to 64. Small images are not upsampled
+    past what they hold, which keeps training cheap; larger ones get 64."""
+    rng = np.random.default_rng(seed)
+    pick = rng.choice(len(paths), size=min(sample, len(paths)), replace=False)
+    sides = []
+    for i in pick:
+        try:
+            with Image.open(root / paths[i]) as img:
+                sides.append(min(img.size))
+        except Exception:  # unreadable files are the decode stage's business
+            continue
+    if not sides:
+        return 64
+    return int(min(64, max(16, -(-np.median(sides) // 16) * 16)))
+
+
 def _to_rgb(img: Image.Image) -> Image.Image:
     """Any Pillow mode to 8-bit RGB; transparency is composited onto white."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):

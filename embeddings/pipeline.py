@@ -87,11 +87,12 @@ def run_embed(root: Path, run_dir: Path, cfg: Config, resume: bool = False, forc
     if run.done("scan"):
         stages.verify_input(run)
     for name in STAGES:
-        if run.done(name):
-            continue
-        t0 = time.perf_counter()
-        extra = getattr(stages, name)(run, device, resume) or {}
-        run.finish_stage(name, time.perf_counter() - t0, **extra)
+        if not run.done(name):
+            t0 = time.perf_counter()
+            extra = getattr(stages, name)(run, device, resume) or {}
+            run.finish_stage(name, time.perf_counter() - t0, **extra)
+        if name == "scan":  # settle the working size once; the manifest records it
+            run.cfg = run.cfg.replace(image_size=run.progress["stages"]["scan"]["image_size"])
     return write_manifest(run, stages.describe(device))
 
 

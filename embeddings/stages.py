@@ -18,7 +18,7 @@ from .cluster import KMeans, build_index, choose_k, faiss_gpus
 from .config import Config
 from .embed import embed as run_encoder
 from .errors import IceError
-from .images import EXTENSIONS, decode_all, find_images
+from .images import EXTENSIONS, decode_all, find_images, typical_size
 from .project import umap_reduce
 from .train import load_model, pick_device
 from .train import train as run_training
@@ -62,7 +62,8 @@ def scan(run, device, resume) -> dict:
     files = _fingerprint(run.root, paths)
     with rd.atomic_path(run.path(FILES)) as tmp:
         files.to_parquet(tmp, index=False)
-    return {"found": len(paths)}
+    size = run.cfg.image_size or typical_size(run.root, paths, seed=run.cfg.seed)
+    return {"found": len(paths), "image_size": size}
 
 
 def verify_input(run) -> None:
