@@ -28,12 +28,13 @@ def _channels(args: ModelArgs) -> list[int]:
     return [min(args.width * 2 ** i, args.width * 8) for i in range(steps)]
 
 
-def _block(cin: int, cout: int, transpose: bool) -> nn.Sequential:
+def _block(cin: int, cout: int, transpose: bool, refine: bool = True) -> nn.Sequential:
     conv = (nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1, bias=False) if transpose
             else nn.Conv2d(cin, cout, 4, stride=2, padding=1, bias=False))
-    # a 3x3 conv after each resampling step gives every scale some depth
-    return nn.Sequential(conv, nn.BatchNorm2d(cout), nn.GELU(),
-                         nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.GELU())
+    layers = [conv, nn.BatchNorm2d(cout), nn.GELU()]
+    if refine:  # a 3x3 conv after each resampling step gives every scale some depth
+        layers += [nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.GELU()]
+    return nn.Sequential(*layers)
 
 
 class Encoder(nn.Module):
@@ -53,8 +54,10 @@ class Decoder(nn.Module):
         chans = _channels(args)[::-1]
         self.first = chans[0]
         self.fc = nn.Linear(args.dim, chans[0] * 16)
-        self.deconvs = nn.Sequential(*[_block(cin, cout, True)
-                                       for cin, cout in zip(chans, chans[1:] + [chans[-1]])])
+        # no 3x3 at full resolution: it would cost as much as the whole encoder
+        pairs = list(zip(chans, chans[1:] + [chans[-1]]))
+        self.deconvs = nn.Sequential(*[_block(cin, cout, True, refine=i < len(pairs) - 1)
+                                       for i, (cin, cout) in enumerate(pairs)])
         self.out = nn.Conv2d(chans[-1], 3, 1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,174 @@
+"""Cluster quality of the default pipeline on labelled image sets.
+
+    python -m benchmarks.quality --dataset {digits,mnist,cifar10} [--split all|train|test]
+                                 [--limit N] [--fast] [--device auto|cpu|cuda] [--no-record]
+
+MNIST and CIFAR-10 come from ../shared/data (extracted once to a cache folder); the digits
+ship with scikit-learn. K is the number of classes; the labels are read only to score the
+clusters. Prints accuracy (Hungarian), NMI, ARI, each class's best-matching cluster's
+precision and recall, each stage's time and the peak memory, and appends them to
+BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import resource
+import shutil
+import sys
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from embeddings import run_dir as rd
+from embeddings.config import FAST, Config
+from embeddings.demo import write_digits
+from embeddings.pipeline import run_embed
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("ICE_SHARED_DATA", REPO.parent / "shared" / "data"))
+TARBALLS = {"mnist": "mnist-png.tar.gz", "cifar10": "cifar10-jpg.tar.gz"}
+CACHE = Path(os.environ.get("ICE_DATA_CACHE", Path(tempfile.gettempdir()) / "ice-data"))
+
+
+def dataset_folder(name: str, split: str, limit: int | None, seed: int = 0) -> Path:
+    """A folder `<class>/<file>` holding the chosen images (hard links into the extracted set)."""
+    if name == "digits":
+        return write_digits(CACHE / "digits")
+    tarball = SHARED / TARBALLS[name]
+    if not tarball.exists():
+        raise SystemExit(f"{tarball} not found: the shared data sets are needed for --dataset {name}")
+    extracted = CACHE / name
+    if not (extracted / ".done").exists():
+        shutil.rmtree(extracted, ignore_errors=True)
+        CACHE.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(tarball) as tar:
+            tar.extractall(CACHE, filter="data")
+        (extracted / ".done").touch()
+    splits = ["train", "test"] if split == "all" else [split]
+    files = sorted(p for s in splits for p in (extracted / s).glob("*/*") if p.is_file())
+    if limit and limit < len(files):
+        rng = np.random.default_rng(seed)
+        files = [files[i] for i in np.sort(rng.choice(len(files), size=limit, replace=False))]
+    subset = CACHE / f"{name}-{split}-{limit or 'all'}"
+    if not (subset / ".done").exists():
+        shutil.rmtree(subset, ignore_errors=True)
+        for f in files:  # class folder / split-prefixed name keeps names unique
+            dest = subset / f.parent.name / f"{f.parent.parent.name}-{f.name}"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(f, dest)
+            except OSError:
+                shutil.copyfile(f, dest)
+        (subset / ".done").touch()
+    return subset
+
+
+def per_class(labels: np.ndarray, clusters: np.ndarray) -> pd.DataFrame:
+    """For each class, the cluster matched to it (Hungarian) and that cluster's precision and recall."""
+    from scipy.optimize import linear_sum_assignment
+
+    classes, y = np.unique(labels, return_inverse=True)
+    k = int(clusters.max()) + 1
+    table = np.zeros((k, len(classes)), dtype=np.int64)
+    np.add.at(table, (clusters, y), 1)
+    rows, cols = linear_sum_assignment(-table)
+    match = dict(zip(cols, rows))
+    out = []
+    for c, name in enumerate(classes):
+        cl = match.get(c)
+        hit = table[cl, c] if cl is not None else 0
+        out.append({"class": name, "cluster": cl, "precision": hit / max(table[cl].sum(), 1) if cl is not None else 0.0,
+                    "recall": hit / table[:, c].sum()})
+    return pd.DataFrame(out)
+
+
+def machine() -> str:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return f"{os.cpu_count()} cores, {mem:.0f} GiB RAM, {cpu}"
+
+
+def peak_rss_gib() -> float:
+    self_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    child_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(self_kib, child_kib) / 2**20
+
+
+def report(args, manifest: dict, classes: pd.DataFrame, seconds: float) -> str:
+    m = manifest["metrics"]
+    lines = [
+        f"### Quality: {args.dataset} ({args.split}, {manifest['counts']['images']} images"
+        f"{', --fast' if args.fast else ''}), {dt.date.today().isoformat()}",
+        "",
+        f"- command: `python -m benchmarks.quality {' '.join(sys.argv[1:])}`",
+        f"- machine: {machine()}; device: {manifest['device']}",
+        f"- settings: image_size {manifest['config']['image_size']}, epochs {manifest['config']['epochs']}, "
+        f"width {manifest['config']['width']}, contrastive {manifest['config']['contrastive']}, "
+        f"cluster_space {manifest['cluster_space']}, K {manifest['clusters']}",
+        f"- **accuracy {m['accuracy']:.4f}, NMI {m['nmi']:.4f}, ARI {m['ari']:.4f}**",
+        "- stage seconds: " + ", ".join(f"{s} {t:.1f}" for s, t in manifest["stage_seconds"].items())
+        + f"; total {seconds:.1f} s; peak RSS {peak_rss_gib():.2f} GiB",
+        "",
+        "| class | matched cluster | precision | recall |",
+        "| --- | --- | --- | --- |",
+    ]
+    lines += [f"| {r['class']} | {r['cluster']} | {r['precision']:.3f} | {r['recall']:.3f} |"
+              for r in classes.to_dict("records")]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.quality", description=__doc__.splitlines()[0])
+    p.add_argument("--dataset", choices=["digits", "mnist", "cifar10"], required=True)
+    p.add_argument("--split", choices=["all", "train", "test"], default="all")
+    p.add_argument("--limit", type=int, help="a random subset of this many images")
+    p.add_argument("--fast", action="store_true", help="`ice embed --fast` settings")
+    p.add_argument("--epochs", type=int, help="override the default number of epochs")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", type=Path, help="run directory (default: a temporary folder)")
+    p.add_argument("--no-record", dest="record", action="store_false", help="do not append to BENCHMARKS.md")
+    args = p.parse_args(argv)
+
+    folder = dataset_folder(args.dataset, args.split, args.limit)
+    n_classes = sum(1 for d in folder.iterdir() if d.is_dir())
+    overrides = {**(FAST if args.fast else {}), "clusters": n_classes, "labels_from_folders": True,
+                 "device": args.device}
+    if args.epochs:
+        overrides["epochs"] = args.epochs
+    if args.dataset == "digits":
+        from embeddings.demo import DEMO_CONFIG
+        overrides = {**DEMO_CONFIG, **overrides}
+    cfg = Config(**overrides)
+    out = args.out or Path(tempfile.mkdtemp(prefix=f"ice-quality-{args.dataset}-")) / "run"
+    t0 = time.perf_counter()
+    manifest = run_embed(folder, out, cfg, force=True)
+    seconds = time.perf_counter() - t0
+    items = pd.read_parquet(out / rd.ITEMS)
+    classes = per_class(items["label"].to_numpy(), items["cluster"].to_numpy())
+    text = report(args, manifest, classes, seconds)
+    print(text)
+    if args.record:
+        with open(REPO / "BENCHMARKS.md", "a") as f:
+            f.write("\n" + text)
+    if args.out is None:
+        shutil.rmtree(out.parent, ignore_errors=True)
+    return {**manifest["metrics"], "classes": classes}
+
+
+if __name__ == "__main__":
+    main()
