@@ -1,0 +1,146 @@
+"""Cluster names and saved groups, in the run's `annotations.sqlite`.
+
+Every change is one small transaction on the rows it touches, so two browser tabs (or
+two server threads) never overwrite each other's edits: a rename writes one row, saving
+a group adds its members. WAL mode lets readers go on while one tab writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+
+from embeddings.errors import IceError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS cluster_names (
+    clustering TEXT NOT NULL,      -- "run" or "k{K}" (see explorer.data)
+    cluster INTEGER NOT NULL,
+    name TEXT NOT NULL,
+    PRIMARY KEY (clustering, cluster)
+);
+CREATE TABLE IF NOT EXISTS group_members (
+    group_name TEXT NOT NULL,
+    image_id INTEGER NOT NULL,
+    PRIMARY KEY (group_name, image_id)
+);
+"""
+MAX_NAME = 200  # characters in a cluster or group name
+BUSY_MS = 5000  # how long a writer waits for another writer's lock
+
+
+def clean_name(name: str | None, what: str) -> str:
+    """A name stripped of outer whitespace; IceError if it is too long or has a ';'."""
+    name = (name or "").strip()
+    if len(name) > MAX_NAME:
+        raise IceError(f"{what} name {name[:20]!r}...: longer than {MAX_NAME} characters")
+    if ";" in name:
+        # ';' separates group names in the exported CSV.
+        raise IceError(f"{what} name {name!r}: must not contain ';'")
+    return name
+
+
+class Annotations:
+    """The annotations of one run. Opens a connection per call, so it is thread-safe.
+
+    With read_only=True nothing is ever written, and a missing file reads as empty.
+    """
+
+    def __init__(self, path: str | Path, read_only: bool = False):
+        self.path, self.read_only = Path(path), read_only
+        if not read_only:
+            with self._connect() as conn:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.executescript(SCHEMA)
+
+    @contextlib.contextmanager
+    def _connect(self):
+        if self.read_only:
+            uri = f"{self.path.resolve().as_uri()}?mode=ro"
+            conn = sqlite3.connect(uri, uri=True, timeout=BUSY_MS / 1000)
+        else:
+            conn = sqlite3.connect(self.path, timeout=BUSY_MS / 1000)
+        try:
+            conn.execute(f"PRAGMA busy_timeout={BUSY_MS}")
+            with conn:  # one transaction: commit on success, roll back on error
+                yield conn
+        finally:
+            conn.close()
+
+    def _query(self, sql: str, params=()) -> list[tuple]:
+        if self.read_only and not self.path.exists():
+            return []
+        with self._connect() as conn:
+            return conn.execute(sql, params).fetchall()
+
+    def _writable(self) -> None:
+        if self.read_only:
+            raise IceError("the explorer is read-only (--read-only); nothing was saved")
+
+    # --- cluster names ---
+
+    def cluster_names(self, clustering: str) -> dict[int, str]:
+        rows = self._query("SELECT cluster, name FROM cluster_names WHERE clustering = ?",
+                           (clustering,))
+        return {int(c): name for c, name in rows}
+
+    def set_cluster_name(self, clustering: str, cluster: int, name: str | None) -> str:
+        """Name one cluster (an empty name removes it); return the name stored."""
+        self._writable()
+        name = clean_name(name, "cluster")
+        with self._connect() as conn:
+            if name:
+                conn.execute("INSERT INTO cluster_names (clustering, cluster, name) VALUES (?, ?, ?)"
+                             " ON CONFLICT (clustering, cluster) DO UPDATE SET name = excluded.name",
+                             (clustering, int(cluster), name))
+            else:
+                conn.execute("DELETE FROM cluster_names WHERE clustering = ? AND cluster = ?",
+                             (clustering, int(cluster)))
+        return name
+
+    # --- groups ---
+
+    def groups(self) -> dict[str, int]:
+        """Group name -> number of images, by name."""
+        rows = self._query("SELECT group_name, COUNT(*) FROM group_members "
+                           "GROUP BY group_name ORDER BY group_name")
+        return {name: int(count) for name, count in rows}
+
+    def group_members(self, name: str) -> np.ndarray:
+        """(m,) int64 image ids of one group, ascending; IceError if there is no such group."""
+        rows = self._query("SELECT image_id FROM group_members WHERE group_name = ? "
+                           "ORDER BY image_id", (name,))
+        if not rows:
+            raise IceError(f"group {name!r}: no such group")
+        return np.array([r[0] for r in rows], dtype=np.int64)
+
+    def save_group(self, name: str, image_ids) -> int:
+        """Add images to a group (made if new); return the group's size afterwards."""
+        self._writable()
+        name = clean_name(name, "group")
+        if not name:
+            raise IceError("group name '': give the group a name")
+        ids = [(name, int(i)) for i in np.unique(np.asarray(image_ids, dtype=np.int64))]
+        if not ids:
+            raise IceError(f"group {name!r}: no images to save")
+        with self._connect() as conn:
+            conn.executemany("INSERT OR IGNORE INTO group_members (group_name, image_id) "
+                             "VALUES (?, ?)", ids)
+            return conn.execute("SELECT COUNT(*) FROM group_members WHERE group_name = ?",
+                                (name,)).fetchone()[0]
+
+    def delete_group(self, name: str) -> None:
+        self._writable()
+        with self._connect() as conn:
+            conn.execute("DELETE FROM group_members WHERE group_name = ?", (name,))
+
+    def groups_of_images(self) -> dict[int, list[str]]:
+        """image_id -> names of the groups it is in (sorted), for images in any group."""
+        out: dict[int, list[str]] = {}
+        for name, image_id in self._query("SELECT group_name, image_id FROM group_members "
+                                          "ORDER BY group_name"):
+            out.setdefault(int(image_id), []).append(name)
+        return out

@@ -1,0 +1,40 @@
+"""The explorer: `create_app(run_dir)` builds the Dash app over one run directory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dash
+
+from .callbacks import clusters, grid, groups, map as map_callbacks
+from .data import load_run
+from .layout import make_layout
+from .routes import register_routes
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+
+
+def create_app(run_dir: str | Path, read_only: bool = False) -> dash.Dash:
+    """A Dash app over a complete run; IceError if `run_dir` is not one.
+
+    With read_only=True the app changes nothing in the run: no names, groups or
+    re-clusterings are saved.
+    """
+    data = load_run(run_dir, read_only=read_only)
+    app = dash.Dash(__name__, assets_folder=str(ASSETS), title=f"ICE · {data.run_dir.name}",
+                    update_title=None)
+    app.layout = lambda: make_layout(data)  # per page load: shows what is on disk now
+    register_routes(app.server, data)
+    for module in (map_callbacks, grid, clusters, groups):
+        module.register(app, data)
+    app.ice_data = data  # for tests and tools that need the loaded run
+    return app
+
+
+def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8050,
+          read_only: bool = False) -> None:
+    """Build the app, print its address and serve it until interrupted."""
+    app = create_app(run_dir, read_only=read_only)
+    print(f"ICE explorer for {app.ice_data.run_dir} ({app.ice_data.n:,} images): "
+          f"http://{host}:{port}/", flush=True)
+    app.run(host=host, port=port, debug=False)

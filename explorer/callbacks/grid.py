@@ -1,0 +1,103 @@
+"""The image grid: pages of the selection, ticking images off, and the detail card of
+one image with its nearest neighbours ringed on the map."""
+
+from __future__ import annotations
+
+import math
+
+from dash import ALL, Input, Output, State, ctx, html
+from dash.exceptions import PreventUpdate
+
+from ..components import detail_card, grid_tile
+from ..data import RunData
+from ..figures import highlight_patch
+from ..layout import GRID_PAGE
+from ..search import neighbours
+from .map import event_image_id
+
+NEIGHBOURS = 12  # neighbours shown for the focused image
+
+
+def page_count(n_ids: int) -> int:
+    return max(1, math.ceil(n_ids / GRID_PAGE))
+
+
+def render_grid(data: RunData, selection: dict, page: int, excluded: list) -> tuple:
+    """(tiles, page text, title) for one page of the selection."""
+    ids = (selection or {}).get("ids") or []
+    if not ids:
+        return [], "", "Select points on the map, or pick a cluster or group."
+    page = min(max(page or 0, 0), page_count(len(ids)) - 1)
+    shown = data.check_ids(ids[page * GRID_PAGE:(page + 1) * GRID_PAGE])
+    off = set(excluded or [])
+    tiles = [grid_tile(int(i), str(data.path[i]), int(i) in off) for i in shown]
+    kept = len(ids) - len(off.intersection(ids))
+    title = f"{selection.get('title') or 'Selection'} · {len(ids):,} images"
+    if kept != len(ids):
+        title += f" ({len(ids) - kept:,} ticked off)"
+    return tiles, f"Page {page + 1} of {page_count(len(ids))}", title
+
+
+def clicked_index(value_key: str = "index"):
+    """The pattern-matching index that a real click triggered, or PreventUpdate.
+
+    New components (a re-rendered grid) also trigger callbacks, with n_clicks 0."""
+    if not ctx.triggered_id or not ctx.triggered or not ctx.triggered[0]["value"]:
+        raise PreventUpdate
+    return ctx.triggered_id[value_key]
+
+
+def register(app, data: RunData) -> None:
+    @app.callback(Output("grid", "children"), Output("page-info", "children"),
+                  Output("selection-title", "children"),
+                  Input("selection", "data"), Input("page", "data"), Input("excluded", "data"))
+    def show_grid(selection, page, excluded):
+        return render_grid(data, selection, page, excluded)
+
+    @app.callback(Output("page", "data"),
+                  Input("page-prev", "n_clicks"), Input("page-next", "n_clicks"),
+                  Input("selection", "data"), State("page", "data"), prevent_initial_call=True)
+    def turn_page(_prev, _next, selection, page):
+        if ctx.triggered_id == "selection":
+            return 0
+        last = page_count(len((selection or {}).get("ids") or [])) - 1
+        step = 1 if ctx.triggered_id == "page-next" else -1
+        return min(max((page or 0) + step, 0), last)
+
+    @app.callback(Output("excluded", "data"),
+                  Input({"type": "exclude", "index": ALL}, "n_clicks"), State("excluded", "data"),
+                  prevent_initial_call=True)
+    def tick_off(_clicks, excluded):
+        image_id = clicked_index()
+        excluded = list(excluded or [])
+        return [i for i in excluded if i != image_id] if image_id in excluded else excluded + [image_id]
+
+    @app.callback(Output("focus", "data"),
+                  Input({"type": "tile", "index": ALL}, "n_clicks"),
+                  Input({"type": "neighbour", "index": ALL}, "n_clicks"),
+                  Input({"type": "detail-close", "index": ALL}, "n_clicks"),
+                  Input("map", "clickData"), State("clustering", "value"),
+                  prevent_initial_call=True)
+    def set_focus(_tiles, _neighbours, _close, click, clustering):
+        if ctx.triggered_id == "map":
+            image_id = event_image_id(data, clustering, click)
+            if image_id is None:
+                raise PreventUpdate
+            return image_id
+        image_id = clicked_index()
+        return None if ctx.triggered_id["type"] == "detail-close" else int(image_id)
+
+    @app.callback(Output("detail", "children"), Output("map", "figure", allow_duplicate=True),
+                  Input("focus", "data"), State("clustering", "value"), State("detail", "children"),
+                  prevent_initial_call=True)
+    def show_detail(image_id, clustering, shown):
+        c = data.clustering(clustering)
+        if image_id is None:
+            if not shown:  # nothing to close (Dash also calls this as the page loads)
+                raise PreventUpdate
+            return [], highlight_patch(c, data.x, data.y, [])
+        (image_id,) = data.check_ids([image_id])
+        near, _scores = neighbours(data, int(image_id), NEIGHBOURS)
+        card = detail_card(int(image_id), str(data.path[image_id]), int(c.cluster[image_id]),
+                           data.annotations.cluster_names(clustering), near)
+        return card, highlight_patch(c, data.x, data.y, [image_id, *near])

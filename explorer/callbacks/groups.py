@@ -1,0 +1,90 @@
+"""Find more like these, and named groups: save the images shown (less those ticked off),
+list, show and delete groups."""
+
+from __future__ import annotations
+
+from dash import ALL, Input, Output, State, ctx, no_update
+from dash.exceptions import PreventUpdate
+
+from embeddings.errors import IceError
+
+from ..components import group_rows
+from ..data import RunData
+from ..search import rank_like
+
+
+def kept_ids(selection: dict | None, excluded: list | None) -> list[int]:
+    """The images in the grid that were not ticked off, in grid order."""
+    off = set(excluded or [])
+    return [i for i in (selection or {}).get("ids") or [] if i not in off]
+
+
+def more_like(data: RunData, selection: dict | None, excluded: list | None, top) -> dict:
+    """The new selection: the `top` images most like the kept ones, best first."""
+    ids = kept_ids(selection, excluded)
+    top = int(top) if top else 1
+    ranked, _scores = rank_like(data, ids, top)
+    return {"ids": ranked.tolist(), "title": f"Most like {len(ids):,} images"}
+
+
+def save_group(data: RunData, name: str | None, selection: dict | None, excluded: list | None) -> str:
+    """Save the kept images as (or into) a group; return the status line."""
+    ids = kept_ids(selection, excluded)
+    if not ids:
+        raise IceError("nothing to save: the grid is empty or everything is ticked off")
+    size = data.annotations.save_group(name or "", data.check_ids(ids))
+    return f"Saved {len(ids):,} images to group {(name or '').strip()!r} ({size:,} in it now)."
+
+
+def register(app, data: RunData) -> None:
+    @app.callback(Output("selection", "data", allow_duplicate=True),
+                  Output("group-status", "children", allow_duplicate=True),
+                  Input("more-like", "n_clicks"),
+                  State("selection", "data"), State("excluded", "data"), State("more-top", "value"),
+                  prevent_initial_call=True)
+    def find_more(_clicks, selection, excluded, top):
+        try:
+            return more_like(data, selection, excluded, top), ""
+        except IceError as e:
+            return no_update, str(e)
+
+    @app.callback(Output("group-status", "children", allow_duplicate=True),
+                  Output("groups-changed", "data", allow_duplicate=True),
+                  Input("save-group", "n_clicks"), Input("group-name", "n_submit"),
+                  State("group-name", "value"), State("selection", "data"),
+                  State("excluded", "data"), State("groups-changed", "data"),
+                  prevent_initial_call=True)
+    def save(_clicks, _submit, name, selection, excluded, changed):
+        if not ctx.triggered[0]["value"]:
+            raise PreventUpdate
+        try:
+            return save_group(data, name, selection, excluded), (changed or 0) + 1
+        except IceError as e:
+            return str(e), no_update
+
+    @app.callback(Output("groups-panel", "children"), Input("groups-changed", "data"))
+    def list_groups(_changed):
+        return group_rows(data.annotations.groups(), data.read_only)
+
+    @app.callback(Output("selection", "data", allow_duplicate=True),
+                  Output("excluded", "data", allow_duplicate=True),
+                  Output("tabs", "value", allow_duplicate=True),
+                  Input({"type": "show-group", "index": ALL}, "n_clicks"), prevent_initial_call=True)
+    def show_group(_clicks):
+        if not isinstance(ctx.triggered_id, dict) or not ctx.triggered[0]["value"]:
+            raise PreventUpdate
+        name = ctx.triggered_id["index"]
+        try:
+            ids = data.annotations.group_members(name).tolist()
+        except IceError:
+            ids = []  # deleted in another tab
+        return {"ids": ids, "title": f"Group {name!r}"}, [], "images"
+
+    @app.callback(Output("groups-changed", "data", allow_duplicate=True),
+                  Input({"type": "delete-group", "index": ALL}, "n_clicks"),
+                  State("groups-changed", "data"), prevent_initial_call=True)
+    def delete(_clicks, changed):
+        if not isinstance(ctx.triggered_id, dict) or not ctx.triggered[0]["value"]:
+            raise PreventUpdate
+        data.annotations.delete_group(ctx.triggered_id["index"])
+        return (changed or 0) + 1

@@ -1,0 +1,80 @@
+"""The map: the figure for the chosen clustering, the hover thumbnail, and lasso/box selection."""
+
+from __future__ import annotations
+
+import numpy as np
+from dash import Input, Output, State, html, no_update
+from dash.exceptions import PreventUpdate
+
+from ..data import RunData
+from ..figures import cluster_label, make_map_figure, point_ids
+from ..routes import thumb_url
+
+# Runs in the browser: a lasso around 100k points would otherwise send 100k point
+# dicts to the server. This sends {curve: [point numbers]}, which the server turns into ids.
+SELECTED_POINTS_JS = """
+function(selected) {
+    if (!selected || !selected.points) { return window.dash_clientside.no_update; }
+    const byCurve = {};
+    for (const p of selected.points) {
+        (byCurve[p.curveNumber] = byCurve[p.curveNumber] || []).push(p.pointNumber);
+    }
+    return byCurve;
+}
+"""
+
+
+def event_image_id(data: RunData, clustering: str, event: dict | None) -> int | None:
+    """The image under a hover or click event, or None."""
+    points = (event or {}).get("points") or []
+    if not points or "curveNumber" not in points[0]:
+        return None
+    ids = point_ids(data.clustering(clustering), points[0]["curveNumber"], [points[0]["pointNumber"]])
+    return int(ids[0]) if len(ids) else None
+
+
+def selection_from_points(data: RunData, clustering: str, by_curve: dict) -> dict:
+    """The grid selection from {curve: [point numbers]} of a lasso or box selection."""
+    c = data.clustering(clustering)
+    parts = [point_ids(c, int(curve), points) for curve, points in (by_curve or {}).items()]
+    ids = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+    return {"ids": ids.tolist(), "title": "Selected on the map"}
+
+
+def tooltip_children(data: RunData, image_id: int, clustering: str) -> list:
+    c = data.clustering(clustering)
+    names = data.annotations.cluster_names(clustering)
+    return [
+        html.Img(src=thumb_url(image_id), alt=f"image {image_id}", className="tooltip-img"),
+        html.Div(str(data.path[image_id]), className="tooltip-path"),
+        html.Div(cluster_label(int(c.cluster[image_id]), names), className="tooltip-cluster"),
+    ]
+
+
+def register(app, data: RunData) -> None:
+    @app.callback(Output("map", "figure"), Input("clustering", "value"))
+    def draw_map(clustering: str):
+        c = data.clustering(clustering)
+        return make_map_figure(data.x, data.y, c, data.annotations.cluster_names(clustering))
+
+    @app.callback(Output("map-tooltip", "show"), Output("map-tooltip", "bbox"),
+                  Output("map-tooltip", "children"),
+                  Input("map", "hoverData"), State("clustering", "value"))
+    def show_tooltip(hover, clustering: str):
+        image_id = event_image_id(data, clustering, hover)
+        if image_id is None or "bbox" not in hover["points"][0]:
+            return False, no_update, no_update
+        return True, hover["points"][0]["bbox"], tooltip_children(data, image_id, clustering)
+
+    app.clientside_callback(SELECTED_POINTS_JS, Output("map-points", "data"),
+                            Input("map", "selectedData"), prevent_initial_call=True)
+
+    @app.callback(Output("selection", "data", allow_duplicate=True),
+                  Output("excluded", "data", allow_duplicate=True),
+                  Output("tabs", "value", allow_duplicate=True),
+                  Input("map-points", "data"), State("clustering", "value"),
+                  prevent_initial_call=True)
+    def select_on_map(by_curve, clustering):
+        if by_curve is None:
+            raise PreventUpdate
+        return selection_from_points(data, clustering, by_curve), [], "images"

@@ -1,0 +1,90 @@
+"""Re-clustering with another K, stored as `clusterings/k{K}.npz` beside the job's own.
+
+k-means runs on the same space the job clustered (manifest `cluster_space`): the UMAP
+manifold (`manifold.npy`) or the embeddings. The 2-D map is not recomputed.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from embeddings.errors import IceError
+
+from .atomic import atomic_path
+from .data import CLUSTERINGS, MANIFOLD, RUN_CLUSTERING, Clustering, RunData
+
+KEY = re.compile(r"k([1-9][0-9]{0,5})")
+MAX_K = 500  # more clusters than anyone can name
+KMEANS_ITERS = 25  # fewer than the job's: the app should answer in seconds
+
+
+def clustering_path(run_dir: Path, key: str) -> Path:
+    match = KEY.fullmatch(key)
+    if not match:
+        raise IceError(f"clustering {key!r}: expected {RUN_CLUSTERING!r} or k<K>, e.g. k12")
+    return run_dir / CLUSTERINGS / f"{key}.npz"
+
+
+def load_clustering(run_dir: Path, key: str) -> Clustering:
+    """The re-clustering called `key` ("k{K}") from disk; IceError if there is none.
+
+    The job's own clustering ("run") comes with the items (explorer.data.load_run).
+    """
+    path = clustering_path(run_dir, key)
+    try:
+        with np.load(path) as z:
+            cluster, distance, centroids = z["cluster"], z["distance"], z["centroids"]
+    except FileNotFoundError:
+        raise IceError(f"clustering {key!r}: not found in {run_dir / CLUSTERINGS}") from None
+    except (OSError, ValueError, KeyError) as e:
+        raise IceError(f"{path}: unreadable ({e})") from None
+    return Clustering(key, len(centroids), cluster.astype(np.int32), distance.astype(np.float32))
+
+
+def list_clusterings(run_dir: Path) -> list[str]:
+    """"run", then the stored re-clusterings by K."""
+    folder = Path(run_dir) / CLUSTERINGS
+    keys = [p.stem for p in folder.glob("k*.npz") if KEY.fullmatch(p.stem)] if folder.is_dir() else []
+    return [RUN_CLUSTERING] + sorted(keys, key=lambda key: int(key[1:]))
+
+
+def clustering_space(data: RunData) -> np.ndarray:
+    """(n, m) float32: the points k-means runs on, as the job chose."""
+    space = data.manifest.get("cluster_space", "embeddings")
+    if space == "manifold":
+        return np.ascontiguousarray(np.load(data.run_dir / MANIFOLD), dtype=np.float32)
+    if space == "embeddings":
+        return np.ascontiguousarray(data.embeddings, dtype=np.float32)
+    raise IceError(f"{data.run_dir}: unknown cluster_space {space!r} in the manifest")
+
+
+def recluster(data: RunData, k: int) -> Clustering:
+    """Run FAISS k-means with K clusters, store it as clusterings/k{K}.npz and return it."""
+    import faiss
+
+    if data.read_only:
+        raise IceError("the explorer is read-only (--read-only); cannot store a re-clustering")
+    if not isinstance(k, (int, np.integer)) or not 2 <= k <= min(MAX_K, data.n):
+        raise IceError(f"K {k!r}: must be a whole number from 2 to {min(MAX_K, data.n)}")
+    x = clustering_space(data)
+    seed = int(data.manifest.get("config", {}).get("seed", 0))
+    km = faiss.Kmeans(x.shape[1], int(k), niter=KMEANS_ITERS, seed=seed, verbose=False,
+                      max_points_per_centroid=max(256, data.n // int(k) + 1))
+    km.train(x)
+    distance, cluster = km.index.search(x, 1)
+    clustering = Clustering(f"k{int(k)}", int(k), cluster[:, 0].astype(np.int32),
+                            distance[:, 0].astype(np.float32))
+    save_clustering(data.run_dir, clustering, km.centroids.astype(np.float32))
+    data.add_clustering(clustering)
+    return clustering
+
+
+def save_clustering(run_dir: Path, clustering: Clustering, centroids: np.ndarray) -> Path:
+    """Write clusterings/<key>.npz atomically."""
+    path = clustering_path(run_dir, clustering.key)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, cluster=clustering.cluster, distance=clustering.distance, centroids=centroids)
+    return path

@@ -1,0 +1,181 @@
+"""Everything the explorer reads from a run directory (docs/run-format.md), loaded once.
+
+Heavy arrays stay on disk: `embeddings.npy` and `pixels.npy` are memory-mapped and the
+FAISS index is read on the first search. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from embeddings.errors import IceError
+
+from .annotations import Annotations
+
+# File names of the run directory contract (docs/run-format.md).
+MANIFEST = "manifest.json"
+ITEMS = "items.parquet"
+EMBEDDINGS = "embeddings.npy"
+MANIFOLD = "manifold.npy"
+INDEX = "index.faiss"
+PIXELS = "pixels.npy"
+ANNOTATIONS = "annotations.sqlite"
+CLUSTERINGS = "clusterings"
+
+# The key of the clustering the batch job made (items.parquet); re-clusterings are "k{K}".
+RUN_CLUSTERING = "run"
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class Clustering:
+    """One assignment of every image to a cluster.
+
+    cluster (n,) int32 in 0..k-1; distance (n,) float32, squared L2 to the cluster's centroid.
+    """
+
+    key: str
+    k: int
+    cluster: np.ndarray
+    distance: np.ndarray
+
+    @cached_property
+    def _order(self) -> tuple[np.ndarray, np.ndarray]:
+        order = np.lexsort((self.distance, self.cluster))
+        starts = np.searchsorted(self.cluster[order], np.arange(self.k + 1))
+        return order, starts
+
+    def members(self, cluster: int) -> np.ndarray:
+        """image ids of one cluster, nearest its centroid first."""
+        if not 0 <= cluster < self.k:
+            raise IceError(f"cluster {cluster}: this clustering has clusters 0..{self.k - 1}")
+        order, starts = self._order
+        return order[starts[cluster]:starts[cluster + 1]]
+
+    @cached_property
+    def sizes(self) -> np.ndarray:
+        """(k,) int64: images per cluster."""
+        return np.bincount(self.cluster, minlength=self.k)
+
+
+@dataclass
+class RunData:
+    """A complete run, read for the explorer. Row i of every array is image_id i."""
+
+    run_dir: Path
+    manifest: dict
+    path: np.ndarray  # (n,) object: path relative to input_root, '/'-separated
+    x: np.ndarray  # (n,) float32 map coordinates
+    y: np.ndarray
+    embeddings: np.ndarray  # (n, d) float32, L2-normalised, memory-mapped
+    pixels: np.ndarray  # (n, s, s, 3) uint8, memory-mapped
+    annotations: Annotations
+    read_only: bool = False
+    _clusterings: dict = field(default_factory=dict, repr=False)
+    _index: object = field(default=None, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @property
+    def n(self) -> int:
+        return len(self.path)
+
+    @property
+    def input_root(self) -> Path:
+        return Path(self.manifest["input_root"])
+
+    @property
+    def index(self):
+        """The FAISS IndexFlatIP over the embeddings, read on first use."""
+        with self._lock:
+            if self._index is None:
+                import faiss
+
+                self._index = faiss.read_index(str(self.run_dir / INDEX))
+            return self._index
+
+    def clustering(self, key: str) -> Clustering:
+        """The clustering called `key` ("run" or "k{K}"); IceError if there is none."""
+        from .clusterings import load_clustering
+
+        with self._lock:
+            if key not in self._clusterings:
+                self._clusterings[key] = load_clustering(self.run_dir, key)
+            return self._clusterings[key]
+
+    def add_clustering(self, clustering: Clustering) -> None:
+        with self._lock:
+            self._clusterings[clustering.key] = clustering
+
+    def check_ids(self, ids) -> np.ndarray:
+        """ids as an int64 array, or IceError naming the first that is not an image_id."""
+        arr = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=np.int64)
+        bad = arr[(arr < 0) | (arr >= self.n)]
+        if len(bad):
+            raise IceError(f"image_id {int(bad[0])}: the run has image ids 0..{self.n - 1}")
+        return arr
+
+
+def read_manifest(run_dir: Path) -> dict:
+    """The manifest of a complete run, or IceError saying why `run_dir` is not one."""
+    if not run_dir.is_dir():
+        raise IceError(f"run directory not found: {run_dir}")
+    path = run_dir / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise IceError(f"{run_dir} is not a complete run (no {MANIFEST})") from None
+    except (OSError, ValueError) as e:
+        raise IceError(f"{path}: unreadable manifest ({e})") from None
+    if not isinstance(manifest, dict) or manifest.get("complete") is not True:
+        raise IceError(f"{run_dir} is not a complete run ({MANIFEST} does not say complete)")
+    if manifest.get("schema_version", 0) > SCHEMA_VERSION:
+        raise IceError(f"{run_dir} has schema version {manifest['schema_version']}; "
+                       f"this explorer reads up to {SCHEMA_VERSION}")
+    return manifest
+
+
+def read_items(run_dir: Path) -> pd.DataFrame:
+    """items.parquet, checked to hold one row per image_id 0..n-1 in order."""
+    try:
+        items = pd.read_parquet(run_dir / ITEMS,
+                                columns=["image_id", "path", "cluster", "x", "y", "distance"])
+    except (OSError, ValueError, KeyError) as e:
+        raise IceError(f"{run_dir / ITEMS}: unreadable ({e})") from None
+    if not np.array_equal(items["image_id"].to_numpy(), np.arange(len(items))):
+        raise IceError(f"{run_dir / ITEMS}: image_id is not 0..{len(items) - 1} in order")
+    return items
+
+
+def load_run(run_dir: str | Path, read_only: bool = False) -> RunData:
+    """Read a complete run directory for the explorer; IceError if it is not one."""
+    run_dir = Path(run_dir).resolve()
+    manifest = read_manifest(run_dir)
+    items = read_items(run_dir)
+    try:
+        embeddings = np.load(run_dir / EMBEDDINGS, mmap_mode="r")
+        pixels = np.load(run_dir / PIXELS, mmap_mode="r")
+    except (OSError, ValueError) as e:
+        raise IceError(f"{run_dir}: unreadable array ({e})") from None
+    n = len(items)
+    if len(embeddings) != n or len(pixels) != n:
+        raise IceError(f"{run_dir}: {ITEMS} has {n} rows but {EMBEDDINGS} has {len(embeddings)} "
+                       f"and {PIXELS} {len(pixels)}")
+    data = RunData(
+        run_dir=run_dir, manifest=manifest,
+        path=items["path"].to_numpy(dtype=object),
+        x=items["x"].to_numpy(np.float32), y=items["y"].to_numpy(np.float32),
+        embeddings=embeddings, pixels=pixels,
+        annotations=Annotations(run_dir / ANNOTATIONS, read_only=read_only),
+        read_only=read_only,
+    )
+    k = int(manifest.get("clusters") or items["cluster"].max() + 1)
+    data.add_clustering(Clustering(RUN_CLUSTERING, k, items["cluster"].to_numpy(np.int32),
+                                   items["distance"].to_numpy(np.float32)))
+    return data

@@ -1,0 +1,73 @@
+"""The CSV export: one row per image with its cluster, cluster name, groups and map position.
+
+The same table backs `ice export` and the app's download button.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from embeddings.errors import IceError
+
+from .atomic import atomic_path
+from .data import RUN_CLUSTERING, RunData, load_run
+
+COLUMNS = ["image_id", "path", "cluster", "cluster_name", "groups", "x", "y",
+           "distance_to_centroid"]
+# A spreadsheet treats a cell that starts with one of these as a formula.
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def escape_cell(value: str) -> str:
+    """Prefix a text cell that a spreadsheet would run as a formula with a single quote."""
+    return "'" + value if value.startswith(FORMULA_STARTS) else value
+
+
+def export_frame(data: RunData, clustering: str = RUN_CLUSTERING, group: str | None = None,
+                 cluster: int | None = None) -> pd.DataFrame:
+    """The export table, filtered to one group and/or one cluster, text cells escaped.
+
+    Only text columns are escaped: numbers such as a negative `x` are written as numbers,
+    which a spreadsheet never runs.
+    """
+    c = data.clustering(clustering)
+    ids = np.arange(data.n)
+    if group is not None:
+        ids = data.annotations.group_members(group)
+    if cluster is not None:
+        members = c.members(int(cluster))  # IceError for a cluster outside 0..k-1
+        ids = np.intersect1d(ids, members)
+    names = data.annotations.cluster_names(clustering)
+    groups = data.annotations.groups_of_images()
+    cluster_ids = c.cluster[ids]
+    frame = pd.DataFrame({
+        "image_id": ids.astype(np.int64),
+        "path": [escape_cell(p) for p in data.path[ids]],
+        "cluster": cluster_ids,
+        "cluster_name": [escape_cell(names.get(int(k), "")) for k in cluster_ids],
+        "groups": [escape_cell(";".join(groups.get(int(i), []))) for i in ids],
+        "x": data.x[ids],
+        "y": data.y[ids],
+        "distance_to_centroid": c.distance[ids],
+    })
+    return frame[COLUMNS]
+
+
+def to_csv_text(frame: pd.DataFrame) -> str:
+    return frame.to_csv(index=False, lineterminator="\n")
+
+
+def export_csv(run_dir: str | Path, out_path: str | Path, group: str | None = None,
+               cluster: int | None = None, clustering: str = RUN_CLUSTERING) -> int:
+    """Write the export CSV of a complete run atomically; return the number of rows."""
+    data = load_run(run_dir, read_only=True)
+    frame = export_frame(data, clustering=clustering, group=group, cluster=cluster)
+    out_path = Path(out_path)
+    if out_path.is_dir():
+        raise IceError(f"-o {out_path}: is a folder; give a file name such as clusters.csv")
+    with atomic_path(out_path) as tmp:
+        tmp.write_text(to_csv_text(frame), encoding="utf-8")
+    return len(frame)

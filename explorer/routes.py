@@ -1,0 +1,109 @@
+"""Plain HTTP routes beside the Dash app: thumbnails, original images and the CSV export.
+
+Images are addressed by integer image_id only, so no request can name a file: an id
+that is not in the run, or anything that is not an id, is a 404.
+"""
+
+from __future__ import annotations
+
+import io
+from functools import lru_cache
+from pathlib import Path
+
+import flask
+import numpy as np
+from PIL import Image
+
+from embeddings.errors import IceError
+
+from .data import RUN_CLUSTERING, RunData
+from .export import export_frame, to_csv_text
+
+THUMB_CACHE = 4096  # encoded thumbnails kept in memory
+MAX_AGE = 3600  # seconds a browser may reuse an image without asking again
+# Originals the browser can show and that cannot carry script (so no SVG).
+BROWSER_IMAGES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png",
+                  ".gif": "image/gif", ".webp": "image/webp", ".bmp": "image/bmp"}
+
+
+def thumb_url(image_id: int) -> str:
+    return f"/thumb/{int(image_id)}.png"
+
+
+def image_url(image_id: int) -> str:
+    return f"/image/{int(image_id)}"
+
+
+def encode_png(pixels: np.ndarray) -> bytes:
+    """(s, s, 3) uint8 RGB -> PNG bytes."""
+    buf = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(pixels), "RGB").save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def original_path(data: RunData, image_id: int) -> Path | None:
+    """The original file of an image if it is still there, inside input_root, and a type
+    a browser shows; else None."""
+    root = data.input_root.resolve()
+    path = (root / data.path[image_id]).resolve()
+    if not path.is_relative_to(root) or not path.is_file():
+        return None
+    return path if path.suffix.lower() in BROWSER_IMAGES else None
+
+
+def _cached(response: flask.Response, etag: str) -> flask.Response:
+    response.cache_control.public = True
+    response.cache_control.max_age = MAX_AGE
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.set_etag(etag)
+    return response.make_conditional(flask.request)
+
+
+def register_routes(server: flask.Flask, data: RunData) -> None:
+    """Add /thumb/<id>.png, /image/<id> and /export.csv to the app's Flask server."""
+    version = str(data.manifest.get("created", ""))
+
+    @lru_cache(maxsize=THUMB_CACHE)
+    def thumbnail(image_id: int) -> bytes:
+        return encode_png(data.pixels[image_id])
+
+    def thumb_response(image_id: int) -> flask.Response:
+        if not 0 <= image_id < data.n:
+            flask.abort(404)
+        response = flask.Response(thumbnail(image_id), mimetype="image/png")
+        return _cached(response, f"t{image_id}-{version}")
+
+    @server.route("/thumb/<int:image_id>.png")
+    def thumb(image_id: int):
+        return thumb_response(image_id)
+
+    @server.route("/image/<int:image_id>")
+    def image(image_id: int):
+        """The original file; the thumbnail when the original has moved away."""
+        if not 0 <= image_id < data.n:
+            flask.abort(404)
+        path = original_path(data, image_id)
+        if path is None:
+            return thumb_response(image_id)
+        response = flask.send_file(path, mimetype=BROWSER_IMAGES[path.suffix.lower()],
+                                   max_age=MAX_AGE)
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
+
+    # Anything else under these prefixes is not an image id; without these rules Dash
+    # would answer it with the app's page.
+    @server.route("/thumb/<path:anything>")
+    @server.route("/image/<path:anything>")
+    def not_an_id(anything: str):
+        flask.abort(404)
+
+    @server.route("/export.csv")
+    def export():
+        clustering = flask.request.args.get("clustering", RUN_CLUSTERING)
+        try:
+            frame = export_frame(data, clustering=clustering)
+        except IceError as e:
+            return flask.Response(str(e) + "\n", status=404, mimetype="text/plain")
+        return flask.Response(to_csv_text(frame), mimetype="text/csv", headers={
+            "Content-Disposition": f'attachment; filename="clusters-{clustering}.csv"',
+            "Cache-Control": "no-store"})
