@@ -17,7 +17,7 @@ class Config:
     # square working size in pixels, a multiple of 16 from 16 to 256; unset: the images'
     # median short side rounded up to a multiple of 16, at most 64
     image_size: int | None = None
-    max_pixels: int = 100_000_000  # refuse images that declare more pixels (decompression bombs)
+    max_pixels: int = 180_000_000  # refuse images that declare more pixels (decompression bombs); 12000x12000 passes
     follow_symlinks: bool = False  # follow symlinks that point outside the input folder
     labels_from_folders: bool = False  # store each image's parent folder as `label` (evaluation only)
     workers: int = 2  # DataLoader worker processes for decoding and training

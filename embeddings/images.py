@@ -54,6 +54,11 @@ def find_images(root: str | os.PathLike, follow_symlinks: bool = False) -> list[
     return found
 
 
+def display_path(path: str) -> str:
+    """A path as text: bytes that are not UTF-8 (kept by the OS as surrogates) become \\xNN."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def typical_size(root: Path, paths: list[str], sample: int = 200, seed: int = 0) -> int:
     """The working size for these images: their median short side (from the headers of a
     sample) rounded up to a multiple of 16, from 16 to 64. Small images are not upsampled
@@ -171,7 +176,7 @@ def decode_all(root: Path, paths: list[str], size: int, max_pixels: int, workers
         for batch in loader:
             for i, pixels, w, h, err in batch:
                 if err:
-                    skipped.append((paths[i], err))
+                    skipped.append((display_path(paths[i]), err))
                 else:
                     buf[i], ok[i], sizes[i] = pixels, True, (w, h)
             bar.update(len(batch))
@@ -195,7 +200,7 @@ def decode_all(root: Path, paths: list[str], size: int, max_pixels: int, workers
 
 def _write_skipped(path: Path, rows: list[tuple[str, str]]) -> None:
     with atomic_path(path) as tmp:
-        with open(tmp, "w", newline="", encoding="utf-8", errors="surrogateescape") as f:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             writer.writerow(["path", "reason"])
             writer.writerows(sorted(rows))

@@ -18,7 +18,7 @@ from .cluster import KMeans, build_index, choose_k, faiss_gpus
 from .config import Config
 from .embed import embed as run_encoder
 from .errors import IceError
-from .images import EXTENSIONS, decode_all, find_images, typical_size
+from .images import EXTENSIONS, decode_all, display_path, find_images, typical_size
 from .project import umap_reduce
 from .train import load_model, pick_device
 from .train import train as run_training
@@ -52,7 +52,8 @@ def _fingerprint(root: Path, paths: list[str]) -> pd.DataFrame:
         except OSError:
             sizes.append(-1)
             mtimes.append(-1)
-    return pd.DataFrame({"path": paths, "size": sizes, "mtime_ns": mtimes})
+    # paths as bytes: a file name need not be valid UTF-8, and Parquet strings must be
+    return pd.DataFrame({"path": [os.fsencode(p) for p in paths], "size": sizes, "mtime_ns": mtimes})
 
 
 def scan(run, device, resume) -> dict:
@@ -76,7 +77,7 @@ def verify_input(run) -> None:
     both = merged[merged["_merge"] == "both"]
     modified = both.loc[(both["size_old"] != both["size_new"]) | (both["mtime_ns_old"] != both["mtime_ns_new"]),
                         "path"].tolist()
-    parts = [f"{len(v)} {what} (e.g. {v[0]})" for what, v in
+    parts = [f"{len(v)} {what} (e.g. {display_path(os.fsdecode(v[0]))})" for what, v in
              (("added", added), ("removed", removed), ("modified", modified)) if v]
     if parts:
         raise IceError(f"cannot resume {run.dir}: the input folder changed since the run started: "
@@ -85,12 +86,12 @@ def verify_input(run) -> None:
 
 def decode(run, device, resume) -> dict:
     files = pd.read_parquet(run.path(FILES))
-    paths = files["path"].tolist()
+    paths = [os.fsdecode(p) for p in files["path"]]
     keep, sizes = decode_all(run.root, paths, run.cfg.image_size, run.cfg.max_pixels, run.cfg.workers,
                              run.path(rd.PIXELS), run.path(rd.SKIPPED))
     if not keep:
         raise IceError(f"none of the {len(paths)} image files in {run.root} could be read; see {run.path(rd.SKIPPED)}")
-    kept_paths = [paths[i] for i in keep]
+    kept_paths = [display_path(paths[i]) for i in keep]
     decoded = pd.DataFrame({"image_id": np.arange(len(keep), dtype=np.int64), "path": kept_paths,
                             "width": sizes[:, 0], "height": sizes[:, 1]})
     if run.cfg.labels_from_folders:

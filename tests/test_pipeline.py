@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import TINY, make_images
+from tests.conftest import TINY, make_images
 from embeddings import run_dir as rd
 from embeddings.cli import main
 from embeddings.config import Config
@@ -187,3 +187,13 @@ def test_demo_reaches_nmi_on_digits(tmp_path, capsys):
     assert manifest["counts"]["images"] == 1797
     assert manifest["metrics"]["nmi"] >= 0.85, manifest["metrics"]
     assert str(tmp_path / "demo") in capsys.readouterr().out
+
+
+def test_odd_file_names_are_kept(tmp_path):
+    root = tmp_path / "in"
+    root.mkdir()
+    for i, name in enumerate([b"bad\xff\xfename.png", b"with space \"quote' .png", b"ok.png"]):
+        Image.new("RGB", (20, 20), (i * 80, 0, 0)).save(os.path.join(os.fsencode(root), name))
+    run_embed(root, tmp_path / "run", Config(**TINY))
+    items = pd.read_parquet(tmp_path / "run" / rd.ITEMS)
+    assert items["path"].tolist() == ["bad\\xff\\xfename.png", "ok.png", "with space \"quote' .png"]
