@@ -90,12 +90,14 @@ def register_routes(server: flask.Flask, data: RunData) -> None:
         response.headers["X-Content-Type-Options"] = "nosniff"
         return response
 
-    # Anything else under these prefixes is not an image id; without these rules Dash
-    # would answer it with the app's page.
-    @server.route("/thumb/<path:anything>")
-    @server.route("/image/<path:anything>")
-    def not_an_id(anything: str):
-        flask.abort(404)
+    @server.before_request
+    def only_ids():
+        # Anything else under these prefixes is not an image id; without this Dash
+        # would answer it with the app's page.
+        rule = flask.request.url_rule
+        if (flask.request.path.startswith(("/thumb/", "/image/"))
+                and (rule is None or rule.endpoint not in ("thumb", "image"))):
+            flask.abort(404)
 
     @server.route("/export.csv")
     def export():

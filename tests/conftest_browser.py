@@ -1,0 +1,79 @@
+"""Fixtures and hooks for the explorer's tests, loaded by tests/conftest.py as a plugin.
+
+Browser tests (marked `browser`) drive Debian's headless chromium through dash[testing]'s
+`dash_duo`. Without chromium they skip, unless ICE_REQUIRE_BROWSER=1 (CI), where they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+VIEWPORT = (1280, 800)  # the page must work at this size without horizontal scrolling
+# Files of a run the explorer never reads; left out of the per-test copies.
+NOT_COPIED = ("model.pt", "checkpoints", "annotations.sqlite*", "clusterings")
+
+
+def browser_missing() -> str | None:
+    """Why the browser tests cannot run here, or None."""
+    if not (shutil.which("chromium") or shutil.which("chromium-browser")):
+        return "chromium is not installed (apt-get install chromium chromium-driver)"
+    if not shutil.which("chromedriver"):
+        return "chromedriver is not installed (apt-get install chromium-driver)"
+    return None
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("browser") is None:
+        return
+    missing = browser_missing()
+    if missing and os.environ.get("ICE_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"ICE_REQUIRE_BROWSER=1 but {missing}", pytrace=False)
+    if missing:
+        pytest.skip(missing)
+
+
+def pytest_setup_options():
+    """Chrome options for dash_duo: headless, no sandbox (CI runs as root), no network
+    chatter, and software WebGL for the Scattergl map."""
+    from selenium.webdriver.chrome.options import Options
+
+    options = Options()
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--disable-background-networking", "--disable-component-update",
+                "--no-first-run", "--enable-unsafe-swiftshader",
+                f"--window-size={VIEWPORT[0]},{VIEWPORT[1]}"):
+        options.add_argument(arg)
+    return options
+
+
+@pytest.fixture
+def explorer_run(small_run, tmp_path) -> Path:
+    """A private copy of the session's small run, so tests can write names and groups."""
+    return Path(shutil.copytree(small_run, tmp_path / "run", ignore=shutil.ignore_patterns(*NOT_COPIED)))
+
+
+@pytest.fixture
+def explorer(dash_duo, explorer_run):
+    """dash_duo showing the app over a fresh copy of the small run, at 1280x800, map drawn."""
+    from explorer.app import create_app
+
+    dash_duo.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+        "width": VIEWPORT[0], "height": VIEWPORT[1], "deviceScaleFactor": 1, "mobile": False})
+    dash_duo.start_server(create_app(explorer_run))
+    wait_for_map(dash_duo)
+    dash_duo.run_dir = explorer_run
+    return dash_duo
+
+
+def wait_for_map(dash_duo, timeout: float = 20) -> None:
+    """Wait until plotly has drawn the map's WebGL traces."""
+    from dash.testing.wait import until
+
+    until(lambda: dash_duo.driver.execute_script(
+        "const gd = document.querySelector('#map .js-plotly-plot');"
+        "return !!(gd && gd._fullData && gd._fullData.length > 1"
+        " && gd.querySelector('canvas'));"), timeout=timeout)

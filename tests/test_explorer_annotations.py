@@ -1,0 +1,99 @@
+"""Cluster names and groups in annotations.sqlite."""
+
+import sqlite3
+import threading
+
+import pytest
+
+from embeddings.errors import IceError
+from explorer.annotations import Annotations
+
+
+@pytest.fixture
+def notes(tmp_path):
+    return Annotations(tmp_path / "annotations.sqlite")
+
+
+def test_names_are_per_clustering_and_survive_reopening(notes):
+    notes.set_cluster_name("run", 3, "  aircraft ")
+    notes.set_cluster_name("k12", 3, "ships")
+    again = Annotations(notes.path)
+    assert again.cluster_names("run") == {3: "aircraft"}
+    assert again.cluster_names("k12") == {3: "ships"}
+
+
+def test_rename_replaces_and_empty_name_removes(notes):
+    notes.set_cluster_name("run", 1, "a")
+    notes.set_cluster_name("run", 1, "b")
+    assert notes.cluster_names("run") == {1: "b"}
+    notes.set_cluster_name("run", 1, "   ")
+    assert notes.cluster_names("run") == {}
+
+
+def test_names_are_stored_as_typed(notes):
+    name = "<script>alert('x')</script>'; DROP TABLE cluster_names; --"
+    with pytest.raises(IceError, match="must not contain ';'"):
+        notes.set_cluster_name("run", 0, name)
+    notes.set_cluster_name("run", 0, "<script>alert('x')</script>")
+    assert notes.cluster_names("run") == {0: "<script>alert('x')</script>"}
+
+
+def test_too_long_name(notes):
+    with pytest.raises(IceError, match="longer than 200"):
+        notes.set_cluster_name("run", 0, "x" * 201)
+
+
+def test_two_writers_do_not_lose_each_others_names(notes):
+    """Like two browser tabs: each rename writes its own row, concurrently."""
+    other = Annotations(notes.path)
+
+    def rename(store, clusters):
+        for c in clusters:
+            store.set_cluster_name("run", c, f"name {c}")
+
+    threads = [threading.Thread(target=rename, args=(notes, range(0, 40, 2))),
+               threading.Thread(target=rename, args=(other, range(1, 40, 2)))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert notes.cluster_names("run") == {c: f"name {c}" for c in range(40)}
+
+
+def test_wal_mode(notes):
+    conn = sqlite3.connect(notes.path)
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    conn.close()
+
+
+def test_groups_add_up_and_an_image_can_be_in_several(notes):
+    assert notes.save_group("planes", [5, 1, 5]) == 2
+    assert notes.save_group("planes", [2]) == 3
+    notes.save_group("jets", [1])
+    assert notes.groups() == {"jets": 1, "planes": 3}
+    assert notes.group_members("planes").tolist() == [1, 2, 5]
+    assert notes.groups_of_images() == {1: ["jets", "planes"], 2: ["planes"], 5: ["planes"]}
+    notes.delete_group("planes")
+    assert notes.groups() == {"jets": 1}
+
+
+def test_bad_groups(notes):
+    with pytest.raises(IceError, match="give the group a name"):
+        notes.save_group(" ", [1])
+    with pytest.raises(IceError, match="no images"):
+        notes.save_group("empty", [])
+    with pytest.raises(IceError, match="no such group"):
+        notes.group_members("nope")
+
+
+def test_read_only_writes_nothing(tmp_path):
+    path = tmp_path / "annotations.sqlite"
+    ro = Annotations(path, read_only=True)
+    assert ro.cluster_names("run") == {} and ro.groups() == {}
+    assert not path.exists()
+    with pytest.raises(IceError, match="read-only"):
+        ro.set_cluster_name("run", 0, "x")
+    Annotations(path).save_group("g", [1])
+    assert Annotations(path, read_only=True).groups() == {"g": 1}
+    with pytest.raises(IceError, match="read-only"):
+        Annotations(path, read_only=True).save_group("g", [2])

@@ -1,0 +1,180 @@
+"""The app's callbacks, called directly (no browser) on an app over a copy of the small run."""
+
+import json
+import subprocess
+import sys
+from contextvars import copy_context
+
+import numpy as np
+import pytest
+from dash._callback_context import context_value
+from dash._utils import AttributeDict
+from dash.exceptions import PreventUpdate
+
+from explorer.app import create_app
+from explorer.layout import GRID_PAGE
+from explorer.search import rank_like
+
+
+def callback(app, name):
+    """The function behind one of the app's callbacks, by its Python name."""
+    for spec in app.callback_map.values():
+        fn = getattr(spec.get("callback"), "__wrapped__", None)
+        if fn is not None and fn.__name__ == name:
+            return fn
+    raise KeyError(name)
+
+
+def call(app, name, *args, triggered=()):
+    """Run a callback as Dash would, with `triggered` = [(component id, prop, value)]."""
+    inputs = [{"prop_id": f"{json.dumps(i, separators=(',', ':'), sort_keys=True) if isinstance(i, dict) else i}.{prop}",
+               "value": value} for i, prop, value in triggered]
+
+    def run():
+        context_value.set(AttributeDict(triggered_inputs=inputs))
+        return callback(app, name)(*args)
+
+    return copy_context().run(run)
+
+
+@pytest.fixture
+def app(explorer_run):
+    return create_app(explorer_run)
+
+
+def props(component, prop="src"):
+    """Every value of `prop` in a component tree."""
+    out = []
+    if isinstance(component, (list, tuple)):
+        for c in component:
+            out += props(c, prop)
+    elif hasattr(component, "to_plotly_json"):
+        if getattr(component, prop, None) is not None:
+            out.append(getattr(component, prop))
+        out += props(getattr(component, "children", None), prop)
+    return out
+
+
+def test_the_app_never_imports_torch(small_run):
+    code = ("import sys; from explorer.app import create_app; create_app(sys.argv[1]); "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code, str(small_run)], check=True)
+
+
+def test_map_has_one_trace_per_cluster(app):
+    fig = call(app, "draw_map", "run")
+    k = app.ice_data.clustering("run").k
+    assert sum(t.meta == "cluster" for t in fig.data) == k
+
+
+def test_hover_shows_thumbnail_path_and_cluster(app):
+    data = app.ice_data
+    c = data.clustering("run")
+    image_id = int(c.members(1)[3])
+    hover = {"points": [{"curveNumber": 1, "pointNumber": 3, "bbox": {"x0": 1, "x1": 2, "y0": 3, "y1": 4}}]}
+    show, bbox, children = call(app, "show_tooltip", hover, "run")
+    assert show is True and bbox["x0"] == 1
+    assert props(children) == [f"/thumb/{image_id}.png"]
+    assert children[1].children == data.path[image_id]
+    assert call(app, "show_tooltip", None, "run")[0] is False
+
+
+def test_box_selection_fills_the_grid(app):
+    c = app.ice_data.clustering("run")
+    selection, excluded, tab = call(app, "select_on_map", {"0": [0, 1], "2": [5]}, "run",
+                                    triggered=[("map-points", "data", 1)])
+    assert selection["ids"] == [int(c.members(0)[0]), int(c.members(0)[1]), int(c.members(2)[5])]
+    assert excluded == [] and tab == "images"
+    tiles, page_text, title = call(app, "show_grid", selection, 0, [selection["ids"][1]])
+    assert props(tiles) == [f"/thumb/{i}.png" for i in selection["ids"]]
+    assert "excluded" in tiles[1].className and "excluded" not in tiles[0].className
+    assert page_text == "Page 1 of 1" and "3 images" in title and "1 ticked off" in title
+
+
+def test_pages(app):
+    selection = {"ids": list(range(120)), "title": "t"}
+    tiles, page_text, _ = call(app, "show_grid", selection, 2, [])
+    assert page_text == "Page 3 of 3" and len(tiles) == 120 - 2 * GRID_PAGE
+    assert call(app, "turn_page", 1, 1, selection, 2, triggered=[("page-next", "n_clicks", 1)]) == 2
+    assert call(app, "turn_page", 1, 1, selection, 2, triggered=[("page-prev", "n_clicks", 1)]) == 1
+    assert call(app, "turn_page", 1, 1, selection, 2, triggered=[("selection", "data", selection)]) == 0
+
+
+def test_tick_off_toggles_and_ignores_new_tiles(app):
+    tile = {"type": "exclude", "index": 7}
+    assert call(app, "tick_off", [1], [3], triggered=[(tile, "n_clicks", 1)]) == [3, 7]
+    assert call(app, "tick_off", [2], [3, 7], triggered=[(tile, "n_clicks", 2)]) == [3]
+    with pytest.raises(PreventUpdate):  # a re-rendered grid: new buttons, no click
+        call(app, "tick_off", [0], [3], triggered=[(tile, "n_clicks", 0)])
+
+
+def test_detail_shows_neighbours_and_rings_them(app):
+    card, patch = call(app, "show_detail", 5, "run", None, triggered=[("focus", "data", 5)])
+    srcs = props(card)
+    assert srcs[0] == "/image/5" and len(srcs) == 1 + 12
+    ops = patch.to_plotly_json()["operations"]
+    k = app.ice_data.clustering("run").k
+    ringed = [op["params"]["value"] for op in ops if op["location"] == ["data", k, "customdata"]][0]
+    assert ringed[0] == 5 and sorted(ringed[1:]) == sorted(int(s.split("/")[-1][:-4]) for s in srcs[1:])
+
+
+def test_rename_writes_one_row(app):
+    data = app.ice_data
+    data.annotations.set_cluster_name("run", 0, "kept")  # as if another tab named it
+    status = call(app, "save_name", "zeros", "run",
+                  triggered=[({"type": "cluster-name", "index": 1}, "value", "zeros")])
+    assert "zeros" in status
+    assert data.annotations.cluster_names("run") == {0: "kept", 1: "zeros"}
+    patch = call(app, "update_legend", ["Saved", None], "run",
+                 triggered=[({"type": "cluster-saved", "index": 1}, "children", "Saved")])
+    assert patch.to_plotly_json()["operations"][0]["location"] == ["data", 1, "name"]
+
+
+def test_more_like_these_then_save_group(app):
+    data = app.ice_data
+    selection = {"ids": [10, 11, 12], "title": "t"}
+    ranked, status = call(app, "find_more", 1, selection, [12], 25)
+    assert len(ranked["ids"]) == 25 and status == ""
+    assert ranked["ids"] == rank_like(data, [10, 11], 25)[0].tolist()  # 12 was ticked off
+    status, changed = call(app, "save", 1, None, "sevens", ranked, ranked["ids"][20:],
+                           0, triggered=[("save-group", "n_clicks", 1)])
+    assert changed == 1 and "20 images" in status
+    assert data.annotations.group_members("sevens").tolist() == sorted(ranked["ids"][:20])
+    rows = call(app, "list_groups", 1)
+    assert "sevens" in str(rows[0].children[0].children)
+    status, changed = call(app, "save", 1, None, "", ranked, [], 1,
+                           triggered=[("save-group", "n_clicks", 2)])
+    assert "give the group a name" in status
+
+
+def test_show_cluster_and_group(app):
+    c = app.ice_data.clustering("run")
+    selection, excluded, tab = call(app, "show_cluster", [1], "run",
+                                    triggered=[({"type": "show-cluster", "index": 2}, "n_clicks", 1)])
+    assert selection["ids"] == c.members(2).tolist() and tab == "images"
+    app.ice_data.annotations.save_group("g", [4, 2])
+    selection, _, _ = call(app, "show_group", [1],
+                           triggered=[({"type": "show-group", "index": "g"}, "n_clicks", 1)])
+    assert selection["ids"] == [2, 4]
+
+
+def test_recluster_adds_an_option_and_the_export_follows(app, explorer_run):
+    options, value, status = call(app, "run_recluster", 1, 4)
+    assert value == "k4" and [o["value"] for o in options] == ["run", "k4"]
+    assert (explorer_run / "clusterings" / "k4.npz").exists()
+    fig = call(app, "draw_map", "k4")
+    assert sum(t.meta == "cluster" for t in fig.data) == 4
+    assert call(app, "point_export", "k4") == ("/export.csv?clustering=k4", "clusters-k4.csv")
+    _, _, status = call(app, "run_recluster", 2, 1)
+    assert "K 1" in status
+
+
+def test_read_only_app_disables_editing(small_run):
+    app = create_app(small_run, read_only=True)
+    layout = app.layout()
+    disabled = {c.id: c.disabled for c in layout._traverse() if getattr(c, "id", None) in
+                ("recluster", "save-group", "group-name", "recluster-k")}
+    assert disabled and all(disabled.values())
+    cards = call(app, "show_clusters", "run")
+    name_inputs = [c for card in cards for c in card._traverse() if getattr(c, "placeholder", None)]
+    assert len(name_inputs) == len(cards) and all(i.disabled for i in name_inputs)

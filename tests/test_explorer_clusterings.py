@@ -1,0 +1,53 @@
+"""Re-clustering with another K, stored beside the job's clustering."""
+
+import numpy as np
+import pytest
+
+from embeddings.errors import IceError
+from explorer.clusterings import list_clusterings, load_clustering, recluster
+from explorer.data import RUN_CLUSTERING, load_run
+
+
+def test_recluster_stores_and_reloads(explorer_run):
+    data = load_run(explorer_run)
+    c = recluster(data, 7)
+    assert c.key == "k7" and c.k == 7
+    assert c.cluster.shape == (data.n,) and c.cluster.dtype == np.int32
+    assert set(np.unique(c.cluster)) <= set(range(7))
+    with np.load(explorer_run / "clusterings" / "k7.npz") as z:
+        assert z["centroids"].shape == (7, np.load(explorer_run / "manifold.npy").shape[1])
+        # distance is the squared L2 distance to the own centroid, in the manifold space
+        x = np.load(explorer_run / "manifold.npy")
+        expected = ((x - z["centroids"][z["cluster"]]) ** 2).sum(axis=1)
+        assert np.allclose(z["distance"], expected, rtol=1e-3, atol=1e-4)
+    assert list_clusterings(explorer_run) == [RUN_CLUSTERING, "k7"]
+    again = load_clustering(explorer_run, "k7")
+    assert np.array_equal(again.cluster, c.cluster)
+    # the job's own clustering is untouched
+    assert np.array_equal(load_run(explorer_run).clustering(RUN_CLUSTERING).cluster,
+                          data.clustering(RUN_CLUSTERING).cluster)
+
+
+def test_clusterings_sort_by_k(explorer_run):
+    data = load_run(explorer_run)
+    for k in (12, 3):
+        recluster(data, k)
+    assert list_clusterings(explorer_run) == [RUN_CLUSTERING, "k3", "k12"]
+
+
+@pytest.mark.parametrize("k", [1, 0, -3, 301, None, 2.5])
+def test_bad_k(explorer_run, k):
+    with pytest.raises(IceError, match="K "):
+        recluster(load_run(explorer_run), k)
+    assert not (explorer_run / "clusterings").exists()
+
+
+def test_read_only_cannot_recluster(explorer_run):
+    with pytest.raises(IceError, match="read-only"):
+        recluster(load_run(explorer_run, read_only=True), 4)
+
+
+@pytest.mark.parametrize("key", ["k9", "../items", "k0", "x"])
+def test_unknown_clustering(small_run, key):
+    with pytest.raises(IceError, match="clustering"):
+        load_clustering(small_run, key)

@@ -1,0 +1,82 @@
+"""Loading a run for the explorer: what it reads, and the runs it refuses."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from embeddings.errors import IceError
+from explorer.data import RUN_CLUSTERING, load_run
+
+
+def test_load_run_reads_every_image(small_run):
+    items = pd.read_parquet(small_run / "items.parquet")
+    data = load_run(small_run, read_only=True)
+    assert data.n == len(items) == 300
+    assert data.x.dtype == np.float32 and np.array_equal(data.x, items["x"].to_numpy())
+    assert list(data.path) == list(items["path"])
+    assert data.embeddings.shape[0] == data.pixels.shape[0] == data.n
+    c = data.clustering(RUN_CLUSTERING)
+    assert np.array_equal(c.cluster, items["cluster"].to_numpy())
+    assert c.k == json.loads((small_run / "manifest.json").read_text())["clusters"]
+
+
+def test_read_only_load_writes_nothing(small_run):
+    before = sorted(p.name for p in small_run.iterdir())
+    load_run(small_run, read_only=True)
+    assert sorted(p.name for p in small_run.iterdir()) == before
+
+
+def test_members_are_the_cluster_nearest_first(small_run):
+    c = load_run(small_run, read_only=True).clustering(RUN_CLUSTERING)
+    seen = []
+    for k in range(c.k):
+        ids = c.members(k)
+        assert (c.cluster[ids] == k).all()
+        assert (np.diff(c.distance[ids]) >= 0).all()
+        assert len(ids) == c.sizes[k]
+        seen.extend(ids)
+    assert sorted(seen) == list(range(len(c.cluster)))
+    with pytest.raises(IceError, match=f"cluster {c.k}"):
+        c.members(c.k)
+
+
+def test_check_ids_names_the_bad_id(small_run):
+    data = load_run(small_run, read_only=True)
+    assert data.check_ids([0, 5]).tolist() == [0, 5]
+    with pytest.raises(IceError, match="image_id 300"):
+        data.check_ids([1, 300])
+    with pytest.raises(IceError, match="image_id -1"):
+        data.check_ids([-1])
+
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(IceError, match="not found"):
+        load_run(tmp_path / "nope")
+
+
+def test_folder_without_manifest(explorer_run):
+    (explorer_run / "manifest.json").unlink()
+    with pytest.raises(IceError, match="not a complete run"):
+        load_run(explorer_run)
+
+
+def test_manifest_not_complete(explorer_run):
+    path = explorer_run / "manifest.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "complete": False}))
+    with pytest.raises(IceError, match="not a complete run"):
+        load_run(explorer_run)
+
+
+def test_newer_schema_is_refused(explorer_run):
+    path = explorer_run / "manifest.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "schema_version": 99}))
+    with pytest.raises(IceError, match="schema version 99"):
+        load_run(explorer_run)
+
+
+def test_arrays_that_disagree_with_items(explorer_run):
+    np.save(explorer_run / "embeddings.npy", np.zeros((3, 4), np.float32))
+    with pytest.raises(IceError, match="embeddings.npy has 3"):
+        load_run(explorer_run)

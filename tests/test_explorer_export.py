@@ -1,0 +1,95 @@
+"""The CSV export: the run's rows, names and groups, safe to open in a spreadsheet."""
+
+import csv
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from embeddings.errors import IceError
+from explorer.annotations import Annotations
+from explorer.export import COLUMNS, escape_cell, export_csv
+
+
+def read_csv(path):
+    with open(path, newline="", encoding="utf-8") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("cell, expected", [
+    ("=SUM(A1:A2)", "'=SUM(A1:A2)"), ("+1", "'+1"), ("-1", "'-1"), ("@cmd", "'@cmd"),
+    ("\t=x", "'\t=x"), ("plain", "plain"), ("a=b", "a=b"), ("", ""),
+])
+def test_escape_cell(cell, expected):
+    assert escape_cell(cell) == expected
+
+
+def test_rows_match_the_run(small_run, tmp_path):
+    out = tmp_path / "clusters.csv"
+    assert export_csv(small_run, out) == 300
+    rows = read_csv(out)
+    items = pd.read_parquet(small_run / "items.parquet")
+    assert list(rows[0]) == COLUMNS
+    assert [int(r["image_id"]) for r in rows] == items["image_id"].tolist()
+    assert [r["path"] for r in rows] == items["path"].tolist()
+    assert [int(r["cluster"]) for r in rows] == items["cluster"].tolist()
+    assert np.allclose([float(r["x"]) for r in rows], items["x"], atol=1e-5)
+    assert np.allclose([float(r["distance_to_centroid"]) for r in rows], items["distance"], atol=1e-6)
+    assert not (small_run / "annotations.sqlite").exists()  # export writes nothing into the run
+
+
+def test_names_and_groups_are_exported_and_escaped(explorer_run, tmp_path):
+    notes = Annotations(explorer_run / "annotations.sqlite")
+    cluster0 = int(pd.read_parquet(explorer_run / "items.parquet")["cluster"][0])
+    notes.set_cluster_name("run", cluster0, "=HYPERLINK(\"http://x\")")
+    notes.save_group("+planes", [0, 1])
+    notes.save_group("birds", [1])
+    out = tmp_path / "out.csv"
+    export_csv(explorer_run, out)
+    rows = read_csv(out)
+    assert rows[0]["cluster_name"] == "'=HYPERLINK(\"http://x\")"
+    assert rows[0]["groups"] == "'+planes"
+    assert rows[1]["groups"] == "'+planes;birds"
+    assert rows[2]["groups"] == ""
+    assert all(not r[c].startswith(("=", "+", "@")) for r in rows for c in ("path", "cluster_name", "groups"))
+
+
+def test_filters(explorer_run, tmp_path):
+    Annotations(explorer_run / "annotations.sqlite").save_group("g", [2, 5, 9])
+    items = pd.read_parquet(explorer_run / "items.parquet")
+    out = tmp_path / "g.csv"
+    assert export_csv(explorer_run, out, group="g") == 3
+    assert [int(r["image_id"]) for r in read_csv(out)] == [2, 5, 9]
+    k = int(items["cluster"][5])
+    n = export_csv(explorer_run, out, group="g", cluster=k)
+    assert n == int((items["cluster"][[2, 5, 9]] == k).sum())
+    assert export_csv(explorer_run, out, cluster=k) == int((items["cluster"] == k).sum())
+
+
+def test_unknown_group_and_cluster(explorer_run, tmp_path):
+    out = tmp_path / "x.csv"
+    with pytest.raises(IceError, match="'nope'"):
+        export_csv(explorer_run, out, group="nope")
+    with pytest.raises(IceError, match="cluster 99"):
+        export_csv(explorer_run, out, cluster=99)
+    assert not out.exists()
+
+
+def test_incomplete_run(explorer_run, tmp_path):
+    path = explorer_run / "manifest.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "complete": False}))
+    with pytest.raises(IceError, match="not a complete run"):
+        export_csv(explorer_run, tmp_path / "x.csv")
+
+
+def test_written_atomically(small_run, tmp_path):
+    out = tmp_path / "clusters.csv"
+    out.write_text("old")
+    with pytest.raises(IceError):
+        export_csv(small_run, out, group="nope")
+    assert out.read_text() == "old"
+    export_csv(small_run, out)
+    assert [p.name for p in tmp_path.iterdir()] == ["clusters.csv"]
+    with pytest.raises(IceError, match="is a folder"):
+        export_csv(small_run, tmp_path)

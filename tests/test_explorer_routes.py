@@ -1,0 +1,67 @@
+"""Thumbnails, originals and the CSV by HTTP: ids only, everything else is a 404."""
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from explorer.app import create_app
+
+
+@pytest.fixture(scope="module")
+def client(small_run):
+    return create_app(small_run, read_only=True).server.test_client()
+
+
+def test_thumbnail_is_the_runs_pixels(client, small_run):
+    r = client.get("/thumb/12.png")
+    assert r.status_code == 200 and r.mimetype == "image/png"
+    pixels = np.load(small_run / "pixels.npy", mmap_mode="r")
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(r.data))), pixels[12])
+    assert "max-age" in r.headers["Cache-Control"]
+    again = client.get("/thumb/12.png", headers={"If-None-Match": r.headers["ETag"]})
+    assert again.status_code == 304
+
+
+@pytest.mark.parametrize("url", [
+    "/thumb/300.png", "/thumb/-1.png", "/thumb/abc.png", "/thumb/1.5.png",
+    "/thumb/../manifest.json", "/thumb/..%2Fmanifest.json", "/thumb/..%2F..%2F..%2Fetc%2Fpasswd",
+    "/thumb/%2Fetc%2Fpasswd", "/image/300", "/image/-1", "/image/..%2Fmanifest.json",
+    "/image/0/../../manifest.json",
+])
+def test_unknown_ids_and_paths_are_404(client, url):
+    assert client.get(url).status_code == 404
+
+
+def test_original_image_by_id(client, small_run):
+    import pandas as pd, json
+    root = json.loads((small_run / "manifest.json").read_text())["input_root"]
+    path = pd.read_parquet(small_run / "items.parquet")["path"][4]
+    r = client.get("/image/4")
+    assert r.status_code == 200 and r.mimetype == "image/png"
+    assert r.data == open(f"{root}/{path}", "rb").read()
+    assert r.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_original_outside_the_input_is_never_served(explorer_run, tmp_path):
+    """An items path that climbs out of input_root gets the thumbnail, not the file."""
+    import pandas as pd
+
+    secret = tmp_path / "secret.png"
+    Image.new("RGB", (4, 4), "red").save(secret)
+    items = pd.read_parquet(explorer_run / "items.parquet")
+    items.loc[0, "path"] = "../" * 30 + str(secret).lstrip("/")
+    items.to_parquet(explorer_run / "items.parquet", index=False)
+    r = create_app(explorer_run).server.test_client().get("/image/0")
+    assert r.status_code == 200 and r.data != secret.read_bytes()
+    assert np.asarray(Image.open(io.BytesIO(r.data))).shape == np.load(explorer_run / "pixels.npy")[0].shape
+
+
+def test_export_route(client):
+    r = client.get("/export.csv")
+    assert r.status_code == 200 and r.mimetype == "text/csv"
+    assert "attachment" in r.headers["Content-Disposition"]
+    assert len(r.data.decode().strip().splitlines()) == 301
+    assert client.get("/export.csv?clustering=k99").status_code == 404
+    assert client.get("/export.csv?clustering=../../x").status_code == 404
