@@ -1,0 +1,1 @@
+"""Quality and speed benchmarks; their results go into BENCHMARKS.md."""

@@ -1,0 +1,175 @@
+"""Helpers every benchmark shares: the machine, peak memory, timing, and BENCHMARKS.md.
+
+To record a result from any benchmark:
+
+    from benchmarks.common import append_section, machine
+    append_section("Quality: mnist, 2026-11-27", f"- machine: {machine()}\\n- accuracy 0.93")
+
+`append_section` adds `### title`, a blank line and `body` at the end of BENCHMARKS.md in
+a single `write()` on a file opened with O_APPEND, so two benchmarks finishing at once
+never interleave their lines.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+import resource
+import shutil
+import tarfile
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BENCHMARKS_MD = REPO / "BENCHMARKS.md"
+# where the shared data sets are (the GPU machine has them only where a caller carried them)
+SHARED_DATA = Path(os.environ.get("ICE_SHARED_DATA", REPO.parent / "shared" / "data"))
+DATA_CACHE = Path(os.environ.get("ICE_DATA_CACHE", Path(tempfile.gettempdir()) / "ice-data"))
+
+
+def append_section(title: str, body: str, path: str | os.PathLike = BENCHMARKS_MD) -> None:
+    """Append `### title` and `body` to BENCHMARKS.md (or `path`) in one O_APPEND write."""
+    data = f"\n### {title}\n\n{body.strip()}\n".encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def machine() -> str:
+    """'2 cores, 23 GiB RAM, Intel(R) Xeon(R) Processor, load 2.4' (plus the GPU, if torch sees one)."""
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    text = f"{os.cpu_count()} cores, {mem:.0f} GiB RAM, {cpu}, load average {os.getloadavg()[0]:.1f}"
+    gpu = gpu_name()
+    return text + (f", GPU {gpu}" if gpu else "")
+
+
+def gpu_name() -> str | None:
+    import sys
+
+    if "torch" not in sys.modules:  # never import torch just to describe the machine
+        return None
+    import torch
+
+    return torch.cuda.get_device_name() if torch.cuda.is_available() else None
+
+
+def today() -> str:
+    return dt.date.today().isoformat()
+
+
+def _rss_kib(pid: int | str) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next((int(line.split()[1]) for line in f if line.startswith("VmRSS:")), 0)
+    except (OSError, ValueError):
+        return 0
+
+
+def _descendants(pid: int) -> list[str]:
+    out, todo = [], [str(pid)]
+    while todo:
+        p = todo.pop()
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    kids = f.read().split()
+                out += kids
+                todo += kids
+        except OSError:
+            continue
+    return out
+
+
+class PeakRSS:
+    """Peak resident memory, in GiB, of this process plus its child processes (DataLoader
+    workers) while the `with` block runs. This process's own peak is exact (the kernel's
+    high-water mark, reset on entry where Linux allows it); children are sampled every 50 ms.
+    `samples` keeps (perf_counter, KiB summed over the process tree) for each sample."""
+
+    def __enter__(self) -> "PeakRSS":
+        try:  # "5" resets VmHWM to the current RSS (Linux >= 4.0)
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            self._hwm_reset = True
+        except OSError:
+            self._hwm_reset = False
+        self._peak_kib, self._stop, self.samples = 0, threading.Event(), []
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        me = os.getpid()
+        while True:
+            total = _rss_kib(me) + sum(_rss_kib(p) for p in _descendants(me))
+            self._peak_kib = max(self._peak_kib, total)
+            self.samples.append((time.perf_counter(), total))
+            if self._stop.wait(0.05):
+                return
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        own = _hwm_kib() if self._hwm_reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        self.gib = max(self._peak_kib, own) / 2**20
+
+
+def _hwm_kib() -> int:
+    with open("/proc/self/status") as f:
+        return next((int(line.split()[1]) for line in f if line.startswith("VmHWM:")), 0)
+
+
+class Timer:
+    """`with Timer() as t: ...` then t.seconds (wall clock)."""
+
+    def __enter__(self) -> "Timer":
+        self._t0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.seconds = time.perf_counter() - self._t0
+
+
+def extract_once(tarball: Path, name: str) -> Path:
+    """DATA_CACHE/name, extracted from `tarball` (whose top folder is `name`) unless a
+    finished extraction is there. The same cache as benchmarks.quality uses."""
+    folder = DATA_CACHE / name
+    if not (folder / ".done").exists():
+        if not tarball.exists():
+            raise SystemExit(f"{tarball} not found: set ICE_SHARED_DATA to the folder that holds it")
+        shutil.rmtree(folder, ignore_errors=True)
+        DATA_CACHE.mkdir(parents=True, exist_ok=True)
+        with tarfile.open(tarball) as tar:
+            tar.extractall(DATA_CACHE, filter="data")
+        (folder / ".done").touch()
+    return folder
+
+
+def clustered_embeddings(n: int, dim: int = 64, clusters: int = 50, latent: int = 4, seed: int = 0) -> "np.ndarray":
+    """(n, dim) float32 L2-normalised rows, like ICE's embeddings, with structure to find:
+    `clusters` groups, each a random `latent`-dimensional patch around its centre plus a
+    little noise, so that neighbours inside a cluster mean something too."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, dim))
+    bases = rng.normal(scale=0.4, size=(clusters, latent, dim))
+    out = np.empty((n, dim), dtype=np.float32)
+    for start in range(0, n, 65_536):
+        m = min(65_536, n - start)
+        label = rng.integers(clusters, size=m)
+        z = rng.normal(size=(m, latent))
+        x = centres[label] + np.einsum("ml,mld->md", z, bases[label]) + rng.normal(scale=0.1, size=(m, dim))
+        out[start:start + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return out

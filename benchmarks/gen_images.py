@@ -1,0 +1,131 @@
+"""Write N small generated images with clustered content, for the scale runs of `ice embed`.
+
+    python -m benchmarks.gen_images N OUT_DIR [--size 32] [--format jpg|png] [--classes 10]
+                                    [--seed 0] [--workers W]
+
+Each image belongs to one of `--classes` kinds (a shape and a pair of colours per kind)
+drawn at a random place and scale, with colour jitter and noise, so the set has clusters
+to find. Files go to OUT_DIR/<shard>/c<class>_<number>.<format>, 1,000 per shard folder.
+The same N, size, classes and seed give the same files, whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing as mp
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+SHARD = 1000  # images per folder and per task
+SHAPES = ("disc", "square", "hstripes", "vstripes", "gradient", "checker", "ring", "cross", "triangle", "dots")
+
+
+def palette(classes: int, seed: int) -> np.ndarray:
+    """(classes, 2, 3) float background and foreground colours, fixed by the seed."""
+    return np.random.default_rng([seed, 10_007]).uniform(0, 255, size=(classes, 2, 3))
+
+
+def draw(kind: int, colours: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
+    """One (size, size, 3) uint8 image of class `kind`."""
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    cx, cy = rng.uniform(0.25, 0.75, size=2)
+    r = rng.uniform(0.15, 0.35)
+    freq = rng.uniform(3, 6)
+    shape = SHAPES[kind % len(SHAPES)]
+    if shape == "disc":
+        mask = (xx - cx) ** 2 + (yy - cy) ** 2 < r * r
+    elif shape == "square":
+        mask = (abs(xx - cx) < r) & (abs(yy - cy) < r)
+    elif shape == "hstripes":
+        mask = np.sin(yy * freq * 2 * np.pi + cx * 6) > 0
+    elif shape == "vstripes":
+        mask = np.sin(xx * freq * 2 * np.pi + cy * 6) > 0
+    elif shape == "gradient":
+        mask = rng.uniform(0, 1, size=(size, size)) < (xx + yy) / 2
+    elif shape == "checker":
+        mask = (np.floor(xx * freq) + np.floor(yy * freq)) % 2 == 0
+    elif shape == "ring":
+        d = np.sqrt((xx - cx) ** 2 + (yy - cy) ** 2)
+        mask = abs(d - r) < 0.06
+    elif shape == "cross":
+        mask = (abs(xx - cx) < r / 3) | (abs(yy - cy) < r / 3)
+    elif shape == "triangle":
+        mask = (yy > cy - r) & (abs(xx - cx) < (yy - cy + r) / 2)
+    else:
+        mask = (np.sin(xx * freq * 2 * np.pi) * np.sin(yy * freq * 2 * np.pi)) > 0.5
+    bg, fg = colours * rng.uniform(0.8, 1.2, size=(2, 1))
+    if kind >= len(SHAPES):  # more classes than shapes: a shape recurs with other colours
+        bg, fg = fg, bg
+    img = np.where(mask[..., None], fg, bg) + rng.normal(0, 12, size=(size, size, 3))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def write_shard(task: tuple) -> int:
+    shard, n, out, size, fmt, classes, seed = task
+    rng = np.random.default_rng([seed, shard])
+    colours = palette(classes, seed)
+    folder = Path(out) / f"{shard:04d}"
+    folder.mkdir(parents=True, exist_ok=True)
+    start = shard * SHARD
+    for i in range(start, min(start + SHARD, n)):
+        kind = int(rng.integers(classes))
+        img = Image.fromarray(draw(kind, colours[kind], size, rng))
+        path = folder / f"c{kind}_{i:07d}.{fmt}"
+        if fmt == "png":
+            img.save(path, compress_level=1)
+        else:
+            img.save(path, quality=90)
+    return min(start + SHARD, n) - start
+
+
+def generate(n: int, out: Path, size: int = 32, fmt: str = "jpg", classes: int = 10, seed: int = 0,
+             workers: int | None = None, quiet: bool = False) -> Path:
+    """Write n images under `out`; return `out`."""
+    if n < 1:
+        raise ValueError(f"N {n}: must be at least 1")
+    if not 8 <= size <= 1024:
+        raise ValueError(f"--size {size}: must be between 8 and 1024")
+    if classes < 1:
+        raise ValueError(f"--classes {classes}: must be at least 1")
+    out.mkdir(parents=True, exist_ok=True)
+    tasks = [(s, n, str(out), size, fmt, classes, seed) for s in range(-(-n // SHARD))]
+    workers = workers or os.cpu_count() or 1
+    from tqdm import tqdm
+
+    with tqdm(total=n, desc="images", unit="img", disable=quiet) as bar:
+        if workers == 1 or len(tasks) == 1:
+            for t in tasks:
+                bar.update(write_shard(t))
+        else:
+            with mp.get_context("fork").Pool(workers) as pool:
+                for done in pool.imap_unordered(write_shard, tasks):
+                    bar.update(done)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.gen_images", description=__doc__.splitlines()[0])
+    p.add_argument("n", type=int, metavar="N", help="how many images")
+    p.add_argument("out", type=Path, metavar="OUT_DIR", help="folder to write (created)")
+    p.add_argument("--size", type=int, default=32, help="side in pixels (default: 32)")
+    p.add_argument("--format", choices=["jpg", "png"], default="jpg", help="file format (default: jpg)")
+    p.add_argument("--classes", type=int, default=10, help="kinds of image, the clusters (default: 10)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, help="processes (default: all cores)")
+    args = p.parse_args(argv)
+    t0 = time.perf_counter()
+    try:
+        generate(args.n, args.out, args.size, args.format, args.classes, args.seed, args.workers)
+    except ValueError as e:
+        p.error(str(e))
+    seconds = time.perf_counter() - t0
+    print(f"wrote {args.n} {args.size}x{args.size} {args.format} images to {args.out} in {seconds:.1f} s "
+          f"({args.n / seconds:.0f} images/s)")
+
+
+if __name__ == "__main__":
+    main()
