@@ -88,11 +88,27 @@ def choose_k(x: np.ndarray, seed: int = 0, sample: int = 5000) -> tuple[int, dic
     return max(scores, key=lambda k: (round(scores[k], 3), -k)), scores
 
 
-def build_index(embeddings: np.ndarray) -> faiss.Index:
-    """Exact inner-product index over L2-normalised rows: scores are cosine similarities."""
+EXACT_INDEX_MAX = 250_000  # above this many images the index is IVF (approximate, far faster)
+
+
+def build_index(embeddings: np.ndarray, seed: int = 0) -> faiss.Index:
+    """Inner-product index over L2-normalised rows: scores are cosine similarities.
+
+    Exact (IndexFlatIP) up to EXACT_INDEX_MAX rows. Above, an IndexIVFFlat with about
+    4 sqrt(n) lists, searching 64 of them: a query then reads ~1% of the rows instead of
+    all of them (a flat scan of 1M x 64 takes ~100 ms on 2 cores).
+    """
     x = np.ascontiguousarray(embeddings, dtype="float32")
-    index = faiss.IndexFlatIP(x.shape[1])
-    for start in range(0, len(x), 262_144):
+    n, d = x.shape
+    if n <= EXACT_INDEX_MAX:
+        index = faiss.IndexFlatIP(d)
+    else:
+        nlist = int(4 * np.sqrt(n))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+        rng = np.random.default_rng(seed)
+        index.train(x[np.sort(rng.choice(n, size=min(n, 64 * nlist), replace=False))])
+        index.nprobe = 64
+    for start in range(0, n, 262_144):
         index.add(x[start:start + 262_144])
     return index
 

@@ -129,7 +129,7 @@ def cluster(run, device, resume) -> dict:
     import faiss
 
     with rd.atomic_path(run.path(rd.INDEX)) as tmp:
-        faiss.write_index(build_index(emb), str(tmp))
+        faiss.write_index(build_index(emb, cfg.seed), str(tmp))
     return {"k": int(k)}
 
 

@@ -75,3 +75,20 @@ def test_umap_keeps_blobs_apart_and_samples_above_threshold():
     assert sampled.shape == (450, 2) and np.isfinite(sampled).all()
     for xy in (full, sampled):  # each blob lands in its own cluster on the map
         assert cluster_metrics(y, KMeans(3, seed=0).fit(xy).labels_)["accuracy"] == 1.0
+
+
+def test_large_index_is_ivf_and_finds_near_duplicates(monkeypatch, tmp_path):
+    import embeddings.cluster as cluster
+
+    monkeypatch.setattr(cluster, "EXACT_INDEX_MAX", 1000)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(5000, 16)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    index = cluster.build_index(x)
+    assert isinstance(index, faiss.IndexIVFFlat) and index.ntotal == 5000 and index.nprobe == 64
+    q = x[:20] + 0.01 * rng.normal(size=(20, 16)).astype(np.float32)
+    _, ids = index.search(q, 1)
+    assert ids[:, 0].tolist() == list(range(20))
+    path = str(tmp_path / "index.faiss")
+    faiss.write_index(index, path)
+    assert faiss.read_index(path).nprobe == 64
