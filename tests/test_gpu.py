@@ -1,0 +1,40 @@
+"""GPU paths (CUDA training with bf16 autocast and channels_last); run by benchmarks/gpu_check.sh.
+
+CI has no GPU: these skip there, and the same code paths run on the CPU in the other tests.
+"""
+
+import numpy as np
+import pytest
+import torch
+from torch.nn import functional as F
+
+from embeddings import run_dir as rd
+from embeddings.config import Config
+from embeddings.model import AutoEncoder, ModelArgs, to_input
+from embeddings.pipeline import run_embed
+from tests.conftest import TINY, make_images
+
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+
+
+def test_pipeline_on_cuda(tmp_path):
+    make_images(tmp_path / "in", n=300, size=32)
+    manifest = run_embed(tmp_path / "in", tmp_path / "run", Config(**{**TINY, "device": "cuda", "epochs": 3}))
+    assert manifest["device"].startswith("cuda")
+    emb = np.load(tmp_path / "run" / rd.EMBEDDINGS)
+    assert emb.shape == (300, 64) and np.isfinite(emb).all()
+
+
+def test_bf16_encoder_agrees_with_fp32_on_cpu():
+    torch.manual_seed(0)
+    model = AutoEncoder(ModelArgs(32, 64, 32)).eval()
+    pixels = torch.randint(0, 255, (64, 32, 32, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        ref = F.normalize(model.encoder(to_input(pixels)), dim=1)
+        gpu = model.cuda().to(memory_format=torch.channels_last)
+        x = to_input(pixels.cuda()).contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cuda", dtype=torch.bfloat16):
+            out = F.normalize(gpu.encoder(x).float(), dim=1).cpu()
+    cos = (ref * out).sum(1)
+    assert cos.min() > 0.99, cos.min()
