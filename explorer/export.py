@@ -21,6 +21,10 @@ COLUMNS = ["image_id", "path", "cluster", "cluster_name", "groups", "x", "y",
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
+def export_filename(clustering: str) -> str:
+    return "clusters.csv" if clustering == RUN_CLUSTERING else f"clusters-{clustering}.csv"
+
+
 def escape_cell(value: str) -> str:
     """Prefix a text cell that a spreadsheet would run as a formula with a single quote."""
     return "'" + value if value.startswith(FORMULA_STARTS) else value

@@ -7,6 +7,8 @@ that is not in the run, or anything that is not an id, is a 404.
 from __future__ import annotations
 
 import io
+import os
+import re
 from functools import lru_cache
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from PIL import Image
 from embeddings.errors import IceError
 
 from .data import RUN_CLUSTERING, RunData
-from .export import export_frame, to_csv_text
+from .export import export_filename, export_frame, to_csv_text
 
 THUMB_CACHE = 4096  # encoded thumbnails kept in memory
 MAX_AGE = 3600  # seconds a browser may reuse an image without asking again
@@ -41,11 +43,19 @@ def encode_png(pixels: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
+def file_name(display: str) -> str:
+    """The OS name of an items.parquet path: the job writes bytes that are not UTF-8 as \\xNN."""
+    if "\\x" not in display:
+        return display
+    raw = re.sub(rb"\\x([0-9a-f]{2})", lambda m: bytes([int(m[1], 16)]), display.encode("utf-8"))
+    return os.fsdecode(raw)
+
+
 def original_path(data: RunData, image_id: int) -> Path | None:
     """The original file of an image if it is still there, inside input_root, and a type
     a browser shows; else None."""
     root = data.input_root.resolve()
-    path = (root / data.path[image_id]).resolve()
+    path = (root / file_name(str(data.path[image_id]))).resolve()
     if not path.is_relative_to(root) or not path.is_file():
         return None
     return path if path.suffix.lower() in BROWSER_IMAGES else None
@@ -85,8 +95,12 @@ def register_routes(server: flask.Flask, data: RunData) -> None:
         path = original_path(data, image_id)
         if path is None:
             return thumb_response(image_id)
-        response = flask.send_file(path, mimetype=BROWSER_IMAGES[path.suffix.lower()],
-                                   max_age=MAX_AGE)
+        # A file object, not the path: Flask would put the name, which may not be
+        # UTF-8, into headers.
+        stat = path.stat()
+        response = flask.send_file(path.open("rb"), mimetype=BROWSER_IMAGES[path.suffix.lower()],
+                                   max_age=MAX_AGE, etag=f"o{image_id}-{stat.st_mtime_ns}-{stat.st_size}",
+                                   last_modified=stat.st_mtime, conditional=True)
         response.headers["X-Content-Type-Options"] = "nosniff"
         return response
 
@@ -107,5 +121,5 @@ def register_routes(server: flask.Flask, data: RunData) -> None:
         except IceError as e:
             return flask.Response(str(e) + "\n", status=404, mimetype="text/plain")
         return flask.Response(to_csv_text(frame), mimetype="text/csv", headers={
-            "Content-Disposition": f'attachment; filename="clusters-{clustering}.csv"',
+            "Content-Disposition": f'attachment; filename="{export_filename(clustering)}"',
             "Cache-Control": "no-store"})

@@ -1,6 +1,7 @@
 """Thumbnails, originals and the CSV by HTTP: ids only, everything else is a 404."""
 
 import io
+import os
 
 import numpy as np
 import pytest
@@ -65,3 +66,22 @@ def test_export_route(client):
     assert len(r.data.decode().strip().splitlines()) == 301
     assert client.get("/export.csv?clustering=k99").status_code == 404
     assert client.get("/export.csv?clustering=../../x").status_code == 404
+
+
+def test_original_whose_name_is_not_utf8(explorer_run, tmp_path):
+    """The job writes such names as \\xNN; the file is still found and served."""
+    import json
+
+    import pandas as pd
+
+    root = tmp_path / "input"
+    root.mkdir()
+    raw = os.fsencode(root) + b"/caf\xe9.png"
+    Image.new("RGB", (5, 5), "blue").save(os.fsdecode(raw))
+    manifest = json.loads((explorer_run / "manifest.json").read_text())
+    (explorer_run / "manifest.json").write_text(json.dumps({**manifest, "input_root": str(root)}))
+    items = pd.read_parquet(explorer_run / "items.parquet")
+    items.loc[0, "path"] = "caf\\xe9.png"
+    items.to_parquet(explorer_run / "items.parquet", index=False)
+    r = create_app(explorer_run).server.test_client().get("/image/0")
+    assert r.status_code == 200 and r.data == open(raw, "rb").read()

@@ -13,7 +13,8 @@ from embeddings.errors import IceError
 
 from ..clusterings import recluster
 from ..components import cluster_cards
-from ..data import RUN_CLUSTERING, RunData
+from ..data import RunData
+from ..export import export_filename
 from ..figures import cluster_label, legend_label
 from ..layout import clustering_options
 
@@ -38,8 +39,7 @@ def legend_patch(data: RunData, clustering: str, clusters) -> Patch:
 
 
 def export_href(clustering: str) -> tuple[str, str]:
-    filename = "clusters.csv" if clustering == RUN_CLUSTERING else f"clusters-{clustering}.csv"
-    return f"/export.csv?clustering={quote(clustering)}", filename
+    return f"/export.csv?clustering={quote(clustering)}", export_filename(clustering)
 
 
 def register(app, data: RunData) -> None:

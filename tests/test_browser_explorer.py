@@ -1,0 +1,218 @@
+"""The explorer in headless Chromium: what a person sees and does, on a small real run."""
+
+import csv
+import json
+import os
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import requests
+from dash.testing.wait import until
+from selenium.common.exceptions import NoAlertPresentException
+from selenium.webdriver.common.actions.action_builder import ActionBuilder
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+
+from explorer.app import create_app
+from explorer.export import export_csv
+from tests.conftest_browser import wait_for_map
+
+pytestmark = pytest.mark.browser
+
+GD = "document.querySelector('#map .js-plotly-plot')"
+SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "screenshot.png"
+
+
+def clusters_in_manifest(run_dir) -> int:
+    return json.loads((Path(run_dir) / "manifest.json").read_text())["clusters"]
+
+
+def open_tab(duo, label: str) -> None:
+    duo.driver.find_element(By.XPATH, f"//div[contains(@class,'tab') and normalize-space(.)='{label}']").click()
+
+
+def point_on_screen(duo, curve: int, point: int) -> tuple[int, int]:
+    """Viewport pixel of one point of the map."""
+    x, y = duo.driver.execute_script(f"""
+        const gd = {GD}, fl = gd._fullLayout, t = gd._fullData[arguments[0]];
+        const r = gd.querySelector('.nsewdrag').getBoundingClientRect();
+        return [r.left + fl.xaxis.d2p(t.x[arguments[1]]), r.top + fl.yaxis.d2p(t.y[arguments[1]])];
+    """, curve, point)
+    return round(x), round(y)
+
+
+def drag(duo, start, end) -> None:
+    actions = ActionBuilder(duo.driver)
+    pointer = actions.pointer_action
+    pointer.move_to_location(*start)
+    pointer.pointer_down()
+    pointer.pause(0.1)
+    for f in (0.3, 0.7, 1.0):
+        pointer.move_to_location(round(start[0] + f * (end[0] - start[0])),
+                                 round(start[1] + f * (end[1] - start[1])))
+        pointer.pause(0.1)
+    pointer.pointer_up()
+    actions.perform()
+
+
+def grid_ids(duo) -> list[int]:
+    srcs = [img.get_attribute("src") for img in duo.find_elements("#grid .tile img")]
+    return [int(s.rsplit("/", 1)[1].split(".")[0]) for s in srcs]
+
+
+def cluster_name_input(duo, cluster: int):
+    return duo.find_element(f"input[placeholder='cluster {cluster}']")
+
+
+def test_map_has_one_webgl_trace_per_cluster(explorer):
+    k = clusters_in_manifest(explorer.run_dir)
+    metas = explorer.driver.execute_script(f"return {GD}._fullData.map(t => [t.type, t.meta])")
+    assert [m for m in metas if m[1] == "cluster"] == [["scattergl", "cluster"]] * k
+    assert len(explorer.find_elements("#map .legend .traces")) == k
+    assert explorer.driver.execute_script(f"return {GD}.querySelectorAll('canvas').length") > 0
+    assert explorer.get_logs() == []
+
+
+def test_hover_shows_a_thumbnail_that_loads(explorer):
+    x, y = point_on_screen(explorer, 0, 0)
+    image_id = explorer.driver.execute_script(f"return {GD}._fullData[0].customdata[0]")
+    actions = ActionBuilder(explorer.driver)
+    actions.pointer_action.move_to_location(x, y)
+    actions.perform()
+    img = explorer.wait_for_element("#map-tooltip img.tooltip-img")
+    src = img.get_attribute("src")
+    assert src.endswith(f"/thumb/{image_id}.png")
+    until(lambda: explorer.driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", img), 10)
+    assert requests.get(src, timeout=10).status_code == 200
+    path = pd.read_parquet(explorer.run_dir / "items.parquet")["path"][image_id]
+    assert explorer.find_element("#map-tooltip .tooltip-path").text == path
+
+
+def test_box_selection_fills_the_grid(explorer):
+    legend_bottom, plot = explorer.driver.execute_script(f"""
+        const gd = {GD}; const r = gd.querySelector('.nsewdrag').getBoundingClientRect();
+        return [gd.querySelector('.legend').getBoundingClientRect().bottom, [r.left, r.top, r.right, r.bottom]];
+    """)
+    start = (round(plot[0] + 2), round(max(legend_bottom + 4, (plot[1] + plot[3]) / 2)))
+    end = (round(plot[2] - 2), round(plot[3] - 2))
+    inside = explorer.driver.execute_script(f"""
+        const gd = {GD}, fl = gd._fullLayout; const r = gd.querySelector('.nsewdrag').getBoundingClientRect();
+        const [x0, y0, x1, y1] = arguments[0]; const ids = [];
+        gd._fullData.filter(t => t.meta === 'cluster').forEach(t => {{ for (let i = 0; i < t._length; i++) {{
+            const px = r.left + fl.xaxis.d2p(t.x[i]), py = r.top + fl.yaxis.d2p(t.y[i]);
+            if (px > x0 && px < x1 && py > y0 && py < y1) ids.push(t.customdata[i]); }} }});
+        return ids;""", [*start, *end])
+    assert len(inside) > 3, "the box should hold some points"
+    explorer.find_element("#map .modebar-btn[data-title='Box Select']").click()
+    drag(explorer, start, end)
+    explorer.wait_for_contains_text("#selection-title", "Selected on the map")
+    title = explorer.find_element("#selection-title").text
+    assert f"{len(inside):,} images" in title
+    shown = grid_ids(explorer)
+    assert shown and set(shown) <= set(inside) and len(shown) == min(len(inside), 48)
+
+
+def test_rename_survives_reload_and_restart(explorer):
+    name = "<script>alert(1)</script>"
+    open_tab(explorer, "Clusters")
+    cluster_name_input(explorer, 1).send_keys(name, Keys.ENTER)
+    explorer.wait_for_contains_text("#clusters-panel", "Saved as")
+    until(lambda: any(name in e.text for e in explorer.find_elements("#map .legendtext")), 10)
+    explorer.driver.refresh()
+    wait_for_map(explorer)
+    open_tab(explorer, "Clusters")
+    until(lambda: cluster_name_input(explorer, 1).get_attribute("value") == name, 10)
+    explorer.server.stop()
+    explorer.start_server(create_app(explorer.run_dir))
+    wait_for_map(explorer)
+    open_tab(explorer, "Clusters")
+    until(lambda: cluster_name_input(explorer, 1).get_attribute("value") == name, 10)
+    assert any(name in e.text for e in explorer.find_elements("#map .legendtext"))
+    with pytest.raises(NoAlertPresentException):
+        explorer.driver.switch_to.alert.text
+
+
+def test_two_tabs_keep_each_others_names(explorer):
+    driver = explorer.driver
+    first = driver.current_window_handle
+    driver.switch_to.new_window("tab")
+    driver.get(explorer.server_url)
+    wait_for_map(explorer)
+    second = driver.current_window_handle
+    for handle, cluster, name in ((first, 0, "from tab one"), (second, 1, "from tab two")):
+        driver.switch_to.window(handle)
+        open_tab(explorer, "Clusters")
+        cluster_name_input(explorer, cluster).send_keys(name, Keys.ENTER)
+        explorer.wait_for_contains_text("#clusters-panel", f"Saved as '{name}'")
+    driver.switch_to.window(first)  # this tab never saw the other's name; renaming again keeps it
+    cluster_name_input(explorer, 0).send_keys(" again", Keys.ENTER)
+    explorer.wait_for_contains_text("#clusters-panel", "again")
+    names = create_app(explorer.run_dir, read_only=True).ice_data.annotations.cluster_names("run")
+    assert names == {0: "from tab one again", 1: "from tab two"}
+
+
+def test_more_like_these_then_save_a_group_then_export(explorer, tmp_path):
+    open_tab(explorer, "Clusters")
+    explorer.find_elements("#clusters-panel .cluster-card button")[0].click()
+    explorer.wait_for_contains_text("#selection-title", "Cluster 0")
+    top = explorer.find_element("#more-top")
+    top.send_keys(Keys.CONTROL, "a")
+    top.send_keys("20")
+    explorer.find_element("#more-like").click()
+    explorer.wait_for_contains_text("#selection-title", "Most like")
+    until(lambda: len(grid_ids(explorer)) == 20, 10)
+    ranked = grid_ids(explorer)
+    for n, tile in enumerate((18, 19), start=1):  # each click redraws the grid
+        explorer.find_elements("#grid .tile-mark")[tile].click()
+        explorer.wait_for_contains_text("#selection-title", f"{n} ticked off")
+    explorer.find_element("#group-name").send_keys("sevens")
+    explorer.find_element("#save-group").click()
+    explorer.wait_for_contains_text("#group-status", "Saved 18 images")
+    open_tab(explorer, "Groups")
+    explorer.wait_for_contains_text("#groups-panel", "sevens")
+    out = tmp_path / "sevens.csv"
+    assert export_csv(explorer.run_dir, out, group="sevens") == 18
+    with open(out, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(int(r["image_id"]) for r in rows) == sorted(ranked[:18])
+    assert all(r["groups"] == "sevens" for r in rows)
+
+
+def test_download_gives_the_runs_rows(explorer):
+    explorer.find_element("#export-link").click()
+    target = Path(explorer.download_path) / "clusters.csv"
+    until(lambda: target.exists() and target.stat().st_size > 0, 15)
+    with open(target, newline="") as f:
+        rows = list(csv.DictReader(f))
+    items = pd.read_parquet(explorer.run_dir / "items.parquet")
+    assert len(rows) == len(items)
+    assert [int(r["image_id"]) for r in rows] == items["image_id"].tolist()
+    assert [r["path"] for r in rows] == items["path"].tolist()
+    assert [int(r["cluster"]) for r in rows] == items["cluster"].tolist()
+
+
+def test_fits_1280x800_and_screenshot(explorer, tmp_path):
+    """No horizontal scrolling at 1280x800. ICE_UPDATE_SCREENSHOT=1 refreshes the README's picture."""
+    items = pd.read_parquet(explorer.run_dir / "items.parquet")
+    notes = create_app(explorer.run_dir).ice_data.annotations
+    for cluster, labels in items.groupby("cluster")["label"]:  # name clusters as a person would
+        notes.set_cluster_name("run", int(cluster), f"mostly {labels.mode()[0]}s")
+    explorer.driver.refresh()
+    wait_for_map(explorer)
+    open_tab(explorer, "Clusters")
+    explorer.find_elements("#clusters-panel .cluster-card button")[1].click()
+    explorer.wait_for_contains_text("#selection-title", "(1)")
+    explorer.find_elements("#grid .tile-img")[0].click()
+    explorer.wait_for_element("#detail .neighbours img")
+    time.sleep(0.5)  # let the thumbnails and the ring on the map paint
+    width = explorer.driver.execute_script(
+        "return [document.documentElement.scrollWidth, document.body.scrollWidth, window.innerWidth]")
+    assert width[2] == 1280 and max(width[:2]) <= 1280
+    assert explorer.driver.execute_script(
+        "return [...document.querySelectorAll('.app *')].every(e => e.getBoundingClientRect().right <= 1281"
+        " || e.closest('.map-pane') || getComputedStyle(e).position === 'fixed')")
+    target = SCREENSHOT if os.environ.get("ICE_UPDATE_SCREENSHOT") == "1" else tmp_path / "screenshot.png"
+    assert explorer.driver.save_screenshot(str(target))
+    assert target.stat().st_size > 10_000
