@@ -14,6 +14,8 @@ from embeddings.config import Config
 from embeddings.demo import write_digits
 from embeddings.pipeline import run_embed
 
+pytest_plugins = ["tests.conftest_browser"]
+
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 # Small, fast settings for runs that tests make: what they check is the plumbing.

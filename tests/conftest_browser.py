@@ -36,6 +36,7 @@ def pytest_runtest_setup(item):
         pytest.skip(missing)
 
 
+@pytest.hookimpl(optionalhook=True)  # the hook is dash[testing]'s; absent where dash is not installed as a plugin
 def pytest_setup_options():
     """Chrome options for dash_duo: headless, no sandbox (CI runs as root), no network
     chatter, and software WebGL for the Scattergl map."""
