@@ -1,4 +1,5 @@
-"""Helpers every benchmark shares: the machine, peak memory, timing, and BENCHMARKS.md.
+"""Helpers every benchmark shares: the machine, peak memory, timing, synthetic embeddings,
+and the sections of BENCHMARKS.md (`measure` gives a `Row`; a `Section` renders rows and notes).
 
 To record a result from any benchmark:
 
@@ -21,7 +22,10 @@ import tarfile
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS_MD = REPO / "BENCHMARKS.md"
@@ -156,7 +160,7 @@ def extract_once(tarball: Path, name: str) -> Path:
     return folder
 
 
-def clustered_embeddings(n: int, dim: int = 64, clusters: int = 50, latent: int = 4, seed: int = 0) -> "np.ndarray":
+def clustered_embeddings(n: int, dim: int = 64, clusters: int = 50, latent: int = 4, seed: int = 0) -> np.ndarray:
     """(n, dim) float32 L2-normalised rows, like ICE's embeddings, with structure to find:
     `clusters` groups, each a random `latent`-dimensional patch around its centre plus a
     little noise, so that neighbours inside a cluster mean something too."""
@@ -173,3 +177,59 @@ def clustered_embeddings(n: int, dim: int = 64, clusters: int = 50, latent: int 
         x = centres[label] + np.einsum("ml,mld->md", z, bases[label]) + rng.normal(scale=0.1, size=(m, dim))
         out[start:start + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
     return out
+
+
+# --- measuring and reporting ------------------------------------------------------------
+
+@dataclass
+class Row:
+    """One measured run: `count` items of `unit` in `seconds`, with the CPU time (this process
+    and the children it waited for) and the peak memory it took."""
+    label: str
+    seconds: float
+    count: int
+    unit: str
+    rss_gib: float
+    cpu: float | None = None
+
+    @property
+    def rate(self) -> float:
+        return self.count / self.seconds if self.seconds > 0 else float("inf")
+
+    def markdown(self) -> str:
+        cpu = f"{self.cpu:.2f}" if self.cpu is not None else ""
+        return f"| {self.label} | {self.seconds:.2f} | {cpu} | {self.rate:,.0f} {self.unit}/s | {self.rss_gib:.2f} |"
+
+
+@dataclass
+class Section:
+    """One benchmark's section of BENCHMARKS.md: its rows, then notes (ratios, targets)."""
+    title: str
+    command: str
+    rows: list[Row] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def body(self) -> str:
+        env = ", ".join(f"{k}={os.environ[k]}" for k in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS") if k in os.environ)
+        lines = [f"- command: `{self.command}`", f"- machine: {machine()}", f"- date: {today()}" + (f"; {env}" if env else ""), "",
+                 "| run | wall s | CPU s | throughput | peak RSS GiB |", "| --- | ---: | ---: | ---: | ---: |"]
+        lines += [r.markdown() for r in self.rows] + [""] + [f"- {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process and of the children it has waited for."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def measure(label: str, count: int, unit: str, fn, *args, **kwargs):
+    """Run fn once; return its Row (wall and CPU time, peak RSS) and its result."""
+    cpu = cpu_seconds()
+    with PeakRSS() as mem, Timer() as t:
+        out = fn(*args, **kwargs)
+    return Row(label, t.seconds, count, unit, mem.gib, cpu_seconds() - cpu), out
+
+
+def verdict(ok: bool) -> str:
+    return "**met**" if ok else "**missed**"

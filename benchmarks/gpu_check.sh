@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# The GPU check: everything a session with a GPU machine runs, in one call well inside 10 minutes.
+#
+#   bash benchmarks/gpu_check.sh [--shared-data DIR]   on the GPU machine, from the repository root
+#   bash benchmarks/gpu_check.sh --dry-run             here, on the CPU: tiny sizes, local venv, no wheels
+#
+# On the GPU machine python3 has torch but not faiss, umap-learn, pynndescent or dash, and
+# there is no network: carry the repository's ignored .whl/ folder. The CIFAR-10 quality run
+# (step 4) needs cifar10-jpg.tar.gz from the folder given by --shared-data, $ICE_SHARED_DATA
+# or ./.shared-data (carry it too); without it, step 4 is skipped.
+#
+# Steps: 1. install the wheels into /tmp/site; 2. pytest -m gpu (none collected is fine);
+# 3. training and embedding images/s on CUDA at 32x32 and 64x64, bf16 autocast vs fp32;
+# 4. python -m benchmarks.quality --dataset cifar10 with the time that is left.
+# Logs and results go to $OUT (or a new temporary folder): gpu_check.log, BENCHMARKS-gpu.md.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+DRY=0
+SHARED="${ICE_SHARED_DATA:-}"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --dry-run) DRY=1 ;;
+    --shared-data) SHARED="$2"; shift ;;
+    *) echo "gpu_check.sh: unknown argument $1 (expected --dry-run or --shared-data DIR)" >&2; exit 2 ;;
+  esac
+  shift
+done
+BUDGET_S=${GPU_CHECK_BUDGET_S:-540}  # the device machine stops a command at 600 s
+OUT="${OUT:-$(mktemp -d -t gpu-check-XXXX)}"
+mkdir -p "$OUT"
+LOG="$OUT/gpu_check.log"
+RESULTS="$OUT/BENCHMARKS-gpu.md"
+export PYTHONUNBUFFERED=1
+FAILED=()
+
+say() { echo "== $* [$SECONDS s]" | tee -a "$LOG"; }
+run() {  # run "name" timeout_s command...: log it, note a failure, go on
+  local name="$1" limit="$2"; shift 2
+  say "$name: $*"
+  timeout "$limit" "$@" 2>&1 | tee -a "$LOG"
+  local rc=${PIPESTATUS[0]}
+  [ "$rc" = 0 ] || { say "$name: exit $rc"; FAILED+=("$name (exit $rc)"); }
+  return "$rc"
+}
+
+if [ "$DRY" = 1 ]; then
+  PY="${PYTHON:-$([ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}"
+  SPEED=(--dry-run --device cpu --record "$RESULTS")
+  say "dry run on the CPU with $PY: no wheels, tiny sizes"
+else
+  PY=python3
+  SPEED=(--device cuda --record "$RESULTS")
+  say "1. install the carried wheels"
+  ls .whl/*.whl >/dev/null 2>&1 || { say "no .whl/*.whl here: carry the repository's .whl folder"; exit 1; }
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    2>&1 | tee -a "$LOG" || exit 1
+  export PYTHONPATH="/tmp/site:$PWD"
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 | tee -a "$LOG"
+fi
+"$PY" -c "import torch, faiss, umap, sklearn; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), \
+'faiss', faiss.__version__, 'umap', umap.__version__)" 2>&1 | tee -a "$LOG"
+
+say "2. GPU-marked tests"
+# only the files that use the marker: collecting the others would import selenium (browser tests)
+GPU_TESTS=$(grep -l "mark.gpu" tests/test_*.py 2>/dev/null | tr '\n' ' ')
+if [ -z "$GPU_TESTS" ]; then
+  say "no GPU-marked tests in tests/: nothing to run"
+elif [ "$DRY" = 1 ]; then
+  run "pytest -m gpu (collect only)" 120 "$PY" -m pytest -m gpu --collect-only -q -p no:cacheprovider $GPU_TESTS
+else
+  run "pytest -m gpu" 180 "$PY" -m pytest -m gpu -q -p no:cacheprovider $GPU_TESTS
+  if [ $? = 5 ]; then  # no test selected: not a failure
+    say "no GPU-marked tests collected (exit 5): fine"
+    FAILED=("${FAILED[@]:0:${#FAILED[@]}-1}")
+  fi
+fi
+
+say "3. training and embedding throughput"
+run "speed train" 150 "$PY" -m benchmarks.speed --stage train "${SPEED[@]}"
+run "speed embed" 150 "$PY" -m benchmarks.speed --stage embed "${SPEED[@]}"
+
+say "4. CIFAR-10 quality"
+SHARED="${SHARED:-$([ -d .shared-data ] && echo "$PWD/.shared-data" || echo ../shared/data)}"
+LEFT=$((BUDGET_S - SECONDS))
+if [ "$DRY" = 1 ]; then
+  say "dry run: skipped (would run $PY -m benchmarks.quality --dataset cifar10 --device cuda with $SHARED)"
+elif [ ! -f benchmarks/quality.py ]; then
+  say "skipped: benchmarks/quality.py is not there"
+elif [ ! -f "$SHARED/cifar10-jpg.tar.gz" ]; then
+  say "skipped: $SHARED/cifar10-jpg.tar.gz not found (carry it and pass --shared-data DIR)"
+elif [ "$LEFT" -lt 120 ]; then
+  say "skipped: only $LEFT s left of the $BUDGET_S s budget"
+else
+  before=$(stat -c %s BENCHMARKS.md 2>/dev/null || echo 0)
+  ICE_SHARED_DATA="$SHARED" run "quality cifar10 (at most $LEFT s)" "$LEFT" \
+    "$PY" -m benchmarks.quality --dataset cifar10 --device cuda
+  [ -f BENCHMARKS.md ] && tail -c +"$((before + 1))" BENCHMARKS.md >> "$RESULTS"
+fi
+
+say "done in $SECONDS s; results in $RESULTS"
+grep -E '^\| (train|encoder|embeddings)|x\*\*|target|accuracy' "$RESULTS" 2>/dev/null | tee -a "$LOG"
+if [ ${#FAILED[@]} -gt 0 ]; then
+  say "FAILED: ${FAILED[*]}"
+  exit 1
+fi

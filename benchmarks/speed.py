@@ -1,0 +1,589 @@
+"""Speed and memory of every stage, each side by side with what a user would otherwise use.
+
+    python -m benchmarks.speed [--stage S] [--n N] [--dry-run] [--data PATH] [--device D]
+                               [--record PATH | --no-record] [--umap-timeout SECONDS]
+
+Stages (default `all`: every one but `scale`):
+  decode  the CIFAR-10 JPEGs: ICE's decode_all with DataLoader workers vs a single-process Pillow loop
+  train   training steps/s (images/s) at 32x32 and 64x64; on CUDA, bf16 autocast vs fp32
+  embed   encoder images/s at 32x32 and 64x64, bare and through embeddings.embed.embed
+  kmeans  1M x 64 float32, K=100, 20 iterations: ICE's faiss KMeans vs scikit-learn's
+  knn     k=50 single-query latency over 1M embeddings: faiss IndexFlatIP vs numpy
+  umap    200k and 1M points to 2-D: ICE's sampled umap_reduce vs a full umap.UMAP().fit_transform
+  scale   `ice embed --fast` on N generated images: time and peak memory of each stage
+
+Every comparison runs in the same process, one side right after the other, so that the
+ratio holds on a busy machine. Each stage prints its table and appends it to BENCHMARKS.md
+with the command, the machine and the date. `--dry-run` runs each stage at a tiny size in
+seconds, and records nothing unless `--record` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+import embeddings  # noqa: F401  sets OMP_WAIT_POLICY before faiss, torch or sklearn load, as `ice` does
+
+from .common import (BENCHMARKS_MD, DATA_CACHE, SHARED_DATA, PeakRSS, Row, Section, Timer, append_section,
+                     clustered_embeddings, cpu_seconds, extract_once, measure, today, verdict)
+
+STAGES = ("decode", "train", "embed", "kmeans", "knn", "umap")
+# the issue's sizes; --n overrides them
+SIZES = {"decode": 60_000, "train": 0, "embed": 8192, "kmeans": 1_000_000, "knn": 1_000_000,
+         "umap": (200_000, 1_000_000), "scale": 100_000}
+DRY = {"decode": 200, "train": 0, "embed": 256, "kmeans": 5000, "knn": 5000, "umap": (600,), "scale": 64}
+
+
+# --- decode -----------------------------------------------------------------------------
+
+def pillow_loop(root: Path, paths: list[str], size: int) -> np.ndarray:
+    """What a user would write: open, RGB, centre square, bilinear resize, one file at a time."""
+    from PIL import Image
+
+    out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
+    for i, p in enumerate(paths):
+        with Image.open(root / p) as img:
+            img = img.convert("RGB")
+            side = min(img.size)
+            left, top = (img.size[0] - side) // 2, (img.size[1] - side) // 2
+            out[i] = np.asarray(img.resize((size, size), Image.Resampling.BILINEAR,
+                                           box=(left, top, left + side, top + side)))
+    return out
+
+
+def bench_decode(args, n: int, sec: Section) -> None:
+    from embeddings.config import Config
+    from embeddings.images import decode_all, find_images, typical_size
+
+    root = args.data or extract_once(SHARED_DATA / "cifar10-jpg.tar.gz", "cifar10")
+    find, paths = measure("find_images", 0, "file", find_images, root)
+    find.label, find.count = f"find_images ({len(paths):,} files found)", len(paths)
+    paths = paths if n >= len(paths) else [paths[i] for i in np.linspace(0, len(paths) - 1, n).astype(int)]
+    size = typical_size(root, paths)
+    for p in paths:  # warm the page cache, so that neither side pays for the first read
+        (root / p).read_bytes()
+    workers = Config().workers
+    sec.title = f"Speed: decode {len(paths):,} images to {size}x{size}, {today()}"
+    sec.rows.append(find)
+    best = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for _ in range(1 if args.dry_run else 2):  # two rounds, alternating: the best of each counts
+            row, base = measure("Pillow loop, 1 process", len(paths), "img", pillow_loop, root, paths, size)
+            sec.rows.append(row)
+            for w in (workers, 0):
+                row, _ = measure(f"ICE decode_all, {w} DataLoader workers", len(paths), "img", decode_all, root,
+                                 paths, size, Config().max_pixels, w, Path(tmp, "pixels.npy"), Path(tmp, "skipped.csv"))
+                sec.rows.append(row)
+            for r in sec.rows[-3:]:
+                best[r.label] = min(best.get(r.label, (np.inf, 0)), (r.seconds, r.cpu))
+        ice = np.load(Path(tmp, "pixels.npy"))
+    same = float((np.abs(ice.astype(np.int16) - base).max(axis=(1, 2, 3)) <= 2).mean())
+    (base_s, base_cpu), (ice_s, ice_cpu), (ice0_s, ice0_cpu) = best.values()
+    us = 1e6 / len(paths)
+    sec.notes += [
+        f"ICE with {workers} workers vs the Pillow loop: **{base_s / ice_s:.2f}x** (wall, best of each); "
+        f"target >= 1.8x: {verdict(base_s / ice_s >= 1.8)}",
+        f"ICE with 0 workers vs the Pillow loop: {base_s / ice0_s:.2f}x (ICE's per-image checks, no parallelism)",
+        f"CPU per image: Pillow loop {base_cpu * us:.0f} us, ICE {ice_cpu * us:.0f} us with {workers} workers "
+        f"(main process and workers), {ice0_cpu * us:.0f} us with 0; so on {workers} idle cores ICE's speed-up "
+        f"over the loop is bounded by {min(workers, os.cpu_count() or 1) * base_cpu / ice_cpu:.2f}x "
+        "(cores x loop CPU / ICE CPU: a bound, not a measured speed-up)",
+        f"images whose pixels match the Pillow loop's within 2 levels: {same:.1%}",
+    ]
+
+
+# --- train and embed --------------------------------------------------------------------
+
+def _device(name: str):
+    from embeddings.train import pick_device
+
+    return pick_device(name)
+
+
+def _sync(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def train_rate(size: int, precision: str, device, batch_size: int, steps: int, warmup: int) -> Row:
+    """Images/s of train()'s loop body (step_loss, backward, AdamW) on random pixels."""
+    import torch
+
+    from embeddings.config import Config
+    from embeddings.model import AutoEncoder, ModelArgs
+    from embeddings.train import step_loss
+
+    cfg = Config(image_size=size)
+    torch.manual_seed(0)
+    model = AutoEncoder(ModelArgs(size, cfg.dim, cfg.width)).to(device, memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    gen = torch.Generator(device=device).manual_seed(0)
+    batch = torch.randint(0, 256, (batch_size, size, size, 3), dtype=torch.uint8)
+    batch = batch.pin_memory() if device.type == "cuda" else batch
+
+    def step() -> float:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            loss = step_loss(model, batch.to(device, non_blocking=True), cfg, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return loss.item()  # train() reads the loss every step too
+
+    for _ in range(warmup):
+        step()
+    _sync(device)
+    row, _ = measure(f"train step {size}x{size}, {precision}, batch {batch_size}", steps * batch_size, "img",
+                     lambda: [step() for _ in range(steps)])
+    return row
+
+
+def encoder_rate(size: int, precision: str, device, batches: int, batch_size: int = 512) -> Row:
+    """Images/s of embed()'s loop body (host-to-device, encoder, normalise, back) without the loader."""
+    import torch
+    from torch.nn import functional as F
+
+    from embeddings.config import Config
+    from embeddings.model import AutoEncoder, ModelArgs, to_input
+
+    cfg = Config(image_size=size)
+    model = AutoEncoder(ModelArgs(size, cfg.dim, cfg.width)).to(device, memory_format=torch.channels_last).eval()
+    batch = torch.randint(0, 256, (batch_size, size, size, 3), dtype=torch.uint8)
+    batch = batch.pin_memory() if device.type == "cuda" else batch
+
+    @torch.no_grad()
+    def run(k: int) -> None:
+        for _ in range(k):
+            x = to_input(batch.to(device, non_blocking=True)).contiguous(memory_format=torch.channels_last)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                z = model.encoder(x)
+            F.normalize(z.float(), dim=1).cpu().numpy()
+
+    run(2)
+    _sync(device)
+    row, _ = measure(f"encoder {size}x{size}, {precision}, batch {batch_size}", batches * batch_size, "img",
+                     run, batches)
+    return row
+
+
+def _precisions(device) -> tuple[str, ...]:
+    return ("bf16", "fp32") if device.type == "cuda" else ("fp32",)  # ICE autocasts to bf16 on CUDA only
+
+
+def _ratio_notes(sec: Section, what: str) -> None:
+    by = {r.label: r.rate for r in sec.rows}
+    for label, rate in by.items():
+        if ", bf16," in label and label.replace("bf16", "fp32") in by:
+            size = label.split()[len(what.split())].rstrip(",")
+            sec.notes.append(f"{what} {size}: bf16 autocast + channels_last vs fp32 "
+                             f"(same code): **{rate / by[label.replace('bf16', 'fp32')]:.2f}x**")
+
+
+def bench_train(args, n: int, sec: Section) -> None:
+    import torch
+
+    device = _device(args.device)
+    cuda = device.type == "cuda"
+    batch, steps, warmup = (16, 1, 1) if args.dry_run else (256, 100 if cuda else 3, 10 if cuda else 1)
+    sec.title = f"Speed: training on {device.type}, {today()}"
+    for size in (32, 64):
+        for precision in _precisions(device):
+            sec.rows.append(train_rate(size, precision, device, batch, steps, warmup))
+    _ratio_notes(sec, "train step")
+    sec.notes.append(f"{steps} timed steps after {warmup} warm-up; random pixels; torch {torch.__version__}, "
+                     f"{torch.get_num_threads()} CPU threads")
+
+
+def bench_embed(args, n: int, sec: Section) -> None:
+    import torch
+
+    from embeddings.config import Config
+    from embeddings.embed import embed
+    from embeddings.model import AutoEncoder, ModelArgs
+
+    device = _device(args.device)
+    cuda = device.type == "cuda"
+    n = n if args.n or args.dry_run or not cuda else 100_000
+    cfg = Config()
+    sec.title = f"Speed: embedding {n:,} images on {device.type}, {today()}"
+    for size in (32, 64):
+        for precision in _precisions(device):
+            sec.rows.append(encoder_rate(size, precision, device, 1 if args.dry_run else max(4, n // 512)))
+        with tempfile.TemporaryDirectory() as tmp:
+            pixels = _random_pixels(Path(tmp, "pixels.npy"), n, size)
+            model = AutoEncoder(ModelArgs(size, cfg.dim, cfg.width)).to(device, memory_format=torch.channels_last)
+            row, _ = measure(f"embeddings.embed.embed {size}x{size}, {cfg.workers} loader workers", n, "img",
+                             embed, model, pixels, Path(tmp, "emb.npy"), cfg.replace(image_size=size), device)
+            sec.rows.append(row)
+    _ratio_notes(sec, "encoder")
+    if cuda:
+        best = max(r.rate for r in sec.rows if "64x64" in r.label and "bf16" in r.label)
+        full = next(r.rate for r in sec.rows if r.label.startswith("embeddings.embed.embed 64x64"))
+        sec.notes.append(f"64x64 inference: {best:,.0f} images/s bare, {full:,.0f} through embed(); target >= 20,000: "
+                         f"{verdict(best >= 20_000)} (bare), {verdict(full >= 20_000)} (embed())")
+    sec.notes.append(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
+                     + (f", {torch.cuda.get_device_name()}" if cuda else ""))
+
+
+def _random_pixels(path: Path, n: int, size: int) -> Path:
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
+    rng = np.random.default_rng(0)
+    for start in range(0, n, 16_384):
+        out[start:start + 16_384] = rng.integers(0, 256, size=out[start:start + 16_384].shape, dtype=np.uint8)
+    out.flush()
+    del out
+    return path
+
+
+# --- kmeans and knn ---------------------------------------------------------------------
+
+@contextlib.contextmanager
+def faiss_threads(n: int | None):
+    """Run the block with faiss limited to n OpenMP threads (None: leave it as it is)."""
+    import faiss
+
+    before = faiss.omp_get_max_threads()
+    faiss.omp_set_num_threads(n or before)
+    try:
+        yield
+    finally:
+        faiss.omp_set_num_threads(before)
+
+
+def ice_kmeans(x: np.ndarray, k: int, iters: int, threads: int | None = None) -> float:
+    """ICE's KMeans as shipped (all rows, k-means++ seeds); returns the objective."""
+    from embeddings.cluster import KMeans
+
+    with faiss_threads(threads):
+        return float(KMeans(k, n_iter=iters, n_init=1, seed=0).fit(x).distances_.sum())
+
+
+def sampled_kmeans(x: np.ndarray, k: int, iters: int, per_centroid: int = 256, threads: int | None = None) -> float:
+    """faiss's own default: iterate on per_centroid x k random rows, then assign every row
+    once (same k-means++ seeds as ICE); returns the objective over all rows."""
+    import faiss
+
+    from embeddings.cluster import kmeans_plus_plus
+
+    with faiss_threads(threads):
+        init = kmeans_plus_plus(x, k, np.random.default_rng(0))
+        km = faiss.Kmeans(x.shape[1], k, niter=iters, seed=0, verbose=False, max_points_per_centroid=per_centroid)
+        km.train(x, init_centroids=init)
+        return float(km.index.search(x, 1)[0].sum())
+
+
+def bench_kmeans(args, n: int, sec: Section) -> None:
+    from sklearn.cluster import KMeans as SKKMeans
+
+    k, iters = (10, 5) if args.dry_run else (100, 20)
+    x = clustered_embeddings(n, 64, clusters=k, seed=1)
+    sec.title = f"Speed: k-means, {n:,} x 64 float32, K={k}, {iters} iterations, {today()}"
+    runs = {  # label: (function, arguments); each returns the objective over all rows
+        "ICE KMeans (faiss, all rows), as shipped": (ice_kmeans, (x, k, iters)),
+        "ICE KMeans, faiss limited to 1 OpenMP thread": (ice_kmeans, (x, k, iters, 1)),
+        "faiss on 256 x K sampled rows, then assign all": (sampled_kmeans, (x, k, iters)),
+        "faiss on 256 x K sampled rows, 1 OpenMP thread": (sampled_kmeans, (x, k, iters, 256, 1)),
+        "scikit-learn KMeans (lloyd, init=random, all rows)": (
+            lambda: SKKMeans(k, init="random", n_init=1, max_iter=iters, tol=0.0, algorithm="lloyd",
+                             random_state=0).fit(x).inertia_, ()),
+    }
+    objective = {}
+    for label, (fn, fn_args) in runs.items():
+        row, objective[label] = measure(label, n, "pt", fn, *fn_args)
+        sec.rows.append(row)
+    sk = sec.rows[-1]
+    for row in sec.rows[:-1]:
+        ratio = sk.seconds / row.seconds
+        sec.notes.append(f"{row.label} vs scikit-learn: **{ratio:.2f}x**"
+                         + (f"; target >= 10x: {verdict(ratio >= 10)}" if row is sec.rows[0] else "")
+                         + f"; objective {objective[row.label] / objective[sk.label]:.3f} of scikit-learn's")
+    sec.notes += [
+        f"objective = sum of squared distances to the nearest centroid over all {n:,} rows "
+        f"(scikit-learn: {objective[sk.label]:.1f}, after all {iters} iterations: tol=0)",
+        "scikit-learn starts from random rows (init='random'), its cheapest start; ICE's times include its "
+        "k-means++ seeding on a 20k sample and the final assignment",
+    ]
+
+
+def bench_knn(args, n: int, sec: Section) -> None:
+    import faiss
+
+    from embeddings.cluster import build_index
+
+    k, queries = 50, 20 if args.dry_run else 300
+    data = clustered_embeddings(n + queries, 64, seed=2)
+    emb, qs = data[:n], data[n:]
+    sec.title = f"Speed: nearest neighbours, k={k} over {n:,} x 64 embeddings, single queries, {today()}"
+    row, index = measure("build_index", n, "pt", build_index, emb)
+    kind = type(index).__name__ + (f" ({index.nlist} lists, nprobe {index.nprobe})" if hasattr(index, "nprobe") else "")
+    row.label = f"build_index: {kind}"
+    flat = faiss.IndexFlatIP(emb.shape[1])
+    flat.add(emb)
+    sec.rows.append(row)
+
+    def numpy_search(q):
+        s = emb @ q
+        top = np.argpartition(-s, k)[:k]
+        return top[np.argsort(-s[top])]
+
+    def faiss_search(idx, q, threads=None):
+        with faiss_threads(threads):
+            return idx.search(q[None], k)[1][0]
+
+    searches = {f"ICE's index ({kind})": lambda q: faiss_search(index, q),
+                "faiss IndexFlatIP, exact": lambda q: faiss_search(flat, q),
+                "faiss IndexFlatIP, exact, 1 OpenMP thread": lambda q: faiss_search(flat, q, 1),
+                "numpy brute force (matmul + argpartition)": numpy_search}
+    for q in qs[:5]:  # warm-up
+        [fn(q) for fn in searches.values()]
+    lat = {label: [] for label in searches}
+    recall = {label: [] for label in searches}
+    with PeakRSS() as mem:
+        for q in qs:  # interleaved, so that all see the same machine
+            found = {}
+            for label, fn in searches.items():
+                t0 = time.perf_counter()
+                found[label] = fn(q)
+                lat[label].append(time.perf_counter() - t0)
+            exact = set(found[label].tolist())  # numpy's, the last
+            for label in searches:
+                recall[label].append(len(exact & set(found[label].tolist())) / k)
+    numpy_p50 = np.percentile(lat[label], 50)
+    for label, v in lat.items():
+        sec.rows.append(Row(f"{label}, 1 query", sum(v), queries, "query", mem.gib))
+        p50, p95 = np.percentile(v, [50, 95]) * 1000
+        sec.notes.append(f"{label}: p50 {p50:.1f} ms, p95 **{p95:.1f} ms**, recall@{k} {np.mean(recall[label]):.3f}"
+                         + (f"; {numpy_p50 * 1000 / p50:.1f}x faster than numpy at p50; target p95 <= 50 ms: "
+                            f"{verdict(p95 <= 50)}" if label.startswith(("ICE", "faiss")) else ""))
+    sec.notes.append(f"{queries} queries, each searched by all four in turn; recall against numpy's exact answer")
+
+
+# --- umap -------------------------------------------------------------------------------
+
+def knn_kept(high: np.ndarray, low: np.ndarray, rows: np.ndarray, k: int = 10) -> float:
+    """Mean share of each sampled row's k nearest neighbours in `high` that are also among its
+    k nearest in `low` (exact neighbours, the row itself left out)."""
+    import faiss
+
+    def neighbours(x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype="float32")
+        index = faiss.IndexFlatL2(x.shape[1])
+        index.add(x)
+        _, ids = index.search(x[rows], k + 1)
+        return np.array([[j for j in r if j != row][:k] for r, row in zip(ids.tolist(), rows.tolist())])
+
+    a, b = neighbours(high), neighbours(low)
+    return float(np.mean([len(set(x) & set(y)) / k for x, y in zip(a.tolist(), b.tolist())]))
+
+
+WARM_UP = 4000  # points of the untimed UMAP run that compiles numba's functions
+
+
+def full_umap(n: int, seed: int, out: str) -> None:
+    """The baseline, what a user types; prints its seconds and peak RSS as JSON."""
+    import warnings
+
+    import umap
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if n > WARM_UP:  # compile the numba functions first, as bench_umap does for ICE
+            umap.UMAP().fit_transform(clustered_embeddings(WARM_UP, 64, seed=seed + 1))
+    x = clustered_embeddings(n, 64, seed=seed)
+    cpu = cpu_seconds()
+    with PeakRSS() as mem, Timer() as t, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        xy = umap.UMAP().fit_transform(x)
+    np.save(out, xy.astype(np.float32))
+    print(json.dumps({"seconds": t.seconds, "rss_gib": mem.gib, "cpu": cpu_seconds() - cpu}))
+
+
+def run_full_umap(n: int, seed: int, timeout: float, tmp: str) -> tuple[dict | None, np.ndarray | None]:
+    """(seconds and peak RSS, the 2-D map) of the full fit; (None, None) when it ran out of time.
+    Up to 200k points it runs in this process: the numba functions are compiled already."""
+    out = str(Path(tmp, f"full-{n}.npy"))
+    if n <= 200_000:
+        import io
+
+        with contextlib.redirect_stdout(io.StringIO()) as printed:
+            full_umap(n, seed, out)
+        return json.loads(printed.getvalue()), np.load(out)
+    proc = subprocess.Popen([sys.executable, "-m", "benchmarks.speed", "--full-umap-child", str(n), str(seed), out],
+                            stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
+    try:
+        stdout, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return None, None
+    if proc.returncode != 0:
+        raise RuntimeError(f"the full UMAP fit on {n} points failed (exit {proc.returncode})")
+    return json.loads(stdout.strip().splitlines()[-1]), np.load(out)
+
+
+def bench_umap(args, sizes: tuple[int, ...], sec: Section) -> None:
+    from embeddings.config import Config
+    from embeddings.project import umap_reduce
+
+    cfg = Config()
+    sample = 200 if args.dry_run else cfg.umap_sample
+    sec.title = f"Speed: UMAP to 2-D at {', '.join(f'{n:,}' for n in sizes)} points, {today()}"
+    if max(sizes) > WARM_UP:  # compile the numba functions (fit and transform) before timing
+        umap_reduce(clustered_embeddings(WARM_UP, 64, seed=4), 2, cfg.neighbors, 0.1, WARM_UP // 2, cfg.seed, "warm-up")
+    for n in sizes:
+        x = clustered_embeddings(n, 64, seed=3)
+        rows = np.sort(np.random.default_rng(0).choice(n, size=min(n, 100 if args.dry_run else 2000), replace=False))
+        row, xy = measure(f"ICE umap_reduce, n={n:,} (fit on {min(n, sample):,}, transform the rest)", n, "pt",
+                          umap_reduce, x, 2, cfg.neighbors, 0.1, sample, cfg.seed, "map")
+        sec.rows.append(row)
+        kept_ice = knn_kept(x, xy, rows)
+        with tempfile.TemporaryDirectory() as tmp:
+            full, full_xy = run_full_umap(n, 3, args.umap_timeout, tmp)
+        if full is None:
+            sec.notes.append(f"n={n:,}: the full fit did not finish in {args.umap_timeout:,.0f} s and was stopped, so "
+                             f"ICE is at least **{args.umap_timeout / row.seconds:.1f}x** faster (a lower bound); "
+                             f"ICE keeps {kept_ice:.3f} of each point's 10 nearest neighbours in 2-D; "
+                             "the full fit's share was not measured")
+            continue
+        sec.rows.append(Row(f"umap.UMAP().fit_transform, n={n:,} (all points)", full["seconds"], n, "pt",
+                            full["rss_gib"], full["cpu"]))
+        kept_full = knn_kept(x, full_xy, rows)
+        ratio, share = full["seconds"] / row.seconds, kept_ice / kept_full
+        sec.notes.append(f"n={n:,}: ICE vs full fit **{ratio:.2f}x** faster; 10-NN kept in 2-D: ICE {kept_ice:.3f}, "
+                         f"full {kept_full:.3f}, ratio **{share:.2f}** (target >= 0.9: {verdict(share >= 0.9)})"
+                         + (f"; speed target >= 5x at 1M: {verdict(ratio >= 5)}" if n >= 1_000_000 else ""))
+    if max(sizes) > WARM_UP:
+        sec.notes.append(f"both sides ran once untimed on {WARM_UP:,} points first: numba's compilation is not timed")
+    sec.notes += [f"synthetic clustered embeddings (50 clusters, 4-D patches, 64-D, L2-normalised); 10-NN kept "
+                  f"measured on {len(rows):,} random points with exact neighbours",
+                  "ICE passes random_state (reproducible, single-threaded layout); the full fit is umap.UMAP() "
+                  "as a user types it (no seed, parallel); above 200k points it runs in a child process, so that it can be stopped"]
+
+
+# --- scale ------------------------------------------------------------------------------
+
+def bench_scale(args, n: int, sec: Section) -> None:
+    import resource
+
+    from .gen_images import generate
+
+    folder = args.data
+    if folder is None:
+        folder = DATA_CACHE / f"generated-{n}" / "images"
+        if not (folder.parent / ".done").exists():
+            generate(n, folder, quiet=True)
+            (folder.parent / ".done").touch()
+    # the dry run only proves the plumbing: one epoch at 16x16, no loader workers
+    extra = ["--epochs", "1", "--image-size", "16", "--workers", "0", "--kmeans-restarts", "1"] if args.dry_run else []
+    with tempfile.TemporaryDirectory(prefix="ice-scale-") as tmp:
+        run_dir = Path(tmp, "run")
+        cmd = ["embed", str(folder), "--out", str(run_dir), "--fast", *extra]
+        shown = " ".join(["ice", *cmd]).replace(str(run_dir), "RUN_DIR")
+        cpu = cpu_seconds()
+        with PeakRSS() as mem, Timer() as t:
+            subprocess.run([sys.executable, "-m", "embeddings.cli", *cmd], check=True)
+        cpu = cpu_seconds() - cpu
+        end = time.perf_counter()
+        manifest = json.loads((run_dir / "manifest.json").read_text())
+        disk = {f: (run_dir / f).stat().st_size / 2**30 for f in ("pixels.npy", "embeddings.npy", "index.faiss")}
+    images = manifest["counts"]["images"]
+    sec.title = f"Scale: `ice embed --fast` on {images:,} generated images, {today()}"
+    stage_rss = _stage_peaks(mem.samples, manifest["stage_seconds"], end)
+    for stage, seconds in manifest["stage_seconds"].items():
+        sec.rows.append(Row(f"{stage}", seconds, images, "img", stage_rss[stage]))
+    sec.rows.append(Row("**total** (`ice embed` process, start to exit)", t.seconds, images, "img", mem.gib, cpu))
+    largest = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+    sec.notes += [
+        f"`{shown}` (image_size {manifest['config']['image_size']}, epochs {manifest['config']['epochs']}, "
+        f"K {manifest['clusters']} chosen automatically, device {manifest['device']})",
+        f"peak RSS: {mem.gib:.2f} GiB summed over the process and its DataLoader workers (sampled every 50 ms; "
+        f"pages they share count once per process), {largest:.2f} GiB for the largest single process; "
+        "per-stage figures are read off the same samples, the stage boundaries taken from stage_seconds",
+        "on disk: " + ", ".join(f"{f} {g:.2f} GiB" for f, g in disk.items()),
+    ]
+
+
+def _stage_peaks(samples: list[tuple[float, int]], stage_seconds: dict[str, float], end: float) -> dict[str, float]:
+    """Peak summed RSS (GiB) within each stage, counting the stages back from the process's end
+    (the manifest, written after the last stage, takes well under a second)."""
+    out, stop = {}, end
+    for stage, seconds in reversed(list(stage_seconds.items())):
+        start = stop - seconds
+        inside = [kib for t, kib in samples if start <= t <= stop]
+        before = [kib for t, kib in samples if t <= stop][-1:]  # a stage shorter than one sample
+        out[stage] = max(inside or before or [0]) / 2**20
+        stop = start
+    return out
+
+
+# --- command line -----------------------------------------------------------------------
+
+RUNNERS = {"decode": bench_decode, "train": bench_train, "embed": bench_embed, "kmeans": bench_kmeans,
+           "knn": bench_knn, "umap": bench_umap, "scale": bench_scale}
+
+
+def command(args, stage: str) -> str:
+    """The command that reruns just this stage with these settings."""
+    parts = ["python -m benchmarks.speed --stage", stage]
+    parts += [f"--n {args.n}"] if args.n else []
+    parts += ["--dry-run"] if args.dry_run else []
+    parts += [f"--data {args.data}"] if args.data and stage in ("decode", "scale") else []
+    parts += [f"--device {args.device}"] if args.device != "auto" and stage in ("train", "embed") else []
+    parts += [f"--umap-timeout {args.umap_timeout:g}"] if stage == "umap" else []
+    return " ".join(parts)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.speed", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="\n".join(__doc__.splitlines()[5:14]))
+    p.add_argument("--stage", choices=[*STAGES, "scale", "all"], default="all",
+                   help="one stage, or all (every stage but scale; default)")
+    p.add_argument("--n", type=int, help="points or images instead of the issue's size (umap: one size)")
+    p.add_argument("--dry-run", action="store_true", help="tiny sizes, seconds in all; records nothing unless --record")
+    p.add_argument("--data", type=Path, help="decode, scale: a folder of images instead of CIFAR-10 / generated ones")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="train, embed (default: auto)")
+    p.add_argument("--umap-timeout", type=float, default=1800,
+                   help="stop the full UMAP fit after this many seconds and report a lower bound (default: 1800)")
+    p.add_argument("--record", type=Path, help=f"append the results to this file (default: {BENCHMARKS_MD.name})")
+    p.add_argument("--no-record", action="store_true", help="print only")
+    p.add_argument("--full-umap-child", nargs=3, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.n is not None and args.n < 1:
+        p.error(f"--n {args.n}: must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> list[Section]:
+    args = parse_args(argv)
+    if args.full_umap_child:
+        n, seed, out = args.full_umap_child
+        full_umap(int(n), int(seed), out)
+        return []
+    record = None if args.no_record or (args.dry_run and not args.record) else (args.record or BENCHMARKS_MD)
+    done = []
+    for stage in STAGES if args.stage == "all" else (args.stage,):
+        size = args.n or (DRY if args.dry_run else SIZES)[stage]
+        size = (size,) if stage == "umap" and args.n else size
+        sec = Section(stage, command(args, stage))
+        RUNNERS[stage](args, size, sec)
+        print(f"\n### {sec.title}\n\n{sec.body()}\n", flush=True)
+        if record:
+            append_section(sec.title, sec.body(), record)
+        done.append(sec)
+    return done
+
+
+if __name__ == "__main__":
+    main()
