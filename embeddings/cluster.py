@@ -65,6 +65,34 @@ def kmeans_plus_plus(x: np.ndarray, k: int, rng: np.random.Generator, sample: in
     return np.stack(centres).astype(np.float32)
 
 
+class GaussianMixture:
+    """A full-covariance Gaussian mixture over x (n, m), fitted on at most `sample` rows.
+
+    k-means cuts elongated groups in two and merges round neighbours; on a UMAP manifold
+    the mixture follows each group's shape (N2D's choice). fit(x) sets centroids_ (the
+    means), labels_ and distances_ (squared L2 to the assigned mean), like KMeans.
+    """
+
+    def __init__(self, n_components: int, n_init: int = 5, seed: int = 0, sample: int = 100_000):
+        self.n_components, self.n_init, self.seed, self.sample = n_components, n_init, seed, sample
+
+    def fit(self, x: np.ndarray) -> "GaussianMixture":
+        from sklearn.mixture import GaussianMixture as SkGMM
+
+        x = np.ascontiguousarray(x, dtype="float32")
+        rng = np.random.default_rng(self.seed)
+        fit_rows = x if len(x) <= self.sample else x[np.sort(rng.choice(len(x), self.sample, replace=False))]
+        gmm = SkGMM(self.n_components, covariance_type="full", n_init=self.n_init, max_iter=200,
+                    reg_covar=1e-4, random_state=self.seed).fit(fit_rows)
+        labels = np.concatenate([gmm.predict(x[i:i + 200_000]) for i in range(0, len(x), 200_000)])
+        used, self.labels_ = np.unique(labels, return_inverse=True)  # a component may win no row
+        self.labels_ = self.labels_.astype(np.int32)
+        self.centroids_ = gmm.means_[used].astype(np.float32)
+        diff = x - self.centroids_[self.labels_]
+        self.distances_ = (diff * diff).sum(1).astype(np.float32)
+        return self
+
+
 def candidate_ks(n: int) -> list[int]:
     """The K values the automatic choice tries: 5 (or 2 for tiny sets) up to sqrt(n/2), at most 50."""
     hi = int(min(50, max(2, np.sqrt(n / 2))))

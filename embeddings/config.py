@@ -23,17 +23,17 @@ class Config:
     workers: int = 2  # DataLoader worker processes for decoding and training
     # --- model ---
     dim: int = 64  # embedding width (the bottleneck)
-    width: int = 32  # channels of the first conv layer; doubles at each downsampling
+    width: int = 16  # channels of the first conv layer; doubles at each downsampling
     # --- train ---
-    epochs: int = 30  # passes over the images
+    epochs: int = 20  # passes over the images
     batch_size: int = 256  # images per training step
     lr: float = 2e-3  # peak learning rate of the one-cycle schedule (AdamW)
     weight_decay: float = 1e-4  # AdamW weight decay
-    contrastive: float = 0.5  # weight of the NT-Xent term between two augmented views (0 = off)
+    contrastive: float = 0.0  # weight of an NT-Xent term between two augmented views (0 = off; hurt MNIST, see BENCHMARKS.md)
     temperature: float = 0.2  # NT-Xent temperature
     noise: float = 0.1  # std of the Gaussian noise added to the encoder input (denoising)
     crop: float = 0.6  # smallest crop side, as a share of the image side
-    flip: bool = True  # random horizontal flips
+    flip: bool = False  # random horizontal flips (they turn some digits and letters into others)
     jitter: float = 0.3  # strength of brightness/contrast/saturation jitter (0 = off)
     device: str = "auto"  # "auto", "cpu" or "cuda"
     # --- cluster ---
@@ -41,6 +41,7 @@ class Config:
     kmeans_iters: int = 50  # k-means iterations per restart
     kmeans_restarts: int = 5  # k-means runs with different seeds; the best is kept
     cluster_space: str = "manifold"  # "manifold" (UMAP to manifold_dim first, as in N2D) or "embeddings"
+    refine: str = "gmm"  # after k-means: "gmm" (a full-covariance Gaussian mixture, as in N2D) or "none"
     manifold_dim: int = 10  # dimensions of the UMAP manifold that k-means runs on
     # --- project ---
     neighbors: int = 15  # UMAP n_neighbors, for the manifold and the 2-D map
@@ -73,6 +74,7 @@ class Config:
              "must be 2 or more (leave it out to choose K automatically)")
         need(self.kmeans_iters >= 1, "kmeans_iters", "must be at least 1")
         need(self.kmeans_restarts >= 1, "kmeans_restarts", "must be at least 1")
+        need(self.refine in ("gmm", "none"), "refine", "must be gmm or none")
         need(self.cluster_space in ("manifold", "embeddings"), "cluster_space",
              "must be manifold or embeddings")
         need(2 <= self.manifold_dim <= 100, "manifold_dim", "must be between 2 and 100")
@@ -93,4 +95,4 @@ class Config:
 
 
 # `--fast`: a short training budget for quick looks and tests.
-FAST = dict(epochs=8, image_size=32)
+FAST = dict(epochs=10)

@@ -11,8 +11,8 @@ from .config import Config
 from .run_dir import atomic_path
 
 # The digits are 8x8 (so the working size comes out at 16); 15 epochs keep the demo under a
-# minute on 2 cores. Flips would turn some digits into others.
-DEMO_CONFIG = dict(epochs=15, flip=False, crop=0.8, labels_from_folders=True)
+# minute on 2 cores.
+DEMO_CONFIG = dict(epochs=15, crop=0.8, labels_from_folders=True)
 
 
 def write_digits(folder: Path, limit: int | None = None) -> Path:

@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 from . import run_dir as rd
-from .cluster import KMeans, build_index, choose_k, faiss_gpus
+from .cluster import GaussianMixture, KMeans, build_index, choose_k, faiss_gpus
 from .config import Config
 from .embed import embed as run_encoder
 from .errors import IceError
@@ -123,6 +123,8 @@ def cluster(run, device, resume) -> dict:
         rd.save_npy(run.path(rd.MANIFOLD), space)
     k = cfg.clusters or choose_k(space, cfg.seed)[0]
     km = KMeans(k, cfg.kmeans_iters, cfg.kmeans_restarts, cfg.seed).fit(space)
+    if cfg.refine == "gmm" and len(space) > 2 * k:
+        km = GaussianMixture(k, cfg.kmeans_restarts, cfg.seed).fit(space)
     rd.save_npy(run.path(rd.CENTROIDS), km.centroids_)
     with rd.atomic_path(run.path(ASSIGN), suffix=".npz") as tmp:
         np.savez(tmp, cluster=km.labels_, distance=km.distances_)
@@ -130,7 +132,7 @@ def cluster(run, device, resume) -> dict:
 
     with rd.atomic_path(run.path(rd.INDEX)) as tmp:
         faiss.write_index(build_index(emb, cfg.seed), str(tmp))
-    return {"k": int(k)}
+    return {"k": int(len(km.centroids_))}
 
 
 def project(run, device, resume) -> dict:

@@ -92,3 +92,17 @@ def test_large_index_is_ivf_and_finds_near_duplicates(monkeypatch, tmp_path):
     path = str(tmp_path / "index.faiss")
     faiss.write_index(index, path)
     assert faiss.read_index(path).nprobe == 64
+
+
+def test_gaussian_mixture_follows_each_groups_spread_where_kmeans_cuts_at_the_midpoint():
+    from embeddings.cluster import GaussianMixture
+
+    rng = np.random.default_rng(0)
+    wide, tight = rng.normal(0, 3, (600, 2)), rng.normal(0, 0.3, (200, 2)) + [7, 0]
+    x, y = np.concatenate([wide, tight]).astype(np.float32), np.repeat([0, 1], [600, 200])
+    assert cluster_metrics(y, KMeans(2, seed=0).fit(x).labels_)["accuracy"] < 0.9
+    gmm = GaussianMixture(2, n_init=3, seed=0).fit(x)
+    assert cluster_metrics(y, gmm.labels_)["accuracy"] > 0.99
+    assert gmm.centroids_.shape == (2, 2) and gmm.distances_.shape == (800,)
+    i = 5
+    assert gmm.distances_[i] == pytest.approx(((x[i] - gmm.centroids_[gmm.labels_[i]]) ** 2).sum(), rel=1e-4)

@@ -143,6 +143,7 @@ def test_resume_after_kill_during_training(tmp_path):
     (["--crop", "2"], "--crop 2"),
     (["--device", "tpu"], "--device 'tpu'"),
     (["--cluster-space", "pixels"], "--cluster-space 'pixels'"),
+    (["--refine", "dec"], "--refine 'dec'"),
     (["--workers", "-1"], "--workers -1"),
     (["--max-pixels", "0"], "--max-pixels 0"),
     (["--neighbors", "1"], "--neighbors 1"),
