@@ -1,0 +1,158 @@
+"""Hostile image folders and jobs killed mid-way: nothing crashes the job, nothing is lost."""
+
+import csv
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from embeddings import run_dir as rd
+from embeddings.config import Config
+from embeddings.images import decode_all
+from embeddings.pipeline import run_embed
+from tests.conftest import TINY, make_images
+from tests.test_images import bomb_png
+
+
+def hostile_corpus(root):
+    """Every kind of file the issue names; returns the relative paths that cannot be read."""
+    root.mkdir(parents=True)
+    make_images(root / "plain", n=6)
+    (root / "zero.jpg").write_bytes(b"")
+    good = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(good, "JPEG")
+    (root / "cut.jpg").write_bytes(good.getvalue()[:200])
+    png = io.BytesIO()
+    Image.new("RGB", (64, 64), (9, 9, 9)).save(png, "PNG")
+    (root / "cut.png").write_bytes(png.getvalue()[:60])
+    (root / "jpeg-named.png").write_bytes(good.getvalue())  # wrong extension, readable content
+    (root / "words.gif").write_text("GIF? no: text")  # wrong extension, unreadable
+    bomb_png(root / "bomb.png")
+    Image.new("RGB", (12000, 12000), (0, 128, 255)).save(root / "huge.jpg", quality=50)
+    frames = [Image.new("RGB", (20, 20), c) for c in ((255, 0, 0), (0, 0, 255))]
+    frames[0].save(root / "anim.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    Image.new("CMYK", (20, 20), (0, 255, 255, 0)).save(root / "cmyk.jpg")
+    Image.fromarray(np.full((20, 20), 50000, dtype=np.uint16)).save(root / "sixteen.png")
+    Image.new("LA", (20, 20), (100, 255)).save(root / "la.png")
+    pal = Image.new("P", (20, 20), 1)
+    pal.putpalette([0, 0, 0, 0, 255, 0] + [0] * 762)
+    pal.save(root / "palette.png", transparency=0)
+    a = np.zeros((20, 40, 3), dtype=np.uint8)
+    a[:, :20] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(a).save(root / "rotated.jpg", exif=exif, quality=95)
+    Image.new("RGB", (20, 20)).save(os.path.join(os.fsencode(root), b"caf\xe9 latin1.png"))
+    Image.new("RGB", (20, 20)).save(root / "name with 'quotes' and \"spaces\".png")
+    (root / "loop").symlink_to(root)
+    outside = root.parent / "outside"
+    outside.mkdir()
+    Image.new("RGB", (20, 20)).save(outside / "secret.png")
+    (root / "escape.png").symlink_to(outside / "secret.png")
+    return {"zero.jpg", "cut.jpg", "cut.png", "words.gif", "bomb.png"}
+
+
+def test_hostile_corpus_every_file_is_a_row_or_a_skip(tmp_path):
+    unreadable = hostile_corpus(tmp_path / "in")
+    out = tmp_path / "run"
+    manifest = run_embed(tmp_path / "in", out, Config(**TINY))
+    items = pd.read_parquet(out / rd.ITEMS).set_index("path")
+    skipped = {r["path"]: r["reason"] for r in csv.DictReader(open(out / rd.SKIPPED))}
+    assert set(skipped) == unreadable
+    assert "over the limit" in skipped["bomb.png"]
+    readable = {"jpeg-named.png", "huge.jpg", "anim.gif", "cmyk.jpg", "sixteen.png", "la.png", "palette.png",
+                "rotated.jpg", "caf\\xe9 latin1.png", "name with 'quotes' and \"spaces\".png"}
+    readable |= {f"plain/class{i % 3}/img_{i:03d}.png" for i in range(6)}
+    assert set(items.index) == readable, "escape.png (outside the root) is not followed; the loop is walked once"
+    assert manifest["counts"] == {"found": len(readable) + len(unreadable), "images": len(readable),
+                                  "skipped": len(unreadable)}
+    assert (items.loc["huge.jpg", "width"], items.loc["huge.jpg", "height"]) == (12000, 12000)
+    pixels = np.load(out / rd.PIXELS)
+    ids = items["image_id"]
+    assert pixels[ids["anim.gif"]].reshape(-1, 3).mean(0).tolist() == pytest.approx([255, 0, 0], abs=2)
+    assert pixels[ids["huge.jpg"]].reshape(-1, 3).mean(0).tolist() == pytest.approx([0, 128, 255], abs=4)
+    rot = pixels[ids["rotated.jpg"]]
+    assert rot[:4].mean() > 200 and rot[-4:].mean() < 50  # EXIF orientation applied
+
+
+def test_follow_symlinks_reads_the_file_outside(tmp_path):
+    hostile_corpus(tmp_path / "in")
+    run_embed(tmp_path / "in", tmp_path / "run", Config(**TINY, follow_symlinks=True))
+    assert "escape.png" in set(pd.read_parquet(tmp_path / "run" / rd.ITEMS)["path"])
+
+
+def test_file_deleted_between_scan_and_decode_is_skipped(tmp_path):
+    make_images(tmp_path / "in", n=3, classes=1)
+    paths = ["class0/img_000.png", "class0/img_001.png", "class0/img_002.png"]
+    (tmp_path / "in" / paths[1]).unlink()
+    keep, _ = decode_all(tmp_path / "in", paths, 16, 10**8, 0, tmp_path / "p.npy", tmp_path / "s.csv")
+    assert keep == [0, 2]
+    assert list(csv.DictReader(open(tmp_path / "s.csv")))[0]["reason"] == "file disappeared before it could be read"
+
+
+ARGS = ["--image-size", "16", "--epochs", "3", "--batch-size", "32", "--workers", "0",
+        "--kmeans-restarts", "1", "--neighbors", "8", "--clusters", "3"]
+
+
+def _ice(*args):
+    return [sys.executable, "-m", "embeddings.cli", *args]
+
+
+def _kill_when(args, ready, limit=240):
+    """Start `ice embed`, SIGKILL it as soon as ready() holds; True if it was still running."""
+    proc = subprocess.Popen(_ice(*args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + limit
+    while proc.poll() is None and time.time() < deadline and not ready():
+        time.sleep(0.005)
+    alive = proc.poll() is None
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    return alive
+
+
+def _stages(out):
+    try:
+        return json.loads((out / rd.PROGRESS).read_text())["stages"]
+    except (OSError, ValueError):
+        return {}
+
+
+def _snapshot(out):
+    items = pd.read_parquet(out / rd.ITEMS)
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    return items[["image_id", "path", "width", "height"]], files
+
+
+def test_killed_during_decode_training_and_writing_then_resumed_matches_an_uninterrupted_run(tmp_path):
+    make_images(tmp_path / "in", n=1500, size=48)
+    reference = tmp_path / "reference"
+    subprocess.run(_ice("embed", str(tmp_path / "in"), "--out", str(reference), *ARGS), check=True,
+                   capture_output=True)
+    out = tmp_path / "run"
+    args = ["embed", str(tmp_path / "in"), "--out", str(out), *ARGS]
+    moments = {
+        "decoding": lambda: (out / (rd.PIXELS + ".partial")).exists(),
+        "training": lambda: (out / rd.CHECKPOINT).exists(),
+        "writing": lambda: "project" in _stages(out),
+    }
+    killed = []
+    for name, ready in moments.items():
+        if _kill_when(args + (["--resume"] if killed else []), ready):
+            killed.append(name)
+            assert not (out / rd.MANIFEST).exists() or name == "writing"
+    assert {"decoding", "training"} <= set(killed), killed
+    done = subprocess.run(_ice(*args, "--resume"), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert rd.load_manifest(out)["complete"]
+    ref_items, ref_files = _snapshot(reference)
+    items, files = _snapshot(out)
+    pd.testing.assert_frame_equal(items, ref_items)
+    assert files == ref_files
