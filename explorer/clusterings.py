@@ -62,20 +62,26 @@ def clustering_space(data: RunData) -> np.ndarray:
 
 
 def recluster(data: RunData, k: int) -> Clustering:
-    """Run FAISS k-means with K clusters, store it as clusterings/k{K}.npz and return it."""
+    """Run FAISS k-means with K clusters, store it as clusterings/k{K}.npz and return it.
+
+    A K that was clustered before is not run again: names given to its clusters stay right.
+    """
     import faiss
 
     if data.read_only:
         raise IceError("the explorer is read-only (--read-only); cannot store a re-clustering")
     if not isinstance(k, (int, np.integer)) or not 2 <= k <= min(MAX_K, data.n):
         raise IceError(f"K {k!r}: must be a whole number from 2 to {min(MAX_K, data.n)}")
+    key = f"k{int(k)}"
+    if clustering_path(data.run_dir, key).exists():  # made before: reuse it, and its names
+        return data.clustering(key)
     x = clustering_space(data)
     seed = int(data.manifest.get("config", {}).get("seed", 0))
     km = faiss.Kmeans(x.shape[1], int(k), niter=KMEANS_ITERS, seed=seed, verbose=False,
                       max_points_per_centroid=max(256, data.n // int(k) + 1))
     km.train(x)
     distance, cluster = km.index.search(x, 1)
-    clustering = Clustering(f"k{int(k)}", int(k), cluster[:, 0].astype(np.int32),
+    clustering = Clustering(key, int(k), cluster[:, 0].astype(np.int32),
                             distance[:, 0].astype(np.float32))
     save_clustering(data.run_dir, clustering, km.centroids.astype(np.float32))
     data.add_clustering(clustering)

@@ -20,7 +20,7 @@ def clustering_options(data: RunData) -> list[dict]:
     options = []
     for key in list_clusterings(data.run_dir):
         k = data.clustering(key).k
-        label = f"From the job (K={k})" if key == RUN_CLUSTERING else f"Re-clustered (K={k})"
+        label = f"K={k} (the job's)" if key == RUN_CLUSTERING else f"K={k}"
         options.append({"label": label, "value": key})
     return options
 

@@ -33,14 +33,18 @@ def open_tab(duo, label: str) -> None:
     duo.driver.find_element(By.XPATH, f"//div[contains(@class,'tab') and normalize-space(.)='{label}']").click()
 
 
-def point_on_screen(duo, curve: int, point: int) -> tuple[int, int]:
-    """Viewport pixel of one point of the map."""
-    x, y = duo.driver.execute_script(f"""
-        const gd = {GD}, fl = gd._fullLayout, t = gd._fullData[arguments[0]];
-        const r = gd.querySelector('.nsewdrag').getBoundingClientRect();
-        return [r.left + fl.xaxis.d2p(t.x[arguments[1]]), r.top + fl.yaxis.d2p(t.y[arguments[1]])];
-    """, curve, point)
-    return round(x), round(y)
+def lone_point(duo) -> tuple[int, int, int]:
+    """(x, y, image_id) of a point that is neither under the legend nor near another point,
+    so that the mouse there can only mean that image."""
+    return duo.driver.execute_script(f"""
+        const gd = {GD}, fl = gd._fullLayout, r = gd.querySelector('.nsewdrag').getBoundingClientRect();
+        const legend = gd.querySelector('.legend').getBoundingClientRect(), pts = [];
+        gd._fullData.filter(t => t.meta === 'cluster').forEach(t => {{ for (let i = 0; i < t._length; i++)
+            pts.push([r.left + fl.xaxis.d2p(t.x[i]), r.top + fl.yaxis.d2p(t.y[i]), t.customdata[i]]); }});
+        return pts.find(([x, y]) => x > r.left + 20 && x < r.right - 20 && y > r.top + 40 && y < r.bottom - 20
+            && !(x > legend.left - 10 && x < legend.right + 10 && y > legend.top - 10 && y < legend.bottom + 10)
+            && pts.every(([u, v]) => (u === x && v === y) || Math.hypot(u - x, v - y) > 12));
+    """)
 
 
 def drag(duo, start, end) -> None:
@@ -76,10 +80,9 @@ def test_map_has_one_webgl_trace_per_cluster(explorer):
 
 
 def test_hover_shows_a_thumbnail_that_loads(explorer):
-    x, y = point_on_screen(explorer, 0, 0)
-    image_id = explorer.driver.execute_script(f"return {GD}._fullData[0].customdata[0]")
+    x, y, image_id = lone_point(explorer)
     actions = ActionBuilder(explorer.driver)
-    actions.pointer_action.move_to_location(x, y)
+    actions.pointer_action.move_to_location(round(x), round(y))
     actions.perform()
     img = explorer.wait_for_element("#map-tooltip img.tooltip-img")
     src = img.get_attribute("src")
@@ -95,8 +98,8 @@ def test_box_selection_fills_the_grid(explorer):
         const gd = {GD}; const r = gd.querySelector('.nsewdrag').getBoundingClientRect();
         return [gd.querySelector('.legend').getBoundingClientRect().bottom, [r.left, r.top, r.right, r.bottom]];
     """)
-    start = (round(plot[0] + 2), round(max(legend_bottom + 4, (plot[1] + plot[3]) / 2)))
-    end = (round(plot[2] - 2), round(plot[3] - 2))
+    start = (round(plot[0] + 10), round(max(legend_bottom + 10, (plot[1] + plot[3]) / 2)))
+    end = (round(plot[2] - 10), round(plot[3] - 10))
     inside = explorer.driver.execute_script(f"""
         const gd = {GD}, fl = gd._fullLayout; const r = gd.querySelector('.nsewdrag').getBoundingClientRect();
         const [x0, y0, x1, y1] = arguments[0]; const ids = [];

@@ -5,7 +5,6 @@ import subprocess
 import sys
 from contextvars import copy_context
 
-import numpy as np
 import pytest
 from dash._callback_context import context_value
 from dash._utils import AttributeDict
@@ -56,7 +55,7 @@ def props(component, prop="src"):
 
 
 def test_the_app_never_imports_torch(small_run):
-    code = ("import sys; from explorer.app import create_app; create_app(sys.argv[1]); "
+    code = ("import sys; from explorer.app import create_app; create_app(sys.argv[1], read_only=True); "
             "assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code, str(small_run)], check=True)
 

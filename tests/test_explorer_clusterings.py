@@ -51,3 +51,14 @@ def test_read_only_cannot_recluster(explorer_run):
 def test_unknown_clustering(small_run, key):
     with pytest.raises(IceError, match="clustering"):
         load_clustering(small_run, key)
+
+
+def test_same_k_again_reuses_the_stored_clustering(explorer_run):
+    data = load_run(explorer_run)
+    first = recluster(data, 5)
+    path = explorer_run / "clusterings" / "k5.npz"
+    stamp = path.stat().st_mtime_ns
+    data.annotations.set_cluster_name("k5", 0, "kept")
+    again = recluster(load_run(explorer_run), 5)
+    assert path.stat().st_mtime_ns == stamp and np.array_equal(again.cluster, first.cluster)
+    assert data.annotations.cluster_names("k5") == {0: "kept"}

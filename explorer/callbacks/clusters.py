@@ -3,7 +3,6 @@ another K, and the export link of the clustering on screen."""
 
 from __future__ import annotations
 
-import json
 from urllib.parse import quote
 
 from dash import ALL, MATCH, Input, Output, Patch, State, ctx, no_update
@@ -65,8 +64,7 @@ def register(app, data: RunData) -> None:
     def update_legend(_saved, clustering):
         # Read-only: relabels the legend entries of the clusters just renamed. A freshly
         # rendered panel triggers this with empty statuses, which change nothing.
-        renamed = [json.loads(t["prop_id"].rsplit(".", 1)[0])["index"]
-                   for t in ctx.triggered if t["value"]]
+        renamed = [ctx.triggered_prop_ids[t["prop_id"]]["index"] for t in ctx.triggered if t["value"]]
         if not renamed:
             raise PreventUpdate
         return legend_patch(data, clustering, renamed)
@@ -90,9 +88,9 @@ def register(app, data: RunData) -> None:
                   prevent_initial_call=True)
     def run_recluster(_clicks, k):
         try:
-            c = recluster(data, int(k) if k is not None else None)
-        except (IceError, TypeError, ValueError) as e:
-            return no_update, no_update, str(e) if isinstance(e, IceError) else f"K {k!r}: not a number"
+            c = recluster(data, k)
+        except IceError as e:
+            return no_update, no_update, str(e)
         return clustering_options(data), c.key, f"K={c.k} ready"
 
     @app.callback(Output("export-link", "href"), Output("export-link", "download"),

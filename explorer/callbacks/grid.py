@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from dash import ALL, Input, Output, State, ctx, html
+from dash import ALL, Input, Output, State, ctx
 from dash.exceptions import PreventUpdate
 
 from ..components import detail_card, grid_tile

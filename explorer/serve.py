@@ -1,0 +1,145 @@
+"""Serving the explorer: the address, HTTP basic auth, and the server that runs it.
+
+Flask's development server is for one person on this machine. `workers` serves with
+gunicorn (a production WSGI server): that many processes, each with THREADS threads, all
+forked from one preloaded app, for several people or an address beyond localhost.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hmac
+import ipaddress
+import sys
+from pathlib import Path
+
+from embeddings.errors import IceError
+
+THREADS = 4  # threads per gunicorn worker: a page load fires several callbacks at once
+REALM = "ICE"
+
+
+def parse_auth(value: str) -> tuple[str, str]:
+    """'user:password' -> (user, password); IceError without a colon or with an empty user."""
+    user, colon, password = value.partition(":")
+    if not colon or not user:
+        raise IceError("--auth: expected USER:PASSWORD")
+    return user, password
+
+
+def read_auth_file(path: str | Path) -> tuple[str, str]:
+    """(user, password) from the first line of a file holding `user:password`."""
+    try:
+        line = next(iter(Path(path).read_text().splitlines()), "")
+    except OSError as e:
+        raise IceError(f"--auth-file {path}: cannot read ({e.strerror})") from None
+    try:
+        return parse_auth(line.strip())
+    except IceError:
+        raise IceError(f"--auth-file {path}: expected one line USER:PASSWORD") from None
+
+
+def check_port(port: int) -> int:
+    if not 1 <= port <= 65535:
+        raise IceError(f"--port {port}: must be 1..65535")
+    return port
+
+
+def check_workers(workers: int | None) -> int | None:
+    if workers is not None and workers < 1:
+        raise IceError(f"--workers {workers}: must be at least 1")
+    return workers
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure_warning(host: str, auth) -> str | None:
+    """The one-line warning for an address others can reach with no password, else None."""
+    if is_loopback(host) or auth:
+        return None
+    return (f"ice: warning: serving on {host} without --auth: anyone who can reach it "
+            "can see the images and change the annotations")
+
+
+class BasicAuth:
+    """WSGI middleware: every request (pages, Dash's routes, thumbnails) needs the
+    one user and password, or gets 401 with a WWW-Authenticate challenge."""
+
+    def __init__(self, app, user: str, password: str):
+        self.app = app
+        self._expected = f"{user}:{password}".encode()
+
+    def authorised(self, header: str) -> bool:
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "basic":
+            return False
+        try:
+            given = base64.b64decode(token.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            return False
+        return hmac.compare_digest(given, self._expected)
+
+    def __call__(self, environ, start_response):
+        if self.authorised(environ.get("HTTP_AUTHORIZATION", "")):
+            return self.app(environ, start_response)
+        start_response("401 Unauthorized", [
+            ("WWW-Authenticate", f'Basic realm="{REALM}", charset="UTF-8"'),
+            ("Content-Type", "text/plain; charset=utf-8"), ("Cache-Control", "no-store")])
+        return [b"401: this explorer needs a user name and password\n"]
+
+
+def make_wsgi(run_dir, read_only: bool = False, auth: tuple[str, str] | None = None):
+    """The Dash app over `run_dir` and the Flask server to hand a WSGI server (with auth)."""
+    from .app import create_app
+
+    app = create_app(run_dir, read_only=read_only)
+    if auth:
+        app.server.wsgi_app = BasicAuth(app.server.wsgi_app, *auth)
+    return app, app.server
+
+
+def run_gunicorn(wsgi, host: str, port: int, workers: int) -> None:
+    """Serve `wsgi` with gunicorn until stopped: `workers` forked processes, THREADS each."""
+    try:
+        from gunicorn.app.base import BaseApplication
+    except ImportError:
+        raise IceError("--workers needs gunicorn: pip install 'ice-explorer[serve]'") from None
+
+    class Server(BaseApplication):
+        def load_config(self):
+            options = {"bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+                       "workers": workers, "threads": THREADS, "worker_class": "gthread",
+                       "preload_app": True, "accesslog": None, "errorlog": "-", "loglevel": "warning"}
+            for key, value in options.items():
+                self.cfg.set(key, value)
+
+        def load(self):
+            return wsgi
+
+    Server().run()
+
+
+def serve(run_dir, host: str = "127.0.0.1", port: int = 8050, read_only: bool = False,
+          auth: tuple[str, str] | None = None, workers: int | None = None) -> None:
+    """Build the app, print its address and serve it until interrupted."""
+    check_port(port)
+    check_workers(workers)
+    app, wsgi = make_wsgi(run_dir, read_only=read_only, auth=auth)
+    warning = exposure_warning(host, auth)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
+    server = f"gunicorn, {workers} workers x {THREADS} threads" if workers else "development server"
+    print(f"ICE explorer for {app.ice_data.run_dir} ({app.ice_data.n:,} images, {server}"
+          f"{', read-only' if read_only else ''}): http://{host}:{port}/", flush=True)
+    if workers:
+        run_gunicorn(wsgi, host, port, workers)
+    else:
+        wsgi.run(host=host, port=port, debug=False)
