@@ -80,6 +80,12 @@ def build_parser() -> Parser:
     x.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     x.add_argument("--port", type=int, default=8050)
     x.add_argument("--read-only", action="store_true", help="viewers cannot change names or groups")
+    who = x.add_mutually_exclusive_group()
+    who.add_argument("--auth", metavar="USER:PASSWORD", help="require HTTP basic auth with this user and password")
+    who.add_argument("--auth-file", type=Path, metavar="PATH", help="like --auth, from a file holding one line USER:PASSWORD")
+    x.add_argument("--workers", type=int, metavar="N",
+                   help="serve with gunicorn, N processes (for several people, or beyond localhost); "
+                        "default: Flask's development server")
 
     c = sub.add_parser("export", help="write the run's images, clusters and groups as CSV")
     c.add_argument("run_dir", type=Path)
@@ -114,9 +120,12 @@ def cmd_demo(args) -> None:
 
 
 def cmd_explore(args) -> None:
-    from explorer.app import serve
+    from explorer.serve import parse_auth, read_auth_file, serve
 
-    serve(args.run_dir, host=args.host, port=args.port, read_only=args.read_only)
+    auth = parse_auth(args.auth) if args.auth is not None else (
+        read_auth_file(args.auth_file) if args.auth_file else None)
+    serve(args.run_dir, host=args.host, port=args.port, read_only=args.read_only,
+          auth=auth, workers=args.workers)
 
 
 def cmd_export(args) -> None:
