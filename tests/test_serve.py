@@ -1,0 +1,102 @@
+"""Serving the explorer: basic auth, the exposure warning, gunicorn workers, read-only over
+HTTP, bad options, and a short version of the load test. Real servers on 127.0.0.1."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+
+from benchmarks.load import Client, callbacks_of, explorer, load_test, make_synthetic_run, stored_names
+from embeddings.cli import main
+
+USER, PASSWORD = "ada", "s3cret:with colon"
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A complete synthetic run of 2,000 images (50 clusters), made in a fraction of a second."""
+    return make_synthetic_run(tmp_path_factory.mktemp("serve") / "run", 2000)
+
+
+def warning_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if line.startswith("ice: warning:")]
+
+
+def stop_and_read(proc) -> tuple[str, str]:
+    """Stop a server started by `explorer`; its (stdout, stderr)."""
+    proc.terminate()
+    return proc.communicate(timeout=15)
+
+
+def test_auth_is_required_on_every_route(run_dir):
+    with explorer(run_dir, "--auth", f"{USER}:{PASSWORD}", auth=(USER, PASSWORD)) as (base, _):
+        for path in ("/", "/_dash-layout", "/_dash-dependencies", "/thumb/0.png", "/export.csv", "/nothing"):
+            r = requests.get(base + path, timeout=10)
+            assert r.status_code == 401, path
+            assert r.headers["WWW-Authenticate"].startswith("Basic ")
+            assert requests.get(base + path, auth=(USER, "wrong"), timeout=10).status_code == 401
+        assert requests.get(base + "/", auth=(USER, PASSWORD), timeout=10).status_code == 200
+        thumb = requests.get(base + "/thumb/0.png", auth=(USER, PASSWORD), timeout=10)
+        assert thumb.status_code == 200 and thumb.content.startswith(b"\x89PNG")
+        callbacks = callbacks_of(base, auth=(USER, PASSWORD))
+        assert Client(base, callbacks, auth=(USER, PASSWORD)).hover(0, 0).status_code == 200
+        assert Client(base, callbacks).hover(0, 0).status_code == 401
+
+
+def test_other_address_without_auth_warns(run_dir):
+    with explorer(run_dir, "--host", "0.0.0.0") as (base, proc):
+        assert requests.get(base + "/", timeout=10).status_code == 200
+        _, stderr = stop_and_read(proc)
+    (line,) = warning_lines(stderr)
+    assert "0.0.0.0" in line and "--auth" in line
+
+
+def test_other_address_with_auth_file_does_not_warn(run_dir, tmp_path):
+    secret = tmp_path / "auth"
+    secret.write_text(f"{USER}:{PASSWORD}\n")
+    with explorer(run_dir, "--host", "0.0.0.0", "--auth-file", str(secret),
+                  auth=(USER, PASSWORD)) as (base, proc):
+        assert requests.get(base + "/", auth=(USER, PASSWORD), timeout=10).status_code == 200
+        _, stderr = stop_and_read(proc)
+    assert warning_lines(stderr) == []
+
+
+def test_gunicorn_workers_serve_page_and_thumbnail(run_dir):
+    with explorer(run_dir, "--workers", "2") as (base, proc):
+        page = requests.get(base + "/", timeout=10)
+        thumb = requests.get(base + "/thumb/1999.png", timeout=10)
+        assert requests.get(base + "/thumb/2000.png", timeout=10).status_code == 404
+        stdout, stderr = stop_and_read(proc)
+    assert "gunicorn, 2 workers" in stdout
+    assert page.status_code == 200 and "ICE" in page.text
+    assert thumb.status_code == 200 and thumb.content.startswith(b"\x89PNG")
+    assert warning_lines(stderr) == []  # 127.0.0.1 is never a warning
+
+
+def test_read_only_server_refuses_a_rename(run_dir):
+    before = stored_names(run_dir) if (run_dir / "annotations.sqlite").exists() else {}
+    with explorer(run_dir, "--read-only") as (base, _):
+        r = Client(base, callbacks_of(base)).rename(3, "not saved")
+    assert r.status_code == 200  # the page shows the refusal next to the name
+    assert "read-only" in r.text and "Saved as" not in r.text
+    after = stored_names(run_dir) if (run_dir / "annotations.sqlite").exists() else {}
+    assert after == before and after.get(3) != "not saved"
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--auth", "nocolon"], "--auth: expected USER:PASSWORD"),
+    (["--auth-file", "/no/such/file"], "--auth-file /no/such/file: cannot read"),
+    (["--workers", "0"], "--workers 0: must be at least 1"),
+    (["--port", "70000"], "--port 70000: must be 1..65535"),
+])
+def test_bad_option_is_one_line(run_dir, capsys, options, message):
+    assert main(["explore", str(run_dir), *options]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+
+
+def test_short_load_keeps_every_rename(run_dir):
+    result = load_test(run_dir, sessions=4, seconds=5)
+    assert result["errors"] == 0, result["samples"]
+    assert result["renames_checked"] > 0 and result["renames_lost"] == {}
+    assert all(result["kinds"][kind]["count"] > 0 for kind in ("hover", "thumb", "select", "neighbours", "rename"))
