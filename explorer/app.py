@@ -32,9 +32,8 @@ def create_app(run_dir: str | Path, read_only: bool = False) -> dash.Dash:
 
 
 def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8050,
-          read_only: bool = False, auth: tuple[str, str] | None = None,
-          workers: int | None = None) -> None:
+          read_only: bool = False) -> None:
     """Build the app, print its address and serve it until interrupted (see explorer.serve)."""
     from .serve import serve as serve_app
 
-    serve_app(run_dir, host=host, port=port, read_only=read_only, auth=auth, workers=workers)
+    serve_app(run_dir, host=host, port=port, read_only=read_only)
