@@ -159,7 +159,7 @@ def test_two_tabs_keep_each_others_names(explorer):
 def test_more_like_these_then_save_a_group_then_export(explorer, tmp_path):
     open_tab(explorer, "Clusters")
     explorer.find_elements("#clusters-panel .cluster-card button")[0].click()
-    explorer.wait_for_contains_text("#selection-title", "Cluster 0")
+    explorer.wait_for_contains_text("#selection-title", "cluster 0")
     top = explorer.find_element("#more-top")
     top.send_keys(Keys.CONTROL, "a")
     top.send_keys("20")

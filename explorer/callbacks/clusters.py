@@ -80,7 +80,7 @@ def register(app, data: RunData) -> None:
         cluster = int(ctx.triggered_id["index"])
         c = data.clustering(clustering)
         title = cluster_label(cluster, data.annotations.cluster_names(clustering))
-        return {"ids": c.members(cluster).tolist(), "title": title[:1].upper() + title[1:]}, [], "images"
+        return {"ids": c.members(cluster).tolist(), "title": title}, [], "images"
 
     @app.callback(Output("clustering", "options"), Output("clustering", "value"),
                   Output("recluster-status", "children"),
