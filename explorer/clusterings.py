@@ -13,7 +13,8 @@ import numpy as np
 
 from embeddings.errors import IceError
 
-from .atomic import atomic_path
+from embeddings.run_dir import atomic_path
+
 from .data import CLUSTERINGS, MANIFOLD, RUN_CLUSTERING, Clustering, RunData
 
 KEY = re.compile(r"k([1-9][0-9]{0,5})")

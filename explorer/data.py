@@ -6,7 +6,6 @@ FAISS index is read on the first search. Nothing here imports torch.
 
 from __future__ import annotations
 
-import json
 import threading
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -16,22 +15,13 @@ import numpy as np
 import pandas as pd
 
 from embeddings.errors import IceError
+from embeddings.run_dir import (ANNOTATIONS, CLUSTERINGS, EMBEDDINGS, INDEX, ITEMS, MANIFOLD,  # noqa: F401
+                                PIXELS, load_manifest)
 
 from .annotations import Annotations
 
-# File names of the run directory contract (docs/run-format.md).
-MANIFEST = "manifest.json"
-ITEMS = "items.parquet"
-EMBEDDINGS = "embeddings.npy"
-MANIFOLD = "manifold.npy"
-INDEX = "index.faiss"
-PIXELS = "pixels.npy"
-ANNOTATIONS = "annotations.sqlite"
-CLUSTERINGS = "clusterings"
-
 # The key of the clustering the batch job made (items.parquet); re-clusterings are "k{K}".
 RUN_CLUSTERING = "run"
-SCHEMA_VERSION = 1
 
 
 @dataclass
@@ -122,25 +112,6 @@ class RunData:
         return arr
 
 
-def read_manifest(run_dir: Path) -> dict:
-    """The manifest of a complete run, or IceError saying why `run_dir` is not one."""
-    if not run_dir.is_dir():
-        raise IceError(f"run directory not found: {run_dir}")
-    path = run_dir / MANIFEST
-    try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise IceError(f"{run_dir} is not a complete run (no {MANIFEST})") from None
-    except (OSError, ValueError) as e:
-        raise IceError(f"{path}: unreadable manifest ({e})") from None
-    if not isinstance(manifest, dict) or manifest.get("complete") is not True:
-        raise IceError(f"{run_dir} is not a complete run ({MANIFEST} does not say complete)")
-    if manifest.get("schema_version", 0) > SCHEMA_VERSION:
-        raise IceError(f"{run_dir} has schema version {manifest['schema_version']}; "
-                       f"this explorer reads up to {SCHEMA_VERSION}")
-    return manifest
-
-
 def read_items(run_dir: Path) -> pd.DataFrame:
     """items.parquet, checked to hold one row per image_id 0..n-1 in order."""
     try:
@@ -156,7 +127,7 @@ def read_items(run_dir: Path) -> pd.DataFrame:
 def load_run(run_dir: str | Path, read_only: bool = False) -> RunData:
     """Read a complete run directory for the explorer; IceError if it is not one."""
     run_dir = Path(run_dir).resolve()
-    manifest = read_manifest(run_dir)
+    manifest = load_manifest(run_dir)
     items = read_items(run_dir)
     try:
         embeddings = np.load(run_dir / EMBEDDINGS, mmap_mode="r")

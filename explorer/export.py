@@ -12,7 +12,8 @@ import pandas as pd
 
 from embeddings.errors import IceError
 
-from .atomic import atomic_path
+from embeddings.run_dir import atomic_path
+
 from .data import RUN_CLUSTERING, RunData, load_run
 
 COLUMNS = ["image_id", "path", "cluster", "cluster_name", "groups", "x", "y",

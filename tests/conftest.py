@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +14,6 @@ from embeddings.pipeline import run_embed
 
 pytest_plugins = ["tests.conftest_browser"]
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 # Small, fast settings for runs that tests make: what they check is the plumbing.
 TINY = dict(image_size=16, epochs=2, batch_size=64, workers=0, kmeans_restarts=1, neighbors=8)
@@ -59,16 +56,3 @@ def small_run(tmp_path_factory) -> Path:
     cfg = Config(**{**TINY, "epochs": 4, "labels_from_folders": True})
     run_embed(images, run_dir, cfg)
     return run_dir
-
-
-def browser_available() -> bool:
-    return bool(shutil.which("chromium") or shutil.which("chromium-browser")) and bool(shutil.which("chromedriver"))
-
-
-def require_browser() -> None:
-    """Skip without a browser on a developer machine; fail in CI, where it must run."""
-    if browser_available():
-        return
-    if os.environ.get("ICE_REQUIRE_BROWSER") == "1":
-        pytest.fail("chromium and chromedriver are required (ICE_REQUIRE_BROWSER=1) but not installed")
-    pytest.skip("needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)")
