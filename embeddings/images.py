@@ -136,20 +136,28 @@ def _original_size(img: Image.Image, w: int, h: int) -> tuple[int, int]:
 
 
 class DecodeDataset(torch.utils.data.Dataset):
-    """Decodes files in DataLoader workers. Item: (index, pixels, width, height, error)."""
+    """Decodes files in DataLoader workers straight into the shared pixel memmap.
 
-    def __init__(self, root: Path, paths: list[str], size: int, max_pixels: int):
+    Item: (index, width, height, error). Only these small tuples cross the process
+    boundary: pickling every image's pixels back to the main process cost more than the
+    decoding that the second worker saved.
+    """
+
+    def __init__(self, root: Path, paths: list[str], size: int, max_pixels: int, scratch: Path):
         self.root, self.paths, self.size, self.max_pixels = root, paths, size, max_pixels
+        self.scratch, self.buf = scratch, None  # opened lazily, once per worker process
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int):
+        if self.buf is None:
+            self.buf = np.load(self.scratch, mmap_mode="r+")
         try:
-            pixels, w, h = decode_image(self.root / self.paths[i], self.size, self.max_pixels)
-            return i, pixels, w, h, ""
+            self.buf[i], w, h = decode_image(self.root / self.paths[i], self.size, self.max_pixels)
+            return i, w, h, ""
         except ImageError as e:
-            return i, None, 0, 0, str(e)
+            return i, 0, 0, str(e)
 
 
 def _collate(batch):
@@ -165,22 +173,25 @@ def decode_all(root: Path, paths: list[str], size: int, max_pixels: int, workers
     """
     n = len(paths)
     scratch = pixels_path.with_name(pixels_path.name + ".partial")
-    buf = np.lib.format.open_memmap(scratch, mode="w+", dtype=np.uint8, shape=(max(n, 1), size, size, 3))
+    np.lib.format.open_memmap(scratch, mode="w+", dtype=np.uint8, shape=(max(n, 1), size, size, 3)).flush()
     ok = np.zeros(n, dtype=bool)
     sizes = np.zeros((n, 2), dtype=np.int32)
     skipped = []
-    loader = torch.utils.data.DataLoader(
-        DecodeDataset(root, paths, size, max_pixels), batch_size=64, num_workers=workers,
-        collate_fn=_collate, persistent_workers=False)
+    dataset = DecodeDataset(root, paths, size, max_pixels, scratch)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=64, num_workers=workers,
+                                         collate_fn=_collate, persistent_workers=False)
     with progress(n, "decode") as bar:
         for batch in loader:
-            for i, pixels, w, h, err in batch:
+            for i, w, h, err in batch:
                 if err:
                     skipped.append((display_path(paths[i]), err))
                 else:
-                    buf[i], ok[i], sizes[i] = pixels, True, (w, h)
+                    ok[i], sizes[i] = True, (w, h)
             bar.update(len(batch))
-    buf.flush()
+    if dataset.buf is not None:
+        dataset.buf.flush()  # written in this process (workers=0)
+        dataset.buf = None
+    buf = np.load(scratch, mmap_mode="r")
     keep = np.flatnonzero(ok)
     _write_skipped(skipped_path, skipped)
     if len(keep) == n and n > 0:
