@@ -1,0 +1,63 @@
+"""The speed benchmark, the GPU check script and the image generator, at tiny sizes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from benchmarks.common import append_section, clustered_embeddings
+from benchmarks.gen_images import generate
+from benchmarks.speed import knn_kept
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_append_section_adds_a_titled_block_at_the_end(tmp_path):
+    path = tmp_path / "BENCHMARKS.md"
+    path.write_text("# Benchmarks\n")
+    append_section("First, 2026-11-27", "- a: 1\n", path=path)
+    append_section("Second", "| x |", path=path)
+    assert path.read_text() == "# Benchmarks\n\n### First, 2026-11-27\n\n- a: 1\n\n### Second\n\n| x |\n"
+
+
+def test_generated_images_are_small_decodable_and_reproducible(tmp_path):
+    a = generate(30, tmp_path / "a", size=16, workers=1, quiet=True)
+    b = generate(30, tmp_path / "b", size=16, workers=2, quiet=True)
+    files = sorted(p.relative_to(a) for p in a.rglob("*.jpg"))
+    assert len(files) == 30
+    assert files == sorted(p.relative_to(b) for p in b.rglob("*.jpg"))
+    assert all((a / f).read_bytes() == (b / f).read_bytes() for f in files)
+    with Image.open(a / files[0]) as img:
+        assert img.size == (16, 16) and img.mode == "RGB"
+
+
+def test_neighbours_kept_is_one_for_the_same_space_and_low_for_noise():
+    x = clustered_embeddings(500, 8, clusters=5, seed=0)
+    rows = np.arange(0, 500, 10)
+    assert knn_kept(x, x, rows) == 1.0
+    noise = np.random.default_rng(0).normal(size=(500, 2)).astype(np.float32)
+    assert knn_kept(x, noise, rows) < 0.2
+
+
+def test_speed_dry_run_and_gpu_check_dry_run_print_figures(tmp_path):
+    """Both commands at tiny sizes, side by side: about 50 CPU seconds in all (numba compiling UMAP
+    is a third of it), so well under a minute on 2 idle cores."""
+    env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path / "gpu"), "PYTHONUNBUFFERED": "1"}
+    record = tmp_path / "speed.md"
+    speed = subprocess.Popen([sys.executable, "-m", "benchmarks.speed", "--dry-run", "--record", str(record)],
+                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    gpu = subprocess.Popen(["bash", "benchmarks/gpu_check.sh", "--dry-run"], cwd=REPO, env=env,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    gpu_out, speed_out = gpu.communicate(timeout=300)[0], speed.communicate(timeout=300)[0]
+    assert speed.returncode == 0, speed_out[-3000:]
+    assert gpu.returncode == 0, gpu_out[-3000:]
+    for figure in ["img/s", "pt/s", "query/s", "p95", "peak RSS GiB", "vs full fit", "vs scikit-learn", "10-NN kept"]:
+        assert figure in speed_out, figure
+    assert record.read_text().count("\n### Speed:") == 6
+    assert "train step 64x64, fp32" in gpu_out and "encoder 64x64, fp32" in gpu_out
+    assert (tmp_path / "gpu" / "BENCHMARKS-gpu.md").exists()
