@@ -80,6 +80,16 @@ def _rss_kib(pid: int | str) -> int:
         return 0
 
 
+def _pss_kib(pid: int | str) -> int:
+    """Proportional set size: each shared page split between the processes that map it, so
+    that a sum over forked DataLoader workers counts it once. RSS where the kernel lacks it."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith("Pss:"))
+    except (OSError, StopIteration, ValueError):
+        return _rss_kib(pid)
+
+
 def _descendants(pid: int) -> list[str]:
     out, todo = [], [str(pid)]
     while todo:
@@ -96,10 +106,10 @@ def _descendants(pid: int) -> list[str]:
 
 
 class PeakRSS:
-    """Peak resident memory, in GiB, of this process plus its child processes (DataLoader
-    workers) while the `with` block runs. This process's own peak is exact (the kernel's
-    high-water mark, reset on entry where Linux allows it); children are sampled every 50 ms.
-    `samples` keeps (perf_counter, KiB summed over the process tree) for each sample."""
+    """Peak resident memory, in GiB, while the `with` block runs: the larger of this process's
+    own peak RSS (the kernel's high-water mark, reset on entry where Linux allows it) and the
+    proportional set size summed over this process and its children (DataLoader workers,
+    `ice embed`), sampled every 50 ms. `samples` keeps (perf_counter, that sum in KiB)."""
 
     def __enter__(self) -> "PeakRSS":
         try:  # "5" resets VmHWM to the current RSS (Linux >= 4.0)
@@ -116,7 +126,7 @@ class PeakRSS:
     def _sample(self) -> None:
         me = os.getpid()
         while True:
-            total = _rss_kib(me) + sum(_rss_kib(p) for p in _descendants(me))
+            total = _pss_kib(me) + sum(_pss_kib(p) for p in _descendants(me))
             self._peak_kib = max(self._peak_kib, total)
             self.samples.append((time.perf_counter(), total))
             if self._stop.wait(0.05):

@@ -506,8 +506,9 @@ def bench_scale(args, n: int, sec: Section) -> None:
     sec.notes += [
         f"`{shown}` (image_size {manifest['config']['image_size']}, epochs {manifest['config']['epochs']}, "
         f"K {manifest['clusters']} chosen automatically, device {manifest['device']})",
-        f"peak RSS: {mem.gib:.2f} GiB summed over the process and its DataLoader workers (sampled every 50 ms; "
-        f"pages they share count once per process), {largest:.2f} GiB for the largest single process; "
+        f"peak memory: {mem.gib:.2f} GiB for `ice embed` and its DataLoader workers together (proportional set "
+        f"size sampled every 50 ms: pages the forked workers share count once); {largest:.2f} GiB peak RSS of "
+        "the largest single process; "
         "per-stage figures are read off the same samples, each stage's end seen in progress.json",
         "throughput = images in the set / the stage's seconds (training makes "
         f"{manifest['config']['epochs']} passes over them)",
