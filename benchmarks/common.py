@@ -221,7 +221,8 @@ class Section:
 
     def body(self) -> str:
         env = ", ".join(f"{k}={os.environ[k]}" for k in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS") if k in os.environ)
-        lines = [f"- command: `{self.command}`", f"- machine: {machine()}", f"- date: {today()}" + (f"; {env}" if env else ""), "",
+        date = f"- date: {today()}" + (f"; {env}" if env else "")
+        lines = [f"- command: `{self.command}`", f"- machine: {machine()}", date, "",
                  "| run | wall s | CPU s | throughput | peak RSS GiB |", "| --- | ---: | ---: | ---: | ---: |"]
         lines += [r.markdown() for r in self.rows] + [""] + [f"- {n}" for n in self.notes]
         return "\n".join(lines)

@@ -468,7 +468,8 @@ def bench_umap(args, sizes: tuple[int, ...], sec: Section) -> None:
     sec.notes += [f"synthetic clustered embeddings (50 clusters, 4-D patches, 64-D, L2-normalised); 10-NN kept "
                   f"measured on {len(rows):,} random points with exact neighbours",
                   "ICE passes random_state (reproducible, single-threaded layout); the full fit is umap.UMAP() "
-                  "as a user types it (no seed, parallel); above 200k points it runs in a child process, so that it can be stopped"]
+                  "as a user types it (no seed, parallel); above 200k points it runs in a child process, "
+                  "so that it can be stopped"]
 
 
 # --- scale ------------------------------------------------------------------------------
