@@ -18,6 +18,7 @@ import os
 import platform
 import resource
 import shutil
+import sys
 import tarfile
 import tempfile
 import threading
@@ -45,7 +46,7 @@ def append_section(title: str, body: str, path: str | os.PathLike = BENCHMARKS_M
 
 
 def machine() -> str:
-    """'2 cores, 23 GiB RAM, Intel(R) Xeon(R) Processor, load 2.4' (plus the GPU, if torch sees one)."""
+    """'2 cores, 24 GiB RAM, Intel(R) Xeon(R) Processor, load average 2.4' (and the GPU, if torch sees one)."""
     cpu = platform.processor() or "unknown CPU"
     try:
         with open("/proc/cpuinfo") as f:
@@ -59,8 +60,6 @@ def machine() -> str:
 
 
 def gpu_name() -> str | None:
-    import sys
-
     if "torch" not in sys.modules:  # never import torch just to describe the machine
         return None
     import torch
