@@ -177,6 +177,13 @@ def encoder_rate(size: int, precision: str, device, batches: int, batch_size: in
     return row
 
 
+def _model_settings() -> str:
+    from embeddings.config import Config
+
+    cfg = Config()
+    return f"the defaults: width {cfg.width}, dim {cfg.dim}, contrastive {cfg.contrastive}"
+
+
 def _precisions(device) -> tuple[str, ...]:
     return ("bf16", "fp32") if device.type == "cuda" else ("fp32",)  # ICE autocasts to bf16 on CUDA only
 
@@ -201,8 +208,8 @@ def bench_train(args, n: int, sec: Section) -> None:
         for precision in _precisions(device):
             sec.rows.append(train_rate(size, precision, device, batch, steps, warmup))
     _ratio_notes(sec, "train step")
-    sec.notes.append(f"{steps} timed steps after {warmup} warm-up; random pixels; torch {torch.__version__}, "
-                     f"{torch.get_num_threads()} CPU threads")
+    sec.notes.append(f"{steps} timed steps after {warmup} warm-up; random pixels; {_model_settings()}; "
+                     f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
 
 
 def bench_embed(args, n: int, sec: Section) -> None:
@@ -232,7 +239,7 @@ def bench_embed(args, n: int, sec: Section) -> None:
         full = next(r.rate for r in sec.rows if r.label.startswith("embeddings.embed.embed 64x64"))
         sec.notes.append(f"64x64 inference: {best:,.0f} images/s bare, {full:,.0f} through embed(); target >= 20,000: "
                          f"{verdict(best >= 20_000)} (bare), {verdict(full >= 20_000)} (embed())")
-    sec.notes.append(f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
+    sec.notes.append(f"{_model_settings()}; torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
                      + (f", {torch.cuda.get_device_name()}" if cuda else ""))
 
 
