@@ -7,7 +7,6 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .config import Config
 from .run_dir import atomic_path
 
 # The digits are 8x8 (so the working size comes out at 16); 15 epochs keep the demo under a
@@ -30,7 +29,3 @@ def write_digits(folder: Path, limit: int | None = None) -> Path:
         with atomic_path(path, suffix=".png") as tmp:
             Image.fromarray(images[i], "L").save(tmp)
     return folder
-
-
-def demo_config(**overrides) -> Config:
-    return Config(**{**DEMO_CONFIG, **overrides})

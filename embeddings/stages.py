@@ -122,9 +122,10 @@ def cluster(run, device, resume) -> dict:
         space = umap_reduce(emb, cfg.manifold_dim, cfg.neighbors, 0.0, cfg.umap_sample, cfg.seed, "manifold")
         rd.save_npy(run.path(rd.MANIFOLD), space)
     k = cfg.clusters or choose_k(space, cfg.seed)[0]
-    km = KMeans(k, cfg.kmeans_iters, cfg.kmeans_restarts, cfg.seed).fit(space)
-    if cfg.refine == "gmm" and len(space) > 2 * k:
+    if cfg.refine == "gmm" and len(space) > 2 * k:  # the mixture seeds itself with k-means
         km = GaussianMixture(k, cfg.kmeans_restarts, cfg.seed).fit(space)
+    else:
+        km = KMeans(k, cfg.kmeans_iters, cfg.kmeans_restarts, cfg.seed).fit(space)
     rd.save_npy(run.path(rd.CENTROIDS), km.centroids_)
     with rd.atomic_path(run.path(ASSIGN), suffix=".npz") as tmp:
         np.savez(tmp, cluster=km.labels_, distance=km.distances_)
