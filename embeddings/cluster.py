@@ -14,7 +14,8 @@ def faiss_gpus() -> int:
     return faiss.get_num_gpus() if hasattr(faiss, "get_num_gpus") else 0
 
 
-KMEANS_SAMPLE_ABOVE = 200_000  # rows; above this, k-means trains on a sample (see KMeans)
+KMEANS_SAMPLE_ABOVE = 200_000  # rows; above this, k-means iterates on 256 rows per centroid and
+# only assigns the rest: at 1M x 64, K=100 that was 7x faster for a 1% worse objective
 
 
 class KMeans:
@@ -34,44 +35,68 @@ class KMeans:
         if self.n_clusters > len(x):
             raise IceError(f"--clusters {self.n_clusters}: more clusters than the {len(x)} images")
         rng = np.random.default_rng(self.seed)
+        train_x = x
+        if len(x) > KMEANS_SAMPLE_ABOVE:  # iterate on 256 rows per centroid, then assign every row
+            train_x = x[np.sort(rng.choice(len(x), size=min(len(x), 256 * self.n_clusters), replace=False))]
         best, best_obj = None, np.inf
         for restart in range(self.n_init):
             # faiss starts from random rows; k-means++ seeds escape far more bad local minima
-            init = kmeans_plus_plus(x, self.n_clusters, rng)
+            init = kmeans_plus_plus(train_x, self.n_clusters, rng, sample=min(20_000, 500_000 // self.n_clusters))
             km = faiss.Kmeans(x.shape[1], self.n_clusters, niter=self.n_iter, seed=self.seed + restart,
                               gpu=faiss_gpus() > 0, verbose=False,
-                              max_points_per_centroid=self._points_per_centroid(len(x)))
-            km.train(x, init_centroids=init)
+                              max_points_per_centroid=len(train_x) // self.n_clusters + 1)
+            km.train(train_x, init_centroids=init)
             if km.obj[-1] < best_obj:
                 best, best_obj = km, km.obj[-1]
         self.centroids_ = best.centroids.astype(np.float32)
-        d, i = best.index.search(x, 1)
-        self.labels_ = i[:, 0].astype(np.int32)
-        self.distances_ = d[:, 0].astype(np.float32)
+        self.distances_, self.labels_ = assign(x, self.centroids_)
         return self
 
 
-    def _points_per_centroid(self, n: int) -> int:
-        """Every row up to SAMPLE_ABOVE rows; above, faiss trains on 256 rows per centroid and
-        only assigns the rest: at 1M x 64, K=100 that was 7x faster for a 1% worse objective."""
-        return n // self.n_clusters + 1 if n <= KMEANS_SAMPLE_ABOVE else 256
-
-
 def kmeans_plus_plus(x: np.ndarray, k: int, rng: np.random.Generator, sample: int = 20_000) -> np.ndarray:
-    """Greedy k-means++ seeds (k, d) float32, drawn from a sample of at most `sample` rows."""
+    """Greedy k-means++ seeds (k, d) float32, drawn from a sample of at most `sample` rows.
+
+    Distances to the candidate seeds come from one matrix product per step
+    (|x|^2 + |c|^2 - 2 x.c): at K=100 on 20k rows that is 7x faster than broadcasting.
+    """
     if len(x) > sample:
         x = x[np.sort(rng.choice(len(x), size=sample, replace=False))]
-    x = np.asarray(x, dtype=np.float32)
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    norms = np.einsum("ij,ij->i", x, x)
     trials = 2 + int(np.log(k))
-    centres = [x[rng.integers(len(x))]]
-    d2 = ((x - centres[0]) ** 2).sum(1)
+    first = int(rng.integers(len(x)))
+    centres = [first]
+    d2 = np.maximum(norms + norms[first] - 2 * (x @ x[first]), 0)
     for _ in range(1, k):
-        cand = rng.choice(len(x), size=trials, p=d2 / d2.sum()) if d2.sum() > 0 else rng.integers(len(x), size=trials)
-        cand_d2 = np.minimum(d2, ((x[None, :, :] - x[cand][:, None, :]) ** 2).sum(2))
-        pick = int(np.argmin(cand_d2.sum(1)))
-        centres.append(x[cand[pick]])
-        d2 = cand_d2[pick]
-    return np.stack(centres).astype(np.float32)
+        total = float(d2.sum())
+        cand = rng.choice(len(x), size=trials, p=d2 / total) if total > 0 else rng.integers(len(x), size=trials)
+        cand_d2 = np.minimum(d2[:, None], np.maximum(norms[:, None] + norms[cand] - 2 * (x @ x[cand].T), 0))
+        pick = int(np.argmin(cand_d2.sum(0)))
+        centres.append(int(cand[pick]))
+        d2 = np.ascontiguousarray(cand_d2[:, pick])
+    return x[centres].copy()
+
+
+def assign(x: np.ndarray, centroids: np.ndarray, chunk: int = 16_384) -> tuple[np.ndarray, np.ndarray]:
+    """(squared L2 distance to the nearest centroid (n,) float32, its index (n,) int32).
+
+    Chunked matrix products in torch: a chunk's distance block stays in cache, and both
+    the product and the row minimum use every core (0.19 s at 1M x 64, K=100 on 2 cores,
+    against 0.35 s for a faiss IndexFlatL2 search).
+    """
+    import torch
+
+    c = torch.from_numpy(np.ascontiguousarray(centroids, dtype=np.float32))
+    c_norms, minus_2ct = (c * c).sum(1), (-2 * c.T).contiguous()  # |x-c|^2 - |x|^2 = |c|^2 - 2x.c
+    labels, dist = np.empty(len(x), dtype=np.int32), np.empty(len(x), dtype=np.float32)
+    with torch.inference_mode():
+        for start in range(0, len(x), chunk):
+            xb = torch.from_numpy(np.ascontiguousarray(x[start:start + chunk], dtype=np.float32))
+            idx = torch.addmm(c_norms, xb, minus_2ct).argmin(1)
+            # the expanded form cancels badly near a centroid: the distance is taken directly
+            dist[start:start + len(xb)] = ((xb - c[idx]) ** 2).sum(1).numpy()
+            labels[start:start + len(xb)] = idx.numpy()
+    return dist, labels
 
 
 class GaussianMixture:

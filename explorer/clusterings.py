@@ -63,11 +63,12 @@ def clustering_space(data: RunData) -> np.ndarray:
 
 
 def recluster(data: RunData, k: int) -> Clustering:
-    """Run FAISS k-means with K clusters, store it as clusterings/k{K}.npz and return it.
+    """Run the batch job's FAISS k-means (one k-means++ start) with K clusters, store it as
+    clusterings/k{K}.npz and return it.
 
     A K that was clustered before is not run again: names given to its clusters stay right.
     """
-    import faiss
+    from embeddings.cluster import KMeans
 
     if data.read_only:
         raise IceError("the explorer is read-only (--read-only); cannot store a re-clustering")
@@ -78,13 +79,9 @@ def recluster(data: RunData, k: int) -> Clustering:
         return data.clustering(key)
     x = clustering_space(data)
     seed = int(data.manifest.get("config", {}).get("seed", 0))
-    km = faiss.Kmeans(x.shape[1], int(k), niter=KMEANS_ITERS, seed=seed, verbose=False,
-                      max_points_per_centroid=max(256, data.n // int(k) + 1))
-    km.train(x)
-    distance, cluster = km.index.search(x, 1)
-    clustering = Clustering(key, int(k), cluster[:, 0].astype(np.int32),
-                            distance[:, 0].astype(np.float32))
-    save_clustering(data.run_dir, clustering, km.centroids.astype(np.float32))
+    km = KMeans(int(k), n_iter=KMEANS_ITERS, n_init=1, seed=seed).fit(x)
+    clustering = Clustering(key, int(k), km.labels_, km.distances_)
+    save_clustering(data.run_dir, clustering, km.centroids_)
     data.add_clustering(clustering)
     return clustering
 
