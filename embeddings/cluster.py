@@ -91,7 +91,7 @@ def assign(x: np.ndarray, centroids: np.ndarray, chunk: int = 16_384) -> tuple[n
     labels, dist = np.empty(len(x), dtype=np.int32), np.empty(len(x), dtype=np.float32)
     with torch.inference_mode():
         for start in range(0, len(x), chunk):
-            xb = torch.from_numpy(np.ascontiguousarray(x[start:start + chunk], dtype=np.float32))
+            xb = torch.from_numpy(np.array(x[start:start + chunk], dtype=np.float32))  # x may be read-only
             idx = torch.addmm(c_norms, xb, minus_2ct).argmin(1)
             # the expanded form cancels badly near a centroid: the distance is taken directly
             dist[start:start + len(xb)] = ((xb - c[idx]) ** 2).sum(1).numpy()

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import csv
 import os
+import struct
 import warnings
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, ImageOps
-from .progress import progress
+from torchvision.io import ImageReadMode, decode_jpeg
 
 from .errors import IceError, ImageError
+from .progress import progress
 from .run_dir import atomic_path
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
@@ -100,6 +102,9 @@ def decode_image(path: str | os.PathLike, size: int, max_pixels: int) -> tuple[n
     Raises ImageError with a short reason for anything that cannot be read.
     """
     try:
+        small = _decode_small_jpeg(path, size, max_pixels)
+        if small is not None:
+            return small
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(path) as img:
@@ -127,6 +132,69 @@ def decode_image(path: str | os.PathLike, size: int, max_pixels: int) -> tuple[n
         if os.path.exists(path) and os.path.getsize(path) == 0:
             reason = "empty file"
         raise ImageError(reason) from None
+
+
+JPEG_HEAD = 65_536  # bytes read to find a JPEG's frame header (EXIF comes first and is < 64 KiB)
+
+
+def _decode_small_jpeg(path: str | os.PathLike, size: int, max_pixels: int) -> tuple[np.ndarray, int, int] | None:
+    """decode_image's fast path, for JPEGs whose short side is under 4 x size; else None.
+
+    libjpeg through torchvision, with no Python header parsing: 55 us for a CIFAR-10
+    file against 160 us through Pillow, the same pixels for square images (Pillow's
+    resize of a non-square image's centre box also reads pixels just outside the box,
+    so the edge rows can differ by a few levels). Larger JPEGs go through
+    Pillow, whose draft mode decodes them at 1/2 to 1/8 scale. Only baseline and
+    progressive 8-bit grey or colour JPEGs qualify; anything torchvision cannot decode
+    returns None too, so that Pillow gives the reason. (torchvision's PNG decoder is
+    not used: a corrupt PNG crashed the process.)
+    """
+    with open(path, "rb") as f:
+        data = f.read(JPEG_HEAD)
+        frame = _jpeg_frame(data)
+        if frame is None:
+            return None
+        w, h, components = frame
+        if components not in (1, 3) or not 0 < min(w, h) < 4 * size or w * h > max_pixels:
+            return None  # Pillow decodes it, or says why not
+        data += f.read()
+    try:
+        x = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB,
+                        apply_exif_orientation=True)
+    except RuntimeError:
+        return None
+    height, width = x.shape[1:]
+    side = min(height, width)
+    top, left = (height - side) // 2, (width - side) // 2
+    x = x[:, top:top + side, left:left + side]
+    if side != size:  # uint8 antialiased bilinear: Pillow's BILINEAR, as the slow path uses
+        x = torch.nn.functional.interpolate(x[None].contiguous(memory_format=torch.channels_last),
+                                            size=(size, size), mode="bilinear", antialias=True)[0]
+    return np.ascontiguousarray(x.permute(1, 2, 0).numpy()), int(width), int(height)
+
+
+def _jpeg_frame(data: bytes) -> tuple[int, int, int] | None:
+    """(width, height, components) of an 8-bit baseline or progressive JPEG, read from its
+    start-of-frame marker; None for anything else or a header that runs past `data`."""
+    if data[:2] != b"\xff\xd8":
+        return None
+    i = 2
+    while i + 10 <= len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+        elif 0xD0 <= marker <= 0xD8 or marker == 0x01:  # markers without a length
+            i += 2
+        elif marker in (0xC0, 0xC1, 0xC2):  # SOF0-2: precision, height, width, components
+            precision, h, w, components = struct.unpack(">BHHB", data[i + 4:i + 10])
+            return (w, h, components) if precision == 8 else None
+        elif 0xC3 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # lossless, arithmetic...
+            return None
+        else:
+            i += 2 + struct.unpack(">H", data[i + 2:i + 4])[0]
+    return None
 
 
 def _original_size(img: Image.Image, w: int, h: int) -> tuple[int, int]:
