@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from embeddings.errors import IceError, ImageError
+from embeddings import images
 from embeddings.images import decode_all, decode_image, find_images
 
 
@@ -97,6 +98,44 @@ def test_decode_truncated_jpeg(tmp_path):
     path.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
     with pytest.raises(ImageError):
         decode_image(path, 16, 10**8)
+
+
+def _jpeg(path, side=48, mode="RGB", **save):
+    rng = np.random.default_rng(1)
+    a = np.kron(rng.integers(0, 255, (side // 8, side // 8, 3), dtype=np.uint8), np.ones((8, 8, 1), np.uint8))
+    Image.fromarray(a).convert(mode).save(path, "JPEG", quality=95, **save)
+    return path
+
+
+@pytest.mark.parametrize("mode,progressive,size", [("RGB", False, 32), ("L", False, 16), ("RGB", True, 64)])
+def test_small_jpeg_fast_path_gives_pillows_pixels(tmp_path, monkeypatch, mode, progressive, size):
+    path = _jpeg(tmp_path / "s.jpg", mode=mode, progressive=progressive)
+    assert images._decode_small_jpeg(path, size, 10**8) is not None  # 48 < 4 x size: the fast path
+    fast = decode_image(path, size, 10**8)
+    monkeypatch.setattr(images, "_decode_small_jpeg", lambda *a: None)
+    slow = decode_image(path, size, 10**8)
+    assert fast[1:] == slow[1:] == (48, 48)
+    assert np.array_equal(fast[0], slow[0])
+
+
+def test_fast_path_leaves_large_truncated_and_over_limit_jpegs_to_pillow(tmp_path):
+    assert images._decode_small_jpeg(_jpeg(tmp_path / "big.jpg", side=128), 32, 10**8) is None  # draft mode pays
+    assert images._decode_small_jpeg(_jpeg(tmp_path / "s.jpg"), 32, 100) is None
+    with pytest.raises(ImageError, match="over the limit"):
+        decode_image(tmp_path / "s.jpg", 32, 100)
+    data = (tmp_path / "s.jpg").read_bytes()
+    (tmp_path / "cut.jpg").write_bytes(data[: len(data) // 2])
+    assert images._decode_small_jpeg(tmp_path / "cut.jpg", 32, 10**8) is None
+    with pytest.raises(ImageError, match="(?i)truncated"):
+        decode_image(tmp_path / "cut.jpg", 32, 10**8)
+
+
+def test_jpeg_frame_header():
+    buf = io.BytesIO()
+    Image.new("RGB", (40, 24)).save(buf, "JPEG", exif=Image.Exif().tobytes())
+    assert images._jpeg_frame(buf.getvalue()) == (40, 24, 3)
+    assert images._jpeg_frame(buf.getvalue()[:30]) is None  # the frame header is past the end
+    assert images._jpeg_frame(b"\x89PNG\r\n\x1a\n" + bytes(32)) is None
 
 
 def bomb_png(path, side=100_000):
