@@ -9,8 +9,8 @@ Stages (default `all`: every one but `scale`):
   embed   encoder images/s at 32x32 and 64x64, bare and through embeddings.embed.embed
   kmeans  1M x 64 float32, K=100, 20 iterations: ICE's faiss KMeans vs scikit-learn's
   knn     k=50 single-query latency over 1M embeddings: faiss IndexFlatIP vs numpy
-  umap    200k and 1M points to 2-D: ICE's sampled umap_reduce vs a full umap.UMAP().fit_transform
-  scale   `ice embed --fast` on N generated images: time and peak memory of each stage
+  umap    200k and 1M points to 2-D: ICE's umap_reduce vs a full umap.UMAP().fit_transform
+  scale   `ice embed --fast` (or `--epochs N`) on N generated images: time and peak memory of each stage
 
 Every comparison runs in the same process, one side right after the other, so that the
 ratio holds on a busy machine. Each stage prints its table and appends it to BENCHMARKS.md
@@ -433,11 +433,13 @@ def bench_umap(args, sizes: tuple[int, ...], sec: Section) -> None:
     sample = 200 if args.dry_run else cfg.umap_sample
     sec.title = f"Speed: UMAP to 2-D at {', '.join(f'{n:,}' for n in sizes)} points, {today()}"
     if max(sizes) > WARM_UP:  # compile the numba functions (fit and transform) before timing
-        umap_reduce(clustered_embeddings(WARM_UP, 64, seed=4), 2, cfg.neighbors, 0.1, WARM_UP // 2, cfg.seed, "warm-up")
+        for fit_rows in (WARM_UP, WARM_UP // 2):  # both paths: fit on all, fit on a sample + transform
+            umap_reduce(clustered_embeddings(WARM_UP, 64, seed=4), 2, cfg.neighbors, 0.1, fit_rows, cfg.seed, "warm-up")
     for n in sizes:
         x = clustered_embeddings(n, 64, seed=3)
         rows = np.sort(np.random.default_rng(0).choice(n, size=min(n, 100 if args.dry_run else 2000), replace=False))
-        row, xy = measure(f"ICE umap_reduce, n={n:,} (fit on {min(n, sample):,}, transform the rest)", n, "pt",
+        how = "FAISS neighbour graph, fit on all" if n <= sample else f"fit on {sample:,}, transform the rest"
+        row, xy = measure(f"ICE umap_reduce, n={n:,} ({how})", n, "pt",
                           umap_reduce, x, 2, cfg.neighbors, 0.1, sample, cfg.seed, "map")
         sec.rows.append(row)
         kept_ice = knn_kept(x, xy, rows)
@@ -482,7 +484,8 @@ def bench_scale(args, n: int, sec: Section) -> None:
     extra = ["--epochs", "1", "--image-size", "16", "--workers", "0", "--kmeans-restarts", "1"] if args.dry_run else []
     with tempfile.TemporaryDirectory(prefix="ice-scale-") as tmp:
         run_dir = Path(tmp, "run")
-        cmd = ["embed", str(folder), "--out", str(run_dir), "--fast", *extra]
+        budget = ["--epochs", str(args.epochs)] if args.epochs else ["--fast"]
+        cmd = ["embed", str(folder), "--out", str(run_dir), *budget, *extra]
         shown = " ".join(["ice", *cmd]).replace(str(run_dir), "RUN_DIR")
         cpu = cpu_seconds()
         with PeakRSS() as mem, Timer() as t:
@@ -491,7 +494,7 @@ def bench_scale(args, n: int, sec: Section) -> None:
         manifest = json.loads((run_dir / "manifest.json").read_text())
         disk = {f: (run_dir / f).stat().st_size / 2**30 for f in ("pixels.npy", "embeddings.npy", "index.faiss")}
     images = manifest["counts"]["images"]
-    sec.title = f"Scale: `ice embed --fast` on {images:,} generated images, {today()}"
+    sec.title = f"Scale: `ice embed {' '.join(budget)}` on {images:,} generated images, {today()}"
     stage_rss = _stage_peaks(mem.samples, manifest["stage_seconds"], finished)
     for stage, seconds in manifest["stage_seconds"].items():
         sec.rows.append(Row(f"{stage}", seconds, images, "img", stage_rss[stage]))
@@ -551,6 +554,7 @@ def command(args, stage: str) -> str:
     parts += [f"--n {args.n}"] if args.n else []
     parts += ["--dry-run"] if args.dry_run else []
     parts += [f"--data {args.data}"] if args.data and stage in ("decode", "scale") else []
+    parts += [f"--epochs {args.epochs}"] if args.epochs and stage == "scale" else []
     parts += [f"--device {args.device}"] if args.device != "auto" and stage in ("train", "embed") else []
     parts += [f"--umap-timeout {args.umap_timeout:g}"] if stage == "umap" else []
     return " ".join(parts)
@@ -565,6 +569,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--n", type=int, help="points or images instead of the issue's size (umap: one size)")
     p.add_argument("--dry-run", action="store_true", help="tiny sizes, seconds in all; records nothing unless --record")
     p.add_argument("--data", type=Path, help="decode, scale: a folder of images instead of CIFAR-10 / generated ones")
+    p.add_argument("--epochs", type=int, help="scale: train this many epochs instead of --fast's")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="train, embed (default: auto)")
     p.add_argument("--umap-timeout", type=float, default=1800,
                    help="stop the full UMAP fit after this many seconds and report a lower bound (default: 1800)")
@@ -574,6 +579,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.n is not None and args.n < 1:
         p.error(f"--n {args.n}: must be at least 1")
+    if args.epochs is not None and args.epochs < 1:
+        p.error(f"--epochs {args.epochs}: must be at least 1")
     return args
 
 

@@ -45,7 +45,7 @@ class Config:
     manifold_dim: int = 10  # dimensions of the UMAP manifold that k-means runs on
     # --- project ---
     neighbors: int = 15  # UMAP n_neighbors, for the manifold and the 2-D map
-    umap_sample: int = 50_000  # above this many images UMAP fits on a sample and transforms the rest
+    umap_sample: int = 200_000  # up to this many images UMAP fits on all of them; above, on a sample, transforming the rest
     seed: int = 0  # seeds training, k-means and UMAP: the same seed gives the same run
 
     def validate(self) -> "Config":

@@ -4,7 +4,8 @@ import pytest
 
 from embeddings.cluster import KMeans, build_index, candidate_ks, choose_k, cluster_metrics
 from embeddings.errors import IceError
-from embeddings.project import umap_reduce
+from embeddings import project
+from embeddings.project import knn_graph, umap_reduce
 
 
 def blobs(k=4, per=200, d=8, seed=0, spread=0.05):
@@ -68,13 +69,34 @@ def test_index_returns_itself_first():
 
 
 def test_umap_keeps_blobs_apart_and_samples_above_threshold():
-    x, y = blobs(k=3, per=150, d=16)
+    x, y = blobs(k=3, per=1500, d=16)  # 4,500 rows: past UMAP's small-data path, so the FAISS graph is used
     full = umap_reduce(x, 2, 10, 0.1, sample=10_000, seed=0, desc="t")
-    assert full.shape == (450, 2) and full.dtype == np.float32
-    sampled = umap_reduce(x, 2, 10, 0.1, sample=200, seed=0, desc="t")
-    assert sampled.shape == (450, 2) and np.isfinite(sampled).all()
+    assert full.shape == (4500, 2) and full.dtype == np.float32
+    sampled = umap_reduce(x, 2, 10, 0.1, sample=1000, seed=0, desc="t")
+    assert sampled.shape == (4500, 2) and np.isfinite(sampled).all()
     for xy in (full, sampled):  # each blob lands in its own cluster on the map
         assert cluster_metrics(y, KMeans(3, seed=0).fit(xy).labels_)["accuracy"] == 1.0
+
+
+def brute_force_knn(x, k):
+    d = ((x[:, None, :] - x[None, :, :]) ** 2).sum(2)
+    return np.argsort(d, axis=1, kind="stable")[:, :k]
+
+
+@pytest.mark.parametrize("exact_max", [10_000, 100])  # exact, then the IVF index
+def test_knn_graph_matches_brute_force_and_puts_each_row_first(monkeypatch, exact_max):
+    monkeypatch.setattr(project, "EXACT_KNN_MAX", exact_max)
+    x, _ = blobs(k=4, per=300, d=8, spread=0.5)
+    x[1] = x[0]  # a duplicate: row 1 may come before row 0 in row 0's own list
+    ind, dist = knn_graph(x, 10)
+    assert ind.shape == dist.shape == (1200, 10) and dist.dtype == np.float32
+    assert (ind[:, 0] == np.arange(1200)).all() and (dist[:, 0] == 0).all()
+    assert set(ind[0, :2]) == {0, 1} and set(ind[1, :2]) == {0, 1}
+    truth = brute_force_knn(x, 10)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ind, truth)])
+    assert recall > (0.999 if exact_max > 1200 else 0.9)
+    i = 17
+    assert dist[i, 3] == pytest.approx(np.linalg.norm(x[i] - x[ind[i, 3]]), rel=1e-3)
 
 
 def test_large_index_is_ivf_and_finds_near_duplicates(monkeypatch, tmp_path):
