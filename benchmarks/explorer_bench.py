@@ -1,0 +1,342 @@
+"""The explorer at large N: the first map's bytes and time to draw, hover, and a 100k lasso.
+
+    python -m benchmarks.explorer_bench [--n 1000000] [--run RUN_DIR] [--no-record] [--dry-run]
+
+Without --run it uses a synthetic run (benchmarks.load.make_synthetic_run: 50 clusters,
+32x32 random pixels, no model), written once to DATA_CACHE/explorer-bench-N and reused.
+The server is `python -m embeddings.cli explore RUN_DIR`, the Flask development server
+that one user gets, in a subprocess (benchmarks.load.explorer). It measures:
+
+  first map, bytes   the answers the page needs before the map shows: `/_dash-layout` and
+                     the callback answer that carries the map figure, through the same Dash
+                     payloads as the page (benchmarks.load.Client); also their gzip size
+  first map, time    headless Chromium (Debian's chromium and chromedriver, via selenium, HTTP
+                     cache off): from driver.get(url) until plotly's _fullData holds the
+                     cluster traces with all N points, the WebGL canvas exists and two
+                     animation frames have passed. Skipped when chromium is not installed
+  hover              the tooltip callback (Client.hover) and GET /thumb/<id>.png, for random ids
+  lasso              Client.select with a disc-shaped lasso of 100,000 points (by curve
+                     number and point numbers, as the page's clientside callback sends them),
+                     then the grid callback on the selection it answers
+
+`--dry-run`: 2,000 points, few repetitions, nothing recorded; well under a minute.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import shutil
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from benchmarks.common import DATA_CACHE, append_section, machine, today, verdict
+from benchmarks.load import Client, callbacks_of, explorer, make_synthetic_run, percentile
+
+TARGET_MAP_S = 5.0  # median time until the map is drawn
+TARGET_HOVER_MS = 50.0  # p95 of a thumbnail's answer
+TARGET_LASSO_S = 1.0  # p95 of select + grid
+LASSO_POINTS = 100_000
+# (n, browser loads, hover ids, lasso tries) for a full run and for --dry-run
+FULL = (1_000_000, 3, 300, 10)
+DRY = (2_000, 2, 30, 3)
+WARMUP = 3  # untimed calls of each kind first: lazy imports and the first-call caches
+CHROMIUM_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                  "--disable-background-networking", "--disable-component-update", "--no-first-run",
+                  "--enable-unsafe-swiftshader",  # software WebGL for the Scattergl map
+                  "--window-size=1280,800")
+MAP_POINTS_JS = """
+const gd = document.querySelector('#map .js-plotly-plot');
+if (!gd || !gd._fullData || !gd.querySelector('canvas')) { return -1; }
+return gd._fullData.filter(t => t.meta === 'cluster').reduce((n, t) => n + (t._length || 0), 0);
+"""
+TWO_FRAMES_JS = ("const done = arguments[arguments.length - 1];"
+                 "requestAnimationFrame(() => requestAnimationFrame(() => done(true)));")
+# body bytes received so far; when the answer of the map figure's size came in (ms), or null
+RECEIVED_JS = """
+const entries = performance.getEntriesByType('navigation').concat(performance.getEntriesByType('resource'));
+const figure = entries.filter(e => e.name.includes('_dash-update-component') && e.decodedBodySize === arguments[0]);
+return [entries.reduce((n, e) => n + (e.encodedBodySize || 0), 0),
+        figure.length ? Math.max(...figure.map(e => e.responseEnd)) : null];
+"""
+
+
+# --- the run and its map ----------------------------------------------------------------
+
+def synthetic_run(n: int) -> Path:
+    """The synthetic run of n images in DATA_CACHE, written on first use."""
+    run_dir = DATA_CACHE / f"explorer-bench-{n}"
+    if not (run_dir / "manifest.json").exists():  # written last: its presence means complete
+        t0 = time.perf_counter()
+        make_synthetic_run(run_dir, n)
+        print(f"synthetic run of {n:,} images in {time.perf_counter() - t0:.1f} s: {run_dir}", flush=True)
+    return run_dir
+
+
+@dataclass
+class MapPoints:
+    """Where each image is on the page's map: curve (its cluster's trace) and point number
+    in that trace, (n,) int64 each, as explorer.figures.make_map_figure orders them; x, y."""
+    curve: np.ndarray
+    point: np.ndarray
+    x: np.ndarray
+    y: np.ndarray
+
+    @classmethod
+    def of_run(cls, run_dir: Path) -> "MapPoints":
+        from explorer.data import RUN_CLUSTERING, Clustering
+
+        items = pd.read_parquet(run_dir / "items.parquet", columns=["cluster", "distance", "x", "y"])
+        cluster = items["cluster"].to_numpy()
+        clustering = Clustering(RUN_CLUSTERING, int(cluster.max()) + 1, cluster, items["distance"].to_numpy())
+        point = np.empty(len(items), np.int64)
+        for c in range(clustering.k):
+            point[clustering.members(c)] = np.arange(clustering.sizes[c])
+        return cls(cluster.astype(np.int64), point, items["x"].to_numpy(), items["y"].to_numpy())
+
+    @property
+    def n(self) -> int:
+        return len(self.curve)
+
+    def lasso(self, size: int, rng: np.random.Generator) -> dict[str, list[int]]:
+        """{curve: [point numbers]} of the `size` images nearest a random image on the map:
+        what a round lasso sends, each trace's points in index order as plotly lists them."""
+        centre = rng.integers(self.n)
+        d2 = (self.x - self.x[centre]) ** 2 + (self.y - self.y[centre]) ** 2
+        ids = np.argpartition(d2, size - 1)[:size] if size < self.n else np.arange(self.n)
+        return {str(c): np.sort(self.point[ids[self.curve[ids] == c]]).tolist()
+                for c in np.unique(self.curve[ids])}
+
+
+# --- over HTTP --------------------------------------------------------------------------
+
+def checked(response):
+    response.raise_for_status()
+    return response
+
+
+def first_map_bytes(client: Client) -> dict[str, dict]:
+    """Size, gzip size and time of the answers the page needs before the map shows."""
+    out = {}
+    for label, call in (("`/_dash-layout`", lambda: client.get("/_dash-layout")),
+                        ("map figure callback", client.draw_map)):
+        t0 = time.perf_counter()
+        body = checked(call()).content
+        out[label] = {"bytes": len(body), "ms": (time.perf_counter() - t0) * 1000,
+                      "gzip": len(gzip.compress(body, compresslevel=6))}
+    return out
+
+
+def time_hover(client: Client, points: MapPoints, count: int, rng: np.random.Generator) -> dict[str, list]:
+    """Seconds of the tooltip callback and of the thumbnail it shows, for random images."""
+    times = {"hover": [], "thumb": []}
+    for i, image_id in enumerate(rng.choice(points.n, min(points.n, count + WARMUP), replace=False)):
+        t0 = time.perf_counter()
+        checked(client.hover(int(points.curve[image_id]), int(points.point[image_id])))
+        t1 = time.perf_counter()
+        checked(client.get(f"/thumb/{image_id}.png"))
+        if i >= WARMUP:
+            times["hover"].append(t1 - t0)
+            times["thumb"].append(time.perf_counter() - t1)
+    return times
+
+
+def time_lasso(client: Client, points: MapPoints, size: int, tries: int,
+               rng: np.random.Generator) -> tuple[dict[str, list], dict[str, int]]:
+    """Seconds of select_on_map and of the grid it fills, per lasso; and the payload bytes."""
+    times = {"select": [], "grid": []}
+    for i in range(tries + 1):  # the first is a warm-up
+        by_curve = points.lasso(size, rng)
+        t0 = time.perf_counter()
+        selected = checked(client.select(by_curve))
+        selection = selected.json()["response"]["selection"]["data"]
+        t1 = time.perf_counter()
+        grid = checked(client.grid(selection))
+        if len(selection["ids"]) != size or "tile" not in grid.text:
+            raise RuntimeError(f"lasso of {size:,} points: {len(selection['ids']):,} selected, "
+                               f"grid {grid.text[:200]!r}")
+        if i:
+            times["select"].append(t1 - t0)
+            times["grid"].append(time.perf_counter() - t1)
+    return times, {"select request": len(selected.request.body), "select answer": len(selected.content),
+                   "grid request": len(grid.request.body), "grid answer": len(grid.content)}
+
+
+# --- in Chromium ------------------------------------------------------------------------
+
+def chromium_missing() -> bool:
+    return not ((shutil.which("chromium") or shutil.which("chromium-browser")) and shutil.which("chromedriver"))
+
+
+def open_chromium():
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    for flag in CHROMIUM_FLAGS:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    driver.set_page_load_timeout(300)
+    driver.set_script_timeout(60)
+    driver.execute_cdp_cmd("Network.enable", {})
+    driver.execute_cdp_cmd("Network.setCacheDisabled", {"cacheDisabled": True})  # every load is a first visit
+    return driver
+
+
+def time_map_in_chromium(url: str, n: int, figure_bytes: int, loads: int, timeout: float = 300) -> list[dict]:
+    """Per load: seconds until driver.get returned, until the map was drawn, the body bytes
+    Chromium had received by then (page, scripts, layout, callback answers), and when the
+    map figure's answer (the one of `figure_bytes`) had come in, from navigation start."""
+    driver = open_chromium()
+    try:
+        out = []
+        for _ in range(loads):
+            driver.get("about:blank")  # drop the previous page and its WebGL context
+            t0 = time.perf_counter()
+            driver.get(url)
+            loaded = time.perf_counter() - t0
+            while (shown := driver.execute_script(MAP_POINTS_JS)) != n:
+                if time.perf_counter() - t0 > timeout:
+                    raise RuntimeError(f"the map showed {shown} of {n:,} points after {timeout:.0f} s")
+                time.sleep(0.02)
+            driver.execute_async_script(TWO_FRAMES_JS)
+            drawn = time.perf_counter() - t0
+            received, figure_ms = driver.execute_script(RECEIVED_JS, figure_bytes)
+            out.append({"loaded": loaded, "drawn": drawn, "received": received,
+                        "figure": figure_ms / 1000 if figure_ms is not None else float("nan")})
+        return out
+    finally:
+        driver.quit()
+
+
+# --- the report -------------------------------------------------------------------------
+
+@dataclass
+class Report:
+    """Everything measured, and its section of BENCHMARKS.md."""
+    n: int
+    command: str
+    source: str
+    first_map: dict[str, dict] = field(default_factory=dict)
+    loads: list[dict] | None = None  # None: chromium not found
+    hover: dict[str, list] = field(default_factory=dict)
+    lasso_points: int = 0
+    lasso: dict[str, list] = field(default_factory=dict)
+    lasso_bytes: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def title(self) -> str:
+        return f"Explorer: first map, hover and lasso at {self.n:,} points, {today()}"
+
+    def latency_row(self, label: str, seconds: list[float], target: str, ok: bool | None) -> str:
+        p50, p95 = percentile(seconds, 50), percentile(seconds, 95)
+        return (f"| {label} | {len(seconds)} | {p50:,.1f} | {p95:,.1f} | {max(seconds) * 1000:,.1f} | {target} | "
+                f"{verdict(ok) if ok is not None else ''} |")
+
+    def body(self) -> str:
+        lines = [f"- command: `{self.command}`", f"- machine: {machine()}", f"- date: {today()}",
+                 f"- {self.n:,} images: {self.source}; server `ice explore RUN_DIR` (Flask development "
+                 "server), on this machine with the benchmark and Chromium", "",
+                 "| first map: answer | bytes | gzip bytes | ms |", "| --- | ---: | ---: | ---: |"]
+        for label, a in self.first_map.items():
+            lines.append(f"| {label} | {a['bytes']:,} | {a['gzip']:,} | {a['ms']:,.0f} |")
+        total = sum(a["bytes"] for a in self.first_map.values())
+        lines += [f"| layout + map figure | **{total:,}** | {sum(a['gzip'] for a in self.first_map.values()):,} | |",
+                  "", "| timed | count | p50 ms | p95 ms | max ms | target | |",
+                  "| --- | ---: | ---: | ---: | ---: | --- | --- |"]
+        if self.loads:
+            drawn = [load["drawn"] for load in self.loads]
+            lines.append(self.latency_row("map drawn in Chromium, from driver.get", drawn,
+                                          f"median <= {TARGET_MAP_S:g} s", statistics.median(drawn) <= TARGET_MAP_S))
+        h, s = self.hover, self.lasso
+        hover_thumb = [a + b for a, b in zip(h["hover"], h["thumb"])]
+        lines += [self.latency_row("GET /thumb/ID.png", h["thumb"], f"p95 <= {TARGET_HOVER_MS:g} ms",
+                                   percentile(h["thumb"], 95) <= TARGET_HOVER_MS),
+                  self.latency_row("hover tooltip callback", h["hover"], "", None),
+                  self.latency_row("hover callback + thumbnail", hover_thumb, "", None),
+                  self.latency_row(f"lasso of {self.lasso_points:,}: select_on_map", s["select"], "", None),
+                  self.latency_row(f"lasso of {self.lasso_points:,}: grid", s["grid"], "", None)]
+        both = [a + b for a, b in zip(s["select"], s["grid"])]
+        ok = percentile(both, 95) <= TARGET_LASSO_S * 1000 if self.lasso_points == LASSO_POINTS else None
+        lines += [self.latency_row(f"lasso of {self.lasso_points:,}: select + grid", both,
+                                   f"p95 <= {TARGET_LASSO_S:g} s at {LASSO_POINTS:,}", ok), ""]
+        lines += self.notes(total)
+        return "\n".join(lines)
+
+    def notes(self, total: int) -> list[str]:
+        notes = [f"first map: {total / self.n:.1f} bytes per point in the layout and the map figure (no target)"]
+        if self.loads is None:
+            notes.append("map drawn in Chromium: skipped: chromium not found")
+        else:
+            drawn = ", ".join(f"{load['drawn']:.2f}" for load in self.loads)
+            median = {key: statistics.median(load[key] for load in self.loads) for key in self.loads[0]}
+            notes.append(f"map drawn in Chromium, {len(self.loads)} loads (HTTP cache off): {drawn} s; median "
+                         f"**{median['drawn']:.2f} s**. Medians: driver.get returned after {median['loaded']:.2f} s, "
+                         f"the map figure's answer was in after {median['figure']:.2f} s (navigation timing); "
+                         f"Chromium had received {median['received']:,.0f} body bytes by the time the map was drawn "
+                         "(page, scripts, layout and every callback answer so far)")
+        notes.append(f"hover: {len(self.hover['thumb'])} random images, each the tooltip callback then its "
+                     f"thumbnail (not cached: none asked before), after {WARMUP} untimed")
+        notes.append(f"lasso: {len(self.lasso['select'])} round lassos of the {self.lasso_points:,} points nearest a "
+                     "random image, after 1 untimed; bytes of the last: " +
+                     ", ".join(f"{k} {v:,}" for k, v in self.lasso_bytes.items()))
+        return [f"- {note}" for note in notes]
+
+
+# --- main -------------------------------------------------------------------------------
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.explorer_bench", description=__doc__.splitlines()[0])
+    p.add_argument("--n", type=int, help=f"images in the synthetic run (default {FULL[0]:,}; without --run)")
+    p.add_argument("--run", type=Path, help="an existing complete run directory instead")
+    p.add_argument("--no-record", dest="record", action="store_false", help="print only")
+    p.add_argument("--dry-run", action="store_true",
+                   help=f"{DRY[0]:,} points, few repetitions, records nothing")
+    args = p.parse_args(argv)
+    if args.n is not None and args.n < 2:
+        p.error(f"--n {args.n}: must be at least 2")
+    return args
+
+
+def bench(run_dir: Path, source: str, command: str, loads: int, hovers: int, lassos: int) -> Report:
+    points = MapPoints.of_run(run_dir)
+    report = Report(points.n, command, source, lasso_points=min(LASSO_POINTS, points.n // 2))
+    rng = np.random.default_rng(0)
+    with explorer(run_dir) as (base, _proc):
+        client = Client(base, callbacks_of(base))
+        report.first_map = first_map_bytes(client)
+        print(f"first map: {sum(a['bytes'] for a in report.first_map.values()):,} bytes", flush=True)
+        if chromium_missing():
+            print("map drawn in Chromium: skipped: chromium not found", flush=True)
+        else:
+            figure_bytes = report.first_map["map figure callback"]["bytes"]
+            report.loads = time_map_in_chromium(base + "/", points.n, figure_bytes, loads)
+            print("map drawn in Chromium: " + ", ".join(f"{x['drawn']:.2f} s" for x in report.loads), flush=True)
+        report.hover = time_hover(client, points, hovers, rng)
+        report.lasso, report.lasso_bytes = time_lasso(client, points, report.lasso_points, lassos, rng)
+    return report
+
+
+def main(argv: list[str] | None = None) -> Report:
+    args = parse_args(argv)
+    n, loads, hovers, lassos = DRY if args.dry_run else FULL
+    n = args.n or n
+    run_dir = args.run or synthetic_run(n)
+    source = (f"run directory {run_dir}" if args.run
+              else "synthetic run (benchmarks.load.make_synthetic_run: 50 clusters)")
+    command = " ".join(["python -m benchmarks.explorer_bench", *(argv if argv is not None else sys.argv[1:])])
+    report = bench(run_dir, source, command, loads, hovers, lassos)
+    print(f"\n### {report.title}\n\n{report.body()}\n", flush=True)
+    if args.record and not args.dry_run:
+        append_section(report.title, report.body())
+    return report
+
+
+if __name__ == "__main__":
+    main()
