@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import faiss
 import numpy as np
 from sklearn.metrics import silhouette_score
@@ -80,22 +82,26 @@ def kmeans_plus_plus(x: np.ndarray, k: int, rng: np.random.Generator, sample: in
 def assign(x: np.ndarray, centroids: np.ndarray, chunk: int = 16_384) -> tuple[np.ndarray, np.ndarray]:
     """(squared L2 distance to the nearest centroid (n,) float32, its index (n,) int32).
 
-    Chunked matrix products in torch: a chunk's distance block stays in cache, and both
-    the product and the row minimum use every core (0.19 s at 1M x 64, K=100 on 2 cores,
-    against 0.35 s for a faiss IndexFlatL2 search).
+    Chunked matrix products (|x-c|^2 - |x|^2 = |c|^2 - 2x.c), a chunk's block staying in
+    cache: through torch when the process has loaded it (the batch job; the product and
+    the row minimum use every core), 0.19 s at 1M x 64, K=100 on 2 cores; else numpy (the
+    explorer never loads torch), 0.24 s; a faiss IndexFlatL2 search took 0.35 s.
     """
-    import torch
-
-    c = torch.from_numpy(np.ascontiguousarray(centroids, dtype=np.float32))
-    c_norms, minus_2ct = (c * c).sum(1), (-2 * c.T).contiguous()  # |x-c|^2 - |x|^2 = |c|^2 - 2x.c
+    torch = sys.modules.get("torch")
+    c = np.ascontiguousarray(centroids, dtype=np.float32)
+    c_norms, minus_2ct = (c * c).sum(1), np.ascontiguousarray(-2 * c.T)
     labels, dist = np.empty(len(x), dtype=np.int32), np.empty(len(x), dtype=np.float32)
-    with torch.inference_mode():
-        for start in range(0, len(x), chunk):
-            xb = torch.from_numpy(np.array(x[start:start + chunk], dtype=np.float32))  # x may be read-only
-            idx = torch.addmm(c_norms, xb, minus_2ct).argmin(1)
-            # the expanded form cancels badly near a centroid: the distance is taken directly
-            dist[start:start + len(xb)] = ((xb - c[idx]) ** 2).sum(1).numpy()
-            labels[start:start + len(xb)] = idx.numpy()
+    for start in range(0, len(x), chunk):
+        xb = np.array(x[start:start + chunk], dtype=np.float32)  # a copy: x may be a read-only memmap
+        if torch is not None:
+            with torch.inference_mode():
+                idx = torch.addmm(torch.from_numpy(c_norms), torch.from_numpy(xb),
+                                  torch.from_numpy(minus_2ct)).argmin(1).numpy()
+        else:
+            idx = (xb @ minus_2ct + c_norms).argmin(1)
+        diff = xb - c[idx]  # the expanded form cancels badly near a centroid: measured directly
+        dist[start:start + len(xb)] = np.einsum("ij,ij->i", diff, diff)
+        labels[start:start + len(xb)] = idx
     return dist, labels
 
 

@@ -26,6 +26,24 @@ def test_kmeans_recovers_separated_blobs():
     assert km.distances_[i] == pytest.approx(((x[i] - km.centroids_[km.labels_[i]]) ** 2).sum(), rel=1e-4)
 
 
+def test_assign_gives_the_same_answer_with_and_without_torch(monkeypatch):
+    import sys
+
+    import torch  # noqa: F401  (loaded: the torch path)
+    from embeddings.cluster import assign
+
+    x, _ = blobs(k=5, per=4000, d=16, spread=1.0)  # 20k rows: more than one chunk
+    c = x[::997][:5].copy()
+    dist_t, lab_t = assign(x, c)
+    monkeypatch.delitem(sys.modules, "torch")
+    dist_n, lab_n = assign(x, c)
+    exact = ((x[:, None, :] - c[None]) ** 2).sum(2)
+    assert lab_t.dtype == lab_n.dtype == np.int32
+    assert (lab_t == exact.argmin(1)).mean() > 0.9999 and (lab_n == exact.argmin(1)).mean() > 0.9999
+    assert dist_n == pytest.approx(exact.min(1), rel=1e-4, abs=1e-5)
+    assert dist_t == pytest.approx(exact.min(1), rel=1e-4, abs=1e-5)
+
+
 def test_kmeans_is_seeded():
     x, _ = blobs(k=6, spread=1.0)
     a = KMeans(6, seed=3).fit(x).labels_
