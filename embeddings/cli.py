@@ -114,7 +114,7 @@ def cmd_demo(args) -> None:
     print(summary_line(manifest))
     print(f"run directory: {args.out}")
     if args.serve:
-        from explorer.app import serve
+        from explorer.serve import serve
 
         serve(args.out, port=args.port)
 

@@ -6,6 +6,7 @@ import warnings
 
 import numpy as np
 
+from .cluster import ivf_index
 from .progress import progress
 
 EXACT_KNN_MAX = 100_000  # rows; above, the neighbour graph comes from an IVF index (approximate)
@@ -22,14 +23,7 @@ def knn_graph(x: np.ndarray, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndar
 
     x = np.ascontiguousarray(x, dtype=np.float32)
     n, d = x.shape
-    if n <= EXACT_KNN_MAX:
-        index = faiss.IndexFlatL2(d)
-    else:
-        nlist = int(4 * np.sqrt(n))
-        index = faiss.IndexIVFFlat(faiss.IndexFlatL2(d), d, nlist)
-        rng = np.random.default_rng(seed)
-        index.train(x[np.sort(rng.choice(n, size=min(n, 64 * nlist), replace=False))])
-        index.nprobe = 16
+    index = faiss.IndexFlatL2(d) if n <= EXACT_KNN_MAX else ivf_index(x, faiss.METRIC_L2, 16, seed)
     index.add(x)
     dist = np.empty((n, k), dtype=np.float32)
     ind = np.empty((n, k), dtype=np.int64)

@@ -30,10 +30,3 @@ def create_app(run_dir: str | Path, read_only: bool = False) -> dash.Dash:
     app.ice_data = data  # for tests and tools that need the loaded run
     return app
 
-
-def serve(run_dir: str | Path, host: str = "127.0.0.1", port: int = 8050,
-          read_only: bool = False) -> None:
-    """Build the app, print its address and serve it until interrupted (see explorer.serve)."""
-    from .serve import serve as serve_app
-
-    serve_app(run_dir, host=host, port=port, read_only=read_only)
