@@ -43,6 +43,7 @@ class Config:
     cluster_space: str = "manifold"  # "manifold" (UMAP to manifold_dim first, as in N2D) or "embeddings"
     refine: str = "gmm"  # after k-means: "gmm" (a full-covariance Gaussian mixture, as in N2D) or "none"
     manifold_dim: int = 10  # dimensions of the UMAP manifold that k-means runs on
+    self_label_epochs: int = 5  # then fine-tune the encoder to predict the clusters and relabel (SCAN); 0 = off
     # --- project ---
     neighbors: int = 15  # UMAP n_neighbors, for the manifold and the 2-D map
     umap_sample: int = 200_000  # up to this many images UMAP fits on all of them; above, on a sample, transforming the rest
@@ -77,6 +78,7 @@ class Config:
         need(self.refine in ("gmm", "none"), "refine", "must be gmm or none")
         need(self.cluster_space in ("manifold", "embeddings"), "cluster_space",
              "must be manifold or embeddings")
+        need(self.self_label_epochs >= 0, "self_label_epochs", "must be 0 or more")
         need(2 <= self.manifold_dim <= 100, "manifold_dim", "must be between 2 and 100")
         need(2 <= self.neighbors <= 200, "neighbors", "must be between 2 and 200")
         need(self.umap_sample >= 100, "umap_sample", "must be at least 100")

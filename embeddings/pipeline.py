@@ -1,6 +1,6 @@
 """Run the stages in order, skipping those a previous (killed) run already finished.
 
-scan -> decode -> train -> embed -> cluster -> project -> finish
+scan -> decode -> train -> embed -> cluster -> selflabel -> project -> finish
 Each stage writes its outputs atomically, then records itself in progress.json.
 The manifest, written last, is what makes a run complete.
 """
@@ -20,7 +20,7 @@ from . import run_dir as rd
 from .config import Config
 from .errors import IceError
 
-STAGES = ("scan", "decode", "train", "embed", "cluster", "project")
+STAGES = ("scan", "decode", "train", "embed", "cluster", "selflabel", "project")
 
 
 class Run:
@@ -123,7 +123,7 @@ def write_manifest(run: Run, device_name: str) -> dict:
         "device": device_name,
         "counts": {"found": stages["scan"]["found"], "images": len(items),
                    "skipped": stages["decode"]["skipped"]},
-        "clusters": stages["cluster"]["k"],
+        "clusters": stages["selflabel"].get("k", stages["cluster"]["k"]),
         "cluster_space": run.cfg.cluster_space,
         "stage_seconds": {s: stages[s]["seconds"] for s in STAGES},
         "train_loss": stages["train"]["loss"],

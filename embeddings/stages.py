@@ -20,12 +20,13 @@ from .embed import embed as run_encoder
 from .errors import IceError
 from .images import EXTENSIONS, decode_all, display_path, find_images, typical_size
 from .project import umap_reduce
+from .selflabel import self_label
 from .train import load_model, pick_device
 from .train import train as run_training
 
 FILES = "files.parquet"  # every candidate file with its size and mtime, for --resume checks
 DECODED = "decoded.parquet"  # the readable images: image_id, path, width, height[, label]
-ASSIGN = "assign.npz"  # cluster and distance per image
+ASSIGN = "assign.npz"  # cluster and distance per image; first_cluster once self-labelling ran
 MAP = "map.npy"  # (n, 2) float32 map coordinates
 
 
@@ -134,6 +135,33 @@ def cluster(run, device, resume) -> dict:
     with rd.atomic_path(run.path(rd.INDEX)) as tmp:
         faiss.write_index(build_index(emb, cfg.seed), str(tmp))
     return {"k": int(len(km.centroids_))}
+
+
+SELF_LABEL_MIN = 100  # images; fewer make too few batches to learn from
+
+
+def selflabel(run, device, resume) -> dict:
+    """Relabel every image by the encoder fine-tuned on the clusters (selflabel.py); the
+    centres become the means of the new clusters in the clustering space."""
+    cfg = run.cfg
+    assign = dict(np.load(run.path(ASSIGN)))
+    first = assign.get("first_cluster", assign["cluster"])  # a resumed run starts from the mixture again
+    if cfg.self_label_epochs == 0 or len(first) < SELF_LABEL_MIN or first.max() < 1:
+        return {}
+    model = load_model(run.dir, device)
+    predicted = self_label(model, run.path(rd.PIXELS), first, cfg, device)
+    _, cluster = np.unique(predicted, return_inverse=True)  # a cluster may win no image
+    cluster = cluster.astype(np.int32)
+    space = np.load(run.path(rd.MANIFOLD if cfg.cluster_space == "manifold" else rd.EMBEDDINGS), mmap_mode="r")
+    k = int(cluster.max()) + 1
+    centres = np.zeros((k, space.shape[1]), dtype=np.float64)
+    np.add.at(centres, cluster, space)
+    centres = (centres / np.bincount(cluster, minlength=k)[:, None]).astype(np.float32)
+    diff = space - centres[cluster]
+    rd.save_npy(run.path(rd.CENTROIDS), centres)
+    with rd.atomic_path(run.path(ASSIGN), suffix=".npz") as tmp:
+        np.savez(tmp, cluster=cluster, distance=(diff * diff).sum(1).astype(np.float32), first_cluster=first)
+    return {"k": k, "changed": int((predicted != first).sum())}
 
 
 def project(run, device, resume) -> dict:

@@ -48,7 +48,7 @@ def test_embed_end_to_end_on_hostile_folder(tmp_path, capsys):
     assert "15 images, 3 skipped" in summary and "train" in summary and "project" in summary
     manifest = rd.load_manifest(out)
     assert manifest["counts"] == {"found": 18, "images": 15, "skipped": 3}
-    assert set(manifest["stage_seconds"]) == {"scan", "decode", "train", "embed", "cluster", "project"}
+    assert set(manifest["stage_seconds"]) == {"scan", "decode", "train", "embed", "cluster", "selflabel", "project"}
     skipped = list(csv.DictReader(open(out / rd.SKIPPED)))
     assert {r["path"] for r in skipped} == bad and all(r["reason"] for r in skipped)
     items = pd.read_parquet(out / rd.ITEMS)
