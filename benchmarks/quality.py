@@ -119,7 +119,8 @@ def report(args, manifest: dict, classes: pd.DataFrame, seconds: float) -> str:
         f"- machine: {machine()}; device: {manifest['device']}",
         f"- settings: image_size {manifest['config']['image_size']}, epochs {manifest['config']['epochs']}, "
         f"width {manifest['config']['width']}, contrastive {manifest['config']['contrastive']}, "
-        f"cluster_space {manifest['cluster_space']}, K {manifest['clusters']}",
+        f"cluster_space {manifest['cluster_space']}, self_label_epochs "
+        f"{manifest['config'].get('self_label_epochs', 0)}, K {manifest['clusters']}",
         f"- **accuracy {m['accuracy']:.4f}, NMI {m['nmi']:.4f}, ARI {m['ari']:.4f}**",
         "- stage seconds: " + ", ".join(f"{s} {t:.1f}" for s, t in manifest["stage_seconds"].items())
         + f"; total {seconds:.1f} s; peak RSS {peak_rss_gib():.2f} GiB",
