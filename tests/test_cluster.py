@@ -146,3 +146,16 @@ def test_gaussian_mixture_follows_each_groups_spread_where_kmeans_cuts_at_the_mi
     assert gmm.centroids_.shape == (2, 2) and gmm.distances_.shape == (800,)
     i = 5
     assert gmm.distances_[i] == pytest.approx(((x[i] - gmm.centroids_[gmm.labels_[i]]) ** 2).sum(), rel=1e-4)
+
+
+def test_place_from_neighbours_fills_every_row_from_laid_out_ones():
+    # rows 0..5 in a chain (each row's neighbours: itself, then the next rows); 0 and 5 laid out
+    ind = np.array([[0, 1, -1], [1, 0, 2], [2, 1, 3], [3, 2, 4], [4, 3, 5], [5, 4, -1], [6, -1, -1]])
+    pos = np.full((7, 2), np.nan, dtype=np.float32)
+    pos[0], pos[5] = (0, 0), (10, 10)
+    out = project._place_from_neighbours(pos, ind, np.random.default_rng(0))
+    assert out.dtype == np.float32 and np.isfinite(out).all()
+    assert out[1] == pytest.approx([0, 0], abs=0.01) and out[4] == pytest.approx([10, 10], abs=0.01)
+    assert out[2] == pytest.approx([0, 0], abs=0.01) and out[3] == pytest.approx([10, 10], abs=0.01)
+    assert out[6] == pytest.approx(np.mean(out[:6], axis=0), abs=0.1)  # no neighbour: the mean
+    assert len(np.unique(out, axis=0)) == 7  # no two rows start on one spot
