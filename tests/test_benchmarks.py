@@ -12,7 +12,7 @@ from PIL import Image
 
 from benchmarks.common import append_section, clustered_embeddings
 from benchmarks.gen_images import generate
-from benchmarks.speed import knn_kept
+from benchmarks.speed_umap import knn_kept
 
 REPO = Path(__file__).resolve().parents[1]
 
