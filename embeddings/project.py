@@ -100,7 +100,7 @@ def _place_from_neighbours(pos: np.ndarray, ind: np.ndarray, rng: np.random.Gene
 
 
 def umap_reduce(x: np.ndarray, n_components: int, neighbors: int, min_dist: float,
-                sample: int, seed: int, desc: str) -> np.ndarray:
+                sample: int, seed: int, desc: str, knn: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """(n, d) -> (n, n_components) float32, seeded.
 
     Up to `sample` rows UMAP fits on every row, on a FAISS neighbour graph (knn_graph) and
@@ -112,6 +112,8 @@ def umap_reduce(x: np.ndarray, n_components: int, neighbors: int, min_dist: floa
     row starts at the mean of its laid-out neighbours, and UMAP then runs REFINE_EPOCHS
     epochs over every row on the whole graph. Fitting a sample and transforming the rest
     (umap's own way) kept 0.44 of a full fit's 10-NN share at 1M points (BENCHMARKS.md).
+
+    `knn` is knn_graph(x, min(neighbors, n - 1), seed) where the caller has it already.
     """
     import umap  # slow to import (numba); only the stages that need it pay
 
@@ -124,13 +126,13 @@ def umap_reduce(x: np.ndarray, n_components: int, neighbors: int, min_dist: floa
         warnings.simplefilter("ignore")
         if n <= sample:
             with progress(n, desc) as bar:
-                knn = knn_graph(x, k, seed)
+                knn = knn or knn_graph(x, k, seed)
                 out = umap.UMAP(**options, precomputed_knn=(*knn, None),
                                 n_epochs=LONG_FIT_EPOCHS if n > 10_000 else None).fit_transform(x)
                 bar.update(n)
             return out.astype(np.float32)
         with progress(n, desc) as bar:
-            knn = knn_graph(x, k, seed)
+            knn = knn or knn_graph(x, k, seed)
             rng = np.random.default_rng(seed)
             seed_rows = np.sort(rng.choice(n, size=min(sample, SEED_LAYOUT_ROWS), replace=False))
             pos = np.full((n, n_components), np.nan, dtype=np.float32)

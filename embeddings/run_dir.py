@@ -27,6 +27,7 @@ INDEX = "index.faiss"
 PIXELS = "pixels.npy"
 MODEL = "model.pt"
 CHECKPOINT = "checkpoints/last.pt"
+KNN = "knn.npz"  # the embeddings' neighbour graph, shared by two stages; removed when the run completes
 SKIPPED = "skipped.csv"
 ANNOTATIONS = "annotations.sqlite"
 CLUSTERINGS = "clusterings"

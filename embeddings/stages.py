@@ -19,7 +19,7 @@ from .config import Config
 from .embed import embed as run_encoder
 from .errors import IceError
 from .images import EXTENSIONS, decode_all, display_path, find_images, typical_size
-from .project import umap_reduce
+from .project import knn_graph, umap_reduce
 from .selflabel import self_label
 from .train import load_model, pick_device
 from .train import train as run_training
@@ -113,6 +113,21 @@ def embed(run, device, resume) -> dict:
     return {}
 
 
+def neighbour_graph(run, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The embeddings' k-nearest-neighbour graph that both UMAPs (manifold and map) start
+    from: built once, kept in the run directory until the run completes."""
+    k = min(run.cfg.neighbors, len(emb) - 1)
+    path = run.path(rd.KNN)
+    if path.exists():
+        with np.load(path) as saved:
+            if saved["ind"].shape == (len(emb), k):
+                return saved["ind"], saved["dist"]
+    knn = knn_graph(emb, k, run.cfg.seed)
+    with rd.atomic_path(path, suffix=".npz") as tmp:
+        np.savez(tmp, ind=knn[0], dist=knn[1])
+    return knn
+
+
 def cluster(run, device, resume) -> dict:
     cfg = run.cfg
     emb = np.load(run.path(rd.EMBEDDINGS), mmap_mode="r")
@@ -120,7 +135,8 @@ def cluster(run, device, resume) -> dict:
         raise IceError(f"--clusters {cfg.clusters}: more clusters than the {len(emb)} images")
     space = emb
     if cfg.cluster_space == "manifold" and len(emb) > cfg.manifold_dim + 2:
-        space = umap_reduce(emb, cfg.manifold_dim, cfg.neighbors, 0.0, cfg.umap_sample, cfg.seed, "manifold")
+        space = umap_reduce(emb, cfg.manifold_dim, cfg.neighbors, 0.0, cfg.umap_sample, cfg.seed, "manifold",
+                            neighbour_graph(run, emb))
         rd.save_npy(run.path(rd.MANIFOLD), space)
     k = cfg.clusters or choose_k(space, cfg.seed)[0]
     if cfg.refine == "gmm" and len(space) > 2 * k:  # the mixture seeds itself with k-means
@@ -168,7 +184,7 @@ def project(run, device, resume) -> dict:
     cfg = run.cfg
     emb = np.load(run.path(rd.EMBEDDINGS), mmap_mode="r")
     if len(emb) > 3:
-        xy = umap_reduce(emb, 2, cfg.neighbors, 0.1, cfg.umap_sample, cfg.seed, "map")
+        xy = umap_reduce(emb, 2, cfg.neighbors, 0.1, cfg.umap_sample, cfg.seed, "map", neighbour_graph(run, emb))
     else:  # UMAP needs a few points; a handful of images get a line
         xy = np.stack([np.arange(len(emb)), np.zeros(len(emb))], 1).astype(np.float32)
     rd.save_npy(run.path(MAP), xy)

@@ -65,6 +65,7 @@ def test_embed_end_to_end_on_hostile_folder(tmp_path, capsys):
     assert np.load(out / rd.PIXELS).shape == (15, 16, 16, 3)
     assert np.load(out / rd.CENTROIDS).shape[0] == k
     assert (out / rd.INDEX).exists() and (out / rd.MODEL).exists()
+    assert not (out / rd.KNN).exists(), "the shared neighbour graph outlived the run"
     assert not list(out.glob(".*.tmp*")), "temporary files left behind"
 
 
