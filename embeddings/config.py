@@ -46,7 +46,7 @@ class Config:
     self_label_epochs: int = 5  # then fine-tune the encoder to predict the clusters and relabel (SCAN); 0 = off
     # --- project ---
     neighbors: int = 15  # UMAP n_neighbors, for the manifold and the 2-D map
-    umap_sample: int = 200_000  # up to this many images UMAP fits on all of them; above, a 50k sample is laid out first
+    umap_sample: int = 200_000  # up to this many images UMAP fits on all of them; above, a 100k sample is laid out first
     seed: int = 0  # seeds training, k-means and UMAP: the same seed gives the same run
 
     def validate(self) -> "Config":
