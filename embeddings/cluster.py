@@ -163,18 +163,6 @@ def choose_k(x: np.ndarray, seed: int = 0, sample: int = 5000) -> tuple[int, dic
 EXACT_INDEX_MAX = 250_000  # above this many images the index is IVF (approximate, far faster)
 
 
-def ivf_index(x: np.ndarray, metric: int, nprobe: int, seed: int = 0) -> faiss.IndexIVFFlat:
-    """An empty, trained IndexIVFFlat for the rows of x: about 4 sqrt(n) lists, trained on
-    64 rows per list drawn with `seed`, searching `nprobe` of them."""
-    n, d = x.shape
-    nlist = int(4 * np.sqrt(n))
-    index = faiss.IndexIVFFlat(faiss.IndexFlat(d, metric), d, nlist, metric)
-    rng = np.random.default_rng(seed)
-    index.train(x[np.sort(rng.choice(n, size=min(n, 64 * nlist), replace=False))])
-    index.nprobe = nprobe
-    return index
-
-
 def build_index(embeddings: np.ndarray, seed: int = 0) -> faiss.Index:
     """Inner-product index over L2-normalised rows: scores are cosine similarities.
 
@@ -184,7 +172,14 @@ def build_index(embeddings: np.ndarray, seed: int = 0) -> faiss.Index:
     """
     x = np.ascontiguousarray(embeddings, dtype="float32")
     n, d = x.shape
-    index = faiss.IndexFlatIP(d) if n <= EXACT_INDEX_MAX else ivf_index(x, faiss.METRIC_INNER_PRODUCT, 64, seed)
+    if n <= EXACT_INDEX_MAX:
+        index = faiss.IndexFlatIP(d)
+    else:
+        nlist = int(4 * np.sqrt(n))
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+        rng = np.random.default_rng(seed)
+        index.train(x[np.sort(rng.choice(n, size=min(n, 64 * nlist), replace=False))])
+        index.nprobe = 64
     for start in range(0, n, 262_144):
         index.add(x[start:start + 262_144])
     return index

@@ -13,6 +13,7 @@ gave 0.983, and a second round on the first round's confident predictions lost a
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -23,15 +24,16 @@ from torch.nn import functional as F
 from .config import Config
 from .model import AutoEncoder, to_input
 from .progress import progress
-from .train import PixelBatches, augment
+from .train import PixelBatches, augment, make_loader
 
 LABEL_SMOOTHING = 0.1  # the clusters hold some wrong labels: never ask for certainty
 MIN_STEPS = 150  # small sets get more epochs: on the 1,797 digits, 35 steps (5 epochs) lost
 # NMI (0.872 to 0.842) where 140 steps gained a little (0.879)
 
 
-def _loader(pixels_path: Path, batches: list[np.ndarray], cfg: Config, device: torch.device):
-    """Pixels for each batch of image ids in `batches`, in that order."""
+def _batch_loader(pixels_path: Path, batches: list[np.ndarray], cfg: Config, device: torch.device):
+    """Pixels for each batch of image ids in `batches`, in that order (train.make_loader's
+    batches do not say which images they hold, and the targets need that)."""
     return torch.utils.data.DataLoader(PixelBatches(pixels_path), sampler=batches, batch_size=None,
                                        num_workers=cfg.workers, pin_memory=device.type == "cuda")
 
@@ -43,9 +45,7 @@ def self_label(model: AutoEncoder, pixels_path: Path, clusters: np.ndarray, cfg:
     `model` is left as it was."""
     torch.manual_seed(cfg.seed)
     k = int(clusters.max()) + 1
-    encoder = type(model.encoder)(model.args)
-    encoder.load_state_dict(model.encoder.state_dict())
-    net = nn.Sequential(encoder, nn.Linear(model.args.dim, k)).to(device, memory_format=torch.channels_last)
+    net = nn.Sequential(copy.deepcopy(model.encoder), nn.Linear(model.args.dim, k)).to(device, memory_format=torch.channels_last)
     targets = torch.from_numpy(np.asarray(clusters, dtype=np.int64)).to(device)
     n, bs = len(clusters), min(cfg.batch_size, len(clusters))
     rng = np.random.default_rng(cfg.seed)
@@ -58,7 +58,7 @@ def self_label(model: AutoEncoder, pixels_path: Path, clusters: np.ndarray, cfg:
     use_bf16 = device.type == "cuda"
     net.train()
     with progress(len(batches), "self-label", "batch") as bar:
-        for ids, pixels in zip(batches, _loader(pixels_path, batches, cfg, device)):
+        for ids, pixels in zip(batches, _batch_loader(pixels_path, batches, cfg, device)):
             x = augment(to_input(pixels.to(device, non_blocking=True)), cfg, gen)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 logits = net(x.contiguous(memory_format=torch.channels_last))
@@ -70,11 +70,10 @@ def self_label(model: AutoEncoder, pixels_path: Path, clusters: np.ndarray, cfg:
             sched.step()
             bar.update(1)
     net.eval()
-    chunks = [np.arange(s, min(s + 1024, n)) for s in range(0, n, 1024)]
-    out = np.empty(n, dtype=np.int64)
+    out = []
     with torch.no_grad():
-        for ids, pixels in zip(chunks, _loader(pixels_path, chunks, cfg, device)):
+        for pixels in make_loader(pixels_path, cfg.replace(batch_size=1024), device, shuffle=False):
             x = to_input(pixels.to(device, non_blocking=True)).contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                out[ids] = net(x).argmax(1).cpu().numpy()
-    return out
+                out.append(net(x).argmax(1).cpu().numpy())
+    return np.concatenate(out)

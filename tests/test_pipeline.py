@@ -2,7 +2,6 @@
 
 import csv
 import io
-import json
 import os
 import signal
 import subprocess
@@ -18,7 +17,7 @@ from tests.conftest import TINY, make_images
 from embeddings import run_dir as rd
 from embeddings.cli import main
 from embeddings.config import Config
-from embeddings.pipeline import run_embed
+from embeddings.pipeline import Run, run_embed
 
 TINY_ARGS = [a for k, v in TINY.items() for a in (f"--{k.replace('_', '-')}", str(v))]
 
@@ -199,3 +198,21 @@ def test_odd_file_names_are_kept(tmp_path):
     run_embed(root, tmp_path / "run", Config(**TINY))
     items = pd.read_parquet(tmp_path / "run" / rd.ITEMS)
     assert items["path"].tolist() == ["bad\\xff\\xfename.png", "ok.png", "with space \"quote' .png"]
+
+
+def test_neighbour_graph_is_built_once_and_rebuilt_when_it_does_not_fit(small_run, tmp_path):
+    from embeddings.stages import neighbour_graph
+
+    cfg = Config.from_dict(rd.load_manifest(small_run)["config"])
+    run = Run(small_run, tmp_path, cfg)
+    emb = np.load(small_run / rd.EMBEDDINGS)
+    ind, dist = neighbour_graph(run, emb)
+    k = min(cfg.neighbors, len(emb) - 1)
+    assert ind.shape == dist.shape == (len(emb), k) and (ind[:, 0] == np.arange(len(emb))).all()
+    marked = ind.copy()
+    marked[5, 1] = -1  # a saved graph of the right shape is read back, not rebuilt
+    np.savez(tmp_path / rd.KNN, ind=marked, dist=dist)
+    assert neighbour_graph(run, emb)[0][5, 1] == -1
+    np.savez(tmp_path / rd.KNN, ind=marked[:, :3], dist=dist[:, :3])  # another k: rebuilt
+    again, _ = neighbour_graph(run, emb)
+    assert again.shape == (len(emb), k) and (again == ind).all()

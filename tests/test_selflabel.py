@@ -77,20 +77,3 @@ def test_selflabel_stage_off_leaves_the_mixture(small_run, tmp_path):
     assert selflabel(Run(small_run, tmp_path, cfg), torch.device("cpu"), resume=False) == {}
     assert set(np.load(tmp_path / ASSIGN)) == {"cluster", "distance"}
 
-
-def test_neighbour_graph_is_built_once_and_rebuilt_when_it_does_not_fit(small_run, tmp_path):
-    from embeddings.stages import neighbour_graph
-
-    cfg = Config.from_dict(rd.load_manifest(small_run)["config"])
-    run = Run(small_run, tmp_path, cfg)
-    emb = np.load(small_run / rd.EMBEDDINGS)
-    ind, dist = neighbour_graph(run, emb)
-    k = min(cfg.neighbors, len(emb) - 1)
-    assert ind.shape == dist.shape == (len(emb), k) and (ind[:, 0] == np.arange(len(emb))).all()
-    marked = ind.copy()
-    marked[5, 1] = -1  # a saved graph of the right shape is read back, not rebuilt
-    np.savez(tmp_path / rd.KNN, ind=marked, dist=dist)
-    assert neighbour_graph(run, emb)[0][5, 1] == -1
-    np.savez(tmp_path / rd.KNN, ind=marked[:, :3], dist=dist[:, :3])  # another k: rebuilt
-    again, _ = neighbour_graph(run, emb)
-    assert again.shape == (len(emb), k) and (again == ind).all()
