@@ -43,7 +43,7 @@ class Config:
     cluster_space: str = "manifold"  # "manifold" (UMAP to manifold_dim first, as in N2D) or "embeddings"
     refine: str = "gmm"  # after k-means: "gmm" (a full-covariance Gaussian mixture, as in N2D) or "none"
     manifold_dim: int = 10  # dimensions of the UMAP manifold that k-means runs on
-    self_label_epochs: int = 5  # then fine-tune the encoder to predict the clusters and relabel (SCAN); 0 = off
+    self_label_epochs: int = 5  # then fine-tune the encoder to predict the clusters and relabel (SCAN), seeing at most 500k images; 0 = off
     # --- project ---
     neighbors: int = 15  # UMAP n_neighbors, for the manifold and the 2-D map
     umap_sample: int = 200_000  # up to this many images UMAP fits on all of them; above, a 100k sample is laid out first

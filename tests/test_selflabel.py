@@ -8,7 +8,7 @@ from embeddings import run_dir as rd
 from embeddings.config import Config
 from embeddings.model import AutoEncoder, ModelArgs
 from embeddings.pipeline import Run
-from embeddings.selflabel import self_label
+from embeddings.selflabel import MAX_IMAGES, MIN_STEPS, plan_batches, self_label
 from embeddings.stages import ASSIGN, selflabel
 
 
@@ -26,6 +26,20 @@ def _bars(tmp_path, n=320, size=16, seed=0):
     path = tmp_path / "pixels.npy"
     np.save(path, pixels)
     return path, truth
+
+
+def test_plan_batches_whole_passes_at_least_min_steps_and_at_most_max_images():
+    small = plan_batches(1797, 256, 5, seed=0)  # 7 batches a pass: 22 passes reach MIN_STEPS
+    assert len(small) == 22 * 7 >= MIN_STEPS
+    assert all(len(b) == 256 and (np.diff(b) > 0).all() for b in small)
+    first_pass = np.concatenate(small[:7])
+    assert len(np.unique(first_pass)) == 7 * 256  # a pass holds no image twice
+    assert len(plan_batches(20_000, 100, 5, seed=0)) == 5 * 200
+    big = plan_batches(400_000, 256, 5, seed=0)  # 5 passes would be 2M images
+    assert len(big) == MAX_IMAGES // 256
+    assert len(np.unique(np.concatenate(big))) > 0.7 * 400_000  # every pass is a fresh shuffle
+    again = plan_batches(400_000, 256, 5, seed=0)
+    assert all(np.array_equal(a, b) for a, b in zip(big, again))
 
 
 def test_self_label_moves_planted_wrong_clusters_and_keeps_the_model(tmp_path):
