@@ -87,10 +87,18 @@ def assign(x: np.ndarray, centroids: np.ndarray, chunk: int = 16_384) -> tuple[n
     explorer never loads torch). The row minimum is numpy's argmin either way: torch's
     argmin over 100 columns took as long as the product itself. At 1M x 64, K=100 on 2
     cores: 0.22 s (0.30 s with torch's argmin); a faiss IndexFlatL2 search took 0.35 s.
+
+    The scores are those of the centroids moved by their mean m (|c-m|^2 - 2(x-m).(c-m),
+    the same ranking): in float32 the plain form loses the nearest centroid when the points
+    sit far from the origin (at an offset of 100, 4,250 of 200k rows took the wrong one;
+    moved, none did).
     """
     torch = sys.modules.get("torch")
     c = np.ascontiguousarray(centroids, dtype=np.float32)
-    c_norms, minus_2ct = (c * c).sum(1), np.ascontiguousarray(-2 * c.T)
+    mean = c.astype(np.float64).mean(0)
+    moved = c - mean
+    c_norms = ((moved * moved).sum(1) + 2 * moved @ mean).astype(np.float32)
+    minus_2ct = np.ascontiguousarray(-2 * moved.T, dtype=np.float32)
     labels, dist = np.empty(len(x), dtype=np.int32), np.empty(len(x), dtype=np.float32)
     for start in range(0, len(x), chunk):
         xb = x[start:start + chunk]

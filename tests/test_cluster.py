@@ -26,6 +26,21 @@ def test_kmeans_recovers_separated_blobs():
     assert km.distances_[i] == pytest.approx(((x[i] - km.centroids_[km.labels_[i]]) ** 2).sum(), rel=1e-4)
 
 
+def test_assign_finds_the_nearest_centroid_far_from_the_origin():
+    from embeddings.cluster import assign
+
+    rng = np.random.default_rng(0)
+    c = rng.normal(size=(50, 32)).astype(np.float32)
+    pairs = rng.integers(50, size=(20_000, 2))  # rows near the border between two centroids
+    x = ((c[pairs[:, 0]] + c[pairs[:, 1]]) / 2 + rng.normal(scale=0.3, size=(20_000, 32))).astype(np.float32)
+    x, c = x + 100, c + 100  # |x|^2 ~ 3e5: float32's expanded form is off by ~0.1 there
+    x64, c64 = x.astype(np.float64), c.astype(np.float64)
+    exact = ((c64 * c64).sum(1) - 2 * x64 @ c64.T + (x64 * x64).sum(1)[:, None])
+    dist, labels = assign(x, c)
+    assert (labels == exact.argmin(1)).all()
+    assert dist == pytest.approx(exact.min(1), rel=1e-3)
+
+
 def test_assign_gives_the_same_answer_with_and_without_torch(monkeypatch):
     import sys
 
