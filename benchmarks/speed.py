@@ -290,21 +290,24 @@ def bench_kmeans(args, n: int, sec: Section) -> None:
             lambda: SKKMeans(k, init="random", n_init=1, max_iter=iters, tol=0.0, algorithm="lloyd",
                              random_state=0).fit(x).inertia_, ()),
     }
-    objective = {}
-    for label, (fn, fn_args) in runs.items():
-        row, objective[label] = measure(label, n, "pt", fn, *fn_args)
-        sec.rows.append(row)
-    sk = sec.rows[-1]
-    for row in sec.rows[:-1]:
+    objective, best = {}, {}
+    for _ in range(1 if args.dry_run else 2):  # two rounds, alternating: the best of each counts
+        for label, (fn, fn_args) in runs.items():
+            row, objective[label] = measure(label, n, "pt", fn, *fn_args)
+            sec.rows.append(row)
+            best[label] = min(best.get(label, row), row, key=lambda r: r.seconds)
+    *ours, sk = best.values()
+    for row in ours:
         ratio = sk.seconds / row.seconds
         sec.notes.append(f"{row.label} vs scikit-learn: **{ratio:.2f}x**"
-                         + (f"; target >= 10x: {verdict(ratio >= 10)}" if row is sec.rows[0] else "")
+                         + (f"; target >= 10x: {verdict(ratio >= 10)}" if row is ours[0] else "")
                          + f"; objective {objective[row.label] / objective[sk.label]:.3f} of scikit-learn's")
     sec.notes += [
         f"objective = sum of squared distances to the nearest centroid over all {n:,} rows "
         f"(scikit-learn: {objective[sk.label]:.1f}, after all {iters} iterations: tol=0)",
         "scikit-learn starts from random rows (init='random'), its cheapest start; ICE's times include its "
         "k-means++ seeding, drawing its sample and the final assignment of every row",
+        "two rounds, one side after the other; each ratio compares the best time of each side",
     ]
 
 
