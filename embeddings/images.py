@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
 import struct
 import warnings
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -232,30 +234,52 @@ def _collate(batch):
     return batch
 
 
+JOURNAL_EVERY = 20_000  # images decoded between two saves of the decode journal
+
+
+class Decoded(NamedTuple):
+    keep: list[int]  # indices into `paths` of the readable files, in order
+    sizes: np.ndarray  # (len(keep), 2) int32 original (width, height)
+    resumed: int  # files a killed earlier call had already decoded (0 when starting afresh)
+
+
 def decode_all(root: Path, paths: list[str], size: int, max_pixels: int, workers: int,
-               pixels_path: Path, skipped_path: Path) -> tuple[list[int], np.ndarray]:
+               pixels_path: Path, skipped_path: Path, resume: bool = False) -> Decoded:
     """Decode every file into `pixels_path`, a (n_ok, size, size, 3) uint8 .npy.
 
-    Unreadable files go to `skipped_path` (path,reason). Returns the indices into `paths`
-    of the readable files, in order, and their (n_ok, 2) int32 original (width, height).
+    Unreadable files go to `skipped_path` (path,reason). The pixels go first to
+    `<pixels>.partial`; every JOURNAL_EVERY files that file is synced to disk and
+    `<pixels>.journal.npz` records which files are done. With `resume`, a call on the same
+    paths and size after a killed one decodes only the files its journal does not hold.
     """
     n = len(paths)
     scratch = pixels_path.with_name(pixels_path.name + ".partial")
-    np.lib.format.open_memmap(scratch, mode="w+", dtype=np.uint8, shape=(max(n, 1), size, size, 3)).flush()
-    ok = np.zeros(n, dtype=bool)
-    sizes = np.zeros((n, 2), dtype=np.int32)
-    skipped = []
+    journal = pixels_path.with_name(pixels_path.name + ".journal.npz")
+    key = _journal_key(paths, size)
+    state = _read_journal(journal, scratch, key, n, size) if resume else None
+    if state is None:
+        journal.unlink(missing_ok=True)
+        np.lib.format.open_memmap(scratch, mode="w+", dtype=np.uint8, shape=(max(n, 1), size, size, 3)).flush()
+        state = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool), np.zeros((n, 2), dtype=np.int32), []
+    done, ok, sizes, skipped = state
+    resumed = int(done.sum())
     dataset = DecodeDataset(root, paths, size, max_pixels, scratch)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=64, num_workers=workers,
+    loader = torch.utils.data.DataLoader(dataset, batch_size=64, num_workers=workers, sampler=np.flatnonzero(~done).tolist(),
                                          collate_fn=_collate, persistent_workers=False)
-    with progress(n, "decode") as bar:
+    since_save = 0
+    with progress(n, "decode", initial=resumed) as bar:
         for batch in loader:
             for i, w, h, err in batch:
                 if err:
                     skipped.append((display_path(paths[i]), err))
                 else:
                     ok[i], sizes[i] = True, (w, h)
+                done[i] = True
             bar.update(len(batch))
+            since_save += len(batch)
+            if since_save >= JOURNAL_EVERY:
+                _save_journal(journal, scratch, dataset, key, done, ok, sizes, skipped)
+                since_save = 0
     if dataset.buf is not None:
         dataset.buf.flush()  # written in this process (workers=0)
         dataset.buf = None
@@ -274,7 +298,48 @@ def decode_all(root: Path, paths: list[str], size: int, max_pixels: int, workers
             del out
         del buf
         os.unlink(scratch)
-    return keep.tolist(), sizes[keep]
+    journal.unlink(missing_ok=True)
+    return Decoded(keep.tolist(), sizes[keep], resumed)
+
+
+def _journal_key(paths: list[str], size: int) -> str:
+    """What a journal must match to be resumed from: the working size and the exact file list."""
+    digest = hashlib.sha256(f"{size}\n".encode())
+    for p in paths:
+        digest.update(os.fsencode(p) + b"\0")
+    return digest.hexdigest()
+
+
+def _save_journal(journal: Path, scratch: Path, dataset: DecodeDataset, key: str, done: np.ndarray,
+                  ok: np.ndarray, sizes: np.ndarray, skipped: list[tuple[str, str]]) -> None:
+    """Sync the pixels decoded so far to disk, then record (atomically) which files they are."""
+    if dataset.buf is not None:
+        dataset.buf.flush()  # workers=0: written through this process's own map
+    fd = os.open(scratch, os.O_RDWR)
+    try:
+        os.fsync(fd)  # the workers' writes sit in the page cache of the same file
+    finally:
+        os.close(fd)
+    with atomic_path(journal, suffix=".npz") as tmp:
+        np.savez(tmp, key=np.array(key), done=done, ok=ok, sizes=sizes,
+                 skipped_path=np.array([p for p, _ in skipped], dtype=str),
+                 skipped_reason=np.array([r for _, r in skipped], dtype=str))
+
+
+def _read_journal(journal: Path, scratch: Path, key: str, n: int, size: int):
+    """(done, ok, sizes, skipped) from a journal that matches `key` and a scratch file of the
+    right shape; None when there is none to resume from."""
+    try:
+        with np.load(journal) as z:
+            if str(z["key"]) != key or z["done"].shape != (n,):
+                return None
+            state = (z["done"].copy(), z["ok"].copy(), z["sizes"].copy(),
+                     list(zip(z["skipped_path"].tolist(), z["skipped_reason"].tolist())))
+        if np.load(scratch, mmap_mode="r").shape != (max(n, 1), size, size, 3):
+            return None
+    except (OSError, ValueError, KeyError):
+        return None
+    return state
 
 
 def _write_skipped(path: Path, rows: list[tuple[str, str]]) -> None:

@@ -88,8 +88,8 @@ def verify_input(run) -> None:
 def decode(run, device, resume) -> dict:
     files = pd.read_parquet(run.path(FILES))
     paths = [os.fsdecode(p) for p in files["path"]]
-    keep, sizes = decode_all(run.root, paths, run.cfg.image_size, run.cfg.max_pixels, run.cfg.workers,
-                             run.path(rd.PIXELS), run.path(rd.SKIPPED))
+    keep, sizes, resumed = decode_all(run.root, paths, run.cfg.image_size, run.cfg.max_pixels, run.cfg.workers,
+                                      run.path(rd.PIXELS), run.path(rd.SKIPPED), resume=resume)
     if not keep:
         raise IceError(f"none of the {len(paths)} image files in {run.root} could be read; see {run.path(rd.SKIPPED)}")
     kept_paths = [display_path(paths[i]) for i in keep]
@@ -99,7 +99,7 @@ def decode(run, device, resume) -> dict:
         decoded["label"] = [PurePosixPath(p).parent.name for p in kept_paths]
     with rd.atomic_path(run.path(DECODED)) as tmp:
         decoded.to_parquet(tmp, index=False)
-    return {"skipped": len(paths) - len(keep)}
+    return {"skipped": len(paths) - len(keep), **({"resumed_at": resumed} if resumed else {})}
 
 
 def train(run, device, resume) -> dict:

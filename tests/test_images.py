@@ -159,7 +159,7 @@ def test_decode_all_skips_and_compacts(tmp_path):
     Image.new("RGB", (8, 8), (255, 0, 0)).save(root / "a.png")
     (root / "b.png").write_bytes(b"")
     Image.new("RGB", (8, 8), (0, 0, 255)).save(root / "c.png")
-    keep, sizes = decode_all(root, ["a.png", "b.png", "c.png"], 16, 10**8, 0,
+    keep, sizes, _ = decode_all(root, ["a.png", "b.png", "c.png"], 16, 10**8, 0,
                              tmp_path / "pixels.npy", tmp_path / "skipped.csv")
     assert keep == [0, 2] and sizes.tolist() == [[8, 8], [8, 8]]
     pixels = np.load(tmp_path / "pixels.npy")

@@ -16,7 +16,7 @@ from PIL import Image
 
 from embeddings import run_dir as rd
 from embeddings.config import Config
-from embeddings.images import decode_all
+from embeddings.images import decode_all, find_images
 from embeddings.pipeline import run_embed
 from tests.conftest import TINY, make_images
 from tests.test_images import bomb_png
@@ -93,7 +93,7 @@ def test_file_deleted_between_scan_and_decode_is_skipped(tmp_path):
     make_images(tmp_path / "in", n=3, classes=1)
     paths = ["class0/img_000.png", "class0/img_001.png", "class0/img_002.png"]
     (tmp_path / "in" / paths[1]).unlink()
-    keep, _ = decode_all(tmp_path / "in", paths, 16, 10**8, 0, tmp_path / "p.npy", tmp_path / "s.csv")
+    keep, _, _ = decode_all(tmp_path / "in", paths, 16, 10**8, 0, tmp_path / "p.npy", tmp_path / "s.csv")
     assert keep == [0, 2]
     assert list(csv.DictReader(open(tmp_path / "s.csv")))[0]["reason"] == "file disappeared before it could be read"
 
@@ -156,3 +156,46 @@ def test_killed_during_decode_training_and_writing_then_resumed_matches_an_unint
     items, files = _snapshot(out)
     pd.testing.assert_frame_equal(items, ref_items)
     assert files == ref_files
+
+
+KILL_AFTER_JOURNAL = """
+import os, signal, sys
+from pathlib import Path
+from embeddings import images
+images.JOURNAL_EVERY = 128
+save = images._save_journal
+def save_then_die(*args):  # the journal says 256 files are done: kill the process right there
+    save(*args)
+    if args[4].sum() >= 256:
+        os.kill(os.getpid(), signal.SIGKILL)
+images._save_journal = save_then_die
+root, out, paths = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:]
+images.decode_all(root, paths, 16, 10**8, 1, out / "p.npy", out / "s.csv")
+"""
+
+
+def test_decode_killed_after_its_journal_resumes_where_it_stopped(tmp_path):
+    root = tmp_path / "in"
+    make_images(root, n=500, size=24)
+    (root / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    paths = find_images(root)
+    fresh = decode_all(root, paths, 16, 10**8, 0, tmp_path / "p.npy", tmp_path / "s.csv")
+    out = tmp_path / "killed"
+    out.mkdir()
+    killed = subprocess.run([sys.executable, "-c", KILL_AFTER_JOURNAL, str(root), str(out), *paths],
+                            capture_output=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-500:]
+    assert (out / "p.npy.journal.npz").exists() and not (out / "p.npy").exists()
+    resumed = decode_all(root, paths, 16, 10**8, 0, out / "p.npy", out / "s.csv", resume=True)
+    assert resumed.resumed == 256
+    assert resumed.keep == fresh.keep and len(resumed.keep) == 500
+    np.testing.assert_array_equal(resumed.sizes, fresh.sizes)
+    np.testing.assert_array_equal(np.load(out / "p.npy"), np.load(tmp_path / "p.npy"))
+    assert (out / "s.csv").read_text() == (tmp_path / "s.csv").read_text()
+    assert "broken.png" in (out / "s.csv").read_text()
+    assert sorted(p.name for p in out.iterdir()) == ["p.npy", "s.csv"]
+
+    subprocess.run([sys.executable, "-c", KILL_AFTER_JOURNAL, str(root), str(out), *paths], capture_output=True)
+    other = decode_all(root, paths[:-1], 16, 10**8, 0, out / "p.npy", out / "s.csv", resume=True)
+    assert other.resumed == 0, "a journal of another file list is not resumed from"
+    np.testing.assert_array_equal(np.load(out / "p.npy"), np.load(tmp_path / "p.npy")[:-1])
