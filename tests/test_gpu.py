@@ -1,4 +1,5 @@
-"""GPU paths (CUDA training with bf16 autocast and channels_last); run by benchmarks/gpu_check.sh.
+"""GPU paths (CUDA training and self-labelling with bf16 autocast and channels_last); run by
+benchmarks/gpu_check.sh.
 
 CI has no GPU: these skip there, and the same code paths run on the CPU in the other tests.
 """
@@ -38,3 +39,14 @@ def test_bf16_encoder_agrees_with_fp32_on_cpu():
             out = F.normalize(gpu.encoder(x).float(), dim=1).cpu()
     cos = (ref * out).sum(1)
     assert cos.min() > 0.99, cos.min()
+
+
+def test_self_label_on_cuda_moves_planted_wrong_clusters(tmp_path):
+    from embeddings.selflabel import self_label
+    from tests.test_selflabel import planted
+
+    pixels, truth, clusters, _ = planted(tmp_path)
+    torch.manual_seed(0)
+    cfg = Config(image_size=16, dim=8, width=8, batch_size=64, workers=0, self_label_epochs=5)
+    out = self_label(AutoEncoder(ModelArgs(16, 8, 8)), pixels, clusters, cfg, torch.device("cuda"))
+    assert (out == truth).mean() >= 0.97, "bf16 autocast on CUDA should learn the bars as the CPU does"

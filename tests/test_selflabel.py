@@ -28,6 +28,15 @@ def _bars(tmp_path, n=320, size=16, seed=0):
     return path, truth
 
 
+def planted(tmp_path):
+    """_bars with a tenth of the images given the wrong cluster: (pixels path, truth, clusters, wrong ids)."""
+    pixels, truth = _bars(tmp_path)
+    clusters = truth.copy()
+    wrong = np.random.default_rng(1).choice(len(truth), size=len(truth) // 10, replace=False)
+    clusters[wrong] = 1 - clusters[wrong]
+    return pixels, truth, clusters, wrong
+
+
 def test_plan_batches_whole_passes_at_least_min_steps_and_at_most_max_images():
     small = plan_batches(1797, 256, 5, seed=0)  # 7 batches a pass: 22 passes reach MIN_STEPS
     assert len(small) == 22 * 7 >= MIN_STEPS
@@ -43,10 +52,7 @@ def test_plan_batches_whole_passes_at_least_min_steps_and_at_most_max_images():
 
 
 def test_self_label_moves_planted_wrong_clusters_and_keeps_the_model(tmp_path):
-    pixels, truth = _bars(tmp_path)
-    clusters = truth.copy()
-    wrong = np.random.default_rng(1).choice(len(truth), size=len(truth) // 10, replace=False)
-    clusters[wrong] = 1 - clusters[wrong]
+    pixels, truth, clusters, wrong = planted(tmp_path)
     torch.manual_seed(0)
     model = AutoEncoder(ModelArgs(16, 8, 8))  # untrained: the head and encoder learn the bars
     before = {k: v.clone() for k, v in model.state_dict().items()}
