@@ -162,7 +162,7 @@ KILL_AFTER_JOURNAL = """
 import os, signal, sys
 from pathlib import Path
 from embeddings import images
-images.JOURNAL_EVERY = 128
+images.JOURNAL_SECONDS = 0  # a save after every batch of 64
 save = images._save_journal
 def save_then_die(*args):  # the journal says 256 files are done: kill the process right there
     save(*args)
