@@ -1,7 +1,9 @@
 """Re-clustering with another K, stored as `clusterings/k{K}.npz` beside the job's own.
 
-k-means runs on the same space the job clustered (manifest `cluster_space`): the UMAP
-manifold (`manifold.npy`) or the embeddings. The 2-D map is not recomputed.
+It runs the job's method on the space the job clustered (manifest `cluster_space`): the
+UMAP manifold (`manifold.npy`) or the embeddings, with the Gaussian mixture when the job
+refined with one (`refine` "gmm"), else k-means. It leaves out the job's self-labelling,
+which fine-tunes the encoder for minutes. The 2-D map is not recomputed.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from .data import CLUSTERINGS, MANIFOLD, RUN_CLUSTERING, Clustering, RunData
 KEY = re.compile(r"k([1-9][0-9]{0,5})")
 MAX_K = 500  # more clusters than anyone can name
 KMEANS_ITERS = 25  # fewer than the job's: the app should answer in seconds
+MIXTURE_STARTS = 1  # the job's default is 5; on the MNIST manifold (70k) one start gave the
+# same clusters at K 10, 12 and 20, in 1.0-3.5 s instead of 3.8-17.9 s
 
 
 def clustering_path(run_dir: Path, key: str) -> Path:
@@ -63,12 +67,14 @@ def clustering_space(data: RunData) -> np.ndarray:
 
 
 def recluster(data: RunData, k: int) -> Clustering:
-    """Run the batch job's FAISS k-means (one k-means++ start) with K clusters, store it as
-    clusterings/k{K}.npz and return it.
+    """Cluster with K clusters as the batch job did before self-labelling (module doc), with
+    one start; store it as clusterings/k{K}.npz and return it. The mixture may leave a
+    component without images: the clustering then has fewer than K clusters.
 
     A K that was clustered before is not run again: names given to its clusters stay right.
+    On the MNIST manifold at K 10, k-means alone scored 0.842 accuracy and the mixture 0.978.
     """
-    from embeddings.cluster import KMeans
+    from embeddings.cluster import GaussianMixture, KMeans
 
     if data.read_only:
         raise IceError("the explorer is read-only (--read-only); cannot store a re-clustering")
@@ -78,9 +84,13 @@ def recluster(data: RunData, k: int) -> Clustering:
     if clustering_path(data.run_dir, key).exists():  # made before: reuse it, and its names
         return data.clustering(key)
     x = clustering_space(data)
-    seed = int(data.manifest.get("config", {}).get("seed", 0))
-    km = KMeans(int(k), n_iter=KMEANS_ITERS, n_init=1, seed=seed).fit(x)
-    clustering = Clustering(key, int(k), km.labels_, km.distances_)
+    job = data.manifest.get("config", {})
+    seed = int(job.get("seed", 0))
+    if job.get("refine") == "gmm" and len(x) > 2 * k:  # the job's own condition
+        km = GaussianMixture(int(k), n_init=MIXTURE_STARTS, seed=seed).fit(x)
+    else:
+        km = KMeans(int(k), n_iter=KMEANS_ITERS, n_init=1, seed=seed).fit(x)
+    clustering = Clustering(key, len(km.centroids_), km.labels_, km.distances_)
     save_clustering(data.run_dir, clustering, km.centroids_)
     data.add_clustering(clustering)
     return clustering

@@ -62,3 +62,12 @@ def test_same_k_again_reuses_the_stored_clustering(explorer_run):
     again = recluster(load_run(explorer_run), 5)
     assert path.stat().st_mtime_ns == stamp and np.array_equal(again.cluster, first.cluster)
     assert data.annotations.cluster_names("k5") == {0: "kept"}
+
+
+def test_recluster_at_the_jobs_k_gives_the_jobs_clusters_before_self_labelling(explorer_run):
+    data = load_run(explorer_run)
+    assert data.manifest["config"]["refine"] == "gmm" and data.manifest["config"]["kmeans_restarts"] == 1
+    c = recluster(data, data.manifest["clusters"])
+    with np.load(explorer_run / "assign.npz") as z:
+        first = z["first_cluster"]
+    assert np.array_equal(c.cluster, first), "the same mixture, the same seed, the same space"
