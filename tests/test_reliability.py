@@ -169,6 +169,8 @@ def save_then_die(*args):  # the journal says 256 files are done: kill the proce
     if args[4].sum() >= 256:
         os.kill(os.getpid(), signal.SIGKILL)
 images._save_journal = save_then_die
+"""
+DECODE_ALL = """
 root, out, paths = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:]
 images.decode_all(root, paths, 16, 10**8, 1, out / "p.npy", out / "s.csv")
 """
@@ -182,7 +184,7 @@ def test_decode_killed_after_its_journal_resumes_where_it_stopped(tmp_path):
     fresh = decode_all(root, paths, 16, 10**8, 0, tmp_path / "p.npy", tmp_path / "s.csv")
     out = tmp_path / "killed"
     out.mkdir()
-    killed = subprocess.run([sys.executable, "-c", KILL_AFTER_JOURNAL, str(root), str(out), *paths],
+    killed = subprocess.run([sys.executable, "-c", KILL_AFTER_JOURNAL + DECODE_ALL, str(root), str(out), *paths],
                             capture_output=True)
     assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-500:]
     assert (out / "p.npy.journal.npz").exists() and not (out / "p.npy").exists()
@@ -195,7 +197,24 @@ def test_decode_killed_after_its_journal_resumes_where_it_stopped(tmp_path):
     assert "broken.png" in (out / "s.csv").read_text()
     assert sorted(p.name for p in out.iterdir()) == ["p.npy", "s.csv"]
 
-    subprocess.run([sys.executable, "-c", KILL_AFTER_JOURNAL, str(root), str(out), *paths], capture_output=True)
+    subprocess.run([sys.executable, "-c", KILL_AFTER_JOURNAL + DECODE_ALL, str(root), str(out), *paths], capture_output=True)
     other = decode_all(root, paths[:-1], 16, 10**8, 0, out / "p.npy", out / "s.csv", resume=True)
     assert other.resumed == 0, "a journal of another file list is not resumed from"
     np.testing.assert_array_equal(np.load(out / "p.npy"), np.load(tmp_path / "p.npy")[:-1])
+
+
+def test_ice_embed_killed_while_decoding_resumes_from_the_journal(tmp_path):
+    make_images(tmp_path / "in", n=400, size=24)
+    out = tmp_path / "run"
+    args = ["embed", str(tmp_path / "in"), "--out", str(out), *ARGS]
+    script = KILL_AFTER_JOURNAL + "from embeddings.cli import main\nmain(sys.argv[1:])\n"  # a real `ice embed`
+    killed = subprocess.run([sys.executable, "-c", script, *args], capture_output=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-500:]
+    assert set(_stages(out)) == {"scan"}
+    done = subprocess.run(_ice(*args, "--resume"), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert _stages(out)["decode"]["resumed_at"] == 256
+    reference = tmp_path / "reference"
+    subprocess.run(_ice("embed", str(tmp_path / "in"), "--out", str(reference), *ARGS), check=True, capture_output=True)
+    np.testing.assert_array_equal(np.load(out / rd.PIXELS), np.load(reference / rd.PIXELS))
+    pd.testing.assert_frame_equal(_snapshot(out)[0], _snapshot(reference)[0])
