@@ -40,7 +40,7 @@ def topbar(data: RunData) -> html.Header:
                       placeholder="K", className="k-input", disabled=data.read_only),
             html.Button("Re-cluster", id="recluster", className="button",
                         disabled=data.read_only,
-                        title="Run k-means again with this K; the map keeps its layout"),
+                        title="Cluster again with this K, as the job did before self-labelling; the map keeps its layout"),
             html.Span(id="recluster-status", className="status"),
             html.A("Download CSV", id="export-link", className="button primary",
                    href=f"/export.csv?clustering={RUN_CLUSTERING}", download="clusters.csv"),
