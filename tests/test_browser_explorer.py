@@ -219,3 +219,25 @@ def test_fits_1280x800_and_screenshot(explorer, tmp_path):
     target = SCREENSHOT if os.environ.get("ICE_UPDATE_SCREENSHOT") == "1" else tmp_path / "screenshot.png"
     assert explorer.driver.save_screenshot(str(target))
     assert target.stat().st_size > 10_000
+
+
+def test_recluster_disables_its_button_while_it_runs_then_recolours_the_map(explorer, monkeypatch):
+    from explorer.callbacks import clusters
+
+    real = clusters.recluster
+
+    def slow(data, k):  # as on a million points, where the mixture takes about 10 s
+        time.sleep(1.5)
+        return real(data, k)
+
+    monkeypatch.setattr(clusters, "recluster", slow)
+    explorer.find_element("#recluster-k").send_keys("4")
+    button = explorer.find_element("#recluster")
+    button.click()
+    until(lambda: button.get_attribute("disabled") is not None, timeout=2)
+    explorer.wait_for_contains_text("#recluster-status", "ready", timeout=30)
+    until(lambda: button.get_attribute("disabled") is None, timeout=5)
+    k = int(explorer.find_element("#recluster-status").text.split("=")[1].split()[0])
+    assert 2 <= k <= 4
+    until(lambda: explorer.driver.execute_script(
+        f"return {GD}._fullData.filter(t => t.meta === 'cluster').length") == k, timeout=10)

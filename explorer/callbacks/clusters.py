@@ -85,6 +85,7 @@ def register(app, data: RunData) -> None:
     @app.callback(Output("clustering", "options"), Output("clustering", "value"),
                   Output("recluster-status", "children"),
                   Input("recluster", "n_clicks"), State("recluster-k", "value"),
+                  running=[(Output("recluster", "disabled"), True, data.read_only)],  # 1M points: ~10 s
                   prevent_initial_call=True)
     def run_recluster(_clicks, k):
         try:
