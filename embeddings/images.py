@@ -284,23 +284,27 @@ def decode_all(root: Path, paths: list[str], size: int, max_pixels: int, workers
     if dataset.buf is not None:
         dataset.buf.flush()  # written in this process (workers=0)
         dataset.buf = None
-    buf = np.load(scratch, mmap_mode="r")
     keep = np.flatnonzero(ok)
     _write_skipped(skipped_path, skipped)
-    if len(keep) == n and n > 0:
-        del buf
-        os.replace(scratch, pixels_path)
-    else:
-        with atomic_path(pixels_path, suffix=".npy") as tmp:
-            out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(keep), size, size, 3))
-            for start in range(0, len(keep), 8192):
-                out[start:start + 8192] = buf[keep[start:start + 8192]]
-            out.flush()
-            del out
-        del buf
-        os.unlink(scratch)
+    _keep_rows(scratch, pixels_path, keep, n)
     journal.unlink(missing_ok=True)
     return Decoded(keep.tolist(), sizes[keep], resumed)
+
+
+def _keep_rows(scratch: Path, pixels_path: Path, keep: np.ndarray, n: int) -> None:
+    """Move the scratch pixels to `pixels_path`, with only the rows in `keep` (atomically)."""
+    if len(keep) == n and n > 0:
+        os.replace(scratch, pixels_path)
+        return
+    buf = np.load(scratch, mmap_mode="r")
+    with atomic_path(pixels_path, suffix=".npy") as tmp:
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(keep), *buf.shape[1:]))
+        for start in range(0, len(keep), 8192):
+            out[start:start + 8192] = buf[keep[start:start + 8192]]
+        out.flush()
+        del out
+    del buf
+    os.unlink(scratch)
 
 
 def _journal_key(paths: list[str], size: int) -> str:
