@@ -145,6 +145,15 @@ class GaussianMixture:
         return self
 
 
+def fit_clusters(x: np.ndarray, k: int, refine: str, starts: int, kmeans_iters: int, seed: int):
+    """The batch job's clustering of x (n, m) into k: the Gaussian mixture (which seeds itself
+    with k-means) when `refine` is "gmm" and there are more than 2k rows, else k-means. The
+    job and the explorer's re-clustering both call this; returns the fitted model."""
+    if refine == "gmm" and len(x) > 2 * k:
+        return GaussianMixture(k, starts, seed).fit(x)
+    return KMeans(k, kmeans_iters, starts, seed).fit(x)
+
+
 def candidate_ks(n: int) -> list[int]:
     """The K values the automatic choice tries: 5 (or 2 for tiny sets) up to sqrt(n/2), at most 50."""
     hi = int(min(50, max(2, np.sqrt(n / 2))))

@@ -14,7 +14,7 @@ import pandas as pd
 import torch
 
 from . import run_dir as rd
-from .cluster import GaussianMixture, KMeans, build_index, choose_k, faiss_gpus
+from .cluster import build_index, choose_k, faiss_gpus, fit_clusters
 from .config import Config
 from .embed import embed as run_encoder
 from .errors import IceError
@@ -139,10 +139,7 @@ def cluster(run, device, resume) -> dict:
                             neighbour_graph(run, emb))
         rd.save_npy(run.path(rd.MANIFOLD), space)
     k = cfg.clusters or choose_k(space, cfg.seed)[0]
-    if cfg.refine == "gmm" and len(space) > 2 * k:  # the mixture seeds itself with k-means
-        km = GaussianMixture(k, cfg.kmeans_restarts, cfg.seed).fit(space)
-    else:
-        km = KMeans(k, cfg.kmeans_iters, cfg.kmeans_restarts, cfg.seed).fit(space)
+    km = fit_clusters(space, k, cfg.refine, cfg.kmeans_restarts, cfg.kmeans_iters, cfg.seed)
     rd.save_npy(run.path(rd.CENTROIDS), km.centroids_)
     with rd.atomic_path(run.path(ASSIGN), suffix=".npz") as tmp:
         np.savez(tmp, cluster=km.labels_, distance=km.distances_)

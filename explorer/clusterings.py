@@ -22,8 +22,8 @@ from .data import CLUSTERINGS, MANIFOLD, RUN_CLUSTERING, Clustering, RunData
 KEY = re.compile(r"k([1-9][0-9]{0,5})")
 MAX_K = 500  # more clusters than anyone can name
 KMEANS_ITERS = 25  # fewer than the job's: the app should answer in seconds
-MIXTURE_STARTS = 1  # the job's default is 5; on the MNIST manifold (70k) one start gave the
-# same clusters at K 10, 12 and 20, in 1.0-3.5 s instead of 3.8-17.9 s
+STARTS = 1  # the job's default is 5; on the MNIST manifold (70k) one start of the mixture gave
+# the same clusters at K 10, 12 and 20, in 1.0-3.5 s instead of 3.8-17.9 s
 
 
 def clustering_path(run_dir: Path, key: str) -> Path:
@@ -74,7 +74,7 @@ def recluster(data: RunData, k: int) -> Clustering:
     A K that was clustered before is not run again: names given to its clusters stay right.
     On the MNIST manifold at K 10, k-means alone scored 0.842 accuracy and the mixture 0.978.
     """
-    from embeddings.cluster import GaussianMixture, KMeans
+    from embeddings.cluster import fit_clusters
 
     if data.read_only:
         raise IceError("the explorer is read-only (--read-only); cannot store a re-clustering")
@@ -85,11 +85,7 @@ def recluster(data: RunData, k: int) -> Clustering:
         return data.clustering(key)
     x = clustering_space(data)
     job = data.manifest.get("config", {})
-    seed = int(job.get("seed", 0))
-    if job.get("refine") == "gmm" and len(x) > 2 * k:  # the job's own condition
-        km = GaussianMixture(int(k), n_init=MIXTURE_STARTS, seed=seed).fit(x)
-    else:
-        km = KMeans(int(k), n_iter=KMEANS_ITERS, n_init=1, seed=seed).fit(x)
+    km = fit_clusters(x, int(k), job.get("refine", "none"), STARTS, KMEANS_ITERS, int(job.get("seed", 0)))
     clustering = Clustering(key, len(km.centroids_), km.labels_, km.distances_)
     save_clustering(data.run_dir, clustering, km.centroids_)
     data.add_clustering(clustering)
