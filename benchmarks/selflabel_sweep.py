@@ -5,7 +5,8 @@
 RUN_DIR comes from `python -m benchmarks.quality --out RUN_DIR` (its items carry labels and
 its assign.npz keeps the mixture's clusters as `first_cluster`). For each EPOCHS the stage's
 `self_label` runs again from the same encoder and clusters, and the accuracy, NMI and ARI
-of its predictions are printed with the seconds taken. Nothing is written.
+of its predictions are printed with the seconds taken, on the device the run's config picks
+(`ice embed`'s own choice). Nothing is written.
 """
 
 from __future__ import annotations
@@ -21,13 +22,11 @@ import embeddings  # noqa: F401  sets OMP_WAIT_POLICY before torch loads, as `ic
 
 
 def main(argv=None) -> None:
-    import torch
-
     from embeddings import run_dir as rd
     from embeddings.cluster import cluster_metrics
     from embeddings.config import Config
     from embeddings.selflabel import self_label
-    from embeddings.stages import ASSIGN
+    from embeddings.stages import ASSIGN, device_for
     from embeddings.train import load_model
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -39,11 +38,11 @@ def main(argv=None) -> None:
     with np.load(args.run / ASSIGN) as z:
         first = z["first_cluster"]
     print(f"before self-labelling: {cluster_metrics(labels, first)}", flush=True)
-    cpu = torch.device("cpu")
+    device = device_for(cfg)
+    model = load_model(args.run, device)  # self_label fine-tunes a copy: the same start each time
     for epochs in args.epochs:
         t = time.perf_counter()
-        predicted = self_label(load_model(args.run, cpu), args.run / rd.PIXELS, first,
-                               cfg.replace(self_label_epochs=epochs), cpu)
+        predicted = self_label(model, args.run / rd.PIXELS, first, cfg.replace(self_label_epochs=epochs), device)
         print(f"{epochs} epochs: {cluster_metrics(labels, predicted)} in {time.perf_counter() - t:.1f} s", flush=True)
 
 

@@ -126,13 +126,13 @@ def umap_reduce(x: np.ndarray, n_components: int, neighbors: int, min_dist: floa
         warnings.simplefilter("ignore")
         if n <= sample:
             with progress(n, desc) as bar:
-                knn = knn or knn_graph(x, k, seed)
+                knn = knn if knn is not None else knn_graph(x, k, seed)
                 out = umap.UMAP(**options, precomputed_knn=(*knn, None),
                                 n_epochs=LONG_FIT_EPOCHS if n > 10_000 else None).fit_transform(x)
                 bar.update(n)
             return out.astype(np.float32)
         with progress(n, desc) as bar:
-            knn = knn or knn_graph(x, k, seed)
+            knn = knn if knn is not None else knn_graph(x, k, seed)
             rng = np.random.default_rng(seed)
             seed_rows = np.sort(rng.choice(n, size=min(sample, SEED_LAYOUT_ROWS), replace=False))
             pos = np.full((n, n_components), np.nan, dtype=np.float32)

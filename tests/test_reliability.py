@@ -164,9 +164,9 @@ from pathlib import Path
 from embeddings import images
 images.JOURNAL_SECONDS = 0  # a save after every batch of 64
 save = images._save_journal
-def save_then_die(*args):  # the journal says 256 files are done: kill the process right there
-    save(*args)
-    if args[4].sum() >= 256:
+def save_then_die(journal, scratch, dataset, key, done, *rest):  # at 256 done: killed right there
+    save(journal, scratch, dataset, key, done, *rest)
+    if done.sum() >= 256:
         os.kill(os.getpid(), signal.SIGKILL)
 images._save_journal = save_then_die
 """
