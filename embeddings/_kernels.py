@@ -2,7 +2,7 @@
 
 numba comes with umap-learn, which the batch job needs anyway. Each kernel is compiled on
 its first call (about 2 s) and cached beside this file, or in numba's user cache where this
-folder cannot be written.
+folder cannot be written; where neither can be, it is compiled again in each process.
 """
 
 from __future__ import annotations
@@ -11,7 +11,18 @@ import numba
 import numpy as np
 
 
-@numba.njit(parallel=True, cache=True, boundscheck=False)
+def compiled(**options):
+    """numba.njit(cache=True, **options), or without the cache where numba finds no folder
+    that it can write (a read-only install with no writable home): it refuses at definition."""
+    def wrap(fn):
+        try:
+            return numba.njit(cache=True, **options)(fn)
+        except RuntimeError:  # "cannot cache function ...: no locator available"
+            return numba.njit(cache=False, **options)(fn)
+    return wrap
+
+
+@compiled(parallel=True, boundscheck=False)
 def nearest_columns(scores, x, centroids, labels, dist):  # pragma: no cover (compiled)
     """For each column i of scores (k, n): labels[i] = the row with the smallest score (the
     first of equals) and dist[i] = |x[i] - centroids[labels[i]]|^2, in float32.

@@ -174,3 +174,25 @@ def test_place_from_neighbours_fills_every_row_from_laid_out_ones():
     assert out[2] == pytest.approx([0, 0], abs=0.01) and out[3] == pytest.approx([10, 10], abs=0.01)
     assert out[6] == pytest.approx(np.mean(out[:6], axis=0), abs=0.1)  # no neighbour: the mean
     assert len(np.unique(out, axis=0)) == 7  # no two rows start on one spot
+
+
+def test_kernels_compile_without_a_cache_folder():
+    from embeddings._kernels import compiled
+
+    namespace = {}
+    exec("def double(a):\n    return a * 2\n", namespace)  # no source file: numba has nowhere to cache it
+    with pytest.raises(RuntimeError, match="cannot cache"):
+        __import__("numba").njit(cache=True)(namespace["double"])
+    assert compiled()(namespace["double"])(21) == 42
+
+
+def test_assign_takes_the_first_of_equal_centroids_and_handles_one_centroid():
+    from embeddings.cluster import assign
+
+    x, _ = blobs(k=3, per=3000, d=8, spread=1.0)  # 9,000 rows: a chunk and a part of one
+    c = np.repeat(x[:2], 2, axis=0)  # centroids 0 = 1 and 2 = 3
+    dist, labels = assign(x, c)
+    assert set(np.unique(labels)) <= {0, 2}
+    assert (labels == np.where(((x - c[0]) ** 2).sum(1) <= ((x - c[2]) ** 2).sum(1), 0, 2)).mean() > 0.9999
+    dist1, labels1 = assign(x, c[:1])
+    assert (labels1 == 0).all() and dist1 == pytest.approx(((x - c[0]) ** 2).sum(1), rel=1e-4, abs=1e-5)
