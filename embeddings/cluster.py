@@ -104,7 +104,7 @@ def kmeans_plus_plus(x: np.ndarray, k: int, rng: np.random.Generator, sample: in
         total = float(d2.sum())
         cand = rng.choice(len(x), size=trials, p=d2 / total) if total > 0 else rng.integers(len(x), size=trials)
         cand_d2 = np.minimum(d2[:, None], np.maximum(norms[:, None] + norms[cand] - 2 * (x @ x[cand].T), 0))
-        pick = int(np.argmin(ones @ cand_d2))  # the column sums: 12 us here, cand_d2.sum(0) 84 us
+        pick = int(np.argmin(ones @ cand_d2))  # column sums; on 5,000 x 6, 12 us where .sum(0) took 84
         centres.append(int(cand[pick]))
         d2 = np.ascontiguousarray(cand_d2[:, pick])
     return x[centres].copy()
@@ -114,7 +114,7 @@ def assign(x: np.ndarray, centroids: np.ndarray, chunk: int = 8192) -> tuple[np.
     """(squared L2 distance to the nearest centroid (n,) float32, its index (n,) int32).
 
     Chunk by chunk: one matrix product gives the scores |x-c|^2 - |x|^2 = |c|^2 - 2c.x as a
-    (k, chunk) block, then a compiled kernel (_nearest_columns) takes each column's minimum and
+    (k, chunk) block, then a compiled kernel (_kernels.nearest_columns) takes each column's minimum and
     measures the distance to that centroid directly (the expanded form cancels badly near a
     centroid). The product runs through torch when the process has loaded it (the batch job),
     else numpy (the explorer never loads torch). At 1M x 64, K=100 on 2 cores: 0.11 s, against
