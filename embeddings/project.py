@@ -15,18 +15,17 @@ SEED_LAYOUT_ROWS = 100_000  # above `sample` rows, laid out first; every other r
 REFINE_EPOCHS = 60  # then epochs over every row and the whole graph: at 1M, 30 kept 0.070 of 10-NN in 165 s, 60 kept 0.079 in 252 s
 
 
-def knn_graph(x: np.ndarray, k: int, seed: int = 0, approximate: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def knn_graph(x: np.ndarray, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Each row's k nearest rows, itself first: (indices (n, k) int64, Euclidean distances (n, k) float32).
 
     FAISS instead of UMAP's NN-descent: exact (IndexFlatL2) up to EXACT_KNN_MAX rows, 15 s
-    for 70k x 64 on 2 cores; above, or when `approximate`, _grouped_knn (100k x 64: 1.3 s
-    with recall 0.996, where the exact graph took 29.9 s).
+    for 70k x 64 on 2 cores; above, approximate (_grouped_knn).
     """
     import faiss
 
     x = np.ascontiguousarray(x, dtype=np.float32)
     n, d = x.shape
-    if n <= EXACT_KNN_MAX and not approximate:
+    if n <= EXACT_KNN_MAX:
         index = faiss.IndexFlatL2(d)
         index.add(x)
         dist = np.empty((n, k), dtype=np.float32)
@@ -137,10 +136,7 @@ def umap_reduce(x: np.ndarray, n_components: int, neighbors: int, min_dist: floa
             rng = np.random.default_rng(seed)
             seed_rows = np.sort(rng.choice(n, size=min(sample, SEED_LAYOUT_ROWS), replace=False))
             pos = np.full((n, n_components), np.nan, dtype=np.float32)
-            # the seed rows' own graph, approximate: exact, it was built twice at 1M (manifold and
-            # map), 30 s each
-            pos[seed_rows] = umap_reduce(x[seed_rows], n_components, neighbors, min_dist, len(seed_rows), seed, desc,
-                                         knn_graph(x[seed_rows], min(neighbors, len(seed_rows) - 1), seed, approximate=True))
+            pos[seed_rows] = umap_reduce(x[seed_rows], n_components, neighbors, min_dist, len(seed_rows), seed, desc)
             bar.update(len(seed_rows))
             init = _place_from_neighbours(pos, knn[0], rng)
             out = umap.UMAP(**options, precomputed_knn=(*knn, None), init=init,

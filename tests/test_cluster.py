@@ -5,7 +5,6 @@ import pytest
 from embeddings.cluster import KMeans, build_index, candidate_ks, choose_k, cluster_metrics
 from embeddings.errors import IceError
 from embeddings import project
-from embeddings.project import _grouped_knn as grouped
 from embeddings.project import knn_graph, umap_reduce
 
 
@@ -117,22 +116,18 @@ def brute_force_knn(x, k):
     return np.argsort(d, axis=1, kind="stable")[:, :k]
 
 
-@pytest.mark.parametrize("exact_max, approximate", [(10_000, False), (100, False), (10_000, True)])
-def test_knn_graph_matches_brute_force_and_puts_each_row_first(monkeypatch, exact_max, approximate):
-    """Exact, then the grouped search above EXACT_KNN_MAX rows, then the grouped search asked for."""
+@pytest.mark.parametrize("exact_max", [10_000, 100])  # exact, then the IVF index
+def test_knn_graph_matches_brute_force_and_puts_each_row_first(monkeypatch, exact_max):
     monkeypatch.setattr(project, "EXACT_KNN_MAX", exact_max)
-    calls = []
-    monkeypatch.setattr(project, "_grouped_knn", lambda *a: calls.append(1) or grouped(*a))
     x, _ = blobs(k=4, per=300, d=8, spread=0.5)
     x[1] = x[0]  # a duplicate: row 1 may come before row 0 in row 0's own list
-    ind, dist = knn_graph(x, 10, approximate=approximate)
-    assert len(calls) == (exact_max < 1200 or approximate)
+    ind, dist = knn_graph(x, 10)
     assert ind.shape == dist.shape == (1200, 10) and dist.dtype == np.float32
     assert (ind[:, 0] == np.arange(1200)).all() and (dist[:, 0] == 0).all()
     assert set(ind[0, :2]) == {0, 1} and set(ind[1, :2]) == {0, 1}
     truth = brute_force_knn(x, 10)
     recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(ind, truth)])
-    assert recall > (0.999 if not calls else 0.9)
+    assert recall > (0.999 if exact_max > 1200 else 0.9)
     i = 17
     assert dist[i, 3] == pytest.approx(np.linalg.norm(x[i] - x[ind[i, 3]]), rel=1e-3)
 
