@@ -50,7 +50,7 @@ class KMeans:
             km = faiss.Kmeans(x.shape[1], self.n_clusters, niter=self.n_iter, seed=self.seed + restart,
                               gpu=faiss_gpus() > 0, verbose=False,
                               max_points_per_centroid=len(train_x) // self.n_clusters + 1)
-            with _direct_distances(x.shape[1]):
+            with _direct_distances(x.shape[1], self.n_clusters):
                 km.train(train_x, init_centroids=init)
             if km.obj[-1] < best_obj:
                 best, best_obj = km, km.obj[-1]
@@ -63,17 +63,17 @@ _BLAS_SETTING = threading.Lock()
 
 
 @contextlib.contextmanager
-def _direct_distances(d: int):
+def _direct_distances(d: int, k: int):
     """Inside the block, faiss computes distances to the centroids directly rather than
-    through a BLAS matrix product, when the rows have d >= 32 dimensions.
+    through a BLAS matrix product, where that measured faster: d >= 64 and k <= 128.
 
-    faiss's k=1 search of 25,600 rows against 100 centroids (one k-means iteration) took 7.0
-    instead of 8.6 ms at d=64 this way, 8.4 instead of 14.0 at d=128 and 0.54 instead of 1.20
-    at d=32, but 1.24 instead of 0.70 ms at d=10, K=50 (the 10-d manifold): below 32
-    dimensions the BLAS path stays. The threshold is one global of faiss's, so the lock keeps
-    two threads from restoring each other's values; it changes speed, never results.
+    Training with 256 rows per centroid, direct / BLAS time: d=64 K=50 0.75, K=100 0.84-0.93,
+    K=128 0.84, K=200 1.00, K=500 1.10; d=128 K=100 0.74, K=200 1.04; d=32 K=100 2.40; d=10
+    K=50 about 1.8 (BENCHMARKS.md, fifth session). The threshold is one global of faiss's, so
+    the lock keeps two threads from restoring each other's values; it changes speed, never
+    results.
     """
-    if d < 32:
+    if d < 64 or k > 128:
         yield
         return
     with _BLAS_SETTING:
