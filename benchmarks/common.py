@@ -243,3 +243,25 @@ def measure(label: str, count: int, unit: str, fn, *args, **kwargs):
 
 def verdict(ok: bool) -> str:
     return "**met**" if ok else "**missed**"
+
+
+def parse_sets(pairs: list[str]) -> dict:
+    """["epochs=30", "flip=true", "encoder=resnet"] -> typed overrides of Config's fields."""
+    from embeddings.config import Config
+
+    fields = Config.__dataclass_fields__
+    out = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        if key not in fields:
+            raise SystemExit(f"--set {pair}: {key!r} is not a setting of ice embed")
+        default = getattr(Config(), key)
+        if isinstance(default, bool):
+            out[key] = value.lower() in ("1", "true", "yes", "on")
+        elif isinstance(default, int) or key in ("image_size", "clusters"):
+            out[key] = int(value)
+        elif isinstance(default, float):
+            out[key] = float(value)
+        else:
+            out[key] = value
+    return out

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from benchmarks.common import parse_sets
 from embeddings import run_dir as rd
 from embeddings.config import FAST, Config
 from embeddings.demo import write_digits
@@ -118,7 +119,8 @@ def report(args, manifest: dict, classes: pd.DataFrame, seconds: float) -> str:
         f"- command: `python -m benchmarks.quality {' '.join(sys.argv[1:])}`",
         f"- machine: {machine()}; device: {manifest['device']}",
         f"- settings: image_size {manifest['config']['image_size']}, epochs {manifest['config']['epochs']}, "
-        f"width {manifest['config']['width']}, contrastive {manifest['config']['contrastive']}, "
+        f"width {manifest['config']['width']}, encoder {manifest['config'].get('encoder', 'convnet')}, "
+        f"contrastive {manifest['config']['contrastive']}, "
         f"cluster_space {manifest['cluster_space']}, self_label_epochs "
         f"{manifest['config'].get('self_label_epochs', 0)}, K {manifest['clusters']}",
         f"- **accuracy {m['accuracy']:.4f}, NMI {m['nmi']:.4f}, ARI {m['ari']:.4f}**",
@@ -141,6 +143,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--fast", action="store_true", help="`ice embed --fast` settings")
     p.add_argument("--epochs", type=int, help="override the default number of epochs")
     p.add_argument("--device", default="auto")
+    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                   help="change one setting of ice embed (repeatable), e.g. --set encoder=resnet")
     p.add_argument("--out", type=Path, help="run directory (default: a temporary folder)")
     p.add_argument("--no-record", dest="record", action="store_false", help="do not append to BENCHMARKS.md")
     args = p.parse_args(argv)
@@ -151,6 +155,7 @@ def main(argv: list[str] | None = None) -> dict:
                  "device": args.device}
     if args.epochs:
         overrides["epochs"] = args.epochs
+    overrides.update(parse_sets(args.sets))
     if args.dataset == "digits":
         from embeddings.demo import DEMO_CONFIG
         overrides = {**DEMO_CONFIG, **overrides}

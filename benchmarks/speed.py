@@ -121,12 +121,12 @@ def train_rate(size: int, precision: str, device, batch_size: int, steps: int, w
     import torch
 
     from embeddings.config import Config
-    from embeddings.model import AutoEncoder, ModelArgs
-    from embeddings.train import step_loss
+    from embeddings.model import AutoEncoder
+    from embeddings.train import model_args, step_loss
 
     cfg = Config(image_size=size)
     torch.manual_seed(0)
-    model = AutoEncoder(ModelArgs(size, cfg.dim, cfg.width)).to(device, memory_format=torch.channels_last)
+    model = AutoEncoder(model_args(cfg.replace(image_size=size))).to(device, memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator(device=device).manual_seed(0)
     batch = torch.randint(0, 256, (batch_size, size, size, 3), dtype=torch.uint8)
@@ -154,10 +154,11 @@ def encoder_rate(size: int, precision: str, device, batches: int, batch_size: in
     from torch.nn import functional as F
 
     from embeddings.config import Config
-    from embeddings.model import AutoEncoder, ModelArgs, to_input
+    from embeddings.model import AutoEncoder, to_input
+    from embeddings.train import model_args
 
     cfg = Config(image_size=size)
-    model = AutoEncoder(ModelArgs(size, cfg.dim, cfg.width)).to(device, memory_format=torch.channels_last).eval()
+    model = AutoEncoder(model_args(cfg.replace(image_size=size))).to(device, memory_format=torch.channels_last).eval()
     batch = torch.randint(0, 256, (batch_size, size, size, 3), dtype=torch.uint8)
     batch = batch.pin_memory() if device.type == "cuda" else batch
 
@@ -216,7 +217,8 @@ def bench_embed(args, n: int, sec: Section) -> None:
 
     from embeddings.config import Config
     from embeddings.embed import embed
-    from embeddings.model import AutoEncoder, ModelArgs
+    from embeddings.model import AutoEncoder
+    from embeddings.train import model_args
 
     device = _device(args.device)
     cuda = device.type == "cuda"
@@ -228,7 +230,7 @@ def bench_embed(args, n: int, sec: Section) -> None:
             sec.rows.append(encoder_rate(size, precision, device, 1 if args.dry_run else max(4, n // 512)))
         with tempfile.TemporaryDirectory() as tmp:
             pixels = _random_pixels(Path(tmp, "pixels.npy"), n, size)
-            model = AutoEncoder(ModelArgs(size, cfg.dim, cfg.width)).to(device, memory_format=torch.channels_last)
+            model = AutoEncoder(model_args(cfg.replace(image_size=size))).to(device, memory_format=torch.channels_last)
             row, _ = measure(f"embeddings.embed.embed {size}x{size}, {cfg.workers} loader workers", n, "img",
                              embed, model, pixels, Path(tmp, "emb.npy"), cfg.replace(image_size=size), device)
             sec.rows.append(row)

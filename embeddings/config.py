@@ -24,6 +24,8 @@ class Config:
     # --- model ---
     dim: int = 64  # embedding width (the bottleneck)
     width: int = 16  # channels of the first conv layer; doubles at each downsampling
+    encoder: str = "convnet"  # "convnet" (strided convs) or "resnet" (residual blocks, pooled; for contrastive training)
+    depth: int = 1  # residual blocks per stage of the resnet encoder
     # --- train ---
     epochs: int = 20  # passes over the images
     batch_size: int = 256  # images per training step
@@ -31,10 +33,14 @@ class Config:
     weight_decay: float = 1e-4  # AdamW weight decay
     contrastive: float = 0.0  # weight of an NT-Xent term between two augmented views (0 = off; hurt MNIST, see BENCHMARKS.md)
     temperature: float = 0.2  # NT-Xent temperature
+    reconstruction: float = 1.0  # weight of the reconstruction loss (0 = contrastive only, no decoding)
     noise: float = 0.1  # std of the Gaussian noise added to the encoder input (denoising)
     crop: float = 0.6  # smallest crop side, as a share of the image side
     flip: bool = False  # random horizontal flips (they turn some digits and letters into others)
     jitter: float = 0.3  # strength of brightness/contrast/saturation jitter (0 = off)
+    aspect: float = 1.0  # largest aspect ratio of a crop (1 = square crops)
+    hue: float = 0.0  # largest hue turn, as a share of the colour circle (0 = off)
+    gray: float = 0.0  # probability of turning a view grey
     device: str = "auto"  # "auto", "cpu" or "cuda"
     # --- cluster ---
     clusters: int | None = None  # K for k-means; unset chooses K automatically (see README)
@@ -65,11 +71,19 @@ class Config:
         need(self.batch_size >= 2, "batch_size", "must be at least 2")
         need(self.lr > 0, "lr", "must be positive")
         need(self.weight_decay >= 0, "weight_decay", "must be 0 or more")
+        need(self.encoder in ("convnet", "resnet"), "encoder", "must be convnet or resnet")
+        need(1 <= self.depth <= 8, "depth", "must be between 1 and 8")
         need(self.contrastive >= 0, "contrastive", "must be 0 or more")
+        need(self.reconstruction >= 0, "reconstruction", "must be 0 or more")
+        need(self.contrastive > 0 or self.reconstruction > 0, "reconstruction",
+             "must be above 0 when --contrastive is 0 (nothing would be learned)")
         need(self.temperature > 0, "temperature", "must be positive")
         need(self.noise >= 0, "noise", "must be 0 or more")
         need(0.1 <= self.crop <= 1, "crop", "must be between 0.1 and 1")
         need(self.jitter >= 0, "jitter", "must be 0 or more")
+        need(1 <= self.aspect <= 4, "aspect", "must be between 1 and 4")
+        need(0 <= self.hue <= 0.5, "hue", "must be between 0 and 0.5")
+        need(0 <= self.gray <= 1, "gray", "must be between 0 and 1")
         need(self.device in ("auto", "cpu", "cuda"), "device", "must be auto, cpu or cuda")
         need(self.clusters is None or self.clusters >= 2, "clusters",
              "must be 2 or more (leave it out to choose K automatically)")

@@ -1,6 +1,9 @@
 """The convolutional autoencoder, whole.
 
-encoder: [conv(stride 2) -> BN -> GELU] x L, down to 4x4, then a linear bottleneck of `dim`
+encoder "convnet": [conv(stride 2) -> BN -> GELU] x L, down to 4x4, then a linear bottleneck
+of `dim`. encoder "resnet": a 3x3 stem, then ResNet basic blocks (`depth` per stage), a
+stride-2 stage down to each of the L scales, global average pooling and the linear
+bottleneck; a deeper encoder for contrastive training on photos.
 decoder: linear back to 4x4, then [transposed conv(stride 2) -> BN -> GELU] x L, then a 1x1
 conv to RGB. L = log2(image_size / 4); channels start at `width` and double each step
 (at most 8 x width).
@@ -21,6 +24,8 @@ class ModelArgs:
     image_size: int = 64
     dim: int = 64
     width: int = 32
+    encoder: str = "convnet"  # or "resnet"
+    depth: int = 1  # residual blocks per stage of the resnet encoder
 
 
 def _channels(args: ModelArgs) -> list[int]:
@@ -46,6 +51,41 @@ class Encoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.convs(x).flatten(1))
+
+
+class _Residual(nn.Module):
+    """A ResNet basic block: two 3x3 convs beside a shortcut (a 1x1 conv where the shape changes)."""
+
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout),
+                                  nn.ReLU(inplace=True), nn.Conv2d(cout, cout, 3, 1, 1, bias=False),
+                                  nn.BatchNorm2d(cout))
+        self.skip = (nn.Identity() if stride == 1 and cin == cout else
+                     nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.body(x) + self.skip(x))
+
+
+class ResEncoder(nn.Module):
+    """The CIFAR-style ResNet: full resolution up to 32x32 (a stride-2 stem above that), a
+    first stage at the stem's resolution, then one stride-2 stage per halving down to 4x4."""
+
+    def __init__(self, args: ModelArgs):
+        super().__init__()
+        stem_stride = 2 if args.image_size >= 64 else 1
+        w = args.width
+        chans = [min(w * 2 ** i, w * 8) for i in range(int(math.log2(args.image_size // stem_stride // 4)) + 1)]
+        layers = [nn.Conv2d(3, w, 3, stem_stride, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
+        for i, cout in enumerate(chans):
+            cin = w if i == 0 else chans[i - 1]
+            layers += [_Residual(cin if j == 0 else cout, cout, 2 if i and j == 0 else 1) for j in range(args.depth)]
+        self.convs = nn.Sequential(*layers)
+        self.fc = nn.Linear(chans[-1], args.dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.convs(x).mean((2, 3)))
 
 
 class Decoder(nn.Module):
@@ -75,9 +115,13 @@ class AutoEncoder(nn.Module):
     def __init__(self, args: ModelArgs):
         super().__init__()
         self.args = args
-        self.encoder = Encoder(args)
+        self.encoder = ResEncoder(args) if args.encoder == "resnet" else Encoder(args)
         self.decoder = Decoder(args)
-        self.head = nn.Sequential(nn.Linear(args.dim, args.dim), nn.GELU(), nn.Linear(args.dim, args.dim))
+        if args.encoder == "resnet":  # SimCLR's head: wider, with batch norm
+            self.head = nn.Sequential(nn.Linear(args.dim, 4 * args.dim), nn.BatchNorm1d(4 * args.dim),
+                                      nn.ReLU(inplace=True), nn.Linear(4 * args.dim, args.dim))
+        else:
+            self.head = nn.Sequential(nn.Linear(args.dim, args.dim), nn.GELU(), nn.Linear(args.dim, args.dim))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         z = self.encoder(x)

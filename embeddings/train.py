@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -52,18 +53,21 @@ def make_loader(pixels_path: Path, cfg: Config, device: torch.device, shuffle: b
 
 
 def augment(x: torch.Tensor, cfg: Config, gen: torch.Generator) -> torch.Tensor:
-    """Random crop (zoom and shift), flip and colour jitter, batched; x is (b, 3, s, s) in [-1, 1]."""
+    """Random crop (zoom, shift and aspect), flip, colour jitter and greyscale, batched; x is
+    (b, 3, s, s) in [-1, 1]."""
     b, dev = x.shape[0], x.device
 
     def rand(lo, hi):
         return torch.rand(b, generator=gen, device=dev) * (hi - lo) + lo
 
     scale = rand(cfg.crop, 1.0)
-    tx, ty = rand(-1, 1) * (1 - scale), rand(-1, 1) * (1 - scale)
+    ratio = torch.exp(rand(-math.log(cfg.aspect), math.log(cfg.aspect)) / 2) if cfg.aspect > 1 else 1.0
+    sx, sy = (scale * ratio).clamp(max=1.0), (scale / ratio).clamp(max=1.0)
+    tx, ty = rand(-1, 1) * (1 - sx), rand(-1, 1) * (1 - sy)
     flip = torch.where(rand(0, 1) < 0.5, -1.0, 1.0) if cfg.flip else torch.ones(b, device=dev)
     theta = torch.zeros(b, 2, 3, device=dev)
-    theta[:, 0, 0], theta[:, 0, 2] = scale * flip, tx
-    theta[:, 1, 1], theta[:, 1, 2] = scale, ty
+    theta[:, 0, 0], theta[:, 0, 2] = sx * flip, tx
+    theta[:, 1, 1], theta[:, 1, 2] = sy, ty
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
     if cfg.jitter > 0:
@@ -73,7 +77,19 @@ def augment(x: torch.Tensor, cfg: Config, gen: torch.Generator) -> torch.Tensor:
         mean = x.mean((1, 2, 3), keepdim=True)
         x = mean + (x - mean) * rand(1 - j, 1 + j).view(b, 1, 1, 1)  # contrast
         x = x + rand(-j, j).view(b, 1, 1, 1)  # brightness
+    if cfg.hue > 0:  # turn the colours about the grey axis: a hue shift without going through HSV
+        x = torch.einsum("bij,bjhw->bihw", _hue_rotation(rand(-cfg.hue, cfg.hue) * 2 * math.pi), x)
+    if cfg.gray > 0:
+        x = torch.where((rand(0, 1) < cfg.gray).view(b, 1, 1, 1), x.mean(1, keepdim=True).expand_as(x), x)
     return x.clamp(-1, 1)
+
+
+def _hue_rotation(angle: torch.Tensor) -> torch.Tensor:
+    """(b,) radians -> (b, 3, 3) RGB matrices rotating about the (1, 1, 1) axis (Rodrigues)."""
+    c, s = torch.cos(angle).view(-1, 1, 1), torch.sin(angle).view(-1, 1, 1)
+    k = torch.tensor([[0.0, -1, 1], [1, 0, -1], [-1, 1, 0]], device=angle.device) / math.sqrt(3)
+    eye = torch.eye(3, device=angle.device)
+    return eye * c + k * s + (1 - c) * torch.full((3, 3), 1 / 3, device=angle.device)
 
 
 def nt_xent(p1: torch.Tensor, p2: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -90,25 +106,37 @@ def step_loss(model: AutoEncoder, batch: torch.Tensor, cfg: Config, gen: torch.G
     """Reconstruct the first view from its noisy copy; pull the two views' heads together.
 
     Only the first view goes through the decoder: the second is there for the contrastive
-    term, and decoding it too would cost a third more compute for little gain.
+    term, and decoding it too would cost a third more compute for little gain. The two views
+    go through the encoder as one batch.
     """
     x = to_input(batch)
     view = augment(x, cfg, gen)
     noisy = view + cfg.noise * torch.randn(view.shape, generator=gen, device=view.device) if cfg.noise else view
-    z, recon = model(noisy.contiguous(memory_format=torch.channels_last))
-    loss = F.mse_loss(recon.float(), view)
+    loss = torch.zeros((), device=x.device)
     if cfg.contrastive > 0:
-        other = augment(x, cfg, gen).contiguous(memory_format=torch.channels_last)
-        loss = loss + cfg.contrastive * nt_xent(model.head(z), model.head(model.encoder(other)), cfg.temperature)
+        both = torch.cat([noisy, augment(x, cfg, gen)]).contiguous(memory_format=torch.channels_last)
+        zz = model.encoder(both)
+        z = zz[:len(x)]
+        p1, p2 = model.head(zz).chunk(2)
+        loss = loss + cfg.contrastive * nt_xent(p1, p2, cfg.temperature)
+    else:
+        z = model.encoder(noisy.contiguous(memory_format=torch.channels_last))
+    if cfg.reconstruction > 0:
+        loss = loss + cfg.reconstruction * F.mse_loss(model.decoder(z).float(), view)
     return loss
 
 
 def train(run_dir: Path, pixels_path: Path, cfg: Config, device: torch.device,
-          resume: bool = False) -> tuple[AutoEncoder, float]:
-    """Train for cfg.epochs, checkpointing after every epoch; returns the model and final loss."""
+          resume: bool = False, on_epoch: Callable[[int, AutoEncoder], None] | None = None
+          ) -> tuple[AutoEncoder, float]:
+    """Train for cfg.epochs, checkpointing after every epoch; returns the model and final loss.
+    `on_epoch(epoch, model)`, if given, runs after each epoch's checkpoint (benchmarks use it)."""
     torch.manual_seed(cfg.seed)
-    model = AutoEncoder(ModelArgs(cfg.image_size, cfg.dim, cfg.width)).to(device, memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # the batch shape never changes (the last is dropped)
+    model = AutoEncoder(model_args(cfg)).to(device, memory_format=torch.channels_last)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                            fused=device.type == "cuda")
     loader = make_loader(pixels_path, cfg, device, shuffle=True, seed=cfg.seed)
     steps = len(loader)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps, pct_start=0.15)
@@ -126,7 +154,7 @@ def train(run_dir: Path, pixels_path: Path, cfg: Config, device: torch.device,
     bar = progress(cfg.epochs * steps, "train", "batch", start * steps)
     for epoch in range(start, cfg.epochs):
         model.train()
-        total, seen, t0 = 0.0, 0, time.perf_counter()
+        total, seen, t0 = torch.zeros((), device=device), 0, time.perf_counter()
         loader.sampler.sampler.generator.manual_seed(cfg.seed + epoch)
         for batch in loader:
             batch = batch.to(device, non_blocking=True)
@@ -136,19 +164,27 @@ def train(run_dir: Path, pixels_path: Path, cfg: Config, device: torch.device,
             loss.backward()
             opt.step()
             sched.step()
-            total += loss.item() * len(batch)
+            total += loss.detach() * len(batch)  # no .item() here: it would wait for the GPU every step
             seen += len(batch)
             bar.update(1)
-            bar.set_postfix(epoch=epoch + 1, loss=f"{total / seen:.4f}",
-                            img_s=f"{seen / (time.perf_counter() - t0):.0f}")
-        loss_avg = total / max(seen, 1)
+            if bar.n % 20 == 0:
+                bar.set_postfix(epoch=epoch + 1, loss=f"{total.item() / seen:.4f}",
+                                img_s=f"{seen / (time.perf_counter() - t0):.0f}")
+        loss_avg = total.item() / max(seen, 1)
         _save(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
                           "scheduler": sched.state_dict(), "generator": gen.get_state(),
                           "epoch": epoch + 1, "loss": loss_avg, "config": cfg.to_dict()})
+        if on_epoch is not None:
+            on_epoch(epoch + 1, model)
+            model.train()
     bar.close()
     _save(run_dir / MODEL, {"model": model.state_dict(), "model_args": model.checkpoint_args(),
                             "config": cfg.to_dict(), "epoch": cfg.epochs, "loss": loss_avg})
     return model, loss_avg
+
+
+def model_args(cfg: Config) -> ModelArgs:
+    return ModelArgs(cfg.image_size, cfg.dim, cfg.width, cfg.encoder, cfg.depth)
 
 
 def _save(path: Path, obj: dict) -> None:

@@ -15,6 +15,16 @@ def test_autoencoder_shapes(size):
     assert z.shape == (3, 24) and recon.shape == (3, 3, size, size)
 
 
+@pytest.mark.parametrize("size", [16, 32, 64])
+@pytest.mark.parametrize("depth", [1, 2])
+def test_resnet_encoder_shapes(size, depth):
+    model = AutoEncoder(ModelArgs(image_size=size, dim=24, width=8, encoder="resnet", depth=depth))
+    z, recon = model(torch.zeros(3, 3, size, size))
+    assert z.shape == (3, 24) and recon.shape == (3, 3, size, size)
+    assert model.head(z).shape == (3, 24)
+    assert model.encoder.convs(torch.zeros(3, 3, size, size)).shape[2:] == (4, 4)  # pooled from 4x4
+
+
 def test_to_input_range():
     x = to_input(torch.tensor([[[[0, 255, 128]]]], dtype=torch.uint8))
     assert x.shape == (1, 3, 1, 1)
@@ -26,6 +36,31 @@ def test_augment_keeps_shape_and_range_and_changes_pixels():
     out = augment(x, Config(), torch.Generator().manual_seed(0))
     assert out.shape == x.shape and out.min() >= -1 and out.max() <= 1
     assert not torch.allclose(out, x)
+
+
+def test_hue_turn_keeps_grey_and_brightness():
+    cfg = Config(crop=1.0, jitter=0.0, hue=0.5)
+    x = torch.rand(8, 3, 16, 16) * 1.6 - 0.8
+    x[:, :, :4] = x[:, :1, :4]  # a grey band: equal channels
+    out = augment(x, cfg, torch.Generator().manual_seed(0))
+    assert torch.allclose(out[:, :, :4], x[:, :, :4], atol=1e-5)
+    assert not torch.allclose(out[:, :, 8:], x[:, :, 8:], atol=1e-2)
+    inside = (out > -1) & (out < 1)  # where nothing was clamped, the channel mean is kept
+    same = inside.all(1)
+    assert torch.allclose(out.mean(1)[same], x.mean(1)[same], atol=1e-5)
+
+
+def test_gray_views_have_equal_channels_and_aspect_crops_differ_by_axis():
+    x = torch.rand(4, 3, 16, 16) * 2 - 1
+    grey = augment(x, Config(gray=1.0), torch.Generator().manual_seed(0))
+    assert torch.equal(grey[:, 0], grey[:, 1]) and torch.equal(grey[:, 1], grey[:, 2])
+    ramp = torch.linspace(-1, 1, 16)
+    img = (ramp.view(1, 1, 1, 16) + ramp.view(1, 1, 16, 1)).clamp(-1, 1).expand(64, 3, 16, 16).contiguous()
+    out = augment(img, Config(crop=0.5, aspect=2.0, jitter=0.0), torch.Generator().manual_seed(1))
+    across = out[:, 0, 8, -2] - out[:, 0, 8, 1]  # the ramp's rise seen along x and along y
+    down = out[:, 0, -2, 8] - out[:, 0, 1, 8]
+    ratio = across / down
+    assert ratio.max() > 1.2 and ratio.min() < 1 / 1.2  # wider crops in some views, taller in others
 
 
 def test_nt_xent_prefers_matching_views():
@@ -52,7 +87,8 @@ def test_train_checkpoints_every_epoch_and_resumes(tmp_path):
     _, loss2 = train(tmp_path, pixels, cfg, torch.device("cpu"), resume=True)
     assert torch.load(tmp_path / CHECKPOINT, weights_only=False)["epoch"] == 2
     saved = torch.load(tmp_path / MODEL, weights_only=False)
-    assert saved["epoch"] == 2 and saved["model_args"] == {"image_size": 16, "dim": 8, "width": 8}
+    assert saved["epoch"] == 2 and saved["model_args"] == {"image_size": 16, "dim": 8, "width": 8,
+                                                         "encoder": "convnet", "depth": 1}
     assert load_model(tmp_path, torch.device("cpu")).encoder(torch.zeros(1, 3, 16, 16)).shape == (1, 8)
 
 
@@ -62,3 +98,25 @@ def test_training_lowers_the_loss(tmp_path):
     _, first = train(tmp_path / "a", pixels, cfg.replace(epochs=1), torch.device("cpu"))
     _, later = train(tmp_path / "b", pixels, cfg.replace(epochs=8), torch.device("cpu"))
     assert later < first
+
+
+def test_contrastive_resnet_trains_without_decoding(tmp_path):
+    cfg = Config(image_size=16, dim=8, width=8, batch_size=20, workers=0, encoder="resnet", contrastive=1.0,
+                 reconstruction=0.0, flip=True, hue=0.1, gray=0.2, aspect=1.33, noise=0.0, lr=5e-3)
+    pixels = _pixels(tmp_path, n=60)
+    seen = []
+    model, loss = train(tmp_path, pixels, cfg.replace(epochs=3), torch.device("cpu"),
+                        on_epoch=lambda epoch, m: seen.append(epoch))
+    assert seen == [1, 2, 3]
+    assert np.isfinite(loss) and loss > 0
+    assert all(p.grad is None for p in model.decoder.parameters())  # reconstruction 0: never decoded
+    reloaded = load_model(tmp_path, torch.device("cpu")).eval()
+    x = torch.zeros(2, 3, 16, 16)
+    assert torch.allclose(reloaded.encoder(x), model.eval().encoder(x), atol=1e-5)
+
+
+def test_nothing_to_learn_is_refused():
+    from embeddings.errors import IceError
+
+    with pytest.raises(IceError, match="--reconstruction 0.0"):
+        Config(contrastive=0.0, reconstruction=0.0).validate()
