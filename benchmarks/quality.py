@@ -110,7 +110,7 @@ def peak_rss_gib() -> float:
     return max(self_kib, child_kib) / 2**20
 
 
-def report(args, manifest: dict, classes: pd.DataFrame, seconds: float) -> str:
+def report(args, manifest: dict, classes: pd.DataFrame, seconds: float, before: dict | None = None) -> str:
     m = manifest["metrics"]
     lines = [
         f"### Quality: {args.dataset} ({args.split}, {manifest['counts']['images']} images"
@@ -123,7 +123,9 @@ def report(args, manifest: dict, classes: pd.DataFrame, seconds: float) -> str:
         f"contrastive {manifest['config']['contrastive']}, "
         f"cluster_space {manifest['cluster_space']}, self_label_epochs "
         f"{manifest['config'].get('self_label_epochs', 0)}, K {manifest['clusters']}",
-        f"- **accuracy {m['accuracy']:.4f}, NMI {m['nmi']:.4f}, ARI {m['ari']:.4f}**",
+        f"- **accuracy {m['accuracy']:.4f}, NMI {m['nmi']:.4f}, ARI {m['ari']:.4f}**"
+        + (f" (the mixture's clusters, before self-labelling: accuracy {before['accuracy']:.4f}, "
+           f"NMI {before['nmi']:.4f})" if before else ""),
         "- stage seconds: " + ", ".join(f"{s} {t:.1f}" for s, t in manifest["stage_seconds"].items())
         + f"; total {seconds:.1f} s; peak RSS {peak_rss_gib():.2f} GiB",
         "",
@@ -133,6 +135,19 @@ def report(args, manifest: dict, classes: pd.DataFrame, seconds: float) -> str:
     lines += [f"| {r['class']} | {r['cluster']} | {r['precision']:.3f} | {r['recall']:.3f} |"
               for r in classes.to_dict("records")]
     return "\n".join(lines) + "\n"
+
+
+def before_self_labelling(run: Path, items: pd.DataFrame) -> dict | None:
+    """Metrics of the mixture's clusters, which self-labelling started from (None if it did not run)."""
+    from embeddings.cluster import cluster_metrics
+    from embeddings.stages import ASSIGN
+
+    with np.load(run / ASSIGN) as assign:
+        if "first_cluster" not in assign:
+            return None
+        first = assign["first_cluster"]
+    labels = items.sort_values("image_id")["label"].to_numpy()
+    return cluster_metrics(labels, first)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -166,7 +181,7 @@ def main(argv: list[str] | None = None) -> dict:
     seconds = time.perf_counter() - t0
     items = pd.read_parquet(out / rd.ITEMS)
     classes = per_class(items["label"].to_numpy(), items["cluster"].to_numpy())
-    text = report(args, manifest, classes, seconds)
+    text = report(args, manifest, classes, seconds, before_self_labelling(out, items))
     print(text)
     if args.record:
         with open(REPO / "BENCHMARKS.md", "a") as f:
