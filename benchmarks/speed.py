@@ -124,7 +124,7 @@ def train_rate(size: int, precision: str, device, batch_size: int, steps: int, w
     from embeddings.model import AutoEncoder
     from embeddings.train import model_args, step_loss
 
-    cfg = Config(image_size=size)
+    cfg = Config(image_size=size).resolved()
     torch.manual_seed(0)
     model = AutoEncoder(model_args(cfg.replace(image_size=size))).to(device, memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -157,7 +157,7 @@ def encoder_rate(size: int, precision: str, device, batches: int, batch_size: in
     from embeddings.model import AutoEncoder, to_input
     from embeddings.train import model_args
 
-    cfg = Config(image_size=size)
+    cfg = Config(image_size=size).resolved()
     model = AutoEncoder(model_args(cfg.replace(image_size=size))).to(device, memory_format=torch.channels_last).eval()
     batch = torch.randint(0, 256, (batch_size, size, size, 3), dtype=torch.uint8)
     batch = batch.pin_memory() if device.type == "cuda" else batch
@@ -180,8 +180,8 @@ def encoder_rate(size: int, precision: str, device, batches: int, batch_size: in
 def _model_settings() -> str:
     from embeddings.config import Config
 
-    cfg = Config()
-    return f"the defaults: width {cfg.width}, dim {cfg.dim}, contrastive {cfg.contrastive}"
+    cfg = Config().resolved()
+    return f"the autoencoder recipe: width {cfg.width}, dim {cfg.dim}, contrastive {cfg.contrastive}"
 
 
 def _precisions(device) -> tuple[str, ...]:
@@ -223,7 +223,7 @@ def bench_embed(args, n: int, sec: Section) -> None:
     device = _device(args.device)
     cuda = device.type == "cuda"
     n = n if args.n or args.dry_run or not cuda else 100_000
-    cfg = Config()
+    cfg = Config().resolved()
     sec.title = f"Speed: embedding {n:,} images on {device.type}, {today()}"
     for size in (32, 64):
         for precision in _precisions(device):

@@ -67,6 +67,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--device", default="auto")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="change one setting of ice embed (repeatable)")
+    p.add_argument("--save", type=Path, help="keep the last embeddings (float16), labels and model.pt here")
     p.add_argument("--no-record", dest="record", action="store_false", help="do not append to BENCHMARKS.md")
     args = p.parse_args(argv)
 
@@ -106,6 +107,11 @@ def main(argv: list[str] | None = None) -> list[dict]:
                   f"(training {row['train_s']} s so far)", flush=True)
 
         train(work, work / "pixels.npy", cfg, device, on_epoch=probe)
+        if args.save:
+            args.save.mkdir(parents=True, exist_ok=True)
+            np.save(args.save / "embeddings.npy", np.load(work / "emb.npy").astype(np.float16))
+            np.save(args.save / "labels.npy", labels.astype(np.int16))
+            shutil.copyfile(work / "model.pt", args.save / "model.pt")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if device.type == "cuda" else ""

@@ -40,8 +40,9 @@ def add_config_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("pipeline settings (saved in the run's manifest)")
     for f in dataclasses.fields(Config):
         flag = "--" + f.name.replace("_", "-")
-        text = f"{helps[f.name]} (default: {'automatic' if f.default is None else f.default})"
-        if f.type in ("bool", bool):
+        text = (helps[f.name] if f.default is None and "unset:" in helps[f.name]
+                else f"{helps[f.name]} (default: {'automatic' if f.default is None else f.default})")
+        if str(f.type).split(" |")[0] in ("bool", "<class 'bool'>"):
             g.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
             typ = {"int": int, "float": float, "str": str}[str(f.type).split(" |")[0]]

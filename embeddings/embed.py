@@ -18,6 +18,7 @@ from .train import make_loader
 @torch.no_grad()
 def embed(model: AutoEncoder, pixels_path: Path, out_path: Path, cfg: Config, device: torch.device) -> np.ndarray:
     """Write `out_path`, (n, dim) float32 L2-normalised rows in image_id order; return it memory-mapped."""
+    cfg = cfg.resolved()
     model.eval()
     loader = make_loader(pixels_path, cfg.replace(batch_size=max(cfg.batch_size, 512)), device, shuffle=False)
     n = len(loader.dataset)

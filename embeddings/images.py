@@ -82,6 +82,18 @@ def typical_size(root: Path, paths: list[str], sample: int = 200, seed: int = 0)
     return int(min(64, max(16, -(-np.median(sides) // 16) * 16)))
 
 
+COLOUR_SPREAD = 6.0  # mean spread between a pixel's channels (of 255) above which a set is in colour:
+# greyscale scans saved as RGB JPEGs keep a level or two of chroma noise
+
+
+def has_colour(pixels: np.ndarray, sample: int = 1000, seed: int = 0) -> bool:
+    """Whether decoded images (n, s, s, 3) uint8 are in colour, judged from a sample of them."""
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.choice(len(pixels), size=min(sample, len(pixels)), replace=False))
+    x = np.asarray(pixels[pick])
+    return float((x.max(axis=3).astype(np.int16) - x.min(axis=3)).mean()) > COLOUR_SPREAD
+
+
 def _to_rgb(img: Image.Image) -> Image.Image:
     """Any Pillow mode to 8-bit RGB; transparency is composited onto white."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):

@@ -59,6 +59,7 @@ def self_label(model: AutoEncoder, pixels_path: Path, clusters: np.ndarray, cfg:
     """Fine-tune a copy of model's encoder to predict `clusters` (n,) for cfg.self_label_epochs
     epochs (at least MIN_STEPS batches, at most MAX_IMAGES images); return each image's
     predicted cluster (n,) int64. `model` is left as it was."""
+    cfg = cfg.resolved()
     torch.manual_seed(cfg.seed)
     k = int(clusters.max()) + 1
     net = nn.Sequential(copy.deepcopy(model.encoder), nn.Linear(model.args.dim, k)).to(device, memory_format=torch.channels_last)

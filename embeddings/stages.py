@@ -15,10 +15,10 @@ import torch
 
 from . import run_dir as rd
 from .cluster import build_index, choose_k, faiss_gpus, fit_clusters
-from .config import Config
+from .config import Config, pick_recipe
 from .embed import embed as run_encoder
 from .errors import IceError
-from .images import EXTENSIONS, decode_all, display_path, find_images, typical_size
+from .images import EXTENSIONS, decode_all, display_path, find_images, has_colour, typical_size
 from .project import knn_graph, umap_reduce
 from .selflabel import self_label
 from .train import load_model, pick_device
@@ -99,7 +99,10 @@ def decode(run, device, resume) -> dict:
         decoded["label"] = [PurePosixPath(p).parent.name for p in kept_paths]
     with rd.atomic_path(run.path(DECODED)) as tmp:
         decoded.to_parquet(tmp, index=False)
-    return {"skipped": len(paths) - len(keep), **({"resumed_at": resumed} if resumed else {})}
+    colour = has_colour(np.load(run.path(rd.PIXELS), mmap_mode="r"), seed=run.cfg.seed)
+    return {"skipped": len(paths) - len(keep), "colour": colour,
+            "recipe": pick_recipe(run.cfg, device.type == "cuda", colour),
+            **({"resumed_at": resumed} if resumed else {})}
 
 
 def train(run, device, resume) -> dict:

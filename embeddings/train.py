@@ -42,11 +42,37 @@ class PixelBatches(torch.utils.data.Dataset):
         return torch.from_numpy(np.ascontiguousarray(self.pixels[idx]))
 
 
-def make_loader(pixels_path: Path, cfg: Config, device: torch.device, shuffle: bool, seed: int = 0):
+RESIDENT_MAX = 4 * 2**30  # bytes of pixels that training on a GPU copies there whole (CIFAR-10: 184 MB)
+
+
+class ResidentBatches:
+    """The loader's batches (same sampler, same order), cut from a copy of every image on the
+    device: no worker processes and no copy per step. On CIFAR-10 the workers held training
+    at about 31,000 images/s where the training step alone ran 38,900 (H200)."""
+
+    def __init__(self, pixels_path: Path, sampler: torch.utils.data.BatchSampler, device: torch.device):
+        self.pixels = torch.from_numpy(np.load(pixels_path)).to(device)
+        self.sampler = sampler
+        self.dataset = range(len(self.pixels))
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self):
+        for idx in self.sampler:
+            yield self.pixels[torch.from_numpy(np.sort(np.asarray(idx))).to(self.pixels.device)]
+
+
+def make_loader(pixels_path: Path, cfg: Config, device: torch.device, shuffle: bool, seed: int = 0,
+                resident: bool = False):
+    """Batches of uint8 pixels (b, s, s, 3), shuffled (the last partial batch dropped) or in order;
+    `resident`: from a copy of all pixels on `device` (ResidentBatches) instead of workers."""
     data = PixelBatches(pixels_path)
     base = (torch.utils.data.RandomSampler(data, generator=torch.Generator().manual_seed(seed))
             if shuffle else torch.utils.data.SequentialSampler(data))
     batches = torch.utils.data.BatchSampler(base, cfg.batch_size, drop_last=shuffle and len(data) > cfg.batch_size)
+    if resident:
+        return ResidentBatches(pixels_path, batches, device)
     return torch.utils.data.DataLoader(data, sampler=batches, batch_size=None, num_workers=cfg.workers,
                                        pin_memory=device.type == "cuda",
                                        persistent_workers=cfg.workers > 0)
@@ -131,13 +157,15 @@ def train(run_dir: Path, pixels_path: Path, cfg: Config, device: torch.device,
           ) -> tuple[AutoEncoder, float]:
     """Train for cfg.epochs, checkpointing after every epoch; returns the model and final loss.
     `on_epoch(epoch, model)`, if given, runs after each epoch's checkpoint (benchmarks use it)."""
+    cfg = cfg.resolved()
     torch.manual_seed(cfg.seed)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # the batch shape never changes (the last is dropped)
     model = AutoEncoder(model_args(cfg)).to(device, memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                             fused=device.type == "cuda")
-    loader = make_loader(pixels_path, cfg, device, shuffle=True, seed=cfg.seed)
+    resident = device.type == "cuda" and pixels_path.stat().st_size <= RESIDENT_MAX
+    loader = make_loader(pixels_path, cfg, device, shuffle=True, seed=cfg.seed, resident=resident)
     steps = len(loader)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps, pct_start=0.15)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)

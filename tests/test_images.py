@@ -167,3 +167,14 @@ def test_decode_all_skips_and_compacts(tmp_path):
     assert pixels[0, 0, 0].tolist() == [255, 0, 0] and pixels[1, 0, 0].tolist() == [0, 0, 255]
     rows = list(csv.DictReader(open(tmp_path / "skipped.csv")))
     assert [r["path"] for r in rows] == ["b.png"] and rows[0]["reason"] == "empty file"
+
+
+def test_has_colour_tells_grey_sets_from_colour_ones():
+    from embeddings.images import has_colour
+
+    rng = np.random.default_rng(0)
+    grey = np.repeat(rng.integers(0, 256, (40, 8, 8, 1), dtype=np.uint8), 3, axis=3)
+    noisy = np.clip(grey.astype(np.int16) + rng.integers(-2, 3, grey.shape), 0, 255).astype(np.uint8)
+    colour = rng.integers(0, 256, (40, 8, 8, 3), dtype=np.uint8)
+    assert not has_colour(grey) and not has_colour(noisy)  # JPEG-like chroma noise stays grey
+    assert has_colour(colour)

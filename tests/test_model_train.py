@@ -33,13 +33,13 @@ def test_to_input_range():
 
 def test_augment_keeps_shape_and_range_and_changes_pixels():
     x = torch.rand(8, 3, 16, 16) * 2 - 1
-    out = augment(x, Config(), torch.Generator().manual_seed(0))
+    out = augment(x, Config().resolved(), torch.Generator().manual_seed(0))
     assert out.shape == x.shape and out.min() >= -1 and out.max() <= 1
     assert not torch.allclose(out, x)
 
 
 def test_hue_turn_keeps_grey_and_brightness():
-    cfg = Config(crop=1.0, jitter=0.0, hue=0.5)
+    cfg = Config(crop=1.0, jitter=0.0, hue=0.5).resolved()
     x = torch.rand(8, 3, 16, 16) * 1.6 - 0.8
     x[:, :, :4] = x[:, :1, :4]  # a grey band: equal channels
     out = augment(x, cfg, torch.Generator().manual_seed(0))
@@ -52,11 +52,11 @@ def test_hue_turn_keeps_grey_and_brightness():
 
 def test_gray_views_have_equal_channels_and_aspect_crops_differ_by_axis():
     x = torch.rand(4, 3, 16, 16) * 2 - 1
-    grey = augment(x, Config(gray=1.0), torch.Generator().manual_seed(0))
+    grey = augment(x, Config(gray=1.0).resolved(), torch.Generator().manual_seed(0))
     assert torch.equal(grey[:, 0], grey[:, 1]) and torch.equal(grey[:, 1], grey[:, 2])
     ramp = torch.linspace(-1, 1, 16)
     img = (ramp.view(1, 1, 1, 16) + ramp.view(1, 1, 16, 1)).clamp(-1, 1).expand(64, 3, 16, 16).contiguous()
-    out = augment(img, Config(crop=0.5, aspect=2.0, jitter=0.0), torch.Generator().manual_seed(1))
+    out = augment(img, Config(crop=0.5, aspect=2.0, jitter=0.0).resolved(), torch.Generator().manual_seed(1))
     across = out[:, 0, 8, -2] - out[:, 0, 8, 1]  # the ramp's rise seen along x and along y
     down = out[:, 0, -2, 8] - out[:, 0, 1, 8]
     ratio = across / down
@@ -120,3 +120,31 @@ def test_nothing_to_learn_is_refused():
 
     with pytest.raises(IceError, match="--reconstruction 0.0"):
         Config(contrastive=0.0, reconstruction=0.0).validate()
+
+
+def test_resident_batches_are_the_loaders_batches(tmp_path):
+    from embeddings.train import make_loader
+
+    pixels = _pixels(tmp_path, n=50)
+    cfg = Config(batch_size=16, workers=0).resolved()
+    for seed in (0, 3):
+        workers = [b.clone() for b in make_loader(pixels, cfg, torch.device("cpu"), shuffle=True, seed=seed)]
+        resident = make_loader(pixels, cfg, torch.device("cpu"), shuffle=True, seed=seed, resident=True)
+        assert len(resident) == len(workers) == 3  # 50 // 16, the partial batch dropped
+        assert all(torch.equal(a, b) for a, b in zip(resident, workers))
+
+
+def test_recipes_fill_only_what_is_unset():
+    from embeddings.config import RECIPES, pick_recipe
+
+    auto = Config(width=32)
+    assert pick_recipe(auto, gpu=True, colour=True) == "contrastive"
+    assert pick_recipe(auto, gpu=False, colour=True) == "autoencoder"
+    assert pick_recipe(auto, gpu=True, colour=False) == "autoencoder"
+    assert pick_recipe(Config(recipe="contrastive"), gpu=False, colour=False) == "contrastive"
+    photo = auto.resolved("contrastive")
+    assert photo.recipe == "contrastive" and photo.width == 32  # given: kept
+    assert {k: getattr(photo, k) for k in RECIPES["contrastive"] if k != "width"} == \
+        {k: v for k, v in RECIPES["contrastive"].items() if k != "width"}
+    assert auto.resolved().encoder == "convnet" and auto.resolved().recipe == "autoencoder"
+    assert photo.resolved() == photo  # resolving twice changes nothing
