@@ -255,13 +255,9 @@ def parse_sets(pairs: list[str]) -> dict:
         key, _, value = pair.partition("=")
         if key not in fields:
             raise SystemExit(f"--set {pair}: {key!r} is not a setting of ice embed")
-        default = getattr(Config(), key)
-        if isinstance(default, bool):
+        kind = str(fields[key].type).split(" |")[0]
+        if kind == "bool":
             out[key] = value.lower() in ("1", "true", "yes", "on")
-        elif isinstance(default, int) or key in ("image_size", "clusters"):
-            out[key] = int(value)
-        elif isinstance(default, float):
-            out[key] = float(value)
         else:
-            out[key] = value
+            out[key] = {"int": int, "float": float, "str": str}[kind](value)
     return out

@@ -5,7 +5,7 @@ the classes of a labelled image set.
                                    [--device auto|cpu|cuda] [--set key=value ...] [--no-record]
 
 It decodes the images, trains with the given settings (the defaults of `ice embed`, changed
-by each --set), and after every E epochs embeds all images and prints:
+by each --set; the recipe is picked as `ice embed` picks it), and after every E epochs embeds all images and prints:
 - kNN accuracy: each image takes the majority label of its 20 nearest neighbours (cosine),
   itself left out;
 - k-means accuracy: faiss k-means (K = the number of classes, 3 restarts) on the embeddings,
@@ -30,8 +30,8 @@ import numpy as np
 
 from benchmarks.common import append_section, machine, parse_sets, today
 from benchmarks.quality import dataset_folder
-from embeddings.config import Config
-from embeddings.images import decode_all, find_images
+from embeddings.config import Config, pick_recipe
+from embeddings.images import decode_all, find_images, has_colour
 
 
 def knn_accuracy(emb: np.ndarray, labels: np.ndarray, k: int = 20) -> float:
@@ -89,6 +89,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
         keep, _, _ = decode_all(folder, paths, cfg.image_size, cfg.max_pixels, cfg.workers,
                                 work / "pixels.npy", work / "skipped.csv")
         labels = np.array([names.index(Path(paths[i]).parent.name) for i in keep])
+        colour = has_colour(np.load(work / "pixels.npy", mmap_mode="r"), seed=cfg.seed)
+        cfg = cfg.resolved(pick_recipe(cfg, device.type == "cuda", colour))  # as the pipeline picks
         print(f"decoded {len(keep)} images in {time.perf_counter() - t0:.1f} s; {json.dumps(parse_sets(args.sets))}",
               flush=True)
         rows: list[dict] = []
@@ -118,7 +120,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     body = "\n".join([
         f"- command: `python -m benchmarks.ssl_probe {' '.join(sys.argv[1:] if argv is None else argv)}`",
         f"- machine: {machine()}{gpu}; torch {torch.__version__}, {torch.get_num_threads()} CPU threads",
-        f"- date: {today()}; {len(labels)} images; settings changed from the defaults: {parse_sets(args.sets) or 'none'}",
+        f"- date: {today()}; {len(labels)} images; recipe {cfg.recipe}; settings changed: {parse_sets(args.sets) or 'none'}",
         "",
         "| epoch | training s | kNN accuracy (k=20) | k-means accuracy |",
         "| ---: | ---: | ---: | ---: |",

@@ -94,8 +94,9 @@ class Config:
         need(self.contrastive is None or self.contrastive >= 0, "contrastive", "must be 0 or more")
         need(self.temperature > 0, "temperature", "must be positive")
         need(self.reconstruction is None or self.reconstruction >= 0, "reconstruction", "must be 0 or more")
-        need(self.contrastive != 0 or self.reconstruction != 0, "reconstruction",
-             "must be above 0 when --contrastive is 0 (nothing would be learned)")
+        learns = (self.contrastive if self.contrastive is not None else self.recipe != "autoencoder") or \
+            (self.reconstruction if self.reconstruction is not None else self.recipe != "contrastive")
+        need(bool(learns), "reconstruction", "must be above 0 when --contrastive is 0 (nothing would be learned)")
         need(self.noise is None or self.noise >= 0, "noise", "must be 0 or more")
         need(self.crop is None or 0.1 <= self.crop <= 1, "crop", "must be between 0.1 and 1")
         need(self.jitter is None or self.jitter >= 0, "jitter", "must be 0 or more")

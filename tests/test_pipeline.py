@@ -77,6 +77,35 @@ def test_labels_from_folders_give_metrics(tmp_path):
     assert 0 <= manifest["metrics"]["nmi"] <= 1
 
 
+def test_recipe_is_chosen_after_decoding_and_recorded(tmp_path):
+    make_images(tmp_path / "in", n=30)  # colour squares
+    grey = tmp_path / "grey"
+    for path in (tmp_path / "in").rglob("*.png"):
+        dest = grey / path.relative_to(tmp_path / "in")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        Image.open(path).convert("L").save(dest)
+    # auto on a CPU: the autoencoder, colour or not
+    manifest = run_embed(tmp_path / "in", tmp_path / "a", Config(**TINY, clusters=3, self_label_epochs=0))
+    progress = rd.read_json(tmp_path / "a" / rd.PROGRESS)
+    assert progress["stages"]["decode"]["colour"] is True and progress["stages"]["decode"]["recipe"] == "autoencoder"
+    assert manifest["config"]["recipe"] == "autoencoder" and manifest["config"]["encoder"] == "convnet"
+    run_embed(grey, tmp_path / "g", Config(**TINY, clusters=3, self_label_epochs=0))
+    assert rd.read_json(tmp_path / "g" / rd.PROGRESS)["stages"]["decode"]["colour"] is False
+    # the contrastive recipe, asked for, runs on a CPU too; given settings win over the recipe's
+    manifest = run_embed(tmp_path / "in", tmp_path / "c", Config(**TINY, clusters=3, recipe="contrastive", width=8))
+    cfg = manifest["config"]
+    assert (cfg["recipe"], cfg["encoder"], cfg["width"], cfg["dim"], cfg["batch_size"]) == \
+        ("contrastive", "resnet", 8, 128, 64)
+    assert np.load(tmp_path / "c" / rd.EMBEDDINGS).shape == (30, 128)
+    assert torch_load(tmp_path / "c" / rd.MODEL)["model_args"]["encoder"] == "resnet"
+
+
+def torch_load(path):
+    import torch
+
+    return torch.load(path, weights_only=False)
+
+
 def test_rerun_needs_resume_or_force(tmp_path, capsys):
     make_images(tmp_path / "in", n=12)
     args = ["embed", str(tmp_path / "in"), "--out", str(tmp_path / "run"), *TINY_ARGS]
@@ -157,6 +186,14 @@ def test_resume_after_kill_during_training(tmp_path):
     (["--width", "2"], "--width 2"),
     (["--weight-decay", "-1"], "--weight-decay -1"),
     (["--contrastive", "-1"], "--contrastive -1"),
+    (["--recipe", "simclr"], "--recipe 'simclr'"),
+    (["--encoder", "vit"], "--encoder 'vit'"),
+    (["--depth", "0"], "--depth 0"),
+    (["--reconstruction", "-1"], "--reconstruction -1"),
+    (["--recipe", "autoencoder", "--reconstruction", "0"], "--reconstruction 0"),
+    (["--aspect", "0.5"], "--aspect 0.5"),
+    (["--hue", "0.9"], "--hue 0.9"),
+    (["--gray", "2"], "--gray 2"),
     (["--bogus"], "unrecognized arguments"),
 ])
 def test_bad_option_is_one_line_and_nonzero(tmp_path, capsys, args, message):
