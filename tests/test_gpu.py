@@ -23,8 +23,21 @@ def test_pipeline_on_cuda(tmp_path):
     make_images(tmp_path / "in", n=300, size=32)
     manifest = run_embed(tmp_path / "in", tmp_path / "run", Config(**{**TINY, "device": "cuda", "epochs": 3}))
     assert manifest["device"].startswith("cuda")
+    assert manifest["config"]["recipe"] == "contrastive"  # colour images on a GPU: SimCLR on the ResNet
     emb = np.load(tmp_path / "run" / rd.EMBEDDINGS)
-    assert emb.shape == (300, 64) and np.isfinite(emb).all()
+    assert emb.shape == (300, 128) and np.isfinite(emb).all()
+
+
+def test_resident_batches_on_cuda_are_the_loaders(tmp_path):
+    from embeddings.train import make_loader
+
+    path = tmp_path / "pixels.npy"
+    np.save(path, np.random.default_rng(0).integers(0, 255, (100, 8, 8, 3), dtype=np.uint8))
+    cfg = Config(batch_size=32, workers=0).resolved()
+    cpu = list(make_loader(path, cfg, torch.device("cpu"), shuffle=True, seed=1))
+    gpu = list(make_loader(path, cfg, torch.device("cuda"), shuffle=True, seed=1, resident=True))
+    assert len(gpu) == len(cpu) == 3 and all(b.is_cuda for b in gpu)
+    assert all(torch.equal(a, b.cpu()) for a, b in zip(cpu, gpu))
 
 
 def test_bf16_encoder_agrees_with_fp32_on_cpu():
