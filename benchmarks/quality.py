@@ -150,16 +150,21 @@ def before_self_labelling(run: Path, items: pd.DataFrame) -> dict | None:
     return cluster_metrics(labels, first)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.quality", description=__doc__.splitlines()[0])
+def add_dataset_options(p: argparse.ArgumentParser) -> None:
+    """The options that this benchmark and benchmarks.ssl_probe share: which images, where, which settings."""
     p.add_argument("--dataset", choices=["digits", "mnist", "cifar10"], required=True)
     p.add_argument("--split", choices=["all", "train", "test"], default="all")
     p.add_argument("--limit", type=int, help="a random subset of this many images")
-    p.add_argument("--fast", action="store_true", help="`ice embed --fast` settings")
-    p.add_argument("--epochs", type=int, help="override the default number of epochs")
     p.add_argument("--device", default="auto")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                   help="change one setting of ice embed (repeatable), e.g. --set encoder=resnet")
+                   help="change one setting of ice embed (repeatable), e.g. --set recipe=contrastive")
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.quality", description=__doc__.splitlines()[0])
+    add_dataset_options(p)
+    p.add_argument("--fast", action="store_true", help="`ice embed --fast` settings")
+    p.add_argument("--epochs", type=int, help="override the default number of epochs")
     p.add_argument("--out", type=Path, help="run directory (default: a temporary folder)")
     p.add_argument("--no-record", dest="record", action="store_false", help="do not append to BENCHMARKS.md")
     args = p.parse_args(argv)

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import append_section, machine, parse_sets, today
-from benchmarks.quality import dataset_folder
+from benchmarks.quality import add_dataset_options, dataset_folder
 from embeddings.config import Config, pick_recipe
 from embeddings.images import decode_all, find_images, has_colour
 
@@ -60,13 +60,8 @@ def kmeans_accuracy(emb: np.ndarray, labels: np.ndarray, seed: int = 0) -> float
 
 def main(argv: list[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(prog="python -m benchmarks.ssl_probe", description=__doc__.splitlines()[0])
-    p.add_argument("--dataset", choices=["digits", "mnist", "cifar10"], required=True)
-    p.add_argument("--split", choices=["all", "train", "test"], default="all")
-    p.add_argument("--limit", type=int, help="a random subset of this many images")
+    add_dataset_options(p)
     p.add_argument("--every", type=int, default=1, help="probe after every this many epochs")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                   help="change one setting of ice embed (repeatable)")
     p.add_argument("--save", type=Path, help="keep the last embeddings (float16), labels and model.pt here")
     p.add_argument("--no-record", dest="record", action="store_false", help="do not append to BENCHMARKS.md")
     args = p.parse_args(argv)

@@ -61,3 +61,23 @@ def test_speed_dry_run_and_gpu_check_dry_run_print_figures(tmp_path):
     assert record.read_text().count("\n### Speed:") == 6
     assert "train step 64x64, fp32" in gpu_out and "encoder 64x64, fp32" in gpu_out
     assert (tmp_path / "gpu" / "BENCHMARKS-gpu.md").exists()
+
+
+def test_parse_sets_types_each_setting_and_refuses_unknown_ones():
+    import pytest
+
+    from benchmarks.common import parse_sets
+
+    assert parse_sets(["width=32", "flip=false", "crop=0.3", "recipe=contrastive", "image_size=32"]) == \
+        {"width": 32, "flip": False, "crop": 0.3, "recipe": "contrastive", "image_size": 32}
+    with pytest.raises(SystemExit, match="'widht' is not a setting"):
+        parse_sets(["widht=32"])
+
+
+def test_ssl_probe_scores_the_embedding_after_each_epoch():
+    from benchmarks.ssl_probe import main
+
+    rows = main(["--dataset", "digits", "--set", "epochs=2", "--no-record"])
+    assert [r["epoch"] for r in rows] == [1, 2]
+    # digits: the autoencoder's neighbours agree far above chance (0.1) after an epoch
+    assert all(r["knn"] > 0.6 and 0.1 < r["kmeans"] <= 1 for r in rows)
