@@ -8,7 +8,8 @@
 #    training takes about --train-seconds (default 130 s) on this card;
 # 3. python -m benchmarks.quality --dataset cifar10 with the recipe and those epochs;
 # 4. python -m benchmarks.ssl_probe with the same recipe, for as long as the budget allows.
-# Logs and the BENCHMARKS.md sections go to $OUT.
+# Logs and the BENCHMARKS.md sections go to $OUT, with the quality run's embeddings, labels,
+# clusters and model in $OUT/cifar-run and the probe's latest in $OUT/probe.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 SHARED="${ICE_SHARED_DATA:-}"
@@ -70,15 +71,30 @@ SHARED="${SHARED:-$([ -d .shared-data ] && echo "$PWD/.shared-data" || echo ../s
 say "3. quality, CIFAR-10, recipe, $EPOCHS epochs"
 before=$(stat -c %s BENCHMARKS.md)
 ICE_SHARED_DATA="$SHARED" timeout $((BUDGET_S - SECONDS - 30)) python3 -m benchmarks.quality --dataset cifar10 \
-  --device cuda "${SETS[@]}" --set epochs="$EPOCHS" 2>&1 | tr '\r' '\n' | grep -v '\]$' | tee -a "$LOG"
+  --device cuda "${SETS[@]}" --set epochs="$EPOCHS" --out /tmp/cifar-run 2>&1 | tr '\r' '\n' | grep -v '\]$' \
+  | tee -a "$LOG"
 tail -c +"$((before + 1))" BENCHMARKS.md > "$OUT/BENCHMARKS-quality.md"
+# keep what clustering needs, to study it later without a GPU (about 40 MB; the pixels stay)
+python3 - /tmp/cifar-run "$OUT/cifar-run" <<'KEEP' 2>&1 | tee -a "$LOG"
+import shutil, sys
+from pathlib import Path
+import numpy as np, pandas as pd
+run, keep = Path(sys.argv[1]), Path(sys.argv[2])
+keep.mkdir(parents=True, exist_ok=True)
+np.save(keep / "embeddings.npy", np.load(run / "embeddings.npy").astype(np.float16))
+items = pd.read_parquet(run / "items.parquet").sort_values("image_id")
+items[["image_id", "path", "cluster", "label"]].to_parquet(keep / "items.parquet", index=False)
+for name in ("assign.npz", "manifest.json", "model.pt"):
+    shutil.copyfile(run / name, keep / name)
+print("kept", sorted(p.name for p in keep.iterdir()))
+KEEP
 
 LEFT=$((BUDGET_S - SECONDS))
 say "4. probe with the rest ($LEFT s)"
 if [ "$LEFT" -gt 60 ]; then
   PROBE_EPOCHS=$(python3 -c "print(max(2, int(${RATE:-0} * ($LEFT - 45) / 60000 / 1.15)))")
   ICE_SHARED_DATA="$SHARED" timeout $((LEFT - 5)) python3 -m benchmarks.ssl_probe --dataset cifar10 --device cuda \
-    --every 5 "${SETS[@]}" --set epochs="$PROBE_EPOCHS" 2>&1 | tr '\r' '\n' | grep -v '\]$' | tee -a "$LOG"
+    --every 5 "${SETS[@]}" --set epochs="$PROBE_EPOCHS" --save "$OUT/probe" 2>&1 | tr '\r' '\n' | grep -v '\]$' | tee -a "$LOG"
 fi
 cp BENCHMARKS.md "$OUT/BENCHMARKS.md"
 say "done"

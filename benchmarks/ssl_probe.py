@@ -58,11 +58,27 @@ def kmeans_accuracy(emb: np.ndarray, labels: np.ndarray, seed: int = 0) -> float
     return cluster_metrics(labels, assigned[:, 0])["accuracy"]
 
 
+def save_for_later(folder: Path, emb: np.ndarray, labels: np.ndarray, model, cfg: Config, epoch: int) -> None:
+    """embeddings.npy (n, d) float16, labels.npy (n,) int16 and model.pt (as train writes it),
+    so that clustering can be studied on another machine without retraining."""
+    import torch
+
+    from embeddings.run_dir import atomic_path
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, array in (("embeddings.npy", emb.astype(np.float16)), ("labels.npy", labels.astype(np.int16))):
+        with atomic_path(folder / name, suffix=".npy") as tmp:
+            np.save(tmp, array)
+    with atomic_path(folder / "model.pt") as tmp:
+        torch.save({"model": model.state_dict(), "model_args": model.checkpoint_args(), "config": cfg.to_dict(),
+                    "epoch": epoch}, tmp)
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(prog="python -m benchmarks.ssl_probe", description=__doc__.splitlines()[0])
     add_dataset_options(p)
     p.add_argument("--every", type=int, default=1, help="probe after every this many epochs")
-    p.add_argument("--save", type=Path, help="keep the last embeddings (float16), labels and model.pt here")
+    p.add_argument("--save", type=Path, help="keep the embeddings (float16), labels and model.pt of each probe here")
     p.add_argument("--no-record", dest="record", action="store_false", help="do not append to BENCHMARKS.md")
     args = p.parse_args(argv)
 
@@ -102,13 +118,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
             rows.append(row)
             print(f"epoch {epoch}: kNN {row['knn']:.3f}, k-means {row['kmeans']:.3f} "
                   f"(training {row['train_s']} s so far)", flush=True)
+            if args.save:  # at every probe: a run cut short by a time limit keeps its latest
+                save_for_later(args.save, emb, labels, model, cfg, epoch)
 
         train(work, work / "pixels.npy", cfg, device, on_epoch=probe)
-        if args.save:
-            args.save.mkdir(parents=True, exist_ok=True)
-            np.save(args.save / "embeddings.npy", np.load(work / "emb.npy").astype(np.float16))
-            np.save(args.save / "labels.npy", labels.astype(np.int16))
-            shutil.copyfile(work / "model.pt", args.save / "model.pt")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if device.type == "cuda" else ""
