@@ -42,7 +42,8 @@ class PixelBatches(torch.utils.data.Dataset):
         return torch.from_numpy(np.ascontiguousarray(self.pixels[idx]))
 
 
-RESIDENT_MAX = 4 * 2**30  # bytes of pixels that training on a GPU copies there whole (CIFAR-10: 184 MB)
+RESIDENT_MAX = 4 * 2**30  # bytes of pixels that training on a GPU copies there whole (CIFAR-10: 184 MB),
+# and at most a quarter of the GPU's memory
 
 
 class ResidentBatches:
@@ -164,7 +165,8 @@ def train(run_dir: Path, pixels_path: Path, cfg: Config, device: torch.device,
     model = AutoEncoder(model_args(cfg)).to(device, memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                             fused=device.type == "cuda")
-    resident = device.type == "cuda" and pixels_path.stat().st_size <= RESIDENT_MAX
+    resident = device.type == "cuda" and pixels_path.stat().st_size <= min(
+        RESIDENT_MAX, torch.cuda.get_device_properties(device).total_memory // 4)  # leave the rest to training
     loader = make_loader(pixels_path, cfg, device, shuffle=True, seed=cfg.seed, resident=resident)
     steps = len(loader)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps, pct_start=0.15)
