@@ -247,17 +247,13 @@ def verdict(ok: bool) -> str:
 
 def parse_sets(pairs: list[str]) -> dict:
     """["epochs=30", "flip=true", "encoder=resnet"] -> typed overrides of Config's fields."""
-    from embeddings.config import Config
+    from embeddings.config import Config, option_type
 
-    fields = Config.__dataclass_fields__
     out = {}
     for pair in pairs:
         key, _, value = pair.partition("=")
-        if key not in fields:
+        if key not in Config.__dataclass_fields__:
             raise SystemExit(f"--set {pair}: {key!r} is not a setting of ice embed")
-        kind = str(fields[key].type).split(" |")[0]
-        if kind == "bool":
-            out[key] = value.lower() in ("1", "true", "yes", "on")
-        else:
-            out[key] = {"int": int, "float": float, "str": str}[kind](value)
+        typ = option_type(key)
+        out[key] = value.lower() in ("1", "true", "yes", "on") if typ is bool else typ(value)
     return out

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from . import config as config_module
-from .config import FAST, Config
+from .config import FAST, Config, option_type
 from .errors import IceError
 
 
@@ -42,10 +42,10 @@ def add_config_options(p: argparse.ArgumentParser) -> None:
         flag = "--" + f.name.replace("_", "-")
         text = (helps[f.name] if f.default is None and "unset:" in helps[f.name]
                 else f"{helps[f.name]} (default: {'automatic' if f.default is None else f.default})")
-        if str(f.type).split(" |")[0] in ("bool", "<class 'bool'>"):
+        typ = option_type(f.name)
+        if typ is bool:
             g.add_argument(flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=text)
         else:
-            typ = {"int": int, "float": float, "str": str}[str(f.type).split(" |")[0]]
             g.add_argument(flag, dest=f.name, type=typ, default=None, metavar=f.name.upper(), help=text)
     g.add_argument("--fast", action="store_true",
                    help=f"a short training budget for quick looks: {', '.join(f'{k}={v}' for k, v in FAST.items())}"

@@ -94,9 +94,9 @@ class Config:
         need(self.contrastive is None or self.contrastive >= 0, "contrastive", "must be 0 or more")
         need(self.temperature > 0, "temperature", "must be positive")
         need(self.reconstruction is None or self.reconstruction >= 0, "reconstruction", "must be 0 or more")
-        learns = (self.contrastive if self.contrastive is not None else self.recipe != "autoencoder") or \
-            (self.reconstruction if self.reconstruction is not None else self.recipe != "contrastive")
-        need(bool(learns), "reconstruction", "must be above 0 when --contrastive is 0 (nothing would be learned)")
+        used = self._filled(self.recipe) if self.recipe in RECIPES else self  # "auto": known after decoding
+        if used.contrastive == 0 and used.reconstruction == 0:
+            raise IceError("--contrastive 0 with --reconstruction 0: nothing would be learned")
         need(self.noise is None or self.noise >= 0, "noise", "must be 0 or more")
         need(self.crop is None or 0.1 <= self.crop <= 1, "crop", "must be between 0.1 and 1")
         need(self.jitter is None or self.jitter >= 0, "jitter", "must be 0 or more")
@@ -123,11 +123,10 @@ class Config:
         name = recipe or (self.recipe if self.recipe != "auto" else "autoencoder")
         if name not in RECIPES:
             raise IceError(f"--recipe {name!r}: must be auto, " + " or ".join(RECIPES))
-        unset = {k: v for k, v in RECIPES[name].items() if getattr(self, k) is None}
-        cfg = self.replace(recipe=name, **unset)
-        if cfg.contrastive == 0 and cfg.reconstruction == 0:
-            raise IceError("--reconstruction 0: must be above 0 when --contrastive is 0 (nothing would be learned)")
-        return cfg
+        return self._filled(name).validate()
+
+    def _filled(self, name: str) -> "Config":
+        return self.replace(recipe=name, **{k: v for k, v in RECIPES[name].items() if getattr(self, k) is None})
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -139,6 +138,13 @@ class Config:
 
     def replace(self, **changes) -> "Config":
         return dataclasses.replace(self, **changes)
+
+
+def option_type(name: str) -> type:
+    """The type of Config field `name` without its `| None`: int, float, str or bool (for the
+    CLI's options and the benchmarks' --set)."""
+    kind = str(Config.__dataclass_fields__[name].type).split(" |")[0]
+    return {"int": int, "float": float, "str": str, "bool": bool}[kind]
 
 
 def pick_recipe(cfg: Config, gpu: bool, colour: bool) -> str:

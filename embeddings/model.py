@@ -28,9 +28,13 @@ class ModelArgs:
     depth: int = 1  # residual blocks per stage of the resnet encoder
 
 
-def _channels(args: ModelArgs) -> list[int]:
-    steps = int(math.log2(args.image_size // 4))
-    return [min(args.width * 2 ** i, args.width * 8) for i in range(steps)]
+def _channels(width: int, stages: int) -> list[int]:
+    """Channels of each stage: `width`, doubling at each, at most 8 x width."""
+    return [min(width * 2 ** i, width * 8) for i in range(stages)]
+
+
+def _halvings(size: int) -> int:
+    return int(math.log2(size // 4))  # down to 4x4
 
 
 def _block(cin: int, cout: int, transpose: bool, refine: bool = True) -> nn.Sequential:
@@ -45,7 +49,7 @@ def _block(cin: int, cout: int, transpose: bool, refine: bool = True) -> nn.Sequ
 class Encoder(nn.Module):
     def __init__(self, args: ModelArgs):
         super().__init__()
-        chans = _channels(args)
+        chans = _channels(args.width, _halvings(args.image_size))
         self.convs = nn.Sequential(*[_block(cin, cout, False) for cin, cout in zip([3] + chans, chans)])
         self.fc = nn.Linear(chans[-1] * 16, args.dim)
 
@@ -76,7 +80,7 @@ class ResEncoder(nn.Module):
         super().__init__()
         stem_stride = 2 if args.image_size >= 64 else 1
         w = args.width
-        chans = [min(w * 2 ** i, w * 8) for i in range(int(math.log2(args.image_size // stem_stride // 4)) + 1)]
+        chans = _channels(w, _halvings(args.image_size // stem_stride) + 1)
         layers = [nn.Conv2d(3, w, 3, stem_stride, 1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True)]
         for i, cout in enumerate(chans):
             cin = w if i == 0 else chans[i - 1]
@@ -91,7 +95,7 @@ class ResEncoder(nn.Module):
 class Decoder(nn.Module):
     def __init__(self, args: ModelArgs):
         super().__init__()
-        chans = _channels(args)[::-1]
+        chans = _channels(args.width, _halvings(args.image_size))[::-1]
         self.first = chans[0]
         self.fc = nn.Linear(args.dim, chans[0] * 16)
         # no 3x3 at full resolution: it would cost as much as the whole encoder

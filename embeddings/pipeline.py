@@ -93,7 +93,7 @@ def run_embed(root: Path, run_dir: Path, cfg: Config, resume: bool = False, forc
             run.finish_stage(name, time.perf_counter() - t0, **extra)
         if name == "scan":  # settle the working size once; the manifest records it
             run.cfg = run.cfg.replace(image_size=run.progress["stages"]["scan"]["image_size"])
-        if name == "decode":  # and the training recipe, which needs the pixels (runs before it had none)
+        if name == "decode":  # and the training recipe, which needs the pixels (older runs recorded none)
             run.cfg = run.cfg.resolved(run.progress["stages"]["decode"].get("recipe", "autoencoder"))
     return write_manifest(run, stages.describe(device))
 

@@ -205,8 +205,7 @@ def train(run_dir: Path, pixels_path: Path, cfg: Config, device: torch.device,
                           "scheduler": sched.state_dict(), "generator": gen.get_state(),
                           "epoch": epoch + 1, "loss": loss_avg, "config": cfg.to_dict()})
         if on_epoch is not None:
-            on_epoch(epoch + 1, model)
-            model.train()
+            on_epoch(epoch + 1, model)  # the next epoch starts with model.train()
     bar.close()
     _save(run_dir / MODEL, {"model": model.state_dict(), "model_args": model.checkpoint_args(),
                             "config": cfg.to_dict(), "epoch": cfg.epochs, "loss": loss_avg})

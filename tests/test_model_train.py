@@ -118,8 +118,13 @@ def test_contrastive_resnet_trains_without_decoding(tmp_path):
 def test_nothing_to_learn_is_refused():
     from embeddings.errors import IceError
 
-    with pytest.raises(IceError, match="--reconstruction 0.0"):
+    with pytest.raises(IceError, match="nothing would be learned"):
         Config(contrastive=0.0, reconstruction=0.0).validate()
+    with pytest.raises(IceError, match="nothing would be learned"):  # the recipe's value counts
+        Config(recipe="contrastive", contrastive=0.0).validate()
+    with pytest.raises(IceError, match="nothing would be learned"):  # known only once "auto" is settled
+        Config(reconstruction=0.0).resolved("autoencoder")
+    assert Config(reconstruction=0.0).validate().resolved("contrastive").contrastive == 1.0
 
 
 def test_resident_batches_are_the_loaders_batches(tmp_path):

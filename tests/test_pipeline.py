@@ -190,7 +190,7 @@ def test_resume_after_kill_during_training(tmp_path):
     (["--encoder", "vit"], "--encoder 'vit'"),
     (["--depth", "0"], "--depth 0"),
     (["--reconstruction", "-1"], "--reconstruction -1"),
-    (["--recipe", "autoencoder", "--reconstruction", "0"], "--reconstruction 0"),
+    (["--recipe", "autoencoder", "--reconstruction", "0"], "nothing would be learned"),
     (["--aspect", "0.5"], "--aspect 0.5"),
     (["--hue", "0.9"], "--hue 0.9"),
     (["--gray", "2"], "--gray 2"),
