@@ -13,7 +13,9 @@
 # 3. training and embedding images/s on CUDA at 32x32 and 64x64, bf16 autocast vs fp32;
 # 4. python -m benchmarks.quality --dataset cifar10 with the time that is left: the defaults,
 #    which for colour images on a GPU are the contrastive recipe (README, step 2).
-# Logs and results go to $OUT (or a new temporary folder): gpu_check.log, BENCHMARKS-gpu.md.
+# Logs and results go to $OUT (or a new temporary folder): gpu_check.log, BENCHMARKS-gpu.md,
+# and cifar-run/ with the CIFAR-10 run's embeddings, clusters and model (quality --keep), so
+# that clustering can be studied later without a GPU.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 
@@ -95,7 +97,7 @@ elif [ "$LEFT" -lt 340 ]; then  # the contrastive recipe's run took 309 s on an 
 else
   before=$(stat -c %s BENCHMARKS.md 2>/dev/null || echo 0)
   ICE_SHARED_DATA="$SHARED" run "quality cifar10 (at most $LEFT s)" "$LEFT" \
-    "$PY" -m benchmarks.quality --dataset cifar10 --device cuda
+    "$PY" -m benchmarks.quality --dataset cifar10 --device cuda --keep "$OUT/cifar-run"
   [ -f BENCHMARKS.md ] && tail -c +"$((before + 1))" BENCHMARKS.md >> "$RESULTS"
 fi
 

@@ -126,7 +126,7 @@ def train_rate(size: int, precision: str, device, batch_size: int, steps: int, w
 
     cfg = Config(image_size=size).resolved()
     torch.manual_seed(0)
-    model = AutoEncoder(model_args(cfg.replace(image_size=size))).to(device, memory_format=torch.channels_last)
+    model = AutoEncoder(model_args(cfg)).to(device, memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     gen = torch.Generator(device=device).manual_seed(0)
     batch = torch.randint(0, 256, (batch_size, size, size, 3), dtype=torch.uint8)
@@ -158,7 +158,7 @@ def encoder_rate(size: int, precision: str, device, batches: int, batch_size: in
     from embeddings.train import model_args
 
     cfg = Config(image_size=size).resolved()
-    model = AutoEncoder(model_args(cfg.replace(image_size=size))).to(device, memory_format=torch.channels_last).eval()
+    model = AutoEncoder(model_args(cfg)).to(device, memory_format=torch.channels_last).eval()
     batch = torch.randint(0, 256, (batch_size, size, size, 3), dtype=torch.uint8)
     batch = batch.pin_memory() if device.type == "cuda" else batch
 
