@@ -26,6 +26,7 @@ class ModelArgs:
     width: int = 32
     encoder: str = "convnet"  # or "resnet"
     depth: int = 1  # residual blocks per stage of the resnet encoder
+    decoder: bool = True  # False: an encoder trained without reconstruction carries no decoder
 
 
 def _channels(width: int, stages: int) -> list[int]:
@@ -110,7 +111,8 @@ class Decoder(nn.Module):
 
 
 class AutoEncoder(nn.Module):
-    """Images (b, 3, s, s) in [-1, 1] -> embeddings (b, dim) -> reconstructions (b, 3, s, s).
+    """Images (b, 3, s, s) in [-1, 1] -> embeddings (b, dim) -> reconstructions (b, 3, s, s),
+    or None where the model has no decoder (trained without reconstruction).
 
     A small projection head maps embeddings to the space where the contrastive loss is
     computed, as in SimCLR: the embedding itself keeps more than the invariances.
@@ -120,16 +122,16 @@ class AutoEncoder(nn.Module):
         super().__init__()
         self.args = args
         self.encoder = ResEncoder(args) if args.encoder == "resnet" else Encoder(args)
-        self.decoder = Decoder(args)
+        self.decoder = Decoder(args) if args.decoder else None
         if args.encoder == "resnet":  # SimCLR's head: wider, with batch norm
             self.head = nn.Sequential(nn.Linear(args.dim, 4 * args.dim), nn.BatchNorm1d(4 * args.dim),
                                       nn.ReLU(inplace=True), nn.Linear(4 * args.dim, args.dim))
         else:
             self.head = nn.Sequential(nn.Linear(args.dim, args.dim), nn.GELU(), nn.Linear(args.dim, args.dim))
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         z = self.encoder(x)
-        return z, self.decoder(z)
+        return z, self.decoder(z) if self.decoder is not None else None
 
     def checkpoint_args(self) -> dict:
         return asdict(self.args)

@@ -213,7 +213,7 @@ def train(run_dir: Path, pixels_path: Path, cfg: Config, device: torch.device,
 
 
 def model_args(cfg: Config) -> ModelArgs:
-    return ModelArgs(cfg.image_size, cfg.dim, cfg.width, cfg.encoder, cfg.depth)
+    return ModelArgs(cfg.image_size, cfg.dim, cfg.width, cfg.encoder, cfg.depth, decoder=cfg.reconstruction > 0)
 
 
 def _save(path: Path, obj: dict) -> None:
