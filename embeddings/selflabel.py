@@ -24,7 +24,7 @@ from torch.nn import functional as F
 from .config import Config
 from .model import AutoEncoder, to_input
 from .progress import progress
-from .train import PixelBatches, augment, make_loader
+from .train import PixelBatches, ResidentBatches, augment, fits_on_device, make_loader
 
 LABEL_SMOOTHING = 0.1  # the clusters hold some wrong labels: never ask for certainty
 MIN_STEPS = 150  # small sets get more epochs: on the 1,797 digits, 35 steps (5 epochs) lost
@@ -34,9 +34,12 @@ MAX_IMAGES = 500_000  # large sets see fewer epochs: on MNIST (70k) the gain cam
 # of a million images would cost two and a half training epochs
 
 
-def _batch_loader(pixels_path: Path, batches: list[np.ndarray], cfg: Config, device: torch.device):
-    """Pixels for each batch of image ids in `batches`, in that order (train.make_loader's
-    batches do not say which images they hold, and the targets need that)."""
+def batch_pixels(pixels_path: Path, batches: list[np.ndarray], cfg: Config, device: torch.device):
+    """Pixels (b, s, s, 3) uint8 for each batch of sorted image ids in `batches`, in that order
+    (train.make_loader's batches do not say which images they hold, and the targets need
+    that): cut from a copy of every image on the GPU where they fit, else read by workers."""
+    if fits_on_device(pixels_path, device):
+        return ResidentBatches(pixels_path, batches, device)
     return torch.utils.data.DataLoader(PixelBatches(pixels_path), sampler=batches, batch_size=None,
                                        num_workers=cfg.workers, pin_memory=device.type == "cuda")
 
@@ -71,7 +74,7 @@ def self_label(model: AutoEncoder, pixels_path: Path, clusters: np.ndarray, cfg:
     use_bf16 = device.type == "cuda"
     net.train()
     with progress(len(batches), "self-label", "batch") as bar:
-        for ids, pixels in zip(batches, _batch_loader(pixels_path, batches, cfg, device)):
+        for ids, pixels in zip(batches, batch_pixels(pixels_path, batches, cfg, device)):
             x = augment(to_input(pixels.to(device, non_blocking=True)), cfg, gen)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 logits = net(x.contiguous(memory_format=torch.channels_last))

@@ -64,6 +64,13 @@ class ResidentBatches:
             yield self.pixels[torch.from_numpy(np.sort(np.asarray(idx))).to(self.pixels.device)]
 
 
+def fits_on_device(pixels_path: Path, device: torch.device) -> bool:
+    """Whether training on `device` keeps a copy of every image there (ResidentBatches): a GPU,
+    and at most RESIDENT_MAX bytes and a quarter of its memory (the rest is training's)."""
+    return device.type == "cuda" and pixels_path.stat().st_size <= min(
+        RESIDENT_MAX, torch.cuda.get_device_properties(device).total_memory // 4)
+
+
 def make_loader(pixels_path: Path, cfg: Config, device: torch.device, shuffle: bool, seed: int = 0,
                 resident: bool = False):
     """Batches of uint8 pixels (b, s, s, 3), shuffled (the last partial batch dropped) or in order;
@@ -165,9 +172,7 @@ def train(run_dir: Path, pixels_path: Path, cfg: Config, device: torch.device,
     model = AutoEncoder(model_args(cfg)).to(device, memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
                             fused=device.type == "cuda")
-    resident = device.type == "cuda" and pixels_path.stat().st_size <= min(
-        RESIDENT_MAX, torch.cuda.get_device_properties(device).total_memory // 4)  # leave the rest to training
-    loader = make_loader(pixels_path, cfg, device, shuffle=True, seed=cfg.seed, resident=resident)
+    loader = make_loader(pixels_path, cfg, device, shuffle=True, seed=cfg.seed, resident=fits_on_device(pixels_path, device))
     steps = len(loader)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps, pct_start=0.15)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
