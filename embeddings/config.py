@@ -66,6 +66,10 @@ class Config:
     cluster_space: str = "manifold"  # "manifold" (UMAP to manifold_dim first, as in N2D) or "embeddings"
     refine: str = "gmm"  # after k-means: "gmm" (a full-covariance Gaussian mixture, as in N2D) or "none"
     manifold_dim: int = 10  # dimensions of the UMAP manifold that k-means runs on
+    # then SCAN (scan_clustering.py): fine-tune the encoder so that each image's cluster agrees with
+    # its neighbours', from the neighbour graph and K alone, and self-label from there; 0 = off
+    # (not yet measured on GPU-trained features, where it is meant to help: BENCHMARKS.md)
+    scan_epochs: int = 0
     self_label_epochs: int = 5  # then fine-tune the encoder to predict the clusters and relabel (SCAN), seeing at most 500k images; 0 = off
     # --- project ---
     neighbors: int = 15  # UMAP n_neighbors, for the manifold and the 2-D map
@@ -111,6 +115,7 @@ class Config:
         need(self.refine in ("gmm", "none"), "refine", "must be gmm or none")
         need(self.cluster_space in ("manifold", "embeddings"), "cluster_space",
              "must be manifold or embeddings")
+        need(self.scan_epochs >= 0, "scan_epochs", "must be 0 or more")
         need(self.self_label_epochs >= 0, "self_label_epochs", "must be 0 or more")
         need(2 <= self.manifold_dim <= 100, "manifold_dim", "must be between 2 and 100")
         need(2 <= self.neighbors <= 200, "neighbors", "must be between 2 and 200")

@@ -20,6 +20,7 @@ from .embed import embed as run_encoder
 from .errors import IceError
 from .images import EXTENSIONS, decode_all, display_path, find_images, has_colour, typical_size
 from .project import knn_graph, umap_reduce
+from .scan_clustering import scan_clusters
 from .selflabel import self_label
 from .train import load_model, pick_device
 from .train import train as run_training
@@ -157,16 +158,28 @@ SELF_LABEL_MIN = 100  # images; fewer make too few batches to learn from
 
 
 def selflabel(run, device, resume) -> dict:
-    """Relabel every image by the encoder fine-tuned on the clusters (selflabel.py); the
-    centres become the means of the new clusters in the clustering space."""
-    cfg = run.cfg
+    """Relabel every image: SCAN's clusters from the neighbour graph (scan.py, if
+    cfg.scan_epochs), then the encoder fine-tuned on the clusters (selflabel.py, starting
+    from SCAN's encoder if it ran); the centres become the means of the new clusters in the
+    clustering space."""
+    cfg = run.cfg.resolved()
     assign = dict(np.load(run.path(ASSIGN)))
     first = assign.get("first_cluster", assign["cluster"])  # a resumed run starts from the mixture again
-    if cfg.self_label_epochs == 0 or len(first) < SELF_LABEL_MIN or first.max() < 1:
+    if (cfg.self_label_epochs == 0 and cfg.scan_epochs == 0) or len(first) < SELF_LABEL_MIN or first.max() < 1:
         return {}
     model = load_model(run.dir, device)
-    predicted = self_label(model, run.path(rd.PIXELS), first, cfg, device)
-    _, cluster = np.unique(predicted, return_inverse=True)  # a cluster may win no image
+    extra, stats = {}, {}
+    cluster = first
+    if cfg.scan_epochs:
+        neighbours = neighbour_graph(run, np.load(run.path(rd.EMBEDDINGS), mmap_mode="r"))[0][:, 1:]
+        cluster, consistency, model.encoder = scan_clusters(model, run.path(rd.PIXELS), neighbours,
+                                                            int(first.max()) + 1, cfg.scan_epochs, cfg, device)
+        cluster = np.unique(cluster, return_inverse=True)[1]  # a cluster may win no image
+        extra["scan_cluster"] = cluster.astype(np.int32)
+        stats["scan_consistency"] = round(consistency, 4)
+    if cfg.self_label_epochs:
+        cluster = self_label(model, run.path(rd.PIXELS), cluster, cfg, device)
+    _, cluster = np.unique(cluster, return_inverse=True)
     cluster = cluster.astype(np.int32)
     space = np.load(run.path(rd.MANIFOLD if cfg.cluster_space == "manifold" else rd.EMBEDDINGS), mmap_mode="r")
     k = int(cluster.max()) + 1
@@ -176,8 +189,8 @@ def selflabel(run, device, resume) -> dict:
     diff = space - centres[cluster]
     rd.save_npy(run.path(rd.CENTROIDS), centres)
     with rd.atomic_path(run.path(ASSIGN), suffix=".npz") as tmp:
-        np.savez(tmp, cluster=cluster, distance=(diff * diff).sum(1).astype(np.float32), first_cluster=first)
-    return {"k": k, "changed": int((predicted != first).sum())}
+        np.savez(tmp, cluster=cluster, distance=(diff * diff).sum(1).astype(np.float32), first_cluster=first, **extra)
+    return {"k": k, "changed": int((cluster != first).sum()), **stats}
 
 
 def project(run, device, resume) -> dict:

@@ -5,6 +5,7 @@ import pandas as pd
 import torch
 
 from embeddings import run_dir as rd
+from embeddings.cluster import cluster_metrics
 from embeddings.config import Config
 from embeddings.model import AutoEncoder, ModelArgs
 from embeddings.pipeline import Run
@@ -97,3 +98,23 @@ def test_selflabel_stage_off_leaves_the_mixture(small_run, tmp_path):
     assert selflabel(Run(small_run, tmp_path, cfg), torch.device("cpu"), resume=False) == {}
     assert set(np.load(tmp_path / ASSIGN)) == {"cluster", "distance"}
 
+
+
+def test_selflabel_stage_with_scan_keeps_its_clusters_and_starts_self_labelling_from_them(small_run, tmp_path):
+    manifest = rd.load_manifest(small_run)
+    labels = pd.read_parquet(small_run / rd.ITEMS)["label"].to_numpy()
+    cfg = Config.from_dict(manifest["config"]).replace(scan_epochs=20, self_label_epochs=0)
+    for name in (ASSIGN, rd.MANIFOLD, rd.PIXELS, rd.MODEL, rd.EMBEDDINGS):
+        (tmp_path / name).write_bytes((small_run / name).read_bytes())
+    stats = selflabel(Run(small_run, tmp_path, cfg), torch.device("cpu"), resume=False)
+    assign = np.load(tmp_path / ASSIGN)
+    assert (assign["cluster"] == assign["scan_cluster"]).all()  # no self-labelling after it
+    assert (assign["first_cluster"] == np.load(small_run / ASSIGN)["first_cluster"]).all()
+    assert stats["k"] == assign["cluster"].max() + 1 <= manifest["clusters"]
+    assert 0 <= stats["scan_consistency"] < 2.0
+    scan_nmi = cluster_metrics(labels, assign["cluster"])["nmi"]
+    assert scan_nmi >= 0.6, scan_nmi  # digits by their neighbours: the 4-epoch encoder's graph is good
+    both = selflabel(Run(small_run, tmp_path, cfg.replace(self_label_epochs=5)), torch.device("cpu"), resume=True)
+    again = np.load(tmp_path / ASSIGN)
+    assert (again["scan_cluster"] == assign["scan_cluster"]).all()  # seeded: the same SCAN clusters
+    assert 0 < both["changed"] and not (again["cluster"] == again["scan_cluster"]).all()
