@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU check: everything a session with a GPU machine runs, in one call well inside 10 minutes.
 #
-#   bash benchmarks/gpu_check.sh [--shared-data DIR]   on the GPU machine, from the repository root
+#   bash benchmarks/gpu_check.sh [--shared-data DIR] [--quality-only]   on the GPU machine, from the repository root
 #   bash benchmarks/gpu_check.sh --dry-run             here, on the CPU: tiny sizes, local venv, no wheels
 #
 # On the GPU machine python3 has torch but not faiss, umap-learn, pynndescent or dash, and
@@ -12,7 +12,10 @@
 # Steps: 1. install the wheels into /tmp/site; 2. pytest -m gpu (none collected is fine);
 # 3. training and embedding images/s on CUDA at 32x32 and 64x64, bf16 autocast vs fp32;
 # 4. python -m benchmarks.quality --dataset cifar10 with the time that is left: the defaults,
-#    which for colour images on a GPU are the contrastive recipe (README, step 2).
+#    which for colour images on a GPU are the contrastive recipe (README, step 2);
+# 5. python -m benchmarks.scan_probe on that run, if 150 s are left: SCAN's clustering step
+#    (--scan-epochs) on the GPU-trained encoder, beside the run's own clusters.
+# --quality-only skips steps 2 and 3, leaving steps 4 and 5 the whole budget.
 # Logs and results go to $OUT (or a new temporary folder): gpu_check.log, BENCHMARKS-gpu.md,
 # and cifar-run/ with the CIFAR-10 run's embeddings, clusters and model (quality --keep), so
 # that clustering can be studied later without a GPU.
@@ -20,12 +23,14 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 
 DRY=0
+QUALITY_ONLY=0
 SHARED="${ICE_SHARED_DATA:-}"
 while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) DRY=1 ;;
+    --quality-only) QUALITY_ONLY=1 ;;
     --shared-data) SHARED="$2"; shift ;;
-    *) echo "gpu_check.sh: unknown argument $1 (expected --dry-run or --shared-data DIR)" >&2; exit 2 ;;
+    *) echo "gpu_check.sh: unknown argument $1 (expected --dry-run, --quality-only or --shared-data DIR)" >&2; exit 2 ;;
   esac
   shift
 done
@@ -65,6 +70,9 @@ fi
 'faiss', faiss.__version__, 'umap', umap.__version__)" 2>&1 | tee -a "$LOG"
 
 say "2. GPU-marked tests"
+if [ "$QUALITY_ONLY" = 1 ]; then
+  say "--quality-only: steps 2 and 3 skipped"
+else
 # only the files that use the marker: collecting the others would import selenium (browser tests)
 GPU_TESTS=$(grep -l "mark.gpu" tests/test_*.py 2>/dev/null | tr '\n' ' ')
 if [ -z "$GPU_TESTS" ]; then
@@ -82,6 +90,7 @@ fi
 say "3. training and embedding throughput"
 run "speed train" 150 "$PY" -m benchmarks.speed --stage train "${SPEED[@]}"
 run "speed embed" 150 "$PY" -m benchmarks.speed --stage embed "${SPEED[@]}"
+fi
 
 say "4. CIFAR-10 quality"
 SHARED="${SHARED:-$([ -d .shared-data ] && echo "$PWD/.shared-data" || echo ../shared/data)}"
@@ -96,9 +105,19 @@ elif [ "$LEFT" -lt 340 ]; then  # the contrastive recipe's run took 309 s on an 
   say "skipped: only $LEFT s left of the $BUDGET_S s budget"
 else
   before=$(stat -c %s BENCHMARKS.md 2>/dev/null || echo 0)
+  RUN_DIR="$(mktemp -d -t cifar-run-XXXX)/run"  # with the pixels, for step 5; not brought back
   ICE_SHARED_DATA="$SHARED" run "quality cifar10 (at most $LEFT s)" "$LEFT" \
-    "$PY" -m benchmarks.quality --dataset cifar10 --device cuda --keep "$OUT/cifar-run"
+    "$PY" -m benchmarks.quality --dataset cifar10 --device cuda --out "$RUN_DIR" --keep "$OUT/cifar-run"
   [ -f BENCHMARKS.md ] && tail -c +"$((before + 1))" BENCHMARKS.md >> "$RESULTS"
+  say "5. SCAN on the CIFAR-10 run"
+  LEFT=$((BUDGET_S - SECONDS))
+  if [ ! -f "$RUN_DIR/manifest.json" ]; then
+    say "skipped: the CIFAR-10 run did not finish"
+  elif [ "$LEFT" -lt 150 ]; then  # 20 SCAN epochs cost about 20 training epochs (84 took 160 s), and self-labelling 10 s
+    say "skipped: only $LEFT s left of the $BUDGET_S s budget"
+  else
+    run "scan_probe (at most $LEFT s)" "$LEFT" "$PY" -m benchmarks.scan_probe "$RUN_DIR" --device cuda --record "$RESULTS"
+  fi
 fi
 
 say "done in $SECONDS s; results in $RESULTS"

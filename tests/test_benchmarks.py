@@ -81,3 +81,15 @@ def test_ssl_probe_scores_the_embedding_after_each_epoch():
     assert [r["epoch"] for r in rows] == [1, 2]
     # digits: the autoencoder's neighbours agree far above chance (0.1) after an epoch
     assert all(r["knn"] > 0.6 and 0.1 < r["kmeans"] <= 1 for r in rows)
+
+
+def test_scan_probe_scores_scan_beside_the_runs_own_clusters(small_run, tmp_path):
+    from benchmarks.scan_probe import main
+
+    record = tmp_path / "scan.md"
+    rows = main([str(small_run), "--epochs", "3", "--lr", "0.002", "--device", "cpu", "--record", str(record)])
+    assert [r["what"] for r in rows] == ["the run's mixture", "the run's final clusters", "SCAN, 3 epochs, peak lr 0.002",
+                                         "SCAN, 3 epochs, peak lr 0.002, then self-labelling"]
+    assert all(0 < r["accuracy"] <= 1 for r in rows)
+    text = record.read_text()
+    assert "### SCAN probe: small (300 images)" in text and "share the image's label" in text
