@@ -29,8 +29,6 @@ NEIGHBOURS = 20  # SCAN's neighbours per image on CIFAR
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    import torch
-
     from embeddings import run_dir as rd
     from embeddings.cluster import cluster_metrics
     from embeddings.config import Config

@@ -17,13 +17,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from .config import Config
 from .model import AutoEncoder, to_input
 from .progress import progress
-from .selflabel import batch_pixels
-from .train import augment, make_loader
+from .selflabel import batch_pixels, predict
+from .train import augment
 
 HEADS = 5  # SCAN trains 10; the spread between heads is a few points, and each costs little
 ENTROPY_WEIGHT = 5.0  # SCAN's weight for CIFAR and STL
@@ -118,11 +117,9 @@ def scan_clusters(model: AutoEncoder, pixels_path: Path, neighbours: np.ndarray,
                 consistency += cons.detach()
             bar.update(1)
     best = int(totals.argmin())
-    net.eval()
-    out = []
+    chosen = nn.Linear(*net.heads.shape[1:]).to(device)
     with torch.no_grad():
-        for pixels in make_loader(pixels_path, cfg.replace(batch_size=1024), device, shuffle=False):
-            x = to_input(pixels.to(device, non_blocking=True)).contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                out.append(net(x)[best].argmax(1).cpu().numpy())
-    return np.concatenate(out), float(consistency[best]) / max(1, len(plan) - last_epoch), net.encoder
+        chosen.weight.copy_(net.heads[best].T)
+        chosen.bias.copy_(net.bias[best, 0])
+    clusters = predict(nn.Sequential(net.encoder, chosen), pixels_path, cfg, device)
+    return clusters, float(consistency[best]) / max(1, len(plan) - last_epoch), net.encoder

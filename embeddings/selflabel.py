@@ -85,11 +85,16 @@ def self_label(model: AutoEncoder, pixels_path: Path, clusters: np.ndarray, cfg:
             opt.step()
             sched.step()
             bar.update(1)
+    return predict(net, pixels_path, cfg, device)
+
+
+def predict(net: nn.Module, pixels_path: Path, cfg: Config, device: torch.device) -> np.ndarray:
+    """Each image's cluster (n,) int64: the argmax of net's logits (n, k) on its plain view."""
     net.eval()
     out = []
     with torch.no_grad():
         for pixels in make_loader(pixels_path, cfg.replace(batch_size=1024), device, shuffle=False):
             x = to_input(pixels.to(device, non_blocking=True)).contiguous(memory_format=torch.channels_last)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 out.append(net(x).argmax(1).cpu().numpy())
     return np.concatenate(out)
