@@ -122,10 +122,13 @@ def report(args, manifest: dict, classes: pd.DataFrame, seconds: float, before: 
         f"width {manifest['config']['width']}, encoder {manifest['config'].get('encoder', 'convnet')}, "
         f"contrastive {manifest['config']['contrastive']}, "
         f"cluster_space {manifest['cluster_space']}, self_label_epochs "
-        f"{manifest['config'].get('self_label_epochs', 0)}, K {manifest['clusters']}",
+        f"{manifest['config'].get('self_label_epochs', 0)}, scan_epochs {manifest['config'].get('scan_epochs', 0)}, "
+        f"K {manifest['clusters']}",
         f"- **accuracy {m['accuracy']:.4f}, NMI {m['nmi']:.4f}, ARI {m['ari']:.4f}**"
         + (f" (the mixture's clusters, before self-labelling: accuracy {before['accuracy']:.4f}, "
-           f"NMI {before['nmi']:.4f})" if before else ""),
+           f"NMI {before['nmi']:.4f}" + (f"; SCAN's clusters, which self-labelling started from: accuracy "
+                                         f"{before['scan']['accuracy']:.4f}, NMI {before['scan']['nmi']:.4f}"
+                                         if "scan" in before else "") + ")" if before else ""),
         "- stage seconds: " + ", ".join(f"{s} {t:.1f}" for s, t in manifest["stage_seconds"].items())
         + f"; total {seconds:.1f} s; peak RSS {peak_rss_gib():.2f} GiB",
         "",
@@ -138,7 +141,8 @@ def report(args, manifest: dict, classes: pd.DataFrame, seconds: float, before: 
 
 
 def before_self_labelling(run: Path, items: pd.DataFrame) -> dict | None:
-    """Metrics of the mixture's clusters, which self-labelling started from (None if it did not run)."""
+    """Metrics of the mixture's clusters, which self-labelling started from (None if it did not
+    run), and under "scan" those of SCAN's clusters where `--scan-epochs` ran."""
     from embeddings.cluster import cluster_metrics
     from embeddings.stages import ASSIGN
 
@@ -146,8 +150,9 @@ def before_self_labelling(run: Path, items: pd.DataFrame) -> dict | None:
         if "first_cluster" not in assign:
             return None
         first = assign["first_cluster"]
+        scanned = assign["scan_cluster"] if "scan_cluster" in assign else None
     labels = items.sort_values("image_id")["label"].to_numpy()
-    return cluster_metrics(labels, first)
+    return {**cluster_metrics(labels, first), **({"scan": cluster_metrics(labels, scanned)} if scanned is not None else {})}
 
 
 def keep_for_later(run: Path, keep: Path) -> None:

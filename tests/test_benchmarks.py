@@ -93,3 +93,20 @@ def test_scan_probe_scores_scan_beside_the_runs_own_clusters(small_run, tmp_path
     assert all(0 < r["accuracy"] <= 1 for r in rows)
     text = record.read_text()
     assert "### SCAN probe: small (300 images)" in text and "share the image's label" in text
+
+
+def test_quality_scores_the_mixture_and_scan_before_self_labelling(tmp_path):
+    import pandas as pd
+
+    from benchmarks.quality import before_self_labelling
+
+    items = pd.DataFrame({"image_id": [3, 2, 1, 0], "label": ["b", "b", "a", "a"]})
+    np.savez(tmp_path / "assign.npz", cluster=np.array([0, 0, 1, 1]), first_cluster=np.array([0, 0, 1, 1]))
+    assert before_self_labelling(tmp_path, items)["accuracy"] == 1.0
+    assert "scan" not in before_self_labelling(tmp_path, items)
+    np.savez(tmp_path / "assign.npz", cluster=np.array([0, 0, 1, 1]), first_cluster=np.array([0, 1, 0, 1]),
+             scan_cluster=np.array([1, 1, 0, 0]))
+    scores = before_self_labelling(tmp_path, items)
+    assert scores["accuracy"] == 0.5 and scores["scan"]["accuracy"] == 1.0
+    np.savez(tmp_path / "assign.npz", cluster=np.array([0, 1]))
+    assert before_self_labelling(tmp_path, items) is None
