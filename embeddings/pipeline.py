@@ -53,7 +53,7 @@ def open_run(root: Path, run_dir: Path, cfg: Config, resume: bool, force: bool) 
     progress_path = run_dir / rd.PROGRESS
     has_files = run_dir.is_dir() and any(run_dir.iterdir())
     if force and has_files:
-        for name in [rd.MANIFEST, rd.PROGRESS, rd.KNN]:
+        for name in [rd.MANIFEST, rd.PROGRESS, rd.KNN, rd.SEED_KNN]:
             (run_dir / name).unlink(missing_ok=True)
         (run_dir / rd.CHECKPOINT).unlink(missing_ok=True)
     elif resume and progress_path.exists():
@@ -132,7 +132,8 @@ def write_manifest(run: Run, device_name: str) -> dict:
         "metrics": metrics,
     }
     rd.write_json(run.path(rd.MANIFEST), manifest)
-    run.path(rd.KNN).unlink(missing_ok=True)  # only the two UMAP stages needed it
+    for name in (rd.KNN, rd.SEED_KNN):  # only the two UMAP stages (and SCAN) needed them
+        run.path(name).unlink(missing_ok=True)
     return manifest
 
 

@@ -19,7 +19,7 @@ from .config import Config, pick_recipe
 from .embed import embed as run_encoder
 from .errors import IceError
 from .images import EXTENSIONS, decode_all, display_path, find_images, has_colour, typical_size
-from .project import knn_graph, umap_reduce
+from .project import knn_graph, layout_rows, seed_graph, umap_reduce
 from .scan_clustering import scan_clusters
 from .selflabel import self_label
 from .train import load_model, pick_device
@@ -121,14 +121,31 @@ def neighbour_graph(run, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The embeddings' k-nearest-neighbour graph that both UMAPs (manifold and map) start
     from: built once, kept in the run directory until the run completes."""
     k = min(run.cfg.neighbors, len(emb) - 1)
-    path = run.path(rd.KNN)
+    return _kept_graph(run.path(rd.KNN), np.arange(len(emb)), k, lambda: knn_graph(emb, k, run.cfg.seed))
+
+
+def layout_graph(run, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Above cfg.umap_sample images, the graph of the images that both UMAPs lay out first
+    (project.seed_graph; at 1M images 38 s, which the second UMAP no longer pays); kept like
+    neighbour_graph. None at or below umap_sample."""
+    cfg = run.cfg
+    if len(emb) <= cfg.umap_sample:
+        return None
+    rows = layout_rows(len(emb), cfg.umap_sample, cfg.seed)
+    k = min(cfg.neighbors, len(rows) - 1)
+    return _kept_graph(run.path(rd.SEED_KNN), rows, k, lambda: seed_graph(emb, cfg.neighbors, cfg.umap_sample, cfg.seed))
+
+
+def _kept_graph(path: Path, rows: np.ndarray, k: int, build) -> tuple[np.ndarray, np.ndarray]:
+    """build()'s (ind, dist) over `rows` with k neighbours each, or the copy kept at `path` from an
+    earlier call with the same rows and k."""
     if path.exists():
         with np.load(path) as saved:
-            if saved["ind"].shape == (len(emb), k):
+            if saved["ind"].shape == (len(rows), k) and "rows" in saved and np.array_equal(saved["rows"], rows):
                 return saved["ind"], saved["dist"]
-    knn = knn_graph(emb, k, run.cfg.seed)
+    knn = build()
     with rd.atomic_path(path, suffix=".npz") as tmp:
-        np.savez(tmp, ind=knn[0], dist=knn[1])
+        np.savez(tmp, ind=knn[0], dist=knn[1], rows=rows)
     return knn
 
 
@@ -140,7 +157,7 @@ def cluster(run, device, resume) -> dict:
     space = emb
     if cfg.cluster_space == "manifold" and len(emb) > cfg.manifold_dim + 2:
         space = umap_reduce(emb, cfg.manifold_dim, cfg.neighbors, 0.0, cfg.umap_sample, cfg.seed, "manifold",
-                            neighbour_graph(run, emb))
+                            neighbour_graph(run, emb), layout_graph(run, emb))
         rd.save_npy(run.path(rd.MANIFOLD), space)
     k = cfg.clusters or choose_k(space, cfg.seed)[0]
     km = fit_clusters(space, k, cfg.refine, cfg.kmeans_restarts, cfg.kmeans_iters, cfg.seed)
@@ -197,7 +214,8 @@ def project(run, device, resume) -> dict:
     cfg = run.cfg
     emb = np.load(run.path(rd.EMBEDDINGS), mmap_mode="r")
     if len(emb) > 3:
-        xy = umap_reduce(emb, 2, cfg.neighbors, 0.1, cfg.umap_sample, cfg.seed, "map", neighbour_graph(run, emb))
+        xy = umap_reduce(emb, 2, cfg.neighbors, 0.1, cfg.umap_sample, cfg.seed, "map", neighbour_graph(run, emb),
+                         layout_graph(run, emb))
     else:  # UMAP needs a few points; a handful of images get a line
         xy = np.stack([np.arange(len(emb)), np.zeros(len(emb))], 1).astype(np.float32)
     rd.save_npy(run.path(MAP), xy)

@@ -5,7 +5,7 @@ import pytest
 from embeddings.cluster import KMeans, build_index, candidate_ks, choose_k, cluster_metrics
 from embeddings.errors import IceError
 from embeddings import project
-from embeddings.project import knn_graph, umap_reduce
+from embeddings.project import knn_graph, seed_graph, umap_reduce
 
 
 def blobs(k=4, per=200, d=8, seed=0, spread=0.05):
@@ -109,6 +109,8 @@ def test_umap_keeps_blobs_apart_and_samples_above_threshold():
     assert sampled.shape == (4500, 2) and np.isfinite(sampled).all()
     for xy in (full, sampled):  # each blob lands in its own cluster on the map
         assert cluster_metrics(y, KMeans(3, seed=0).fit(xy).labels_)["accuracy"] == 1.0
+    given = umap_reduce(x, 2, 10, 0.1, sample=1000, seed=0, desc="t", seed_knn=seed_graph(x, 10, 1000, 0))
+    assert np.array_equal(given, sampled), "the laid-out rows' graph, passed in, is the one it would build"
 
 
 def brute_force_knn(x, k):

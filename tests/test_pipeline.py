@@ -248,8 +248,30 @@ def test_neighbour_graph_is_built_once_and_rebuilt_when_it_does_not_fit(small_ru
     assert ind.shape == dist.shape == (len(emb), k) and (ind[:, 0] == np.arange(len(emb))).all()
     marked = ind.copy()
     marked[5, 1] = -1  # a saved graph of the right shape is read back, not rebuilt
-    np.savez(tmp_path / rd.KNN, ind=marked, dist=dist)
+    np.savez(tmp_path / rd.KNN, ind=marked, dist=dist, rows=np.arange(len(emb)))
     assert neighbour_graph(run, emb)[0][5, 1] == -1
-    np.savez(tmp_path / rd.KNN, ind=marked[:, :3], dist=dist[:, :3])  # another k: rebuilt
+    np.savez(tmp_path / rd.KNN, ind=marked[:, :3], dist=dist[:, :3], rows=np.arange(len(emb)))  # another k: rebuilt
     again, _ = neighbour_graph(run, emb)
     assert again.shape == (len(emb), k) and (again == ind).all()
+    np.savez(tmp_path / rd.KNN, ind=marked, dist=dist)  # written before the rows were kept: rebuilt
+    assert (neighbour_graph(run, emb)[0] == ind).all()
+
+
+def test_layout_graph_is_the_laid_out_rows_graph_kept_for_the_second_umap(small_run, tmp_path):
+    from embeddings.project import layout_rows, seed_graph
+    from embeddings.stages import layout_graph
+
+    cfg = Config.from_dict(rd.load_manifest(small_run)["config"])
+    emb = np.load(small_run / rd.EMBEDDINGS)
+    assert layout_graph(Run(small_run, tmp_path, cfg), emb) is None  # all 300 images are laid out at once
+    run = Run(small_run, tmp_path, cfg.replace(umap_sample=100))
+    ind, dist = layout_graph(run, emb)
+    expected = seed_graph(emb, cfg.neighbors, 100, cfg.seed)
+    assert ind.shape == (100, cfg.neighbors) and (ind == expected[0]).all()
+    saved = dict(np.load(tmp_path / rd.SEED_KNN))
+    assert (saved["rows"] == layout_rows(len(emb), 100, cfg.seed)).all()
+    saved["ind"][7, 1] = -1  # read back, not rebuilt
+    np.savez(tmp_path / rd.SEED_KNN, **saved)
+    assert layout_graph(run, emb)[0][7, 1] == -1
+    other = Run(small_run, tmp_path, cfg.replace(umap_sample=100, seed=1))  # other rows: rebuilt
+    assert (layout_graph(other, emb)[0] == seed_graph(emb, cfg.neighbors, 100, 1)[0]).all()
