@@ -275,3 +275,14 @@ def test_layout_graph_is_the_laid_out_rows_graph_kept_for_the_second_umap(small_
     assert layout_graph(run, emb)[0][7, 1] == -1
     other = Run(small_run, tmp_path, cfg.replace(umap_sample=100, seed=1))  # other rows: rebuilt
     assert (layout_graph(other, emb)[0] == seed_graph(emb, cfg.neighbors, 100, 1)[0]).all()
+
+
+def test_a_run_above_umap_sample_lays_out_a_sample_first_for_both_umaps(tmp_path):
+    make_images(tmp_path / "in", n=240, size=16)
+    out = tmp_path / "run"
+    manifest = run_embed(tmp_path / "in", out, Config(**{**TINY, "umap_sample": 120, "clusters": 3}))
+    assert manifest["counts"]["images"] == 240
+    assert np.isfinite(np.load(out / rd.MANIFOLD)).all() and np.load(out / rd.MANIFOLD).shape == (240, 10)
+    items = pd.read_parquet(out / rd.ITEMS)
+    assert np.isfinite(items[["x", "y"]]).all().all() and items[["x", "y"]].drop_duplicates().shape[0] > 200
+    assert not (out / rd.KNN).exists() and not (out / rd.SEED_KNN).exists(), "the kept graphs outlived the run"
