@@ -2,7 +2,8 @@
 # The GPU check: everything a session with a GPU machine runs, in one call well inside 10 minutes.
 #
 #   bash benchmarks/gpu_check.sh [--shared-data DIR] [--quality-only]   on the GPU machine, from the repository root
-#   bash benchmarks/gpu_check.sh --dry-run             here, on the CPU: tiny sizes, local venv, no wheels
+#   bash benchmarks/gpu_check.sh --dry-run             here, on the CPU: tiny sizes, local venv, no wheels,
+#                                                      and steps 4 and 5 on the scikit-learn digits
 #
 # On the GPU machine python3 has torch but not faiss, umap-learn, pynndescent or dash, and
 # there is no network: carry the repository's ignored .whl/ folder. The CIFAR-10 quality run
@@ -95,29 +96,37 @@ fi
 say "4. CIFAR-10 quality"
 SHARED="${SHARED:-$([ -d .shared-data ] && echo "$PWD/.shared-data" || echo ../shared/data)}"
 LEFT=$((BUDGET_S - SECONDS))
-if [ "$DRY" = 1 ]; then
-  say "dry run: skipped (would run $PY -m benchmarks.quality --dataset cifar10 --device cuda with $SHARED)"
-elif [ ! -f benchmarks/quality.py ]; then
-  say "skipped: benchmarks/quality.py is not there"
-elif [ ! -f "$SHARED/cifar10-jpg.tar.gz" ]; then
+if [ "$DRY" = 1 ]; then  # the same two steps on the digits, a training epoch, on the CPU, recorded only in $OUT
+  QUALITY=(--dataset digits --device cpu --set epochs=1 --no-record)
+  PROBE=(--epochs 1 --device cpu)
+  NEED_4=0 NEED_5=0
+  say "dry run: the scikit-learn digits on the CPU instead of CIFAR-10 on CUDA"
+else
+  QUALITY=(--dataset cifar10 --device cuda)
+  PROBE=(--device cuda)
+  NEED_4=340  # the contrastive recipe's run took 309 s on an H200, and extracting 40 s
+  NEED_5=150  # 20 SCAN epochs cost about 20 training epochs (84 took 160 s), and self-labelling 10 s
+fi
+if [ "$DRY" = 0 ] && [ ! -f "$SHARED/cifar10-jpg.tar.gz" ]; then
   say "skipped: $SHARED/cifar10-jpg.tar.gz not found (carry it and pass --shared-data DIR)"
-elif [ "$LEFT" -lt 340 ]; then  # the contrastive recipe's run took 309 s on an H200, and extracting 40 s
+elif [ "$LEFT" -lt "$NEED_4" ]; then
   say "skipped: only $LEFT s left of the $BUDGET_S s budget"
 else
   before=$(stat -c %s BENCHMARKS.md 2>/dev/null || echo 0)
-  RUN_DIR="$(mktemp -d -t cifar-run-XXXX)/run"  # with the pixels, for step 5; not brought back
-  ICE_SHARED_DATA="$SHARED" run "quality cifar10 (at most $LEFT s)" "$LEFT" \
-    "$PY" -m benchmarks.quality --dataset cifar10 --device cuda --out "$RUN_DIR" --keep "$OUT/cifar-run"
-  [ -f BENCHMARKS.md ] && tail -c +"$((before + 1))" BENCHMARKS.md >> "$RESULTS"
-  say "5. SCAN on the CIFAR-10 run"
+  RUN_DIR="$(mktemp -d -t quality-run-XXXX)/run"  # with the pixels, for step 5; not brought back
+  ICE_SHARED_DATA="$SHARED" run "quality ${QUALITY[1]} (at most $LEFT s)" "$LEFT" \
+    "$PY" -m benchmarks.quality "${QUALITY[@]}" --out "$RUN_DIR" --keep "$OUT/cifar-run"
+  [ "$DRY" = 0 ] && [ -f BENCHMARKS.md ] && tail -c +"$((before + 1))" BENCHMARKS.md >> "$RESULTS"
+  say "5. SCAN on that run"
   LEFT=$((BUDGET_S - SECONDS))
   if [ ! -f "$RUN_DIR/manifest.json" ]; then
-    say "skipped: the CIFAR-10 run did not finish"
-  elif [ "$LEFT" -lt 150 ]; then  # 20 SCAN epochs cost about 20 training epochs (84 took 160 s), and self-labelling 10 s
+    say "skipped: the quality run did not finish"
+  elif [ "$LEFT" -lt "$NEED_5" ]; then
     say "skipped: only $LEFT s left of the $BUDGET_S s budget"
   else
-    run "scan_probe (at most $LEFT s)" "$LEFT" "$PY" -m benchmarks.scan_probe "$RUN_DIR" --device cuda --record "$RESULTS"
+    run "scan_probe (at most $LEFT s)" "$LEFT" "$PY" -m benchmarks.scan_probe "$RUN_DIR" "${PROBE[@]}" --record "$RESULTS"
   fi
+  rm -rf "$(dirname "$RUN_DIR")"
 fi
 
 say "done in $SECONDS s; results in $RESULTS"

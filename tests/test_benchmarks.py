@@ -45,8 +45,8 @@ def test_neighbours_kept_is_one_for_the_same_space_and_low_for_noise():
 
 
 def test_speed_dry_run_and_gpu_check_dry_run_print_figures(tmp_path):
-    """Both commands at tiny sizes, side by side: about 50 CPU seconds in all (numba compiling UMAP
-    is a third of it), so well under a minute on 2 idle cores."""
+    """Both commands at tiny sizes, side by side: about 100 CPU seconds in all (numba compiling UMAP
+    is a third of it; the GPU check's dry run runs its steps 4 and 5 on the digits)."""
     env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path / "gpu"), "PYTHONUNBUFFERED": "1"}
     record = tmp_path / "speed.md"
     speed = subprocess.Popen([sys.executable, "-m", "benchmarks.speed", "--dry-run", "--record", str(record)],
@@ -60,7 +60,10 @@ def test_speed_dry_run_and_gpu_check_dry_run_print_figures(tmp_path):
         assert figure in speed_out, figure
     assert record.read_text().count("\n### Speed:") == 6
     assert "train step 64x64, fp32" in gpu_out and "encoder 64x64, fp32" in gpu_out
-    assert (tmp_path / "gpu" / "BENCHMARKS-gpu.md").exists()
+    results = (tmp_path / "gpu" / "BENCHMARKS-gpu.md").read_text()
+    # steps 4 and 5 on the digits: the quality run is kept, and SCAN is scored beside it
+    assert (tmp_path / "gpu" / "cifar-run" / "manifest.json").exists() and "accuracy" in gpu_out
+    assert "| SCAN, 1 epochs, peak lr default |" in results and "skipped" not in gpu_out
 
 
 def test_parse_sets_types_each_setting_and_refuses_unknown_ones():
