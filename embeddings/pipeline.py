@@ -29,6 +29,7 @@ class Run:
     def __init__(self, root: Path, run_dir: Path, cfg: Config):
         self.root, self.dir, self.cfg = root, run_dir, cfg
         self.progress = {"config": cfg.to_dict(), "input_root": str(root), "stages": {}}
+        self.umap_warm_up = None  # the child process of project.warm_up_umap, while training runs on a GPU
 
     def done(self, stage: str) -> bool:
         return stage in self.progress["stages"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 
@@ -13,6 +14,27 @@ LIST_PROBES = 8  # _grouped_knn: a group's candidates are the members of its 8 n
 LONG_FIT_EPOCHS = 100  # layout epochs above 10k rows (UMAP's own default there is 200)
 SEED_LAYOUT_ROWS = 100_000  # above `sample` rows, laid out first; every other row is placed from them (at 1M with 60 epochs: 50k kept 0.079 of 10-NN in 252 s, 100k 0.083 in 278 s)
 REFINE_EPOCHS = 60  # then epochs over every row and the whole graph: at 1M, 30 kept 0.070 of 10-NN in 165 s, 60 kept 0.079 in 252 s
+
+
+def warm_up_umap(manifold_dim: int):
+    """Start a child process that runs both UMAPs (the manifold_dim manifold and the 2-D map)
+    once on 2,000 random points and exits; returns it (a subprocess.Popen).
+
+    Most of UMAP's first call in a process is numba compiling it, and part of that compiled
+    code is kept in numba's on-disk cache. In a fresh install the first UMAP on 3,000 points
+    took 27.0 s, and 12.8 s once such a child had filled the cache (2 cores; the child 28.7 s).
+    The pipeline starts it only while training runs on a GPU, when the CPU is otherwise idle.
+    """
+    import subprocess
+    import sys
+
+    code = ("import numpy as np; from embeddings.project import umap_reduce; "
+            "x = np.random.default_rng(0).normal(size=(2000, 64)).astype(np.float32); "
+            f"umap_reduce(x, {int(manifold_dim)}, 15, 0.0, 10**6, 0, 'warm-up'); "
+            "umap_reduce(x, 2, 15, 0.1, 10**6, 0, 'warm-up')")
+    root = Path(__file__).resolve().parents[1]
+    return subprocess.Popen([sys.executable, "-c", code], cwd=root, stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def knn_graph(x: np.ndarray, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -7,6 +7,7 @@ returns the figures to record in progress.json.
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -19,7 +20,7 @@ from .config import Config, pick_recipe
 from .embed import embed as run_encoder
 from .errors import IceError
 from .images import EXTENSIONS, decode_all, display_path, find_images, has_colour, typical_size
-from .project import knn_graph, layout_rows, seed_graph, umap_reduce
+from .project import knn_graph, layout_rows, seed_graph, umap_reduce, warm_up_umap
 from .scan_clustering import scan_clusters
 from .selflabel import self_label
 from .train import load_model, pick_device
@@ -107,6 +108,8 @@ def decode(run, device, resume) -> dict:
 
 
 def train(run, device, resume) -> dict:
+    if device.type == "cuda" and run.umap_warm_up is None:  # the CPU is idle meanwhile: fill numba's cache
+        run.umap_warm_up = warm_up_umap(run.cfg.manifold_dim)
     _, loss = run_training(run.dir, run.path(rd.PIXELS), run.cfg, device, resume=resume)
     return {"loss": round(float(loss), 6)}
 
@@ -150,6 +153,11 @@ def _kept_graph(path: Path, rows: np.ndarray, k: int, build) -> tuple[np.ndarray
 
 
 def cluster(run, device, resume) -> dict:
+    if run.umap_warm_up is not None:  # let it finish writing the cache first (it took 29 s on 2 cores)
+        try:
+            run.umap_warm_up.wait(timeout=120)
+        except subprocess.TimeoutExpired:  # never seen; the stage compiles what it needs itself
+            run.umap_warm_up.kill()
     cfg = run.cfg
     emb = np.load(run.path(rd.EMBEDDINGS), mmap_mode="r")
     if cfg.clusters and cfg.clusters > len(emb):

@@ -198,3 +198,14 @@ def test_assign_takes_the_first_of_equal_centroids_and_handles_one_centroid():
     assert (labels == np.where(((x - c[0]) ** 2).sum(1) <= ((x - c[2]) ** 2).sum(1), 0, 2)).mean() > 0.9999
     dist1, labels1 = assign(x, c[:1])
     assert (labels1 == 0).all() and dist1 == pytest.approx(((x - c[0]) ** 2).sum(1), rel=1e-4, abs=1e-5)
+
+
+def test_umap_warm_up_child_fills_numbas_cache(tmp_path, monkeypatch):
+    """The child that a GPU run starts during training (project.warm_up_umap) must really run
+    both UMAPs: its output goes nowhere, so a broken one would only show as a slower run."""
+    from embeddings.project import warm_up_umap
+
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "numba"))
+    child = warm_up_umap(10)
+    assert child.wait(timeout=300) == 0
+    assert len(list((tmp_path / "numba").rglob("*.nbi"))) > 10, "numba cached nothing"
