@@ -183,10 +183,10 @@ SELF_LABEL_MIN = 100  # images; fewer make too few batches to learn from
 
 
 def selflabel(run, device, resume) -> dict:
-    """Relabel every image: SCAN's clusters from the neighbour graph (scan.py, if
+    """Relabel every image: SCAN's clusters from the neighbour graph (scan_clustering.py, if
     cfg.scan_epochs), then the encoder fine-tuned on the clusters (selflabel.py, starting
-    from SCAN's encoder if it ran); the centres become the means of the new clusters in the
-    clustering space."""
+    from SCAN's encoder and clusters if it ran); the centres become the means of the new
+    clusters in the clustering space. "changed" counts the images that self-labelling moved."""
     cfg = run.cfg.resolved()
     assign = dict(np.load(run.path(ASSIGN)))
     first = assign.get("first_cluster", assign["cluster"])  # a resumed run starts from the mixture again
@@ -199,12 +199,14 @@ def selflabel(run, device, resume) -> dict:
         neighbours = neighbour_graph(run, np.load(run.path(rd.EMBEDDINGS), mmap_mode="r"))[0][:, 1:]
         cluster, consistency, model.encoder = scan_clusters(model, run.path(rd.PIXELS), neighbours,
                                                             int(first.max()) + 1, cfg.scan_epochs, cfg, device)
-        cluster = np.unique(cluster, return_inverse=True)[1]  # a cluster may win no image
+        cluster = np.unique(cluster, return_inverse=True)[1]
         extra["scan_cluster"] = cluster.astype(np.int32)
         stats["scan_consistency"] = round(consistency, 4)
     if cfg.self_label_epochs:
-        cluster = self_label(model, run.path(rd.PIXELS), cluster, cfg, device)
-    _, cluster = np.unique(cluster, return_inverse=True)
+        predicted = self_label(model, run.path(rd.PIXELS), cluster, cfg, device)
+        stats["changed"] = int((predicted != cluster).sum())
+        cluster = predicted
+    _, cluster = np.unique(cluster, return_inverse=True)  # a cluster may win no image
     cluster = cluster.astype(np.int32)
     space = np.load(run.path(rd.MANIFOLD if cfg.cluster_space == "manifold" else rd.EMBEDDINGS), mmap_mode="r")
     k = int(cluster.max()) + 1
@@ -215,7 +217,7 @@ def selflabel(run, device, resume) -> dict:
     rd.save_npy(run.path(rd.CENTROIDS), centres)
     with rd.atomic_path(run.path(ASSIGN), suffix=".npz") as tmp:
         np.savez(tmp, cluster=cluster, distance=(diff * diff).sum(1).astype(np.float32), first_cluster=first, **extra)
-    return {"k": k, "changed": int((cluster != first).sum()), **stats}
+    return {"k": k, **stats}
 
 
 def project(run, device, resume) -> dict:

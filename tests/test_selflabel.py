@@ -111,10 +111,10 @@ def test_selflabel_stage_with_scan_keeps_its_clusters_and_starts_self_labelling_
     assert (assign["cluster"] == assign["scan_cluster"]).all()  # no self-labelling after it
     assert (assign["first_cluster"] == np.load(small_run / ASSIGN)["first_cluster"]).all()
     assert stats["k"] == assign["cluster"].max() + 1 <= manifest["clusters"]
-    assert 0 <= stats["scan_consistency"] < 2.0
+    assert 0 <= stats["scan_consistency"] < 2.0 and "changed" not in stats  # no self-labelling, nothing moved by it
     scan_nmi = cluster_metrics(labels, assign["cluster"])["nmi"]
     assert scan_nmi >= 0.6, scan_nmi  # digits by their neighbours: the 4-epoch encoder's graph is good
     both = selflabel(Run(small_run, tmp_path, cfg.replace(self_label_epochs=5)), torch.device("cpu"), resume=True)
     again = np.load(tmp_path / ASSIGN)
     assert (again["scan_cluster"] == assign["scan_cluster"]).all()  # seeded: the same SCAN clusters
-    assert 0 < both["changed"] and not (again["cluster"] == again["scan_cluster"]).all()
+    assert both["changed"] == (again["cluster"] != again["scan_cluster"]).sum() > 0  # counted against SCAN's clusters
