@@ -124,7 +124,7 @@ def neighbour_graph(run, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The embeddings' k-nearest-neighbour graph that both UMAPs (manifold and map) start
     from: built once, kept in the run directory until the run completes."""
     k = min(run.cfg.neighbors, len(emb) - 1)
-    return _kept_graph(run.path(rd.KNN), np.arange(len(emb)), k, lambda: knn_graph(emb, k, run.cfg.seed))
+    return _kept_graph(run.path(rd.KNN), len(emb), k, lambda: knn_graph(emb, k, run.cfg.seed))
 
 
 def layout_graph(run, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -136,19 +136,21 @@ def layout_graph(run, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
         return None
     rows = layout_rows(len(emb), cfg.umap_sample, cfg.seed)
     k = min(cfg.neighbors, len(rows) - 1)
-    return _kept_graph(run.path(rd.SEED_KNN), rows, k, lambda: seed_graph(emb, cfg.neighbors, cfg.umap_sample, cfg.seed))
+    return _kept_graph(run.path(rd.SEED_KNN), len(rows), k,
+                       lambda: seed_graph(emb, cfg.neighbors, cfg.umap_sample, cfg.seed), rows)
 
 
-def _kept_graph(path: Path, rows: np.ndarray, k: int, build) -> tuple[np.ndarray, np.ndarray]:
-    """build()'s (ind, dist) over `rows` with k neighbours each, or the copy kept at `path` from an
-    earlier call with the same rows and k."""
+def _kept_graph(path: Path, n: int, k: int, build, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """build()'s (ind, dist) over n rows with k neighbours each, or the copy kept at `path` from an
+    earlier call of the same shape and, where given, over the same `rows` (ids)."""
     if path.exists():
         with np.load(path) as saved:
-            if saved["ind"].shape == (len(rows), k) and "rows" in saved and np.array_equal(saved["rows"], rows):
+            same_rows = rows is None or ("rows" in saved and np.array_equal(saved["rows"], rows))
+            if saved["ind"].shape == (n, k) and same_rows:
                 return saved["ind"], saved["dist"]
     knn = build()
     with rd.atomic_path(path, suffix=".npz") as tmp:
-        np.savez(tmp, ind=knn[0], dist=knn[1], rows=rows)
+        np.savez(tmp, ind=knn[0], dist=knn[1], **({} if rows is None else {"rows": rows}))
     return knn
 
 
@@ -187,7 +189,7 @@ def selflabel(run, device, resume) -> dict:
     cfg.scan_epochs), then the encoder fine-tuned on the clusters (selflabel.py, starting
     from SCAN's encoder and clusters if it ran); the centres become the means of the new
     clusters in the clustering space. "changed" counts the images that self-labelling moved."""
-    cfg = run.cfg.resolved()
+    cfg = run.cfg
     assign = dict(np.load(run.path(ASSIGN)))
     first = assign.get("first_cluster", assign["cluster"])  # a resumed run starts from the mixture again
     if (cfg.self_label_epochs == 0 and cfg.scan_epochs == 0) or len(first) < SELF_LABEL_MIN or first.max() < 1:
