@@ -85,6 +85,8 @@ def run_embed(root: Path, run_dir: Path, cfg: Config, resume: bool = False, forc
     from . import stages  # torch and friends load only once the arguments are known good
 
     device = stages.device_for(cfg)
+    if cfg.parallel_layout is None:  # unset: unseeded where the run cannot be repeated exactly anyway
+        run.cfg = run.cfg.replace(parallel_layout=device.type == "cuda")
     if run.done("scan"):
         stages.verify_input(run)
     for name in STAGES:

@@ -16,9 +16,10 @@ SEED_LAYOUT_ROWS = 100_000  # above `sample` rows, laid out first; every other r
 REFINE_EPOCHS = 60  # then epochs over every row and the whole graph: at 1M, 30 kept 0.070 of 10-NN in 165 s, 60 kept 0.079 in 252 s
 
 
-def warm_up_umap(manifold_dim: int):
-    """Start a child process that runs both UMAPs (the manifold_dim manifold and the 2-D map)
-    once on 2,000 random points and exits; returns it (a subprocess.Popen).
+def warm_up_umap(manifold_dim: int, parallel: bool = False):
+    """Start a child process that runs both UMAPs (the manifold_dim manifold and the 2-D map,
+    with umap_reduce's `parallel`) once on 2,000 random points and exits; returns it (a
+    subprocess.Popen).
 
     Most of UMAP's first call in a process is numba compiling it, and part of that compiled
     code is kept in numba's on-disk cache. In a fresh install the first UMAP on 3,000 points
@@ -30,8 +31,8 @@ def warm_up_umap(manifold_dim: int):
 
     code = ("import numpy as np; from embeddings.project import umap_reduce; "
             "x = np.random.default_rng(0).normal(size=(2000, 64)).astype(np.float32); "
-            f"umap_reduce(x, {int(manifold_dim)}, 15, 0.0, 10**6, 0, 'warm-up'); "
-            "umap_reduce(x, 2, 15, 0.1, 10**6, 0, 'warm-up')")
+            f"umap_reduce(x, {int(manifold_dim)}, 15, 0.0, 10**6, 0, 'warm-up', parallel={bool(parallel)}); "
+            f"umap_reduce(x, 2, 15, 0.1, 10**6, 0, 'warm-up', parallel={bool(parallel)})")
     root = Path(__file__).resolve().parents[1]
     return subprocess.Popen([sys.executable, "-c", code], cwd=root, stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -140,8 +141,9 @@ def seed_graph(x: np.ndarray, neighbors: int, sample: int, seed: int) -> tuple[n
 
 def umap_reduce(x: np.ndarray, n_components: int, neighbors: int, min_dist: float,
                 sample: int, seed: int, desc: str, knn: tuple[np.ndarray, np.ndarray] | None = None,
-                seed_knn: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
-    """(n, d) -> (n, n_components) float32, seeded.
+                seed_knn: tuple[np.ndarray, np.ndarray] | None = None, parallel: bool = False) -> np.ndarray:
+    """(n, d) -> (n, n_components) float32, seeded; with `parallel`, the layout epochs run on
+    every core and are not reproducible (umap-learn runs them in parallel only unseeded).
 
     Up to `sample` rows UMAP fits on every row, on a FAISS neighbour graph (knn_graph) and
     with LONG_FIT_EPOCHS layout epochs above 10k rows. On the MNIST embeddings (70k) this
@@ -162,7 +164,7 @@ def umap_reduce(x: np.ndarray, n_components: int, neighbors: int, min_dist: floa
     n = len(x)
     k = min(neighbors, n - 1)
     options = dict(n_components=n_components, n_neighbors=k, min_dist=min_dist, metric="euclidean",
-                   random_state=seed, low_memory=True, verbose=False)
+                   random_state=None if parallel else seed, low_memory=True, verbose=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if n <= sample:
@@ -178,7 +180,7 @@ def umap_reduce(x: np.ndarray, n_components: int, neighbors: int, min_dist: floa
             seed_rows = layout_rows(n, sample, seed, rng)
             pos = np.full((n, n_components), np.nan, dtype=np.float32)
             pos[seed_rows] = umap_reduce(x[seed_rows], n_components, neighbors, min_dist, len(seed_rows), seed, desc,
-                                         seed_knn)
+                                         seed_knn, parallel=parallel)
             bar.update(len(seed_rows))
             init = _place_from_neighbours(pos, knn[0], rng)
             out = umap.UMAP(**options, precomputed_knn=(*knn, None), init=init,

@@ -109,7 +109,7 @@ def decode(run, device, resume) -> dict:
 
 def train(run, device, resume) -> dict:
     if device.type == "cuda" and run.umap_warm_up is None:  # the CPU is idle meanwhile: fill numba's cache
-        run.umap_warm_up = warm_up_umap(run.cfg.manifold_dim)
+        run.umap_warm_up = warm_up_umap(run.cfg.manifold_dim, bool(run.cfg.parallel_layout))
     _, loss = run_training(run.dir, run.path(rd.PIXELS), run.cfg, device, resume=resume)
     return {"loss": round(float(loss), 6)}
 
@@ -167,7 +167,7 @@ def cluster(run, device, resume) -> dict:
     space = emb
     if cfg.cluster_space == "manifold" and len(emb) > cfg.manifold_dim + 2:
         space = umap_reduce(emb, cfg.manifold_dim, cfg.neighbors, 0.0, cfg.umap_sample, cfg.seed, "manifold",
-                            neighbour_graph(run, emb), layout_graph(run, emb))
+                            neighbour_graph(run, emb), layout_graph(run, emb), bool(cfg.parallel_layout))
         rd.save_npy(run.path(rd.MANIFOLD), space)
     k = cfg.clusters or choose_k(space, cfg.seed)[0]
     km = fit_clusters(space, k, cfg.refine, cfg.kmeans_restarts, cfg.kmeans_iters, cfg.seed)
@@ -227,7 +227,7 @@ def project(run, device, resume) -> dict:
     emb = np.load(run.path(rd.EMBEDDINGS), mmap_mode="r")
     if len(emb) > 3:
         xy = umap_reduce(emb, 2, cfg.neighbors, 0.1, cfg.umap_sample, cfg.seed, "map", neighbour_graph(run, emb),
-                         layout_graph(run, emb))
+                         layout_graph(run, emb), bool(cfg.parallel_layout))
     else:  # UMAP needs a few points; a handful of images get a line
         xy = np.stack([np.arange(len(emb)), np.zeros(len(emb))], 1).astype(np.float32)
     rd.save_npy(run.path(MAP), xy)

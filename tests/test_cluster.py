@@ -113,6 +113,14 @@ def test_umap_keeps_blobs_apart_and_samples_above_threshold():
     assert np.array_equal(given, sampled), "the laid-out rows' graph, passed in, is the one it would build"
 
 
+@pytest.mark.parametrize("sample", [10_000, 1000])  # all rows at once; a sample first, then the rest
+def test_umap_in_parallel_keeps_blobs_apart(sample):
+    x, y = blobs(k=3, per=1500, d=16)
+    xy = umap_reduce(x, 10, 10, 0.0, sample=sample, seed=0, desc="t", parallel=True)
+    assert xy.shape == (4500, 10) and np.isfinite(xy).all()
+    assert cluster_metrics(y, KMeans(3, seed=0).fit(xy).labels_)["accuracy"] == 1.0
+
+
 def brute_force_knn(x, k):
     d = ((x[:, None, :] - x[None, :, :]) ** 2).sum(2)
     return np.argsort(d, axis=1, kind="stable")[:, :k]

@@ -24,6 +24,7 @@ def test_pipeline_on_cuda(tmp_path):
     manifest = run_embed(tmp_path / "in", tmp_path / "run", Config(**{**TINY, "device": "cuda", "epochs": 3}))
     assert manifest["device"].startswith("cuda")
     assert manifest["config"]["recipe"] == "contrastive"  # colour images on a GPU: SimCLR on the ResNet
+    assert manifest["config"]["parallel_layout"] is True  # and UMAP on every core, unseeded
     emb = np.load(tmp_path / "run" / rd.EMBEDDINGS)
     assert emb.shape == (300, 128) and np.isfinite(emb).all()
 

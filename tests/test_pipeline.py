@@ -89,6 +89,7 @@ def test_recipe_is_chosen_after_decoding_and_recorded(tmp_path):
     progress = rd.read_json(tmp_path / "a" / rd.PROGRESS)
     assert progress["stages"]["decode"]["colour"] is True and progress["stages"]["decode"]["recipe"] == "autoencoder"
     assert manifest["config"]["recipe"] == "autoencoder" and manifest["config"]["encoder"] == "convnet"
+    assert manifest["config"]["parallel_layout"] is False, "a CPU run is seeded end to end: UMAP too"
     run_embed(grey, tmp_path / "g", Config(**TINY, clusters=3, self_label_epochs=0))
     assert rd.read_json(tmp_path / "g" / rd.PROGRESS)["stages"]["decode"]["colour"] is False
     # the contrastive recipe, asked for, runs on a CPU too; given settings win over the recipe's
@@ -278,9 +279,25 @@ def test_layout_graph_is_the_laid_out_rows_graph_kept_for_the_second_umap(small_
 def test_a_run_above_umap_sample_lays_out_a_sample_first_for_both_umaps(tmp_path):
     make_images(tmp_path / "in", n=240, size=16)
     out = tmp_path / "run"
-    manifest = run_embed(tmp_path / "in", out, Config(**{**TINY, "umap_sample": 120, "clusters": 3}))
-    assert manifest["counts"]["images"] == 240
+    # both UMAPs in parallel, as on a GPU: the sample's layout and the refining epochs
+    manifest = run_embed(tmp_path / "in", out, Config(**{**TINY, "umap_sample": 120, "clusters": 3,
+                                                         "parallel_layout": True}))
+    assert manifest["counts"]["images"] == 240 and manifest["config"]["parallel_layout"] is True
     assert np.isfinite(np.load(out / rd.MANIFOLD)).all() and np.load(out / rd.MANIFOLD).shape == (240, 10)
     items = pd.read_parquet(out / rd.ITEMS)
     assert np.isfinite(items[["x", "y"]]).all().all() and items[["x", "y"]].drop_duplicates().shape[0] > 200
     assert not (out / rd.KNN).exists() and not (out / rd.SEED_KNN).exists(), "the kept graphs outlived the run"
+
+
+def test_a_cpu_run_repeats_exactly_with_its_seed(tmp_path):
+    """What the README promises for CPU runs: the same seed gives the same embeddings,
+    clusters (self-labelling included) and map; another seed another map."""
+    make_images(tmp_path / "in", n=120)
+    items = {}
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        run_embed(tmp_path / "in", tmp_path / name, Config(**TINY, clusters=3, seed=seed), log=lambda *a: None)
+        items[name] = pd.read_parquet(tmp_path / name / rd.ITEMS)
+    assert rd.read_json(tmp_path / "a" / rd.PROGRESS)["stages"]["selflabel"].get("k") == 3  # it ran
+    assert np.array_equal(np.load(tmp_path / "a" / rd.EMBEDDINGS), np.load(tmp_path / "b" / rd.EMBEDDINGS))
+    assert items["a"].equals(items["b"])
+    assert not np.allclose(items["a"][["x", "y"]], items["c"][["x", "y"]])
