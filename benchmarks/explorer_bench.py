@@ -26,9 +26,11 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import os
 import shutil
 import statistics
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -174,14 +176,17 @@ def chromium_missing() -> bool:
     return not ((shutil.which("chromium") or shutil.which("chromium-browser")) and shutil.which("chromedriver"))
 
 
-def open_chromium():
+def open_chromium(tmp: str):
+    """A headless Chromium whose temporary files go to the folder `tmp` (it leaves a folder
+    there per start that quitting does not remove)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
     options = webdriver.ChromeOptions()
     for flag in CHROMIUM_FLAGS:
         options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver")), options=options)
+    service = Service(shutil.which("chromedriver"), env={**os.environ, "TMPDIR": tmp})
+    driver = webdriver.Chrome(service=service, options=options)
     driver.set_page_load_timeout(300)
     driver.set_script_timeout(60)
     driver.execute_cdp_cmd("Network.enable", {})
@@ -193,7 +198,8 @@ def time_map_in_chromium(url: str, n: int, figure_bytes: int, loads: int, timeou
     """Per load: seconds until driver.get returned, until the map was drawn, the body bytes
     Chromium had received by then (page, scripts, layout, callback answers), and when the
     map figure's answer (the one of `figure_bytes`) had come in, from navigation start."""
-    driver = open_chromium()
+    tmp = tempfile.mkdtemp(prefix="ice-chromium-")
+    driver = open_chromium(tmp)
     try:
         out = []
         for _ in range(loads):
@@ -213,6 +219,7 @@ def time_map_in_chromium(url: str, n: int, figure_bytes: int, loads: int, timeou
         return out
     finally:
         driver.quit()
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # --- the report -------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,9 @@ def browser_missing() -> str | None:
     return None
 
 
+_CHROMIUM_TMP: list[str] = []  # the TMPDIR given to chromedriver and Chromium, removed at the end
+
+
 def pytest_runtest_setup(item):
     if item.get_closest_marker("browser") is None:
         return
@@ -34,6 +38,18 @@ def pytest_runtest_setup(item):
         pytest.fail(f"ICE_REQUIRE_BROWSER=1 but {missing}", pytrace=False)
     if missing:
         pytest.skip(missing)
+    # Chromium leaves a folder in TMPDIR per start (org.chromium.Chromium.*, some of 13 MB)
+    # that quitting does not remove; each test's browser starts after this hook, so it
+    # inherits a TMPDIR that the session removes. Python's own tempdir is already fixed.
+    if not _CHROMIUM_TMP:
+        tempfile.gettempdir()
+        _CHROMIUM_TMP.append(tempfile.mkdtemp(prefix="ice-chromium-"))
+        os.environ["TMPDIR"] = _CHROMIUM_TMP[0]
+
+
+def pytest_sessionfinish(session):
+    for folder in _CHROMIUM_TMP:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.hookimpl(optionalhook=True)  # the hook is dash[testing]'s; absent where dash is not installed as a plugin
