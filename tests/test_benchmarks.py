@@ -113,3 +113,18 @@ def test_quality_scores_the_mixture_and_scan_before_self_labelling(tmp_path):
     assert scores["accuracy"] == 0.5 and scores["scan"]["accuracy"] == 1.0
     np.savez(tmp_path / "assign.npz", cluster=np.array([0, 1]))
     assert before_self_labelling(tmp_path, items) is None
+
+
+def test_gpu_check_quality_only_runs_the_gpu_tests_last(tmp_path):
+    """--quality-only (what a device session with little time runs): no throughput step, the
+    quality run and SCAN first, then the GPU-marked tests with the time left."""
+    env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path / "gpu"), "PYTHONUNBUFFERED": "1"}
+    out = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--dry-run", "--quality-only"], cwd=REPO, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300).stdout
+    steps = [line.split(" [")[0] for line in out.splitlines() if line.startswith("== ")]
+    assert "== 3. training and embedding throughput" not in steps and "train step" not in out
+    order = [next(i for i, s in enumerate(steps) if s.startswith(p)) for p in
+             ("== 4. CIFAR-10 quality", "== 5. SCAN on that run", "== 2 (moved). GPU-marked tests",
+              "== pytest -m gpu (collect only)", "== done in")]
+    assert order == sorted(order), steps
+    assert "FAILED" not in out and (tmp_path / "gpu" / "cifar-run" / "manifest.json").exists()
