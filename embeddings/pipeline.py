@@ -59,8 +59,9 @@ def open_run(root: Path, run_dir: Path, cfg: Config, resume: bool, force: bool) 
         (run_dir / rd.CHECKPOINT).unlink(missing_ok=True)
     elif resume and progress_path.exists():
         old = rd.read_json(progress_path)
+        old["config"] = Config.from_dict(old["config"]).to_dict()  # a setting added since then has its default
         if old["config"] != cfg.to_dict():
-            changed = sorted(k for k in cfg.to_dict() if old["config"].get(k) != cfg.to_dict()[k])
+            changed = sorted(k for k in cfg.to_dict() if old["config"][k] != cfg.to_dict()[k])
             raise IceError(f"cannot resume {run_dir}: its options differ ({', '.join(changed)}); "
                            "resume with the same options or start a new --out")
         if old["input_root"] != str(run.root):

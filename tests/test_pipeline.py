@@ -124,6 +124,15 @@ def test_resume_refuses_changed_input_and_options(tmp_path, capsys):
     (out / rd.MANIFEST).unlink()  # as if killed before the end
     assert main(["embed", str(tmp_path / "in"), "--out", str(out), *TINY_ARGS, "--dim", "8", "--resume"]) == 1
     assert "dim" in capsys.readouterr().err
+    # a run started by an older ICE, before a setting existed, resumes with that setting's default
+    progress = rd.read_json(out / rd.PROGRESS)
+    del progress["config"]["parallel_layout"], progress["config"]["scan_epochs"]
+    progress["stages"].pop("project")
+    rd.write_json(out / rd.PROGRESS, progress)
+    assert main(["embed", str(tmp_path / "in"), "--out", str(out), *TINY_ARGS, "--resume"]) == 0
+    assert (out / rd.MANIFEST).exists()
+    capsys.readouterr()
+    (out / rd.MANIFEST).unlink()
     (tmp_path / "in" / "class0" / "img_000.png").unlink()
     make_images(tmp_path / "in" / "new", n=1)
     assert main(["embed", str(tmp_path / "in"), "--out", str(out), *TINY_ARGS, "--resume"]) == 1
