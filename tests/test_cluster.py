@@ -78,6 +78,17 @@ def test_choose_k_finds_the_number_of_blobs():
     assert k == 7, scores
 
 
+def test_choose_k_scores_are_the_silhouettes_of_its_sample():
+    from sklearn.metrics import silhouette_score
+
+    x, _ = blobs(k=7, per=150)
+    _, scores = choose_k(x, seed=3, sample=400)
+    pick = np.random.default_rng(3).choice(len(x), size=400, replace=False)
+    for k in (5, 7, 12):
+        labels = KMeans(k, n_iter=25, n_init=3, seed=3).fit(x).labels_[pick]
+        assert scores[k] == pytest.approx(silhouette_score(x[pick], labels), abs=1e-6)
+
+
 def test_candidate_ks_range():
     assert candidate_ks(10) == [2]
     assert candidate_ks(1797)[0] == 5 and candidate_ks(1797)[-1] == 29
