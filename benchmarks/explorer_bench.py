@@ -199,8 +199,9 @@ def time_map_in_chromium(url: str, n: int, figure_bytes: int, loads: int, timeou
     Chromium had received by then (page, scripts, layout, callback answers), and when the
     map figure's answer (the one of `figure_bytes`) had come in, from navigation start."""
     tmp = tempfile.mkdtemp(prefix="ice-chromium-")
-    driver = open_chromium(tmp)
+    driver = None
     try:
+        driver = open_chromium(tmp)
         out = []
         for _ in range(loads):
             driver.get("about:blank")  # drop the previous page and its WebGL context
@@ -218,7 +219,8 @@ def time_map_in_chromium(url: str, n: int, figure_bytes: int, loads: int, timeou
                         "figure": figure_ms / 1000 if figure_ms is not None else float("nan")})
         return out
     finally:
-        driver.quit()
+        if driver is not None:
+            driver.quit()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
