@@ -6,9 +6,10 @@
 #                                                      and steps 4 and 5 on the scikit-learn digits
 #
 # On the GPU machine python3 has torch but not faiss, umap-learn, pynndescent or dash, and
-# there is no network: carry the repository's ignored .whl/ folder. The CIFAR-10 quality run
-# (step 4) needs cifar10-jpg.tar.gz from the folder given by --shared-data, $ICE_SHARED_DATA
-# or ./.shared-data (carry it too); without it, step 4 is skipped.
+# there is no network: carry the repository's ignored .whl/ folder (benchmarks/gpu_wheels.sh
+# fills it, and .shared-data/). The CIFAR-10 quality run (step 4) needs cifar10-jpg.tar.gz
+# from the folder given by --shared-data, $ICE_SHARED_DATA or ./.shared-data (carry it too);
+# without it, step 4 is skipped.
 #
 # Steps: 1. install the wheels into /tmp/site; 2. pytest -m gpu (none collected is fine);
 # 3. training and embedding images/s on CUDA at 32x32 and 64x64, bf16 autocast vs fp32;

@@ -128,3 +128,17 @@ def test_gpu_check_quality_only_runs_the_gpu_tests_last(tmp_path):
               "== pytest -m gpu (collect only)", "== done in")]
     assert order == sorted(order), steps
     assert "FAILED" not in out and (tmp_path / "gpu" / "cifar-run" / "manifest.json").exists()
+
+
+def test_gpu_wheels_pins_every_wheel_at_the_version_installed_here():
+    """benchmarks/gpu_wheels.sh --print: what a session downloads for the device machine,
+    pinned to this environment's versions (a package it names but that is missing fails)."""
+    from importlib.metadata import version
+
+    env = {**os.environ, "PYTHON": sys.executable}
+    out = subprocess.run(["bash", "benchmarks/gpu_wheels.sh", "--print"], cwd=REPO, env=env, check=True,
+                         stdout=subprocess.PIPE, text=True).stdout.split()
+    pins = dict(line.split("==") for line in out)
+    for name in ("faiss-cpu", "umap-learn", "pynndescent", "dash"):
+        assert pins[name] == version(name)
+    assert "torch" not in pins and "numpy" not in pins, "the device machine has these"
