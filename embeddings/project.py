@@ -16,10 +16,10 @@ SEED_LAYOUT_ROWS = 100_000  # above `sample` rows, laid out first; every other r
 REFINE_EPOCHS = 60  # then epochs over every row and the whole graph: at 1M, 30 kept 0.070 of 10-NN in 165 s, 60 kept 0.079 in 252 s
 
 
-def warm_up_umap(manifold_dim: int, parallel: bool = False):
-    """Start a child process that runs both UMAPs (the manifold_dim manifold and the 2-D map,
-    with umap_reduce's `parallel`) once on 2,000 random points and exits; returns it (a
-    subprocess.Popen).
+def warm_up_umap(manifold_dim: int):
+    """Start a child process that runs both UMAPs (the manifold_dim manifold and the 2-D map)
+    once on 2,000 random points and exits; returns it (a subprocess.Popen). Seeded or not
+    makes no difference here: umap-learn caches neither layout function on disk.
 
     Most of UMAP's first call in a process is numba compiling it, and part of that compiled
     code is kept in numba's on-disk cache. In a fresh install the first UMAP on 3,000 points
@@ -31,8 +31,8 @@ def warm_up_umap(manifold_dim: int, parallel: bool = False):
 
     code = ("import numpy as np; from embeddings.project import umap_reduce; "
             "x = np.random.default_rng(0).normal(size=(2000, 64)).astype(np.float32); "
-            f"umap_reduce(x, {int(manifold_dim)}, 15, 0.0, 10**6, 0, 'warm-up', parallel={bool(parallel)}); "
-            f"umap_reduce(x, 2, 15, 0.1, 10**6, 0, 'warm-up', parallel={bool(parallel)})")
+            f"umap_reduce(x, {int(manifold_dim)}, 15, 0.0, 10**6, 0, 'warm-up'); "
+            "umap_reduce(x, 2, 15, 0.1, 10**6, 0, 'warm-up')")
     root = Path(__file__).resolve().parents[1]
     return subprocess.Popen([sys.executable, "-c", code], cwd=root, stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -109,7 +109,7 @@ def decode(run, device, resume) -> dict:
 
 def train(run, device, resume) -> dict:
     if device.type == "cuda" and run.umap_warm_up is None:  # the CPU is idle meanwhile: fill numba's cache
-        run.umap_warm_up = warm_up_umap(run.cfg.manifold_dim, bool(run.cfg.parallel_layout))
+        run.umap_warm_up = warm_up_umap(run.cfg.manifold_dim)
     _, loss = run_training(run.dir, run.path(rd.PIXELS), run.cfg, device, resume=resume)
     return {"loss": round(float(loss), 6)}
 
