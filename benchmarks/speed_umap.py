@@ -78,7 +78,7 @@ def run_full_umap(n: int, seed: int, timeout: float, tmp: str) -> tuple[dict | N
 
 def bench_umap(args, sizes: tuple[int, ...], sec: Section) -> None:
     from embeddings.config import Config
-    from embeddings.project import REFINE_EPOCHS, SEED_LAYOUT_ROWS, umap_reduce
+    from embeddings.project import SEED_LAYOUT_ROWS, umap_reduce
 
     cfg = Config()
     sample = 200 if args.dry_run else cfg.umap_sample
@@ -87,18 +87,19 @@ def bench_umap(args, sizes: tuple[int, ...], sec: Section) -> None:
         for fit_rows in (WARM_UP, WARM_UP // 2):  # both paths: fit on all; a laid-out sample, then all rows
             for parallel in (False, True):
                 umap_reduce(clustered_embeddings(WARM_UP, 64, seed=4), 2, cfg.neighbors, 0.1, fit_rows, cfg.seed,
-                            "warm-up", parallel=parallel)
+                            "warm-up", parallel=parallel, refine=False)
     for n in sizes:
         x = clustered_embeddings(n, 64, seed=3)
         rows = np.sort(np.random.default_rng(0).choice(n, size=min(n, 100 if args.dry_run else 2000), replace=False))
         how = ("FAISS neighbour graph, fit on all" if n <= sample else
-               f"{min(sample, SEED_LAYOUT_ROWS):,} laid out first, then {REFINE_EPOCHS} epochs over all")
+               f"{min(sample, SEED_LAYOUT_ROWS):,} laid out first, the rest placed between them")
         row, xy = measure(f"ICE umap_reduce, n={n:,} ({how})", n, "pt",
-                          umap_reduce, x, 2, cfg.neighbors, 0.1, sample, cfg.seed, "map")
+                          umap_reduce, x, 2, cfg.neighbors, 0.1, sample, cfg.seed, "map", refine=False)
         sec.rows.append(row)
         kept_ice = knn_kept(x, xy, rows)
         par, par_xy = measure(f"ICE umap_reduce, n={n:,}, layout on every core (--parallel-layout)", n, "pt",
-                              umap_reduce, x, 2, cfg.neighbors, 0.1, sample, cfg.seed, "map", parallel=True)
+                              umap_reduce, x, 2, cfg.neighbors, 0.1, sample, cfg.seed, "map", parallel=True,
+                              refine=False)
         sec.rows.append(par)
         kept_par = knn_kept(x, par_xy, rows)
         with tempfile.TemporaryDirectory() as tmp:

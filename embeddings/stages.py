@@ -226,8 +226,11 @@ def project(run, device, resume) -> dict:
     cfg = run.cfg
     emb = np.load(run.path(rd.EMBEDDINGS), mmap_mode="r")
     if len(emb) > 3:
-        xy = umap_reduce(emb, 2, cfg.neighbors, 0.1, cfg.umap_sample, cfg.seed, "map", neighbour_graph(run, emb),
-                         layout_graph(run, emb), bool(cfg.parallel_layout))
+        # above umap_sample the map places the rows it does not lay out (project._place_between),
+        # so it needs no graph of every image
+        knn = neighbour_graph(run, emb) if len(emb) <= cfg.umap_sample else None
+        xy = umap_reduce(emb, 2, cfg.neighbors, 0.1, cfg.umap_sample, cfg.seed, "map", knn,
+                         layout_graph(run, emb), bool(cfg.parallel_layout), refine=False)
     else:  # UMAP needs a few points; a handful of images get a line
         xy = np.stack([np.arange(len(emb)), np.zeros(len(emb))], 1).astype(np.float32)
     rd.save_npy(run.path(MAP), xy)

@@ -122,6 +122,13 @@ def test_umap_keeps_blobs_apart_and_samples_above_threshold():
         assert cluster_metrics(y, KMeans(3, seed=0).fit(xy).labels_)["accuracy"] == 1.0
     given = umap_reduce(x, 2, 10, 0.1, sample=1000, seed=0, desc="t", seed_knn=seed_graph(x, 10, 1000, 0))
     assert np.array_equal(given, sampled), "the laid-out rows' graph, passed in, is the one it would build"
+    placed = umap_reduce(x, 2, 10, 0.1, sample=1000, seed=0, desc="t", refine=False)
+    assert placed.shape == (4500, 2) and placed.dtype == np.float32 and np.isfinite(placed).all()
+    assert cluster_metrics(y, KMeans(3, seed=0).fit(placed).labels_)["accuracy"] == 1.0
+    rows = project.layout_rows(4500, 1000, 0)
+    assert np.array_equal(placed[rows], umap_reduce(x[rows], 2, 10, 0.1, sample=1000, seed=0, desc="t")), \
+        "the laid-out rows keep their layout"
+    assert len(np.unique(placed, axis=0)) == 4500
 
 
 @pytest.mark.parametrize("sample", [10_000, 1000])  # all rows at once; a sample first, then the rest
@@ -195,6 +202,21 @@ def test_place_from_neighbours_fills_every_row_from_laid_out_ones():
     assert out[2] == pytest.approx([0, 0], abs=0.01) and out[3] == pytest.approx([10, 10], abs=0.01)
     assert out[6] == pytest.approx(np.mean(out[:6], axis=0), abs=0.1)  # no neighbour: the mean
     assert len(np.unique(out, axis=0)) == 7  # no two rows start on one spot
+
+
+def test_place_between_interpolates_within_a_cluster_of_the_layout_and_never_across_two():
+    # laid out (rows 0-3): two clusters far apart on the map; each row's graph stays in its cluster
+    x = np.array([[0.0], [1.0], [3.0], [4.0], [0.4], [1.9], [3.3]], dtype=np.float32) @ np.array([[1.0, 0.0]], dtype=np.float32)
+    laid = np.array([[0, 0], [1, 0], [100, 0], [101, 0]], dtype=np.float32)
+    seed_ind = np.array([[0, 1, -1], [1, 0, -1], [2, 3, -1], [3, 2, -1]])
+    out = project._place_between(x, np.arange(4), laid, seed_ind, np.random.default_rng(0))
+    assert out.dtype == np.float32 and np.array_equal(out[:4], laid)
+    # 0.4: between its two nearest, weighted by inverse distance (0.4 and 0.6)
+    assert out[4] == pytest.approx([0.4, 0], abs=0.05)
+    # 1.9: its second nearest (3.0, at 1.1) is laid out in the other cluster, so it does not count
+    # (counting it would put the row at x=36, in the empty space between the clusters)
+    assert out[5] == pytest.approx([(1 / 0.9) / (1 / 0.9 + 1 / 1.9), 0], abs=0.05)
+    assert out[6] == pytest.approx([(100 / 0.3 + 101 / 0.7) / (1 / 0.3 + 1 / 0.7), 0], abs=0.05)
 
 
 def test_kernels_compile_without_a_cache_folder():
