@@ -121,7 +121,7 @@ def _place_between(x: np.ndarray, seed_rows: np.ndarray, laid: np.ndarray, seed_
     The gate keeps a row whose nearest laid-out rows sit in two clusters out of the empty
     space between them: without it, MNIST's map (20k of 70k laid out) showed a haze of
     such rows between the digits, and the mixture on the 10-d manifold fell from 0.972 to
-    0.859. The jitter parts rows that would land on one spot (1.4% to 5% of them at 1M).
+    0.859. The jitter parts rows that would land on one spot (5% of them at 1M).
     """
     near, d2 = _grouped_knn(x, PLACE_NEIGHBOURS, int(rng.integers(2**31)), base=np.ascontiguousarray(x[seed_rows]))
     graph = seed_ind[:, 1:]
@@ -192,11 +192,11 @@ def umap_reduce(x: np.ndarray, n_components: int, neighbors: int, min_dist: floa
     (the manifold that the clusters come from), every other row starts at the mean of its
     laid-out neighbours, and UMAP then runs REFINE_EPOCHS epochs over every row on the whole
     graph. Without (the 2-D map), every other row is placed between its nearest laid-out rows
-    (_place_between) and nothing is refined: at 1M points that took 60 s against 309 s and
-    kept more of each point's 10 nearest neighbours (BENCHMARKS.md); on the manifold it cost
-    the mixture accuracy (MNIST with 20k of 70k laid out: 0.960 against 0.978). Fitting a
-    sample and transforming the rest (umap's own way) kept 0.44 of a full fit's 10-NN share
-    at 1M points.
+    (_place_between) and nothing is refined: at 1M points that took 42 s against 459 s for a
+    full fit (302 s with refine epochs) and kept 1.26 of the full fit's 10-NN share
+    (BENCHMARKS.md); on the manifold it cost the mixture accuracy (MNIST with 20k of 70k laid
+    out: 0.960 against 0.978). Fitting a sample and transforming the rest (umap's own way)
+    kept 0.44 of a full fit's 10-NN share at 1M points.
 
     `knn` is knn_graph(x, min(neighbors, n - 1), seed) where the caller has it already (not
     needed above `sample` without `refine`), and `seed_knn` seed_graph(x, neighbors, sample, seed).
