@@ -129,6 +129,8 @@ def test_umap_keeps_blobs_apart_and_samples_above_threshold():
     assert np.array_equal(placed[rows], umap_reduce(x[rows], 2, 10, 0.1, sample=1000, seed=0, desc="t")), \
         "the laid-out rows keep their layout"
     assert len(np.unique(placed, axis=0)) == 4500
+    again = umap_reduce(x, 2, 10, 0.1, sample=1000, seed=0, desc="t", seed_knn=seed_graph(x, 10, 1000, 0), refine=False)
+    assert np.array_equal(again, placed), "seeded, the placement repeats (the README's same seed, same map)"
 
 
 @pytest.mark.parametrize("sample", [10_000, 1000])  # all rows at once; a sample first, then the rest
