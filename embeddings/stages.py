@@ -121,8 +121,9 @@ def embed(run, device, resume) -> dict:
 
 
 def neighbour_graph(run, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The embeddings' k-nearest-neighbour graph that both UMAPs (manifold and map) start
-    from: built once, kept in the run directory until the run completes."""
+    """The embeddings' k-nearest-neighbour graph that the manifold UMAP and SCAN (--scan-epochs)
+    start from, and the map up to cfg.umap_sample images: built once, kept in the run directory
+    until the run completes."""
     k = min(run.cfg.neighbors, len(emb) - 1)
     return _kept_graph(run.path(rd.KNN), len(emb), k, lambda: knn_graph(emb, k, run.cfg.seed))
 
