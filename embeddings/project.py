@@ -220,8 +220,7 @@ def umap_reduce(x: np.ndarray, n_components: int, neighbors: int, min_dist: floa
         with progress(n, desc) as bar:
             rng = np.random.default_rng(seed)
             seed_rows = layout_rows(n, sample, seed, rng)
-            if seed_knn is None:
-                seed_knn = knn_graph(x[seed_rows], min(neighbors, len(seed_rows) - 1), seed)
+            seed_knn = seed_knn if seed_knn is not None else seed_graph(x, neighbors, sample, seed)
             laid = umap_reduce(x[seed_rows], n_components, neighbors, min_dist, len(seed_rows), seed, desc,
                                seed_knn, parallel=parallel)
             bar.update(len(seed_rows))

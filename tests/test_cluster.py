@@ -208,7 +208,7 @@ def test_place_from_neighbours_fills_every_row_from_laid_out_ones():
 
 def test_place_between_interpolates_within_a_cluster_of_the_layout_and_never_across_two():
     # laid out (rows 0-3): two clusters far apart on the map; each row's graph stays in its cluster
-    x = np.array([[0.0], [1.0], [3.0], [4.0], [0.4], [1.9], [3.3]], dtype=np.float32) @ np.array([[1.0, 0.0]], dtype=np.float32)
+    x = np.array([[0.0], [1.0], [3.0], [4.0], [0.4], [1.9], [3.3]], dtype=np.float32) @ np.float32([[1.0, 0.0]])
     laid = np.array([[0, 0], [1, 0], [100, 0], [101, 0]], dtype=np.float32)
     seed_ind = np.array([[0, 1, -1], [1, 0, -1], [2, 3, -1], [3, 2, -1]])
     out = project._place_between(x, np.arange(4), laid, seed_ind, np.random.default_rng(0))
