@@ -79,14 +79,26 @@ def _rss_kib(pid: int | str) -> int:
         return 0
 
 
-def _pss_kib(pid: int | str) -> int:
-    """Proportional set size: each shared page split between the processes that map it, so
-    that a sum over forked DataLoader workers counts it once. RSS where the kernel lacks it."""
+def _pss_kib(pid: int | str) -> tuple[int, int]:
+    """(proportional set size, the part of it not backed by a file) in KiB.
+
+    Each shared page is split between the processes that map it, so that a sum over forked
+    DataLoader workers counts it once. The second figure is anonymous memory plus shared
+    memory (Pss_Anon + Pss_Shmem: the heap and torch's shared batches), which the kernel
+    cannot drop; the rest is pages of files such as the memory-mapped pixels, which it can.
+    RSS for both where the kernel lacks smaps_rollup or its split (before Linux 5.x).
+    """
     try:
         with open(f"/proc/{pid}/smaps_rollup") as f:
-            return next(int(line.split()[1]) for line in f if line.startswith("Pss:"))
-    except (OSError, StopIteration, ValueError):
-        return _rss_kib(pid)
+            fields = {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in f if ":" in line)
+                      if k in ("Pss", "Pss_Anon", "Pss_Shmem")}
+        pss = fields["Pss"]
+        if "Pss_Anon" not in fields:
+            return pss, pss
+        return pss, fields["Pss_Anon"] + fields.get("Pss_Shmem", 0)
+    except (OSError, KeyError, ValueError):
+        rss = _rss_kib(pid)
+        return rss, rss
 
 
 def _descendants(pid: int) -> list[str]:
@@ -108,7 +120,8 @@ class PeakRSS:
     """Peak resident memory, in GiB, while the `with` block runs: the larger of this process's
     own peak RSS (the kernel's high-water mark, reset on entry where Linux allows it) and the
     proportional set size summed over this process and its children (DataLoader workers,
-    `ice embed`), sampled every 50 ms. `samples` keeps (perf_counter, that sum in KiB)."""
+    `ice embed`), sampled every 50 ms. `samples` keeps (perf_counter, that sum in KiB, the
+    part of it not backed by files in KiB); `anon_gib` is the peak of that part."""
 
     def __enter__(self) -> "PeakRSS":
         try:  # "5" resets VmHWM to the current RSS (Linux >= 4.0)
@@ -117,7 +130,7 @@ class PeakRSS:
             self._hwm_reset = True
         except OSError:
             self._hwm_reset = False
-        self._peak_kib, self._stop, self.samples = 0, threading.Event(), []
+        self._peak_kib, self._peak_anon_kib, self._stop, self.samples = 0, 0, threading.Event(), []
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
         return self
@@ -125,9 +138,10 @@ class PeakRSS:
     def _sample(self) -> None:
         me = os.getpid()
         while True:
-            total = _pss_kib(me) + sum(_pss_kib(p) for p in _descendants(me))
-            self._peak_kib = max(self._peak_kib, total)
-            self.samples.append((time.perf_counter(), total))
+            sizes = [_pss_kib(p) for p in [me, *_descendants(me)]]
+            total, anon = sum(pss for pss, _ in sizes), sum(a for _, a in sizes)
+            self._peak_kib, self._peak_anon_kib = max(self._peak_kib, total), max(self._peak_anon_kib, anon)
+            self.samples.append((time.perf_counter(), total, anon))
             if self._stop.wait(0.05):
                 return
 
@@ -136,6 +150,7 @@ class PeakRSS:
         self._thread.join()
         own = _hwm_kib() if self._hwm_reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         self.gib = max(self._peak_kib, own) / 2**20
+        self.anon_gib = self._peak_anon_kib / 2**20
 
 
 def _hwm_kib() -> int:

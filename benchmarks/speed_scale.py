@@ -39,6 +39,7 @@ def bench_scale(args, n: int, sec: Section) -> None:
     images = manifest["counts"]["images"]
     sec.title = f"Scale: `ice embed {' '.join(budget)}` on {images:,} generated images, {today()}"
     stage_rss = _stage_peaks(mem.samples, manifest["stage_seconds"], finished)
+    stage_anon = _stage_peaks(mem.samples, manifest["stage_seconds"], finished, column=2)
     for stage, seconds in manifest["stage_seconds"].items():
         sec.rows.append(Row(f"{stage}", seconds, images, "img", stage_rss[stage]))
     sec.rows.append(Row("**total** (`ice embed` process, start to exit)", t.seconds, images, "img", mem.gib, cpu))
@@ -50,6 +51,10 @@ def bench_scale(args, n: int, sec: Section) -> None:
         f"size sampled every 50 ms: pages the forked workers share count once); {largest:.2f} GiB peak RSS of "
         "the largest single process; "
         "per-stage figures are read off the same samples, each stage's end seen in progress.json",
+        f"of it not backed by files (anonymous and shared memory, which the kernel cannot drop; the rest is pages "
+        f"of files, the libraries' code and the memory-mapped pixels.npy and embeddings, which it can reread): "
+        f"peak {mem.anon_gib:.2f} GiB; by stage "
+        + ", ".join(f"{stage} {gib:.2f}" for stage, gib in stage_anon.items()),
         "throughput = images in the set / the stage's seconds (training makes "
         f"{manifest['config']['epochs']} passes over them)",
         "on disk: " + ", ".join(f"{f} {g:.2f} GiB" for f, g in disk.items()),
@@ -73,13 +78,14 @@ def _run_watching(run_dir: Path, cmd: list[str]) -> dict[str, float]:
     return finished
 
 
-def _stage_peaks(samples: list[tuple[float, int]], stage_seconds: dict[str, float],
-                 finished: dict[str, float]) -> dict[str, float]:
-    """Peak summed RSS (GiB) within each stage: from its end (seen in progress.json, within
-    0.2 s) back by its recorded seconds."""
+def _stage_peaks(samples: list[tuple[float, int, int]], stage_seconds: dict[str, float],
+                 finished: dict[str, float], column: int = 1) -> dict[str, float]:
+    """Peak of one column of PeakRSS.samples (1: the summed PSS, 2: its part not backed by
+    files), in GiB, within each stage: from its end (seen in progress.json, within 0.2 s)
+    back by its recorded seconds."""
     out = {}
     for stage, seconds in stage_seconds.items():
         stop = finished.get(stage, samples[-1][0] if samples else 0.0)
-        inside = [kib for t, kib in samples if stop - seconds - 0.2 <= t <= stop]
+        inside = [s[column] for s in samples if stop - seconds - 0.2 <= s[0] <= stop]
         out[stage] = max(inside or [0]) / 2**20
     return out

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from benchmarks.common import append_section, clustered_embeddings
+from benchmarks.common import PeakRSS, append_section, clustered_embeddings
 from benchmarks.gen_images import generate
 from benchmarks.speed_umap import knn_kept
 
@@ -64,6 +66,43 @@ def test_speed_dry_run_and_gpu_check_dry_run_print_figures(tmp_path):
     # steps 4 and 5 on the digits: the quality run is kept, and SCAN is scored beside it
     assert (tmp_path / "gpu" / "cifar-run" / "manifest.json").exists() and "accuracy" in gpu_out
     assert "| SCAN, 1 epochs, peak lr default |" in results and "skipped" not in gpu_out
+
+
+def test_peak_memory_tells_pages_of_a_mapped_file_from_memory_the_kernel_cannot_drop(tmp_path):
+    path = tmp_path / "pixels.bin"
+    with open(path, "wb") as f:
+        for _ in range(16):
+            f.write(b"\x01" * 2**24)  # 256 MiB in all
+    with PeakRSS() as mem:
+        time.sleep(0.2)
+        mapped = np.memmap(path, mode="r")
+        assert int(mapped.sum(dtype=np.uint64)) == 2**28  # every page read through the mapping
+        time.sleep(0.3)
+        heap = np.ones(2**24)  # 128 MiB of anonymous memory
+        time.sleep(0.3)
+    del mapped, heap
+    first_total, first_anon = mem.samples[0][1:]
+    file_part = max(total - anon for _, total, anon in mem.samples) - (first_total - first_anon)
+    anon_part = max(anon for _, _, anon in mem.samples) - first_anon
+    assert file_part > 200 * 2**10, file_part  # KiB
+    assert 100 * 2**10 < anon_part < 200 * 2**10, anon_part
+    assert mem.anon_gib <= mem.gib
+
+
+def test_scale_dry_run_reports_each_stage_and_its_memory_not_backed_by_files(tmp_path):
+    """`ice embed` on 64 generated images at 16x16, one epoch: about 35 s, most of it UMAP's numba."""
+    record = tmp_path / "scale.md"
+    env = {**os.environ, "ICE_DATA_CACHE": str(tmp_path / "data")}
+    out = subprocess.run([sys.executable, "-m", "benchmarks.speed", "--stage", "scale", "--dry-run",
+                          "--record", str(record)], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    text = record.read_text()
+    assert "### Scale: `ice embed --fast` on 64 generated images" in text
+    for stage in ("scan", "decode", "train", "embed", "cluster", "selflabel", "project"):
+        assert re.search(rf"^\| {stage} \| [0-9.]+ \|", text, re.M), stage
+    total = float(re.search(r"peak memory: ([0-9.]+) GiB", text).group(1))
+    anon = float(re.search(r"not backed by files .*: peak ([0-9.]+) GiB; by stage scan [0-9.]+,", text).group(1))
+    assert 0 < anon <= total
 
 
 def test_parse_sets_types_each_setting_and_refuses_unknown_ones():
