@@ -10,7 +10,8 @@ Stages (default `all`: every one but `scale`):
   kmeans  1M x 64 float32, K=100, 20 iterations: ICE's faiss KMeans vs scikit-learn's
   knn     k=50 single-query latency over 1M embeddings: faiss IndexFlatIP vs numpy
   umap    200k and 1M points to 2-D: ICE's umap_reduce vs a full umap.UMAP().fit_transform
-  scale   `ice embed --fast` (or `--epochs N`) on N generated images: time and peak memory of each stage
+  scale   `ice embed --fast` (or `--epochs N`) on N generated images: time and peak memory of each stage,
+          and the part of that memory not backed by files (not the mapped pixels, not the libraries' code)
 
 Every comparison runs in the same process, one side right after the other, so that the
 ratio holds on a busy machine. Each stage prints its table and appends it to BENCHMARKS.md
