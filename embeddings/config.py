@@ -14,15 +14,21 @@ from .errors import IceError
 # The training recipes. "autoencoder" is what MNIST's 0.984 was measured with (see
 # BENCHMARKS.md); "contrastive" is SimCLR's recipe on a CIFAR-style ResNet (CIFAR-10 on a
 # GPU: 0.489 against the autoencoder's 0.245), with no decoding: a reconstruction term
-# changed nothing there (kNN accuracy 0.454 against 0.455 on a CPU probe).
+# changed nothing there (kNN accuracy 0.454 against 0.455 on a CPU probe). "contrastive-small"
+# is the same loss and augmentations on the autoencoder's encoder, sized for a CPU: on
+# CIFAR-10 (10k) it trains in about the autoencoder's time, for a kNN accuracy of 0.450
+# against 0.335 (BENCHMARKS.md, twelfth session).
+_SIMCLR_VIEWS = dict(contrastive=1.0, reconstruction=0.0, noise=0.0, crop=0.3, flip=True, jitter=0.4, aspect=1.33,
+                     hue=0.1, gray=0.2)
 RECIPES = {
     "autoencoder": dict(encoder="convnet", dim=64, width=16, epochs=20, batch_size=256, contrastive=0.0,
                         reconstruction=1.0, noise=0.1, crop=0.6, flip=False, jitter=0.3, aspect=1.0, hue=0.0,
                         gray=0.0),
-    "contrastive": dict(encoder="resnet", dim=128, width=64, epochs=84, batch_size=512, contrastive=1.0,
-                        reconstruction=0.0, noise=0.0, crop=0.3, flip=True, jitter=0.4, aspect=1.33, hue=0.1,
-                        gray=0.2),
+    "contrastive": dict(encoder="resnet", dim=128, width=64, epochs=84, batch_size=512, **_SIMCLR_VIEWS),
+    "contrastive-small": dict(encoder="convnet", dim=64, width=16, epochs=20, batch_size=256, **_SIMCLR_VIEWS),
 }
+
+_RECIPE_RULE = "must be " + ", ".join(["auto", *RECIPES][:-1]) + " or " + [*RECIPES][-1]
 
 
 @dataclass(frozen=True)
@@ -36,8 +42,10 @@ class Config:
     labels_from_folders: bool = False  # store each image's parent folder as `label` (evaluation only)
     workers: int = 2  # DataLoader worker processes for decoding and training
     # --- model and training ---
-    # "autoencoder" (a small convnet autoencoder), "contrastive" (SimCLR on a ResNet) or "auto":
-    # contrastive when training runs on a GPU and the images have colour. The settings marked
+    # "autoencoder" (a small convnet autoencoder), "contrastive" (SimCLR on a ResNet),
+    # "contrastive-small" (SimCLR on the autoencoder's small encoder) or "auto": for images in
+    # colour, contrastive when training runs on a GPU and contrastive-small on a CPU; for
+    # greyscale images, autoencoder. The settings marked
     # "unset: the recipe's" take the chosen recipe's value unless given (README, step 2)
     recipe: str = "auto"
     dim: int | None = None  # embedding width (the bottleneck); unset: the recipe's
@@ -91,7 +99,7 @@ class Config:
              "must be a multiple of 16 between 16 and 256")
         need(self.max_pixels >= 1, "max_pixels", "must be at least 1")
         need(self.workers >= 0, "workers", "must be 0 or more")
-        need(self.recipe in ("auto", *RECIPES), "recipe", "must be auto, " + " or ".join(RECIPES))
+        need(self.recipe in ("auto", *RECIPES), "recipe", _RECIPE_RULE)
         need(self.dim is None or 2 <= self.dim <= 4096, "dim", "must be between 2 and 4096")
         need(self.width is None or 4 <= self.width <= 512, "width", "must be between 4 and 512")
         need(self.encoder in (None, "convnet", "resnet"), "encoder", "must be convnet or resnet")
@@ -132,7 +140,7 @@ class Config:
         left unset filled from that recipe."""
         name = recipe or (self.recipe if self.recipe != "auto" else "autoencoder")
         if name not in RECIPES:
-            raise IceError(f"--recipe {name!r}: must be auto, " + " or ".join(RECIPES))
+            raise IceError(f"--recipe {name!r}: {_RECIPE_RULE}")
         return self._filled(name).validate()
 
     def _filled(self, name: str) -> "Config":
@@ -158,12 +166,15 @@ def option_type(name: str) -> type:
 
 
 def pick_recipe(cfg: Config, gpu: bool, colour: bool) -> str:
-    """What "auto" means for this run: the contrastive recipe needs a GPU (its ResNet trains
-    about 50 times slower than the autoencoder per image on a CPU) and colour (its colour
-    jitter, hue turns and grey views are what it learns invariance to)."""
+    """What "auto" means for this run. The contrastive recipes need colour: colour jitter, hue
+    turns and grey views are what they learn invariance to, and on greyscale digits the
+    contrastive term hurt (BENCHMARKS.md, MNIST levers). The ResNet needs a GPU: on a CPU it
+    trains about 50 times slower per image than the small encoder, which is what a CPU gets."""
     if cfg.recipe != "auto":
         return cfg.recipe
-    return "contrastive" if gpu and colour else "autoencoder"
+    if not colour:
+        return "autoencoder"
+    return "contrastive" if gpu else "contrastive-small"
 
 
 # `--fast`: a short training budget for quick looks and tests.

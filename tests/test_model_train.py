@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from embeddings.config import Config
+from embeddings.errors import IceError
 from embeddings.model import AutoEncoder, ModelArgs, to_input
 from embeddings.run_dir import CHECKPOINT, MODEL
 from embeddings.train import augment, load_model, nt_xent, train
@@ -116,8 +117,6 @@ def test_contrastive_resnet_trains_without_decoding(tmp_path):
 
 
 def test_nothing_to_learn_is_refused():
-    from embeddings.errors import IceError
-
     with pytest.raises(IceError, match="nothing would be learned"):
         Config(contrastive=0.0, reconstruction=0.0).validate()
     with pytest.raises(IceError, match="nothing would be learned"):  # the recipe's value counts
@@ -144,8 +143,9 @@ def test_recipes_fill_only_what_is_unset():
 
     auto = Config(width=32)
     assert pick_recipe(auto, gpu=True, colour=True) == "contrastive"
-    assert pick_recipe(auto, gpu=False, colour=True) == "autoencoder"
+    assert pick_recipe(auto, gpu=False, colour=True) == "contrastive-small"
     assert pick_recipe(auto, gpu=True, colour=False) == "autoencoder"
+    assert pick_recipe(auto, gpu=False, colour=False) == "autoencoder"
     assert pick_recipe(Config(recipe="contrastive"), gpu=False, colour=False) == "contrastive"
     photo = auto.resolved("contrastive")
     assert photo.recipe == "contrastive" and photo.width == 32  # given: kept
@@ -153,3 +153,9 @@ def test_recipes_fill_only_what_is_unset():
         {k: v for k, v in RECIPES["contrastive"].items() if k != "width"}
     assert auto.resolved().encoder == "convnet" and auto.resolved().recipe == "autoencoder"
     assert photo.resolved() == photo  # resolving twice changes nothing
+    small = Config().resolved("contrastive-small")  # SimCLR's loss and views on the small encoder
+    assert (small.encoder, small.width, small.contrastive, small.reconstruction) == ("convnet", 16, 1.0, 0.0)
+    assert {k: getattr(small, k) for k in ("crop", "flip", "jitter", "aspect", "hue", "gray", "noise")} == \
+        {k: RECIPES["contrastive"][k] for k in ("crop", "flip", "jitter", "aspect", "hue", "gray", "noise")}
+    with pytest.raises(IceError, match="must be auto, autoencoder, contrastive or contrastive-small"):
+        Config(recipe="simclr").validate()

@@ -84,14 +84,19 @@ def test_recipe_is_chosen_after_decoding_and_recorded(tmp_path):
         dest = grey / path.relative_to(tmp_path / "in")
         dest.parent.mkdir(parents=True, exist_ok=True)
         Image.open(path).convert("L").save(dest)
-    # auto on a CPU: the autoencoder, colour or not
+    # auto on a CPU: SimCLR on the small encoder for colour, the autoencoder for grey
     manifest = run_embed(tmp_path / "in", tmp_path / "a", Config(**TINY, clusters=3, self_label_epochs=0))
     progress = rd.read_json(tmp_path / "a" / rd.PROGRESS)
-    assert progress["stages"]["decode"]["colour"] is True and progress["stages"]["decode"]["recipe"] == "autoencoder"
-    assert manifest["config"]["recipe"] == "autoencoder" and manifest["config"]["encoder"] == "convnet"
-    assert manifest["config"]["parallel_layout"] is False, "a CPU run is seeded end to end: UMAP too"
-    run_embed(grey, tmp_path / "g", Config(**TINY, clusters=3, self_label_epochs=0))
-    assert rd.read_json(tmp_path / "g" / rd.PROGRESS)["stages"]["decode"]["colour"] is False
+    assert progress["stages"]["decode"]["colour"] is True
+    assert progress["stages"]["decode"]["recipe"] == "contrastive-small"
+    cfg = manifest["config"]
+    assert (cfg["recipe"], cfg["encoder"], cfg["contrastive"], cfg["reconstruction"]) == \
+        ("contrastive-small", "convnet", 1.0, 0.0)
+    assert torch_load(tmp_path / "a" / rd.MODEL)["model_args"]["decoder"] is False  # nothing to decode
+    assert cfg["parallel_layout"] is False, "a CPU run is seeded end to end: UMAP too"
+    manifest = run_embed(grey, tmp_path / "g", Config(**TINY, clusters=3, self_label_epochs=0))
+    progress = rd.read_json(tmp_path / "g" / rd.PROGRESS)
+    assert progress["stages"]["decode"]["colour"] is False and manifest["config"]["recipe"] == "autoencoder"
     # the contrastive recipe, asked for, runs on a CPU too; given settings win over the recipe's
     manifest = run_embed(tmp_path / "in", tmp_path / "c", Config(**TINY, clusters=3, recipe="contrastive", width=8))
     cfg = manifest["config"]
