@@ -117,15 +117,16 @@ def _sync(device) -> None:
         torch.cuda.synchronize()
 
 
-def train_rate(size: int, precision: str, device, batch_size: int, steps: int, warmup: int) -> Row:
-    """Images/s of train()'s loop body (step_loss, backward, AdamW) on random pixels."""
+def train_rate(size: int, precision: str, device, batch_size: int, steps: int, warmup: int,
+               recipe: str = "autoencoder") -> Row:
+    """Images/s of train()'s loop body (step_loss, backward, AdamW) on random pixels, with `recipe`'s model and loss."""
     import torch
 
     from embeddings.config import Config
     from embeddings.model import AutoEncoder
     from embeddings.train import model_args, step_loss
 
-    cfg = Config(image_size=size).resolved()
+    cfg = Config(image_size=size).resolved(recipe)
     torch.manual_seed(0)
     model = AutoEncoder(model_args(cfg)).to(device, memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -144,7 +145,7 @@ def train_rate(size: int, precision: str, device, batch_size: int, steps: int, w
     for _ in range(warmup):
         step()
     _sync(device)
-    row, _ = measure(f"train step {size}x{size}, {precision}, batch {batch_size}", steps * batch_size, "img",
+    row, _ = measure(f"train step {size}x{size}, {precision}, batch {batch_size}, {recipe}", steps * batch_size, "img",
                      lambda: [step() for _ in range(steps)])
     return row
 
@@ -178,23 +179,29 @@ def encoder_rate(size: int, precision: str, device, batches: int, batch_size: in
     return row
 
 
-def _model_settings() -> str:
+def _model_settings(recipe: str = "autoencoder") -> str:
     from embeddings.config import Config
 
-    cfg = Config().resolved()
-    return f"the autoencoder recipe: width {cfg.width}, dim {cfg.dim}, contrastive {cfg.contrastive}"
+    cfg = Config().resolved(recipe)
+    return f"the {recipe} recipe: {cfg.encoder} width {cfg.width}, dim {cfg.dim}, contrastive {cfg.contrastive}"
+
+
+def _auto_recipes(device) -> list[str]:
+    """The recipes that `auto` picks on this device: for greyscale images, then for colour ones."""
+    from embeddings.config import Config, pick_recipe
+
+    return list(dict.fromkeys(pick_recipe(Config(), device.type == "cuda", colour) for colour in (False, True)))
 
 
 def _precisions(device) -> tuple[str, ...]:
     return ("bf16", "fp32") if device.type == "cuda" else ("fp32",)  # ICE autocasts to bf16 on CUDA only
 
 
-def _ratio_notes(sec: Section, what: str) -> None:
+def _ratio_notes(sec: Section) -> None:
     by = {r.label: r.rate for r in sec.rows}
     for label, rate in by.items():
         if ", bf16," in label and label.replace("bf16", "fp32") in by:
-            size = label.split()[len(what.split())].rstrip(",")
-            sec.notes.append(f"{what} {size}: bf16 autocast + channels_last vs fp32 "
+            sec.notes.append(f"{label.replace(', bf16', '')}: bf16 autocast + channels_last vs fp32 "
                              f"(same code): **{rate / by[label.replace('bf16', 'fp32')]:.2f}x**")
 
 
@@ -204,13 +211,17 @@ def bench_train(args, n: int, sec: Section) -> None:
     device = _device(args.device)
     cuda = device.type == "cuda"
     batch, steps, warmup = (16, 1, 1) if args.dry_run else (256, 100 if cuda else 3, 10 if cuda else 1)
+    recipes = _auto_recipes(device)
     sec.title = f"Speed: training on {device.type}, {today()}"
-    for size in (32, 64):
-        for precision in _precisions(device):
-            sec.rows.append(train_rate(size, precision, device, batch, steps, warmup))
-    _ratio_notes(sec, "train step")
-    sec.notes.append(f"{steps} timed steps after {warmup} warm-up; random pixels; {_model_settings()}; "
-                     f"torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    for recipe in recipes:
+        for size in (32, 64):
+            for precision in _precisions(device):
+                sec.rows.append(train_rate(size, precision, device, batch, steps, warmup, recipe))
+    _ratio_notes(sec)
+    sec.notes.append(f"{steps} timed steps after {warmup} warm-up, batch {batch} for every recipe (a contrastive "
+                     "step encodes two views of each image); random pixels; "
+                     + "; ".join(_model_settings(r) for r in recipes)
+                     + f"; torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
 
 
 def bench_embed(args, n: int, sec: Section) -> None:
@@ -235,7 +246,7 @@ def bench_embed(args, n: int, sec: Section) -> None:
             row, _ = measure(f"embeddings.embed.embed {size}x{size}, {cfg.workers} loader workers", n, "img",
                              embed, model, pixels, Path(tmp, "emb.npy"), cfg.replace(image_size=size), device)
             sec.rows.append(row)
-    _ratio_notes(sec, "encoder")
+    _ratio_notes(sec)
     if cuda:
         best = max(r.rate for r in sec.rows if "64x64" in r.label and "bf16" in r.label)
         full = next(r.rate for r in sec.rows if r.label.startswith("embeddings.embed.embed 64x64"))

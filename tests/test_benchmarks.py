@@ -62,6 +62,8 @@ def test_speed_dry_run_and_gpu_check_dry_run_print_figures(tmp_path):
         assert figure in speed_out, figure
     assert record.read_text().count("\n### Speed:") == 6
     assert "train step 64x64, fp32" in gpu_out and "encoder 64x64, fp32" in gpu_out
+    for recipe in ("autoencoder", "contrastive-small"):  # what auto picks on a CPU, for grey and for colour images
+        assert f"train step 32x32, fp32, batch 16, {recipe} |" in speed_out, recipe
     results = (tmp_path / "gpu" / "BENCHMARKS-gpu.md").read_text()
     # steps 4 and 5 on the digits: the quality run is kept, and SCAN is scored beside it
     assert (tmp_path / "gpu" / "cifar-run" / "manifest.json").exists() and "accuracy" in gpu_out
