@@ -1,12 +1,16 @@
 """Write N small generated images with clustered content, for the scale runs of `ice embed`.
 
     python -m benchmarks.gen_images N OUT_DIR [--size 32] [--format jpg|png] [--classes 10]
-                                    [--seed 0] [--workers W]
+                                    [--vary both|colour|shape] [--by-class] [--seed 0] [--workers W]
 
 Each image belongs to one of `--classes` kinds (a shape and a pair of colours per kind)
 drawn at a random place and scale, with colour jitter and noise, so the set has clusters
-to find. Files go to OUT_DIR/<shard>/c<class>_<number>.<format>, 1,000 per shard folder.
-The same N, size, classes and seed give the same files, whatever the number of workers.
+to find. `--vary colour` keeps each kind's colours but draws every image's shape at random,
+so only colour tells the kinds apart; `--vary shape` keeps each kind's shape but draws every
+image's colours at random. Files go to OUT_DIR/<shard>/c<class>_<number>.<format>, 1,000 per
+shard folder, or with `--by-class` to OUT_DIR/c<class>/<shard>-<number>.<format> (a folder
+per class, as labelled sets are laid out). The same N, size, classes, vary and seed give the
+same images, whatever the number of workers.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 SHARD = 1000  # images per folder and per task
+VARY = ("both", "colour", "shape")  # what tells the kinds apart
 SHAPES = ("disc", "square", "hstripes", "vstripes", "gradient", "checker", "ring", "cross", "triangle", "dots")
 
 
@@ -30,7 +35,8 @@ def palette(classes: int, seed: int) -> np.ndarray:
 
 
 def draw(kind: int, colours: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:
-    """One (size, size, 3) uint8 image of class `kind`."""
+    """One (size, size, 3) uint8 image of shape `kind` (modulo the shapes) in `colours` (2, 3):
+    background and foreground, swapped where `kind` is past the last shape."""
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
     cx, cy = rng.uniform(0.25, 0.75, size=2)
     r = rng.uniform(0.15, 0.35)
@@ -65,16 +71,26 @@ def draw(kind: int, colours: np.ndarray, size: int, rng: np.random.Generator) ->
 
 
 def write_shard(task: tuple) -> int:
-    shard, n, out, size, fmt, classes, seed = task
+    shard, n, out, size, fmt, classes, seed, vary, by_class = task
     rng = np.random.default_rng([seed, shard])
     colours = palette(classes, seed)
     folder = Path(out) / f"{shard:04d}"
-    folder.mkdir(parents=True, exist_ok=True)
+    if not by_class:
+        folder.mkdir(parents=True, exist_ok=True)
     start = shard * SHARD
     for i in range(start, min(start + SHARD, n)):
         kind = int(rng.integers(classes))
-        img = Image.fromarray(draw(kind, colours[kind], size, rng))
-        path = folder / f"c{kind}_{i:07d}.{fmt}"
+        shape, pair = kind, colours[kind]
+        if vary == "colour":  # any shape, not past the last one (which would swap the colours)
+            shape = int(rng.integers(min(classes, len(SHAPES))))
+        elif vary == "shape":
+            pair = rng.uniform(0, 255, size=(2, 3))
+        img = Image.fromarray(draw(shape, pair, size, rng))
+        if by_class:
+            path = Path(out) / f"c{kind}" / f"{shard:04d}-{i:07d}.{fmt}"
+            path.parent.mkdir(parents=True, exist_ok=True)
+        else:
+            path = folder / f"c{kind}_{i:07d}.{fmt}"
         if fmt == "png":
             img.save(path, compress_level=1)
         else:
@@ -83,7 +99,7 @@ def write_shard(task: tuple) -> int:
 
 
 def generate(n: int, out: Path, size: int = 32, fmt: str = "jpg", classes: int = 10, seed: int = 0,
-             workers: int | None = None, quiet: bool = False) -> Path:
+             workers: int | None = None, quiet: bool = False, vary: str = "both", by_class: bool = False) -> Path:
     """Write n images under `out`; return `out`."""
     if n < 1:
         raise ValueError(f"N {n}: must be at least 1")
@@ -91,8 +107,10 @@ def generate(n: int, out: Path, size: int = 32, fmt: str = "jpg", classes: int =
         raise ValueError(f"--size {size}: must be between 8 and 1024")
     if classes < 1:
         raise ValueError(f"--classes {classes}: must be at least 1")
+    if vary not in VARY:
+        raise ValueError(f"--vary {vary}: must be {', '.join(VARY[:-1])} or {VARY[-1]}")
     out.mkdir(parents=True, exist_ok=True)
-    tasks = [(s, n, str(out), size, fmt, classes, seed) for s in range(-(-n // SHARD))]
+    tasks = [(s, n, str(out), size, fmt, classes, seed, vary, by_class) for s in range(-(-n // SHARD))]
     workers = workers or os.cpu_count() or 1
     from tqdm import tqdm
 
@@ -114,12 +132,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--size", type=int, default=32, help="side in pixels (default: 32)")
     p.add_argument("--format", choices=["jpg", "png"], default="jpg", help="file format (default: jpg)")
     p.add_argument("--classes", type=int, default=10, help="kinds of image, the clusters (default: 10)")
+    p.add_argument("--vary", choices=VARY, default="both",
+                   help="what tells the kinds apart: shape and colour (default), colour only or shape only")
+    p.add_argument("--by-class", action="store_true", help="a folder per class instead of shard folders")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, help="processes (default: all cores)")
     args = p.parse_args(argv)
     t0 = time.perf_counter()
     try:
-        generate(args.n, args.out, args.size, args.format, args.classes, args.seed, args.workers)
+        generate(args.n, args.out, args.size, args.format, args.classes, args.seed, args.workers,
+                 vary=args.vary, by_class=args.by_class)
     except ValueError as e:
         p.error(str(e))
     seconds = time.perf_counter() - t0

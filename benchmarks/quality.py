@@ -1,11 +1,14 @@
 """Cluster quality of the default pipeline on labelled image sets.
 
-    python -m benchmarks.quality --dataset {digits,mnist,cifar10} [--split all|train|test]
-                                 [--limit N] [--fast] [--device auto|cpu|cuda] [--no-record]
+    python -m benchmarks.quality --dataset {digits,mnist,cifar10,colours,shapes}
+                                 [--split all|train|test] [--limit N] [--fast]
+                                 [--device auto|cpu|cuda] [--no-record]
 
 MNIST and CIFAR-10 come from ../shared/data (extracted once to a cache folder); the digits
-ship with scikit-learn. K is the number of classes; the labels are read only to score the
-clusters. Prints accuracy (Hungarian), NMI, ARI, each class's best-matching cluster's
+ship with scikit-learn. `colours` and `shapes` are generated (benchmarks.gen_images, 32x32,
+10 classes, --limit images, 10,000 by default): in `colours` only the colours tell the
+classes apart and in `shapes` only the shape, which shows what a recipe's training keeps.
+K is the number of classes; the labels are read only to score the clusters. Prints accuracy (Hungarian), NMI, ARI, each class's best-matching cluster's
 precision and recall, each stage's time and the peak memory, and appends them to
 BENCHMARKS.md.
 """
@@ -36,6 +39,8 @@ from embeddings.pipeline import run_embed
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("ICE_SHARED_DATA", REPO.parent / "shared" / "data"))
 TARBALLS = {"mnist": "mnist-png.tar.gz", "cifar10": "cifar10-jpg.tar.gz"}
+GENERATED = {"colours": "colour", "shapes": "shape"}  # dataset: what tells its classes apart (gen_images --vary)
+GENERATED_N = 10_000
 CACHE = Path(os.environ.get("ICE_DATA_CACHE", Path(tempfile.gettempdir()) / "ice-data"))
 
 
@@ -43,6 +48,15 @@ def dataset_folder(name: str, split: str, limit: int | None, seed: int = 0) -> P
     """A folder `<class>/<file>` holding the chosen images (hard links into the extracted set)."""
     if name == "digits":
         return write_digits(CACHE / "digits")
+    if name in GENERATED:
+        from benchmarks.gen_images import generate
+
+        folder = CACHE / f"{name}-{limit or GENERATED_N}"
+        if not (folder / ".done").exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            generate(limit or GENERATED_N, folder, vary=GENERATED[name], by_class=True, seed=seed, quiet=True)
+            (folder / ".done").touch()
+        return folder
     tarball = SHARED / TARBALLS[name]
     if not tarball.exists():
         raise SystemExit(f"{tarball} not found: the shared data sets are needed for --dataset {name}")
@@ -165,9 +179,10 @@ def keep_for_later(run: Path, keep: Path) -> None:
 
 def add_dataset_options(p: argparse.ArgumentParser) -> None:
     """The options that this benchmark and benchmarks.ssl_probe share: which images, where, which settings."""
-    p.add_argument("--dataset", choices=["digits", "mnist", "cifar10"], required=True)
+    p.add_argument("--dataset", choices=["digits", "mnist", "cifar10", *GENERATED], required=True)
     p.add_argument("--split", choices=["all", "train", "test"], default="all")
-    p.add_argument("--limit", type=int, help="a random subset of this many images")
+    p.add_argument("--limit", type=int,
+                   help="a random subset of this many images (colours, shapes: how many to generate)")
     p.add_argument("--device", default="auto")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="change one setting of ice embed (repeatable), e.g. --set recipe=contrastive")

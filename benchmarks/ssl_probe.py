@@ -1,7 +1,7 @@
 """The encoder's learning curve: after every few epochs, how well its embeddings alone separate
 the classes of a labelled image set.
 
-    python -m benchmarks.ssl_probe --dataset {digits,mnist,cifar10} [--limit N] [--every E]
+    python -m benchmarks.ssl_probe --dataset {digits,mnist,cifar10,colours,shapes} [--limit N] [--every E]
                                    [--device auto|cpu|cuda] [--set key=value ...] [--no-record]
 
 It decodes the images, trains with the given settings (the defaults of `ice embed`, changed

@@ -38,6 +38,33 @@ def test_generated_images_are_small_decodable_and_reproducible(tmp_path):
         assert img.size == (16, 16) and img.mode == "RGB"
 
 
+def test_generated_kinds_differ_by_what_vary_names_and_by_class_keeps_the_same_images(tmp_path):
+    flat = generate(60, tmp_path / "flat", size=16, workers=1, quiet=True)
+    by_class = generate(60, tmp_path / "by-class", size=16, workers=1, quiet=True, by_class=True)
+    for path in flat.rglob("*.jpg"):  # <shard>/c<kind>_<i>.jpg holds what c<kind>/<shard>-<i>.jpg holds
+        kind, i = path.stem.split("_")
+        assert (by_class / kind / f"{path.parent.name}-{i}.jpg").read_bytes() == path.read_bytes()
+    assert len(list(by_class.rglob("*.jpg"))) == 60
+
+    def colour_share(vary: str) -> float:
+        """How much of the spread of the images' mean colours their classes explain (R squared)."""
+        folder = generate(400, tmp_path / vary, size=16, workers=1, quiet=True, vary=vary, by_class=True)
+        paths = sorted(folder.rglob("*.jpg"))
+        means = np.stack([np.asarray(Image.open(p), dtype=np.float64).mean((0, 1)) for p in paths])
+        kinds = np.array([p.parent.name for p in paths])
+        within = sum(((means[kinds == k] - means[kinds == k].mean(0)) ** 2).sum() for k in set(kinds))
+        return 1 - within / ((means - means.mean(0)) ** 2).sum()
+
+    assert colour_share("colour") > 0.8
+    assert colour_share("shape") < 0.1
+    try:
+        generate(1, tmp_path / "x", vary="texture")
+    except ValueError as e:
+        assert str(e) == "--vary texture: must be both, colour or shape"
+    else:
+        raise AssertionError("an unknown --vary was accepted")
+
+
 def test_neighbours_kept_is_one_for_the_same_space_and_low_for_noise():
     x = clustered_embeddings(500, 8, clusters=5, seed=0)
     rows = np.arange(0, 500, 10)
