@@ -183,6 +183,19 @@ def test_quality_scores_the_mixture_and_scan_before_self_labelling(tmp_path):
     assert before_self_labelling(tmp_path, items) is None
 
 
+def test_quality_generates_its_colour_and_shape_sets_once_as_class_folders(tmp_path, monkeypatch):
+    from benchmarks import quality
+
+    monkeypatch.setattr(quality, "CACHE", tmp_path)
+    folder = quality.dataset_folder("shapes", "all", 40)
+    assert folder == tmp_path / "shapes-40" and (folder / ".done").exists()
+    classes = {p.parent.name for p in folder.rglob("*.jpg")}
+    assert len(list(folder.rglob("*.jpg"))) == 40 and classes <= {f"c{k}" for k in range(10)} and len(classes) > 3
+    stamp = (folder / ".done").stat().st_mtime_ns
+    assert quality.dataset_folder("shapes", "all", 40) == folder and (folder / ".done").stat().st_mtime_ns == stamp
+    assert quality.dataset_folder("colours", "all", 40) == tmp_path / "colours-40"
+
+
 def test_gpu_check_quality_only_runs_the_gpu_tests_last(tmp_path):
     """--quality-only (what a device session with little time runs): no throughput step, the
     quality run and SCAN first, then the GPU-marked tests with the time left."""
