@@ -81,8 +81,8 @@ def write_shard(task: tuple) -> int:
     for i in range(start, min(start + SHARD, n)):
         kind = int(rng.integers(classes))
         shape, pair = kind, colours[kind]
-        if vary == "colour":  # any shape, not past the last one (which would swap the colours)
-            shape = int(rng.integers(min(classes, len(SHAPES))))
+        if vary == "colour":  # any of the shapes, in the kind's colours unswapped
+            shape = int(rng.integers(len(SHAPES)))
         elif vary == "shape":
             pair = rng.uniform(0, 255, size=(2, 3))
         img = Image.fromarray(draw(shape, pair, size, rng))

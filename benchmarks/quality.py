@@ -8,9 +8,9 @@ MNIST and CIFAR-10 come from ../shared/data (extracted once to a cache folder); 
 ship with scikit-learn. `colours` and `shapes` are generated (benchmarks.gen_images, 32x32,
 10 classes, --limit images, 10,000 by default): in `colours` only the colours tell the
 classes apart and in `shapes` only the shape, which shows what a recipe's training keeps.
-K is the number of classes; the labels are read only to score the clusters. Prints accuracy (Hungarian), NMI, ARI, each class's best-matching cluster's
-precision and recall, each stage's time and the peak memory, and appends them to
-BENCHMARKS.md.
+K is the number of classes; the labels are read only to score the clusters. Prints
+accuracy (Hungarian), NMI, ARI, each class's best-matching cluster's precision and recall,
+each stage's time and the peak memory, and appends them to BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -51,6 +51,8 @@ def dataset_folder(name: str, split: str, limit: int | None, seed: int = 0) -> P
     if name in GENERATED:
         from benchmarks.gen_images import generate
 
+        if split != "all":
+            raise SystemExit(f"--split {split}: --dataset {name} is generated and has no splits")
         folder = CACHE / f"{name}-{limit or GENERATED_N}"
         if not (folder / ".done").exists():
             shutil.rmtree(folder, ignore_errors=True)

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from benchmarks.common import PeakRSS, append_section, clustered_embeddings
@@ -135,8 +136,6 @@ def test_scale_dry_run_reports_each_stage_and_its_memory_not_backed_by_files(tmp
 
 
 def test_parse_sets_types_each_setting_and_refuses_unknown_ones():
-    import pytest
-
     from benchmarks.common import parse_sets
 
     assert parse_sets(["width=32", "flip=false", "crop=0.3", "recipe=contrastive", "image_size=32"]) == \
@@ -194,6 +193,8 @@ def test_quality_generates_its_colour_and_shape_sets_once_as_class_folders(tmp_p
     stamp = (folder / ".done").stat().st_mtime_ns
     assert quality.dataset_folder("shapes", "all", 40) == folder and (folder / ".done").stat().st_mtime_ns == stamp
     assert quality.dataset_folder("colours", "all", 40) == tmp_path / "colours-40"
+    with pytest.raises(SystemExit, match="--split test: --dataset shapes is generated and has no splits"):
+        quality.dataset_folder("shapes", "test", 40)
 
 
 def test_gpu_check_quality_only_runs_the_gpu_tests_last(tmp_path):

@@ -155,7 +155,7 @@ def test_recipes_fill_only_what_is_unset():
     assert photo.resolved() == photo  # resolving twice changes nothing
     small = Config().resolved("contrastive-small")  # SimCLR's loss and views on the small encoder
     assert (small.encoder, small.width, small.contrastive, small.reconstruction) == ("convnet", 16, 1.0, 0.0)
-    assert {k: getattr(small, k) for k in ("crop", "flip", "jitter", "aspect", "hue", "gray", "noise")} == \
-        {k: RECIPES["contrastive"][k] for k in ("crop", "flip", "jitter", "aspect", "hue", "gray", "noise")}
+    views = ("crop", "flip", "jitter", "aspect", "hue", "gray", "noise")
+    assert {k: getattr(small, k) for k in views} == {k: RECIPES["contrastive"][k] for k in views}
     with pytest.raises(IceError, match="must be auto, autoencoder, contrastive or contrastive-small"):
         Config(recipe="simclr").validate()
