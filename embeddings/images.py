@@ -218,12 +218,55 @@ def _original_size(img: Image.Image, w: int, h: int) -> tuple[int, int]:
     return (h, w) if swapped else (w, h)
 
 
+def not_in_page_cache(path: str | os.PathLike) -> bool:
+    """Whether reading the file's first byte would wait for the disk (False where that cannot be
+    told: no RWF_NOWAIT outside Linux, or a file that cannot be opened, whose error the decode gives).
+    Where it would, the kernel starts reading that page anyway."""
+    if not hasattr(os, "RWF_NOWAIT"):
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        os.preadv(fd, [bytearray(1)], 0, os.RWF_NOWAIT)
+        return False
+    except BlockingIOError:
+        return True
+    except OSError:  # a file system without non-blocking reads (EOPNOTSUPP): treat it as on disk
+        return True
+    finally:
+        os.close(fd)
+
+
+def read_ahead(paths: list[str | os.PathLike]) -> None:
+    """Ask the kernel to start reading every file in `paths` now (POSIX_FADV_WILLNEED), so that
+    the disk serves them together rather than one per wait. 12 us a file where they are cached."""
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+        finally:
+            os.close(fd)
+
+
+READ_AHEAD = hasattr(os, "posix_fadvise")  # DecodeDataset's batches read ahead when they start on disk
+
+
 class DecodeDataset(torch.utils.data.Dataset):
     """Decodes files in DataLoader workers straight into the shared pixel memmap.
 
     Item: (index, width, height, error). Only these small tuples cross the process
     boundary: pickling every image's pixels back to the main process cost more than the
     decoding that the second worker saved.
+
+    A batch whose first file is not in the page cache asks for all its files at once
+    (read_ahead): 200k of the scale benchmark's files, dropped from the page cache,
+    decoded in 28.0-29.9 s against 47.7-51.9 s one file at a time (2 workers, 2 cores).
+    The check costs one byte's read per batch: cached, 24.8 s with it, 22.7-24.7 s without.
     """
 
     def __init__(self, root: Path, paths: list[str], size: int, max_pixels: int, scratch: Path):
@@ -232,6 +275,11 @@ class DecodeDataset(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[int, int, int, str]]:
+        if READ_AHEAD and indices and not_in_page_cache(self.root / self.paths[indices[0]]):
+            read_ahead([self.root / self.paths[i] for i in indices])
+        return [self[i] for i in indices]
 
     def __getitem__(self, i: int):
         if self.buf is None:

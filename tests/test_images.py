@@ -178,3 +178,35 @@ def test_has_colour_tells_grey_sets_from_colour_ones():
     colour = rng.integers(0, 256, (40, 8, 8, 3), dtype=np.uint8)
     assert not has_colour(grey) and not has_colour(noisy)  # JPEG-like chroma noise stays grey
     assert has_colour(colour)
+
+
+def test_decode_all_reads_ahead_only_the_batches_that_start_on_disk(tmp_path, monkeypatch):
+    import os
+
+    root = tmp_path / "in"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    names = [f"{i:03d}.png" for i in range(130)]  # batches of 64: 0-63, 64-127, 128-129
+    for name in names:
+        Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(root / name)
+    os.sync()  # dirty pages cannot be dropped
+    asked = []
+    real = images.read_ahead
+    monkeypatch.setattr(images, "read_ahead", lambda paths: (asked.append(len(paths)), real(paths)))
+
+    def decode(out):
+        decode_all(root, names, 8, 10**8, 0, tmp_path / out, tmp_path / "skipped.csv")
+        return np.load(tmp_path / out)
+
+    for name in names:
+        (root / name).read_bytes()
+    cached = decode("cached.npy")
+    assert asked == [] and not images.not_in_page_cache(root / names[64])
+    for name in names[64:]:
+        fd = os.open(root / name, os.O_RDONLY)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.close(fd)
+    if not images.not_in_page_cache(root / names[65]):  # not a batch's first file: the check reads a page
+        pytest.skip(f"{tmp_path} keeps its files in memory (tmpfs?): nothing to read from disk")
+    assert np.array_equal(decode("cold.npy"), cached)
+    assert asked == [64, 2]  # the second and third batches started on disk; the first did not
