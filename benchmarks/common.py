@@ -25,6 +25,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -169,19 +170,27 @@ class Timer:
         self.seconds = time.perf_counter() - self._t0
 
 
-def extract_once(tarball: Path, name: str) -> Path:
-    """DATA_CACHE/name, extracted from `tarball` (whose top folder is `name`) unless a
-    finished extraction is there. The same cache as benchmarks.quality uses."""
-    folder = DATA_CACHE / name
+def build_once(folder: Path, build: Callable[[Path], object]) -> Path:
+    """`folder`, made by `build(folder)` unless an earlier build finished there (a `.done`
+    marker inside says so); what a build cut short left behind is removed first."""
     if not (folder / ".done").exists():
-        if not tarball.exists():
-            raise SystemExit(f"{tarball} not found: set ICE_SHARED_DATA to the folder that holds it")
         shutil.rmtree(folder, ignore_errors=True)
-        DATA_CACHE.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(tarball) as tar:
-            tar.extractall(DATA_CACHE, filter="data")
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        build(folder)
         (folder / ".done").touch()
     return folder
+
+
+def extract_once(tarball: Path, folder: Path) -> Path:
+    """`folder`, extracted from `tarball` (whose top folder has folder's name) into its
+    parent unless a finished extraction is there."""
+    def extract(folder: Path) -> None:
+        if not tarball.exists():
+            raise SystemExit(f"{tarball} not found: set ICE_SHARED_DATA to the folder that holds it")
+        with tarfile.open(tarball) as tar:
+            tar.extractall(folder.parent, filter="data")
+
+    return build_once(folder, extract)
 
 
 def clustered_embeddings(n: int, dim: int = 64, clusters: int = 50, latent: int = 4, seed: int = 0) -> np.ndarray:

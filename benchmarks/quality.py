@@ -22,7 +22,6 @@ import platform
 import resource
 import shutil
 import sys
-import tarfile
 import tempfile
 import time
 from pathlib import Path
@@ -30,18 +29,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks.common import parse_sets
+from benchmarks.common import DATA_CACHE, SHARED_DATA, build_once, extract_once, parse_sets
 from embeddings import run_dir as rd
 from embeddings.config import FAST, Config
 from embeddings.demo import write_digits
 from embeddings.pipeline import run_embed
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("ICE_SHARED_DATA", REPO.parent / "shared" / "data"))
+SHARED = SHARED_DATA
 TARBALLS = {"mnist": "mnist-png.tar.gz", "cifar10": "cifar10-jpg.tar.gz"}
 GENERATED = {"colours": "colour", "shapes": "shape"}  # dataset: what tells its classes apart (gen_images --vary)
 GENERATED_N = 10_000
-CACHE = Path(os.environ.get("ICE_DATA_CACHE", Path(tempfile.gettempdir()) / "ice-data"))
+CACHE = DATA_CACHE  # where data sets are extracted and subsets linked (tests point it elsewhere)
 
 
 def dataset_folder(name: str, split: str, limit: int | None, seed: int = 0) -> Path:
@@ -53,30 +52,18 @@ def dataset_folder(name: str, split: str, limit: int | None, seed: int = 0) -> P
 
         if split != "all":
             raise SystemExit(f"--split {split}: --dataset {name} is generated and has no splits")
-        folder = CACHE / f"{name}-{limit or GENERATED_N}"
-        if not (folder / ".done").exists():
-            shutil.rmtree(folder, ignore_errors=True)
-            generate(limit or GENERATED_N, folder, vary=GENERATED[name], by_class=True, seed=seed, quiet=True)
-            (folder / ".done").touch()
-        return folder
+        return build_once(CACHE / f"{name}-{limit or GENERATED_N}", lambda folder: generate(
+            limit or GENERATED_N, folder, vary=GENERATED[name], by_class=True, seed=seed, quiet=True))
     tarball = SHARED / TARBALLS[name]
     if not tarball.exists():
         raise SystemExit(f"{tarball} not found: the shared data sets are needed for --dataset {name}")
-    extracted = CACHE / name
-    if not (extracted / ".done").exists():
-        shutil.rmtree(extracted, ignore_errors=True)
-        CACHE.mkdir(parents=True, exist_ok=True)
-        with tarfile.open(tarball) as tar:
-            tar.extractall(CACHE, filter="data")
-        (extracted / ".done").touch()
+    extracted = extract_once(tarball, CACHE / name)
     splits = ["train", "test"] if split == "all" else [split]
     files = sorted(p for s in splits for p in (extracted / s).glob("*/*") if p.is_file())
     if limit and limit < len(files):
         rng = np.random.default_rng(seed)
         files = [files[i] for i in np.sort(rng.choice(len(files), size=limit, replace=False))]
-    subset = CACHE / f"{name}-{split}-{limit or 'all'}"
-    if not (subset / ".done").exists():
-        shutil.rmtree(subset, ignore_errors=True)
+    def link(subset: Path) -> None:
         for f in files:  # class folder / split-prefixed name keeps names unique
             dest = subset / f.parent.name / f"{f.parent.parent.name}-{f.name}"
             dest.parent.mkdir(parents=True, exist_ok=True)
@@ -84,9 +71,8 @@ def dataset_folder(name: str, split: str, limit: int | None, seed: int = 0) -> P
                 os.link(f, dest)
             except OSError:
                 shutil.copyfile(f, dest)
-        (subset / ".done").touch()
-    return subset
 
+    return build_once(CACHE / f"{name}-{split}-{limit or 'all'}", link)
 
 def per_class(labels: np.ndarray, clusters: np.ndarray) -> pd.DataFrame:
     """For each class, the cluster matched to it (Hungarian) and that cluster's precision and recall."""

@@ -32,8 +32,8 @@ import numpy as np
 
 import embeddings  # noqa: F401  sets OMP_WAIT_POLICY before faiss, torch or sklearn load, as `ice` does
 
-from .common import (BENCHMARKS_MD, SHARED_DATA, PeakRSS, Row, Section, append_section, clustered_embeddings,
-                     extract_once, measure, today, verdict)
+from .common import (BENCHMARKS_MD, DATA_CACHE, SHARED_DATA, PeakRSS, Row, Section, append_section,
+                     clustered_embeddings, extract_once, measure, today, verdict)
 from .speed_scale import bench_scale
 from .speed_umap import bench_umap, full_umap
 
@@ -65,7 +65,7 @@ def bench_decode(args, n: int, sec: Section) -> None:
     from embeddings.config import Config
     from embeddings.images import decode_all, find_images, typical_size
 
-    root = args.data or extract_once(SHARED_DATA / "cifar10-jpg.tar.gz", "cifar10")
+    root = args.data or extract_once(SHARED_DATA / "cifar10-jpg.tar.gz", DATA_CACHE / "cifar10")
     find, paths = measure("find_images", 0, "file", find_images, root)
     find.label, find.count = f"find_images ({len(paths):,} files found)", len(paths)
     paths = paths if n >= len(paths) else [paths[i] for i in np.linspace(0, len(paths) - 1, n).astype(int)]

@@ -197,6 +197,38 @@ def test_quality_generates_its_colour_and_shape_sets_once_as_class_folders(tmp_p
         quality.dataset_folder("shapes", "test", 40)
 
 
+def test_build_once_rebuilds_only_what_a_build_cut_short_left(tmp_path):
+    import tarfile
+
+    from benchmarks.common import build_once, extract_once
+
+    calls = []
+
+    def build(folder, fail=False):
+        calls.append(folder)
+        (folder / "sub").mkdir(parents=True)
+        (folder / "sub" / f"part{len(calls)}").write_text("x")
+        if fail:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        build_once(tmp_path / "set", lambda f: build(f, fail=True))
+    assert not (tmp_path / "set" / ".done").exists()
+    assert build_once(tmp_path / "set", build) == tmp_path / "set"
+    assert sorted(p.name for p in (tmp_path / "set" / "sub").iterdir()) == ["part2"]  # the cut build's file is gone
+    build_once(tmp_path / "set", build)
+    assert len(calls) == 2
+
+    (tmp_path / "src" / "pics").mkdir(parents=True)
+    (tmp_path / "src" / "pics" / "a.txt").write_text("a")
+    with tarfile.open(tmp_path / "pics-x.tar.gz", "w:gz") as tar:
+        tar.add(tmp_path / "src" / "pics", arcname="pics")
+    folder = extract_once(tmp_path / "pics-x.tar.gz", tmp_path / "cache" / "pics")
+    assert (folder / "a.txt").read_text() == "a" and (folder / ".done").exists()
+    with pytest.raises(SystemExit, match="missing.tar.gz not found"):
+        extract_once(tmp_path / "missing.tar.gz", tmp_path / "cache" / "missing")
+
+
 def test_gpu_check_quality_only_runs_the_gpu_tests_last(tmp_path):
     """--quality-only (what a device session with little time runs): no throughput step, the
     quality run and SCAN first, then the GPU-marked tests with the time left."""
