@@ -1,10 +1,11 @@
 """Speed and memory of every stage, each side by side with what a user would otherwise use.
 
-    python -m benchmarks.speed [--stage S] [--n N] [--dry-run] [--data PATH] [--device D]
+    python -m benchmarks.speed [--stage S] [--n N] [--dry-run] [--data PATH] [--cold] [--device D]
                                [--record PATH | --no-record] [--umap-timeout SECONDS]
 
 Stages (default `all`: every one but `scale`):
-  decode  the CIFAR-10 JPEGs: ICE's decode_all with DataLoader workers vs a single-process Pillow loop
+  decode  the CIFAR-10 JPEGs: ICE's decode_all with DataLoader workers vs a single-process Pillow loop;
+          read from the page cache, or with --cold from the disk, with ICE's read-ahead on and off too
   train   training steps/s (images/s) at 32x32 and 64x64; on CUDA, bf16 autocast vs fp32
   embed   encoder images/s at 32x32 and 64x64, bare and through embeddings.embed.embed
   kmeans  1M x 64 float32, K=100, 20 iterations: ICE's faiss KMeans vs scikit-learn's
@@ -61,7 +62,18 @@ def pillow_loop(root: Path, paths: list[str], size: int) -> np.ndarray:
     return out
 
 
+def drop_from_page_cache(root: Path, paths: list[str]) -> None:
+    """Ask the kernel to forget the files' cached pages, so that the next read comes from the disk."""
+    for p in paths:
+        fd = os.open(root / p, os.O_RDONLY)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
 def bench_decode(args, n: int, sec: Section) -> None:
+    from embeddings import images
     from embeddings.config import Config
     from embeddings.images import decode_all, find_images, typical_size
 
@@ -70,25 +82,41 @@ def bench_decode(args, n: int, sec: Section) -> None:
     find.label, find.count = f"find_images ({len(paths):,} files found)", len(paths)
     paths = paths if n >= len(paths) else [paths[i] for i in np.linspace(0, len(paths) - 1, n).astype(int)]
     size = typical_size(root, paths)
+    if args.cold and not hasattr(os, "posix_fadvise"):
+        raise SystemExit("--cold needs posix_fadvise (Linux) to drop the files from the page cache")
     for p in paths:  # warm the page cache, so that neither side pays for the first read
         (root / p).read_bytes()
     workers = Config().workers
-    sec.title = f"Speed: decode {len(paths):,} images to {size}x{size}, {today()}"
+    state = "each side reading them from disk" if args.cold else "from the page cache"
+    sec.title = f"Speed: decode {len(paths):,} images to {size}x{size}, {state}, {today()}"
     sec.rows.append(find)
     best = {}
     with tempfile.TemporaryDirectory() as tmp:
+        def ice(w: int, ahead: bool = True):
+            saved, images.READ_AHEAD = images.READ_AHEAD, images.READ_AHEAD and ahead
+            try:
+                return decode_all(root, paths, size, Config().max_pixels, w, Path(tmp, "pixels.npy"),
+                                  Path(tmp, "skipped.csv"))
+            finally:
+                images.READ_AHEAD = saved
+
+        sides = [("Pillow loop, 1 process", lambda: pillow_loop(root, paths, size)),
+                 (f"ICE decode_all, {workers} DataLoader workers", lambda: ice(workers)),
+                 ("ICE decode_all, 0 DataLoader workers", lambda: ice(0))]
+        if args.cold:
+            sides.append((f"ICE decode_all, {workers} workers, no read-ahead", lambda: ice(workers, ahead=False)))
         for _ in range(1 if args.dry_run else 2):  # two rounds, alternating: the best of each counts
-            row, base = measure("Pillow loop, 1 process", len(paths), "img", pillow_loop, root, paths, size)
-            sec.rows.append(row)
-            for w in (workers, 0):
-                row, _ = measure(f"ICE decode_all, {w} DataLoader workers", len(paths), "img", decode_all, root,
-                                 paths, size, Config().max_pixels, w, Path(tmp, "pixels.npy"), Path(tmp, "skipped.csv"))
+            for label, side in sides:
+                if args.cold:
+                    drop_from_page_cache(root, paths)
+                row, out = measure(label, len(paths), "img", side)
+                if label.startswith("Pillow"):
+                    base = out
                 sec.rows.append(row)
-            for r in sec.rows[-3:]:
-                best[r.label] = min(best.get(r.label, (np.inf, 0)), (r.seconds, r.cpu))
-        ice = np.load(Path(tmp, "pixels.npy"))
-    same = float((np.abs(ice.astype(np.int16) - base).max(axis=(1, 2, 3)) <= 2).mean())
-    (base_s, base_cpu), (ice_s, ice_cpu), (ice0_s, ice0_cpu) = best.values()
+                best[label] = min(best.get(label, (np.inf, 0)), (row.seconds, row.cpu))
+        ice_pixels = np.load(Path(tmp, "pixels.npy"))
+    same = float((np.abs(ice_pixels.astype(np.int16) - base).max(axis=(1, 2, 3)) <= 2).mean())
+    (base_s, base_cpu), (ice_s, ice_cpu), (ice0_s, ice0_cpu) = list(best.values())[:3]
     us = 1e6 / len(paths)
     sec.notes += [
         f"ICE with {workers} workers vs the Pillow loop: **{base_s / ice_s:.2f}x** (wall, best of each); "
@@ -100,6 +128,12 @@ def bench_decode(args, n: int, sec: Section) -> None:
         "(cores x loop CPU / ICE CPU: a bound, not a measured speed-up)",
         f"images whose pixels match the Pillow loop's within 2 levels: {same:.1%}",
     ]
+    if args.cold:
+        plain_s = best[sides[-1][0]][0]
+        sec.notes.insert(0, "`--cold`: before each side the files were dropped from the page cache "
+                         "(posix_fadvise DONTNEED), so every side read them from the disk")
+        sec.notes.append(f"read-ahead (a batch that starts on disk asks for all its files at once) vs none, "
+                         f"{workers} workers: **{plain_s / ice_s:.2f}x**")
 
 
 # --- train and embed --------------------------------------------------------------------
@@ -397,6 +431,7 @@ def command(args, stage: str) -> str:
     parts += [f"--n {args.n}"] if args.n else []
     parts += ["--dry-run"] if args.dry_run else []
     parts += [f"--data {args.data}"] if args.data and stage in ("decode", "scale") else []
+    parts += ["--cold"] if args.cold and stage == "decode" else []
     parts += [f"--epochs {args.epochs}"] if args.epochs and stage == "scale" else []
     parts += [f"--device {args.device}"] if args.device != "auto" and stage in ("train", "embed") else []
     parts += [f"--umap-timeout {args.umap_timeout:g}"] if stage == "umap" else []
@@ -412,6 +447,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--n", type=int, help="points or images instead of the issue's size (umap: one size)")
     p.add_argument("--dry-run", action="store_true", help="tiny sizes, seconds in all; records nothing unless --record")
     p.add_argument("--data", type=Path, help="decode, scale: a folder of images instead of CIFAR-10 / generated ones")
+    p.add_argument("--cold", action="store_true",
+                   help="decode: drop the files from the page cache before each side, as on a disk not read lately")
     p.add_argument("--epochs", type=int, help="scale: train this many epochs instead of --fast's")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="train, embed (default: auto)")
     p.add_argument("--umap-timeout", type=float, default=1800,
