@@ -36,6 +36,14 @@ def test_find_images_survives_a_symlink_loop_and_skips_links_outside(tmp_path):
     assert "out.png" in find_images(root, follow_symlinks=True)
 
 
+def test_find_images_walks_a_folder_that_a_skipped_link_points_to(tmp_path):
+    (tmp_path / "z").mkdir()
+    Image.new("RGB", (4, 4)).save(tmp_path / "z" / "img.png")
+    (tmp_path / "a_link").symlink_to(tmp_path / "z")  # listed first; not followed, so it must not hide z
+    assert find_images(tmp_path) == ["z/img.png"]
+    assert find_images(tmp_path, follow_symlinks=True) == ["a_link/img.png"]  # the first way in name order
+
+
 def _save(img, path, **kw):
     img.save(path, **kw)
     return path
