@@ -10,19 +10,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from .common import DATA_CACHE, PeakRSS, Row, Section, Timer, cpu_seconds, today
+from .common import DATA_CACHE, PeakRSS, Row, Section, Timer, build_once, cpu_seconds, today
 
 def bench_scale(args, n: int, sec: Section) -> None:
     import resource
 
     from .gen_images import generate
 
-    folder = args.data
-    if folder is None:
-        folder = DATA_CACHE / f"generated-{n}" / "images"
-        if not (folder.parent / ".done").exists():
-            generate(n, folder, quiet=True)
-            (folder.parent / ".done").touch()
+    folder = args.data or build_once(DATA_CACHE / f"generated-{n}",
+                                     lambda built: generate(n, built / "images", quiet=True)) / "images"
     # the dry run only proves the plumbing: one epoch at 16x16, no loader workers
     extra = ["--epochs", "1", "--image-size", "16", "--workers", "0", "--kmeans-restarts", "1"] if args.dry_run else []
     with tempfile.TemporaryDirectory(prefix="ice-scale-") as tmp:
