@@ -73,7 +73,6 @@ def drop_from_page_cache(root: Path, paths: list[str]) -> None:
 
 
 def bench_decode(args, n: int, sec: Section) -> None:
-    from embeddings import images
     from embeddings.config import Config
     from embeddings.images import decode_all, find_images, typical_size
 
@@ -93,12 +92,8 @@ def bench_decode(args, n: int, sec: Section) -> None:
     best = {}
     with tempfile.TemporaryDirectory() as tmp:
         def ice(w: int, ahead: bool = True):
-            saved, images.READ_AHEAD = images.READ_AHEAD, images.READ_AHEAD and ahead
-            try:
-                return decode_all(root, paths, size, Config().max_pixels, w, Path(tmp, "pixels.npy"),
-                                  Path(tmp, "skipped.csv"))
-            finally:
-                images.READ_AHEAD = saved
+            return decode_all(root, paths, size, Config().max_pixels, w, Path(tmp, "pixels.npy"),
+                              Path(tmp, "skipped.csv"), read_ahead=ahead)
 
         sides = [("Pillow loop, 1 process", lambda: pillow_loop(root, paths, size)),
                  (f"ICE decode_all, {workers} DataLoader workers", lambda: ice(workers)),

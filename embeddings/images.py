@@ -270,9 +270,6 @@ def read_ahead(paths: list[str | os.PathLike]) -> None:
             os.close(fd)
 
 
-READ_AHEAD = hasattr(os, "posix_fadvise")  # DecodeDataset's batches read ahead when they start on disk
-
-
 class DecodeDataset(torch.utils.data.Dataset):
     """Decodes files in DataLoader workers straight into the shared pixel memmap.
 
@@ -286,15 +283,17 @@ class DecodeDataset(torch.utils.data.Dataset):
     The check costs one byte's read per batch: cached, 24.8 s with it, 22.7-24.7 s without.
     """
 
-    def __init__(self, root: Path, paths: list[str], size: int, max_pixels: int, scratch: Path):
+    def __init__(self, root: Path, paths: list[str], size: int, max_pixels: int, scratch: Path,
+                 read_ahead: bool = True):
         self.root, self.paths, self.size, self.max_pixels = root, paths, size, max_pixels
         self.scratch, self.buf = scratch, None  # opened lazily, once per worker process
+        self.read_ahead = read_ahead and hasattr(os, "posix_fadvise")  # Linux
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitems__(self, indices: list[int]) -> list[tuple[int, int, int, str]]:
-        if READ_AHEAD and indices and not_in_page_cache(self.root / self.paths[indices[0]]):
+        if self.read_ahead and indices and not_in_page_cache(self.root / self.paths[indices[0]]):
             read_ahead([self.root / self.paths[i] for i in indices])
         return [self[i] for i in indices]
 
@@ -323,13 +322,14 @@ class Decoded(NamedTuple):
 
 
 def decode_all(root: Path, paths: list[str], size: int, max_pixels: int, workers: int,
-               pixels_path: Path, skipped_path: Path, resume: bool = False) -> Decoded:
+               pixels_path: Path, skipped_path: Path, resume: bool = False, read_ahead: bool = True) -> Decoded:
     """Decode every file into `pixels_path`, a (n_ok, size, size, 3) uint8 .npy.
 
     Unreadable files go to `skipped_path` (path,reason). The pixels go first to
     `<pixels>.partial`; every JOURNAL_SECONDS that file is synced to disk and
     `<pixels>.journal.npz` records which files are done. With `resume`, a call on the same
     paths and size after a killed one decodes only the files its journal does not hold.
+    `read_ahead=False` reads one file at a time (DecodeDataset), for a side-by-side.
     """
     n = len(paths)
     scratch = pixels_path.with_name(pixels_path.name + ".partial")
@@ -342,7 +342,7 @@ def decode_all(root: Path, paths: list[str], size: int, max_pixels: int, workers
         state = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool), np.zeros((n, 2), dtype=np.int32), []
     done, ok, sizes, skipped = state
     resumed = int(done.sum())
-    dataset = DecodeDataset(root, paths, size, max_pixels, scratch)
+    dataset = DecodeDataset(root, paths, size, max_pixels, scratch, read_ahead)
     loader = torch.utils.data.DataLoader(dataset, batch_size=64, num_workers=workers, sampler=np.flatnonzero(~done).tolist(),
                                          collate_fn=_collate, persistent_workers=False)
     last_save = time.monotonic()

@@ -191,6 +191,8 @@ def test_has_colour_tells_grey_sets_from_colour_ones():
 def test_decode_all_reads_ahead_only_the_batches_that_start_on_disk(tmp_path, monkeypatch):
     import os
 
+    from benchmarks.speed import drop_from_page_cache
+
     root = tmp_path / "in"
     root.mkdir()
     rng = np.random.default_rng(0)
@@ -210,11 +212,11 @@ def test_decode_all_reads_ahead_only_the_batches_that_start_on_disk(tmp_path, mo
         (root / name).read_bytes()
     cached = decode("cached.npy")
     assert asked == [] and not images.not_in_page_cache(root / names[64])
-    for name in names[64:]:
-        fd = os.open(root / name, os.O_RDONLY)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        os.close(fd)
+    drop_from_page_cache(root, names[64:])
     if not images.not_in_page_cache(root / names[65]):  # not a batch's first file: the check reads a page
         pytest.skip(f"{tmp_path} keeps its files in memory (tmpfs?): nothing to read from disk")
     assert np.array_equal(decode("cold.npy"), cached)
     assert asked == [64, 2]  # the second and third batches started on disk; the first did not
+    drop_from_page_cache(root, names)
+    decode_all(root, names, 8, 10**8, 0, tmp_path / "plain.npy", tmp_path / "skipped.csv", read_ahead=False)
+    assert asked == [64, 2] and np.array_equal(np.load(tmp_path / "plain.npy"), cached)
