@@ -29,14 +29,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks.common import DATA_CACHE, SHARED_DATA, build_once, extract_once, parse_sets
+from benchmarks.common import BENCHMARKS_MD, DATA_CACHE, SHARED_DATA, build_once, extract_once, parse_sets
 from embeddings import run_dir as rd
 from embeddings.config import FAST, Config
 from embeddings.demo import write_digits
 from embeddings.pipeline import run_embed
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = SHARED_DATA
 TARBALLS = {"mnist": "mnist-png.tar.gz", "cifar10": "cifar10-jpg.tar.gz"}
 GENERATED = {"colours": "colour", "shapes": "shape"}  # dataset: what tells its classes apart (gen_images --vary)
 GENERATED_N = 10_000
@@ -54,7 +52,7 @@ def dataset_folder(name: str, split: str, limit: int | None, seed: int = 0) -> P
             raise SystemExit(f"--split {split}: --dataset {name} is generated and has no splits")
         return build_once(CACHE / f"{name}-{limit or GENERATED_N}", lambda folder: generate(
             limit or GENERATED_N, folder, vary=GENERATED[name], by_class=True, seed=seed, quiet=True))
-    tarball = SHARED / TARBALLS[name]
+    tarball = SHARED_DATA / TARBALLS[name]
     if not tarball.exists():
         raise SystemExit(f"{tarball} not found: the shared data sets are needed for --dataset {name}")
     extracted = extract_once(tarball, CACHE / name)
@@ -63,6 +61,7 @@ def dataset_folder(name: str, split: str, limit: int | None, seed: int = 0) -> P
     if limit and limit < len(files):
         rng = np.random.default_rng(seed)
         files = [files[i] for i in np.sort(rng.choice(len(files), size=limit, replace=False))]
+
     def link(subset: Path) -> None:
         for f in files:  # class folder / split-prefixed name keeps names unique
             dest = subset / f.parent.name / f"{f.parent.parent.name}-{f.name}"
@@ -73,6 +72,7 @@ def dataset_folder(name: str, split: str, limit: int | None, seed: int = 0) -> P
                 shutil.copyfile(f, dest)
 
     return build_once(CACHE / f"{name}-{split}-{limit or 'all'}", link)
+
 
 def per_class(labels: np.ndarray, clusters: np.ndarray) -> pd.DataFrame:
     """For each class, the cluster matched to it (Hungarian) and that cluster's precision and recall."""
@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> dict:
     text = report(args, manifest, classes, seconds, before_self_labelling(out, items))
     print(text)
     if args.record:
-        with open(REPO / "BENCHMARKS.md", "a") as f:
+        with open(BENCHMARKS_MD, "a") as f:
             f.write("\n" + text)
     if args.keep:
         keep_for_later(out, args.keep)

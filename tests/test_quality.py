@@ -20,9 +20,9 @@ def test_per_class_precision_and_recall():
 @pytest.mark.slow
 def test_mnist_test_split_fast_reaches_accuracy():
     """The 10k MNIST test split with --fast: accuracy >= 0.90 (a few minutes on 2 cores)."""
-    if not (quality.SHARED / "mnist-png.tar.gz").exists():
+    if not (quality.SHARED_DATA / "mnist-png.tar.gz").exists():
         if os.environ.get("CI"):
-            pytest.fail(f"{quality.SHARED} is missing; CI always has ../shared/data")
-        pytest.skip(f"needs the shared data sets in {quality.SHARED}")
+            pytest.fail(f"{quality.SHARED_DATA} is missing; CI always has ../shared/data")
+        pytest.skip(f"needs the shared data sets in {quality.SHARED_DATA}")
     result = quality.main(["--dataset", "mnist", "--split", "test", "--fast", "--no-record"])
     assert result["accuracy"] >= 0.90, result
