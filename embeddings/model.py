@@ -1,17 +1,17 @@
 """The convolutional autoencoder, whole.
 
-encoder "convnet": [conv(stride 2) -> BN -> GELU] x L, down to 4x4, then a linear bottleneck
-of `dim`. encoder "resnet": a 3x3 stem, then ResNet basic blocks (`depth` per stage), a
-stride-2 stage down to each of the L scales, global average pooling and the linear
-bottleneck; a deeper encoder for contrastive training on photos.
-decoder: linear back to 4x4, then [transposed conv(stride 2) -> BN -> GELU] x L, then a 1x1
-conv to RGB. L = log2(image_size / 4); channels start at `width` and double each step
-(at most 8 x width).
+encoder "convnet": [conv(stride 2) -> BN -> GELU] x L, down to b x b, then a linear
+bottleneck of `dim`. encoder "resnet": a 3x3 stem, then ResNet basic blocks (`depth` per
+stage), a stride-2 stage down to each of the L scales, global average pooling and the
+linear bottleneck; a deeper encoder for contrastive training on photos.
+decoder: linear back to b x b, then [transposed conv(stride 2) -> BN -> GELU] x L, then a
+1x1 conv to RGB. L halvings take image_size to b exactly: b = 4 for powers of two
+(L = log2(image_size / 4)), else the first odd side or 6 (48: 6, 80: 5, 112: 7); channels
+start at `width` and double each step (at most 8 x width).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
 import torch
@@ -35,7 +35,16 @@ def _channels(width: int, stages: int) -> list[int]:
 
 
 def _halvings(size: int) -> int:
-    return int(math.log2(size // 4))  # down to 4x4
+    """How many exact halvings take `size` to a side of at least 4 (a power of two: to 4)."""
+    steps = 0
+    while size % 2 == 0 and size // 2 >= 4:
+        size, steps = size // 2, steps + 1
+    return steps
+
+
+def _bottom(size: int) -> int:
+    """The side that _halvings(size) halvings leave: 4 for powers of two, 6 for 48, 5 for 80."""
+    return size >> _halvings(size)
 
 
 def _block(cin: int, cout: int, transpose: bool, refine: bool = True) -> nn.Sequential:
@@ -52,7 +61,7 @@ class Encoder(nn.Module):
         super().__init__()
         chans = _channels(args.width, _halvings(args.image_size))
         self.convs = nn.Sequential(*[_block(cin, cout, False) for cin, cout in zip([3] + chans, chans)])
-        self.fc = nn.Linear(chans[-1] * 16, args.dim)
+        self.fc = nn.Linear(chans[-1] * _bottom(args.image_size) ** 2, args.dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.convs(x).flatten(1))
@@ -75,7 +84,7 @@ class _Residual(nn.Module):
 
 class ResEncoder(nn.Module):
     """The CIFAR-style ResNet: full resolution up to 32x32 (a stride-2 stem above that), a
-    first stage at the stem's resolution, then one stride-2 stage per halving down to 4x4."""
+    first stage at the stem's resolution, then one stride-2 stage per halving (_halvings)."""
 
     def __init__(self, args: ModelArgs):
         super().__init__()
@@ -97,8 +106,8 @@ class Decoder(nn.Module):
     def __init__(self, args: ModelArgs):
         super().__init__()
         chans = _channels(args.width, _halvings(args.image_size))[::-1]
-        self.first = chans[0]
-        self.fc = nn.Linear(args.dim, chans[0] * 16)
+        self.first, self.side = chans[0], _bottom(args.image_size)
+        self.fc = nn.Linear(args.dim, chans[0] * self.side ** 2)
         # no 3x3 at full resolution: it would cost as much as the whole encoder
         pairs = list(zip(chans, chans[1:] + [chans[-1]]))
         self.deconvs = nn.Sequential(*[_block(cin, cout, True, refine=i < len(pairs) - 1)
@@ -106,7 +115,7 @@ class Decoder(nn.Module):
         self.out = nn.Conv2d(chans[-1], 3, 1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        h = F.gelu(self.fc(z)).view(-1, self.first, 4, 4)
+        h = F.gelu(self.fc(z)).view(-1, self.first, self.side, self.side)
         return self.out(self.deconvs(h))
 
 

@@ -9,21 +9,34 @@ from embeddings.run_dir import CHECKPOINT, MODEL
 from embeddings.train import augment, load_model, nt_xent, train
 
 
-@pytest.mark.parametrize("size", [16, 32, 64])
+# every image size is a multiple of 16: powers of two halve down to 4x4, the others to the
+# side where halving stops being exact (48 and 96 to 6x6, 80 to 5x5, 112 to 7x7)
+BOTTOM = {16: 4, 32: 4, 48: 6, 64: 4, 80: 5, 96: 6, 112: 7, 256: 4}
+
+
+@pytest.mark.parametrize("size", BOTTOM)
 def test_autoencoder_shapes(size):
     model = AutoEncoder(ModelArgs(image_size=size, dim=24, width=8))
     z, recon = model(torch.zeros(3, 3, size, size))
     assert z.shape == (3, 24) and recon.shape == (3, 3, size, size)
+    assert model.encoder.convs(torch.zeros(3, 3, size, size)).shape[2:] == (BOTTOM[size],) * 2
 
 
-@pytest.mark.parametrize("size", [16, 32, 64])
+@pytest.mark.parametrize("size, pooled", [(16, 4), (32, 4), (48, 6), (64, 4), (80, 5)])  # 64 up: a stride-2 stem
 @pytest.mark.parametrize("depth", [1, 2])
-def test_resnet_encoder_shapes(size, depth):
+def test_resnet_encoder_shapes(size, pooled, depth):
     model = AutoEncoder(ModelArgs(image_size=size, dim=24, width=8, encoder="resnet", depth=depth))
     z, recon = model(torch.zeros(3, 3, size, size))
     assert z.shape == (3, 24) and recon.shape == (3, 3, size, size)
     assert model.head(z).shape == (3, 24)
-    assert model.encoder.convs(torch.zeros(3, 3, size, size)).shape[2:] == (4, 4)  # pooled from 4x4
+    assert model.encoder.convs(torch.zeros(3, 3, size, size)).shape[2:] == (pooled, pooled)
+
+
+def test_power_of_two_models_keep_their_shapes():
+    """Checkpoints saved before sizes like 48 worked must still load: the same parameters."""
+    shapes = {k: tuple(v.shape) for k, v in AutoEncoder(ModelArgs(image_size=32, dim=64, width=16)).state_dict().items()}
+    assert shapes["encoder.fc.weight"] == (64, 64 * 16) and shapes["decoder.fc.weight"] == (64 * 16, 64)
+    assert len([k for k in shapes if k.startswith("encoder.convs") and k.endswith(".0.weight")]) == 3
 
 
 def test_to_input_range():

@@ -68,6 +68,19 @@ def test_embed_end_to_end_on_hostile_folder(tmp_path, capsys):
     assert not list(out.glob(".*.tmp*")), "temporary files left behind"
 
 
+@pytest.mark.parametrize("recipe", ["auto", "autoencoder"])
+def test_a_working_size_between_powers_of_two_trains(tmp_path, recipe):
+    """40-pixel images get the working size 48 (their side rounded up to a multiple of 16),
+    which the encoder halves to 6x6 and the decoder rebuilds; both recipes run end to end."""
+    make_images(tmp_path / "in", n=24, size=40)
+    cfg = Config(**{**TINY, "image_size": None, "epochs": 1, "recipe": recipe, "self_label_epochs": 0})
+    manifest = run_embed(tmp_path / "in", tmp_path / "run", cfg)
+    assert rd.read_json(tmp_path / "run" / rd.PROGRESS)["stages"]["scan"]["image_size"] == 48
+    assert np.load(tmp_path / "run" / rd.PIXELS).shape == (24, 48, 48, 3)
+    assert torch_load(tmp_path / "run" / rd.MODEL)["model_args"]["image_size"] == 48
+    assert np.load(tmp_path / "run" / rd.EMBEDDINGS).shape == (24, 64) and manifest["clusters"] >= 2
+
+
 def test_labels_from_folders_give_metrics(tmp_path):
     make_images(tmp_path / "in", n=30)
     manifest = run_embed(tmp_path / "in", tmp_path / "run", Config(**TINY, labels_from_folders=True, clusters=3))
