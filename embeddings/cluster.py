@@ -47,8 +47,10 @@ class KMeans:
         for restart in range(self.n_init):
             # faiss starts from random rows; k-means++ seeds escape far more bad local minima
             init = kmeans_plus_plus(train_x, self.n_clusters, rng, sample=min(20_000, 500_000 // self.n_clusters))
+            # min_points_per_centroid=1: faiss prints a warning to stderr for fewer than 39 rows a
+            # centroid, once per restart and K tried (choose_k on 364 images printed 39 lines)
             km = faiss.Kmeans(x.shape[1], self.n_clusters, niter=self.n_iter, seed=self.seed + restart,
-                              gpu=faiss_gpus() > 0, verbose=False,
+                              gpu=faiss_gpus() > 0, verbose=False, min_points_per_centroid=1,
                               max_points_per_centroid=len(train_x) // self.n_clusters + 1)
             with _direct_distances(x.shape[1], self.n_clusters):
                 km.train(train_x, init_centroids=init)

@@ -66,6 +66,14 @@ def test_kmeans_is_seeded():
     assert np.array_equal(a, b)
 
 
+def test_kmeans_on_few_rows_a_centroid_prints_nothing(capfd):
+    """faiss warns on stderr below 39 rows a centroid; small collections are normal here."""
+    x, _ = blobs(k=6, per=20)
+    assert len(np.unique(KMeans(6, n_init=2).fit(x).labels_)) == 6
+    captured = capfd.readouterr()
+    assert "WARNING" not in captured.err + captured.out
+
+
 @pytest.mark.parametrize("k", [0, 1, 10_000])
 def test_kmeans_rejects_bad_k(k):
     with pytest.raises(IceError, match=str(k)):
