@@ -212,7 +212,7 @@ def choose_k(x: np.ndarray, seed: int = 0, sample: int = 5000) -> tuple[int, dic
     scores = {}
     for k in candidate_ks(len(x)):
         labels = KMeans(k, n_iter=25, n_init=3, seed=seed).fit(x).labels_[pick]
-        if len(np.unique(labels)) < 2:
+        if not 2 <= len(np.unique(labels)) < len(pick):  # the silhouette needs 2 to n - 1 labels
             continue
         scores[k] = float(silhouette_score(distances, labels, metric="precomputed"))
     if not scores:

@@ -96,6 +96,9 @@ def decode(run, device, resume) -> dict:
                                       run.path(rd.PIXELS), run.path(rd.SKIPPED), resume=resume)
     if not keep:
         raise IceError(f"none of the {len(paths)} image files in {run.root} could be read; see {run.path(rd.SKIPPED)}")
+    if len(keep) < 2:  # k-means needs two; the CLI said "--clusters 2: more clusters than the 1 images"
+        found = f"one of the {len(paths)} image files" if len(paths) > 1 else "one image file"
+        raise IceError(f"only {found} in {run.root} could be read: clustering needs at least two")
     kept_paths = [display_path(paths[i]) for i in keep]
     decoded = pd.DataFrame({"image_id": np.arange(len(keep), dtype=np.int64), "path": kept_paths,
                             "width": sizes[:, 0], "height": sizes[:, 1]})

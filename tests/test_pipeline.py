@@ -246,6 +246,18 @@ def test_missing_folder_and_folder_without_images(tmp_path, capsys):
     assert "could be read" in capsys.readouterr().err
 
 
+def test_one_image_is_a_clear_error_and_two_make_a_run(tmp_path, capsys):
+    make_images(tmp_path / "one", n=1)
+    (tmp_path / "one" / "broken.png").write_text("not an image")
+    assert main(["embed", str(tmp_path / "one"), "--out", str(tmp_path / "run1"), *TINY_ARGS]) == 1
+    last = capsys.readouterr().err.splitlines()[-1]  # after the decode stage's progress bar
+    assert last.startswith("ice: error: only one of the 2 image files") and "at least two" in last, last
+    make_images(tmp_path / "two", n=2)  # choose_k's silhouette is undefined for 2 rows: it fell over
+    assert main(["embed", str(tmp_path / "two"), "--out", str(tmp_path / "run2"), *TINY_ARGS]) == 0
+    items = pd.read_parquet(tmp_path / "run2" / rd.ITEMS)
+    assert len(items) == 2 and items["cluster"].between(0, 1).all()
+
+
 def test_demo_reaches_nmi_on_digits(tmp_path, capsys):
     """The embedded default, the demo's own settings, a fixed seed, on the CPU."""
     assert main(["demo", "--no-serve", "--out", str(tmp_path / "demo")]) == 0
