@@ -34,17 +34,33 @@ ANNOTATIONS = "annotations.sqlite"
 CLUSTERINGS = "clusterings"
 
 
+def _umask() -> int:
+    """The process's umask: read where Linux shows it (since 4.7), which changes nothing; else
+    set and put back, which for that instant gives other threads' new files the default."""
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = ""):
     """Yield a temporary path beside `path`; on success rename it over `path`.
 
     On an exception the temporary file is removed and `path` is untouched.
-    `suffix` keeps an extension that a writer insists on (np.save adds `.npy`).
+    `suffix` keeps an extension that a writer insists on (np.save adds `.npy`). The file
+    gets the permissions that open() would give it (0o666 less the umask), not mkstemp's
+    0o600: a run directory or an exported CSV is read by other users and servers too.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
     os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())
     try:
         yield Path(tmp)
         os.replace(tmp, path)

@@ -218,3 +218,18 @@ def test_ice_embed_killed_while_decoding_resumes_from_the_journal(tmp_path):
     subprocess.run(_ice("embed", str(tmp_path / "in"), "--out", str(reference), *ARGS), check=True, capture_output=True)
     np.testing.assert_array_equal(np.load(out / rd.PIXELS), np.load(reference / rd.PIXELS))
     pd.testing.assert_frame_equal(_snapshot(out)[0], _snapshot(reference)[0])
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027, 0o077])
+def test_written_files_take_the_umask_not_mkstemps_0600(tmp_path, umask):
+    """Every file the job and the export write goes through atomic_path; mkstemp alone made
+    them all 0600, so nobody but their owner (not a colleague, not a web server) could read a run."""
+    before = os.umask(umask)
+    try:
+        rd.write_json(tmp_path / "a.json", {"x": 1})
+        rd.save_npy(tmp_path / "b.npy", np.zeros(3))
+    finally:
+        os.umask(before)
+    for name in ("a.json", "b.npy"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
+    assert rd._umask() == before
