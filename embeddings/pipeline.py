@@ -7,7 +7,10 @@ The manifest, written last, is what makes a run complete.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import errno
+import os
 import platform
 import time
 from pathlib import Path
@@ -30,6 +33,7 @@ class Run:
         self.root, self.dir, self.cfg = root, run_dir, cfg
         self.progress = {"config": cfg.to_dict(), "input_root": str(root), "stages": {}}
         self.umap_warm_up = None  # the child process of project.warm_up_umap, while training runs on a GPU
+        self.lock = None  # the open run directory whose flock says that this process writes it
 
     def done(self, stage: str) -> bool:
         return stage in self.progress["stages"]
@@ -41,9 +45,36 @@ class Run:
     def path(self, name: str) -> Path:
         return self.dir / name
 
+    def close(self) -> None:
+        """Let other processes write the run directory again."""
+        if self.lock is not None:
+            os.close(self.lock)
+            self.lock = None
+
+
+def lock_run_dir(run_dir: Path) -> int | None:
+    """An open descriptor of run_dir holding an exclusive flock on it, which the kernel drops
+    when this process ends however it ends; IceError if another process holds it. None where
+    the file system or the platform has no flock: the run goes on unguarded."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        return None
+    fd = os.open(run_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        os.close(fd)
+        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise IceError(f"--out {run_dir}: another `ice embed` is writing this run now; wait for it "
+                           "to finish (then --resume) or choose another --out") from None
+        return None
+    return fd
+
 
 def open_run(root: Path, run_dir: Path, cfg: Config, resume: bool, force: bool) -> Run:
-    """Check the input and the run directory, and load the progress of a run to resume."""
+    """Check the input and the run directory, lock the directory (lock_run_dir) and load the
+    progress of a run to resume; the caller closes run.lock."""
     root = Path(root)
     if not root.is_dir():
         raise IceError(f"input folder not found: {root}")
@@ -51,6 +82,19 @@ def open_run(root: Path, run_dir: Path, cfg: Config, resume: bool, force: bool) 
     if run_dir.exists() and not run_dir.is_dir():
         raise IceError(f"--out {run_dir}: exists and is not a folder")
     run = Run(root.resolve(), run_dir, cfg)
+    try:
+        _check_run_dir(run, resume, force)
+    except BaseException:
+        if run.lock is not None:
+            os.close(run.lock)
+        raise
+    return run
+
+
+def _check_run_dir(run: Run, resume: bool, force: bool) -> None:
+    run_dir, cfg = run.dir, run.cfg
+    if run_dir.is_dir():  # before anything is read or removed: a run that another process writes is left alone
+        run.lock = lock_run_dir(run_dir)
     progress_path = run_dir / rd.PROGRESS
     has_files = run_dir.is_dir() and any(run_dir.iterdir())
     if force and has_files:
@@ -70,8 +114,9 @@ def open_run(root: Path, run_dir: Path, cfg: Config, resume: bool, force: bool) 
     elif has_files and not resume:
         raise IceError(f"--out {run_dir}: folder is not empty; use --resume to continue "
                        "a run or --force to start it over")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    return run
+    if not run_dir.is_dir():
+        run_dir.mkdir(parents=True, exist_ok=True)
+        run.lock = lock_run_dir(run_dir)
 
 
 def run_embed(root: Path, run_dir: Path, cfg: Config, resume: bool = False, force: bool = False,
@@ -79,10 +124,15 @@ def run_embed(root: Path, run_dir: Path, cfg: Config, resume: bool = False, forc
     """Build a complete run directory from a folder of images; return its manifest."""
     cfg.validate()
     run = open_run(root, run_dir, cfg, resume, force)
-    if resume and (run.dir / rd.MANIFEST).exists():
-        manifest = rd.read_json(run.dir / rd.MANIFEST)
-        if manifest.get("complete"):
-            return manifest
+    with contextlib.closing(run):
+        if resume and (run.dir / rd.MANIFEST).exists():
+            manifest = rd.read_json(run.dir / rd.MANIFEST)
+            if manifest.get("complete"):
+                return manifest
+        return _run_stages(run, cfg, resume)
+
+
+def _run_stages(run: Run, cfg: Config, resume: bool) -> dict:
     from . import stages  # torch and friends load only once the arguments are known good
 
     device = stages.device_for(cfg)

@@ -135,6 +135,31 @@ def test_rerun_needs_resume_or_force(tmp_path, capsys):
     assert main(args + ["--force"]) == 0
 
 
+def test_a_run_directory_that_another_process_writes_is_left_alone(tmp_path, capsys):
+    """Two `ice embed` on one --out would overwrite each other's files; --force would delete
+    the first one's files under it. The second now stops with one line and touches nothing."""
+    from embeddings.pipeline import lock_run_dir
+
+    make_images(tmp_path / "in", n=12)
+    out = tmp_path / "run"
+    assert main(["embed", str(tmp_path / "in"), "--out", str(out), *TINY_ARGS, "--clusters", "3"]) == 0
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    held = lock_run_dir(out)  # as a running `ice embed` holds it (the kernel's flock, per open file)
+    try:
+        for flag in ("--force", "--resume"):
+            capsys.readouterr()
+            assert main(["embed", str(tmp_path / "in"), "--out", str(out), *TINY_ARGS, "--clusters", "3", flag]) == 1
+            err = capsys.readouterr().err
+            assert err.count("\n") == 1 and "another `ice embed` is writing this run now" in err, err
+            assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == before
+    finally:
+        os.close(held)
+    assert main(["embed", str(tmp_path / "in"), "--out", str(out), *TINY_ARGS, "--clusters", "3", "--resume"]) == 0
+    fd = lock_run_dir(out)
+    assert fd is not None, "a finished run lets go of its directory"
+    os.close(fd)
+
+
 def test_resume_refuses_changed_input_and_options(tmp_path, capsys):
     make_images(tmp_path / "in", n=12)
     out = tmp_path / "run"
