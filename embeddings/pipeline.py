@@ -55,7 +55,8 @@ class Run:
 def lock_run_dir(run_dir: Path) -> int | None:
     """An open descriptor of run_dir holding an exclusive flock on it, which the kernel drops
     when this process ends however it ends; IceError if another process holds it. None where
-    the file system or the platform has no flock: the run goes on unguarded."""
+    the file system or the platform has no flock: the run goes on unguarded. Forked children
+    (DataLoader workers) share the lock while they live; they end with their loader."""
     try:
         import fcntl
     except ImportError:  # Windows
@@ -74,7 +75,7 @@ def lock_run_dir(run_dir: Path) -> int | None:
 
 def open_run(root: Path, run_dir: Path, cfg: Config, resume: bool, force: bool) -> Run:
     """Check the input and the run directory, lock the directory (lock_run_dir) and load the
-    progress of a run to resume; the caller closes run.lock."""
+    progress of a run to resume; the caller calls run.close() when it is done writing."""
     root = Path(root)
     if not root.is_dir():
         raise IceError(f"input folder not found: {root}")
@@ -85,8 +86,7 @@ def open_run(root: Path, run_dir: Path, cfg: Config, resume: bool, force: bool) 
     try:
         _check_run_dir(run, resume, force)
     except BaseException:
-        if run.lock is not None:
-            os.close(run.lock)
+        run.close()
         raise
     return run
 
