@@ -206,6 +206,8 @@ def train(run_dir: Path, pixels_path: Path, cfg: Config, device: torch.device,
                 bar.set_postfix(epoch=epoch + 1, loss=f"{total.item() / seen:.4f}",
                                 img_s=f"{seen / (time.perf_counter() - t0):.0f}")
         loss_avg = total.item() / max(seen, 1)
+        # also at each epoch's end: with fewer than 20 batches an epoch the bar kept an old epoch
+        bar.set_postfix(epoch=epoch + 1, loss=f"{loss_avg:.4f}", img_s=f"{seen / (time.perf_counter() - t0):.0f}")
         _save(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
                           "scheduler": sched.state_dict(), "generator": gen.get_state(),
                           "epoch": epoch + 1, "loss": loss_avg, "config": cfg.to_dict()})

@@ -89,6 +89,15 @@ def _pixels(tmp_path, n=40, size=16):
     return path
 
 
+def test_the_progress_bar_ends_on_the_last_epoch(tmp_path, capsys):
+    """One batch an epoch: the bar's epoch was set every 20 batches only, so 30 epochs ended
+    showing epoch=20."""
+    cfg = Config(image_size=16, dim=8, width=8, epochs=23, batch_size=32, workers=0)
+    train(tmp_path, _pixels(tmp_path), cfg, torch.device("cpu"))
+    last = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    assert "23/23" in last and "epoch=23" in last, last
+
+
 def test_train_checkpoints_every_epoch_and_resumes(tmp_path):
     cfg = Config(image_size=16, dim=8, width=8, epochs=2, batch_size=16, workers=0)
     pixels = _pixels(tmp_path)
