@@ -90,9 +90,12 @@ def build_parser() -> Parser:
 
     c = sub.add_parser("export", help="write the run's images, clusters and groups as CSV")
     c.add_argument("run_dir", type=Path)
-    c.add_argument("--output", "-o", type=Path, required=True, help="CSV file to write")
+    c.add_argument("--output", "-o", type=Path, required=True, help="CSV file to write; - for standard output")
     c.add_argument("--group", help="only images in this saved group")
     c.add_argument("--cluster", type=int, help="only images in this cluster")
+    c.add_argument("--clustering", default="run", metavar="KEY",
+                   help="which clustering: 'run' (the job's, default) or a re-clustering made in the "
+                        "explorer, k<K> (k12 for K=12)")
     return p
 
 
@@ -132,8 +135,10 @@ def cmd_explore(args) -> None:
 def cmd_export(args) -> None:
     from explorer.export import export_csv
 
-    n = export_csv(args.run_dir, args.output, group=args.group, cluster=args.cluster)
-    print(f"wrote {n} rows to {args.output}")
+    n = export_csv(args.run_dir, args.output, group=args.group, cluster=args.cluster, clustering=args.clustering)
+    to_stdout = str(args.output) == "-"
+    print(f"wrote {n} rows to {'standard output' if to_stdout else args.output}",
+          file=sys.stderr if to_stdout else sys.stdout)  # keep the CSV on stdout clean
 
 
 def main(argv: list[str] | None = None) -> int:

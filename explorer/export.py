@@ -5,6 +5,7 @@ The same table backs `ice export` and the app's download button.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -67,9 +68,14 @@ def to_csv_text(frame: pd.DataFrame) -> str:
 
 def export_csv(run_dir: str | Path, out_path: str | Path, group: str | None = None,
                cluster: int | None = None, clustering: str = RUN_CLUSTERING) -> int:
-    """Write the export CSV of a complete run atomically; return the number of rows."""
+    """Write the export CSV of a complete run atomically (to standard output where out_path is
+    "-"); return the number of rows."""
     data = load_run(run_dir, read_only=True)
     frame = export_frame(data, clustering=clustering, group=group, cluster=cluster)
+    if str(out_path) == "-":
+        sys.stdout.write(to_csv_text(frame))
+        sys.stdout.flush()
+        return len(frame)
     out_path = Path(out_path)
     if out_path.is_dir():
         raise IceError(f"-o {out_path}: is a folder; give a file name such as clusters.csv")

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import pathlib
 
 import numpy as np
 import pandas as pd
@@ -93,3 +94,24 @@ def test_written_atomically(small_run, tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["clusters.csv"]
     with pytest.raises(IceError, match="is a folder"):
         export_csv(small_run, tmp_path)
+
+
+def test_cli_exports_a_reclustering_to_standard_output(explorer_run, capsys):
+    """`ice export RUN -o - --clustering k4`: the CSV alone on stdout (for a pipe), the count
+    on stderr; a clustering that was never made is a one-line error."""
+    from embeddings.cli import main
+    from explorer.clusterings import recluster
+    from explorer.data import load_run
+
+    made = recluster(load_run(explorer_run), 4)
+    capsys.readouterr()
+    assert main(["export", str(explorer_run), "-o", "-", "--clustering", "k4"]) == 0
+    out, err = capsys.readouterr()
+    rows = list(csv.DictReader(out.splitlines()))
+    assert list(rows[0]) == COLUMNS and len(rows) == len(made.cluster)
+    assert [int(r["cluster"]) for r in rows] == made.cluster.tolist()
+    assert err.strip() == f"wrote {len(rows)} rows to standard output"
+    assert not pathlib.Path("-").exists(), "a file named '-' in the working folder"
+    assert main(["export", str(explorer_run), "-o", "-", "--clustering", "k7"]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1 and "'k7'" in err, err
