@@ -34,7 +34,8 @@ def test_resnet_encoder_shapes(size, pooled, depth):
 
 def test_power_of_two_models_keep_their_shapes():
     """Checkpoints saved before sizes like 48 worked must still load: the same parameters."""
-    shapes = {k: tuple(v.shape) for k, v in AutoEncoder(ModelArgs(image_size=32, dim=64, width=16)).state_dict().items()}
+    model = AutoEncoder(ModelArgs(image_size=32, dim=64, width=16))
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     assert shapes["encoder.fc.weight"] == (64, 64 * 16) and shapes["decoder.fc.weight"] == (64 * 16, 64)
     assert len([k for k in shapes if k.startswith("encoder.convs") and k.endswith(".0.weight")]) == 3
 
