@@ -12,6 +12,7 @@ from pathlib import Path
 from . import config as config_module
 from .config import FAST, Config, option_type
 from .errors import IceError
+from .run_dir import SKIPPED
 
 
 class Parser(argparse.ArgumentParser):
@@ -106,6 +107,9 @@ def cmd_embed(args) -> None:
     manifest = run_embed(args.input, args.out, cfg, resume=args.resume, force=args.force)
     print(summary_line(manifest))
     print(f"run directory: {args.out}")
+    if manifest["counts"]["skipped"]:
+        print(f"skipped files, each with its reason: {args.out / SKIPPED}")
+    print(f"to look at it: ice explore {args.out}")
 
 
 def cmd_demo(args) -> None:

@@ -45,6 +45,8 @@ def test_embed_end_to_end_on_hostile_folder(tmp_path, capsys):
     assert main(["embed", str(tmp_path / "in"), "--out", str(out), *TINY_ARGS]) == 0
     summary = capsys.readouterr().out
     assert "15 images, 3 skipped" in summary and "train" in summary and "project" in summary
+    assert f"skipped files, each with its reason: {out / rd.SKIPPED}" in summary
+    assert summary.splitlines()[-1] == f"to look at it: ice explore {out}"
     manifest = rd.load_manifest(out)
     assert manifest["counts"] == {"found": 18, "images": 15, "skipped": 3}
     assert set(manifest["stage_seconds"]) == {"scan", "decode", "train", "embed", "cluster", "selflabel", "project"}
