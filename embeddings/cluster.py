@@ -49,7 +49,7 @@ class KMeans:
             init = kmeans_plus_plus(train_x, self.n_clusters, rng, sample=min(20_000, 500_000 // self.n_clusters))
             # min_points_per_centroid=1: faiss prints a warning to stderr for fewer than 39 rows a
             # centroid, once per restart and K tried (choose_k on 364 images printed 39 lines)
-            km = faiss.Kmeans(x.shape[1], self.n_clusters, niter=self.n_iter, seed=self.seed + restart,
+            km = faiss.Kmeans(x.shape[1], self.n_clusters, niter=self.n_iter, seed=(self.seed + restart) % 2**31,
                               gpu=faiss_gpus() > 0, verbose=False, min_points_per_centroid=1,
                               max_points_per_centroid=len(train_x) // self.n_clusters + 1)
             with _direct_distances(x.shape[1], self.n_clusters):

@@ -133,6 +133,7 @@ class Config:
         need(2 <= self.manifold_dim <= 100, "manifold_dim", "must be between 2 and 100")
         need(2 <= self.neighbors <= 200, "neighbors", "must be between 2 and 200")
         need(self.umap_sample >= 100, "umap_sample", "must be at least 100")
+        need(0 <= self.seed < 2**31, "seed", f"must be between 0 and {2**31 - 1}")  # numpy: >= 0; faiss: int32
         return self
 
     def resolved(self, recipe: str | None = None) -> "Config":

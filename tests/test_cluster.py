@@ -74,6 +74,13 @@ def test_kmeans_on_few_rows_a_centroid_prints_nothing(capfd):
     assert "WARNING" not in captured.err + captured.out
 
 
+def test_kmeans_restarts_from_the_largest_seed():
+    """faiss takes an int32 seed, and restart r uses seed + r: past 2**31 - 1 it overflowed."""
+    x, y = blobs(k=3)
+    labels = KMeans(3, n_init=3, seed=2**31 - 1).fit(x).labels_
+    assert len(np.unique(labels)) == 3
+
+
 @pytest.mark.parametrize("k", [0, 1, 10_000])
 def test_kmeans_rejects_bad_k(k):
     with pytest.raises(IceError, match=str(k)):

@@ -221,6 +221,8 @@ def test_resume_after_kill_during_training(tmp_path):
     (["--clusters", "x"], "invalid int value"),
     (["--image-size", "20"], "--image-size 20"),
     (["--epochs", "0"], "--epochs 0"),
+    (["--seed", "-1"], "--seed -1"),
+    (["--seed", "2147483648"], "--seed 2147483648"),
     (["--dim", "1"], "--dim 1"),
     (["--batch-size", "1"], "--batch-size 1"),
     (["--lr", "-1"], "--lr -1"),
