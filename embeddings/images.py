@@ -16,7 +16,7 @@ import torch
 from PIL import Image, ImageOps
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from .errors import IceError, ImageError
+from .errors import IceError, ImageError, not_a_folder
 from .progress import progress
 from .run_dir import atomic_path
 
@@ -37,7 +37,7 @@ def find_images(root: str | os.PathLike, follow_symlinks: bool = False) -> list[
     """
     root = Path(root)
     if not root.is_dir():
-        raise IceError(f"input folder not found: {root}")
+        raise not_a_folder(root, "input folder")
     real_root = root.resolve()
     seen_dirs = {real_root}
     found = []

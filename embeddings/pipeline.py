@@ -21,7 +21,7 @@ import pandas as pd
 from . import __version__
 from . import run_dir as rd
 from .config import Config
-from .errors import IceError
+from .errors import IceError, not_a_folder
 
 STAGES = ("scan", "decode", "train", "embed", "cluster", "selflabel", "project")
 
@@ -78,7 +78,7 @@ def open_run(root: Path, run_dir: Path, cfg: Config, resume: bool, force: bool) 
     progress of a run to resume; the caller calls run.close() when it is done writing."""
     root = Path(root)
     if not root.is_dir():
-        raise IceError(f"input folder not found: {root}")
+        raise not_a_folder(root, "input folder")
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise IceError(f"--out {run_dir}: exists and is not a folder")

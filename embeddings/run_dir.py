@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import IceError
+from .errors import IceError, not_a_folder
 
 SCHEMA_VERSION = 1
 
@@ -88,7 +88,7 @@ def load_manifest(run_dir: str | os.PathLike) -> dict:
     """The manifest of a complete run, or IceError saying why the folder is not one."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise IceError(f"run directory not found: {run_dir}")
+        raise not_a_folder(run_dir, "run directory")
     path = run_dir / MANIFEST
     if not path.exists():
         raise IceError(f"{run_dir} is not a complete run (no {MANIFEST}); "

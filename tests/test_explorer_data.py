@@ -54,6 +54,9 @@ def test_check_ids_names_the_bad_id(small_run):
 def test_missing_folder(tmp_path):
     with pytest.raises(IceError, match="not found"):
         load_run(tmp_path / "nope")
+    (tmp_path / "a.csv").write_text("x")  # a file given where the run directory goes
+    with pytest.raises(IceError, match="a.csv: is a file, not a folder"):
+        load_run(tmp_path / "a.csv")
 
 
 def test_folder_without_manifest(explorer_run):

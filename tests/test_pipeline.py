@@ -264,6 +264,10 @@ def test_bad_option_is_one_line_and_nonzero(tmp_path, capsys, args, message):
 def test_missing_folder_and_folder_without_images(tmp_path, capsys):
     assert main(["embed", str(tmp_path / "nope"), "--out", str(tmp_path / "run")]) == 1
     assert "not found" in capsys.readouterr().err
+    make_images(tmp_path / "pics", n=1)
+    one = str(tmp_path / "pics" / "class0" / "img_000.png")  # a file where the folder goes
+    assert main(["embed", one, "--out", str(tmp_path / "run")]) == 1
+    assert capsys.readouterr().err == f"ice: error: input folder {one}: is a file, not a folder\n"
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("x")
     assert main(["embed", str(tmp_path / "empty"), "--out", str(tmp_path / "run2")]) == 1
