@@ -1,5 +1,6 @@
 import csv
 import io
+import os
 import struct
 import zlib
 
@@ -42,6 +43,17 @@ def test_find_images_walks_a_folder_that_a_skipped_link_points_to(tmp_path):
     (tmp_path / "a_link").symlink_to(tmp_path / "z")  # listed first; not followed, so it must not hide z
     assert find_images(tmp_path) == ["z/img.png"]
     assert find_images(tmp_path, follow_symlinks=True) == ["a_link/img.png"]  # the first way in name order
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
+def test_find_images_leaves_out_a_fifo_and_keeps_a_broken_link_for_decoding_to_report(tmp_path):
+    """Opening a FIFO named like an image blocks until someone writes to it: the job hung."""
+    Image.new("RGB", (4, 4)).save(tmp_path / "real.png")
+    os.mkfifo(tmp_path / "pipe.jpg")
+    (tmp_path / "pipe_link.jpg").symlink_to(tmp_path / "pipe.jpg")
+    (tmp_path / "gone.png").symlink_to(tmp_path / "missing.png")  # inside the folder, broken
+    assert find_images(tmp_path) == ["gone.png", "real.png"]
+    assert find_images(tmp_path, follow_symlinks=True) == ["gone.png", "real.png"]
 
 
 def _save(img, path, **kw):
