@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import inspect
+import os
 import re
 import sys
 from pathlib import Path
@@ -155,6 +156,13 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ice: interrupted; `ice embed --resume` continues from the last finished step", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `ice export -o - | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 1
+    except OSError as e:  # the system refused: a folder that cannot be made, no permission, a full disk
+        where = f": {e.filename}" if e.filename else ""
+        print(f"ice: error: {e.strerror or e}{where}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -6,6 +6,7 @@ Torch-free: the explorer imports this module.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -57,8 +58,12 @@ def atomic_path(path: str | os.PathLike, suffix: str = ""):
     0o600: a run directory or an exported CSV is read by other users and servers too.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
+    except OSError as e:  # name the file the caller asked for, not a temporary one or a parent
+        code = errno.ENOTDIR if isinstance(e, FileExistsError) else e.errno  # a file where a folder goes
+        raise OSError(code, os.strerror(code), str(path)) from None
     os.close(fd)
     os.chmod(tmp, 0o666 & ~_umask())
     try:

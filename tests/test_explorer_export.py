@@ -115,3 +115,24 @@ def test_cli_exports_a_reclustering_to_standard_output(explorer_run, capsys):
     assert main(["export", str(explorer_run), "-o", "-", "--clustering", "k7"]) == 1
     out, err = capsys.readouterr()
     assert out == "" and err.count("\n") == 1 and "'k7'" in err, err
+
+
+def test_cli_export_to_a_place_that_cannot_be_written_is_one_line(small_run, tmp_path, capsys):
+    from embeddings.cli import main
+
+    (tmp_path / "file").write_text("x")
+    assert main(["export", str(small_run), "-o", str(tmp_path / "file" / "out.csv")]) == 1
+    err = capsys.readouterr().err
+    assert err == f"ice: error: Not a directory: {tmp_path / 'file' / 'out.csv'}\n", err
+
+
+def test_cli_export_into_a_closed_pipe_exits_quietly(small_run):
+    """`ice export RUN -o - | head -1`: once the reader has gone, no traceback."""
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-m", "embeddings.cli", "export", str(small_run), "-o", "-"],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()  # the reader goes before the CSV is written (the child is still importing)
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=120) == 1 and "Traceback" not in err and "Error" not in err, err

@@ -268,6 +268,9 @@ def test_missing_folder_and_folder_without_images(tmp_path, capsys):
     one = str(tmp_path / "pics" / "class0" / "img_000.png")  # a file where the folder goes
     assert main(["embed", one, "--out", str(tmp_path / "run")]) == 1
     assert capsys.readouterr().err == f"ice: error: input folder {one}: is a file, not a folder\n"
+    # an --out that cannot be made: the system's reason, one line, not a traceback
+    assert main(["embed", str(tmp_path / "pics"), "--out", one + "/run"]) == 1
+    assert capsys.readouterr().err == f"ice: error: Not a directory: {one}/run\n"
     (tmp_path / "empty").mkdir()
     (tmp_path / "empty" / "notes.txt").write_text("x")
     assert main(["embed", str(tmp_path / "empty"), "--out", str(tmp_path / "run2")]) == 1
