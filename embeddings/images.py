@@ -16,7 +16,7 @@ import torch
 from PIL import Image, ImageOps
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from .errors import IceError, ImageError, not_a_folder
+from .errors import ImageError, not_a_folder
 from .progress import progress
 from .run_dir import atomic_path
 
