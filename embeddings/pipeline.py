@@ -83,20 +83,23 @@ def open_run(root: Path, run_dir: Path, cfg: Config, resume: bool, force: bool) 
     if run_dir.exists() and not run_dir.is_dir():
         raise IceError(f"--out {run_dir}: exists and is not a folder")
     run = Run(root.resolve(), run_dir, cfg)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    # before anything is read or removed: a run that another process writes is left alone
+    run.lock = lock_run_dir(run_dir)
     try:
-        _check_run_dir(run, resume, force)
+        _prepare(run, resume, force)
     except BaseException:
         run.close()
         raise
     return run
 
 
-def _check_run_dir(run: Run, resume: bool, force: bool) -> None:
+def _prepare(run: Run, resume: bool, force: bool) -> None:
+    """Start the run directory over (force), load the progress of the run to resume, or refuse
+    a folder that holds files without either."""
     run_dir, cfg = run.dir, run.cfg
-    if run_dir.is_dir():  # before anything is read or removed: a run that another process writes is left alone
-        run.lock = lock_run_dir(run_dir)
     progress_path = run_dir / rd.PROGRESS
-    has_files = run_dir.is_dir() and any(run_dir.iterdir())
+    has_files = any(run_dir.iterdir())
     if force and has_files:
         for name in [rd.MANIFEST, rd.PROGRESS, rd.KNN, rd.SEED_KNN]:
             (run_dir / name).unlink(missing_ok=True)
@@ -114,9 +117,6 @@ def _check_run_dir(run: Run, resume: bool, force: bool) -> None:
     elif has_files and not resume:
         raise IceError(f"--out {run_dir}: folder is not empty; use --resume to continue "
                        "a run or --force to start it over")
-    if not run_dir.is_dir():
-        run_dir.mkdir(parents=True, exist_ok=True)
-        run.lock = lock_run_dir(run_dir)
 
 
 def run_embed(root: Path, run_dir: Path, cfg: Config, resume: bool = False, force: bool = False,
