@@ -191,7 +191,7 @@ def train(run_dir: Path, pixels_path: Path, cfg: Config, device: torch.device,
         model.train()
         total, seen, t0 = torch.zeros((), device=device), 0, time.perf_counter()
         loader.sampler.sampler.generator.manual_seed(cfg.seed + epoch)
-        for batch in loader:
+        for i, batch in enumerate(loader):
             batch = batch.to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 loss = step_loss(model, batch, cfg, gen)
@@ -202,12 +202,10 @@ def train(run_dir: Path, pixels_path: Path, cfg: Config, device: torch.device,
             total += loss.detach() * len(batch)  # no .item() here: it would wait for the GPU every step
             seen += len(batch)
             bar.update(1)
-            if bar.n % 20 == 0:
+            if bar.n % 20 == 0 or i + 1 == steps:  # and at each epoch's end: small sets have few batches
                 bar.set_postfix(epoch=epoch + 1, loss=f"{total.item() / seen:.4f}",
                                 img_s=f"{seen / (time.perf_counter() - t0):.0f}")
         loss_avg = total.item() / max(seen, 1)
-        # also at each epoch's end: with fewer than 20 batches an epoch the bar kept an old epoch
-        bar.set_postfix(epoch=epoch + 1, loss=f"{loss_avg:.4f}", img_s=f"{seen / (time.perf_counter() - t0):.0f}")
         _save(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
                           "scheduler": sched.state_dict(), "generator": gen.get_state(),
                           "epoch": epoch + 1, "loss": loss_avg, "config": cfg.to_dict()})
