@@ -138,10 +138,10 @@ def cmd_explore(args) -> None:
 
 
 def cmd_export(args) -> None:
-    from explorer.export import export_csv
+    from explorer.export import STDOUT, export_csv
 
     n = export_csv(args.run_dir, args.output, group=args.group, cluster=args.cluster, clustering=args.clustering)
-    to_stdout = str(args.output) == "-"
+    to_stdout = str(args.output) == STDOUT
     print(f"wrote {n} rows to {'standard output' if to_stdout else args.output}",
           file=sys.stderr if to_stdout else sys.stdout)  # keep the CSV on stdout clean
 

@@ -19,6 +19,7 @@ from .data import RUN_CLUSTERING, RunData, load_run
 
 COLUMNS = ["image_id", "path", "cluster", "cluster_name", "groups", "x", "y",
            "distance_to_centroid"]
+STDOUT = "-"  # as the output path: write to standard output
 # A spreadsheet treats a cell that starts with one of these as a formula.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -72,7 +73,7 @@ def export_csv(run_dir: str | Path, out_path: str | Path, group: str | None = No
     "-"); return the number of rows."""
     data = load_run(run_dir, read_only=True)
     frame = export_frame(data, clustering=clustering, group=group, cluster=cluster)
-    if str(out_path) == "-":
+    if str(out_path) == STDOUT:
         sys.stdout.write(to_csv_text(frame))
         sys.stdout.flush()
         return len(frame)
