@@ -8,6 +8,7 @@ a group adds its members. WAL mode lets readers go on while one tab writes.
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 from pathlib import Path
 
@@ -55,26 +56,50 @@ class Annotations:
             with self._connect() as conn:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.executescript(SCHEMA)
+        else:
+            self._query("SELECT name FROM sqlite_master")  # a file that is not a database fails here
 
     @contextlib.contextmanager
     def _connect(self):
-        if self.read_only:
-            uri = f"{self.path.resolve().as_uri()}?mode=ro"
-            conn = sqlite3.connect(uri, uri=True, timeout=BUSY_MS / 1000)
-        else:
-            conn = sqlite3.connect(self.path, timeout=BUSY_MS / 1000)
+        """One connection and one transaction (commit on success, roll back on error).
+        SQLite's errors (not a database, locked past BUSY_MS, a full disk) become an
+        IceError naming the file, for the page or the CLI to show."""
+        try:
+            if self.read_only:
+                uri = f"{self.path.resolve().as_uri()}?mode=ro{self._immutable()}"
+                conn = sqlite3.connect(uri, uri=True, timeout=BUSY_MS / 1000)
+            else:
+                conn = sqlite3.connect(self.path, timeout=BUSY_MS / 1000)
+        except sqlite3.Error as e:
+            raise IceError(f"{self.path}: {e}") from None
         try:
             conn.execute(f"PRAGMA busy_timeout={BUSY_MS}")
-            with conn:  # one transaction: commit on success, roll back on error
+            with conn:
                 yield conn
+        except sqlite3.Error as e:
+            raise IceError(f"{self.path}: {e}") from None
         finally:
             conn.close()
+
+    def _immutable(self) -> str:
+        """"&immutable=1" where a read-only reader must say the file will not change: in a
+        folder it cannot write (a read-only share, another user's run) SQLite cannot make
+        the -shm file that reading a WAL database needs. Not while a -wal file is there: a
+        writer is at work, and its -shm file is there for the reader to use."""
+        folder = self.path.parent
+        wal = self.path.with_name(self.path.name + "-wal")
+        return "" if os.access(folder, os.W_OK) or wal.exists() else "&immutable=1"
 
     def _query(self, sql: str, params=()) -> list[tuple]:
         if self.read_only and not self.path.exists():
             return []
         with self._connect() as conn:
-            return conn.execute(sql, params).fetchall()
+            try:
+                return conn.execute(sql, params).fetchall()
+            except sqlite3.OperationalError as e:
+                if self.read_only and str(e).startswith("no such table"):
+                    return []  # a database no writer has finished setting up holds nothing
+                raise
 
     def _writable(self) -> None:
         if self.read_only:

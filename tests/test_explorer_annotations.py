@@ -97,3 +97,38 @@ def test_read_only_writes_nothing(tmp_path):
     assert Annotations(path, read_only=True).groups() == {"g": 1}
     with pytest.raises(IceError, match="read-only"):
         Annotations(path, read_only=True).save_group("g", [2])
+
+
+@pytest.mark.parametrize("read_only", [False, True])
+def test_a_file_that_is_not_a_database_is_one_error_naming_it(tmp_path, read_only):
+    path = tmp_path / "annotations.sqlite"
+    path.write_bytes(b"not sqlite at all, " * 10)
+    with pytest.raises(IceError, match="annotations.sqlite: file is not a database"):
+        Annotations(path, read_only=read_only).groups()
+    assert path.read_bytes() == b"not sqlite at all, " * 10  # left as it was
+
+
+def test_an_empty_file_reads_as_no_annotations(tmp_path):
+    """A database with no tables (a writer stopped before its first commit) holds nothing."""
+    path = tmp_path / "annotations.sqlite"
+    path.touch()
+    ro = Annotations(path, read_only=True)
+    assert ro.cluster_names("run") == {} and ro.groups() == {} and ro.groups_of_images() == {}
+    Annotations(path).set_cluster_name("run", 0, "zeros")
+    assert Annotations(path, read_only=True).cluster_names("run") == {0: "zeros"}
+
+
+def test_a_write_that_waits_too_long_is_an_error_not_a_crash(notes, monkeypatch):
+    """Another process holding the write lock past the busy timeout: the rename is refused
+    with SQLite's reason, for the page to show, and the other's transaction is untouched."""
+    import explorer.annotations as annotations
+
+    monkeypatch.setattr(annotations, "BUSY_MS", 100)
+    other = sqlite3.connect(notes.path, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    other.execute("INSERT INTO cluster_names VALUES ('run', 1, 'theirs')")
+    with pytest.raises(IceError, match="annotations.sqlite: database is locked"):
+        notes.set_cluster_name("run", 0, "mine")
+    other.execute("COMMIT")
+    other.close()
+    assert notes.cluster_names("run") == {1: "theirs"}
