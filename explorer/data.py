@@ -6,6 +6,7 @@ FAISS index is read on the first search. Nothing here imports torch.
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -122,6 +123,17 @@ def read_items(run_dir: Path) -> pd.DataFrame:
     if not np.array_equal(items["image_id"].to_numpy(), np.arange(len(items))):
         raise IceError(f"{run_dir / ITEMS}: image_id is not 0..{len(items) - 1} in order")
     return items
+
+
+def write_blocker(run_dir: str | Path) -> str | None:
+    """Why the explorer could not store names, groups or re-clusterings in a run directory
+    ("cannot write to PATH (read-only file system)"), or None if it can."""
+    run_dir = Path(run_dir)
+    for path in (run_dir, run_dir / ANNOTATIONS, run_dir / CLUSTERINGS):
+        if path.exists() and not os.access(path, os.W_OK):
+            read_only_fs = os.statvfs(path).f_flag & os.ST_RDONLY
+            return f"cannot write to {path} ({'read-only file system' if read_only_fs else 'no permission'})"
+    return None
 
 
 def load_run(run_dir: str | Path, read_only: bool = False) -> RunData:

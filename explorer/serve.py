@@ -130,15 +130,21 @@ def run_gunicorn(wsgi, host: str, port: int, workers: int) -> None:
 def serve(run_dir, host: str = "127.0.0.1", port: int = 8050, read_only: bool = False,
           auth: tuple[str, str] | None = None, workers: int | None = None) -> None:
     """Build the app, print its address and serve it until interrupted."""
+    from .data import write_blocker
+
     check_port(port)
     check_workers(workers)
-    app, wsgi = make_wsgi(run_dir, read_only=read_only, auth=auth)
+    blocker = None if read_only else write_blocker(run_dir)
+    if blocker:
+        print(f"ice: warning: {blocker}: serving read-only, so names, groups and re-clusterings "
+              "cannot be saved", file=sys.stderr, flush=True)
+    app, wsgi = make_wsgi(run_dir, read_only=read_only or bool(blocker), auth=auth)
     warning = exposure_warning(host, auth)
     if warning:
         print(warning, file=sys.stderr, flush=True)
     server = f"gunicorn, {workers} workers x {THREADS} threads" if workers else "development server"
     print(f"ICE explorer for {app.ice_data.run_dir} ({app.ice_data.n:,} images, {server}"
-          f"{', read-only' if read_only else ''}): http://{host}:{port}/", flush=True)
+          f"{', read-only' if app.ice_data.read_only else ''}): http://{host}:{port}/", flush=True)
     if workers:
         run_gunicorn(wsgi, host, port, workers)
     else:

@@ -3,6 +3,9 @@ HTTP, bad options, and a short version of the load test. Real servers on 127.0.0
 
 from __future__ import annotations
 
+import io
+
+import pandas as pd
 import pytest
 import requests
 
@@ -100,3 +103,49 @@ def test_short_load_keeps_every_rename(run_dir):
     assert result["errors"] == 0, result["samples"]
     assert result["renames_checked"] > 0 and result["renames_lost"] == {}
     assert all(result["kinds"][kind]["count"] > 0 for kind in ("hover", "thumb", "select", "neighbours", "rename"))
+
+
+@pytest.fixture
+def read_only_run(run_dir, tmp_path):
+    """A copy of the run with one cluster named, seen through a read-only bind mount: a
+    file system the explorer cannot write to, whoever runs it (root ignores file modes)."""
+    import shutil
+    import subprocess
+
+    from explorer.annotations import Annotations
+
+    copy = shutil.copytree(run_dir, tmp_path / "copy", ignore=shutil.ignore_patterns("annotations.sqlite*"))
+    Annotations(copy / "annotations.sqlite").set_cluster_name("run", 0, "named before")
+    view = tmp_path / "view"
+    view.mkdir()
+    mount = subprocess.run(["mount", "--bind", str(copy), str(view)], capture_output=True, text=True)
+    if mount.returncode:
+        pytest.skip(f"cannot make a read-only mount here: {mount.stderr.strip()}")
+    try:
+        remount = subprocess.run(["mount", "-o", "remount,bind,ro", str(view)], capture_output=True, text=True)
+        if remount.returncode:
+            pytest.skip(f"cannot make a read-only mount here: {remount.stderr.strip()}")
+        yield view
+    finally:
+        subprocess.run(["umount", str(view)], check=True)
+
+
+@pytest.mark.parametrize("annotations", ["kept", "none yet"])
+def test_a_run_on_a_read_only_file_system_opens_read_only(read_only_run, annotations):
+    """Browsing a run one cannot write to (a colleague's, a read-only share): the explorer
+    says so in one line and serves it read-only, instead of a traceback or failed saves."""
+    if annotations == "none yet":
+        # The bind mount shows the copy's files: remove the database under it.
+        (read_only_run.parent / "copy" / "annotations.sqlite").unlink()
+    with explorer(read_only_run) as (base, proc):
+        client = Client(base, callbacks_of(base))
+        r = client.rename(3, "not saved")
+        page = requests.get(base + "/export.csv", timeout=10)
+        stdout, stderr = stop_and_read(proc)
+    (line,) = warning_lines(stderr)
+    assert str(read_only_run) in line and "read-only file system" in line and "read-only" in stdout
+    assert "read-only" in r.text and "Saved as" not in r.text
+    rows = pd.read_csv(io.StringIO(page.text), keep_default_na=False)
+    expected = "" if annotations == "none yet" else "named before"
+    assert (rows.loc[rows.cluster == 0, "cluster_name"] == expected).all()
+    assert (rows.loc[rows.cluster != 0, "cluster_name"] == "").all()
