@@ -87,7 +87,10 @@ def recluster(data: RunData, k: int) -> Clustering:
     job = data.manifest.get("config", {})
     km = fit_clusters(x, int(k), job.get("refine", "none"), STARTS, KMEANS_ITERS, int(job.get("seed", 0)))
     clustering = Clustering(key, len(km.centroids_), km.labels_, km.distances_)
-    save_clustering(data.run_dir, clustering, km.centroids_)
+    try:
+        save_clustering(data.run_dir, clustering, km.centroids_)
+    except OSError as e:  # atomic_path names the path the system refused
+        raise IceError(f"could not store the re-clustering {key}: {e}") from None
     data.add_clustering(clustering)
     return clustering
 

@@ -47,6 +47,17 @@ def test_read_only_cannot_recluster(explorer_run):
         recluster(load_run(explorer_run, read_only=True), 4)
 
 
+def test_a_re_clustering_that_cannot_be_stored_is_one_error(explorer_run):
+    """The system refusing the write (here a file where the clusterings folder goes; a full
+    disk alike) is a message for the page, and the clustering is not offered."""
+    (explorer_run / "clusterings").write_text("in the way")
+    data = load_run(explorer_run)
+    with pytest.raises(IceError, match="could not store the re-clustering k4: .*clusterings"):
+        recluster(data, 4)
+    with pytest.raises(IceError, match="k4"):
+        data.clustering("k4")
+
+
 @pytest.mark.parametrize("key", ["k9", "../items", "k0", "x"])
 def test_unknown_clustering(small_run, key):
     with pytest.raises(IceError, match="clustering"):
