@@ -11,7 +11,7 @@ from .progress import progress
 
 from .config import Config
 from .model import AutoEncoder, to_input
-from .run_dir import atomic_path
+from .run_dir import atomic_path, new_memmap
 from .train import make_loader
 
 
@@ -23,7 +23,7 @@ def embed(model: AutoEncoder, pixels_path: Path, out_path: Path, cfg: Config, de
     loader = make_loader(pixels_path, cfg.replace(batch_size=max(cfg.batch_size, 512)), device, shuffle=False)
     n = len(loader.dataset)
     with atomic_path(out_path, suffix=".npy") as tmp:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(n, cfg.dim))
+        out = new_memmap(tmp, np.float32, (n, cfg.dim))
         row = 0
         with progress(n, "embed") as bar:
             for batch in loader:

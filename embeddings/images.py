@@ -18,7 +18,7 @@ from torchvision.io import ImageReadMode, decode_jpeg
 
 from .errors import ImageError, not_a_folder
 from .progress import progress
-from .run_dir import atomic_path
+from .run_dir import atomic_path, new_memmap
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
@@ -343,7 +343,7 @@ def decode_all(root: Path, paths: list[str], size: int, max_pixels: int, workers
     state = _read_journal(journal, scratch, key, n, size) if resume else None
     if state is None:
         journal.unlink(missing_ok=True)
-        np.lib.format.open_memmap(scratch, mode="w+", dtype=np.uint8, shape=(max(n, 1), size, size, 3)).flush()
+        new_memmap(scratch, np.uint8, (max(n, 1), size, size, 3)).flush()
         state = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool), np.zeros((n, 2), dtype=np.int32), []
     done, ok, sizes, skipped = state
     resumed = int(done.sum())
@@ -380,7 +380,7 @@ def _keep_rows(scratch: Path, pixels_path: Path, keep: np.ndarray, n: int) -> No
         return
     buf = np.load(scratch, mmap_mode="r")
     with atomic_path(pixels_path, suffix=".npy") as tmp:
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(keep), *buf.shape[1:]))
+        out = new_memmap(tmp, np.uint8, (len(keep), *buf.shape[1:]))
         for start in range(0, len(keep), 8192):
             out[start:start + 8192] = buf[keep[start:start + 8192]]
         out.flush()

@@ -69,10 +69,36 @@ def atomic_path(path: str | os.PathLike, suffix: str = ""):
     try:
         yield Path(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(e, OSError) and e.filename is None and e.errno:  # a failed write: name the file
+            raise OSError(e.errno, e.strerror, str(path)) from None
         raise
+
+
+def new_memmap(path: str | os.PathLike, dtype, shape: tuple) -> np.memmap:
+    """A new .npy file of `shape`, memory-mapped for writing, its disk blocks reserved.
+
+    A write into a memory-mapped page that the disk has no room for kills the process with
+    SIGBUS (a decode worker "exited unexpectedly"). Reserving the blocks first turns a full
+    disk into an OSError, before any work is done. On a file system that cannot reserve
+    blocks the file stays sparse, as np.lib.format.open_memmap leaves it.
+    """
+    out = np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape)
+    if hasattr(os, "posix_fallocate"):
+        size = os.path.getsize(path)
+        try:
+            with open(path, "r+b") as f:
+                os.posix_fallocate(f.fileno(), 0, size)
+        except OSError as e:
+            if e.errno in (errno.EOPNOTSUPP, errno.EINVAL):
+                return out
+            del out
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+            raise OSError(e.errno, f"{e.strerror} (the file needs {size / 1e6:,.1f} MB)", str(path)) from None
+    return out
 
 
 def write_json(path: str | os.PathLike, obj) -> None:

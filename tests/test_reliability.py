@@ -233,3 +233,72 @@ def test_written_files_take_the_umask_not_mkstemps_0600(tmp_path, umask):
     for name in ("a.json", "b.npy"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask, name
     assert rd._umask() == before
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A folder on its own tmpfs of 64 KiB, a real disk that fills; grow(kib) enlarges it
+    and keeps its files. Skips where this process may not mount (CI and this machine run as root)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+
+    def mount(*options):
+        done = subprocess.run(["mount", *options], capture_output=True, text=True)
+        if done.returncode:
+            pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.strip()}")
+
+    mount("-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk))
+    try:
+        yield disk, lambda kib: mount("-o", f"remount,size={kib}k", str(disk))
+    finally:
+        subprocess.run(["umount", "--lazy", str(disk)], check=True)  # lazy: a mapping left open must not leak the mount
+
+
+def test_a_new_memmap_on_a_full_disk_is_an_oserror_at_once_not_a_sigbus_later(small_disk):
+    """A memory-mapped file is sparse; writing its pages on a full disk kills the process
+    with SIGBUS (a decode worker "exited unexpectedly"). Its blocks are reserved up front."""
+    disk, _grow = small_disk
+    with pytest.raises(OSError, match="needs 0.2 MB") as e:
+        rd.new_memmap(disk / "pixels.npy", np.uint8, (256, 16, 16, 3))
+    assert e.value.filename == str(disk / "pixels.npy") and not (disk / "pixels.npy").exists()
+    small = rd.new_memmap(disk / "small.npy", np.uint8, (8, 16, 16, 3))
+    small[:] = 7
+    small.flush()
+    assert os.stat(disk / "small.npy").st_blocks * 512 >= small.nbytes  # reserved, not sparse
+    del small  # unmapped, so the tmpfs can be unmounted
+
+
+def test_a_full_disk_stops_the_job_with_one_line_and_resume_finishes_it(tmp_path, small_disk):
+    """The disk fills at whichever stage; each time `ice embed` says so in one line (no
+    traceback, no SIGBUS), and after room is made `--resume` goes on. The result equals a
+    run that never ran out of space."""
+    disk, grow = small_disk
+    make_images(tmp_path / "in", n=200, size=24)
+    args = ["embed", str(tmp_path / "in"), "--out", str(disk / "run"), *ARGS]
+    failures, kib = [], 64
+    while True:
+        done = subprocess.run(_ice(*args, *(["--resume"] if failures else [])), capture_output=True, text=True)
+        if done.returncode == 0:
+            break
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+        last = done.stderr.strip().splitlines()[-1]
+        assert last.startswith("ice: error: No space left on device") and str(disk / "run") in last, last
+        failures.append(last.rsplit("/", 1)[-1])
+        kib *= 2
+        grow(kib)
+    assert len(failures) >= 3, failures  # pixels, then the model's checkpoint at least
+    reference = tmp_path / "reference"
+    subprocess.run(_ice("embed", str(tmp_path / "in"), "--out", str(reference), *ARGS), check=True, capture_output=True)
+    pd.testing.assert_frame_equal(_snapshot(disk / "run")[0], _snapshot(reference)[0])
+    assert _snapshot(disk / "run")[1] == _snapshot(reference)[1]
+
+
+def test_a_faiss_index_on_a_full_disk_is_an_oserror_naming_it(small_disk):
+    """faiss reports a failed write as RuntimeError("... (No space left on device)")."""
+    from embeddings.cluster import build_index, write_index
+
+    disk, _grow = small_disk
+    index = build_index(np.random.default_rng(0).standard_normal((2000, 64)).astype(np.float32))
+    with pytest.raises(OSError, match="No space left on device") as e:
+        write_index(index, disk / rd.INDEX)
+    assert e.value.filename == str(disk / rd.INDEX) and os.listdir(disk) == []
