@@ -3,6 +3,7 @@ plus an NT-Xent term that pulls two augmented views of one image together."""
 
 from __future__ import annotations
 
+import io
 import math
 import time
 from collections.abc import Callable
@@ -186,32 +187,31 @@ def train(run_dir: Path, pixels_path: Path, cfg: Config, device: torch.device,
         gen.set_state(ckpt["generator"].cpu() if device.type == "cpu" else ckpt["generator"])
         start, loss_avg = ckpt["epoch"], ckpt["loss"]
     use_bf16 = device.type == "cuda"
-    bar = progress(cfg.epochs * steps, "train", "batch", start * steps)
-    for epoch in range(start, cfg.epochs):
-        model.train()
-        total, seen, t0 = torch.zeros((), device=device), 0, time.perf_counter()
-        loader.sampler.sampler.generator.manual_seed(cfg.seed + epoch)
-        for i, batch in enumerate(loader):
-            batch = batch.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                loss = step_loss(model, batch, cfg, gen)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.detach() * len(batch)  # no .item() here: it would wait for the GPU every step
-            seen += len(batch)
-            bar.update(1)
-            if bar.n % 20 == 0 or i + 1 == steps:  # and at each epoch's end: small sets have few batches
-                bar.set_postfix(epoch=epoch + 1, loss=f"{total.item() / seen:.4f}",
-                                img_s=f"{seen / (time.perf_counter() - t0):.0f}")
-        loss_avg = total.item() / max(seen, 1)
-        _save(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                          "scheduler": sched.state_dict(), "generator": gen.get_state(),
-                          "epoch": epoch + 1, "loss": loss_avg, "config": cfg.to_dict()})
-        if on_epoch is not None:
-            on_epoch(epoch + 1, model)  # the next epoch starts with model.train()
-    bar.close()
+    with progress(cfg.epochs * steps, "train", "batch", start * steps) as bar:  # closed on an error too
+        for epoch in range(start, cfg.epochs):
+            model.train()
+            total, seen, t0 = torch.zeros((), device=device), 0, time.perf_counter()
+            loader.sampler.sampler.generator.manual_seed(cfg.seed + epoch)
+            for i, batch in enumerate(loader):
+                batch = batch.to(device, non_blocking=True)
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+                    loss = step_loss(model, batch, cfg, gen)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                sched.step()
+                total += loss.detach() * len(batch)  # no .item() here: it would wait for the GPU every step
+                seen += len(batch)
+                bar.update(1)
+                if bar.n % 20 == 0 or i + 1 == steps:  # and at each epoch's end: small sets have few batches
+                    bar.set_postfix(epoch=epoch + 1, loss=f"{total.item() / seen:.4f}",
+                                    img_s=f"{seen / (time.perf_counter() - t0):.0f}")
+            loss_avg = total.item() / max(seen, 1)
+            _save(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+                              "scheduler": sched.state_dict(), "generator": gen.get_state(),
+                              "epoch": epoch + 1, "loss": loss_avg, "config": cfg.to_dict()})
+            if on_epoch is not None:
+                on_epoch(epoch + 1, model)  # the next epoch starts with model.train()
     _save(run_dir / MODEL, {"model": model.state_dict(), "model_args": model.checkpoint_args(),
                             "config": cfg.to_dict(), "epoch": cfg.epochs, "loss": loss_avg})
     return model, loss_avg
@@ -222,8 +222,12 @@ def model_args(cfg: Config) -> ModelArgs:
 
 
 def _save(path: Path, obj: dict) -> None:
+    # Through memory (a checkpoint is megabytes): torch's own file writer reports a full
+    # disk as "RuntimeError: [enforce fail at inline_container.cc] unexpected pos".
+    buf = io.BytesIO()
+    torch.save(obj, buf)
     with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+        tmp.write_bytes(buf.getbuffer())
 
 
 def load_model(run_dir: Path, device: torch.device) -> AutoEncoder:
