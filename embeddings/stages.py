@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from . import run_dir as rd
-from .cluster import build_index, choose_k, faiss_gpus, fit_clusters
+from .cluster import build_index, choose_k, faiss_gpus, fit_clusters, write_index
 from .config import Config, pick_recipe
 from .embed import embed as run_encoder
 from .errors import IceError
@@ -180,10 +180,7 @@ def cluster(run, device, resume) -> dict:
     rd.save_npy(run.path(rd.CENTROIDS), km.centroids_)
     with rd.atomic_path(run.path(ASSIGN), suffix=".npz") as tmp:
         np.savez(tmp, cluster=km.labels_, distance=km.distances_)
-    import faiss
-
-    with rd.atomic_path(run.path(rd.INDEX)) as tmp:
-        faiss.write_index(build_index(emb, cfg.seed), str(tmp))
+    write_index(build_index(emb, cfg.seed), run.path(rd.INDEX))
     return {"k": int(len(km.centroids_))}
 
 
