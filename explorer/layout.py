@@ -9,6 +9,7 @@ from .data import RUN_CLUSTERING, RunData
 
 GRID_PAGE = 48  # images per grid page
 MORE_LIKE_TOP = 200  # how many images "More like these" shows by default
+READ_ONLY = "Read-only: names, groups and re-clusterings cannot be changed here."
 GRAPH_CONFIG = {
     "scrollZoom": True,
     "displaylogo": False,
@@ -31,6 +32,8 @@ def topbar(data: RunData) -> html.Header:
             html.Span("ICE", className="logo"),
             html.Span(data.run_dir.name, className="run-name", title=str(data.run_dir)),
             html.Span(f"{data.n:,} images", className="muted"),
+            *([html.Span("read-only", id="read-only-badge", className="badge", title=READ_ONLY)]
+              if data.read_only else []),
         ]),
         html.Div(className="controls", children=[
             html.Label("Clusters", htmlFor="clustering", className="muted"),
@@ -97,7 +100,8 @@ def side_pane(data: RunData) -> html.Aside:
             dcc.Tab(label="Images", value="images", children=images_tab(data)),
             dcc.Tab(label="Clusters", value="clusters", children=html.Div(className="tab-body", children=[
                 html.Div(id="rename-status", className="status",
-                         children="Type a name and press Enter; names are saved in the run."),
+                         children=READ_ONLY if data.read_only else
+                         "Type a name and press Enter; names are saved in the run."),
                 html.Div(id="clusters-panel"),
             ])),
             dcc.Tab(label="Groups", value="groups",
