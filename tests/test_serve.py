@@ -127,7 +127,7 @@ def read_only_run(run_dir, tmp_path):
             pytest.skip(f"cannot make a read-only mount here: {remount.stderr.strip()}")
         yield view
     finally:
-        subprocess.run(["umount", str(view)], check=True)
+        subprocess.run(["umount", "--lazy", str(view)], check=True)
 
 
 @pytest.mark.parametrize("annotations", ["kept", "none yet"])
