@@ -110,6 +110,10 @@ def cmd_embed(args) -> None:
     print(f"run directory: {args.out}")
     if manifest["counts"]["skipped"]:
         print(f"skipped files, each with its reason: {args.out / SKIPPED}")
+    carried = manifest.get("carried_groups")
+    if carried and carried["of"]:
+        print(f"groups carried over by path: {carried['groups']} of {carried['of']} ({carried['images']} images; "
+              f"{carried['dropped']} no longer in the run)")
     print(f"to look at it: ice explore {args.out}")
 
 

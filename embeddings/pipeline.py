@@ -73,7 +73,7 @@ def lock_run_dir(run_dir: Path) -> int | None:
     return fd
 
 
-def open_run(root: Path, run_dir: Path, cfg: Config, resume: bool, force: bool) -> Run:
+def open_run(root: Path, run_dir: Path, cfg: Config, resume: bool, force: bool, log=print) -> Run:
     """Check the input and the run directory, lock the directory (lock_run_dir) and load the
     progress of a run to resume; the caller calls run.close() when it is done writing."""
     root = Path(root)
@@ -87,16 +87,17 @@ def open_run(root: Path, run_dir: Path, cfg: Config, resume: bool, force: bool) 
     # before anything is read or removed: a run that another process writes is left alone
     run.lock = lock_run_dir(run_dir)
     try:
-        _prepare(run, resume, force)
+        _prepare(run, resume, force, log)
     except BaseException:
         run.close()
         raise
     return run
 
 
-def _prepare(run: Run, resume: bool, force: bool) -> None:
+def _prepare(run: Run, resume: bool, force: bool, log=print) -> None:
     """Start the run directory over (force), load the progress of the run to resume, or refuse
-    a folder that holds files without either."""
+    a folder that holds files without either. Starting over sets the explorer's names, groups
+    and re-clusterings aside (run_dir.set_aside_explorer_state); the groups come back at the end."""
     run_dir, cfg = run.dir, run.cfg
     progress_path = run_dir / rd.PROGRESS
     has_files = any(run_dir.iterdir())
@@ -104,6 +105,11 @@ def _prepare(run: Run, resume: bool, force: bool) -> None:
         for name in [rd.MANIFEST, rd.PROGRESS, rd.KNN, rd.SEED_KNN]:
             (run_dir / name).unlink(missing_ok=True)
         (run_dir / rd.CHECKPOINT).unlink(missing_ok=True)
+        aside = rd.set_aside_explorer_state(run_dir)
+        if aside is not None:
+            run.progress["set_aside"] = aside.name  # recorded now: a killed run still carries the groups
+            rd.write_json(progress_path, run.progress)
+            log(f"--force: the earlier run's cluster names, groups and re-clusterings are kept in {aside}")
     elif resume and progress_path.exists():
         old = rd.read_json(progress_path)
         old["config"] = Config.from_dict(old["config"]).to_dict()  # a setting added since then has its default
@@ -123,7 +129,7 @@ def run_embed(root: Path, run_dir: Path, cfg: Config, resume: bool = False, forc
               log=print) -> dict:
     """Build a complete run directory from a folder of images; return its manifest."""
     cfg.validate()
-    run = open_run(root, run_dir, cfg, resume, force)
+    run = open_run(root, run_dir, cfg, resume, force, log)
     with contextlib.closing(run):
         if resume and (run.dir / rd.MANIFEST).exists():
             manifest = rd.read_json(run.dir / rd.MANIFEST)
@@ -185,10 +191,36 @@ def write_manifest(run: Run, device_name: str) -> dict:
         "train_loss": stages["train"]["loss"],
         "metrics": metrics,
     }
+    if run.progress.get("set_aside"):
+        manifest["carried_groups"] = carry_groups(run.dir, run.dir / run.progress["set_aside"], items["path"])
     rd.write_json(run.path(rd.MANIFEST), manifest)
     for name in (rd.KNN, rd.SEED_KNN):  # only the two UMAP stages (and SCAN) needed them
         run.path(name).unlink(missing_ok=True)
     return manifest
+
+
+def carry_groups(run_dir: Path, aside: Path, paths: pd.Series) -> dict:
+    """Add the groups kept in `aside` to the run's annotations, mapping image ids through the
+    file paths; images no longer in the run are left out. Saving adds members, so doing it
+    again (a run killed before its manifest) changes nothing."""
+    from explorer.annotations import Annotations  # the explorer owns the annotations' schema
+
+    carried = {"from": aside.name, "groups": 0, "of": 0, "images": 0, "dropped": 0}
+    if not (aside / rd.ANNOTATIONS).exists() or not (aside / rd.ITEMS).exists():
+        return carried
+    before = Annotations(aside / rd.ANNOTATIONS, read_only=True)
+    old_paths = pd.read_parquet(aside / rd.ITEMS, columns=["path"])["path"].to_numpy()
+    new_id = {p: i for i, p in enumerate(paths)}
+    for group in before.groups():
+        members = [old_paths[i] for i in before.group_members(group) if i < len(old_paths)]
+        ids = [new_id[p] for p in members if p in new_id]
+        carried["dropped"] += len(members) - len(ids)
+        if ids:
+            Annotations(run_dir / rd.ANNOTATIONS).save_group(group, ids)
+            carried["groups"] += 1
+            carried["images"] += len(ids)
+        carried["of"] += 1
+    return carried
 
 
 def _versions() -> dict:

@@ -6,6 +6,7 @@ Torch-free: the explorer imports this module.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import errno
 import json
 import os
@@ -99,6 +100,30 @@ def new_memmap(path: str | os.PathLike, dtype, shape: tuple) -> np.memmap:
                 os.unlink(path)
             raise OSError(e.errno, f"{e.strerror} (the file needs {size / 1e6:,.1f} MB)", str(path)) from None
     return out
+
+
+# What the explorer adds to a run: cluster names and groups, and re-clusterings.
+EXPLORER_STATE = (ANNOTATIONS, ANNOTATIONS + "-wal", ANNOTATIONS + "-shm", CLUSTERINGS)
+SET_ASIDE = "before-force-"  # + the UTC time: where --force moves the explorer's state
+
+
+def set_aside_explorer_state(run_dir: Path) -> Path | None:
+    """Move the explorer's state (EXPLORER_STATE) and the items it refers to into a new
+    run_dir/before-force-<UTC time>/; None if there is none. Names and re-clusterings
+    belong to the clusters they were made on, which a run started over replaces."""
+    present = [name for name in EXPLORER_STATE if (run_dir / name).exists()]
+    if not present:
+        return None
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    folder = run_dir / f"{SET_ASIDE}{stamp}"
+    n = 1
+    while folder.exists():  # two --force in one second
+        n += 1
+        folder = run_dir / f"{SET_ASIDE}{stamp}-{n}"
+    folder.mkdir()
+    for name in present + ([ITEMS] if (run_dir / ITEMS).exists() else []):
+        os.replace(run_dir / name, folder / name)
+    return folder
 
 
 def write_json(path: str | os.PathLike, obj) -> None:

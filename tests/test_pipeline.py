@@ -137,6 +137,43 @@ def test_rerun_needs_resume_or_force(tmp_path, capsys):
     assert main(args + ["--force"]) == 0
 
 
+def test_force_sets_the_explorers_work_aside_and_carries_groups_over_by_path(tmp_path, capsys):
+    """Names and re-clusterings belong to the clusters they were made on: after --force they
+    would label other clusters (and K=5 again would reuse the old k5). They move, with the
+    groups, to before-force-*/; the groups come back into the new run by file path."""
+    from explorer.annotations import Annotations
+    from explorer.clusterings import recluster
+    from explorer.data import load_run
+
+    make_images(tmp_path / "in", n=30)
+    args = ["embed", str(tmp_path / "in"), "--out", str(tmp_path / "run"), *TINY_ARGS, "--clusters", "3"]
+    assert main(args) == 0
+    old = load_run(tmp_path / "run")
+    recluster(old, 5)
+    old.annotations.set_cluster_name("run", 0, "red squares")
+    paths = [str(p) for p in old.path]
+    old.annotations.save_group("picked", [0, 1, 2, 29])
+    old.annotations.save_group("gone", [3])
+    (tmp_path / "in" / paths[3]).unlink()  # a file removed before the new run: ids shift
+    (tmp_path / "in" / paths[2]).unlink()
+    capsys.readouterr()
+    assert main(args + ["--force", "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    (aside,) = (tmp_path / "run").glob("before-force-*")
+    assert str(aside) in out and "groups carried over by path: 1 of 2 (3 images; 2 no longer in the run)" in out
+    assert sorted(p.name for p in aside.iterdir() if not p.name.endswith(("-wal", "-shm"))) == [
+        "annotations.sqlite", "clusterings", "items.parquet"]
+    assert not (tmp_path / "run" / "clusterings").exists()
+    new = load_run(tmp_path / "run")
+    assert new.annotations.cluster_names("run") == {}
+    assert new.annotations.groups() == {"picked": 3}
+    assert sorted(str(new.path[i]) for i in new.annotations.group_members("picked")) == sorted([paths[0], paths[1], paths[29]])
+    before = Annotations(aside / "annotations.sqlite", read_only=True)
+    assert before.cluster_names("run") == {0: "red squares"} and before.groups() == {"gone": 1, "picked": 4}
+    assert rd.read_json(tmp_path / "run" / rd.MANIFEST)["carried_groups"] == {
+        "from": aside.name, "groups": 1, "of": 2, "images": 3, "dropped": 2}
+
+
 def test_a_run_directory_that_another_process_writes_is_left_alone(tmp_path, capsys):
     """Two `ice embed` on one --out would overwrite each other's files; --force would delete
     the first one's files under it. The second now stops with one line and touches nothing."""
