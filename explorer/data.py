@@ -88,7 +88,13 @@ class RunData:
             if self._index is None:
                 import faiss
 
-                self._index = faiss.read_index(str(self.run_dir / INDEX))
+                path = self.run_dir / INDEX
+                try:
+                    self._index = faiss.read_index(str(path))
+                except RuntimeError as e:  # faiss's message ends "Error: 'cond' failed: reason"
+                    reason = str(e).rpartition("failed: ")[2] or str(e)
+                    raise IceError(f"{path}: cannot read the search index ({reason}); "
+                                   "rebuild the run with `ice embed --force`") from None
             return self._index
 
     def clustering(self, key: str) -> Clustering:
@@ -147,6 +153,8 @@ def load_run(run_dir: str | Path, read_only: bool = False) -> RunData:
     except (OSError, ValueError) as e:
         raise IceError(f"{run_dir}: unreadable array ({e})") from None
     n = len(items)
+    if not (run_dir / INDEX).is_file():  # read on the first search, so checked here
+        raise IceError(f"{run_dir / INDEX}: missing; rebuild the run with `ice embed --force`")
     if len(embeddings) != n or len(pixels) != n:
         raise IceError(f"{run_dir}: {ITEMS} has {n} rows but {EMBEDDINGS} has {len(embeddings)} "
                        f"and {PIXELS} {len(pixels)}")

@@ -111,6 +111,15 @@ def test_tick_off_toggles_and_ignores_new_tiles(app):
         call(app, "tick_off", [0], [3], triggered=[(tile, "n_clicks", 0)])
 
 
+def test_detail_says_so_when_the_index_is_damaged(explorer_run):
+    """A damaged index (read on the first search) is a message where the neighbours go,
+    not a failed callback that leaves the page as it was."""
+    path = explorer_run / "index.faiss"
+    path.write_bytes(path.read_bytes()[:100])
+    card, _patch = call(create_app(explorer_run), "show_detail", 5, "run", None, triggered=[("focus", "data", 5)])
+    assert "index.faiss: cannot read the search index" in card.children
+
+
 def test_detail_shows_neighbours_and_rings_them(app):
     card, patch = call(app, "show_detail", 5, "run", None, triggered=[("focus", "data", 5)])
     srcs = props(card)

@@ -83,3 +83,17 @@ def test_arrays_that_disagree_with_items(explorer_run):
     np.save(explorer_run / "embeddings.npy", np.zeros((3, 4), np.float32))
     with pytest.raises(IceError, match="embeddings.npy has 3"):
         load_run(explorer_run)
+
+
+@pytest.mark.parametrize("damage", ["missing", "truncated"])
+def test_a_missing_or_damaged_index_is_one_error_naming_it(explorer_run, damage):
+    """The index is read on the first search: a missing one is refused as the run opens; a
+    damaged one is an IceError at that search, which the page shows. Before, either opened
+    and every click on an image failed in the page with no word said."""
+    path = explorer_run / "index.faiss"
+    if damage == "missing":
+        path.unlink()
+    else:
+        path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(IceError, match="index.faiss: " + ("missing" if damage == "missing" else "cannot read")):
+        load_run(explorer_run).index

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import math
 
-from dash import ALL, Input, Output, State, ctx
+from dash import ALL, Input, Output, State, ctx, html
 from dash.exceptions import PreventUpdate
+
+from embeddings.errors import IceError
 
 from ..components import detail_card, grid_tile
 from ..data import RunData
@@ -97,7 +99,10 @@ def register(app, data: RunData) -> None:
                 raise PreventUpdate
             return [], highlight_patch(c, data.x, data.y, [])
         (image_id,) = data.check_ids([image_id])
-        near, _scores = neighbours(data, int(image_id), NEIGHBOURS)
+        try:
+            near, _scores = neighbours(data, int(image_id), NEIGHBOURS)
+        except IceError as e:  # a damaged index: say so where the neighbours would be
+            return html.Div(str(e), className="status"), highlight_patch(c, data.x, data.y, [image_id])
         card = detail_card(int(image_id), str(data.path[image_id]), int(c.cluster[image_id]),
                            data.annotations.cluster_names(clustering), near)
         return card, highlight_patch(c, data.x, data.y, [image_id, *near])
