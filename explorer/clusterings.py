@@ -60,7 +60,10 @@ def clustering_space(data: RunData) -> np.ndarray:
     """(n, m) float32: the points k-means runs on, as the job chose."""
     space = data.manifest.get("cluster_space", "embeddings")
     if space == "manifold":
-        return np.ascontiguousarray(np.load(data.run_dir / MANIFOLD), dtype=np.float32)
+        try:
+            return np.ascontiguousarray(np.load(data.run_dir / MANIFOLD), dtype=np.float32)
+        except (OSError, ValueError) as e:
+            raise IceError(f"{data.run_dir / MANIFOLD}: cannot re-cluster without it ({e})") from None
     if space == "embeddings":
         return np.ascontiguousarray(data.embeddings, dtype=np.float32)
     raise IceError(f"{data.run_dir}: unknown cluster_space {space!r} in the manifest")

@@ -58,6 +58,14 @@ def test_a_re_clustering_that_cannot_be_stored_is_one_error(explorer_run):
         data.clustering("k4")
 
 
+def test_re_clustering_without_the_manifold_is_one_error(explorer_run):
+    if load_run(explorer_run).manifest.get("cluster_space") != "manifold":
+        pytest.skip("this run clustered its embeddings")
+    (explorer_run / "manifold.npy").unlink()
+    with pytest.raises(IceError, match="manifold.npy: cannot re-cluster without it"):
+        recluster(load_run(explorer_run), 4)
+
+
 @pytest.mark.parametrize("key", ["k9", "../items", "k0", "x"])
 def test_unknown_clustering(small_run, key):
     with pytest.raises(IceError, match="clustering"):
