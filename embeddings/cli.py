@@ -146,7 +146,7 @@ def cmd_export(args) -> None:
 
     n = export_csv(args.run_dir, args.output, group=args.group, cluster=args.cluster, clustering=args.clustering)
     to_stdout = str(args.output) == STDOUT
-    print(f"wrote {n} rows to {'standard output' if to_stdout else args.output}",
+    print(f"wrote {n:,} row{'' if n == 1 else 's'} to {'standard output' if to_stdout else args.output}",
           file=sys.stderr if to_stdout else sys.stdout)  # keep the CSV on stdout clean
 
 

@@ -110,7 +110,10 @@ def test_cli_exports_a_reclustering_to_standard_output(explorer_run, capsys):
     rows = list(csv.DictReader(out.splitlines()))
     assert list(rows[0]) == COLUMNS and len(rows) == len(made.cluster)
     assert [int(r["cluster"]) for r in rows] == made.cluster.tolist()
-    assert err.strip() == f"wrote {len(rows)} rows to standard output"
+    assert err.strip() == f"wrote {len(rows):,} rows to standard output"
+    load_run(explorer_run).annotations.save_group("one", [0])
+    assert main(["export", str(explorer_run), "-o", "-", "--group", "one"]) == 0
+    assert capsys.readouterr().err.strip() == "wrote 1 row to standard output"
     assert not pathlib.Path("-").exists(), "a file named '-' in the working folder"
     assert main(["export", str(explorer_run), "-o", "-", "--clustering", "k7"]) == 1
     out, err = capsys.readouterr()
