@@ -50,8 +50,9 @@ class Annotations:
     With read_only=True nothing is ever written, and a missing file reads as empty.
     """
 
-    def __init__(self, path: str | Path, read_only: bool = False):
+    def __init__(self, path: str | Path, read_only: bool = False, before_write=None):
         self.path, self.read_only = Path(path), read_only
+        self.before_write = before_write  # called before every change; raises IceError to refuse it
         if not read_only:
             with self._connect() as conn:
                 conn.execute("PRAGMA journal_mode=WAL")
@@ -104,6 +105,8 @@ class Annotations:
     def _writable(self) -> None:
         if self.read_only:
             raise IceError("the explorer is read-only (--read-only); nothing was saved")
+        if self.before_write is not None:
+            self.before_write()
 
     # --- cluster names ---
 

@@ -9,15 +9,15 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cached_property, partial
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from embeddings.errors import IceError
-from embeddings.run_dir import (ANNOTATIONS, CLUSTERINGS, EMBEDDINGS, INDEX, ITEMS, MANIFOLD,  # noqa: F401
-                                PIXELS, load_manifest)
+from embeddings.run_dir import (ANNOTATIONS, CLUSTERINGS, EMBEDDINGS, INDEX, ITEMS, MANIFEST,  # noqa: F401
+                                MANIFOLD, PIXELS, load_manifest, read_json)
 
 from .annotations import Annotations
 
@@ -131,6 +131,19 @@ def read_items(run_dir: Path) -> pd.DataFrame:
     return items
 
 
+def check_unchanged(run_dir: Path, created: str | None) -> None:
+    """IceError if the run on disk is no longer the one loaded (made at `created`): `ice embed
+    --force` rebuilt it, or is rebuilding it, since. The explorer's image ids and clusters are
+    the old run's, so a name or group saved now would land on other images."""
+    try:
+        now = read_json(run_dir / MANIFEST).get("created")
+    except (OSError, ValueError, AttributeError):
+        now = None
+    if now != created:
+        raise IceError(f"{run_dir} was rebuilt since this explorer started (ice embed --force); "
+                       "nothing was saved: restart `ice explore` to see the new run")
+
+
 def write_blocker(run_dir: str | Path) -> str | None:
     """Why the explorer could not store names, groups or re-clusterings in a run directory
     ("cannot write to PATH (read-only file system)"), or None if it can."""
@@ -163,7 +176,8 @@ def load_run(run_dir: str | Path, read_only: bool = False) -> RunData:
         path=items["path"].to_numpy(dtype=object),
         x=items["x"].to_numpy(np.float32), y=items["y"].to_numpy(np.float32),
         embeddings=embeddings, pixels=pixels,
-        annotations=Annotations(run_dir / ANNOTATIONS, read_only=read_only),
+        annotations=Annotations(run_dir / ANNOTATIONS, read_only=read_only,
+                                before_write=partial(check_unchanged, run_dir, manifest.get("created"))),
         read_only=read_only,
     )
     k = int(manifest.get("clusters") or items["cluster"].max() + 1)

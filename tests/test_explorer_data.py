@@ -97,3 +97,27 @@ def test_a_missing_or_damaged_index_is_one_error_naming_it(explorer_run, damage)
         path.write_bytes(path.read_bytes()[:100])
     with pytest.raises(IceError, match="index.faiss: " + ("missing" if damage == "missing" else "cannot read")):
         load_run(explorer_run).index
+
+
+def test_an_explorer_over_a_rebuilt_run_saves_nothing(explorer_run):
+    """`ice embed --force` rebuilt the run while an explorer served it: the explorer's image
+    ids and clusters are the old run's, so a name or group saved now would land on other
+    images. It refuses, saying why, until it is restarted."""
+    from explorer.clusterings import recluster
+
+    data = load_run(explorer_run)
+    data.annotations.save_group("before", [1, 2])
+    path = explorer_run / "manifest.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "created": "2099-01-01T00:00:00+00:00"}))
+    for write in (lambda: data.annotations.set_cluster_name("run", 0, "x"),
+                  lambda: data.annotations.save_group("after", [3]),
+                  lambda: data.annotations.delete_group("before"),
+                  lambda: recluster(data, 4)):
+        with pytest.raises(IceError, match="rebuilt .* restart `ice explore`"):
+            write()
+    again = load_run(explorer_run)
+    assert again.annotations.groups() == {"before": 2} and again.annotations.cluster_names("run") == {}
+    again.annotations.set_cluster_name("run", 0, "x")  # a restarted explorer saves again
+    path.unlink()  # being rebuilt: --force removes the manifest first
+    with pytest.raises(IceError, match="rebuilt"):
+        again.annotations.set_cluster_name("run", 0, "y")
