@@ -209,17 +209,21 @@ def carry_groups(run_dir: Path, aside: Path, paths: pd.Series) -> dict:
     if not (aside / rd.ANNOTATIONS).exists() or not (aside / rd.ITEMS).exists():
         return carried
     before = Annotations(aside / rd.ANNOTATIONS, read_only=True)
+    groups = before.groups()
+    if not groups:
+        return carried
+    after = Annotations(run_dir / rd.ANNOTATIONS)
     old_paths = pd.read_parquet(aside / rd.ITEMS, columns=["path"])["path"].to_numpy()
     new_id = {p: i for i, p in enumerate(paths)}
-    for group in before.groups():
+    for group in groups:
         members = [old_paths[i] for i in before.group_members(group) if i < len(old_paths)]
         ids = [new_id[p] for p in members if p in new_id]
         carried["dropped"] += len(members) - len(ids)
         if ids:
-            Annotations(run_dir / rd.ANNOTATIONS).save_group(group, ids)
+            after.save_group(group, ids)
             carried["groups"] += 1
             carried["images"] += len(ids)
-        carried["of"] += 1
+    carried["of"] = len(groups)
     return carried
 
 
