@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dash import dcc, html
 
+from embeddings.errors import IceError
+
 from .clusterings import MAX_K, list_clusterings
-from .data import RUN_CLUSTERING, RunData
+from .data import RUN_CLUSTERING, RunData, check_unchanged
 
 GRID_PAGE = 48  # images per grid page
 MORE_LIKE_TOP = 200  # how many images "More like these" shows by default
@@ -26,6 +28,16 @@ def clustering_options(data: RunData) -> list[dict]:
     return options
 
 
+def rebuilt_badge(data: RunData) -> list:
+    """A badge when `ice embed --force` rebuilt the run since the explorer started (the page
+    shows the old run, and saving is refused), else nothing."""
+    try:
+        check_unchanged(data.run_dir, data.manifest.get("created"))
+    except IceError as e:
+        return [html.Span("run rebuilt: restart ice explore", id="rebuilt-badge", className="badge", title=str(e))]
+    return []
+
+
 def topbar(data: RunData) -> html.Header:
     return html.Header(className="topbar", children=[
         html.Div(className="brand", children=[
@@ -34,6 +46,7 @@ def topbar(data: RunData) -> html.Header:
             html.Span(f"{data.n:,} images", className="muted"),
             *([html.Span("read-only", id="read-only-badge", className="badge", title=READ_ONLY)]
               if data.read_only else []),
+            *rebuilt_badge(data),
         ]),
         html.Div(className="controls", children=[
             html.Label("Clusters", htmlFor="clustering", className="muted"),

@@ -111,6 +111,16 @@ def test_tick_off_toggles_and_ignores_new_tiles(app):
         call(app, "tick_off", [0], [3], triggered=[(tile, "n_clicks", 0)])
 
 
+def test_a_page_loaded_after_the_run_was_rebuilt_says_so(explorer_run):
+    app = create_app(explorer_run)
+    ids = {getattr(c, "id", None) for c in app.layout()._traverse()}
+    assert "rebuilt-badge" not in ids
+    path = explorer_run / "manifest.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "created": "2099-01-01T00:00:00+00:00"}))
+    (badge,) = [c for c in app.layout()._traverse() if getattr(c, "id", None) == "rebuilt-badge"]
+    assert "restart" in badge.children and "was rebuilt since this explorer started" in badge.title
+
+
 def test_detail_says_so_when_the_index_is_damaged(explorer_run):
     """A damaged index (read on the first search) is a message where the neighbours go,
     not a failed callback that leaves the page as it was."""
