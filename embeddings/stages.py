@@ -86,7 +86,7 @@ def verify_input(run) -> None:
              (("added", added), ("removed", removed), ("modified", modified)) if v]
     if parts:
         raise IceError(f"cannot resume {run.dir}: the input folder changed since the run started: "
-                       f"{'; '.join(parts)}; start a new run with another --out")
+                       f"{'; '.join(parts)}; start it over with --force, or use another --out")
 
 
 def decode(run, device, resume) -> dict:

@@ -219,7 +219,7 @@ def test_resume_refuses_changed_input_and_options(tmp_path, capsys):
     make_images(tmp_path / "in" / "new", n=1)
     assert main(["embed", str(tmp_path / "in"), "--out", str(out), *TINY_ARGS, "--resume"]) == 1
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "1 added" in err and "1 removed" in err
+    assert err.count("\n") == 1 and "1 added" in err and "1 removed" in err and "--force" in err
 
 
 def _ice(*args):
