@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 
 from embeddings.errors import IceError
-from embeddings.run_dir import (ANNOTATIONS, CLUSTERINGS, EMBEDDINGS, INDEX, ITEMS, MANIFEST,  # noqa: F401
-                                MANIFOLD, PIXELS, load_manifest, read_json)
+from embeddings.run_dir import (ANNOTATIONS, CLUSTERINGS, EMBEDDINGS, INDEX, ITEMS, MANIFOLD,  # noqa: F401
+                                MANIFEST, PIXELS, load_manifest, read_json)
 
 from .annotations import Annotations
 
