@@ -197,7 +197,8 @@ def test_read_only_app_disables_editing(small_run):
     disabled = {c.id: c.disabled for c in layout._traverse() if getattr(c, "id", None) in
                 ("recluster", "save-group", "group-name", "recluster-k")}
     assert disabled and all(disabled.values())
-    said = {c.id: c.children for c in layout._traverse() if getattr(c, "id", None) in ("read-only-badge", "rename-status")}
+    said = {c.id: c.children for c in layout._traverse()
+            if getattr(c, "id", None) in ("read-only-badge", "rename-status")}
     assert said["read-only-badge"] == "read-only" and said["rename-status"].startswith("Read-only:")
     editable = {getattr(c, "id", None) for c in create_app(small_run).layout()._traverse()}
     assert "read-only-badge" not in editable

@@ -167,7 +167,8 @@ def test_force_sets_the_explorers_work_aside_and_carries_groups_over_by_path(tmp
     new = load_run(tmp_path / "run")
     assert new.annotations.cluster_names("run") == {}
     assert new.annotations.groups() == {"picked": 3}
-    assert sorted(str(new.path[i]) for i in new.annotations.group_members("picked")) == sorted([paths[0], paths[1], paths[29]])
+    carried = sorted(str(new.path[i]) for i in new.annotations.group_members("picked"))
+    assert carried == sorted([paths[0], paths[1], paths[29]])
     before = Annotations(aside / "annotations.sqlite", read_only=True)
     assert before.cluster_names("run") == {0: "red squares"} and before.groups() == {"gone": 1, "picked": 4}
     assert rd.read_json(tmp_path / "run" / rd.MANIFEST)["carried_groups"] == {
