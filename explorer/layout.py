@@ -117,8 +117,10 @@ def side_pane(data: RunData) -> html.Aside:
                          "Type a name and press Enter; names are saved in the run."),
                 html.Div(id="clusters-panel"),
             ])),
-            dcc.Tab(label="Groups", value="groups",
-                    children=html.Div(id="groups-panel", className="tab-body")),
+            dcc.Tab(label="Groups", value="groups", children=html.Div(className="tab-body", children=[
+                html.Div(id="groups-status", className="status"),
+                html.Div(id="groups-panel"),
+            ])),
         ]),
     ])
 

@@ -180,6 +180,18 @@ def test_show_cluster_and_group(app):
     assert selection["ids"] == [2, 4]
 
 
+def test_delete_a_group_says_so_and_a_refusal_is_shown(app, explorer_run):
+    notes = app.ice_data.annotations
+    notes.save_group("a", [1])
+    notes.save_group("b", [2])
+    changed, status = call(app, "delete", [1], 3, triggered=[({"type": "delete-group", "index": "a"}, "n_clicks", 1)])
+    assert changed == 4 and status == "Deleted group 'a'." and notes.groups() == {"b": 1}
+    path = explorer_run / "manifest.json"  # ice embed --force rebuilt the run since the app started
+    path.write_text(json.dumps({**json.loads(path.read_text()), "created": "2099-01-01T00:00:00+00:00"}))
+    changed, status = call(app, "delete", [1], 4, triggered=[({"type": "delete-group", "index": "b"}, "n_clicks", 1)])
+    assert "was rebuilt" in status and notes.groups() == {"b": 1}
+
+
 def test_recluster_adds_an_option_and_the_export_follows(app, explorer_run):
     options, value, status = call(app, "run_recluster", 1, 4)
     assert value == "k4" and [o["value"] for o in options] == ["run", "k4"]

@@ -81,10 +81,15 @@ def register(app, data: RunData) -> None:
         return {"ids": ids, "title": f"Group {name!r}"}, [], "images"
 
     @app.callback(Output("groups-changed", "data", allow_duplicate=True),
+                  Output("groups-status", "children"),
                   Input({"type": "delete-group", "index": ALL}, "n_clicks"),
                   State("groups-changed", "data"), prevent_initial_call=True)
     def delete(_clicks, changed):
         if not isinstance(ctx.triggered_id, dict) or not ctx.triggered[0]["value"]:
             raise PreventUpdate
-        data.annotations.delete_group(ctx.triggered_id["index"])
-        return (changed or 0) + 1
+        name = ctx.triggered_id["index"]
+        try:
+            data.annotations.delete_group(name)
+        except IceError as e:  # a run rebuilt since the explorer started, a locked database
+            return no_update, str(e)
+        return (changed or 0) + 1, f"Deleted group {name!r}."
