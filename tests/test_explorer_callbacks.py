@@ -203,7 +203,8 @@ def test_recluster_adds_an_option_and_the_export_follows(app, explorer_run):
     assert "K 1" in status
 
 
-def test_read_only_app_disables_editing(small_run):
+def test_read_only_app_disables_editing(small_run, app):
+    editable = {getattr(c, "id", None) for c in app.layout()._traverse()}  # over a copy: it writes
     app = create_app(small_run, read_only=True)
     layout = app.layout()
     disabled = {c.id: c.disabled for c in layout._traverse() if getattr(c, "id", None) in
@@ -212,7 +213,6 @@ def test_read_only_app_disables_editing(small_run):
     said = {c.id: c.children for c in layout._traverse()
             if getattr(c, "id", None) in ("read-only-badge", "rename-status")}
     assert said["read-only-badge"] == "read-only" and said["rename-status"].startswith("Read-only:")
-    editable = {getattr(c, "id", None) for c in create_app(small_run).layout()._traverse()}
     assert "read-only-badge" not in editable
     cards = call(app, "show_clusters", "run")
     name_inputs = [c for card in cards for c in card._traverse() if getattr(c, "placeholder", None)]
