@@ -108,8 +108,9 @@ def cmd_embed(args) -> None:
     manifest = run_embed(args.input, args.out, cfg, resume=args.resume, force=args.force)
     print(summary_line(manifest))
     print(f"run directory: {args.out}")
-    if manifest["counts"]["skipped"]:
-        print(f"skipped files, each with its reason: {args.out / SKIPPED}")
+    folders = manifest["counts"].get("unlisted_folders")
+    if manifest["counts"]["skipped"] or folders:
+        print(f"skipped {'files and folders' if folders else 'files'}, each with its reason: {args.out / SKIPPED}")
     carried = manifest.get("carried_groups")
     if carried and carried["of"]:
         print(f"groups carried over by path: {carried['groups']} of {carried['of']} ({carried['images']} images; "

@@ -184,7 +184,7 @@ def write_manifest(run: Run, device_name: str) -> dict:
         "versions": _versions(),
         "device": device_name,
         "counts": {"found": stages["scan"]["found"], "images": len(items),
-                   "skipped": stages["decode"]["skipped"]},
+                   "skipped": stages["decode"]["skipped"], "unlisted_folders": len(stages["scan"].get("unlisted", []))},
         "clusters": stages["selflabel"].get("k", stages["cluster"]["k"]),
         "cluster_space": run.cfg.cluster_space,
         "stage_seconds": {s: stages[s]["seconds"] for s in STAGES},

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -62,14 +63,22 @@ def _fingerprint(root: Path, paths: list[str]) -> pd.DataFrame:
 
 
 def scan(run, device, resume) -> dict:
-    paths = find_images(run.root, run.cfg.follow_symlinks)
+    unlisted = []
+    paths = find_images(run.root, run.cfg.follow_symlinks, unlisted=unlisted)
+    unlisted = [[display_path(folder), reason] for folder, reason in unlisted]
+    n = len(unlisted)
+    which = f"{n} folder{'s' if n > 1 else ''} could not be listed ({unlisted[0][1]}: {unlisted[0][0]}" + \
+        (", ...)" if n > 1 else ")") if n else ""
     if not paths:
-        raise IceError(f"no images found in {run.root} (looked for {', '.join(EXTENSIONS)})")
+        raise IceError(f"no images found in {run.root} (looked for {', '.join(EXTENSIONS)})" + (f"; {which}" if n else ""))
+    if n:
+        print(f"ice: warning: {which}, so {'their' if n > 1 else 'its'} images are left out; "
+              f"{run.path(rd.SKIPPED)} will list {'each' if n > 1 else 'it'}", file=sys.stderr, flush=True)
     files = _fingerprint(run.root, paths)
     with rd.atomic_path(run.path(FILES)) as tmp:
         files.to_parquet(tmp, index=False)
     size = run.cfg.image_size or typical_size(run.root, paths, seed=run.cfg.seed)
-    return {"found": len(paths), "image_size": size}
+    return {"found": len(paths), "image_size": size, **({"unlisted": unlisted} if unlisted else {})}
 
 
 def verify_input(run) -> None:
@@ -92,8 +101,10 @@ def verify_input(run) -> None:
 def decode(run, device, resume) -> dict:
     files = pd.read_parquet(run.path(FILES))
     paths = [os.fsdecode(p) for p in files["path"]]
+    unlisted = [(folder, f"folder not listed: {reason}") for folder, reason in
+                run.progress["stages"]["scan"].get("unlisted", [])]
     keep, sizes, resumed = decode_all(run.root, paths, run.cfg.image_size, run.cfg.max_pixels, run.cfg.workers,
-                                      run.path(rd.PIXELS), run.path(rd.SKIPPED), resume=resume)
+                                      run.path(rd.PIXELS), run.path(rd.SKIPPED), resume=resume, also_skipped=unlisted)
     if not keep:
         raise IceError(f"none of the {len(paths)} image files in {run.root} could be read; see {run.path(rd.SKIPPED)}")
     if len(keep) < 2:  # k-means needs two; the CLI said "--clusters 2: more clusters than the 1 images"

@@ -48,6 +48,37 @@ def test_find_images_walks_a_folder_that_a_skipped_link_points_to(tmp_path):
 
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this platform")
+def deep_folder(root, levels=22) -> str:
+    """Folders nested past PATH_MAX (4,096 bytes), with one image at the bottom: a folder the
+    scan cannot list even as root (as one without read permission, for other users). Made
+    through directory descriptors; returns the deepest folder's path relative to root."""
+    fd = os.open(root, os.O_RDONLY)
+    parts = []
+    for i in range(levels):
+        parts.append(f"{i:02d}" + "d" * 198)
+        os.mkdir(parts[-1], dir_fd=fd)
+        deeper = os.open(parts[-1], os.O_RDONLY, dir_fd=fd)
+        os.close(fd)
+        fd = deeper
+    buf = io.BytesIO()
+    Image.new("RGB", (20, 20), (200, 0, 0)).save(buf, "PNG")
+    out = os.open("deep.png", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=fd)
+    os.write(out, buf.getvalue())
+    os.close(out)
+    os.close(fd)
+    return "/".join(parts)
+
+
+def test_find_images_reports_a_folder_it_cannot_list(tmp_path):
+    """Such folders were passed over in silence, and their images were never in the run."""
+    Image.new("RGB", (20, 20)).save(tmp_path / "top.png")
+    deep = deep_folder(tmp_path)
+    unlisted = []
+    assert find_images(tmp_path, unlisted=unlisted) == ["top.png"]
+    ((folder, reason),) = unlisted
+    assert deep.startswith(folder.rstrip("/")) and folder.endswith("/") and reason == "File name too long"
+
+
 def test_find_images_leaves_out_a_fifo_and_keeps_a_broken_link_for_decoding_to_report(tmp_path):
     """Opening a FIFO named like an image blocks until someone writes to it: the job hung."""
     Image.new("RGB", (4, 4)).save(tmp_path / "real.png")

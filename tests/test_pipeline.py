@@ -48,7 +48,7 @@ def test_embed_end_to_end_on_hostile_folder(tmp_path, capsys):
     assert f"skipped files, each with its reason: {out / rd.SKIPPED}" in summary
     assert summary.splitlines()[-1] == f"to look at it: ice explore {out}"
     manifest = rd.load_manifest(out)
-    assert manifest["counts"] == {"found": 18, "images": 15, "skipped": 3}
+    assert manifest["counts"] == {"found": 18, "images": 15, "skipped": 3, "unlisted_folders": 0}
     assert set(manifest["stage_seconds"]) == {"scan", "decode", "train", "embed", "cluster", "selflabel", "project"}
     skipped = list(csv.DictReader(open(out / rd.SKIPPED)))
     assert {r["path"] for r in skipped} == bad and all(r["reason"] for r in skipped)
@@ -318,6 +318,25 @@ def test_missing_folder_and_folder_without_images(tmp_path, capsys):
     (tmp_path / "junk" / "a.png").write_bytes(b"")
     assert main(["embed", str(tmp_path / "junk"), "--out", str(tmp_path / "run3")]) == 1
     assert "could be read" in capsys.readouterr().err
+
+
+def test_a_folder_the_scan_cannot_list_is_reported_not_dropped_in_silence(tmp_path, capsys):
+    from tests.test_images import deep_folder
+
+    make_images(tmp_path / "in", n=12)
+    deep_folder(tmp_path / "in")
+    out = tmp_path / "run"
+    assert main(["embed", str(tmp_path / "in"), "--out", str(out), *TINY_ARGS, "--clusters", "3"]) == 0
+    captured = capsys.readouterr()
+    (warning,) = [line for line in captured.err.splitlines() if line.startswith("ice: warning:")]
+    assert "1 folder could not be listed" in warning and "File name too long" in warning
+    assert str(out / "skipped.csv") in captured.out
+    with open(out / "skipped.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 1 and rows[0]["path"].startswith("00dd") and rows[0]["path"].endswith("/")
+    assert rows[0]["reason"] == "folder not listed: File name too long"
+    manifest = rd.read_json(out / rd.MANIFEST)
+    assert manifest["counts"]["images"] == 12 and manifest["counts"]["unlisted_folders"] == 1
 
 
 def test_one_image_is_a_clear_error_and_two_make_a_run(tmp_path, capsys):
