@@ -67,10 +67,11 @@ def scan(run, device, resume) -> dict:
     paths = find_images(run.root, run.cfg.follow_symlinks, unlisted=unlisted)
     unlisted = [[display_path(folder), reason] for folder, reason in unlisted]
     n = len(unlisted)
-    which = f"{n} folder{'s' if n > 1 else ''} could not be listed ({unlisted[0][1]}: {unlisted[0][0]}" + \
-        (", ...)" if n > 1 else ")") if n else ""
+    which = (f"{n} folder{'s' if n > 1 else ''} could not be listed ({unlisted[0][1]}: {unlisted[0][0]}"
+             f"{', ...' if n > 1 else ''})") if n else ""
     if not paths:
-        raise IceError(f"no images found in {run.root} (looked for {', '.join(EXTENSIONS)})" + (f"; {which}" if n else ""))
+        raise IceError(f"no images found in {run.root} (looked for {', '.join(EXTENSIONS)})"
+                       + (f"; {which}" if n else ""))
     if n:
         print(f"ice: warning: {which}, so {'their' if n > 1 else 'its'} images are left out; "
               f"{run.path(rd.SKIPPED)} will list {'each' if n > 1 else 'it'}", file=sys.stderr, flush=True)
