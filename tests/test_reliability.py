@@ -73,7 +73,7 @@ def test_hostile_corpus_every_file_is_a_row_or_a_skip(tmp_path):
     readable |= {f"plain/class{i % 3}/img_{i:03d}.png" for i in range(6)}
     assert set(items.index) == readable, "escape.png (outside the root) is not followed; the loop is walked once"
     assert manifest["counts"] == {"found": len(readable) + len(unreadable), "images": len(readable),
-                                  "skipped": len(unreadable)}
+                                  "skipped": len(unreadable), "unlisted_folders": 0}
     assert (items.loc["huge.jpg", "width"], items.loc["huge.jpg", "height"]) == (12000, 12000)
     pixels = np.load(out / rd.PIXELS)
     ids = items["image_id"]
