@@ -17,7 +17,7 @@ from embeddings.errors import IceError
 
 from embeddings.run_dir import atomic_path
 
-from .data import CLUSTERINGS, MANIFOLD, RUN_CLUSTERING, Clustering, RunData, check_unchanged
+from .data import CLUSTERINGS, MANIFOLD, RUN_CLUSTERING, Clustering, RunData
 
 KEY = re.compile(r"k([1-9][0-9]{0,5})")
 MAX_K = 500  # more clusters than anyone can name
@@ -81,7 +81,7 @@ def recluster(data: RunData, k: int) -> Clustering:
 
     if data.read_only:
         raise IceError("the explorer is read-only (--read-only); cannot store a re-clustering")
-    check_unchanged(data.run_dir, data.manifest.get("created"))  # the run on disk is still the one shown
+    data.check_unchanged()  # the run on disk is still the one shown
     if not isinstance(k, (int, np.integer)) or not 2 <= k <= min(MAX_K, data.n):
         raise IceError(f"K {k!r}: must be a whole number from 2 to {min(MAX_K, data.n)}")
     key = f"k{int(k)}"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass, field
-from functools import cached_property, partial
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -110,6 +110,19 @@ class RunData:
         with self._lock:
             self._clusterings[clustering.key] = clustering
 
+    def check_unchanged(self) -> None:
+        """IceError if the run on disk is no longer the one loaded: `ice embed --force` rebuilt
+        it, or is rebuilding it, since. The explorer's image ids and clusters are the old
+        run's, so a name or group saved now would land on other images. Every save calls
+        this (Annotations.before_write, recluster), and so does each page load (a badge)."""
+        try:
+            now = read_json(self.run_dir / MANIFEST).get("created")
+        except (OSError, ValueError, AttributeError):
+            now = None
+        if now != self.manifest.get("created"):
+            raise IceError(f"{self.run_dir} was rebuilt since this explorer started (ice embed --force); "
+                           "nothing was saved: restart `ice explore` to see the new run")
+
     def check_ids(self, ids) -> np.ndarray:
         """ids as an int64 array, or IceError naming the first that is not an image_id."""
         arr = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=np.int64)
@@ -129,19 +142,6 @@ def read_items(run_dir: Path) -> pd.DataFrame:
     if not np.array_equal(items["image_id"].to_numpy(), np.arange(len(items))):
         raise IceError(f"{run_dir / ITEMS}: image_id is not 0..{len(items) - 1} in order")
     return items
-
-
-def check_unchanged(run_dir: Path, created: str | None) -> None:
-    """IceError if the run on disk is no longer the one loaded (made at `created`): `ice embed
-    --force` rebuilt it, or is rebuilding it, since. The explorer's image ids and clusters are
-    the old run's, so a name or group saved now would land on other images."""
-    try:
-        now = read_json(run_dir / MANIFEST).get("created")
-    except (OSError, ValueError, AttributeError):
-        now = None
-    if now != created:
-        raise IceError(f"{run_dir} was rebuilt since this explorer started (ice embed --force); "
-                       "nothing was saved: restart `ice explore` to see the new run")
 
 
 def write_blocker(run_dir: str | Path) -> str | None:
@@ -176,10 +176,10 @@ def load_run(run_dir: str | Path, read_only: bool = False) -> RunData:
         path=items["path"].to_numpy(dtype=object),
         x=items["x"].to_numpy(np.float32), y=items["y"].to_numpy(np.float32),
         embeddings=embeddings, pixels=pixels,
-        annotations=Annotations(run_dir / ANNOTATIONS, read_only=read_only,
-                                before_write=partial(check_unchanged, run_dir, manifest.get("created"))),
+        annotations=Annotations(run_dir / ANNOTATIONS, read_only=read_only),
         read_only=read_only,
     )
+    data.annotations.before_write = data.check_unchanged
     k = int(manifest.get("clusters") or items["cluster"].max() + 1)
     data.add_clustering(Clustering(RUN_CLUSTERING, k, items["cluster"].to_numpy(np.int32),
                                    items["distance"].to_numpy(np.float32)))

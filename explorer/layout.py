@@ -7,7 +7,7 @@ from dash import dcc, html
 from embeddings.errors import IceError
 
 from .clusterings import MAX_K, list_clusterings
-from .data import RUN_CLUSTERING, RunData, check_unchanged
+from .data import RUN_CLUSTERING, RunData
 
 GRID_PAGE = 48  # images per grid page
 MORE_LIKE_TOP = 200  # how many images "More like these" shows by default
@@ -32,7 +32,7 @@ def rebuilt_badge(data: RunData) -> list:
     """A badge when `ice embed --force` rebuilt the run since the explorer started (the page
     shows the old run, and saving is refused), else nothing."""
     try:
-        check_unchanged(data.run_dir, data.manifest.get("created"))
+        data.check_unchanged()
     except IceError as e:
         return [html.Span("run rebuilt: restart ice explore", id="rebuilt-badge", className="badge", title=str(e))]
     return []
