@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +15,23 @@ from embeddings.demo import write_digits
 from embeddings.pipeline import run_embed
 
 pytest_plugins = ["tests.conftest_browser"]
+
+
+@contextlib.contextmanager
+def mounted(target: Path, *options: str):
+    """`mount OPTIONS TARGET` for the block, unmounted after it (lazily: a mapping left open
+    must not leak the mount). Skips the test where this process may not mount; CI and this
+    machine run as root, where it can. remount(*options) changes the mount's options."""
+    def mount(*args: str) -> None:
+        done = subprocess.run(["mount", *args, str(target)], capture_output=True, text=True)
+        if done.returncode:
+            pytest.skip(f"cannot mount here (mount {' '.join(args)}): {done.stderr.strip()}")
+
+    mount(*options)
+    try:
+        yield lambda *new: mount("-o", ",".join(("remount",) + new))
+    finally:
+        subprocess.run(["umount", "--lazy", str(target)], check=True)
 
 
 # Small, fast settings for runs that tests make: what they check is the plumbing.

@@ -18,7 +18,7 @@ from embeddings import run_dir as rd
 from embeddings.config import Config
 from embeddings.images import decode_all, find_images
 from embeddings.pipeline import run_embed
-from tests.conftest import TINY, make_images
+from tests.conftest import TINY, make_images, mounted
 from tests.test_images import bomb_png
 
 
@@ -238,20 +238,11 @@ def test_written_files_take_the_umask_not_mkstemps_0600(tmp_path, umask):
 @pytest.fixture
 def small_disk(tmp_path):
     """A folder on its own tmpfs of 64 KiB, a real disk that fills; grow(kib) enlarges it
-    and keeps its files. Skips where this process may not mount (CI and this machine run as root)."""
+    and keeps its files."""
     disk = tmp_path / "disk"
     disk.mkdir()
-
-    def mount(*options):
-        done = subprocess.run(["mount", *options], capture_output=True, text=True)
-        if done.returncode:
-            pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.strip()}")
-
-    mount("-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk))
-    try:
-        yield disk, lambda kib: mount("-o", f"remount,size={kib}k", str(disk))
-    finally:
-        subprocess.run(["umount", "--lazy", str(disk)], check=True)  # lazy: a mapping left open must not leak the mount
+    with mounted(disk, "-t", "tmpfs", "-o", "size=64k", "tmpfs") as remount:
+        yield disk, lambda kib: remount(f"size={kib}k")
 
 
 def test_a_new_memmap_on_a_full_disk_is_an_oserror_at_once_not_a_sigbus_later(small_disk):

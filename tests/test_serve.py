@@ -11,6 +11,7 @@ import requests
 
 from benchmarks.load import Client, callbacks_of, explorer, load_test, make_synthetic_run, stored_names
 from embeddings.cli import main
+from tests.conftest import mounted
 
 USER, PASSWORD = "ada", "s3cret:with colon"
 
@@ -110,7 +111,6 @@ def read_only_run(run_dir, tmp_path):
     """A copy of the run with one cluster named, seen through a read-only bind mount: a
     file system the explorer cannot write to, whoever runs it (root ignores file modes)."""
     import shutil
-    import subprocess
 
     from explorer.annotations import Annotations
 
@@ -118,16 +118,9 @@ def read_only_run(run_dir, tmp_path):
     Annotations(copy / "annotations.sqlite").set_cluster_name("run", 0, "named before")
     view = tmp_path / "view"
     view.mkdir()
-    mount = subprocess.run(["mount", "--bind", str(copy), str(view)], capture_output=True, text=True)
-    if mount.returncode:
-        pytest.skip(f"cannot make a read-only mount here: {mount.stderr.strip()}")
-    try:
-        remount = subprocess.run(["mount", "-o", "remount,bind,ro", str(view)], capture_output=True, text=True)
-        if remount.returncode:
-            pytest.skip(f"cannot make a read-only mount here: {remount.stderr.strip()}")
+    with mounted(view, "--bind", str(copy)) as remount:
+        remount("bind", "ro")
         yield view
-    finally:
-        subprocess.run(["umount", "--lazy", str(view)], check=True)
 
 
 @pytest.mark.parametrize("annotations", ["kept", "none yet"])
