@@ -5,9 +5,9 @@ bottleneck of `dim`. encoder "resnet": a 3x3 stem, then ResNet basic blocks (`de
 stage), a stride-2 stage down to each of the L scales, global average pooling and the
 linear bottleneck; a deeper encoder for contrastive training on photos.
 decoder: linear back to b x b, then [transposed conv(stride 2) -> BN -> GELU] x L, then a
-1x1 conv to RGB. L halvings take image_size to b exactly: b = 4 for powers of two
-(L = log2(image_size / 4)), else the first odd side or 6 (48: 6, 80: 5, 112: 7); channels
-start at `width` and double each step (at most 8 x width).
+1x1 conv to RGB. The side is halved while it is even and the half is at least 4 (_halvings),
+so b = 4 for powers of two (L = log2(image_size / 4)), and 48 -> 6, 80 -> 5, 112 -> 7;
+channels start at `width` and double each step (at most 8 x width).
 """
 
 from __future__ import annotations
