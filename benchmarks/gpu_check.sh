@@ -17,7 +17,8 @@
 #    which for colour images on a GPU are the contrastive recipe (README, step 2);
 # 5. python -m benchmarks.scan_probe on that run, if 150 s are left: SCAN's clustering step
 #    (--scan-epochs) on the GPU-trained encoder, beside the run's own clusters.
-# --quality-only skips step 3 and runs step 2 last, with what steps 4 and 5 leave (90 s at least).
+# --quality-only skips step 3 and runs step 2 beside step 5 (its own log, pytest_gpu.log), or last with what
+# step 4 leaves (90 s at least) when step 5 does not run.
 # Logs and results go to $OUT (or a new temporary folder): gpu_check.log, BENCHMARKS-gpu.md,
 # and cifar-run/ with the CIFAR-10 run's embeddings, clusters and model (quality --keep), so
 # that clustering can be studied later without a GPU.
@@ -130,12 +131,20 @@ else
   elif [ "$LEFT" -lt "$NEED_5" ]; then
     say "skipped: only $LEFT s left of the $BUDGET_S s budget"
   else
+    if [ "$QUALITY_ONLY" = 1 ]; then  # the GPU tests beside SCAN (neither is timed), in their own log
+      say "2 (moved). GPU-marked tests, beside step 5: log in $OUT/pytest_gpu.log"
+      (LOG="$OUT/pytest_gpu.log"; FAILED=(); gpu_tests "$LEFT" >/dev/null; [ ${#FAILED[@]} = 0 ]) &
+      TESTS_PID=$!
+    fi
     run "scan_probe (at most $LEFT s)" "$LEFT" "$PY" -m benchmarks.scan_probe "$RUN_DIR" "${PROBE[@]}" --record "$RESULTS"
   fi
   rm -rf "$(dirname "$RUN_DIR")"
 fi
 
-if [ "$QUALITY_ONLY" = 1 ]; then
+if [ -n "${TESTS_PID:-}" ]; then
+  wait "$TESTS_PID" || FAILED+=("pytest -m gpu (see pytest_gpu.log)")
+  tail -n 5 "$OUT/pytest_gpu.log" | tee -a "$LOG"
+elif [ "$QUALITY_ONLY" = 1 ]; then
   LEFT=$((BUDGET_S - SECONDS))
   say "2 (moved). GPU-marked tests"
   if [ "$LEFT" -lt 90 ]; then
