@@ -244,18 +244,22 @@ def test_build_once_rebuilds_only_what_a_build_cut_short_left(tmp_path):
         extract_once(tmp_path / "missing.tar.gz", tmp_path / "cache" / "missing")
 
 
-def test_gpu_check_quality_only_runs_the_gpu_tests_last(tmp_path):
+def test_gpu_check_quality_only_runs_the_gpu_tests_beside_scan(tmp_path):
     """--quality-only (what a device session with little time runs): no throughput step, the
-    quality run and SCAN first, then the GPU-marked tests with the time left."""
+    quality run first, then SCAN with the GPU-marked tests beside it in their own log (when
+    they ran after SCAN, it left them too little of the budget on the device)."""
     env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path / "gpu"), "PYTHONUNBUFFERED": "1"}
     out = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--dry-run", "--quality-only"], cwd=REPO, env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300).stdout
     steps = [line.split(" [")[0] for line in out.splitlines() if line.startswith("== ")]
     assert "== 3. training and embedding throughput" not in steps and "train step" not in out
     order = [next(i for i, s in enumerate(steps) if s.startswith(p)) for p in
-             ("== 4. CIFAR-10 quality", "== 5. SCAN on that run", "== 2 (moved). GPU-marked tests",
-              "== pytest -m gpu (collect only)", "== done in")]
+             ("== 4. CIFAR-10 quality", "== 5. SCAN on that run", "== 2 (moved). GPU-marked tests, beside step 5",
+              "== scan_probe", "== done in")]
     assert order == sorted(order), steps
+    tests_log = (tmp_path / "gpu" / "pytest_gpu.log").read_text()
+    assert "pytest -m gpu (collect only)" in tests_log and "tests/test_gpu.py::test_pipeline_on_cuda" in tests_log
+    assert "tests collected" in out  # the log's tail, printed once the tests are done
     assert "FAILED" not in out and (tmp_path / "gpu" / "cifar-run" / "manifest.json").exists()
 
 
