@@ -260,11 +260,20 @@ def test_decode_all_reads_ahead_only_the_batches_that_start_on_disk(tmp_path, mo
     drop_from_page_cache(root, names[64:])
     if not images.not_in_page_cache(root / names[65]):  # not a batch's first file: the check reads a page
         pytest.skip(f"{tmp_path} keeps its files in memory (tmpfs?): nothing to read from disk")
+    checks = []  # (file, on disk?) for each batch's first file, as decode_all saw it
+    check = images.not_in_page_cache
+    monkeypatch.setattr(images, "not_in_page_cache", lambda path: checks.append((path.name, check(path))) or checks[-1][1])
     assert np.array_equal(decode("cold.npy"), cached)
-    assert asked == [64, 2]  # the second and third batches started on disk; the first did not
+    assert [name for name, _ in checks] == [names[0], names[64], names[128]]
+    on_disk = [name for name, cold in checks if cold]
+    # the first batch was cached and the second dropped (as 065 showed); the third is too, almost
+    # always: once in CI (kernel 6.18) the page of 128, read last, outlived POSIX_FADV_DONTNEED
+    assert names[0] not in on_disk and names[64] in on_disk
+    assert asked == [{names[64]: 64, names[128]: 2}[name] for name in on_disk]
+    read = list(asked)
     drop_from_page_cache(root, names)
     decode_all(root, names, 8, 10**8, 0, tmp_path / "plain.npy", tmp_path / "skipped.csv", read_ahead=False)
-    assert asked == [64, 2] and np.array_equal(np.load(tmp_path / "plain.npy"), cached)
+    assert asked == read and np.array_equal(np.load(tmp_path / "plain.npy"), cached)
 
 
 FUZZ_CHILD = r"""
