@@ -262,7 +262,12 @@ def test_decode_all_reads_ahead_only_the_batches_that_start_on_disk(tmp_path, mo
         pytest.skip(f"{tmp_path} keeps its files in memory (tmpfs?): nothing to read from disk")
     checks = []  # (file, on disk?) for each batch's first file, as decode_all saw it
     check = images.not_in_page_cache
-    monkeypatch.setattr(images, "not_in_page_cache", lambda path: checks.append((path.name, check(path))) or checks[-1][1])
+
+    def recorded(path):
+        checks.append((path.name, check(path)))
+        return checks[-1][1]
+
+    monkeypatch.setattr(images, "not_in_page_cache", recorded)
     assert np.array_equal(decode("cold.npy"), cached)
     assert [name for name, _ in checks] == [names[0], names[64], names[128]]
     on_disk = [name for name, cold in checks if cold]
