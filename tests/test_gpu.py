@@ -41,6 +41,36 @@ def test_resident_batches_on_cuda_are_the_loaders(tmp_path):
     assert all(torch.equal(a, b.cpu()) for a, b in zip(cpu, gpu))
 
 
+def test_training_steps_never_make_the_host_wait_for_the_gpu(tmp_path):
+    """A training step (resident batch, two augmented views, the ResNet, NT-Xent, backward)
+    queues its work without a host-device sync: a copy from pageable memory waits for
+    everything queued, so one a step stalled the host (the batch's indices, the hue matrix,
+    NT-Xent's targets did). The epoch's one copy of indices and the first step's constants
+    happen before the check starts."""
+    from embeddings.train import make_loader, model_args, step_loss
+
+    path = tmp_path / "pixels.npy"
+    np.save(path, np.random.default_rng(0).integers(0, 255, (256, 32, 32, 3), dtype=np.uint8))
+    cfg = Config(recipe="contrastive", image_size=32, batch_size=64, workers=0).resolved()
+    device = torch.device("cuda")
+    model = AutoEncoder(model_args(cfg)).to(device, memory_format=torch.channels_last)
+    gen = torch.Generator(device=device).manual_seed(0)
+    batches = iter(make_loader(path, cfg, device, shuffle=True, resident=True))
+    first = next(batches)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        step_loss(model, first, cfg, gen).backward()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for batch in batches:
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                loss = step_loss(model, batch, cfg, gen)
+            loss.backward()
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert torch.isfinite(loss).item()
+
+
 def test_bf16_encoder_agrees_with_fp32_on_cpu():
     torch.manual_seed(0)
     model = AutoEncoder(ModelArgs(32, 64, 32)).eval()

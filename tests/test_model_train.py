@@ -83,6 +83,35 @@ def test_nt_xent_prefers_matching_views():
     assert nt_xent(a, a + 0.01 * torch.randn(16, 8), 0.2) < nt_xent(a, torch.randn(16, 8), 0.2)
 
 
+def test_nt_xent_is_cross_entropy_against_each_views_partner():
+    a, b = torch.randn(6, 8), torch.randn(6, 8)
+    p = torch.nn.functional.normalize(torch.cat([a, b]), dim=1)
+    sim = p @ p.T / 0.5
+    sim.fill_diagonal_(float("-inf"))
+    partner = torch.tensor([6, 7, 8, 9, 10, 11, 0, 1, 2, 3, 4, 5])
+    assert torch.allclose(nt_xent(a, b, 0.5), torch.nn.functional.cross_entropy(sim, partner))
+
+
+def test_resident_batches_are_the_loaders_epoch_after_epoch(tmp_path):
+    """ResidentBatches (on the CPU here; a GPU in training) gives the worker loader's batches,
+    in its order, in every epoch that train reseeds the sampler for."""
+    from embeddings.train import ResidentBatches, make_loader
+
+    path = _pixels(tmp_path, n=100, size=8)
+    cfg = Config(batch_size=32, workers=0).resolved()
+    plain = make_loader(path, cfg, torch.device("cpu"), shuffle=True, seed=1)
+    resident = make_loader(path, cfg, torch.device("cpu"), shuffle=True, seed=1, resident=True)
+    assert isinstance(resident, ResidentBatches) and len(resident) == len(plain) == 3
+    epochs = []
+    for epoch in range(2):
+        for loader in (plain, resident):
+            loader.sampler.sampler.generator.manual_seed(1 + epoch)
+        a, b = list(plain), list(resident)
+        assert len(a) == len(b) == 3 and all(torch.equal(x, y) for x, y in zip(a, b))
+        epochs.append(torch.cat(b))
+    assert not torch.equal(epochs[0], epochs[1])  # a new order each epoch
+
+
 def _pixels(tmp_path, n=40, size=16):
     rng = np.random.default_rng(0)
     path = tmp_path / "pixels.npy"
