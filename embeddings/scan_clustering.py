@@ -22,7 +22,7 @@ from .config import Config
 from .model import AutoEncoder, to_input
 from .progress import progress
 from .selflabel import batch_pixels, predict
-from .train import augment
+from .train import augment, on_device
 
 HEADS = 5  # SCAN trains 10; the spread between heads is a few points, and each costs little
 ENTROPY_WEIGHT = 5.0  # SCAN's weight for CIFAR and STL
@@ -100,10 +100,10 @@ def scan_clusters(model: AutoEncoder, pixels_path: Path, neighbours: np.ndarray,
     last_epoch = len(plan) - len(plan) // max(epochs, 1)  # the head is picked on the last pass
     net.train()
     with progress(len(plan), "scan", "batch") as bar:
-        for step, ((_, a, b), pixels) in enumerate(zip(plan, batch_pixels(pixels_path, [p[0] for p in plan],
-                                                                              cfg, device))):
+        pairs = zip(on_device([p[1] for p in plan], device), on_device([p[2] for p in plan], device))
+        loaded = batch_pixels(pixels_path, [p[0] for p in plan], cfg, device)
+        for step, ((a, b), pixels) in enumerate(zip(pairs, loaded)):
             x = to_input(pixels.to(device, non_blocking=True))
-            a, b = torch.from_numpy(a).to(device), torch.from_numpy(b).to(device)
             both = torch.cat([augment(x[a], cfg, gen), augment(x[b], cfg, gen)])
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 logits = net(both.contiguous(memory_format=torch.channels_last))

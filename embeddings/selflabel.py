@@ -24,7 +24,7 @@ from torch.nn import functional as F
 from .config import Config
 from .model import AutoEncoder, to_input
 from .progress import progress
-from .train import PixelBatches, ResidentBatches, augment, fits_on_device, make_loader
+from .train import PixelBatches, ResidentBatches, augment, fits_on_device, make_loader, on_device
 
 LABEL_SMOOTHING = 0.1  # the clusters hold some wrong labels: never ask for certainty
 MIN_STEPS = 150  # small sets get more epochs: on the 1,797 digits, 35 steps (5 epochs) lost
@@ -74,12 +74,11 @@ def self_label(model: AutoEncoder, pixels_path: Path, clusters: np.ndarray, cfg:
     use_bf16 = device.type == "cuda"
     net.train()
     with progress(len(batches), "self-label", "batch") as bar:
-        for ids, pixels in zip(batches, batch_pixels(pixels_path, batches, cfg, device)):
+        for ids, pixels in zip(on_device(batches, device), batch_pixels(pixels_path, batches, cfg, device)):
             x = augment(to_input(pixels.to(device, non_blocking=True)), cfg, gen)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
                 logits = net(x.contiguous(memory_format=torch.channels_last))
-            loss = F.cross_entropy(logits.float(), targets[torch.from_numpy(ids).to(device)],
-                                   label_smoothing=LABEL_SMOOTHING)
+            loss = F.cross_entropy(logits.float(), targets[ids], label_smoothing=LABEL_SMOOTHING)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
