@@ -21,8 +21,8 @@
 #    "KEY=VALUE ...", step 5 instead runs step 4's benchmark again with those settings (quality
 #    --set KEY=VALUE each; e.g. "batch_size=1024 epochs=150"), if 200 s are left: a setting
 #    measured against the defaults in one call. Its run is not kept.
-# --quality-only skips step 3 and runs step 2 beside SCAN in step 5 (its own log, pytest_gpu.log), or
-# last with what is left (90 s at least) when SCAN does not run.
+# --quality-only skips step 3 and runs step 2 beside SCAN in step 5 (its own log, pytest_gpu.log);
+# with --then, between steps 4 and 5; else last, with what is left (90 s at least).
 # Logs and results go to $OUT (or a new temporary folder): gpu_check.log, BENCHMARKS-gpu.md,
 # and cifar-run/ with the CIFAR-10 run's embeddings, clusters and model (quality --keep), so
 # that clustering can be studied later without a GPU.
@@ -132,12 +132,17 @@ else
   ICE_SHARED_DATA="$SHARED" run "quality ${QUALITY[1]} (at most $LEFT s)" "$LEFT" \
     "$PY" -m benchmarks.quality "${QUALITY[@]}" --out "$RUN_DIR" --keep "$OUT/cifar-run"
   [ "$DRY" = 0 ] && [ -f BENCHMARKS.md ] && tail -c +"$((before + 1))" BENCHMARKS.md >> "$RESULTS"
-  LEFT=$((BUDGET_S - SECONDS))
   if [ ${#THEN[@]} -gt 0 ]; then
+    if [ "$QUALITY_ONLY" = 1 ] && [ -f "$RUN_DIR/manifest.json" ]; then  # step 5 is timed: the tests go first
+      say "2 (moved). GPU-marked tests, before step 5"
+      gpu_tests 120
+      TESTS_DONE=1
+    fi
     say "5. CIFAR-10 quality again, with ${THEN[*]}"
   else
     say "5. SCAN on that run"
   fi
+  LEFT=$((BUDGET_S - SECONDS))
   if [ ! -f "$RUN_DIR/manifest.json" ]; then
     say "skipped: the quality run did not finish"
   elif [ "$LEFT" -lt "$NEED_5" ]; then
@@ -161,7 +166,7 @@ fi
 if [ -n "${TESTS_PID:-}" ]; then
   wait "$TESTS_PID" || FAILED+=("pytest -m gpu (see pytest_gpu.log)")
   tail -n 5 "$OUT/pytest_gpu.log" | tee -a "$LOG"
-elif [ "$QUALITY_ONLY" = 1 ]; then
+elif [ "$QUALITY_ONLY" = 1 ] && [ -z "${TESTS_DONE:-}" ]; then
   LEFT=$((BUDGET_S - SECONDS))
   say "2 (moved). GPU-marked tests"
   if [ "$LEFT" -lt 90 ]; then

@@ -265,7 +265,7 @@ def test_gpu_check_quality_only_runs_the_gpu_tests_beside_scan(tmp_path):
 
 def test_gpu_check_then_runs_the_quality_benchmark_again_with_the_settings(tmp_path):
     """--then "KEY=VALUE ...": step 5 is a second quality run with those settings (here on the
-    digits), not SCAN, and the GPU tests run after it rather than beside it (it is timed)."""
+    digits), not SCAN, and the GPU tests run before it rather than beside it (it is timed)."""
     env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path / "gpu"), "PYTHONUNBUFFERED": "1"}
     command = ["bash", "benchmarks/gpu_check.sh", "--dry-run", "--quality-only", "--then", "epochs=2 width=8"]
     out = subprocess.run(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -273,12 +273,13 @@ def test_gpu_check_then_runs_the_quality_benchmark_again_with_the_settings(tmp_p
     steps = [line.split(" [")[0] for line in out.splitlines() if line.startswith("== ")]
     assert "scan_probe" not in out and "SCAN" not in "".join(steps)
     order = [next(i for i, s in enumerate(steps) if s.startswith(p)) for p in
-             ("== 4. CIFAR-10 quality", "== 5. CIFAR-10 quality again, with --set epochs=2 --set width=8",
-              "== 2 (moved). GPU-marked tests", "== pytest -m gpu (collect only)", "== done in")]
+             ("== 4. CIFAR-10 quality", "== 2 (moved). GPU-marked tests, before step 5",
+              "== pytest -m gpu (collect only)", "== 5. CIFAR-10 quality again, with --set epochs=2 --set width=8",
+              "== done in")]
     assert order == sorted(order), steps
     settings = [line for line in out.splitlines() if line.startswith("- settings:")]
     assert len(settings) == 2 and "epochs 1, width 16" in settings[0] and "epochs 2, width 8" in settings[1]
-    assert "FAILED" not in out
+    assert "FAILED" not in out and sum(step.startswith("== pytest -m gpu") for step in steps) == 1  # once
 
 
 def test_gpu_wheels_pins_every_wheel_at_the_version_installed_here():
