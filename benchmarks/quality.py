@@ -166,13 +166,15 @@ def keep_for_later(run: Path, keep: Path) -> None:
     """
     import torch
 
+    from embeddings.train import save_checkpoint
+
     keep.mkdir(parents=True, exist_ok=True)
     np.save(keep / rd.EMBEDDINGS, np.load(run / rd.EMBEDDINGS).astype(np.float16))
     for name in (rd.ITEMS, "assign.npz", rd.MANIFEST):
         shutil.copyfile(run / name, keep / name)
     ckpt = torch.load(run / rd.MODEL, map_location="cpu", weights_only=False)
     ckpt["model"] = {k: v.half() if v.is_floating_point() else v for k, v in ckpt["model"].items()}
-    torch.save(ckpt, keep / rd.MODEL)
+    save_checkpoint(keep / rd.MODEL, ckpt)
 
 
 def add_dataset_options(p: argparse.ArgumentParser) -> None:

@@ -230,12 +230,12 @@ def train(run_dir: Path, pixels_path: Path, cfg: Config, device: torch.device,
                     bar.set_postfix(epoch=epoch + 1, loss=f"{total.item() / seen:.4f}",
                                     img_s=f"{seen / (time.perf_counter() - t0):.0f}")
             loss_avg = total.item() / max(seen, 1)
-            _save(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
+            save_checkpoint(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
                               "scheduler": sched.state_dict(), "generator": gen.get_state(),
                               "epoch": epoch + 1, "loss": loss_avg, "config": cfg.to_dict()})
             if on_epoch is not None:
                 on_epoch(epoch + 1, model)  # the next epoch starts with model.train()
-    _save(run_dir / MODEL, {"model": model.state_dict(), "model_args": model.checkpoint_args(),
+    save_checkpoint(run_dir / MODEL, {"model": model.state_dict(), "model_args": model.checkpoint_args(),
                             "config": cfg.to_dict(), "epoch": cfg.epochs, "loss": loss_avg})
     return model, loss_avg
 
@@ -244,9 +244,10 @@ def model_args(cfg: Config) -> ModelArgs:
     return ModelArgs(cfg.image_size, cfg.dim, cfg.width, cfg.encoder, cfg.depth, decoder=cfg.reconstruction > 0)
 
 
-def _save(path: Path, obj: dict) -> None:
-    # Through memory (a checkpoint is megabytes): torch's own file writer reports a full
-    # disk as "RuntimeError: [enforce fail at inline_container.cc] unexpected pos".
+def save_checkpoint(path: Path, obj: dict) -> None:
+    """torch.save(obj) to `path`, atomically. Through memory (a checkpoint is megabytes):
+    torch's own file writer reports a full disk as "RuntimeError: [enforce fail at
+    inline_container.cc] unexpected pos"; atomic_path names the file instead."""
     buf = io.BytesIO()
     torch.save(obj, buf)
     with atomic_path(path) as tmp:
