@@ -56,7 +56,7 @@ class KMeans:
             km = faiss.Kmeans(x.shape[1], self.n_clusters, niter=self.n_iter, seed=(self.seed + restart) % 2**31,
                               gpu=faiss_gpus() > 0, verbose=False, min_points_per_centroid=1,
                               max_points_per_centroid=len(train_x) // self.n_clusters + 1)
-            with _direct_distances(x.shape[1], self.n_clusters):
+            with _direct_distances(self.n_clusters):
                 km.train(train_x, init_centroids=init)
             if km.obj[-1] < best_obj:
                 best, best_obj = km, km.obj[-1]
@@ -69,17 +69,21 @@ _BLAS_SETTING = threading.Lock()
 
 
 @contextlib.contextmanager
-def _direct_distances(d: int, k: int):
-    """Inside the block, faiss computes distances to the centroids directly rather than
-    through a BLAS matrix product, where that measured faster: d >= 64 and k <= 128.
+def _direct_distances(k: int):
+    """Inside the block, faiss computes distances to the k centroids directly rather than
+    through a BLAS matrix product, where that measured faster: k <= 20, whatever the width.
 
-    Training with 256 rows per centroid, direct / BLAS time: d=64 K=50 0.75, K=100 0.84-0.93,
-    K=128 0.84, K=200 1.00, K=500 1.10; d=128 K=100 0.74, K=200 1.04; d=32 K=100 2.40; d=10
-    K=50 about 1.8 (BENCHMARKS.md, fifth session). The threshold is one global of faiss's, so
-    the lock keeps two threads from restoring each other's values; it changes speed, never
-    results.
+    The whole KMeans.fit, 20 iterations, direct / BLAS time (best of 4 alternating; BENCHMARKS.md,
+    eighteenth session): on 60k rows, all of them trained on, d=10 K=5 0.56, K=10 0.61, K=20
+    0.94, K=30 0.93; d=64 K=10 0.57, K=50 0.96; at 1M rows (256 a centroid) d=10 K=10 0.95,
+    d=64 K=50 0.93, K=100 1.05, d=32 K=100 1.27; 200k rows d=10 K=50 1.55. The rule before
+    (d >= 64 and K <= 128, from timings of one search and of fits whose k-means++ left a BLAS
+    thread spinning) did not hold up in these.
+
+    The threshold is one global of faiss's, so the lock keeps two threads from restoring each
+    other's values; it changes speed, never results.
     """
-    if d < 64 or k > 128:
+    if k > 20:
         yield
         return
     with _BLAS_SETTING:
@@ -95,24 +99,34 @@ def kmeans_plus_plus(x: np.ndarray, k: int, rng: np.random.Generator, sample: in
     """Greedy k-means++ seeds (k, d) float32, drawn from a sample of at most `sample` rows.
 
     Distances to the candidate seeds come from one matrix product per step
-    (|x|^2 + |c|^2 - 2 x.c): at K=100 on 20k rows that is 7x faster than broadcasting.
+    (|x|^2 + |c|^2 - 2 c.x): at K=100 on 20k rows that is 7x faster than broadcasting. The
+    candidates' distances are rows, not columns (on 5,000 x 64 with 6 candidates, 122 us a
+    product against 176 us, 35 us for the minimum against 105), and numpy's BLAS runs on one
+    thread: after a product on two threads, OpenBLAS's idle thread spins for some 100 ms and
+    took a core from faiss's training that follows (77-90 ms became 108-161; BENCHMARKS.md).
     """
     if len(x) > sample:
         x = x[np.sort(rng.choice(len(x), size=sample, replace=False))]
     x = np.ascontiguousarray(x, dtype=np.float32)
+    x_t = np.ascontiguousarray(x.T)
     norms = np.einsum("ij,ij->i", x, x)
-    ones = np.ones(len(x), dtype=np.float32)
     trials = 2 + int(np.log(k))
     first = int(rng.integers(len(x)))
     centres = [first]
-    d2 = np.maximum(norms + norms[first] - 2 * (x @ x[first]), 0)
-    for _ in range(1, k):
-        total = float(d2.sum())
-        cand = rng.choice(len(x), size=trials, p=d2 / total) if total > 0 else rng.integers(len(x), size=trials)
-        cand_d2 = np.minimum(d2[:, None], np.maximum(norms[:, None] + norms[cand] - 2 * (x @ x[cand].T), 0))
-        pick = int(np.argmin(ones @ cand_d2))  # column sums; on 5,000 x 6, 12 us where .sum(0) took 84
-        centres.append(int(cand[pick]))
-        d2 = np.ascontiguousarray(cand_d2[:, pick])
+    with threadpool_limits(1, user_api="blas"):
+        d2 = np.maximum(norms + norms[first] - 2 * (x[first] @ x_t), 0)
+        for _ in range(1, k):
+            total = float(d2.sum())
+            if total > 0:  # what rng.choice(len(x), trials, p=d2 / total) draws, without its checks
+                cdf = (d2 / total).astype(np.float64).cumsum()
+                cdf /= cdf[-1]
+                cand = cdf.searchsorted(rng.random(trials), side="right")
+            else:
+                cand = rng.integers(len(x), size=trials)
+            cand_d2 = np.minimum(d2, np.maximum(norms + norms[cand, None] - 2 * (x[cand] @ x_t), 0))
+            pick = int(np.argmin(cand_d2.sum(1)))
+            centres.append(int(cand[pick]))
+            d2 = cand_d2[pick]
     return x[centres].copy()
 
 

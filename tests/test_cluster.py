@@ -81,6 +81,20 @@ def test_kmeans_restarts_from_the_largest_seed():
     assert len(np.unique(labels)) == 3
 
 
+def test_kmeans_plus_plus_seeds_every_separated_blob_once_from_its_sample():
+    from embeddings.cluster import kmeans_plus_plus
+
+    x, y = blobs(k=12, per=600, d=16, spread=0.01)  # 7,200 rows, more than the sample
+    rows = {r.tobytes(): i for i, r in enumerate(x)}
+    for seed in range(5):
+        seeds = kmeans_plus_plus(x, 12, np.random.default_rng(seed), sample=3000)
+        assert seeds.shape == (12, 16) and seeds.dtype == np.float32
+        picked = [rows[s.tobytes()] for s in seeds]  # every seed is a row of x
+        assert sorted(y[picked].tolist()) == list(range(12))  # one in each blob
+    same = np.ones((50, 4), dtype=np.float32)  # no distance left to draw by: any rows will do
+    assert np.array_equal(kmeans_plus_plus(same, 3, np.random.default_rng(0)), same[:3])
+
+
 @pytest.mark.parametrize("k", [0, 1, 10_000])
 def test_kmeans_rejects_bad_k(k):
     with pytest.raises(IceError, match=str(k)):
