@@ -130,15 +130,19 @@ def kmeans_plus_plus(x: np.ndarray, k: int, rng: np.random.Generator, sample: in
     return x[centres].copy()
 
 
-def assign(x: np.ndarray, centroids: np.ndarray, chunk: int = 8192) -> tuple[np.ndarray, np.ndarray]:
+def assign(x: np.ndarray, centroids: np.ndarray, chunk: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(squared L2 distance to the nearest centroid (n,) float32, its index (n,) int32).
 
     Chunk by chunk: one matrix product gives the scores |x-c|^2 - |x|^2 = |c|^2 - 2c.x as a
     (k, chunk) block, then a compiled kernel (_kernels.nearest_columns) takes each column's minimum and
     measures the distance to that centroid directly (the expanded form cancels badly near a
     centroid). The product runs through torch when the process has loaded it (the batch job),
-    else numpy (the explorer never loads torch). At 1M x 64, K=100 on 2 cores: 0.11 s, against
+    else numpy (the explorer never loads torch). At 1M x 64, K=100 on 2 cores: 0.11-0.15 s, against
     0.22 s for numpy's argmin over (chunk, k) rows and 0.35 s for a faiss IndexFlatL2 search.
+    A block holds about 1.6M scores (6.5 MB; 16,384 rows at K=100): with torch, under the
+    job's passive OpenMP threads, fewer blocks mean fewer wake-ups. At 1M x 64 (BENCHMARKS.md,
+    eighteenth session), K=100 0.147 s against 0.165 s in 8,192-row blocks, K=10 0.076 against
+    0.090, K=1000 1.08 against 1.16 (and 2.29 in 16,384-row blocks).
 
     The scores are those of the centroids moved by their mean m (|c-m|^2 - 2(c-m).(x-m), the
     same ranking): in float32 the plain form loses the nearest centroid when the points sit
@@ -154,6 +158,7 @@ def assign(x: np.ndarray, centroids: np.ndarray, chunk: int = 8192) -> tuple[np.
     c_norms = ((moved * moved).sum(1) + 2 * moved @ mean).astype(np.float32)[:, None]
     minus_2c = np.ascontiguousarray(-2 * moved, dtype=np.float32)
     labels, dist = np.empty(len(x), dtype=np.int32), np.empty(len(x), dtype=np.float32)
+    chunk = chunk or min(65_536, max(1024, 1_638_400 // len(c)))
     # numpy's OpenBLAS threads and the kernel's OpenMP threads fight over the cores when they
     # alternate (8 ms a chunk instead of 1.2): numpy's product runs on one thread
     with contextlib.nullcontext() if torch is not None else threadpool_limits(1, user_api="blas"):

@@ -47,11 +47,12 @@ def test_assign_gives_the_same_answer_with_and_without_torch(monkeypatch):
     import torch  # noqa: F401  (loaded: the torch path)
     from embeddings.cluster import assign
 
-    x, _ = blobs(k=5, per=4000, d=16, spread=1.0)  # 20k rows: more than one chunk
+    x, _ = blobs(k=5, per=4000, d=16, spread=1.0)
     c = x[::997][:5].copy()
-    dist_t, lab_t = assign(x, c)
+    dist_t, lab_t = assign(x, c, chunk=8192)  # 20k rows: more than one chunk
+    assert np.array_equal(assign(x, c)[1], lab_t)  # one chunk, at K=5
     monkeypatch.delitem(sys.modules, "torch")
-    dist_n, lab_n = assign(x, c)
+    dist_n, lab_n = assign(x, c, chunk=8192)
     exact = ((x[:, None, :] - c[None]) ** 2).sum(2)
     assert lab_t.dtype == lab_n.dtype == np.int32
     assert (lab_t == exact.argmin(1)).mean() > 0.9999 and (lab_n == exact.argmin(1)).mean() > 0.9999
@@ -263,9 +264,9 @@ def test_kernels_compile_without_a_cache_folder():
 def test_assign_takes_the_first_of_equal_centroids_and_handles_one_centroid():
     from embeddings.cluster import assign
 
-    x, _ = blobs(k=3, per=3000, d=8, spread=1.0)  # 9,000 rows: a chunk and a part of one
+    x, _ = blobs(k=3, per=3000, d=8, spread=1.0)
     c = np.repeat(x[:2], 2, axis=0)  # centroids 0 = 1 and 2 = 3
-    dist, labels = assign(x, c)
+    dist, labels = assign(x, c, chunk=8192)  # 9,000 rows: a chunk and a part of one
     assert set(np.unique(labels)) <= {0, 2}
     assert (labels == np.where(((x - c[0]) ** 2).sum(1) <= ((x - c[2]) ** 2).sum(1), 0, 2)).mean() > 0.9999
     dist1, labels1 = assign(x, c[:1])
