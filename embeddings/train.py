@@ -7,6 +7,7 @@ import functools
 import io
 import math
 import time
+import types
 from collections.abc import Callable
 from pathlib import Path
 
@@ -160,8 +161,19 @@ def nt_xent(p1: torch.Tensor, p2: torch.Tensor, temperature: float) -> torch.Ten
     return F.cross_entropy(sim, target)
 
 
-def step_loss(model: AutoEncoder, batch: torch.Tensor, cfg: Config, gen: torch.Generator) -> torch.Tensor:
+def compiled_parts(model: AutoEncoder) -> types.SimpleNamespace:
+    """The model's encoder, head and decoder, each through torch.compile, for step_loss. The
+    model itself is left as it is: its state_dict's keys, evaluation and embedding unchanged.
+    augment stays eager: it draws from an explicit generator, which resumed runs restore."""
+    def wrap(part):
+        return None if part is None else torch.compile(part)
+    return types.SimpleNamespace(encoder=wrap(model.encoder), head=wrap(model.head), decoder=wrap(model.decoder))
+
+
+def step_loss(model: AutoEncoder | types.SimpleNamespace, batch: torch.Tensor, cfg: Config,
+              gen: torch.Generator) -> torch.Tensor:
     """Reconstruct the first view from its noisy copy; pull the two views' heads together.
+    `model` is the AutoEncoder or its compiled_parts.
 
     Only the first view goes through the decoder: the second is there for the contrastive
     term, and decoding it too would cost a third more compute for little gain. The two views
@@ -210,6 +222,7 @@ def train(run_dir: Path, pixels_path: Path, cfg: Config, device: torch.device,
         gen.set_state(ckpt["generator"].cpu() if device.type == "cpu" else ckpt["generator"])
         start, loss_avg = ckpt["epoch"], ckpt["loss"]
     use_bf16 = device.type == "cuda"
+    parts = compiled_parts(model) if cfg.compile else model
     with progress(cfg.epochs * steps, "train", "batch", start * steps) as bar:  # closed on an error too
         for epoch in range(start, cfg.epochs):
             model.train()
@@ -218,7 +231,7 @@ def train(run_dir: Path, pixels_path: Path, cfg: Config, device: torch.device,
             for i, batch in enumerate(loader):
                 batch = batch.to(device, non_blocking=True)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                    loss = step_loss(model, batch, cfg, gen)
+                    loss = step_loss(parts, batch, cfg, gen)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

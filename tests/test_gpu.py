@@ -71,6 +71,24 @@ def test_training_steps_never_make_the_host_wait_for_the_gpu(tmp_path):
     assert torch.isfinite(loss).item()
 
 
+def test_compiled_training_on_cuda_matches_eager(tmp_path):
+    """--compile on the GPU (inductor's Triton kernels, bf16 autocast): the ResNet recipe
+    trains to about the eager run's loss, and the saved model is the plain one."""
+    from embeddings.train import load_model, train
+
+    path = tmp_path / "pixels.npy"
+    np.save(path, np.random.default_rng(0).integers(0, 255, (512, 32, 32, 3), dtype=np.uint8))
+    cfg = Config(recipe="contrastive", image_size=32, batch_size=128, epochs=2, workers=0)
+    torch._dynamo.reset()
+    losses = {}
+    for compiled in (False, True):
+        torch._dynamo.utils.counters.clear()
+        _, losses[compiled] = train(tmp_path / str(compiled), path, cfg.replace(compile=compiled), torch.device("cuda"))
+        assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == (2 if compiled else 0)  # encoder, head
+    assert losses[True] == pytest.approx(losses[False], rel=0.05)  # bf16, and cudnn picks kernels by timing
+    load_model(tmp_path / "True", torch.device("cuda"))
+
+
 def test_bf16_encoder_agrees_with_fp32_on_cpu():
     torch.manual_seed(0)
     model = AutoEncoder(ModelArgs(32, 64, 32)).eval()

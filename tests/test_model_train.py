@@ -1,3 +1,5 @@
+import shutil
+
 import numpy as np
 import pytest
 import torch
@@ -166,6 +168,33 @@ def test_contrastive_resnet_trains_without_decoding(tmp_path):
     reloaded = load_model(tmp_path, torch.device("cpu")).eval()
     x = torch.zeros(2, 3, 16, 16)
     assert torch.allclose(reloaded.encoder(x), model.eval().encoder(x), atol=1e-5)
+
+
+@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
+                    reason="torch.compile on the CPU needs a C++ compiler (g++); .ci/run installs one")
+def test_compiled_training_keeps_the_models_weights_and_its_losses(tmp_path):
+    """--compile trains through torch.compile's kernels (inductor's C++ ones here): the same
+    steps, so about the same loss epoch by epoch, and a model.pt that loads and embeds as
+    the eager run's does."""
+    cfg = Config(image_size=16, dim=8, width=8, epochs=2, batch_size=20, workers=0, contrastive=1.0, lr=5e-3)
+    pixels = _pixels(tmp_path, n=60)
+    losses = {}
+    torch._dynamo.reset()
+    for compiled in (False, True):
+        torch._dynamo.utils.counters.clear()
+        seen = []
+        run = tmp_path / str(compiled)
+        model, loss = train(run, pixels, cfg.replace(compile=compiled), torch.device("cpu"),
+                            on_epoch=lambda epoch, m: seen.append(epoch))
+        losses[compiled] = loss
+        assert seen == [1, 2]
+        # the encoder, the head and the decoder each became a graph, or nothing was compiled
+        assert torch._dynamo.utils.counters["stats"]["unique_graphs"] == (3 if compiled else 0)
+        reloaded = load_model(run, torch.device("cpu")).eval()
+        x = torch.rand(4, 3, 16, 16) * 2 - 1
+        assert torch.allclose(reloaded.encoder(x), model.eval().encoder(x), atol=1e-5)
+        assert torch.load(run / MODEL, weights_only=False)["config"]["compile"] is compiled
+    assert losses[True] == pytest.approx(losses[False], rel=1e-3)
 
 
 def test_nothing_to_learn_is_refused():
