@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check: everything a session with a GPU machine runs, in one call well inside 10 minutes.
 #
-#   bash benchmarks/gpu_check.sh [--shared-data DIR] [--quality-only] [--then "KEY=VALUE ..."]
+#   bash benchmarks/gpu_check.sh [--shared-data DIR] [--quality-only] [--set "KEY=VALUE ..."]
+#                                [--then "KEY=VALUE ..."]
 #                                                      on the GPU machine, from the repository root
 #   bash benchmarks/gpu_check.sh --dry-run             here, on the CPU: tiny sizes, local venv, no wheels,
 #                                                      and steps 4 and 5 on the scikit-learn digits
@@ -13,14 +14,16 @@
 # without it, step 4 is skipped.
 #
 # Steps: 1. install the wheels into /tmp/site; 2. pytest -m gpu (none collected is fine);
-# 3. training and embedding images/s on CUDA at 32x32 and 64x64, bf16 autocast vs fp32;
+# 3. training and embedding images/s on CUDA at 32x32 and 64x64, bf16 autocast vs fp32, and
+#    training at 32x32 through torch.compile (--compile) vs eager;
 # 4. python -m benchmarks.quality --dataset cifar10 with the time that is left: the defaults,
-#    which for colour images on a GPU are the contrastive recipe (README, step 2);
+#    which for colour images on a GPU are the contrastive recipe (README, step 2), or with
+#    --set "KEY=VALUE ..." those settings (e.g. "compile=true epochs=150");
 # 5. python -m benchmarks.scan_probe on that run, if 150 s are left: SCAN's clustering step
 #    (--scan-epochs) on the GPU-trained encoder, beside the run's own clusters. With --then
 #    "KEY=VALUE ...", step 5 instead runs step 4's benchmark again with those settings (quality
 #    --set KEY=VALUE each; e.g. "batch_size=1024 epochs=150"), if 200 s are left: a setting
-#    measured against the defaults in one call. Its run is not kept.
+#    measured against the defaults in one call (not against --set's settings). Its run is not kept.
 # --quality-only skips step 3 and runs step 2 beside SCAN in step 5 (its own log, pytest_gpu.log);
 # with --then, between steps 4 and 5; else last, with what is left (90 s at least).
 # Logs and results go to $OUT (or a new temporary folder): gpu_check.log, BENCHMARKS-gpu.md,
@@ -33,14 +36,16 @@ DRY=0
 QUALITY_ONLY=0
 SHARED="${ICE_SHARED_DATA:-}"
 THEN=()
+SETS=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) DRY=1 ;;
     --quality-only) QUALITY_ONLY=1 ;;
     --shared-data) SHARED="$2"; shift ;;
+    --set) for pair in $2; do SETS+=(--set "$pair"); done; shift ;;
     --then) for pair in $2; do THEN+=(--set "$pair"); done; shift ;;
-    *) echo "gpu_check.sh: unknown argument $1 (expected --dry-run, --quality-only, --shared-data DIR" \
-            "or --then \"KEY=VALUE ...\")" >&2; exit 2 ;;
+    *) echo "gpu_check.sh: unknown argument $1 (expected --dry-run, --quality-only, --shared-data DIR," \
+            "--set \"KEY=VALUE ...\" or --then \"KEY=VALUE ...\")" >&2; exit 2 ;;
   esac
   shift
 done
@@ -129,8 +134,8 @@ elif [ "$LEFT" -lt "$NEED_4" ]; then
 else
   before=$(stat -c %s BENCHMARKS.md 2>/dev/null || echo 0)
   RUN_DIR="$(mktemp -d -t quality-run-XXXX)/run"  # with the pixels, for step 5; not brought back
-  ICE_SHARED_DATA="$SHARED" run "quality ${QUALITY[1]} (at most $LEFT s)" "$LEFT" \
-    "$PY" -m benchmarks.quality "${QUALITY[@]}" --out "$RUN_DIR" --keep "$OUT/cifar-run"
+  ICE_SHARED_DATA="$SHARED" run "quality ${QUALITY[1]}${SETS[*]+ ${SETS[*]}} (at most $LEFT s)" "$LEFT" \
+    "$PY" -m benchmarks.quality "${QUALITY[@]}" ${SETS[@]+"${SETS[@]}"} --out "$RUN_DIR" --keep "$OUT/cifar-run"
   [ "$DRY" = 0 ] && [ -f BENCHMARKS.md ] && tail -c +"$((before + 1))" BENCHMARKS.md >> "$RESULTS"
   if [ ${#THEN[@]} -gt 0 ]; then
     if [ "$QUALITY_ONLY" = 1 ] && [ -f "$RUN_DIR/manifest.json" ]; then  # step 5 is timed: the tests go first

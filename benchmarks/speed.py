@@ -147,35 +147,37 @@ def _sync(device) -> None:
 
 
 def train_rate(size: int, precision: str, device, batch_size: int, steps: int, warmup: int,
-               recipe: str = "autoencoder") -> Row:
-    """Images/s of train()'s loop body (step_loss, backward, AdamW) on random pixels, with `recipe`'s model and loss."""
+               recipe: str = "autoencoder", compiled: bool = False) -> Row:
+    """Images/s of train()'s loop body (step_loss, backward, AdamW) on random pixels, with `recipe`'s model and
+    loss; `compiled`: through torch.compile, as --compile trains (the warm-up steps compile)."""
     import torch
 
     from embeddings.config import Config
     from embeddings.model import AutoEncoder
-    from embeddings.train import model_args, step_loss
+    from embeddings.train import compiled_parts, model_args, step_loss
 
     cfg = Config(image_size=size).resolved(recipe)
     torch.manual_seed(0)
     model = AutoEncoder(model_args(cfg)).to(device, memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    parts = compiled_parts(model) if compiled else model
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda")
     gen = torch.Generator(device=device).manual_seed(0)
     batch = torch.randint(0, 256, (batch_size, size, size, 3), dtype=torch.uint8)
     batch = batch.pin_memory() if device.type == "cuda" else batch
 
-    def step() -> float:
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            loss = step_loss(model, batch.to(device, non_blocking=True), cfg, gen)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return loss.item()  # train() reads the loss every step too
+    def steps_of(k: int) -> None:  # as train() runs them: the loss is read once in a while, not every step
+        for _ in range(k):
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                loss = step_loss(parts, batch.to(device, non_blocking=True), cfg, gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        loss.item()
 
-    for _ in range(warmup):
-        step()
+    steps_of(warmup)
     _sync(device)
-    row, _ = measure(f"train step {size}x{size}, {precision}, batch {batch_size}, {recipe}", steps * batch_size, "img",
-                     lambda: [step() for _ in range(steps)])
+    row, _ = measure(f"train step {size}x{size}, {precision}{', compiled' if compiled else ''}, batch {batch_size}, "
+                     f"{recipe}", steps * batch_size, "img", steps_of, steps)
     return row
 
 
@@ -246,6 +248,11 @@ def bench_train(args, n: int, sec: Section) -> None:
         for size in (32, 64):
             for precision in _precisions(device):
                 sec.rows.append(train_rate(size, precision, device, batch, steps, warmup, recipe))
+    if cuda:  # --compile against the same eager step, at CIFAR-10's size (compiling takes a while on its own)
+        eager = next(r for r in sec.rows if r.label.startswith("train step 32x32, bf16") and recipes[-1] in r.label)
+        compiled = train_rate(32, "bf16", device, batch, steps, warmup, recipes[-1], compiled=True)
+        sec.rows.append(compiled)
+        sec.notes.append(f"{compiled.label}: torch.compile vs eager (same step): **{compiled.rate / eager.rate:.2f}x**")
     _ratio_notes(sec)
     sec.notes.append(f"{steps} timed steps after {warmup} warm-up, batch {batch} for every recipe (a contrastive "
                      "step encodes two views of each image); random pixels; "

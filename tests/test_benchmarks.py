@@ -265,9 +265,11 @@ def test_gpu_check_quality_only_runs_the_gpu_tests_beside_scan(tmp_path):
 
 def test_gpu_check_then_runs_the_quality_benchmark_again_with_the_settings(tmp_path):
     """--then "KEY=VALUE ...": step 5 is a second quality run with those settings (here on the
-    digits), not SCAN, and the GPU tests run before it rather than beside it (it is timed)."""
+    digits), not SCAN, and the GPU tests run before it rather than beside it (it is timed).
+    --set "KEY=VALUE ..." gives step 4's run its settings."""
     env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path / "gpu"), "PYTHONUNBUFFERED": "1"}
-    command = ["bash", "benchmarks/gpu_check.sh", "--dry-run", "--quality-only", "--then", "epochs=2 width=8"]
+    command = ["bash", "benchmarks/gpu_check.sh", "--dry-run", "--quality-only", "--set", "width=12 batch_size=64",
+               "--then", "epochs=2 width=8"]
     out = subprocess.run(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                          timeout=300).stdout
     steps = [line.split(" [")[0] for line in out.splitlines() if line.startswith("== ")]
@@ -278,7 +280,8 @@ def test_gpu_check_then_runs_the_quality_benchmark_again_with_the_settings(tmp_p
               "== done in")]
     assert order == sorted(order), steps
     settings = [line for line in out.splitlines() if line.startswith("- settings:")]
-    assert len(settings) == 2 and "epochs 1, width 16" in settings[0] and "epochs 2, width 8" in settings[1]
+    assert len(settings) == 2 and "epochs 1, width 12" in settings[0] and "batch_size 64," in settings[0]
+    assert "epochs 2, width 8" in settings[1] and "batch_size 256," in settings[1]
     assert "FAILED" not in out and sum(step.startswith("== pytest -m gpu") for step in steps) == 1  # once
 
 
