@@ -69,7 +69,7 @@ class Config:
     device: str = "auto"  # "auto", "cpu" or "cuda"
     # train through torch.compile (the encoder, head and decoder; the first steps compile them, about
     # 25-35 s on a 2-core CPU): fewer, fused kernels. On a 2-core CPU the small convnet gained nothing and
-    # the ResNet 1.2x; meant for GPUs, where a training step waits on Python launching its ~1,800 operations
+    # the ResNet 1.2x; meant for GPUs, where a training step waits on Python launching its operations
     compile: bool = False
     # --- cluster ---
     clusters: int | None = None  # K for k-means; unset chooses K automatically (see README)
