@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import io
 import math
+import sys
 import time
 import types
 from collections.abc import Callable
@@ -231,7 +232,16 @@ def train(run_dir: Path, pixels_path: Path, cfg: Config, device: torch.device,
             for i, batch in enumerate(loader):
                 batch = batch.to(device, non_blocking=True)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                    loss = step_loss(parts, batch, cfg, gen)
+                    try:
+                        loss = step_loss(parts, batch, cfg, gen)
+                    except Exception as e:  # torch.compile's own failures (no C++ compiler, no Triton):
+                        if parts is model:  # the step again, eagerly; an eager failure is raised
+                            raise
+                        reason = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
+                        print(f"ice: --compile: torch.compile failed ({reason[:300]}); training without it",
+                              file=sys.stderr)
+                        parts = model
+                        loss = step_loss(parts, batch, cfg, gen)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

@@ -197,6 +197,22 @@ def test_compiled_training_keeps_the_models_weights_and_its_losses(tmp_path):
     assert losses[True] == pytest.approx(losses[False], rel=1e-3)
 
 
+def test_compile_that_fails_trains_without_it_and_says_so(tmp_path, monkeypatch, capsys):
+    """Where torch.compile cannot work (here: no C++ compiler for inductor; on a GPU machine,
+    no Triton), --compile trains eagerly after one line that says why, rather than dying."""
+    import torch._inductor.config as inductor
+
+    monkeypatch.setattr(inductor.cpp, "cxx", ("/nonexistent/g++",))
+    monkeypatch.setattr(inductor, "fx_graph_cache", False)  # a cached kernel would need no compiler
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    torch._dynamo.reset()
+    cfg = Config(image_size=16, dim=8, width=4, epochs=2, batch_size=20, workers=0, contrastive=1.0, compile=True)
+    _, loss = train(tmp_path / "run", _pixels(tmp_path, n=60), cfg, torch.device("cpu"))
+    warned = [line for line in capsys.readouterr().err.splitlines() if "--compile" in line]
+    assert np.isfinite(loss) and (tmp_path / "run" / MODEL).exists()
+    assert len(warned) == 1 and "No working C++ compiler" in warned[0] and "training without it" in warned[0], warned
+
+
 def test_nothing_to_learn_is_refused():
     with pytest.raises(IceError, match="nothing would be learned"):
         Config(contrastive=0.0, reconstruction=0.0).validate()
