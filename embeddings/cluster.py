@@ -205,13 +205,66 @@ class GaussianMixture:
         return self
 
 
-def fit_clusters(x: np.ndarray, k: int, refine: str, starts: int, kmeans_iters: int, seed: int):
+def fit_clusters(x: np.ndarray, k: int, refine: str, starts: int, kmeans_iters: int, seed: int,
+                 overcluster: int = 1, neighbours: np.ndarray | None = None):
     """The batch job's clustering of x (n, m) into k: the Gaussian mixture (which seeds itself
     with k-means) when `refine` is "gmm" and there are more than 2k rows, else k-means. The
-    job and the explorer's re-clustering both call this; returns the fitted model."""
+    job and the explorer's re-clustering both call this; returns the fitted model (centroids_,
+    labels_, distances_). With overcluster > 1 and the rows' neighbours (n, j), the mixture
+    has overcluster x k components, which merge_along_graph joins into k."""
     if refine == "gmm" and len(x) > 2 * k:
+        if overcluster > 1 and neighbours is not None and len(x) > 2 * k * overcluster:
+            fine = GaussianMixture(k * overcluster, starts, seed).fit(x)
+            return _with_labels(fine, np.ascontiguousarray(x, dtype=np.float32),
+                                merge_along_graph(fine.labels_, neighbours, k))
         return GaussianMixture(k, starts, seed).fit(x)
     return KMeans(k, kmeans_iters, starts, seed).fit(x)
+
+
+def merge_along_graph(labels: np.ndarray, neighbours: np.ndarray, k: int) -> np.ndarray:
+    """Groups labels (n,) 0..m-1 joined into k (labels 0..k-1, int32): while more than k are
+    left, the two with the most links of the neighbour graph between them for their sizes
+    (links / (size_a x size_b)) become one. neighbours (n, j) are each row's nearest rows
+    (a row among its own neighbours links within its group, which is never counted).
+
+    Why: the mixture splits one class in two and merges two others where the manifold's
+    groups are not Gaussian; fitting twice as many components and joining them along the
+    graph follows the groups' own connections (BENCHMARKS.md, eighteenth session)."""
+    m = int(labels.max()) + 1
+    if m <= k:
+        return np.unique(labels, return_inverse=True)[1].astype(np.int32)
+    pairs = np.repeat(labels.astype(np.int64), neighbours.shape[1]) * m + labels[neighbours].ravel()
+    links = np.bincount(pairs, minlength=m * m).reshape(m, m).astype(np.float64)
+    links += links.T
+    size = np.bincount(labels, minlength=m).astype(np.float64)
+    alive = size > 0
+    group = np.arange(m)
+    while alive.sum() > k:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            score = links / np.outer(size, size)
+        score[~alive] = -1
+        score[:, ~alive] = -1
+        np.fill_diagonal(score, -1)
+        a, b = np.unravel_index(int(np.argmax(score)), score.shape)
+        links[a] += links[b]
+        links[:, a] += links[:, b]
+        links[b], links[:, b] = 0, 0
+        size[a], size[b], alive[b] = size[a] + size[b], 0, False
+        group[group == b] = a
+    return np.unique(group[labels], return_inverse=True)[1].astype(np.int32)
+
+
+def _with_labels(model, x: np.ndarray, labels: np.ndarray):
+    """model with labels_ set to labels, centroids_ to their means in x and distances_ to
+    each row's squared L2 distance from its centroid."""
+    k = int(labels.max()) + 1
+    sums = np.zeros((k, x.shape[1]), dtype=np.float64)
+    np.add.at(sums, labels, x)
+    model.labels_ = labels
+    model.centroids_ = (sums / np.bincount(labels, minlength=k)[:, None]).astype(np.float32)
+    diff = x - model.centroids_[labels]
+    model.distances_ = (diff * diff).sum(1).astype(np.float32)
+    return model
 
 
 def candidate_ks(n: int) -> list[int]:

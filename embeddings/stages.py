@@ -188,7 +188,8 @@ def cluster(run, device, resume) -> dict:
                             neighbour_graph(run, emb), layout_graph(run, emb), bool(cfg.parallel_layout))
         rd.save_npy(run.path(rd.MANIFOLD), space)
     k = cfg.clusters or choose_k(space, cfg.seed)[0]
-    km = fit_clusters(space, k, cfg.refine, cfg.kmeans_restarts, cfg.kmeans_iters, cfg.seed)
+    graph = neighbour_graph(run, emb)[0] if cfg.overcluster > 1 and cfg.refine == "gmm" else None
+    km = fit_clusters(space, k, cfg.refine, cfg.kmeans_restarts, cfg.kmeans_iters, cfg.seed, cfg.overcluster, graph)
     rd.save_npy(run.path(rd.CENTROIDS), km.centroids_)
     with rd.atomic_path(run.path(ASSIGN), suffix=".npz") as tmp:
         np.savez(tmp, cluster=km.labels_, distance=km.distances_)

@@ -119,6 +119,41 @@ def test_choose_k_scores_are_the_silhouettes_of_its_sample():
         assert scores[k] == pytest.approx(silhouette_score(x[pick], labels), abs=1e-6)
 
 
+def test_merge_along_graph_joins_the_halves_of_each_group():
+    from embeddings.cluster import merge_along_graph
+
+    x, y = blobs(k=4, per=300, d=8, spread=0.5)
+    halves = y * 2 + (np.random.default_rng(1).random(len(y)) < 0.5)  # each blob cut in two at random
+    neighbours = knn_graph(x, 10)[0]
+    merged = merge_along_graph(halves, neighbours, 4)
+    assert merged.dtype == np.int32 and set(np.unique(merged)) == {0, 1, 2, 3}
+    assert cluster_metrics(y, merged)["accuracy"] == 1.0
+    assert np.array_equal(merge_along_graph(y, neighbours, 4), y)  # already k groups: as they were
+
+
+def test_merge_along_graph_weighs_links_by_size():
+    """A small group with few links to a large one and many, for its size, to another small
+    one joins the small one: counting links alone would put it in the large group."""
+    from embeddings.cluster import merge_along_graph
+
+    labels = np.repeat([0, 1, 2], [1000, 20, 20])
+    nbrs = np.repeat(np.arange(1040)[:, None], 2, axis=1)  # every row its own neighbour, twice
+    nbrs[1000:1020, 0] = np.arange(20)  # group 1: 20 links to group 0 (1,000 rows)
+    nbrs[1000:1010, 1] = 1020 + np.arange(10)  # and 10 to group 2 (20 rows)
+    merged = merge_along_graph(labels, nbrs, 2)
+    assert merged[1000] == merged[1020] != merged[0]
+
+
+def test_fit_clusters_overclusters_then_merges_to_k():
+    from embeddings.cluster import fit_clusters
+
+    x, y = blobs(k=3, per=400, d=4, spread=0.5)
+    km = fit_clusters(x, 3, "gmm", 2, 20, 0, overcluster=3, neighbours=knn_graph(x, 10)[0])
+    assert cluster_metrics(y, km.labels_)["accuracy"] == 1.0 and km.centroids_.shape == (3, 4)
+    assert np.allclose(km.centroids_[km.labels_[0]], x[km.labels_ == km.labels_[0]].mean(0), atol=1e-4)
+    assert km.distances_[5] == pytest.approx(((x[5] - km.centroids_[km.labels_[5]]) ** 2).sum(), rel=1e-4)
+
+
 def test_candidate_ks_range():
     assert candidate_ks(10) == [2]
     assert candidate_ks(1797)[0] == 5 and candidate_ks(1797)[-1] == 29

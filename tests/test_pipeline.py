@@ -83,9 +83,12 @@ def test_a_working_size_between_powers_of_two_trains(tmp_path, recipe):
     assert np.load(tmp_path / "run" / rd.EMBEDDINGS).shape == (24, 64) and manifest["clusters"] >= 2
 
 
-def test_labels_from_folders_give_metrics(tmp_path):
+@pytest.mark.parametrize("overcluster", [1, 2])
+def test_labels_from_folders_give_metrics(tmp_path, overcluster):
     make_images(tmp_path / "in", n=30)
-    manifest = run_embed(tmp_path / "in", tmp_path / "run", Config(**TINY, labels_from_folders=True, clusters=3))
+    manifest = run_embed(tmp_path / "in", tmp_path / "run", Config(**TINY, labels_from_folders=True, clusters=3,
+                                                                    overcluster=overcluster))
+    assert manifest["clusters"] == 3 and manifest["config"]["overcluster"] == overcluster
     items = pd.read_parquet(tmp_path / "run" / rd.ITEMS)
     assert set(items["label"]) == {"class0", "class1", "class2"}
     assert set(manifest["metrics"]) == {"accuracy", "nmi", "ari"}
