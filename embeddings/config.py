@@ -80,8 +80,9 @@ class Config:
     # with the mixture: fit this many times K components, then join them into K along the neighbour
     # graph, the two most linked for their sizes first (1 = off). The same embeddings and manifold,
     # 1 -> 2: CIFAR-10 (84 GPU epochs) 0.483 -> 0.553 over 6 seeds, (150 epochs) 0.555 -> 0.549;
-    # MNIST 10k 0.951 -> 0.956; digits 0.873 -> 0.889 (BENCHMARKS.md, eighteenth session)
-    overcluster: int = 2
+    # MNIST 10k 0.951 -> 0.956; but the digits end to end 0.859 -> 0.831 (3 seeds): not the default
+    # until CIFAR-10 is measured end to end (BENCHMARKS.md, eighteenth session)
+    overcluster: int = 1
     manifold_dim: int = 10  # dimensions of the UMAP manifold that k-means runs on
     # then SCAN (scan_clustering.py): fine-tune the encoder so that each image's cluster agrees with
     # its neighbours', from the neighbour graph and K alone, and self-label from there; 0 = off
