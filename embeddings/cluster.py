@@ -215,8 +215,9 @@ def fit_clusters(x: np.ndarray, k: int, refine: str, starts: int, kmeans_iters: 
     if refine == "gmm" and len(x) > 2 * k:
         if overcluster > 1 and neighbours is not None and len(x) > 2 * k * overcluster:
             fine = GaussianMixture(k * overcluster, starts, seed).fit(x)
-            return _with_labels(fine, np.ascontiguousarray(x, dtype=np.float32),
-                                merge_along_graph(fine.labels_, neighbours, k))
+            fine.labels_ = merge_along_graph(fine.labels_, neighbours, k)
+            fine.centroids_, fine.distances_ = centres_and_distances(x, fine.labels_)
+            return fine
         return GaussianMixture(k, starts, seed).fit(x)
     return KMeans(k, kmeans_iters, starts, seed).fit(x)
 
@@ -254,17 +255,15 @@ def merge_along_graph(labels: np.ndarray, neighbours: np.ndarray, k: int) -> np.
     return np.unique(group[labels], return_inverse=True)[1].astype(np.int32)
 
 
-def _with_labels(model, x: np.ndarray, labels: np.ndarray):
-    """model with labels_ set to labels, centroids_ to their means in x and distances_ to
-    each row's squared L2 distance from its centroid."""
+def centres_and_distances(x: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each cluster's mean in x (k, m) float32 and each row's squared L2 distance from its own
+    (n,) float32, for labels 0..k-1 that all occur."""
     k = int(labels.max()) + 1
     sums = np.zeros((k, x.shape[1]), dtype=np.float64)
     np.add.at(sums, labels, x)
-    model.labels_ = labels
-    model.centroids_ = (sums / np.bincount(labels, minlength=k)[:, None]).astype(np.float32)
-    diff = x - model.centroids_[labels]
-    model.distances_ = (diff * diff).sum(1).astype(np.float32)
-    return model
+    centres = (sums / np.bincount(labels, minlength=k)[:, None]).astype(np.float32)
+    diff = x - centres[labels]
+    return centres, (diff * diff).sum(1).astype(np.float32)
 
 
 def candidate_ks(n: int) -> list[int]:

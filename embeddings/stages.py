@@ -16,7 +16,7 @@ import pandas as pd
 import torch
 
 from . import run_dir as rd
-from .cluster import build_index, choose_k, faiss_gpus, fit_clusters, write_index
+from .cluster import build_index, centres_and_distances, choose_k, faiss_gpus, fit_clusters, write_index
 from .config import Config, pick_recipe
 from .embed import embed as run_encoder
 from .errors import IceError
@@ -182,13 +182,16 @@ def cluster(run, device, resume) -> dict:
     emb = np.load(run.path(rd.EMBEDDINGS), mmap_mode="r")
     if cfg.clusters and cfg.clusters > len(emb):
         raise IceError(f"--clusters {cfg.clusters}: more clusters than the {len(emb)} images")
-    space = emb
+    space, knn = emb, None
     if cfg.cluster_space == "manifold" and len(emb) > cfg.manifold_dim + 2:
+        knn = neighbour_graph(run, emb)
         space = umap_reduce(emb, cfg.manifold_dim, cfg.neighbors, 0.0, cfg.umap_sample, cfg.seed, "manifold",
-                            neighbour_graph(run, emb), layout_graph(run, emb), bool(cfg.parallel_layout))
+                            knn, layout_graph(run, emb), bool(cfg.parallel_layout))
         rd.save_npy(run.path(rd.MANIFOLD), space)
     k = cfg.clusters or choose_k(space, cfg.seed)[0]
-    graph = neighbour_graph(run, emb)[0] if cfg.overcluster > 1 and cfg.refine == "gmm" else None
+    graph = None
+    if cfg.overcluster > 1 and cfg.refine == "gmm":  # the graph the manifold was built on, read once
+        graph = (knn if knn is not None else neighbour_graph(run, emb))[0]
     km = fit_clusters(space, k, cfg.refine, cfg.kmeans_restarts, cfg.kmeans_iters, cfg.seed, cfg.overcluster, graph)
     rd.save_npy(run.path(rd.CENTROIDS), km.centroids_)
     with rd.atomic_path(run.path(ASSIGN), suffix=".npz") as tmp:
@@ -227,15 +230,11 @@ def selflabel(run, device, resume) -> dict:
     _, cluster = np.unique(cluster, return_inverse=True)  # a cluster may win no image
     cluster = cluster.astype(np.int32)
     space = np.load(run.path(rd.MANIFOLD if cfg.cluster_space == "manifold" else rd.EMBEDDINGS), mmap_mode="r")
-    k = int(cluster.max()) + 1
-    centres = np.zeros((k, space.shape[1]), dtype=np.float64)
-    np.add.at(centres, cluster, space)
-    centres = (centres / np.bincount(cluster, minlength=k)[:, None]).astype(np.float32)
-    diff = space - centres[cluster]
+    centres, distance = centres_and_distances(space, cluster)
     rd.save_npy(run.path(rd.CENTROIDS), centres)
     with rd.atomic_path(run.path(ASSIGN), suffix=".npz") as tmp:
-        np.savez(tmp, cluster=cluster, distance=(diff * diff).sum(1).astype(np.float32), first_cluster=first, **extra)
-    return {"k": k, **stats}
+        np.savez(tmp, cluster=cluster, distance=distance, first_cluster=first, **extra)
+    return {"k": len(centres), **stats}
 
 
 def project(run, device, resume) -> dict:
