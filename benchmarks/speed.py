@@ -244,14 +244,15 @@ def bench_train(args, n: int, sec: Section) -> None:
     batch, steps, warmup = (16, 1, 1) if args.dry_run else (256, 100 if cuda else 3, 10 if cuda else 1)
     recipes = _auto_recipes(device)
     sec.title = f"Speed: training on {device.type}, {today()}"
+    rows = {}
     for recipe in recipes:
         for size in (32, 64):
             for precision in _precisions(device):
-                sec.rows.append(train_rate(size, precision, device, batch, steps, warmup, recipe))
+                rows[recipe, size, precision] = train_rate(size, precision, device, batch, steps, warmup, recipe)
+    sec.rows += rows.values()
     if cuda or args.dry_run:  # --compile against the same eager step, at CIFAR-10's size; compiling takes
         precision = _precisions(device)[0]  # a while by itself (on the CPU, 25-35 s and no gain: dry run only)
-        eager = next(r for r in sec.rows if r.label.startswith(f"train step 32x32, {precision},")
-                     and r.label.endswith(f", {recipes[-1]}"))
+        eager = rows[recipes[-1], 32, precision]
         compiled = train_rate(32, precision, device, batch, steps, warmup, recipes[-1], compiled=True)
         sec.rows.append(compiled)
         sec.notes.append(f"{compiled.label}: torch.compile vs eager (same step): **{compiled.rate / eager.rate:.2f}x**")
