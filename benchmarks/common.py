@@ -122,7 +122,14 @@ class PeakRSS:
     own peak RSS (the kernel's high-water mark, reset on entry where Linux allows it) and the
     proportional set size summed over this process and its children (DataLoader workers,
     `ice embed`), sampled every 50 ms. `samples` keeps (perf_counter, that sum in KiB, the
-    part of it not backed by files in KiB); `anon_gib` is the peak of that part."""
+    part of it not backed by files in KiB); `anon_gib` is the peak of that part.
+
+    `sample=False` reads only the high-water mark, for blocks that start no processes: it is
+    exact there, and the sampler's reads of /proc (~4 ms each with 1 GiB mapped) would take
+    ~10% of a core from what is timed. `anon_gib` is then 0 (not measured)."""
+
+    def __init__(self, sample: bool = True):
+        self._sampling = sample
 
     def __enter__(self) -> "PeakRSS":
         try:  # "5" resets VmHWM to the current RSS (Linux >= 4.0)
@@ -132,8 +139,9 @@ class PeakRSS:
         except OSError:
             self._hwm_reset = False
         self._peak_kib, self._peak_anon_kib, self._stop, self.samples = 0, 0, threading.Event(), []
-        self._thread = threading.Thread(target=self._sample, daemon=True)
-        self._thread.start()
+        self._thread = threading.Thread(target=self._sample, daemon=True) if self._sampling else None
+        if self._thread is not None:
+            self._thread.start()
         return self
 
     def _sample(self) -> None:
@@ -148,7 +156,8 @@ class PeakRSS:
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
-        self._thread.join()
+        if self._thread is not None:
+            self._thread.join()
         own = _hwm_kib() if self._hwm_reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         self.gib = max(self._peak_kib, own) / 2**20
         self.anon_gib = self._peak_anon_kib / 2**20
@@ -257,10 +266,11 @@ def cpu_seconds() -> float:
     return t.user + t.system + t.children_user + t.children_system
 
 
-def measure(label: str, count: int, unit: str, fn, *args, **kwargs):
-    """Run fn once; return its Row (wall and CPU time, peak RSS) and its result."""
+def measure(label: str, count: int, unit: str, fn, *args, sample: bool = True, **kwargs):
+    """Run fn once; return its Row (wall and CPU time, peak RSS) and its result. sample=False:
+    fn starts no processes, so the peak is read from the kernel alone (PeakRSS)."""
     cpu = cpu_seconds()
-    with PeakRSS() as mem, Timer() as t:
+    with PeakRSS(sample) as mem, Timer() as t:
         out = fn(*args, **kwargs)
     return Row(label, t.seconds, count, unit, mem.gib, cpu_seconds() - cpu), out
 

@@ -351,7 +351,7 @@ def bench_kmeans(args, n: int, sec: Section) -> None:
     objective, best = {}, {}
     for _ in range(1 if args.dry_run else 2):  # two rounds, alternating: the best of each counts
         for label, (fn, fn_args) in runs.items():
-            row, objective[label] = measure(label, n, "pt", fn, *fn_args)
+            row, objective[label] = measure(label, n, "pt", fn, *fn_args, sample=False)
             sec.rows.append(row)
             best[label] = min(best.get(label, row), row, key=lambda r: r.seconds)
     *ours, sk = best.values()
@@ -380,7 +380,7 @@ def bench_knn(args, n: int, sec: Section) -> None:
     data = clustered_embeddings(n + queries, 64, seed=2)
     emb, qs = data[:n], data[n:]
     sec.title = f"Speed: nearest neighbours, k={k} over {n:,} x 64 embeddings, single queries, {today()}"
-    row, index = measure("build_index", n, "pt", build_index, emb)
+    row, index = measure("build_index", n, "pt", build_index, emb, sample=False)
     kind = type(index).__name__ + (f" ({index.nlist} lists, nprobe {index.nprobe})" if hasattr(index, "nprobe") else "")
     row.label = f"build_index: {kind}"
     flat = faiss.IndexFlatIP(emb.shape[1])
@@ -404,7 +404,7 @@ def bench_knn(args, n: int, sec: Section) -> None:
         [fn(q) for fn in searches.values()]
     lat = {label: [] for label in searches}
     recall = {label: [] for label in searches}
-    with PeakRSS() as mem:
+    with PeakRSS(sample=False) as mem:  # no sampler thread beside the timed queries
         for q in qs:  # interleaved, so that all see the same machine
             found = {}
             for label, fn in searches.items():

@@ -134,6 +134,18 @@ def test_peak_memory_tells_pages_of_a_mapped_file_from_memory_the_kernel_cannot_
     assert mem.anon_gib <= mem.gib
 
 
+def test_peak_memory_without_the_sampler_still_sees_a_peak_freed_inside_the_block():
+    """sample=False (benchmarks that start no processes) reads the kernel's high-water mark:
+    a 256 MiB array made and freed inside the block counts, though no sample could see it."""
+    with PeakRSS() as before:
+        pass
+    with PeakRSS(sample=False) as mem:
+        heap = np.ones(2**25)  # 256 MiB, every page written
+        del heap
+    assert mem.samples == [] and mem.anon_gib == 0
+    assert mem.gib - before.gib > 0.2, (mem.gib, before.gib)
+
+
 def test_scale_dry_run_reports_each_stage_and_its_memory_not_backed_by_files(tmp_path):
     """`ice embed` on 64 generated images at 16x16, one epoch: about 35 s, most of it UMAP's numba."""
     record = tmp_path / "scale.md"
