@@ -83,6 +83,10 @@ class Config:
     # MNIST 10k 0.951 -> 0.956; but the digits end to end 0.859 -> 0.831 (3 seeds): not the default
     # until CIFAR-10 is measured end to end (BENCHMARKS.md, eighteenth session)
     overcluster: int = 1
+    # how the mixture's restarts (kmeans_restarts of them) are judged: "graph", by the modularity of
+    # their clusters on the embeddings' neighbour graph (the one the manifold is built on), or
+    # "likelihood", sklearn's own choice. BENCHMARKS.md, nineteenth session
+    mixture_pick: str = "graph"
     manifold_dim: int = 10  # dimensions of the UMAP manifold that k-means runs on
     # then SCAN (scan_clustering.py): fine-tune the encoder so that each image's cluster agrees with
     # its neighbours', from the neighbour graph and K alone, and self-label from there; 0 = off
@@ -137,6 +141,7 @@ class Config:
         need(self.kmeans_restarts >= 1, "kmeans_restarts", "must be at least 1")
         need(self.refine in ("gmm", "none"), "refine", "must be gmm or none")
         need(1 <= self.overcluster <= 10, "overcluster", "must be between 1 and 10")
+        need(self.mixture_pick in ("graph", "likelihood"), "mixture_pick", "must be graph or likelihood")
         need(self.cluster_space in ("manifold", "embeddings"), "cluster_space",
              "must be manifold or embeddings")
         need(self.scan_epochs >= 0, "scan_epochs", "must be 0 or more")

@@ -154,6 +154,40 @@ def test_fit_clusters_overclusters_then_merges_to_k():
     assert km.distances_[5] == pytest.approx(((x[5] - km.centroids_[km.labels_[5]]) ** 2).sum(), rel=1e-4)
 
 
+def test_graph_modularity_of_two_linked_pairs():
+    from embeddings.cluster import graph_modularity
+
+    pairs = np.array([[1], [0], [3], [2]])  # 0 and 1 name each other, as do 2 and 3
+    assert graph_modularity(np.array([0, 0, 1, 1]), pairs) == pytest.approx(0.5)  # 1 - (1/2 1/2 + 1/2 1/2)
+    assert graph_modularity(np.array([0, 1, 0, 1]), pairs) == pytest.approx(-0.5)
+    assert graph_modularity(np.array([0, 0, 0, 0]), pairs) == pytest.approx(0.0)
+    with_self = np.array([[0, 1], [1, 0], [2, 3], [3, 2]])  # a row among its own neighbours is left out
+    assert graph_modularity(np.array([0, 0, 1, 1]), with_self) == pytest.approx(0.5)
+
+
+def test_mixture_keeps_the_start_whose_clusters_follow_the_neighbour_graph():
+    """A round blob cut in two: the mixture's starts cut it at different angles, all about as
+    likely. The neighbour graph links each row to random rows of its own half, as embeddings
+    can hold what the manifold lost: judged by it, the kept start is the one closest to the
+    halves; each start on its own is refitted to check."""
+    from sklearn.mixture import GaussianMixture as SkGMM
+    from embeddings.cluster import GaussianMixture, fit_clusters, graph_modularity
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1200, 2)).astype(np.float32)
+    halves = (x @ np.array([-0.866, 0.5], dtype=np.float32) > 0).astype(int)  # cut at 150 degrees
+    graph = np.stack([rng.choice(np.flatnonzero(halves == h), 10) for h in halves])
+    gmm = GaussianMixture(2, n_init=8, seed=0, score=lambda labels: graph_modularity(labels, graph)).fit(x)
+    each = [cluster_metrics(halves, SkGMM(2, covariance_type="full", n_init=1, reg_covar=1e-4, max_iter=200,
+                                          random_state=i).fit(x).predict(x))["accuracy"] for i in range(8)]
+    assert len(gmm.scores_) == 8 and max(each) - min(each) > 0.1  # the starts differ
+    assert cluster_metrics(halves, gmm.labels_)["accuracy"] == pytest.approx(max(each), abs=0.01)
+    by_likelihood = GaussianMixture(2, n_init=8, seed=0).fit(x)  # here it keeps a cut at about 120 degrees
+    assert cluster_metrics(halves, by_likelihood.labels_)["accuracy"] < max(each) - 0.05
+    picked = fit_clusters(x, 2, "gmm", 8, 20, 0, neighbours=graph)  # the job's call: "graph" by default
+    assert (picked.labels_ == gmm.labels_).all() or (picked.labels_ == 1 - gmm.labels_).all()
+
+
 def test_candidate_ks_range():
     assert candidate_ks(10) == [2]
     assert candidate_ks(1797)[0] == 5 and candidate_ks(1797)[-1] == 29
