@@ -124,6 +124,7 @@ def report(args, manifest: dict, classes: pd.DataFrame, seconds: float, before: 
         f"width {manifest['config']['width']}, encoder {manifest['config'].get('encoder', 'convnet')}, "
         f"contrastive {manifest['config']['contrastive']}, batch_size {manifest['config']['batch_size']}, "
         f"compile {manifest['config'].get('compile', False)}, overcluster {manifest['config'].get('overcluster', 1)}, "
+        f"mixture_pick {manifest['config'].get('mixture_pick', 'likelihood')}, "
         f"cluster_space {manifest['cluster_space']}, self_label_epochs "
         f"{manifest['config'].get('self_label_epochs', 0)}, scan_epochs {manifest['config'].get('scan_epochs', 0)}, "
         f"K {manifest['clusters']}",

@@ -83,12 +83,13 @@ def test_a_working_size_between_powers_of_two_trains(tmp_path, recipe):
     assert np.load(tmp_path / "run" / rd.EMBEDDINGS).shape == (24, 64) and manifest["clusters"] >= 2
 
 
-@pytest.mark.parametrize("overcluster", [1, 2])
-def test_labels_from_folders_give_metrics(tmp_path, overcluster):
+@pytest.mark.parametrize("overcluster, pick", [(1, "graph"), (2, "graph"), (1, "likelihood")])
+def test_labels_from_folders_give_metrics(tmp_path, overcluster, pick):
     make_images(tmp_path / "in", n=30)
     manifest = run_embed(tmp_path / "in", tmp_path / "run", Config(**TINY, labels_from_folders=True, clusters=3,
-                                                                    overcluster=overcluster))
+                                                                    overcluster=overcluster, mixture_pick=pick))
     assert manifest["clusters"] == 3 and manifest["config"]["overcluster"] == overcluster
+    assert manifest["config"]["mixture_pick"] == pick
     items = pd.read_parquet(tmp_path / "run" / rd.ITEMS)
     assert set(items["label"]) == {"class0", "class1", "class2"}
     assert set(manifest["metrics"]) == {"accuracy", "nmi", "ari"}
