@@ -255,17 +255,17 @@ def graph_modularity(labels: np.ndarray, neighbours: np.ndarray) -> float:
     tell its better fits from its worse (on CIFAR-10 it was anti-correlated with accuracy over
     15 starts), while the graph of the embeddings themselves, which the manifold only
     approximates, did."""
-    labels = np.asarray(labels, dtype=np.int64)
-    n = len(labels)
-    m = int(labels.max()) + 1
-    keep = neighbours != np.arange(n)[:, None]
-    src = np.broadcast_to(labels[:, None], neighbours.shape)[keep]
-    dst = labels[neighbours[keep]]
-    links = len(src)
-    inside = np.count_nonzero(src == dst) / links
-    out_share = np.bincount(src, minlength=m) / links
-    in_share = np.bincount(dst, minlength=m) / links
-    return float(inside - out_share @ in_share)
+    labels = np.asarray(labels)
+    rows, m = np.arange(len(labels)), int(labels.max()) + 1
+    inside, out, into = 0, np.zeros(m), np.zeros(m)
+    for column in neighbours.T:  # a column at a time: at 1M rows, no (n, j) temporaries
+        link = column != rows
+        there = labels[column[link]]
+        inside += np.count_nonzero(labels[link] == there)
+        out += np.bincount(labels[link], minlength=m)
+        into += np.bincount(there, minlength=m)
+    links = out.sum()
+    return float(inside / links - (out / links) @ (into / links))
 
 
 def merge_along_graph(labels: np.ndarray, neighbours: np.ndarray, k: int) -> np.ndarray:

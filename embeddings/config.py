@@ -79,9 +79,9 @@ class Config:
     refine: str = "gmm"  # after k-means: "gmm" (a full-covariance Gaussian mixture, as in N2D) or "none"
     # with the mixture: fit this many times K components, then join them into K along the neighbour
     # graph, the two most linked for their sizes first (1 = off). The same embeddings and manifold,
-    # 1 -> 2: CIFAR-10 (84 GPU epochs) 0.483 -> 0.553 over 6 seeds, (150 epochs) 0.555 -> 0.549;
-    # MNIST 10k 0.951 -> 0.956; but the digits end to end 0.859 -> 0.831 (3 seeds): not the default
-    # until CIFAR-10 is measured end to end (BENCHMARKS.md, eighteenth session)
+    # 6 seeds, 1 -> 2: CIFAR-10 (84 GPU epochs) 0.545 -> 0.531 with mixture_pick graph (0.504 -> 0.559
+    # by likelihood), (150 epochs) 0.568 -> 0.564 (0.556 -> 0.554); MNIST 10k 0.951 -> 0.956; the
+    # digits end to end 0.859 -> 0.831 (3 seeds). BENCHMARKS.md, eighteenth and nineteenth sessions
     overcluster: int = 1
     # how the mixture's restarts (kmeans_restarts of them) are judged: "graph", by the modularity of
     # their clusters on the embeddings' neighbour graph (the one the manifold is built on), or

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
@@ -190,6 +191,27 @@ def test_scan_probe_scores_scan_beside_the_runs_own_clusters(small_run, tmp_path
     assert all(0 < r["accuracy"] <= 1 for r in rows)
     text = record.read_text()
     assert "### SCAN probe: small (300 images)" in text and "share the image's label" in text
+
+
+def test_cluster_pick_compares_both_ways_of_judging_the_mixture_on_a_labelled_run(small_run, capsys):
+    from benchmarks.cluster_pick import main
+    from embeddings import run_dir as rd
+    from embeddings.cluster import cluster_metrics, fit_clusters
+    from embeddings.config import Config
+    from embeddings.project import knn_graph, umap_reduce
+
+    results = main([str(small_run), "--seeds", "0,5", "--overcluster", "1,2"])
+    assert sorted(results) == [(1, "graph"), (1, "likelihood"), (2, "graph"), (2, "likelihood")]
+    out = capsys.readouterr().out
+    assert "small: 300 images, K=10" in out and out.count("mixture_pick graph") == 2
+    # the figure is the job's own clustering of that manifold, rebuilt here
+    emb = np.load(small_run / "embeddings.npy").astype(np.float32)
+    labels = pd.read_parquet(small_run / "items.parquet")["label"].to_numpy()
+    cfg = Config.from_dict(rd.load_manifest(small_run)["config"])  # the small run's: 8 neighbours, 1 restart
+    knn = knn_graph(emb, cfg.neighbors, 0)
+    space = umap_reduce(emb, 10, cfg.neighbors, 0.0, 200_000, 0, "manifold", knn)
+    again = fit_clusters(space, 10, "gmm", cfg.kmeans_restarts, cfg.kmeans_iters, 5, 1, knn[0], "graph")
+    assert results[(1, "graph")][1] == pytest.approx(cluster_metrics(labels, again.labels_)["accuracy"])
 
 
 def test_quality_scores_the_mixture_and_scan_before_self_labelling(tmp_path):
