@@ -247,7 +247,8 @@ def fit_clusters(x: np.ndarray, k: int, refine: str, starts: int, kmeans_iters: 
 
 def graph_modularity(labels: np.ndarray, neighbours: np.ndarray) -> float:
     """Modularity of the clusters `labels` (n,) on the directed neighbour graph (n, j) (each
-    row's j nearest rows; a row listed among its own is left out): the share of links that stay
+    row's j nearest rows; a row listed among its own, and -1 where fewer were found, are left
+    out): the share of links that stay
     inside a cluster, less the share expected if links ignored the clusters (for each cluster,
     its share of links out times its share of links in; Leicht and Newman's directed form).
 
@@ -259,7 +260,7 @@ def graph_modularity(labels: np.ndarray, neighbours: np.ndarray) -> float:
     rows, m = np.arange(len(labels)), int(labels.max()) + 1
     inside, out, into = 0, np.zeros(m), np.zeros(m)
     for column in neighbours.T:  # a column at a time: at 1M rows, no (n, j) temporaries
-        link = column != rows
+        link = (column != rows) & (column >= 0)
         there = labels[column[link]]
         inside += np.count_nonzero(labels[link] == there)
         out += np.bincount(labels[link], minlength=m)
@@ -280,7 +281,8 @@ def merge_along_graph(labels: np.ndarray, neighbours: np.ndarray, k: int) -> np.
     m = int(labels.max()) + 1
     if m <= k:
         return np.unique(labels, return_inverse=True)[1].astype(np.int32)
-    pairs = np.repeat(labels.astype(np.int64), neighbours.shape[1]) * m + labels[neighbours].ravel()
+    found = (neighbours >= 0).ravel()  # an approximate graph pads with -1 where it found fewer
+    pairs = np.repeat(labels.astype(np.int64), neighbours.shape[1])[found] * m + labels[neighbours.ravel()[found]]
     links = np.bincount(pairs, minlength=m * m).reshape(m, m).astype(np.float64)
     links += links.T
     size = np.bincount(labels, minlength=m).astype(np.float64)

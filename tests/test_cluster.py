@@ -165,6 +165,20 @@ def test_graph_modularity_of_two_linked_pairs():
     assert graph_modularity(np.array([0, 0, 1, 1]), with_self) == pytest.approx(0.5)
 
 
+def test_the_graph_steps_skip_the_padding_of_an_approximate_graph():
+    """An IVF search that found fewer than j rows pads with -1; read as an index it would be
+    the last row, linking every padded row to that row's cluster."""
+    from embeddings.cluster import graph_modularity, merge_along_graph
+
+    padded = np.array([[1, -1], [0, -1], [3, -1], [2, -1]])
+    assert graph_modularity(np.array([0, 0, 1, 1]), padded) == pytest.approx(0.5)
+    labels = np.repeat([0, 1, 2], 10)
+    nbrs = np.stack([np.arange(30), np.full(30, -1)], axis=1)
+    nbrs[:3, 0] = [10, 11, 12]  # the only links between groups: three from group 0 to group 1
+    merged = merge_along_graph(labels, nbrs, 2)
+    assert merged[0] == merged[10] != merged[20]
+
+
 def test_mixture_keeps_the_start_whose_clusters_follow_the_neighbour_graph():
     """A round blob cut in two: the mixture's starts cut it at different angles, all about as
     likely. The neighbour graph links each row to random rows of its own half, as embeddings
