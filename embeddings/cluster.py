@@ -209,10 +209,14 @@ class GaussianMixture:
 
         if self.score is None:
             gmm, labels = fitted(self.n_init, self.seed)
-        else:
-            fits = [fitted(1, self.seed + i) for i in range(self.n_init)]
-            self.scores_ = [float(self.score(labels)) for _, labels in fits]
-            gmm, labels = fits[int(np.argmax(self.scores_))]
+        else:  # one start at a time, keeping the best: at 1M rows each start's labels take 8 MB
+            self.scores_, best = [], None
+            for i in range(self.n_init):
+                gmm, labels = fitted(1, self.seed + i)
+                self.scores_.append(float(self.score(labels)))
+                if best is None or self.scores_[-1] > max(self.scores_[:-1]):
+                    best = gmm, labels
+            gmm, labels = best
         used, self.labels_ = np.unique(labels, return_inverse=True)  # a component may win no row
         self.labels_ = self.labels_.astype(np.int32)
         self.centroids_ = gmm.means_[used].astype(np.float32)
@@ -231,49 +235,56 @@ def fit_clusters(x: np.ndarray, k: int, refine: str, starts: int, kmeans_iters: 
     not by likelihood; with overcluster > 1 the mixture has overcluster x k components, which
     merge_along_graph joins into k."""
     if refine == "gmm" and len(x) > 2 * k:
-        graph = neighbours if pick == "graph" else None
-        if overcluster > 1 and neighbours is not None and len(x) > 2 * k * overcluster:
-            def join(labels: np.ndarray) -> np.ndarray:
-                return merge_along_graph(labels, neighbours, k)
-            score = None if graph is None else (lambda labels: graph_modularity(join(labels), graph))
-            fine = GaussianMixture(k * overcluster, starts, seed, score=score).fit(x)
-            fine.labels_ = join(fine.labels_)
-            fine.centroids_, fine.distances_ = centres_and_distances(x, fine.labels_)
-            return fine
-        score = None if graph is None else (lambda labels: graph_modularity(labels, graph))
-        return GaussianMixture(k, starts, seed, score=score).fit(x)
+        over = overcluster > 1 and neighbours is not None and len(x) > 2 * k * overcluster
+
+        def joined(labels: np.ndarray) -> np.ndarray:
+            return merge_along_graph(labels, neighbours, k) if over else labels
+
+        def modularity(labels: np.ndarray) -> float:
+            return graph_modularity(joined(labels), neighbours)
+
+        judged = modularity if pick == "graph" and neighbours is not None else None
+        fitted = GaussianMixture(k * overcluster if over else k, starts, seed, score=judged).fit(x)
+        if over:
+            fitted.labels_ = joined(fitted.labels_)
+            fitted.centroids_, fitted.distances_ = centres_and_distances(x, fitted.labels_)
+        return fitted
     return KMeans(k, kmeans_iters, starts, seed).fit(x)
 
 
+def cluster_links(labels: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
+    """(m, m) float64: how many links of the neighbour graph (n, j) (each row's j nearest rows)
+    go from a row of cluster a to a row of cluster b, for labels (n,) 0..m-1. A row listed among
+    its own neighbours, and the -1 an approximate graph pads with where it found fewer, are not
+    links. Counted a column at a time: at 1M rows, no (n, j) temporaries."""
+    labels = np.asarray(labels, dtype=np.int64)
+    rows, m = np.arange(len(labels)), int(labels.max()) + 1
+    links = np.zeros(m * m)
+    for column in neighbours.T:
+        link = (column != rows) & (column >= 0)
+        links += np.bincount(labels[link] * m + labels[column[link]], minlength=m * m)
+    return links.reshape(m, m)
+
+
 def graph_modularity(labels: np.ndarray, neighbours: np.ndarray) -> float:
-    """Modularity of the clusters `labels` (n,) on the directed neighbour graph (n, j) (each
-    row's j nearest rows; a row listed among its own, and -1 where fewer were found, are left
-    out): the share of links that stay
-    inside a cluster, less the share expected if links ignored the clusters (for each cluster,
-    its share of links out times its share of links in; Leicht and Newman's directed form).
+    """Modularity of the clusters `labels` (n,) on the directed neighbour graph (n, j)
+    (cluster_links): the share of links that stay inside a cluster, less the share expected if
+    links ignored the clusters (for each cluster, its share of links out times its share of
+    links in; Leicht and Newman's directed form).
 
     Why (BENCHMARKS.md, nineteenth session): on a UMAP manifold the mixture's likelihood did not
     tell its better fits from its worse (on CIFAR-10 it was anti-correlated with accuracy over
     15 starts), while the graph of the embeddings themselves, which the manifold only
     approximates, did."""
-    labels = np.asarray(labels)
-    rows, m = np.arange(len(labels)), int(labels.max()) + 1
-    inside, out, into = 0, np.zeros(m), np.zeros(m)
-    for column in neighbours.T:  # a column at a time: at 1M rows, no (n, j) temporaries
-        link = (column != rows) & (column >= 0)
-        there = labels[column[link]]
-        inside += np.count_nonzero(labels[link] == there)
-        out += np.bincount(labels[link], minlength=m)
-        into += np.bincount(there, minlength=m)
-    links = out.sum()
-    return float(inside / links - (out / links) @ (into / links))
+    share = cluster_links(labels, neighbours)
+    share /= share.sum()
+    return float(np.trace(share) - share.sum(1) @ share.sum(0))
 
 
 def merge_along_graph(labels: np.ndarray, neighbours: np.ndarray, k: int) -> np.ndarray:
     """Groups labels (n,) 0..m-1 joined into k (labels 0..k-1, int32): while more than k are
-    left, the two with the most links of the neighbour graph between them for their sizes
-    (links / (size_a x size_b)) become one. neighbours (n, j) are each row's nearest rows
-    (a row among its own neighbours links within its group, which is never counted).
+    left, the two with the most links of the neighbour graph (n, j) between them (cluster_links,
+    both ways) for their sizes (links / (size_a x size_b)) become one.
 
     Why: the mixture splits one class in two and merges two others where the manifold's
     groups are not Gaussian; fitting twice as many components and joining them along the
@@ -281,9 +292,7 @@ def merge_along_graph(labels: np.ndarray, neighbours: np.ndarray, k: int) -> np.
     m = int(labels.max()) + 1
     if m <= k:
         return np.unique(labels, return_inverse=True)[1].astype(np.int32)
-    found = (neighbours >= 0).ravel()  # an approximate graph pads with -1 where it found fewer
-    pairs = np.repeat(labels.astype(np.int64), neighbours.shape[1])[found] * m + labels[neighbours.ravel()[found]]
-    links = np.bincount(pairs, minlength=m * m).reshape(m, m).astype(np.float64)
+    links = cluster_links(labels, neighbours)
     links += links.T
     size = np.bincount(labels, minlength=m).astype(np.float64)
     alive = size > 0
