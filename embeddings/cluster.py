@@ -12,6 +12,7 @@ from pathlib import Path
 
 import faiss
 import numpy as np
+from scipy import sparse
 from sklearn.metrics import pairwise_distances, silhouette_score
 from threadpoolctl import threadpool_limits
 
@@ -226,14 +227,16 @@ class GaussianMixture:
 
 
 def fit_clusters(x: np.ndarray, k: int, refine: str, starts: int, kmeans_iters: int, seed: int,
-                 overcluster: int = 1, neighbours: np.ndarray | None = None, pick: str = "graph"):
+                 overcluster: int = 1, neighbours: np.ndarray | None = None, pick: str = "graph",
+                 graph_rounds: int = 0):
     """The batch job's clustering of x (n, m) into k: the Gaussian mixture (which seeds itself
     with k-means) when `refine` is "gmm" and there are more than 2k rows, else k-means. The
     job and the explorer's re-clustering both call this; returns the fitted model (centroids_,
     labels_, distances_). Given the rows' neighbours (n, j): with pick "graph" the mixture's
     `starts` fits are judged by their clusters' modularity on that graph (graph_modularity),
     not by likelihood; with overcluster > 1 the mixture has overcluster x k components, which
-    merge_along_graph joins into k."""
+    merge_along_graph joins into k; then, with graph_rounds, the rows move along the graph to a
+    local peak of the clusters' modularity (climb_modularity)."""
     if refine == "gmm" and len(x) > 2 * k:
         over = overcluster > 1 and neighbours is not None and len(x) > 2 * k * overcluster
 
@@ -247,6 +250,10 @@ def fit_clusters(x: np.ndarray, k: int, refine: str, starts: int, kmeans_iters: 
         fitted = GaussianMixture(k * overcluster if over else k, starts, seed, score=judged).fit(x)
         if over:
             fitted.labels_ = joined(fitted.labels_)
+        if neighbours is not None and graph_rounds:
+            fitted.labels_ = climb_modularity(fitted.labels_, neighbours, graph_rounds)
+        if over or (neighbours is not None and graph_rounds):
+            fitted.labels_ = np.unique(fitted.labels_, return_inverse=True)[1].astype(np.int32)
             fitted.centroids_, fitted.distances_ = centres_and_distances(x, fitted.labels_)
         return fitted
     return KMeans(k, kmeans_iters, starts, seed).fit(x)
@@ -280,6 +287,71 @@ def graph_modularity(labels: np.ndarray, neighbours: np.ndarray) -> float:
     share /= share.sum()
     return float(np.trace(share) - share.sum(1) @ share.sum(0))
 
+
+def climb_modularity(labels: np.ndarray, neighbours: np.ndarray, rounds: int = 20, chunk: int = 200_000) -> np.ndarray:
+    """Labels (n,) 0..m-1 moved along the neighbour graph (n, j) to a local peak of its
+    modularity (graph_modularity), at most `rounds` rounds; int32, the same m labels. In each
+    round every row that would raise the modularity by joining another cluster linked to it
+    (Louvain's move, with the number of clusters fixed) joins the best such cluster, all at
+    once; a round that does not raise the modularity of the whole is undone and ends the climb.
+    Rows are weighed `chunk` at a time: at 1M x 15, about 5 s and 0.5 GiB on 2 cores.
+
+    Why (BENCHMARKS.md, twentieth session): the mixture is fitted on the UMAP manifold, which
+    only approximates the graph; on CIFAR-10's GPU embeddings moving its rows along the graph
+    raised accuracy by about 0.01 at every seed."""
+    labels = np.asarray(labels, dtype=np.int64).copy()
+    n, j = neighbours.shape
+    m = int(labels.max()) + 1
+    cols = np.asarray(neighbours, dtype=np.int64).ravel()
+    link = (cols != np.repeat(np.arange(n), j)) & (cols >= 0)
+    out = sparse.csr_matrix((link.astype(np.float32), np.where(link, cols, 0), np.arange(0, n * j + 1, j)), shape=(n, n))
+    out.eliminate_zeros()
+    del cols, link
+    edges = out.nnz
+    if edges == 0 or m < 2:
+        return labels.astype(np.int32)
+    k_out, k_in = np.diff(out.indptr), np.bincount(out.indices, minlength=n)
+    both = (out + out.T).tocsr()  # a row's links to others and theirs to it; a pair naming each other counts 2
+    del out
+    best = graph_modularity(labels, neighbours)
+    for _ in range(rounds):
+        v_out = np.bincount(labels, weights=k_out, minlength=m)
+        v_in = np.bincount(labels, weights=k_in, minlength=m)
+        onehot = sparse.csr_matrix((np.ones(n, np.float32), (np.arange(n), labels)), shape=(n, m))
+        moved = labels.copy()
+        for lo in range(0, n, chunk):
+            rows = slice(lo, min(lo + chunk, n))
+            moved[rows] = _best_moves(both[rows] @ onehot, labels[rows], k_out[rows], k_in[rows], v_out, v_in, edges)
+        if (moved == labels).all():
+            break
+        score = graph_modularity(moved, neighbours)
+        if score <= best:
+            break
+        labels, best = moved, score
+    return labels.astype(np.int32)
+
+
+def _best_moves(per: sparse.csr_matrix, labels: np.ndarray, k_out: np.ndarray, k_in: np.ndarray, v_out: np.ndarray,
+                v_in: np.ndarray, edges: int) -> np.ndarray:
+    """For rows with links `per` (r, m) to each cluster (both ways) and these labels (r,), the
+    cluster each would join alone (its own where no other raises the modularity)."""
+    per = per.tocsr()
+    r = np.repeat(np.arange(len(labels)), np.diff(per.indptr))
+    c = per.indices
+    own = c == labels[r]
+    # the modularity, times the number of links, of row r in cluster c, the others as they are
+    gain = per.data - (k_out[r] * (v_in[c] - own * k_in[r]) + k_in[r] * (v_out[c] - own * k_out[r])) / edges
+    stay = -(k_out * (v_in[labels] - k_in) + k_in * (v_out[labels] - k_out)) / edges
+    stay[r[own]] = gain[own]
+    gain[own] = -np.inf
+    filled = np.flatnonzero(np.diff(per.indptr))
+    top = np.full(len(labels), -np.inf)
+    top[filled] = np.maximum.reduceat(gain, per.indptr[filled])
+    at_top = np.flatnonzero((top > stay + 1e-9)[r] & (gain == top[r]))
+    first = at_top[np.unique(r[at_top], return_index=True)[1]]  # one cluster per moving row
+    moved = labels.copy()
+    moved[r[first]] = c[first]
+    return moved
 
 def merge_along_graph(labels: np.ndarray, neighbours: np.ndarray, k: int) -> np.ndarray:
     """Groups labels (n,) 0..m-1 joined into k (labels 0..k-1, int32): while more than k are

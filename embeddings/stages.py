@@ -190,10 +190,10 @@ def cluster(run, device, resume) -> dict:
         rd.save_npy(run.path(rd.MANIFOLD), space)
     k = cfg.clusters or choose_k(space, cfg.seed)[0]
     graph = None
-    if cfg.refine == "gmm" and (cfg.overcluster > 1 or cfg.mixture_pick == "graph"):
+    if cfg.refine == "gmm" and (cfg.overcluster > 1 or cfg.mixture_pick == "graph" or cfg.graph_rounds):
         graph = (knn if knn is not None else neighbour_graph(run, emb))[0]  # the manifold's graph, read once
     km = fit_clusters(space, k, cfg.refine, cfg.kmeans_restarts, cfg.kmeans_iters, cfg.seed, cfg.overcluster, graph,
-                      cfg.mixture_pick)
+                      cfg.mixture_pick, cfg.graph_rounds or 0)
     rd.save_npy(run.path(rd.CENTROIDS), km.centroids_)
     with rd.atomic_path(run.path(ASSIGN), suffix=".npz") as tmp:
         np.savez(tmp, cluster=km.labels_, distance=km.distances_)

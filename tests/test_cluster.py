@@ -179,6 +179,52 @@ def test_the_graph_steps_skip_the_padding_of_an_approximate_graph():
     assert merged[0] == merged[10] != merged[20]
 
 
+def planted_graph(groups=3, per=40, own=8, other=2, seed=0):
+    """Rows in `groups` groups, each naming `own` random rows of its group and `other` random
+    rows elsewhere as its neighbours."""
+    rng = np.random.default_rng(seed)
+    y = np.repeat(np.arange(groups), per)
+    graph = np.stack([np.concatenate([rng.choice(np.flatnonzero(y == g), own), rng.choice(np.flatnonzero(y != g), other)])
+                      for g in y])
+    return y, graph
+
+
+def test_climb_modularity_moves_rows_to_the_group_their_links_name():
+    from embeddings.cluster import climb_modularity, graph_modularity
+
+    y, graph = planted_graph()
+    rng = np.random.default_rng(1)
+    noisy = y.copy()
+    wrong = rng.choice(len(y), 24, replace=False)
+    noisy[wrong] = (y[wrong] + rng.integers(1, 3, len(wrong))) % 3  # a fifth of the rows in another group
+    climbed = climb_modularity(noisy, graph)
+    assert climbed.dtype == np.int32 and (climbed == y).all()
+    assert graph_modularity(climbed, graph) > graph_modularity(noisy, graph)
+    assert (climb_modularity(noisy, graph, rounds=0) == noisy).all()
+    assert (climb_modularity(y, graph) == y).all()  # at the peak already: nothing moves
+
+
+def test_climb_modularity_skips_self_links_and_padding_and_never_lowers_the_modularity():
+    from embeddings.cluster import climb_modularity, graph_modularity
+
+    y, graph = planted_graph()
+    labels = y.copy()
+    labels[0] = 2  # row 0 of group 0, labelled as the last row's group
+    rows = np.arange(len(y))[:, None]
+    padded = np.concatenate([rows, graph[:, :1], np.full((len(y), 4), -1)], axis=1)  # itself, one link, padding
+    padded[0, 1] = 5  # row 0's one link: a row of its own group
+    # read as an index, -1 would be the last row: four links to group 2 against one to group 0
+    assert climb_modularity(labels, padded)[0] == 0
+    pairs = np.array([[1], [0], [3], [2]])  # 0 and 1 name each other, as do 2 and 3
+    split = np.array([0, 1, 0, 1])  # every row would follow its pair at once: a swap, no better
+    assert (climb_modularity(split, pairs) == split).all()
+    for seed in range(5):  # random graphs, random labels
+        rng = np.random.default_rng(seed)
+        graph = rng.integers(-1, 50, size=(50, 4))
+        labels = rng.integers(0, 5, 50)
+        assert graph_modularity(climb_modularity(labels, graph), graph) >= graph_modularity(labels, graph)
+
+
 def test_mixture_keeps_the_start_whose_clusters_follow_the_neighbour_graph():
     """A round blob cut in two: the mixture's starts cut it at different angles, all about as
     likely. The neighbour graph links each row to random rows of its own half, as embeddings
@@ -198,8 +244,11 @@ def test_mixture_keeps_the_start_whose_clusters_follow_the_neighbour_graph():
     assert cluster_metrics(halves, gmm.labels_)["accuracy"] == pytest.approx(max(each), abs=0.01)
     by_likelihood = GaussianMixture(2, n_init=8, seed=0).fit(x)  # here it keeps a cut at about 120 degrees
     assert cluster_metrics(halves, by_likelihood.labels_)["accuracy"] < max(each) - 0.05
-    picked = fit_clusters(x, 2, "gmm", 8, 20, 0, neighbours=graph)  # the job's call: "graph" by default
+    picked = fit_clusters(x, 2, "gmm", 8, 20, 0, neighbours=graph)  # "graph" by default
     assert (picked.labels_ == gmm.labels_).all() or (picked.labels_ == 1 - gmm.labels_).all()
+    climbed = fit_clusters(x, 2, "gmm", 8, 20, 0, neighbours=graph, graph_rounds=20)  # the job's call
+    assert cluster_metrics(halves, climbed.labels_)["accuracy"] == 1.0  # the graph's own halves
+    assert np.allclose(climbed.centroids_, [x[climbed.labels_ == c].mean(0) for c in (0, 1)], atol=1e-5)
 
 
 def test_candidate_ks_range():

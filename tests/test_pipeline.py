@@ -83,13 +83,15 @@ def test_a_working_size_between_powers_of_two_trains(tmp_path, recipe):
     assert np.load(tmp_path / "run" / rd.EMBEDDINGS).shape == (24, 64) and manifest["clusters"] >= 2
 
 
-@pytest.mark.parametrize("overcluster, pick", [(1, "graph"), (2, "graph"), (1, "likelihood")])
-def test_labels_from_folders_give_metrics(tmp_path, overcluster, pick):
+@pytest.mark.parametrize("overcluster, pick, rounds", [(1, "graph", None), (2, "graph", 0), (1, "likelihood", 5)])
+def test_labels_from_folders_give_metrics(tmp_path, overcluster, pick, rounds):
     make_images(tmp_path / "in", n=30)
     manifest = run_embed(tmp_path / "in", tmp_path / "run", Config(**TINY, labels_from_folders=True, clusters=3,
-                                                                    overcluster=overcluster, mixture_pick=pick))
+                                                                    overcluster=overcluster, mixture_pick=pick,
+                                                                    graph_rounds=rounds))
     assert manifest["clusters"] == 3 and manifest["config"]["overcluster"] == overcluster
     assert manifest["config"]["mixture_pick"] == pick
+    assert manifest["config"]["graph_rounds"] == (20 if rounds is None else rounds)  # None: the recipe's
     items = pd.read_parquet(tmp_path / "run" / rd.ITEMS)
     assert set(items["label"]) == {"class0", "class1", "class2"}
     assert set(manifest["metrics"]) == {"accuracy", "nmi", "ari"}
@@ -109,13 +111,14 @@ def test_recipe_is_chosen_after_decoding_and_recorded(tmp_path):
     assert progress["stages"]["decode"]["colour"] is True
     assert progress["stages"]["decode"]["recipe"] == "contrastive-small"
     cfg = manifest["config"]
-    assert (cfg["recipe"], cfg["encoder"], cfg["contrastive"], cfg["reconstruction"]) == \
-        ("contrastive-small", "convnet", 1.0, 0.0)
+    assert (cfg["recipe"], cfg["encoder"], cfg["contrastive"], cfg["reconstruction"], cfg["graph_rounds"]) == \
+        ("contrastive-small", "convnet", 1.0, 0.0, 20)
     assert torch_load(tmp_path / "a" / rd.MODEL)["model_args"]["decoder"] is False  # nothing to decode
     assert cfg["parallel_layout"] is False, "a CPU run is seeded end to end: UMAP too"
     manifest = run_embed(grey, tmp_path / "g", Config(**TINY, clusters=3, self_label_epochs=0))
     progress = rd.read_json(tmp_path / "g" / rd.PROGRESS)
     assert progress["stages"]["decode"]["colour"] is False and manifest["config"]["recipe"] == "autoencoder"
+    assert manifest["config"]["graph_rounds"] == 0  # the recipe's: the climb did not help the digits
     # the contrastive recipe, asked for, runs on a CPU too; given settings win over the recipe's
     manifest = run_embed(tmp_path / "in", tmp_path / "c", Config(**TINY, clusters=3, recipe="contrastive", width=8))
     cfg = manifest["config"]
