@@ -125,11 +125,12 @@ def report(args, manifest: dict, classes: pd.DataFrame, seconds: float, before: 
         f"contrastive {manifest['config']['contrastive']}, batch_size {manifest['config']['batch_size']}, "
         f"compile {manifest['config'].get('compile', False)}, overcluster {manifest['config'].get('overcluster', 1)}, "
         f"mixture_pick {manifest['config'].get('mixture_pick', 'likelihood')}, "
+        f"graph_rounds {manifest['config'].get('graph_rounds', 0)}, "
         f"cluster_space {manifest['cluster_space']}, self_label_epochs "
         f"{manifest['config'].get('self_label_epochs', 0)}, scan_epochs {manifest['config'].get('scan_epochs', 0)}, "
         f"K {manifest['clusters']}",
         f"- **accuracy {m['accuracy']:.4f}, NMI {m['nmi']:.4f}, ARI {m['ari']:.4f}**"
-        + (f" (the mixture's clusters, before self-labelling: accuracy {before['accuracy']:.4f}, "
+        + (f" (the cluster step's clusters, before self-labelling: accuracy {before['accuracy']:.4f}, "
            f"NMI {before['nmi']:.4f}" + (f"; SCAN's clusters, which self-labelling started from: accuracy "
                                          f"{before['scan']['accuracy']:.4f}, NMI {before['scan']['nmi']:.4f}"
                                          if "scan" in before else "") + ")" if before else ""),

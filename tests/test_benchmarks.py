@@ -93,10 +93,11 @@ def test_speed_dry_run_and_gpu_check_dry_run_print_figures(tmp_path):
     assert "train step 64x64, fp32" in gpu_out and "encoder 64x64, fp32" in gpu_out
     for recipe in ("autoencoder", "contrastive-small"):  # what auto picks on a CPU, for grey and for colour images
         assert f"train step 32x32, fp32, batch 16, {recipe} |" in speed_out, recipe
-    results = (tmp_path / "gpu" / "BENCHMARKS-gpu.md").read_text()
-    # steps 4 and 5 on the digits: the quality run is kept, and SCAN is scored beside it
+    assert "train step 64x64, fp32" in (tmp_path / "gpu" / "BENCHMARKS-gpu.md").read_text()  # step 3, recorded
+    # steps 4 and 5 on the digits: the quality run is kept, then clustered again with and without
+    # the climb, each self-labelled
     assert (tmp_path / "gpu" / "cifar-run" / "manifest.json").exists() and "accuracy" in gpu_out
-    assert "| SCAN, 1 epochs, peak lr default |" in results and "skipped" not in gpu_out
+    assert gpu_out.count("then self-labelled (") == 2 and "skipped" not in gpu_out
 
 
 def test_speed_decode_cold_drops_the_files_before_each_side_and_times_read_ahead(tmp_path):
@@ -201,9 +202,9 @@ def test_cluster_pick_compares_both_ways_of_judging_the_mixture_on_a_labelled_ru
     from embeddings.project import knn_graph, umap_reduce
 
     results = main([str(small_run), "--seeds", "0,5", "--overcluster", "1,2"])
-    assert sorted(results) == [(1, "graph"), (1, "likelihood"), (2, "graph"), (2, "likelihood")]
+    assert sorted(results) == [(o, p, r) for o in (1, 2) for p in ("graph", "likelihood") for r in (0, 20)]
     out = capsys.readouterr().out
-    assert "small: 300 images, K=10" in out and out.count("mixture_pick graph") == 2
+    assert "small: 300 images, K=10" in out and out.count("mixture_pick graph") == 4
     # the figure is the job's own clustering of that manifold, rebuilt here
     emb = np.load(small_run / "embeddings.npy").astype(np.float32)
     labels = pd.read_parquet(small_run / "items.parquet")["label"].to_numpy()
@@ -211,7 +212,9 @@ def test_cluster_pick_compares_both_ways_of_judging_the_mixture_on_a_labelled_ru
     knn = knn_graph(emb, cfg.neighbors, 0)
     space = umap_reduce(emb, 10, cfg.neighbors, 0.0, 200_000, 0, "manifold", knn)
     again = fit_clusters(space, 10, "gmm", cfg.kmeans_restarts, cfg.kmeans_iters, 5, 1, knn[0], "graph")
-    assert results[(1, "graph")][1] == pytest.approx(cluster_metrics(labels, again.labels_)["accuracy"])
+    assert results[(1, "graph", 0)][1] == pytest.approx(cluster_metrics(labels, again.labels_)["accuracy"])
+    again = fit_clusters(space, 10, "gmm", cfg.kmeans_restarts, cfg.kmeans_iters, 5, 1, knn[0], "graph", 20)
+    assert results[(1, "graph", 20)][1] == pytest.approx(cluster_metrics(labels, again.labels_)["accuracy"])
 
 
 def test_quality_scores_the_mixture_and_scan_before_self_labelling(tmp_path):
@@ -278,18 +281,48 @@ def test_build_once_rebuilds_only_what_a_build_cut_short_left(tmp_path):
         extract_once(tmp_path / "missing.tar.gz", tmp_path / "cache" / "missing")
 
 
-def test_gpu_check_quality_only_runs_the_gpu_tests_beside_scan(tmp_path):
+def test_cluster_pick_self_labels_each_clustering_as_the_job_does(small_run, capsys):
+    """--self-label (the GPU check's step 5): each clustering, climbed or not, then goes through
+    the job's self-labelling from the run's own model, pixels and settings."""
+    import torch
+    from benchmarks.cluster_pick import main
+    from embeddings import run_dir as rd
+    from embeddings.cluster import climb_modularity, cluster_metrics, fit_clusters
+    from embeddings.config import Config
+    from embeddings.project import knn_graph, umap_reduce
+    from embeddings.selflabel import self_label
+    from embeddings.train import load_model
+
+    results = main([str(small_run), "--seeds", "0", "--picks", "graph", "--graph-rounds", "0,20", "--self-label",
+                    "--device", "cpu"])
+    assert sorted(results, key=str) == sorted([(1, "graph", r) for r in (0, 20)]
+                                              + [(1, "graph", r, "self-labelled") for r in (0, 20)], key=str)
+    assert capsys.readouterr().out.count("then self-labelled (") == 2
+    emb = np.load(small_run / "embeddings.npy").astype(np.float32)
+    labels = pd.read_parquet(small_run / "items.parquet")["label"].to_numpy()
+    cfg = Config.from_dict(rd.load_manifest(small_run)["config"])
+    knn = knn_graph(emb, cfg.neighbors, 0)
+    space = umap_reduce(emb, 10, cfg.neighbors, 0.0, 200_000, 0, "manifold", knn)
+    climbed = climb_modularity(fit_clusters(space, 10, "gmm", cfg.kmeans_restarts, cfg.kmeans_iters, 0, 1, knn[0],
+                                            "graph").labels_, knn[0], 20)
+    again = self_label(load_model(small_run, torch.device("cpu")), small_run / rd.PIXELS, climbed, cfg,
+                       torch.device("cpu"))
+    assert results[(1, "graph", 20, "self-labelled")][0] == pytest.approx(cluster_metrics(labels, again)["accuracy"])
+    assert results[(1, "graph", 20, "self-labelled")] != results[(1, "graph", 20)]  # self-labelling moved some
+
+
+def test_gpu_check_quality_only_runs_the_gpu_tests_beside_the_probe(tmp_path):
     """--quality-only (what a device session with little time runs): no throughput step, the
-    quality run first, then SCAN with the GPU-marked tests beside it in their own log (when
-    they ran after SCAN, it left them too little of the budget on the device)."""
+    quality run first, then step 5's probe with the GPU-marked tests beside it in their own log
+    (when they ran after it, it left them too little of the budget on the device)."""
     env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path / "gpu"), "PYTHONUNBUFFERED": "1"}
     out = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--dry-run", "--quality-only"], cwd=REPO, env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300).stdout
     steps = [line.split(" [")[0] for line in out.splitlines() if line.startswith("== ")]
     assert "== 3. training and embedding throughput" not in steps and "train step" not in out
     order = [next(i for i, s in enumerate(steps) if s.startswith(p)) for p in
-             ("== 4. CIFAR-10 quality", "== 5. SCAN on that run", "== 2 (moved). GPU-marked tests, beside step 5",
-              "== scan_probe", "== done in")]
+             ("== 4. CIFAR-10 quality", "== 5. the cluster step's climb", "== 2 (moved). GPU-marked tests, beside step 5",
+              "== cluster_pick", "== done in")]
     assert order == sorted(order), steps
     tests_log = (tmp_path / "gpu" / "pytest_gpu.log").read_text()
     assert "pytest -m gpu (collect only)" in tests_log and "tests/test_gpu.py::test_pipeline_on_cuda" in tests_log
@@ -299,7 +332,7 @@ def test_gpu_check_quality_only_runs_the_gpu_tests_beside_scan(tmp_path):
 
 def test_gpu_check_then_runs_the_quality_benchmark_again_with_the_settings(tmp_path):
     """--then "KEY=VALUE ...": step 5 is a second quality run with those settings (here on the
-    digits), not SCAN, and the GPU tests run before it rather than beside it (it is timed).
+    digits), not the probe, and the GPU tests run before it rather than beside it (it is timed).
     --set "KEY=VALUE ..." gives step 4's run its settings."""
     env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path / "gpu"), "PYTHONUNBUFFERED": "1"}
     command = ["bash", "benchmarks/gpu_check.sh", "--dry-run", "--quality-only", "--set", "width=12 batch_size=64",
@@ -307,7 +340,7 @@ def test_gpu_check_then_runs_the_quality_benchmark_again_with_the_settings(tmp_p
     out = subprocess.run(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                          timeout=300).stdout
     steps = [line.split(" [")[0] for line in out.splitlines() if line.startswith("== ")]
-    assert "scan_probe" not in out and "SCAN" not in "".join(steps)
+    assert "cluster_pick" not in out and "climb" not in "".join(steps)
     order = [next(i for i, s in enumerate(steps) if s.startswith(p)) for p in
              ("== 4. CIFAR-10 quality", "== 2 (moved). GPU-marked tests, before step 5",
               "== pytest -m gpu (collect only)", "== 5. CIFAR-10 quality again, with --set epochs=2 --set width=8",
