@@ -19,12 +19,14 @@
 # 4. python -m benchmarks.quality --dataset cifar10 with the time that is left: the defaults,
 #    which for colour images on a GPU are the contrastive recipe (README, step 2), or with
 #    --set "KEY=VALUE ..." those settings (e.g. "compile=true epochs=150");
-# 5. python -m benchmarks.scan_probe on that run, if 150 s are left: SCAN's clustering step
-#    (--scan-epochs) on the GPU-trained encoder, beside the run's own clusters. With --then
+# 5. python -m benchmarks.cluster_pick --self-label on that run, if 150 s are left: the cluster
+#    step's climb along the neighbour graph (graph_rounds 0 and 20, 3 mixture seeds), each
+#    clustering then self-labelled on the GPU as the job does it (SCAN's own clustering,
+#    benchmarks.scan_probe, was measured once and lost: BENCHMARKS.md). With --then
 #    "KEY=VALUE ...", step 5 instead runs step 4's benchmark again with those settings (quality
 #    --set KEY=VALUE each; e.g. "batch_size=1024 epochs=150"), if 200 s are left: a setting
 #    measured against the defaults in one call (not against --set's settings). Its run is not kept.
-# --quality-only skips step 3 and runs step 2 beside SCAN in step 5 (its own log, pytest_gpu.log);
+# --quality-only skips step 3 and runs step 2 beside step 5's probe (its own log, pytest_gpu.log);
 # with --then, between steps 4 and 5; else last, with what is left (90 s at least).
 # Logs and results go to $OUT (or a new temporary folder): gpu_check.log, BENCHMARKS-gpu.md,
 # and cifar-run/ with the CIFAR-10 run's embeddings, clusters and model (quality --keep), so
@@ -117,14 +119,14 @@ SHARED="${SHARED:-$([ -d .shared-data ] && echo "$PWD/.shared-data" || echo ../s
 LEFT=$((BUDGET_S - SECONDS))
 if [ "$DRY" = 1 ]; then  # the same two steps on the digits, a training epoch, on the CPU, recorded only in $OUT
   QUALITY=(--dataset digits --device cpu --set epochs=1 --no-record)
-  PROBE=(--epochs 1 --device cpu)
+  PROBE=(--seeds 0 --device cpu)
   NEED_4=0 NEED_5=0
   say "dry run: the scikit-learn digits on the CPU instead of CIFAR-10 on CUDA"
 else
   QUALITY=(--dataset cifar10 --device cuda)
-  PROBE=(--device cuda)
+  PROBE=(--seeds 0,5,10 --device cuda)
   NEED_4=340  # the contrastive recipe's run took 309 s on an H200, and extracting 40 s
-  NEED_5=150  # 20 SCAN epochs took 33 s on an H200 (2026-11-30), finding the neighbours 11 s
+  NEED_5=150  # six self-labellings of 9 s on an H200 (2026-11-30), the manifold and 15 mixture starts
   [ ${#THEN[@]} -gt 0 ] && NEED_5=200  # the defaults' run took 233 s (84 epochs); a second skips the extraction
 fi
 if [ "$DRY" = 0 ] && [ ! -f "$SHARED/cifar10-jpg.tar.gz" ]; then
@@ -145,7 +147,7 @@ else
     fi
     say "5. CIFAR-10 quality again, with ${THEN[*]}"
   else
-    say "5. SCAN on that run"
+    say "5. the cluster step's climb, self-labelled, on that run"
   fi
   LEFT=$((BUDGET_S - SECONDS))
   if [ ! -f "$RUN_DIR/manifest.json" ]; then
@@ -158,12 +160,13 @@ else
       "$PY" -m benchmarks.quality "${QUALITY[@]}" "${THEN[@]}" --out "$RUN_DIR-then"
     [ "$DRY" = 0 ] && [ -f BENCHMARKS.md ] && tail -c +"$((before + 1))" BENCHMARKS.md >> "$RESULTS"
   else
-    if [ "$QUALITY_ONLY" = 1 ]; then  # the GPU tests beside SCAN (neither is timed), in their own log
+    if [ "$QUALITY_ONLY" = 1 ]; then  # the GPU tests beside the probe (neither is timed), in their own log
       say "2 (moved). GPU-marked tests, beside step 5: log in $OUT/pytest_gpu.log"
       (LOG="$OUT/pytest_gpu.log"; FAILED=(); gpu_tests "$LEFT" >/dev/null; [ ${#FAILED[@]} = 0 ]) &
       TESTS_PID=$!
     fi
-    run "scan_probe (at most $LEFT s)" "$LEFT" "$PY" -m benchmarks.scan_probe "$RUN_DIR" "${PROBE[@]}" --record "$RESULTS"
+    run "cluster_pick (at most $LEFT s)" "$LEFT" "$PY" -m benchmarks.cluster_pick "$RUN_DIR" --picks graph \
+      --graph-rounds 0,20 --self-label "${PROBE[@]}"
   fi
   rm -rf "$(dirname "$RUN_DIR")"
 fi
