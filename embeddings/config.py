@@ -17,19 +17,21 @@ from .errors import IceError
 # changed nothing there (kNN accuracy 0.454 against 0.455 on a CPU probe). "contrastive-small"
 # is the same loss and augmentations on the autoencoder's encoder, sized for a CPU: on
 # CIFAR-10 (10k) it trains in about the autoencoder's time, for a kNN accuracy of 0.450
-# against 0.335 (BENCHMARKS.md, twelfth session). The cluster step's climb along the neighbour graph
-# (graph_rounds) helped the contrastive recipes' embeddings of photos and not the autoencoder's of
-# digits (BENCHMARKS.md, twentieth session).
+# against 0.335 (BENCHMARKS.md, twelfth session). The cluster step's settings follow what was
+# measured on each recipe's embeddings (BENCHMARKS.md, twentieth session): judging the mixture's
+# starts by the neighbour graph helped the GPU's contrastive embeddings of CIFAR-10 (0.504 -> 0.545)
+# and lost on the CPU's (60k: 0.362 -> 0.332); the climb along the graph (graph_rounds) helped both
+# and not the autoencoder's embeddings of digits.
 _SIMCLR_VIEWS = dict(contrastive=1.0, reconstruction=0.0, noise=0.0, crop=0.3, flip=True, jitter=0.4, aspect=1.33,
                      hue=0.1, gray=0.2)
 RECIPES = {
     "autoencoder": dict(encoder="convnet", dim=64, width=16, epochs=20, batch_size=256, contrastive=0.0,
                         reconstruction=1.0, noise=0.1, crop=0.6, flip=False, jitter=0.3, aspect=1.0, hue=0.0,
-                        gray=0.0, graph_rounds=0),
-    "contrastive": dict(encoder="resnet", dim=128, width=64, epochs=84, batch_size=512, graph_rounds=20,
-                        **_SIMCLR_VIEWS),
-    "contrastive-small": dict(encoder="convnet", dim=64, width=16, epochs=20, batch_size=256, graph_rounds=20,
-                              **_SIMCLR_VIEWS),
+                        gray=0.0, mixture_pick="likelihood", graph_rounds=0),
+    "contrastive": dict(encoder="resnet", dim=128, width=64, epochs=84, batch_size=512, mixture_pick="graph",
+                        graph_rounds=20, **_SIMCLR_VIEWS),
+    "contrastive-small": dict(encoder="convnet", dim=64, width=16, epochs=20, batch_size=256,
+                              mixture_pick="likelihood", graph_rounds=20, **_SIMCLR_VIEWS),
 }
 
 _RECIPE_RULE = "must be " + ", ".join(["auto", *RECIPES][:-1]) + " or " + [*RECIPES][-1]
@@ -89,11 +91,13 @@ class Config:
     overcluster: int = 1
     # how the mixture's restarts (kmeans_restarts of them) are judged: "graph", by the modularity of
     # their clusters on the embeddings' neighbour graph (the one the manifold is built on), or
-    # "likelihood", sklearn's own choice. BENCHMARKS.md, nineteenth session
-    mixture_pick: str = "graph"
-    # then move images to the cluster their links on that graph favour, round by round, while the
-    # clusters' modularity rises: at most this many rounds (0 = off); unset: the recipe's (20 for the
-    # contrastive recipes, 0 for the autoencoder's). BENCHMARKS.md, twentieth session
+    # "likelihood", sklearn's own choice; unset: the recipe's ("graph" for the contrastive recipe,
+    # "likelihood" for the others). BENCHMARKS.md, nineteenth and twentieth sessions
+    mixture_pick: str | None = None
+    # after the mixture, move images to the cluster their links on the embeddings' neighbour graph
+    # favour, round by round, while the clusters' modularity on it rises: at most this many rounds
+    # (0 = off); unset: the recipe's (20 for the contrastive recipes, 0 for the autoencoder's).
+    # BENCHMARKS.md, twentieth session
     graph_rounds: int | None = None
     manifold_dim: int = 10  # dimensions of the UMAP manifold that k-means runs on
     # then SCAN (scan_clustering.py): fine-tune the encoder so that each image's cluster agrees with
@@ -150,7 +154,7 @@ class Config:
         need(self.refine in ("gmm", "none"), "refine", "must be gmm or none")
         need(1 <= self.overcluster <= 10, "overcluster", "must be between 1 and 10")
         need(self.graph_rounds is None or self.graph_rounds >= 0, "graph_rounds", "must be 0 or more")
-        need(self.mixture_pick in ("graph", "likelihood"), "mixture_pick", "must be graph or likelihood")
+        need(self.mixture_pick in (None, "graph", "likelihood"), "mixture_pick", "must be graph or likelihood")
         need(self.cluster_space in ("manifold", "embeddings"), "cluster_space",
              "must be manifold or embeddings")
         need(self.scan_epochs >= 0, "scan_epochs", "must be 0 or more")

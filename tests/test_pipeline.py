@@ -111,19 +111,21 @@ def test_recipe_is_chosen_after_decoding_and_recorded(tmp_path):
     assert progress["stages"]["decode"]["colour"] is True
     assert progress["stages"]["decode"]["recipe"] == "contrastive-small"
     cfg = manifest["config"]
-    assert (cfg["recipe"], cfg["encoder"], cfg["contrastive"], cfg["reconstruction"], cfg["graph_rounds"]) == \
-        ("contrastive-small", "convnet", 1.0, 0.0, 20)
+    assert (cfg["recipe"], cfg["encoder"], cfg["contrastive"], cfg["reconstruction"]) == \
+        ("contrastive-small", "convnet", 1.0, 0.0)
+    assert (cfg["mixture_pick"], cfg["graph_rounds"]) == ("likelihood", 20)  # the recipe's cluster step
     assert torch_load(tmp_path / "a" / rd.MODEL)["model_args"]["decoder"] is False  # nothing to decode
     assert cfg["parallel_layout"] is False, "a CPU run is seeded end to end: UMAP too"
     manifest = run_embed(grey, tmp_path / "g", Config(**TINY, clusters=3, self_label_epochs=0))
     progress = rd.read_json(tmp_path / "g" / rd.PROGRESS)
     assert progress["stages"]["decode"]["colour"] is False and manifest["config"]["recipe"] == "autoencoder"
-    assert manifest["config"]["graph_rounds"] == 0  # the recipe's: the climb did not help the digits
+    assert (manifest["config"]["mixture_pick"], manifest["config"]["graph_rounds"]) == ("likelihood", 0)
     # the contrastive recipe, asked for, runs on a CPU too; given settings win over the recipe's
     manifest = run_embed(tmp_path / "in", tmp_path / "c", Config(**TINY, clusters=3, recipe="contrastive", width=8))
     cfg = manifest["config"]
     assert (cfg["recipe"], cfg["encoder"], cfg["width"], cfg["dim"], cfg["batch_size"]) == \
         ("contrastive", "resnet", 8, 128, 64)
+    assert (cfg["mixture_pick"], cfg["graph_rounds"]) == ("graph", 20)
     assert np.load(tmp_path / "c" / rd.EMBEDDINGS).shape == (30, 128)
     assert torch_load(tmp_path / "c" / rd.MODEL)["model_args"]["encoder"] == "resnet"
 
