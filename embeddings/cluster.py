@@ -353,6 +353,7 @@ def _best_moves(per: sparse.csr_matrix, labels: np.ndarray, k_out: np.ndarray, k
     moved[r[first]] = c[first]
     return moved
 
+
 def merge_along_graph(labels: np.ndarray, neighbours: np.ndarray, k: int) -> np.ndarray:
     """Groups labels (n,) 0..m-1 joined into k (labels 0..k-1, int32): while more than k are
     left, the two with the most links of the neighbour graph (n, j) between them (cluster_links,
