@@ -298,6 +298,8 @@ def test_resume_after_kill_during_training(tmp_path):
     (["--aspect", "0.5"], "--aspect 0.5"),
     (["--hue", "0.9"], "--hue 0.9"),
     (["--gray", "2"], "--gray 2"),
+    (["--graph-rounds", "-1"], "--graph-rounds -1"),
+    (["--mixture-pick", "best"], "--mixture-pick 'best'"),
     (["--bogus"], "unrecognized arguments"),
 ])
 def test_bad_option_is_one_line_and_nonzero(tmp_path, capsys, args, message):
