@@ -248,27 +248,34 @@ def fit_clusters(x: np.ndarray, k: int, refine: str, starts: int, kmeans_iters: 
 
         judged = modularity if pick == "graph" and neighbours is not None else None
         fitted = GaussianMixture(k * overcluster if over else k, starts, seed, score=judged).fit(x)
+        climb = neighbours is not None and graph_rounds > 0
         if over:
             fitted.labels_ = joined(fitted.labels_)
-        if neighbours is not None and graph_rounds:
+        if climb:
             fitted.labels_ = climb_modularity(fitted.labels_, neighbours, graph_rounds)
-        if over or (neighbours is not None and graph_rounds):
+        if over or climb:
             fitted.labels_ = np.unique(fitted.labels_, return_inverse=True)[1].astype(np.int32)
             fitted.centroids_, fitted.distances_ = centres_and_distances(x, fitted.labels_)
         return fitted
     return KMeans(k, kmeans_iters, starts, seed).fit(x)
 
 
+def is_link(targets: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Which entries `targets` of a neighbour graph, listed for `rows`, are links (bool, same
+    shape): not the row itself (a search returns each row among its own neighbours), and not the
+    -1 an approximate graph pads with where it found fewer. The graph steps all count links so."""
+    return (targets != rows) & (targets >= 0)
+
+
 def cluster_links(labels: np.ndarray, neighbours: np.ndarray) -> np.ndarray:
-    """(m, m) float64: how many links of the neighbour graph (n, j) (each row's j nearest rows)
-    go from a row of cluster a to a row of cluster b, for labels (n,) 0..m-1. A row listed among
-    its own neighbours, and the -1 an approximate graph pads with where it found fewer, are not
-    links. Counted a column at a time: at 1M rows, no (n, j) temporaries."""
+    """(m, m) float64: how many links of the neighbour graph (n, j) (each row's j nearest rows;
+    is_link) go from a row of cluster a to a row of cluster b, for labels (n,) 0..m-1. Counted a
+    column at a time: at 1M rows, no (n, j) temporaries."""
     labels = np.asarray(labels, dtype=np.int64)
     rows, m = np.arange(len(labels)), int(labels.max()) + 1
     links = np.zeros(m * m)
     for column in neighbours.T:
-        link = (column != rows) & (column >= 0)
+        link = is_link(column, rows)
         links += np.bincount(labels[link] * m + labels[column[link]], minlength=m * m)
     return links.reshape(m, m)
 
@@ -289,7 +296,7 @@ def graph_modularity(labels: np.ndarray, neighbours: np.ndarray) -> float:
 
 
 def climb_modularity(labels: np.ndarray, neighbours: np.ndarray, rounds: int = 20, chunk: int = 200_000) -> np.ndarray:
-    """Labels (n,) 0..m-1 moved along the neighbour graph (n, j) to a local peak of its
+    """Labels (n,) 0..m-1 moved along the neighbour graph (n, j; is_link) to a local peak of its
     modularity (graph_modularity), at most `rounds` rounds; int32, the same m labels. In each
     round every row that would raise the modularity by joining another cluster linked to it
     (Louvain's move, with the number of clusters fixed) joins the best such cluster, all at
@@ -303,7 +310,7 @@ def climb_modularity(labels: np.ndarray, neighbours: np.ndarray, rounds: int = 2
     n, j = neighbours.shape
     m = int(labels.max()) + 1
     cols = np.asarray(neighbours, dtype=np.int64).ravel()
-    link = (cols != np.repeat(np.arange(n), j)) & (cols >= 0)
+    link = is_link(cols, np.repeat(np.arange(n), j))
     out = sparse.csr_matrix((link.astype(np.float32), np.where(link, cols, 0), np.arange(0, n * j + 1, j)), shape=(n, n))
     out.eliminate_zeros()
     del cols, link
@@ -335,7 +342,6 @@ def _best_moves(per: sparse.csr_matrix, labels: np.ndarray, k_out: np.ndarray, k
                 v_in: np.ndarray, edges: int) -> np.ndarray:
     """For rows with links `per` (r, m) to each cluster (both ways) and these labels (r,), the
     cluster each would join alone (its own where no other raises the modularity)."""
-    per = per.tocsr()
     r = np.repeat(np.arange(len(labels)), np.diff(per.indptr))
     c = per.indices
     own = c == labels[r]
