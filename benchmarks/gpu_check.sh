@@ -165,8 +165,14 @@ else
       (LOG="$OUT/pytest_gpu.log"; FAILED=(); gpu_tests "$LEFT" >/dev/null; [ ${#FAILED[@]} = 0 ]) &
       TESTS_PID=$!
     fi
-    run "cluster_pick (at most $LEFT s)" "$LEFT" "$PY" -m benchmarks.cluster_pick "$RUN_DIR" --picks graph \
-      --graph-rounds 0,20 --self-label "${PROBE[@]}"
+    PICK=(--picks graph --graph-rounds 0,20 --self-label "${PROBE[@]}")
+    run "cluster_pick (at most $LEFT s)" "$LEFT" "$PY" -m benchmarks.cluster_pick "$RUN_DIR" "${PICK[@]}"
+    {  # its lines into the results too, with the command, for BENCHMARKS.md
+      printf '\n### The climb, each way self-labelled, on that run (%s)\n\n```\n' "$(date -u +%F)"
+      echo "python -m benchmarks.cluster_pick RUN_DIR ${PICK[*]}"
+      grep -E '^(overcluster |  then self-labelled)' "$LOG"
+      printf '```\n'
+    } >> "$RESULTS"
   fi
   rm -rf "$(dirname "$RUN_DIR")"
 fi

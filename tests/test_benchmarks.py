@@ -98,6 +98,9 @@ def test_speed_dry_run_and_gpu_check_dry_run_print_figures(tmp_path):
     # the climb, each self-labelled
     assert (tmp_path / "gpu" / "cifar-run" / "manifest.json").exists() and "accuracy" in gpu_out
     assert gpu_out.count("then self-labelled (") == 2 and "skipped" not in gpu_out
+    results = (tmp_path / "gpu" / "BENCHMARKS-gpu.md").read_text()  # the probe's lines kept, with the command
+    assert "--picks graph --graph-rounds 0,20 --self-label --seeds 0" in results
+    assert results.count("then self-labelled (") == 2 and results.count("graph_rounds 20:") == 1
 
 
 def test_speed_decode_cold_drops_the_files_before_each_side_and_times_read_ahead(tmp_path):
