@@ -115,6 +115,10 @@ def cmd_embed(args) -> None:
     if carried and carried["of"]:
         print(f"groups carried over by path: {carried['groups']} of {carried['of']} ({carried['images']} images; "
               f"{carried['dropped']} no longer in the run)")
+    named = manifest.get("carried_names")
+    if named and named["of"]:
+        print(f"cluster names carried over: {named['names']} of {named['of']} (to the new cluster that shares "
+              f"more than half its images with the named one)")
     print(f"to look at it: ice explore {args.out}")
 
 

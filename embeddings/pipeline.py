@@ -192,7 +192,9 @@ def write_manifest(run: Run, device_name: str) -> dict:
         "metrics": metrics,
     }
     if run.progress.get("set_aside"):
-        manifest["carried_groups"] = carry_groups(run.dir, run.dir / run.progress["set_aside"], items["path"])
+        aside = run.dir / run.progress["set_aside"]
+        manifest["carried_groups"] = carry_groups(run.dir, aside, items["path"])
+        manifest["carried_names"] = carry_names(run.dir, aside, items["path"], items["cluster"].to_numpy())
     rd.write_json(run.path(rd.MANIFEST), manifest)
     for name in (rd.KNN, rd.SEED_KNN):  # only the two UMAP stages (and SCAN) needed them
         run.path(name).unlink(missing_ok=True)
@@ -224,6 +226,46 @@ def carry_groups(run_dir: Path, aside: Path, paths: pd.Series) -> dict:
             carried["groups"] += 1
             carried["images"] += len(ids)
     carried["of"] = len(groups)
+    return carried
+
+
+NAME_OVERLAP = 0.5  # a name moves to a new cluster whose images are more than half the same
+
+
+def carry_names(run_dir: Path, aside: Path, paths: pd.Series, clusters: np.ndarray) -> dict:
+    """Name the new clusters after the job's clusters kept in `aside` that they match: an old
+    cluster's name goes to the new cluster that holds most of its images (by file path) when
+    their Jaccard overlap, over the images in both runs, is above NAME_OVERLAP, which no two
+    old clusters can reach with one new cluster. A new cluster that has a name keeps it, so
+    doing it again (a run killed before its manifest) changes nothing."""
+    from explorer.annotations import Annotations
+    from explorer.data import RUN_CLUSTERING
+
+    carried = {"from": aside.name, "names": 0, "of": 0}
+    if not (aside / rd.ANNOTATIONS).exists() or not (aside / rd.ITEMS).exists():
+        return carried
+    names = Annotations(aside / rd.ANNOTATIONS, read_only=True).cluster_names(RUN_CLUSTERING)
+    if not names:
+        return carried
+    old = pd.read_parquet(aside / rd.ITEMS, columns=["path", "cluster"])
+    new_id = pd.Series(np.arange(len(paths)), index=pd.Index(paths))
+    ids = new_id.reindex(old["path"]).to_numpy()  # NaN: not in the new run
+    present = ~np.isnan(ids)
+    old_cluster = old["cluster"].to_numpy()[present]
+    new_cluster = clusters[ids[present].astype(np.int64)]
+    sizes = np.bincount(clusters)
+    after = Annotations(run_dir / rd.ANNOTATIONS)
+    taken = after.cluster_names(RUN_CLUSTERING)
+    for cluster, name in sorted(names.items()):
+        mine = new_cluster[old_cluster == cluster]
+        if not len(mine):
+            continue
+        best = int(np.bincount(mine).argmax())
+        shared = int((mine == best).sum())
+        if shared / (len(mine) + sizes[best] - shared) > NAME_OVERLAP and taken.get(best, name) == name:
+            after.set_cluster_name(RUN_CLUSTERING, best, name)
+            carried["names"] += 1
+    carried["of"] = len(names)
     return carried
 
 

@@ -174,14 +174,55 @@ def test_force_sets_the_explorers_work_aside_and_carries_groups_over_by_path(tmp
         "annotations.sqlite", "clusterings", "items.parquet"]
     assert not (tmp_path / "run" / "clusterings").exists()
     new = load_run(tmp_path / "run")
-    assert new.annotations.cluster_names("run") == {}
+    named = new.annotations.cluster_names("run")  # the generated classes: the same clusters again
+    assert list(named.values()) == ["red squares"] and "cluster names carried over: 1 of 1" in out
+    old_members = {paths[i] for i in np.flatnonzero(old.clustering("run").cluster == 0)} - {paths[2], paths[3]}
+    new_members = {str(p) for p in new.path[new.clustering("run").cluster == next(iter(named))]}
+    assert len(old_members & new_members) > len(old_members | new_members) / 2
     assert new.annotations.groups() == {"picked": 3}
     carried = sorted(str(new.path[i]) for i in new.annotations.group_members("picked"))
     assert carried == sorted([paths[0], paths[1], paths[29]])
     before = Annotations(aside / "annotations.sqlite", read_only=True)
     assert before.cluster_names("run") == {0: "red squares"} and before.groups() == {"gone": 1, "picked": 4}
-    assert rd.read_json(tmp_path / "run" / rd.MANIFEST)["carried_groups"] == {
-        "from": aside.name, "groups": 1, "of": 2, "images": 3, "dropped": 2}
+    manifest = rd.read_json(tmp_path / "run" / rd.MANIFEST)
+    assert manifest["carried_groups"] == {"from": aside.name, "groups": 1, "of": 2, "images": 3, "dropped": 2}
+    assert manifest["carried_names"] == {"from": aside.name, "names": 1, "of": 1}
+
+
+def test_a_cluster_name_follows_its_images_into_the_new_run(tmp_path):
+    """A name set aside by --force goes to the new cluster that shares more than half of the
+    named cluster's images (Jaccard, over the images in both runs); a cluster split in two
+    loses its name, and a name already in the new run is not replaced."""
+    from embeddings.pipeline import carry_names
+    from explorer.annotations import Annotations
+
+    aside = tmp_path / "before-force-x"
+    aside.mkdir()
+    old_paths = [f"p{i:02d}.png" for i in range(30)]
+    pd.DataFrame({"path": old_paths, "cluster": np.repeat([0, 1, 2], 10)}).to_parquet(aside / rd.ITEMS)
+    before = Annotations(aside / rd.ANNOTATIONS)
+    for cluster, name in enumerate(["zeros", "ones", "twos"]):
+        before.set_cluster_name("run", cluster, name)
+    before.set_cluster_name("k5", 0, "another clustering's")
+    # p05 is gone, p30 and p31 are new; old 0 -> new 2 (9 of 10 shared), old 1 split 5/5
+    # (5 of 13 shared), old 2 mostly -> new 0 (8 shared, 13 in new 0: 8 / 15 > 0.5).
+    new_cluster = {**{f"p{i:02d}.png": 2 for i in range(10)}, "p30.png": 2,
+                   **{f"p{i:02d}.png": 0 for i in [*range(10, 15), *range(20, 28)]},
+                   **{f"p{i:02d}.png": 1 for i in [*range(15, 20), 28, 29, 31]}}
+    del new_cluster["p05.png"]
+    paths = pd.Series(sorted(new_cluster))
+    clusters = np.array([new_cluster[p] for p in paths])
+
+    assert carry_names(tmp_path, aside, paths, clusters) == {"from": aside.name, "names": 2, "of": 3}
+    after = Annotations(tmp_path / rd.ANNOTATIONS, read_only=True)
+    assert after.cluster_names("run") == {2: "zeros", 0: "twos"} and after.cluster_names("k5") == {}
+    assert carry_names(tmp_path, aside, paths, clusters)["names"] == 2  # again: the same
+    Annotations(tmp_path / rd.ANNOTATIONS).set_cluster_name("run", 0, "renamed since")
+    assert carry_names(tmp_path, aside, paths, clusters)["names"] == 1
+    assert after.cluster_names("run") == {2: "zeros", 0: "renamed since"}
+    nothing = tmp_path / "before-force-y"
+    nothing.mkdir()
+    assert carry_names(tmp_path, nothing, paths, clusters) == {"from": nothing.name, "names": 0, "of": 0}
 
 
 def test_a_run_directory_that_another_process_writes_is_left_alone(tmp_path, capsys):
