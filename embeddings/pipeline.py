@@ -102,7 +102,7 @@ def _prepare(run: Run, resume: bool, force: bool, log=print) -> None:
     progress_path = run_dir / rd.PROGRESS
     has_files = any(run_dir.iterdir())
     if force and has_files:
-        for name in [rd.MANIFEST, rd.PROGRESS, rd.KNN, rd.SEED_KNN]:
+        for name in [rd.MANIFEST, rd.PROGRESS, rd.KNN, rd.SEED_KNN, rd.NEIGHBOURS]:
             (run_dir / name).unlink(missing_ok=True)
         (run_dir / rd.CHECKPOINT).unlink(missing_ok=True)
         aside = rd.set_aside_explorer_state(run_dir)
@@ -195,10 +195,23 @@ def write_manifest(run: Run, device_name: str) -> dict:
         aside = run.dir / run.progress["set_aside"]
         manifest["carried_groups"] = carry_groups(run.dir, aside, items["path"])
         manifest["carried_names"] = carry_names(run.dir, aside, items["path"], items["cluster"].to_numpy())
+    keep_neighbours(run)
     rd.write_json(run.path(rd.MANIFEST), manifest)
     for name in (rd.KNN, rd.SEED_KNN):  # only the two UMAP stages (and SCAN) needed them
         run.path(name).unlink(missing_ok=True)
     return manifest
+
+
+def keep_neighbours(run: Run) -> None:
+    """Keep the neighbour graph's rows (n, j) as int32 in neighbours.npy when the cluster stage
+    climbed along it (graph_rounds), so that the explorer's re-clustering climbs too (60 MB at
+    1M images); else remove any an earlier run left."""
+    cfg = run.cfg
+    if cfg.refine == "gmm" and cfg.graph_rounds and run.path(rd.KNN).exists():
+        with np.load(run.path(rd.KNN)) as z:
+            rd.save_npy(run.path(rd.NEIGHBOURS), z["ind"].astype(np.int32))
+    else:
+        run.path(rd.NEIGHBOURS).unlink(missing_ok=True)
 
 
 def carry_groups(run_dir: Path, aside: Path, paths: pd.Series) -> dict:

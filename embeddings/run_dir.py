@@ -30,6 +30,7 @@ PIXELS = "pixels.npy"
 MODEL = "model.pt"
 CHECKPOINT = "checkpoints/last.pt"
 KNN = "knn.npz"  # the embeddings' neighbour graph, shared by two stages; removed when the run completes
+NEIGHBOURS = "neighbours.npy"  # knn.npz's neighbours, kept where the job climbed along them (graph_rounds)
 SEED_KNN = "knn_seed.npz"  # above umap_sample images, the graph of the images laid out first; the same
 SKIPPED = "skipped.csv"
 ANNOTATIONS = "annotations.sqlite"

@@ -2,8 +2,10 @@
 
 It runs the job's method on the space the job clustered (manifest `cluster_space`): the
 UMAP manifold (`manifold.npy`) or the embeddings, with the Gaussian mixture when the job
-refined with one (`refine` "gmm"), else k-means. It leaves out the job's self-labelling,
-which fine-tunes the encoder for minutes. The 2-D map is not recomputed.
+refined with one (`refine` "gmm"), else k-means, and where the job then climbed the
+neighbour graph's modularity (`graph_rounds`), the same climb along the graph it kept
+(`neighbours.npy`). It leaves out the job's self-labelling, which fine-tunes the encoder for
+minutes. The 2-D map is not recomputed.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 
 from embeddings.errors import IceError
 
-from embeddings.run_dir import atomic_path
+from embeddings.run_dir import NEIGHBOURS, atomic_path
 
 from .data import CLUSTERINGS, MANIFOLD, RUN_CLUSTERING, Clustering, RunData
 
@@ -69,9 +71,24 @@ def clustering_space(data: RunData) -> np.ndarray:
     raise IceError(f"{data.run_dir}: unknown cluster_space {space!r} in the manifest")
 
 
+def job_neighbours(data: RunData) -> np.ndarray | None:
+    """(n, j) int32: the neighbour graph the job climbed along, or None where it did not climb
+    (or ran before ICE kept the graph)."""
+    path = data.run_dir / NEIGHBOURS
+    if not data.manifest.get("config", {}).get("graph_rounds") or not path.exists():
+        return None
+    try:
+        neighbours = np.load(path, mmap_mode="r")
+    except (OSError, ValueError) as e:
+        raise IceError(f"{path}: unreadable ({e})") from None
+    if neighbours.ndim != 2 or len(neighbours) != data.n:
+        raise IceError(f"{path}: shape {neighbours.shape}, expected ({data.n}, neighbours)")
+    return np.asarray(neighbours)
+
+
 def recluster(data: RunData, k: int) -> Clustering:
     """Cluster with K clusters as the batch job did before self-labelling (module doc), with
-    one start; store it as clusterings/k{K}.npz and return it. The mixture may leave a
+    one start (and the job's climb along the graph); store it as clusterings/k{K}.npz and return it. The mixture may leave a
     component without images: the clustering then has fewer than K clusters.
 
     A K that was clustered before is not run again: names given to its clusters stay right.
@@ -89,7 +106,9 @@ def recluster(data: RunData, k: int) -> Clustering:
         return data.clustering(key)
     x = clustering_space(data)
     job = data.manifest.get("config", {})
-    km = fit_clusters(x, int(k), job.get("refine", "none"), STARTS, KMEANS_ITERS, int(job.get("seed", 0)))
+    km = fit_clusters(x, int(k), job.get("refine", "none"), STARTS, KMEANS_ITERS, int(job.get("seed", 0)),
+                      neighbours=job_neighbours(data), pick="likelihood",  # one start: none to choose
+                      graph_rounds=int(job.get("graph_rounds") or 0))
     clustering = Clustering(key, len(km.centroids_), km.labels_, km.distances_)
     try:
         save_clustering(data.run_dir, clustering, km.centroids_)

@@ -90,3 +90,40 @@ def test_recluster_at_the_jobs_k_gives_the_jobs_clusters_before_self_labelling(e
     with np.load(explorer_run / "assign.npz") as z:
         first = z["first_cluster"]
     assert np.array_equal(c.cluster, first), "the same mixture, the same seed, the same space"
+
+
+def test_recluster_climbs_the_graph_the_job_climbed(tmp_path):
+    """Where the job climbed the neighbour graph after the mixture (graph_rounds), it keeps
+    the graph (neighbours.npy), and a re-clustering climbs it too; a run that does not climb
+    keeps none. A graph that does not fit the run is one error."""
+    from embeddings.cluster import climb_modularity, fit_clusters
+    from embeddings.config import Config
+    from embeddings.pipeline import run_embed
+    from explorer.clusterings import KMEANS_ITERS
+    from PIL import Image
+
+    from tests.conftest import TINY
+
+    rng = np.random.default_rng(0)  # noise: the manifold's clusters and the graph's disagree
+    (tmp_path / "in").mkdir()
+    for i in range(60):
+        Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(tmp_path / "in" / f"{i:02d}.png")
+    run = tmp_path / "run"
+    run_embed(tmp_path / "in", run, Config(**{**TINY, "clusters": 3, "graph_rounds": 20}), log=lambda *a: None)
+    neighbours = np.load(run / "neighbours.npy")
+    assert neighbours.shape == (60, TINY["neighbors"]) and neighbours.dtype == np.int32
+    assert not (run / "knn.npz").exists()
+
+    c = recluster(load_run(run), 8)
+    plain = fit_clusters(np.load(run / "manifold.npy"), 8, "gmm", 1, KMEANS_ITERS, 0).labels_
+    climbed = np.unique(climb_modularity(plain, neighbours, 20), return_inverse=True)[1]
+    assert not np.array_equal(plain, climbed)  # else this test could not tell
+    assert np.array_equal(c.cluster, climbed)
+
+    np.save(run / "neighbours.npy", neighbours[:10])
+    with pytest.raises(IceError, match=r"neighbours.npy: shape \(10, 8\)"):
+        recluster(load_run(run), 4)
+
+    run_embed(tmp_path / "in", run, Config(**{**TINY, "clusters": 3, "graph_rounds": 0}), force=True,
+              log=lambda *a: None)
+    assert not (run / "neighbours.npy").exists()
