@@ -106,14 +106,14 @@ def test_recipe_is_chosen_after_decoding_and_recorded(tmp_path):
         dest.parent.mkdir(parents=True, exist_ok=True)
         Image.open(path).convert("L").save(dest)
     # auto on a CPU: SimCLR on the small encoder for colour, the autoencoder for grey
-    manifest = run_embed(tmp_path / "in", tmp_path / "a", Config(**TINY, clusters=3, self_label_epochs=0))
+    manifest = run_embed(tmp_path / "in", tmp_path / "a", Config(**TINY, clusters=3))
     progress = rd.read_json(tmp_path / "a" / rd.PROGRESS)
     assert progress["stages"]["decode"]["colour"] is True
     assert progress["stages"]["decode"]["recipe"] == "contrastive-small"
     cfg = manifest["config"]
     assert (cfg["recipe"], cfg["encoder"], cfg["contrastive"], cfg["reconstruction"]) == \
         ("contrastive-small", "convnet", 1.0, 0.0)
-    assert (cfg["mixture_pick"], cfg["graph_rounds"]) == ("likelihood", 20)  # the recipe's cluster step
+    assert (cfg["mixture_pick"], cfg["graph_rounds"], cfg["self_label_epochs"]) == ("likelihood", 20, 0)  # the recipe's
     assert torch_load(tmp_path / "a" / rd.MODEL)["model_args"]["decoder"] is False  # nothing to decode
     assert cfg["parallel_layout"] is False, "a CPU run is seeded end to end: UMAP too"
     manifest = run_embed(grey, tmp_path / "g", Config(**TINY, clusters=3, self_label_epochs=0))
@@ -125,7 +125,7 @@ def test_recipe_is_chosen_after_decoding_and_recorded(tmp_path):
     cfg = manifest["config"]
     assert (cfg["recipe"], cfg["encoder"], cfg["width"], cfg["dim"], cfg["batch_size"]) == \
         ("contrastive", "resnet", 8, 128, 64)
-    assert (cfg["mixture_pick"], cfg["graph_rounds"]) == ("graph", 20)
+    assert (cfg["mixture_pick"], cfg["graph_rounds"], cfg["self_label_epochs"]) == ("graph", 20, 5)
     assert np.load(tmp_path / "c" / rd.EMBEDDINGS).shape == (30, 128)
     assert torch_load(tmp_path / "c" / rd.MODEL)["model_args"]["encoder"] == "resnet"
 
@@ -479,7 +479,8 @@ def test_a_cpu_run_repeats_exactly_with_its_seed(tmp_path):
     make_images(tmp_path / "in", n=120)
     items = {}
     for name, seed in (("a", 0), ("b", 0), ("c", 1)):
-        run_embed(tmp_path / "in", tmp_path / name, Config(**TINY, clusters=3, seed=seed), log=lambda *a: None)
+        cfg = Config(**TINY, clusters=3, seed=seed, self_label_epochs=5)  # colour: the recipe's is 0
+        run_embed(tmp_path / "in", tmp_path / name, cfg, log=lambda *a: None)
         items[name] = pd.read_parquet(tmp_path / name / rd.ITEMS)
     assert rd.read_json(tmp_path / "a" / rd.PROGRESS)["stages"]["selflabel"].get("k") == 3  # it ran
     assert np.array_equal(np.load(tmp_path / "a" / rd.EMBEDDINGS), np.load(tmp_path / "b" / rd.EMBEDDINGS))
