@@ -88,7 +88,7 @@ def job_neighbours(data: RunData) -> np.ndarray | None:
 
 def recluster(data: RunData, k: int) -> Clustering:
     """Cluster with K clusters as the batch job did before self-labelling (module doc), with
-    one start (and the job's climb along the graph); store it as clusterings/k{K}.npz and return it. The mixture may leave a
+    one start; store it as clusterings/k{K}.npz and return it. The mixture may leave a
     component without images: the clustering then has fewer than K clusters.
 
     A K that was clustered before is not run again: names given to its clusters stay right.
