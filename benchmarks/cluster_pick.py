@@ -28,6 +28,8 @@ import pandas as pd
 
 import embeddings  # noqa: F401  sets OMP_WAIT_POLICY before torch loads, as `ice` does
 
+from benchmarks.common import self_labelled
+
 
 def ints(text: str) -> list[int]:
     return [int(v) for v in text.split(",")]
@@ -48,10 +50,13 @@ def main(argv=None) -> dict[tuple, list[float]]:
     p.add_argument("--graph-rounds", type=ints, default=[0, 20], help="graph_rounds values (default: 0,20)")
     p.add_argument("--picks", type=lambda text: text.split(","), default=["likelihood", "graph"],
                    help="mixture_pick values (default: likelihood,graph)")
-    p.add_argument("--self-label", action="store_true", help="self-label every clustering too (needs a whole run)")
+    p.add_argument("--self-label", action="store_true",
+                   help="self-label every clustering too, for the run's self_label_epochs or 5 where its recipe "
+                        "skips it (needs a whole run)")
     p.add_argument("--device", default="auto", help="for --self-label: auto, cpu or cuda (default: auto)")
     args = p.parse_args(argv)
     cfg = Config.from_dict(rd.load_manifest(args.run)["config"])
+    cfg = self_labelled(cfg)
     emb = np.load(args.run / rd.EMBEDDINGS).astype(np.float32)
     labels = pd.read_parquet(args.run / rd.ITEMS, columns=["label"])["label"].to_numpy()
     k = len(np.unique(labels))

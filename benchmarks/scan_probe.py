@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks.common import append_section, machine, today
+from benchmarks.common import append_section, machine, self_labelled, today
 
 NEIGHBOURS = 20  # SCAN's neighbours per image on CIFAR
 
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
     device = pick_device(args.device)
     manifest = rd.load_manifest(args.run)
-    cfg = Config.from_dict(manifest["config"])
+    cfg = self_labelled(Config.from_dict(manifest["config"]))
     items = pd.read_parquet(args.run / rd.ITEMS).sort_values("image_id")
     if "label" not in items:
         raise SystemExit(f"{args.run}: no labels; make the run with benchmarks.quality --out")

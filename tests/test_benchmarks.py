@@ -314,6 +314,26 @@ def test_cluster_pick_self_labels_each_clustering_as_the_job_does(small_run, cap
     assert results[(1, "graph", 20, "self-labelled")] != results[(1, "graph", 20)]  # self-labelling moved some
 
 
+def test_cluster_pick_self_labels_for_5_epochs_where_the_recipe_skips_it(small_run, tmp_path, capsys):
+    """A run whose recipe skips self-labelling (contrastive-small: self_label_epochs 0) is
+    self-labelled as the others are, for 5 epochs, rather than for the floor of 150 batches."""
+    import shutil
+
+    from benchmarks.cluster_pick import main
+    from embeddings import run_dir as rd
+
+    run = Path(shutil.copytree(small_run, tmp_path / "run"))
+    manifest = rd.read_json(run / rd.MANIFEST)
+    assert manifest["config"]["self_label_epochs"] == 5
+    args = ["--seeds", "0", "--picks", "likelihood", "--graph-rounds", "0", "--self-label", "--device", "cpu"]
+    as_run = main([str(run), *args])
+    manifest["config"]["self_label_epochs"] = 0
+    rd.write_json(run / rd.MANIFEST, manifest)
+    capsys.readouterr()
+    assert main([str(run), *args]) == as_run
+    assert "then self-labelled (5 epochs, cpu)" in capsys.readouterr().out
+
+
 def test_gpu_check_quality_only_runs_the_gpu_tests_beside_the_probe(tmp_path):
     """--quality-only (what a device session with little time runs): no throughput step, the
     quality run first, then step 5's probe with the GPU-marked tests beside it in their own log
