@@ -296,7 +296,7 @@ def parse_sets(pairs: list[str]) -> dict:
 def self_labelled(cfg):
     """A run's Config for the probes that self-label any run's clusters: its own
     self_label_epochs, or the contrastive recipe's (5) where its recipe skips the stage
-    (contrastive-small's 0, which self_label would read as its floor of 150 batches)."""
+    (contrastive-small's 0, which self_label refuses)."""
     from embeddings.config import RECIPES
 
     return cfg.replace(self_label_epochs=cfg.self_label_epochs or RECIPES["contrastive"]["self_label_epochs"])

@@ -33,6 +33,8 @@ def main(argv=None) -> None:
     p.add_argument("run", type=Path)
     p.add_argument("epochs", type=int, nargs="+")
     args = p.parse_args(argv)
+    if min(args.epochs) < 1:
+        p.error("epochs: each must be at least 1 (the first line already shows the clusters before)")
     cfg = Config.from_dict(rd.load_manifest(args.run)["config"])
     labels = pd.read_parquet(args.run / rd.ITEMS)["label"].to_numpy()
     with np.load(args.run / ASSIGN) as z:

@@ -61,8 +61,11 @@ def self_label(model: AutoEncoder, pixels_path: Path, clusters: np.ndarray, cfg:
                device: torch.device) -> np.ndarray:
     """Fine-tune a copy of model's encoder to predict `clusters` (n,) for cfg.self_label_epochs
     epochs (at least MIN_STEPS batches, at most MAX_IMAGES images); return each image's
-    predicted cluster (n,) int64. `model` is left as it was."""
+    predicted cluster (n,) int64. `model` is left as it was. 0 epochs is refused rather than
+    read as the floor of MIN_STEPS batches: the stage skips self-labelling then."""
     cfg = cfg.resolved()
+    if cfg.self_label_epochs < 1:
+        raise ValueError(f"self_label_epochs={cfg.self_label_epochs}: self_label needs at least 1")
     torch.manual_seed(cfg.seed)
     k = int(clusters.max()) + 1
     net = nn.Sequential(copy.deepcopy(model.encoder), nn.Linear(model.args.dim, k)).to(device, memory_format=torch.channels_last)

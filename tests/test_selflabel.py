@@ -2,6 +2,7 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 
 from embeddings import run_dir as rd
@@ -63,6 +64,13 @@ def test_self_label_moves_planted_wrong_clusters_and_keeps_the_model(tmp_path):
     assert (out == truth).mean() >= 0.97, "the wrong tenth should move back"
     assert (out[wrong] == truth[wrong]).mean() >= 0.8
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_self_label_refuses_zero_epochs_instead_of_training_its_floor(tmp_path):
+    pixels, _, clusters, _ = planted(tmp_path)
+    cfg = Config(image_size=16, dim=8, width=8, batch_size=64, workers=0, self_label_epochs=0)
+    with pytest.raises(ValueError, match="self_label_epochs=0"):
+        self_label(AutoEncoder(ModelArgs(16, 8, 8)), pixels, clusters, cfg, torch.device("cpu"))
 
 
 def test_selflabel_stage_files_agree_and_a_rerun_starts_from_the_mixture(small_run):
