@@ -50,9 +50,10 @@ class Annotations:
     With read_only=True nothing is ever written, and a missing file reads as empty.
     """
 
-    def __init__(self, path: str | Path, read_only: bool = False, before_write=None):
+    def __init__(self, path: str | Path, read_only: bool = False, before_write=None, before_read=None):
         self.path, self.read_only = Path(path), read_only
         self.before_write = before_write  # called before every change; raises IceError to refuse it
+        self.before_read = before_read  # called before every read; raises IceError to refuse it
         if not read_only:
             with self._connect() as conn:
                 conn.execute("PRAGMA journal_mode=WAL")
@@ -64,17 +65,22 @@ class Annotations:
     def _connect(self):
         """One connection and one transaction (commit on success, roll back on error).
         SQLite's errors (not a database, locked past BUSY_MS, a full disk) become an
-        IceError naming the file, for the page or the CLI to show."""
+        IceError naming the file, for the page or the CLI to show. A writer sets the file up
+        where it is missing: made new, or removed while the explorer ran."""
         try:
             if self.read_only:
                 uri = f"{self.path.resolve().as_uri()}?mode=ro{self._immutable()}"
                 conn = sqlite3.connect(uri, uri=True, timeout=BUSY_MS / 1000)
             else:
+                fresh = not self.path.exists()
                 conn = sqlite3.connect(self.path, timeout=BUSY_MS / 1000)
         except sqlite3.Error as e:
             raise IceError(f"{self.path}: {e}") from None
         try:
             conn.execute(f"PRAGMA busy_timeout={BUSY_MS}")
+            if not self.read_only and fresh:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.executescript(SCHEMA)
             with conn:
                 yield conn
         except sqlite3.Error as e:
@@ -92,6 +98,8 @@ class Annotations:
         return "" if os.access(folder, os.W_OK) or wal.exists() else "&immutable=1"
 
     def _query(self, sql: str, params=()) -> list[tuple]:
+        if self.before_read is not None:
+            self.before_read()
         if self.read_only and not self.path.exists():
             return []
         with self._connect() as conn:

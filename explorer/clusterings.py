@@ -100,7 +100,8 @@ def recluster(data: RunData, k: int) -> Clustering:
         raise IceError("the explorer is read-only (--read-only); cannot store a re-clustering")
     data.check_unchanged()  # the run on disk is still the one shown
     if not isinstance(k, (int, np.integer)) or not 2 <= k <= min(MAX_K, data.n):
-        raise IceError(f"K {k!r}: must be a whole number from 2 to {min(MAX_K, data.n)}")
+        given = "" if k is None else f" {k!r}"  # the box sends None for an empty or fractional K
+        raise IceError(f"K{given}: must be a whole number from 2 to {min(MAX_K, data.n)}")
     key = f"k{int(k)}"
     if clustering_path(data.run_dir, key).exists():  # made before: reuse it, and its names
         return data.clustering(key)

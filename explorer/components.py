@@ -11,15 +11,15 @@ from .routes import image_url, thumb_url
 REPRESENTATIVES = 6  # thumbnails per cluster card: those nearest the centroid
 
 
-def thumb(image_id: int, title: str = "", class_name: str = "thumb") -> html.Img:
-    return html.Img(src=thumb_url(image_id), alt=f"image {image_id}", title=title,
+def thumb(image_id: int, version: str, title: str = "", class_name: str = "thumb") -> html.Img:
+    return html.Img(src=thumb_url(image_id, version), alt=f"image {image_id}", title=title,
                     className=class_name)
 
 
-def grid_tile(image_id: int, path: str, excluded: bool) -> html.Div:
+def grid_tile(image_id: int, path: str, excluded: bool, version: str) -> html.Div:
     """One image of the grid: click the picture to see it large, the mark to tick it off."""
     return html.Div(className="tile" + (" excluded" if excluded else ""), children=[
-        html.Div(thumb(image_id, title=path), id={"type": "tile", "index": image_id},
+        html.Div(thumb(image_id, version, title=path), id={"type": "tile", "index": image_id},
                  className="tile-img", n_clicks=0),
         html.Button("✕" if not excluded else "↺", id={"type": "exclude", "index": image_id},
                     className="tile-mark", n_clicks=0,
@@ -28,16 +28,16 @@ def grid_tile(image_id: int, path: str, excluded: bool) -> html.Div:
 
 
 def detail_card(image_id: int, path: str, cluster: int, names: dict[int, str],
-                neighbour_ids) -> html.Div:
+                neighbour_ids, version: str) -> html.Div:
     """The focused image, large, with its path, cluster and nearest neighbours."""
     return html.Div(className="detail", children=[
-        html.Img(src=image_url(image_id), alt=f"image {image_id}", className="detail-img"),
+        html.Img(src=image_url(image_id, version), alt=f"image {image_id}", className="detail-img"),
         html.Div(className="detail-info", children=[
             html.Div(path, className="detail-path"),
             html.Div(f"image {image_id} · {cluster_label(cluster, names)}", className="muted"),
             html.Div("Nearest neighbours (ringed on the map)", className="label"),
             html.Div(className="neighbours", children=[
-                html.Div(thumb(i, class_name="thumb small"), id={"type": "neighbour", "index": int(i)},
+                html.Div(thumb(i, version, class_name="thumb small"), id={"type": "neighbour", "index": int(i)},
                          n_clicks=0, className="neighbour") for i in neighbour_ids]),
             html.Button("Close", id={"type": "detail-close", "index": 0}, className="button small", n_clicks=0),
         ]),
@@ -45,7 +45,7 @@ def detail_card(image_id: int, path: str, cluster: int, names: dict[int, str],
 
 
 def cluster_card(cluster: int, name: str, size: int, color: str, representatives,
-                 read_only: bool) -> html.Div:
+                 read_only: bool, version: str) -> html.Div:
     return html.Div(className="cluster-card", children=[
         html.Div(className="cluster-head", children=[
             html.Span(className="swatch", style={"background": color}),
@@ -58,15 +58,15 @@ def cluster_card(cluster: int, name: str, size: int, color: str, representatives
                         className="button small", n_clicks=0, title="show this cluster in the grid"),
         ]),
         html.Div(id={"type": "cluster-saved", "index": cluster}, className="status"),
-        html.Div([thumb(i, class_name="thumb small") for i in representatives],
+        html.Div([thumb(i, version, class_name="thumb small") for i in representatives],
                  className="representatives"),
     ])
 
 
-def cluster_cards(clustering, names: dict[int, str], read_only: bool) -> list[html.Div]:
+def cluster_cards(clustering, names: dict[int, str], read_only: bool, version: str) -> list[html.Div]:
     colors = cluster_colors(clustering.k)
     return [cluster_card(c, names.get(c, ""), int(clustering.sizes[c]), colors[c],
-                         clustering.members(c)[:REPRESENTATIVES], read_only)
+                         clustering.members(c)[:REPRESENTATIVES], read_only, version)
             for c in range(clustering.k)]
 
 

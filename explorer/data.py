@@ -6,6 +6,7 @@ FAISS index is read on the first search. Nothing here imports torch.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 from dataclasses import dataclass, field
@@ -77,6 +78,13 @@ class RunData:
     def n(self) -> int:
         return len(self.path)
 
+    @cached_property
+    def version(self) -> str:
+        """A tag of this build of the run (its folder and the manifest's `created`). Image URLs
+        carry it, so a browser never reuses an image it cached from another run served on the
+        same port, or from this folder before `ice embed --force`."""
+        return hashlib.sha1(f"{self.run_dir}\0{self.manifest.get('created', '')}".encode()).hexdigest()[:12]
+
     @property
     def input_root(self) -> Path:
         return Path(self.manifest["input_root"])
@@ -114,14 +122,25 @@ class RunData:
         """IceError if the run on disk is no longer the one loaded: `ice embed --force` rebuilt
         it, or is rebuilding it, since. The explorer's image ids and clusters are the old
         run's, so a name or group saved now would land on other images. Every save calls
-        this (Annotations.before_write, recluster), and so does each page load (a badge)."""
+        this (Annotations.before_write, recluster), and so does every read of names and
+        groups (before_read: the file is the new run's now) and each page load (a badge)."""
         try:
             now = read_json(self.run_dir / MANIFEST).get("created")
         except (OSError, ValueError, AttributeError):
             now = None
         if now != self.manifest.get("created"):
-            raise IceError(f"{self.run_dir} was rebuilt since this explorer started (ice embed --force); "
-                           "nothing was saved: restart `ice explore` to see the new run")
+            raise IceError(f"{self.run_dir} was rebuilt since this explorer started (ice embed --force); restart "
+                           "`ice explore` to see the new run (its names and groups are not read or saved here)")
+
+    def names_to_draw(self, clustering: str) -> dict[int, str]:
+        """The names of a clustering's clusters, for the map and panels: none where they
+        cannot be read, so the page still draws. That is a run rebuilt since the explorer
+        started, whose names belong to other images (the page's badge says so), or a failing
+        database; the export and every save still refuse with the reason."""
+        try:
+            return self.annotations.cluster_names(clustering)
+        except IceError:
+            return {}
 
     def check_ids(self, ids) -> np.ndarray:
         """ids as an int64 array, or IceError naming the first that is not an image_id."""
@@ -179,7 +198,7 @@ def load_run(run_dir: str | Path, read_only: bool = False) -> RunData:
         annotations=Annotations(run_dir / ANNOTATIONS, read_only=read_only),
         read_only=read_only,
     )
-    data.annotations.before_write = data.check_unchanged
+    data.annotations.before_write = data.annotations.before_read = data.check_unchanged
     k = int(manifest.get("clusters") or items["cluster"].max() + 1)
     data.add_clustering(Clustering(RUN_CLUSTERING, k, items["cluster"].to_numpy(np.int32),
                                    items["distance"].to_numpy(np.float32)))

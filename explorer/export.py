@@ -64,7 +64,9 @@ def export_frame(data: RunData, clustering: str = RUN_CLUSTERING, group: str | N
 
 
 def to_csv_text(frame: pd.DataFrame) -> str:
-    return frame.to_csv(index=False, lineterminator="\n")
+    """The table as CSV with RFC 4180's \r\n line ends. With "\n" alone, a field holding a
+    bare "\r" (a file name from a Mac: "Icon\r") would go unquoted and split its row."""
+    return frame.to_csv(index=False, lineterminator="\r\n")
 
 
 def export_csv(run_dir: str | Path, out_path: str | Path, group: str | None = None,

@@ -45,7 +45,7 @@ def legend_label(cluster: int, names: dict[int, str], size: int) -> str:
     label = cluster_label(cluster, names)
     if len(label) > LEGEND_CHARS:
         label = label[:LEGEND_CHARS - 1] + "…"
-    return html.escape(f"{label} · {size:,}")
+    return html.escape(f"{label} · {size:,}", quote=False)  # plotly shows &quot; as typed
 
 
 def marker_size(n: int) -> float:

@@ -20,10 +20,19 @@ GRAPH_CONFIG = {
 
 
 def clustering_options(data: RunData) -> list[dict]:
+    """The clusterings to choose from. One that cannot be read is listed, greyed out, with
+    the reason on hover, rather than keeping the page from loading."""
     options = []
     for key in list_clusterings(data.run_dir):
-        k = data.clustering(key).k
-        label = f"K={k} (the job's)" if key == RUN_CLUSTERING else f"K={k}"
+        try:
+            k = data.clustering(key).k
+        except IceError as e:
+            options.append({"label": f"{key} (unreadable)", "value": key, "disabled": True, "title": str(e)})
+            continue
+        if key == RUN_CLUSTERING:
+            label = f"K={k} (the job's)"
+        else:  # the mixture may leave components empty: K=59 asked, 8 clusters
+            label = f"K={k}" if key == f"k{k}" else f"K={k} (asked {key[1:]})"
         options.append({"label": label, "value": key})
     return options
 

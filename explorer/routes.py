@@ -28,12 +28,13 @@ BROWSER_IMAGES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/pn
                   ".gif": "image/gif", ".webp": "image/webp", ".bmp": "image/bmp"}
 
 
-def thumb_url(image_id: int) -> str:
-    return f"/thumb/{int(image_id)}.png"
+def thumb_url(image_id: int, version: str) -> str:
+    """The thumbnail's address; `version` is RunData.version (browsers keep images an hour)."""
+    return f"/thumb/{int(image_id)}.png?v={version}"
 
 
-def image_url(image_id: int) -> str:
-    return f"/image/{int(image_id)}"
+def image_url(image_id: int, version: str) -> str:
+    return f"/image/{int(image_id)}?v={version}"
 
 
 def encode_png(pixels: np.ndarray) -> bytes:
@@ -43,22 +44,25 @@ def encode_png(pixels: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def file_name(display: str) -> str:
-    """The OS name of an items.parquet path: the job writes bytes that are not UTF-8 as \\xNN."""
+def file_names(display: str) -> list[str]:
+    """The OS names an items.parquet path may stand for: the job writes bytes that are not
+    UTF-8 as \\xNN, and a name that is UTF-8 as it is, even one holding a typed "\\x41".
+    The name as written comes first, so such a file is never taken for "A"."""
     if "\\x" not in display:
-        return display
+        return [display]
     raw = re.sub(rb"\\x([0-9a-f]{2})", lambda m: bytes([int(m[1], 16)]), display.encode("utf-8"))
-    return os.fsdecode(raw)
+    return [display, os.fsdecode(raw)]
 
 
 def original_path(data: RunData, image_id: int) -> Path | None:
     """The original file of an image if it is still there, inside input_root, and a type
     a browser shows; else None."""
     root = data.input_root.resolve()
-    path = (root / file_name(str(data.path[image_id]))).resolve()
-    if not path.is_relative_to(root) or not path.is_file():
-        return None
-    return path if path.suffix.lower() in BROWSER_IMAGES else None
+    for name in file_names(str(data.path[image_id])):
+        path = (root / name).resolve()
+        if path.is_relative_to(root) and path.is_file():
+            return path if path.suffix.lower() in BROWSER_IMAGES else None
+    return None
 
 
 def _cached(response: flask.Response, etag: str) -> flask.Response:
@@ -71,7 +75,7 @@ def _cached(response: flask.Response, etag: str) -> flask.Response:
 
 def register_routes(server: flask.Flask, data: RunData) -> None:
     """Add /thumb/<id>.png, /image/<id> and /export.csv to the app's Flask server."""
-    version = str(data.manifest.get("created", ""))
+    version = data.version
 
     @lru_cache(maxsize=THUMB_CACHE)
     def thumbnail(image_id: int) -> bytes:

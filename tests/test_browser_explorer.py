@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import re
 import time
 from pathlib import Path
 
@@ -86,7 +87,7 @@ def test_hover_shows_a_thumbnail_that_loads(explorer):
     actions.perform()
     img = explorer.wait_for_element("#map-tooltip img.tooltip-img")
     src = img.get_attribute("src")
-    assert src.endswith(f"/thumb/{image_id}.png")
+    assert re.search(rf"/thumb/{image_id}\.png\?v=[0-9a-f]{{12}}$", src), src  # the run's version: no stale cache
     until(lambda: explorer.driver.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", img), 10)
     assert requests.get(src, timeout=10).status_code == 200
     path = pd.read_parquet(explorer.run_dir / "items.parquet")["path"][image_id]

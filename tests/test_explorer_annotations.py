@@ -86,6 +86,29 @@ def test_bad_groups(notes):
         notes.group_members("nope")
 
 
+def test_a_file_removed_under_a_writer_starts_again_empty(notes):
+    """A user deleting annotations.sqlite while the explorer runs: reads give nothing and
+    the next name is stored, instead of "no such table" on every call."""
+    notes.set_cluster_name("run", 0, "planes")
+    for suffix in ("", "-wal", "-shm"):
+        notes.path.with_name(notes.path.name + suffix).unlink(missing_ok=True)
+    assert notes.cluster_names("run") == {} and notes.groups() == {}
+    notes.set_cluster_name("run", 1, "ships")
+    assert Annotations(notes.path, read_only=True).cluster_names("run") == {1: "ships"}
+
+
+def test_a_read_hook_refuses_reads(notes):
+    notes.save_group("g", [1])
+
+    def refuse():
+        raise IceError("rebuilt")
+    notes.before_read = refuse
+    for read in (lambda: notes.cluster_names("run"), notes.groups, lambda: notes.group_members("g"),
+                 notes.groups_of_images):
+        with pytest.raises(IceError, match="rebuilt"):
+            read()
+
+
 def test_read_only_writes_nothing(tmp_path):
     path = tmp_path / "annotations.sqlite"
     ro = Annotations(path, read_only=True)

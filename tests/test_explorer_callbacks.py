@@ -6,13 +6,18 @@ import subprocess
 import sys
 from contextvars import copy_context
 
+import numpy as np
 import pytest
+from dash import no_update
 from dash._callback_context import context_value
 from dash._utils import AttributeDict
 from dash.exceptions import PreventUpdate
 
+from explorer.annotations import Annotations
 from explorer.app import create_app
-from explorer.layout import GRID_PAGE
+from explorer.clusterings import save_clustering
+from explorer.data import Clustering
+from explorer.layout import GRID_PAGE, clustering_options
 from explorer.search import rank_like
 
 
@@ -77,7 +82,7 @@ def test_hover_shows_thumbnail_path_and_cluster(app):
     hover = {"points": [{"curveNumber": 1, "pointNumber": 3, "bbox": {"x0": 1, "x1": 2, "y0": 3, "y1": 4}}]}
     show, bbox, children = call(app, "show_tooltip", hover, "run")
     assert show is True and bbox["x0"] == 1
-    assert props(children) == [f"/thumb/{image_id}.png"]
+    assert props(children) == [f"/thumb/{image_id}.png?v={data.version}"]
     assert children[1].children == data.path[image_id]
     assert call(app, "show_tooltip", None, "run")[0] is False
 
@@ -89,7 +94,7 @@ def test_box_selection_fills_the_grid(app):
     assert selection["ids"] == [int(c.members(0)[0]), int(c.members(0)[1]), int(c.members(2)[5])]
     assert excluded == [] and tab == "images"
     tiles, page_text, title = call(app, "show_grid", selection, 0, [selection["ids"][1]])
-    assert props(tiles) == [f"/thumb/{i}.png" for i in selection["ids"]]
+    assert props(tiles) == [f"/thumb/{i}.png?v={app.ice_data.version}" for i in selection["ids"]]
     assert "excluded" in tiles[1].className and "excluded" not in tiles[0].className
     assert page_text == "Page 1 of 1" and "3 images" in title and "1 ticked off" in title
 
@@ -133,11 +138,11 @@ def test_detail_says_so_when_the_index_is_damaged(explorer_run):
 def test_detail_shows_neighbours_and_rings_them(app):
     card, patch = call(app, "show_detail", 5, "run", None, triggered=[("focus", "data", 5)])
     srcs = props(card)
-    assert srcs[0] == "/image/5" and len(srcs) == 1 + 12
+    assert srcs[0] == f"/image/5?v={app.ice_data.version}" and len(srcs) == 1 + 12
     ops = patch.to_plotly_json()["operations"]
     k = app.ice_data.clustering("run").k
     ringed = [op["params"]["value"] for op in ops if op["location"] == ["data", k, "customdata"]][0]
-    assert ringed[0] == 5 and sorted(ringed[1:]) == sorted(int(s.split("/")[-1][:-4]) for s in srcs[1:])
+    assert ringed[0] == 5 and sorted(ringed[1:]) == sorted(int(s.split("/")[-1].split(".")[0]) for s in srcs[1:])
 
 
 def test_rename_writes_one_row(app):
@@ -189,7 +194,7 @@ def test_delete_a_group_says_so_and_a_refusal_is_shown(app, explorer_run):
     path = explorer_run / "manifest.json"  # ice embed --force rebuilt the run since the app started
     path.write_text(json.dumps({**json.loads(path.read_text()), "created": "2099-01-01T00:00:00+00:00"}))
     changed, status = call(app, "delete", [1], 4, triggered=[({"type": "delete-group", "index": "b"}, "n_clicks", 1)])
-    assert "was rebuilt" in status and notes.groups() == {"b": 1}
+    assert "was rebuilt" in status and Annotations(notes.path).groups() == {"b": 1}
 
 
 def test_recluster_adds_an_option_and_the_export_follows(app, explorer_run):
@@ -217,3 +222,44 @@ def test_read_only_app_disables_editing(small_run, app):
     cards = call(app, "show_clusters", "run")
     name_inputs = [c for card in cards for c in card._traverse() if getattr(c, "placeholder", None)]
     assert len(name_inputs) == len(cards) and all(i.disabled for i in name_inputs)
+
+
+def rebuild(run_dir):
+    """What `ice embed --force` leaves for an explorer started before it: a new manifest."""
+    path = run_dir / "manifest.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "created": "2099-01-01T00:00:00+00:00"}))
+
+
+def test_a_rebuilt_run_still_draws_but_reads_no_names_or_groups(app, explorer_run):
+    """annotations.sqlite then holds the new run's image ids: the open page draws its map
+    unnamed and shows why it refuses the groups and the export."""
+    notes = app.ice_data.annotations
+    notes.set_cluster_name("run", 0, "planes")
+    notes.save_group("g", [1, 2])
+    assert any("planes" in (t.name or "") for t in call(app, "draw_map", "run").data)
+    rebuild(explorer_run)
+    assert not any("planes" in (t.name or "") for t in call(app, "draw_map", "run").data)
+    (panel,) = call(app, "list_groups", 1)
+    assert "was rebuilt" in panel.children
+    selection, _, _ = call(app, "show_group", [1], triggered=[({"type": "show-group", "index": "g"}, "n_clicks", 1)])
+    assert selection["ids"] == [] and "was rebuilt" in selection["title"]
+    r = app.server.test_client().get("/export.csv")
+    assert r.status_code == 404 and b"was rebuilt" in r.data
+
+
+@pytest.mark.parametrize("top", [None, 0, 301])
+def test_more_like_these_asks_for_a_number_in_range(app, top):
+    """The box sends None when it is empty or past its bounds: that was read as 1 image."""
+    ranked, status = call(app, "find_more", 1, {"ids": [3, 4], "title": "x"}, [], top)
+    assert ranked is no_update and status == "top: give a whole number from 1 to 300"
+
+
+def test_an_unreadable_reclustering_is_greyed_out_and_the_page_loads(app, explorer_run):
+    (explorer_run / "clusterings").mkdir(exist_ok=True)
+    (explorer_run / "clusterings" / "k9.npz").write_text("garbage")
+    cluster = np.arange(300, dtype=np.int32) % 3  # K=59 asked, and the mixture left 3 clusters
+    save_clustering(explorer_run, Clustering("k59", 3, cluster, np.zeros(300, np.float32)), np.zeros((3, 2)))
+    run, k9, k59 = clustering_options(app.ice_data)
+    assert k9["disabled"] and k9["label"] == "k9 (unreadable)" and "k9.npz" in k9["title"]
+    assert k59 == {"label": "K=3 (asked 59)", "value": "k59"} and not run.get("disabled")
+    assert any(getattr(c, "id", None) == "clustering" for c in app.layout()._traverse())

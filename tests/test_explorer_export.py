@@ -56,6 +56,18 @@ def test_names_and_groups_are_exported_and_escaped(explorer_run, tmp_path):
     assert all(not r[c].startswith(("=", "+", "@")) for r in rows for c in ("path", "cluster_name", "groups"))
 
 
+def test_a_carriage_return_inside_a_name_stays_in_its_row(explorer_run, tmp_path):
+    """Mac file names such as "Icon\r" and names with a \r: RFC 4180 line ends make the
+    writer quote them, where "\n" line ends left them bare and split the row."""
+    cluster0 = int(pd.read_parquet(explorer_run / "items.parquet")["cluster"][0])
+    Annotations(explorer_run / "annotations.sqlite").set_cluster_name("run", cluster0, "Icon\rplanes")
+    out = tmp_path / "out.csv"
+    n = export_csv(explorer_run, out)
+    rows = read_csv(out)
+    assert len(rows) == n == 300 and rows[0]["cluster_name"] == "Icon\rplanes"
+    assert len(pd.read_csv(out)) == 300
+
+
 def test_filters(explorer_run, tmp_path):
     Annotations(explorer_run / "annotations.sqlite").save_group("g", [2, 5, 9])
     items = pd.read_parquet(explorer_run / "items.parquet")

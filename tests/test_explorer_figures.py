@@ -48,6 +48,7 @@ def test_legend_shows_names_as_typed():
     assert "<" not in label and "&lt;b&gt;bold&lt;/b&gt; &amp; &lt;script&gt;" in label
     assert label.endswith("· 1,234")
     assert len(legend_label(1, {1: "x" * 300}, 5)) < 60
+    assert legend_label(2, {2: 'say "hi"'}, 3).startswith('say "hi"')  # plotly shows &quot; as typed
 
 
 def test_point_ids_follow_the_traces(clustering, xy):

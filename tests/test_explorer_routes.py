@@ -85,3 +85,41 @@ def test_original_whose_name_is_not_utf8(explorer_run, tmp_path):
     items.to_parquet(explorer_run / "items.parquet", index=False)
     r = create_app(explorer_run).server.test_client().get("/image/0")
     assert r.status_code == 200 and r.data == open(raw, "rb").read()
+
+
+def test_an_utf8_name_holding_a_typed_escape_is_served_as_named(explorer_run, tmp_path):
+    """A name that is UTF-8 is stored as it is, so "a\\x41.png" is that file, not "aA.png"."""
+    import json
+
+    import pandas as pd
+
+    root = tmp_path / "input"
+    root.mkdir()
+    Image.new("RGB", (5, 5), "black").save(root / "a\\x41.png")
+    Image.new("RGB", (5, 5), "white").save(root / "aA.png")
+    manifest = json.loads((explorer_run / "manifest.json").read_text())
+    (explorer_run / "manifest.json").write_text(json.dumps({**manifest, "input_root": str(root)}))
+    items = pd.read_parquet(explorer_run / "items.parquet")
+    items.loc[0, "path"] = "a\\x41.png"
+    items.to_parquet(explorer_run / "items.parquet", index=False)
+    r = create_app(explorer_run).server.test_client().get("/image/0")
+    assert r.status_code == 200 and r.data == (root / "a\\x41.png").read_bytes()
+
+
+def test_image_addresses_change_with_each_build_of_a_run(explorer_run):
+    """Browsers keep images an hour: a URL shared by two runs on one port (or by a run and
+    its --force rebuild) would show the other run's pictures."""
+    import json
+
+    from explorer.routes import image_url, thumb_url
+
+    first = create_app(explorer_run).ice_data.version
+    path = explorer_run / "manifest.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "created": "2099-01-01T00:00:00+00:00"}))
+    app = create_app(explorer_run)
+    again = app.ice_data.version
+    assert len(first) == len(again) == 12 and first != again
+    client = app.server.test_client()
+    for url in (thumb_url(3, again), image_url(3, again)):
+        assert url.endswith(f"3.png?v={again}" if "thumb" in url else f"3?v={again}")
+        assert client.get(url).status_code == 200

@@ -30,7 +30,7 @@ def rename(data: RunData, clustering: str, cluster: int, name: str | None) -> st
 def legend_patch(data: RunData, clustering: str, clusters) -> Patch:
     """A Patch that relabels the given clusters' legend entries with their stored names."""
     c = data.clustering(clustering)
-    names = data.annotations.cluster_names(clustering)
+    names = data.names_to_draw(clustering)
     patch = Patch()
     for cluster in clusters:
         patch["data"][int(cluster)]["name"] = legend_label(int(cluster), names, int(c.sizes[cluster]))
@@ -45,7 +45,7 @@ def register(app, data: RunData) -> None:
     @app.callback(Output("clusters-panel", "children"), Input("clustering", "value"))
     def show_clusters(clustering):
         c = data.clustering(clustering)
-        return cluster_cards(c, data.annotations.cluster_names(clustering), data.read_only)
+        return cluster_cards(c, data.names_to_draw(clustering), data.read_only, data.version)
 
     @app.callback(Output({"type": "cluster-saved", "index": MATCH}, "children"),
                   Input({"type": "cluster-name", "index": MATCH}, "value"),
@@ -79,7 +79,7 @@ def register(app, data: RunData) -> None:
             raise PreventUpdate
         cluster = int(ctx.triggered_id["index"])
         c = data.clustering(clustering)
-        title = cluster_label(cluster, data.annotations.cluster_names(clustering))
+        title = cluster_label(cluster, data.names_to_draw(clustering))
         return {"ids": c.members(cluster).tolist(), "title": title}, [], "images"
 
     @app.callback(Output("clustering", "options"), Output("clustering", "value"),

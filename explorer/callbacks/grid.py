@@ -32,7 +32,7 @@ def render_grid(data: RunData, selection: dict, page: int, excluded: list) -> tu
     page = min(max(page or 0, 0), page_count(len(ids)) - 1)
     shown = data.check_ids(ids[page * GRID_PAGE:(page + 1) * GRID_PAGE])
     off = set(excluded or [])
-    tiles = [grid_tile(int(i), str(data.path[i]), int(i) in off) for i in shown]
+    tiles = [grid_tile(int(i), str(data.path[i]), int(i) in off, data.version) for i in shown]
     kept = len(ids) - len(off.intersection(ids))
     title = f"{selection.get('title') or 'Selection'} · {len(ids):,} images"
     if kept != len(ids):
@@ -104,5 +104,5 @@ def register(app, data: RunData) -> None:
         except IceError as e:  # a damaged index: say so where the neighbours would be
             return html.Div(str(e), className="status"), highlight_patch(c, data.x, data.y, [image_id])
         card = detail_card(int(image_id), str(data.path[image_id]), int(c.cluster[image_id]),
-                           data.annotations.cluster_names(clustering), near)
+                           data.names_to_draw(clustering), near, data.version)
         return card, highlight_patch(c, data.x, data.y, [image_id, *near])

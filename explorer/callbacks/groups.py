@@ -3,7 +3,7 @@ list, show and delete groups."""
 
 from __future__ import annotations
 
-from dash import ALL, Input, Output, State, ctx, no_update
+from dash import ALL, Input, Output, State, ctx, html, no_update
 from dash.exceptions import PreventUpdate
 
 from embeddings.errors import IceError
@@ -22,7 +22,10 @@ def kept_ids(selection: dict | None, excluded: list | None) -> list[int]:
 def more_like(data: RunData, selection: dict | None, excluded: list | None, top) -> dict:
     """The new selection: the `top` images most like the kept ones, best first."""
     ids = kept_ids(selection, excluded)
-    top = int(top) if top else 1
+    # the box sends None when it is empty or holds a number past its bounds
+    if top is None or not 1 <= int(top) <= data.n:
+        raise IceError(f"top: give a whole number from 1 to {data.n:,}")
+    top = int(top)
     ranked, _scores = rank_like(data, ids, top)
     return {"ids": ranked.tolist(), "title": f"Most like {len(ids):,} images"}
 
@@ -64,7 +67,10 @@ def register(app, data: RunData) -> None:
 
     @app.callback(Output("groups-panel", "children"), Input("groups-changed", "data"))
     def list_groups(_changed):
-        return group_rows(data.annotations.groups(), data.read_only)
+        try:
+            return group_rows(data.annotations.groups(), data.read_only)
+        except IceError as e:  # a run rebuilt since the explorer started, a failing database
+            return [html.Div(str(e), className="status")]
 
     @app.callback(Output("selection", "data", allow_duplicate=True),
                   Output("excluded", "data", allow_duplicate=True),
@@ -75,10 +81,10 @@ def register(app, data: RunData) -> None:
             raise PreventUpdate
         name = ctx.triggered_id["index"]
         try:
-            ids = data.annotations.group_members(name).tolist()
-        except IceError:
-            ids = []  # deleted in another tab
-        return {"ids": ids, "title": f"Group {name!r}"}, [], "images"
+            selection = {"ids": data.annotations.group_members(name).tolist(), "title": f"Group {name!r}"}
+        except IceError as e:  # deleted in another tab, a run rebuilt since the explorer started
+            selection = {"ids": [], "title": str(e)}
+        return selection, [], "images"
 
     @app.callback(Output("groups-changed", "data", allow_duplicate=True),
                   Output("groups-status", "children"),

@@ -43,9 +43,9 @@ def selection_from_points(data: RunData, clustering: str, by_curve: dict) -> dic
 
 def tooltip_children(data: RunData, image_id: int, clustering: str) -> list:
     c = data.clustering(clustering)
-    names = data.annotations.cluster_names(clustering)
+    names = data.names_to_draw(clustering)
     return [
-        html.Img(src=thumb_url(image_id), alt=f"image {image_id}", className="tooltip-img"),
+        html.Img(src=thumb_url(image_id, data.version), alt=f"image {image_id}", className="tooltip-img"),
         html.Div(str(data.path[image_id]), className="tooltip-path"),
         html.Div(cluster_label(int(c.cluster[image_id]), names), className="tooltip-cluster"),
     ]
@@ -55,7 +55,7 @@ def register(app, data: RunData) -> None:
     @app.callback(Output("map", "figure"), Input("clustering", "value"))
     def draw_map(clustering: str):
         c = data.clustering(clustering)
-        return make_map_figure(data.x, data.y, c, data.annotations.cluster_names(clustering))
+        return make_map_figure(data.x, data.y, c, data.names_to_draw(clustering))
 
     @app.callback(Output("map-tooltip", "show"), Output("map-tooltip", "bbox"),
                   Output("map-tooltip", "children"),
