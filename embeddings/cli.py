@@ -92,7 +92,8 @@ def build_parser() -> Parser:
 
     c = sub.add_parser("export", help="write the run's images, clusters and groups as CSV")
     c.add_argument("run_dir", type=Path)
-    c.add_argument("--output", "-o", type=Path, required=True, help="CSV file to write; - for standard output")
+    c.add_argument("--output", "-o", type=Path, required=True,
+                   help="CSV file to write (replaced atomically; through a symlink); - for standard output")
     c.add_argument("--group", help="only images in this saved group")
     c.add_argument("--cluster", type=int, help="only images in this cluster")
     c.add_argument("--clustering", default="run", metavar="KEY",

@@ -5,6 +5,8 @@ The same table backs `ice export` and the app's download button.
 
 from __future__ import annotations
 
+import os
+import stat
 import sys
 from pathlib import Path
 
@@ -13,7 +15,7 @@ import pandas as pd
 
 from embeddings.errors import IceError
 
-from embeddings.run_dir import atomic_path
+from embeddings.run_dir import SKIPPED, atomic_path
 
 from .data import RUN_CLUSTERING, RunData, load_run
 
@@ -71,8 +73,13 @@ def to_csv_text(frame: pd.DataFrame) -> str:
 
 def export_csv(run_dir: str | Path, out_path: str | Path, group: str | None = None,
                cluster: int | None = None, clustering: str = RUN_CLUSTERING) -> int:
-    """Write the export CSV of a complete run atomically (to standard output where out_path is
-    "-"); return the number of rows."""
+    """Write the export CSV of a complete run; return the number of rows.
+
+    A file is written atomically, where a symlink points (the link stays). Standard output
+    ("-"), a device or a pipe (/dev/stdout, `-o >(gzip > x.gz)`) is written as it is: renaming
+    a file over /dev/null would replace the device. Refused: a folder that does not exist, and
+    a name in the run's folder that could be one of the run's own files.
+    """
     data = load_run(run_dir, read_only=True)
     frame = export_frame(data, clustering=clustering, group=group, cluster=cluster)
     if str(out_path) == STDOUT:
@@ -80,8 +87,22 @@ def export_csv(run_dir: str | Path, out_path: str | Path, group: str | None = No
         sys.stdout.flush()
         return len(frame)
     out_path = Path(out_path)
-    if out_path.is_dir():
+    try:
+        mode = os.stat(out_path).st_mode  # through links
+    except FileNotFoundError:
+        mode = None
+    if mode is not None and stat.S_ISDIR(mode):
         raise IceError(f"-o {out_path}: is a folder; give a file name such as clusters.csv")
-    with atomic_path(out_path) as tmp:
+    if mode is not None and not stat.S_ISREG(mode):
+        with open(out_path, "w", encoding="utf-8", newline="") as f:
+            f.write(to_csv_text(frame))
+        return len(frame)
+    target = out_path.resolve()
+    if not target.parent.is_dir():
+        raise IceError(f"-o {out_path}: the folder {target.parent} does not exist")
+    if target.is_relative_to(data.run_dir) and (target.suffix != ".csv" or target.name == SKIPPED):
+        raise IceError(f"-o {out_path}: would replace one of the run's own files; in the run's folder "
+                       "give a new name ending in .csv")
+    with atomic_path(target) as tmp:
         tmp.write_text(to_csv_text(frame), encoding="utf-8")
     return len(frame)

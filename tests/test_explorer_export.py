@@ -2,7 +2,9 @@
 
 import csv
 import json
+import os
 import pathlib
+import stat
 
 import numpy as np
 import pandas as pd
@@ -139,6 +141,40 @@ def test_cli_export_to_a_place_that_cannot_be_written_is_one_line(small_run, tmp
     assert main(["export", str(small_run), "-o", str(tmp_path / "file" / "out.csv")]) == 1
     err = capsys.readouterr().err
     assert err == f"ice: error: Not a directory: {tmp_path / 'file' / 'out.csv'}\n", err
+
+
+def test_export_writes_through_links_and_into_pipes(small_run, tmp_path):
+    """Renaming a new file over the output replaced a symlink with a file, and, as root,
+    /dev/null with a file; a pipe (`-o >(gzip > x.gz)`) was not written at all."""
+    import threading
+
+    real = tmp_path / "shared" / "real.csv"
+    real.parent.mkdir()
+    real.write_text("old")
+    (tmp_path / "link.csv").symlink_to(real)
+    n = export_csv(small_run, tmp_path / "link.csv")
+    assert (tmp_path / "link.csv").is_symlink() and len(read_csv(real)) == n == 300
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_text()))
+    reader.start()
+    export_csv(small_run, fifo)
+    reader.join(30)
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode) and len(list(csv.DictReader(got[0].splitlines()))) == 300
+
+
+def test_export_never_replaces_the_runs_own_files_nor_makes_folders(explorer_run, tmp_path):
+    manifest = (explorer_run / "manifest.json").read_bytes()
+    (explorer_run / "clusterings").mkdir(exist_ok=True)
+    for name in ("manifest.json", "items.parquet", "skipped.csv", "clusterings/k4.npz"):
+        with pytest.raises(IceError, match="would replace one of the run's own files"):
+            export_csv(explorer_run, explorer_run / name)
+    assert (explorer_run / "manifest.json").read_bytes() == manifest
+    assert export_csv(explorer_run, explorer_run / "clusters.csv") == 300  # a new .csv name is fine
+    with pytest.raises(IceError, match="does not exist"):
+        export_csv(explorer_run, tmp_path / "typo" / "out.csv")
+    assert not (tmp_path / "typo").exists()
 
 
 def test_cli_export_into_a_closed_pipe_exits_quietly(small_run):
