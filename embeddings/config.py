@@ -6,6 +6,7 @@ Each field maps one-to-one to an `ice embed` option (underscores become dashes).
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, fields
 
 from .errors import IceError
@@ -125,6 +126,9 @@ class Config:
             if not ok:
                 raise IceError(f"--{name.replace('_', '-')} {getattr(self, name)!r}: {rule}")
 
+        for f in fields(self):  # inf passes every bound below; nan fails them with a puzzling rule
+            value = getattr(self, f.name)
+            need(not isinstance(value, float) or math.isfinite(value), f.name, "must be a finite number")
         need(self.image_size is None or (16 <= self.image_size <= 256 and self.image_size % 16 == 0), "image_size",
              "must be a multiple of 16 between 16 and 256")
         need(self.max_pixels >= 1, "max_pixels", "must be at least 1")

@@ -18,6 +18,7 @@ from torch.nn import functional as F
 from .progress import progress
 
 from .config import Config
+from .errors import IceError
 from .model import AutoEncoder, ModelArgs, to_input
 from .run_dir import CHECKPOINT, MODEL, atomic_path
 
@@ -253,6 +254,9 @@ def train(run_dir: Path, pixels_path: Path, cfg: Config, device: torch.device,
                     bar.set_postfix(epoch=epoch + 1, loss=f"{total.item() / seen:.4f}",
                                     img_s=f"{seen / (time.perf_counter() - t0):.0f}")
             loss_avg = total.item() / max(seen, 1)
+            if not math.isfinite(loss_avg):  # before the checkpoint: a resume starts from the last good epoch
+                raise IceError(f"training diverged in epoch {epoch + 1} (loss {loss_avg}); "
+                               f"start again (--force) with a lower --lr than {cfg.lr:g}")
             save_checkpoint(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
                               "scheduler": sched.state_dict(), "generator": gen.get_state(),
                               "epoch": epoch + 1, "loss": loss_avg, "config": cfg.to_dict()})

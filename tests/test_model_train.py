@@ -1,3 +1,4 @@
+import math
 import shutil
 
 import numpy as np
@@ -211,6 +212,21 @@ def test_compile_that_fails_trains_without_it_and_says_so(tmp_path, monkeypatch,
     warned = [line for line in capsys.readouterr().err.splitlines() if "--compile" in line]
     assert np.isfinite(loss) and (tmp_path / "run" / MODEL).exists()
     assert len(warned) == 1 and "No working C++ compiler" in warned[0] and "training without it" in warned[0], warned
+
+
+@pytest.mark.parametrize("name", ["lr", "noise", "jitter", "temperature", "weight_decay"])
+@pytest.mark.parametrize("value", [math.inf, math.nan])
+def test_a_number_that_is_not_finite_is_refused(name, value):
+    """inf passed every bound (inf >= 0) and the job trained on NaN until UMAP's traceback."""
+    with pytest.raises(IceError, match=f"--{name.replace('_', '-')} {value!r}: must be a finite number"):
+        Config(**{name: value}).validate()
+
+
+def test_a_diverging_training_stops_with_one_line_and_keeps_no_bad_epoch(tmp_path):
+    cfg = Config(image_size=16, dim=8, width=4, epochs=2, batch_size=20, workers=0, lr=1e30)
+    with pytest.raises(IceError, match=r"training diverged in epoch 1 \(loss (nan|inf)\); .* lower --lr than 1e\+30"):
+        train(tmp_path / "run", _pixels(tmp_path, n=60), cfg, torch.device("cpu"))
+    assert not (tmp_path / "run" / MODEL).exists() and not list((tmp_path / "run").rglob("last.pt"))
 
 
 def test_nothing_to_learn_is_refused():
