@@ -111,6 +111,9 @@ def decode(run, device, resume) -> dict:
     if len(keep) < 2:  # k-means needs two; the CLI said "--clusters 2: more clusters than the 1 images"
         found = f"one of the {len(paths)} image files" if len(paths) > 1 else "one image file"
         raise IceError(f"only {found} in {run.root} could be read: clustering needs at least two")
+    if run.cfg.clusters and run.cfg.clusters > len(keep):  # here, not after training
+        raise IceError(f"--clusters {run.cfg.clusters}: more clusters than the {len(keep)} images that could be "
+                       f"read; give {len(keep)} or fewer (with --force, to start this run again)")
     kept_paths = [display_path(paths[i]) for i in keep]
     decoded = pd.DataFrame({"image_id": np.arange(len(keep), dtype=np.int64), "path": kept_paths,
                             "width": sizes[:, 0], "height": sizes[:, 1]})

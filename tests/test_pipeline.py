@@ -391,6 +391,17 @@ def test_a_folder_the_scan_cannot_list_is_reported_not_dropped_in_silence(tmp_pa
     assert manifest["counts"]["images"] == 12 and manifest["counts"]["unlisted_folders"] == 1
 
 
+def test_more_clusters_than_images_is_refused_before_training(tmp_path, capsys):
+    make_images(tmp_path / "four", n=4)
+    out = tmp_path / "run"
+    assert main(["embed", str(tmp_path / "four"), "--out", str(out), *TINY_ARGS, "--clusters", "10"]) == 1
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last == "ice: error: --clusters 10: more clusters than the 4 images that could be read; " \
+                   "give 4 or fewer (with --force, to start this run again)", last
+    assert not (out / rd.MODEL).exists() and not (out / rd.CHECKPOINT).exists()
+    assert main(["embed", str(tmp_path / "four"), "--out", str(out), *TINY_ARGS, "--clusters", "3", "--force"]) == 0
+
+
 def test_one_image_is_a_clear_error_and_two_make_a_run(tmp_path, capsys):
     make_images(tmp_path / "one", n=1)
     (tmp_path / "one" / "broken.png").write_text("not an image")
