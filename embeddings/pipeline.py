@@ -102,14 +102,20 @@ def _prepare(run: Run, resume: bool, force: bool, log=print) -> None:
     progress_path = run_dir / rd.PROGRESS
     has_files = any(run_dir.iterdir())
     if force and has_files:
+        pending = uncarried_set_aside(run_dir)  # read before progress.json goes
         for name in [rd.MANIFEST, rd.PROGRESS, rd.KNN, rd.SEED_KNN, rd.NEIGHBOURS]:
             (run_dir / name).unlink(missing_ok=True)
         (run_dir / rd.CHECKPOINT).unlink(missing_ok=True)
         aside = rd.set_aside_explorer_state(run_dir)
         if aside is not None:
+            log(f"--force: the earlier run's cluster names, groups and re-clusterings are kept in {aside}")
+        elif pending is not None:
+            aside = run_dir / pending
+            log(f"--force: an earlier --force was stopped before it carried the names and groups in {aside} "
+                "back; this run carries them")
+        if aside is not None:
             run.progress["set_aside"] = aside.name  # recorded now: a killed run still carries the groups
             rd.write_json(progress_path, run.progress)
-            log(f"--force: the earlier run's cluster names, groups and re-clusterings are kept in {aside}")
     elif resume and progress_path.exists():
         old = rd.read_json(progress_path)
         old["config"] = Config.from_dict(old["config"]).to_dict()  # a setting added since then has its default
@@ -123,6 +129,19 @@ def _prepare(run: Run, resume: bool, force: bool, log=print) -> None:
     elif has_files and not resume:
         raise IceError(f"--out {run_dir}: folder is not empty; use --resume to continue "
                        "a run or --force to start it over")
+
+
+def uncarried_set_aside(run_dir: Path) -> str | None:
+    """The before-force-* folder that an earlier --force set aside and was stopped before it
+    carried the groups and names back (its progress.json names it, and no manifest says it
+    finished); else None."""
+    if (run_dir / rd.MANIFEST).exists():
+        return None
+    try:
+        name = rd.read_json(run_dir / rd.PROGRESS).get("set_aside")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return name if isinstance(name, str) and name.startswith(rd.SET_ASIDE) and (run_dir / name).is_dir() else None
 
 
 def run_embed(root: Path, run_dir: Path, cfg: Config, resume: bool = False, force: bool = False,

@@ -189,6 +189,29 @@ def test_force_sets_the_explorers_work_aside_and_carries_groups_over_by_path(tmp
     assert manifest["carried_names"] == {"from": aside.name, "names": 1, "of": 1}
 
 
+def test_a_force_stopped_before_carrying_back_leaves_the_groups_to_the_next_force(tmp_path, capsys):
+    """Killed after setting the state aside, then started over with --force (its options
+    changed, so --resume would refuse): progress.json, which named the folder, was removed
+    before it was read, and the groups stayed behind without a word."""
+    from embeddings.pipeline import open_run
+    from explorer.data import load_run
+
+    make_images(tmp_path / "in", n=30)
+    args = ["embed", str(tmp_path / "in"), "--out", str(tmp_path / "run"), *TINY_ARGS, "--clusters", "3"]
+    assert main(args) == 0
+    load_run(tmp_path / "run").annotations.save_group("picked", [0, 1])
+    run = open_run(tmp_path / "in", tmp_path / "run", Config(**TINY), resume=False, force=True, log=lambda *a: None)
+    run.close()  # killed here: nothing carried back yet
+    (aside,) = (tmp_path / "run").glob("before-force-*")
+    capsys.readouterr()
+    assert main(args + ["--force", "--seed", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "was stopped before it carried" in out and "groups carried over by path: 1 of 1" in out
+    assert load_run(tmp_path / "run").annotations.groups() == {"picked": 2}
+    assert [p.name for p in (tmp_path / "run").glob("before-force-*")] == [aside.name]
+    assert rd.read_json(tmp_path / "run" / rd.MANIFEST)["carried_groups"]["from"] == aside.name
+
+
 def test_a_cluster_name_follows_its_images_into_the_new_run(tmp_path):
     """A name set aside by --force goes to the new cluster that shares more than half of the
     named cluster's images (Jaccard, over the images in both runs); a cluster split in two
