@@ -21,6 +21,7 @@ from .progress import progress
 from .run_dir import atomic_path, new_memmap
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+EXIF_ORIENTATION = 0x0112  # the EXIF tag that says how a picture is turned on display
 
 # We enforce our own pixel limit before decoding; Pillow's warning would only be noise.
 Image.MAX_IMAGE_PIXELS = None
@@ -154,8 +155,9 @@ def decode_image(path: str | os.PathLike, size: int, max_pixels: int) -> tuple[n
                     raise ImageError(f"{w}x{h} pixels is over the limit of {max_pixels} (--max-pixels)")
                 # JPEG: let libjpeg decode at 1/2..1/8 scale when the image is much larger.
                 img.draft("RGB", (max(size, 1) * 2, max(size, 1) * 2))
+                if img.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8):  # turned a quarter on display
+                    w, h = h, w
                 img = ImageOps.exif_transpose(img)
-                w, h = _original_size(img, w, h)
                 img = _to_rgb(img)
                 side = min(img.size)
                 left, top = (img.size[0] - side) // 2, (img.size[1] - side) // 2
@@ -236,12 +238,6 @@ def _jpeg_frame(data: bytes) -> tuple[int, int, int] | None:
         else:
             i += 2 + struct.unpack(">H", data[i + 2:i + 4])[0]
     return None
-
-
-def _original_size(img: Image.Image, w: int, h: int) -> tuple[int, int]:
-    """Size after EXIF rotation, in the file's own pixels (draft mode may have shrunk img)."""
-    swapped = (img.size[0] > img.size[1]) != (w > h) and w != h
-    return (h, w) if swapped else (w, h)
 
 
 def not_in_page_cache(path: str | os.PathLike) -> bool:

@@ -133,6 +133,14 @@ def test_decode_applies_exif_rotation(tmp_path):
     assert top > 200 and bottom < 50  # the white left half is now on top
 
 
+def test_a_nearly_square_jpeg_shrunk_by_draft_mode_keeps_its_width_and_height(tmp_path):
+    """The size was taken as turned where the draft (125x125 for 1000x999) lost the aspect."""
+    path = _save(Image.new("RGB", (1000, 999), "grey"), tmp_path / "wide.jpg", quality=90)
+    assert decode_image(path, 16, 10**8)[1:] == (1000, 999)
+    path = _save(Image.new("RGB", (999, 1000), "grey"), tmp_path / "tall.jpg", quality=90)
+    assert decode_image(path, 16, 10**8)[1:] == (999, 1000)
+
+
 @pytest.mark.parametrize("content,reason", [
     (b"", "empty"),
     (b"this is text, not an image", "cannot identify"),
