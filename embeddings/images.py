@@ -122,11 +122,23 @@ def has_colour(pixels: np.ndarray, sample: int = 1000, seed: int = 0) -> bool:
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
-    """Any Pillow mode to 8-bit RGB; transparency is composited onto white."""
+    """Any Pillow mode to 8-bit RGB; transparency is composited onto white.
+
+    Greyscale deeper than 8 bits: 16-bit images scale from 0..65535; 32-bit integer and float
+    images from 0..1 (floats only), 0..255 or 0..65535, the first that holds them, and
+    from their own lowest to highest value where none does."""
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         a = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if img.mode.startswith("I;16") or a.max(initial=0) > 255 else 255.0
-        a = np.clip(a / top * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        seen = a[np.isfinite(a)]
+        lo, hi = (float(seen.min()), float(seen.max())) if seen.size else (0.0, 0.0)
+        tops = [65535.0] if img.mode.startswith("I;16") else [1.0] * (img.mode == "F") + [255.0, 65535.0]
+        top = next((t for t in tops if lo >= 0 and hi <= t), None)
+        if top is None:
+            top = hi
+        else:
+            lo = 0.0
+        a = np.nan_to_num(a, nan=lo, posinf=top, neginf=lo)
+        a = np.clip((a - lo) / max(top - lo, 1e-12) * 255.0 + 0.5, 0, 255).astype(np.uint8)
         img = Image.fromarray(a, "L")
     if img.mode == "P":
         img = img.convert("RGBA")

@@ -112,6 +112,19 @@ def test_decode_16_bit_keeps_brightness(tmp_path):
     assert 120 <= pixels.mean() <= 135  # half of 16-bit range is mid grey, not white
 
 
+@pytest.mark.parametrize("values", [
+    np.linspace(0, 1, 64, dtype=np.float32),  # a float image in 0..1: was divided by 255, black
+    np.linspace(0, 255, 64, dtype=np.float32),
+    np.linspace(0, 2**20, 64).astype(np.int32),  # 32-bit beyond 16 bits: was white
+    np.linspace(-3, 5, 64, dtype=np.float32),  # negative: its own range
+])
+def test_deep_greyscale_tiffs_span_the_grey_range(tmp_path, values):
+    img = Image.fromarray(np.tile(values, (64, 1)))
+    pixels, _, _ = decode_image(_save(img, tmp_path / "deep.tif"), 16, 10**8)
+    row = pixels[0, :, 0].astype(int)
+    assert row[0] <= 10 and row[-1] >= 245 and 110 <= pixels.mean() <= 145, row
+
+
 def test_decode_palette_transparency_goes_on_white(tmp_path):
     img = Image.new("P", (10, 10), 0)
     img.putpalette([0, 0, 0] * 256)
