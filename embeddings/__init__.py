@@ -12,4 +12,31 @@ import os
 # faiss is first imported; a user's own setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
+
+def _numba_cache_fallback() -> None:
+    """numba caches compiled code beside its module or in the user's cache folder, and
+    umap-learn asks for that cache as it is imported: where neither can be written (an install
+    shared read-only, a home folder that is not writable) `import umap` failed with "cannot
+    cache function ...: no locator available". Then the cache goes to a folder of this user's
+    in the temporary folder. Decided without importing numba, which reads the setting once;
+    a NUMBA_CACHE_DIR of the user's own wins."""
+    import importlib.util
+    import tempfile
+
+    if "NUMBA_CACHE_DIR" in os.environ:
+        return
+    spec = importlib.util.find_spec("umap")
+    if spec is not None and spec.submodule_search_locations and \
+            os.access(list(spec.submodule_search_locations)[0], os.W_OK):
+        return
+    folder = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    while not os.path.exists(folder) and os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)  # numba makes the missing folders: the nearest one counts
+    if not os.access(folder, os.W_OK):
+        uid = os.getuid() if hasattr(os, "getuid") else os.getpid()
+        os.environ["NUMBA_CACHE_DIR"] = os.path.join(tempfile.gettempdir(), f"ice-numba-{uid}")
+
+
+_numba_cache_fallback()
+
 __version__ = "0.1.0"

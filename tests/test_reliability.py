@@ -293,3 +293,26 @@ def test_a_faiss_index_on_a_full_disk_is_an_oserror_naming_it(small_disk):
     with pytest.raises(OSError, match="No space left on device") as e:
         write_index(index, disk / rd.INDEX)
     assert e.value.filename == str(disk / rd.INDEX) and os.listdir(disk) == []
+
+
+def test_umap_imports_for_a_user_who_can_write_neither_the_install_nor_a_home(tmp_path):
+    """umap-learn asks numba for a cache as it is imported; for another user of a shared
+    install, with a home folder that is not writable, `import umap` failed ("cannot cache
+    function 'rdist': no locator available") and the job ended in a traceback."""
+    import shutil
+    import sysconfig
+    from pathlib import Path
+
+    system = Path(f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}")
+    if os.geteuid() != 0 or not shutil.which("setpriv") or not system.exists():
+        pytest.skip(f"needs root, setpriv and {system} to run as another user")
+    repo, site = Path(__file__).resolve().parent.parent, sysconfig.get_paths()["purelib"]
+    nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(system), "-c"]
+    env = {"HOME": "/nonexistent", "PATH": "/usr/bin:/bin", "PYTHONPATH": f"{repo}{os.pathsep}{site}"}
+    readable = subprocess.run([*nobody, f"import os; os.listdir({str(repo)!r}); os.listdir({site!r})"],
+                              env=env, cwd=tmp_path, capture_output=True, timeout=60)
+    if readable.returncode != 0:
+        pytest.skip("the checkout or its virtual environment is not readable by another user")
+    out = subprocess.run([*nobody, "import embeddings, umap; print('ok')"], env=env, cwd=tmp_path,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-800:]
