@@ -59,7 +59,9 @@ def find_images(root: str | os.PathLike, follow_symlinks: bool = False,
         for entry in entries:
             try:
                 is_dir, is_link = entry.is_dir(), entry.is_symlink()
-            except OSError:
+            except OSError:  # a link that points to itself: decoding reports it
+                if entry.name.lower().endswith(EXTENSIONS):
+                    found.append(prefix + entry.name)
                 continue
             if is_dir:
                 if is_link and not follow_symlinks:
@@ -179,7 +181,8 @@ def decode_image(path: str | os.PathLike, size: int, max_pixels: int) -> tuple[n
     except ImageError:
         raise
     except FileNotFoundError:
-        raise ImageError("file disappeared before it could be read") from None
+        raise ImageError("broken symbolic link" if os.path.islink(path) else
+                         "file disappeared before it could be read") from None
     except Image.DecompressionBombError as e:
         raise ImageError(f"decompression bomb: {e}") from None
     except (OSError, ValueError, SyntaxError, EOFError, MemoryError, Image.UnidentifiedImageError) as e:

@@ -87,6 +87,17 @@ def test_find_images_leaves_out_a_fifo_and_keeps_a_broken_link_for_decoding_to_r
     (tmp_path / "gone.png").symlink_to(tmp_path / "missing.png")  # inside the folder, broken
     assert find_images(tmp_path) == ["gone.png", "real.png"]
     assert find_images(tmp_path, follow_symlinks=True) == ["gone.png", "real.png"]
+    with pytest.raises(ImageError, match="^broken symbolic link$"):
+        decode_image(tmp_path / "gone.png", 16, 10**8)
+
+
+def test_a_link_to_itself_is_listed_for_decoding_to_report(tmp_path):
+    """It vanished from the run and from skipped.csv alike: is_dir() raised ELOOP."""
+    Image.new("RGB", (4, 4)).save(tmp_path / "real.png")
+    (tmp_path / "self.png").symlink_to(tmp_path / "self.png")
+    assert find_images(tmp_path) == ["real.png", "self.png"]
+    with pytest.raises(ImageError, match="symbolic links"):
+        decode_image(tmp_path / "self.png", 16, 10**8)
 
 
 def _save(img, path, **kw):
