@@ -289,7 +289,16 @@ def parse_sets(pairs: list[str]) -> dict:
         if key not in Config.__dataclass_fields__:
             raise SystemExit(f"--set {pair}: {key!r} is not a setting of ice embed")
         typ = option_type(key)
-        out[key] = value.lower() in ("1", "true", "yes", "on") if typ is bool else typ(value)
+        if typ is bool:
+            if value.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+                raise SystemExit(f"--set {pair}: {key} takes true or false")
+            out[key] = value.lower() in ("1", "true", "yes", "on")
+            continue
+        try:
+            out[key] = typ(value)
+        except ValueError:
+            what = {int: "a whole number", float: "a number"}.get(typ, typ.__name__)
+            raise SystemExit(f"--set {pair}: {key} takes {what} (as {key}=VALUE)") from None
     return out
 
 

@@ -174,6 +174,10 @@ def test_parse_sets_types_each_setting_and_refuses_unknown_ones():
         {"width": 32, "flip": False, "crop": 0.3, "recipe": "contrastive", "image_size": 32}
     with pytest.raises(SystemExit, match="'widht' is not a setting"):
         parse_sets(["widht=32"])
+    for bad, said in [("epochs=abc", "epochs takes a whole number"), ("crop=", "crop takes a number"),
+                      ("flip=flase", "flip takes true or false")]:  # were a traceback; a silent False
+        with pytest.raises(SystemExit, match=f"--set {bad}: {said}"):
+            parse_sets([bad])
 
 
 def test_ssl_probe_scores_the_embedding_after_each_epoch():
