@@ -19,5 +19,5 @@ demo: venv
 test: venv
 	$(BIN)/pytest $(PYTEST_ARGS)
 
-clean:
-	rm -rf $(VENV) runs
+clean:  # the environment and the demo's own runs; runs of your images stay
+	rm -rf $(VENV) runs/demo runs/digits

@@ -67,8 +67,9 @@ def build_parser() -> Parser:
     e = sub.add_parser("embed", help="train, embed, cluster and map a folder of images")
     e.add_argument("input", type=Path, help="folder of images (read recursively)")
     e.add_argument("--out", "-o", type=Path, required=True, help="run directory to write")
-    e.add_argument("--resume", action="store_true", help="continue a killed run in --out from its last finished step")
-    e.add_argument("--force", action="store_true", help="start over in a non-empty --out")
+    again = e.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="continue a killed run in --out from its last finished step")
+    again.add_argument("--force", action="store_true", help="start over in a non-empty --out")
     add_config_options(e)
 
     d = sub.add_parser("demo", help="run the pipeline on scikit-learn's 1,797 digits, then explore them")
@@ -156,15 +157,23 @@ def cmd_export(args) -> None:
           file=sys.stderr if to_stdout else sys.stdout)  # keep the CSV on stdout clean
 
 
+AFTER_INTERRUPT = {  # what to do after Ctrl-C, by command
+    "embed": "; `ice embed --resume` continues from the last finished step",
+    "demo": "; `ice demo` again continues from the last finished step",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
+    command = None
     try:
         args = build_parser().parse_args(argv)
-        {"embed": cmd_embed, "demo": cmd_demo, "explore": cmd_explore, "export": cmd_export}[args.command](args)
+        command = args.command
+        {"embed": cmd_embed, "demo": cmd_demo, "explore": cmd_explore, "export": cmd_export}[command](args)
     except IceError as e:
         print(f"ice: error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("ice: interrupted; `ice embed --resume` continues from the last finished step", file=sys.stderr)
+        print(f"ice: interrupted{AFTER_INTERRUPT.get(command, '')}", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `ice export -o - | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit

@@ -112,8 +112,9 @@ class Config:
     self_label_epochs: int | None = None
     # --- project ---
     neighbors: int = 15  # UMAP n_neighbors, for the manifold and the 2-D map
-    umap_sample: int = 200_000  # up to this many images UMAP fits on all of them; above, a 100k sample is laid out
-    # first, then the manifold refines all of them and the map places the rest (project.umap_reduce)
+    # up to this many images UMAP fits on all of them; above, a 100k sample is laid out first,
+    # then the manifold refines all of them and the map places the rest (project.umap_reduce)
+    umap_sample: int = 200_000
     # UMAP's layout epochs on every core, unseeded, as umap-learn runs them without a seed (60k
     # points on 2 cores: the manifold 1.85x and the map 1.45x faster), but not reproducible;
     # unset: on when training runs on a GPU, whose runs differ anyway (cudnn picks kernels by timing)

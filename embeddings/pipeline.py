@@ -24,6 +24,7 @@ from .config import Config
 from .errors import IceError, not_a_folder
 
 STAGES = ("scan", "decode", "train", "embed", "cluster", "selflabel", "project")
+SPEED_ONLY = ("workers",)  # settings a resumed run may change: they change how fast, not what comes out
 
 
 class Run:
@@ -119,10 +120,11 @@ def _prepare(run: Run, resume: bool, force: bool, log=print) -> None:
     elif resume and progress_path.exists():
         old = rd.read_json(progress_path)
         old["config"] = Config.from_dict(old["config"]).to_dict()  # a setting added since then has its default
-        if old["config"] != cfg.to_dict():
-            changed = sorted(k for k in cfg.to_dict() if old["config"][k] != cfg.to_dict()[k])
+        changed = sorted(k for k in cfg.to_dict() if old["config"][k] != cfg.to_dict()[k] and k not in SPEED_ONLY)
+        if changed:
             raise IceError(f"cannot resume {run_dir}: its options differ ({', '.join(changed)}); "
-                           "resume with the same options or start a new --out")
+                           "resume with the same options, or start it over with --force")
+        old["config"] = cfg.to_dict()  # the speed settings given now
         if old["input_root"] != str(run.root):
             raise IceError(f"cannot resume {run_dir}: it was made from {old['input_root']}, not {run.root}")
         run.progress = old

@@ -147,9 +147,12 @@ def load_manifest(run_dir: str | os.PathLike) -> dict:
     if not run_dir.is_dir():
         raise not_a_folder(run_dir, "run directory")
     path = run_dir / MANIFEST
+    if not path.exists() and not (run_dir / PROGRESS).exists():
+        raise IceError(f"{run_dir} is not a run directory (no {MANIFEST}); make one with "
+                       f"`ice embed IMAGES --out {run_dir}`")
     if not path.exists():
         raise IceError(f"{run_dir} is not a complete run (no {MANIFEST}); "
-                       "finish it with `ice embed --resume`")
+                       f"finish it with `ice embed IMAGES --out {run_dir} --resume`")
     try:
         manifest = read_json(path)
     except (OSError, ValueError) as e:

@@ -101,8 +101,8 @@ def export_csv(run_dir: str | Path, out_path: str | Path, group: str | None = No
     if not target.parent.is_dir():
         raise IceError(f"-o {out_path}: the folder {target.parent} does not exist")
     if target.is_relative_to(data.run_dir) and (target.suffix != ".csv" or target.name == SKIPPED):
-        raise IceError(f"-o {out_path}: would replace one of the run's own files; in the run's folder "
-                       "give a new name ending in .csv")
+        raise IceError(f"-o {out_path}: in the run's folder only a name ending in .csv (not {SKIPPED}) is "
+                       "written, so that none of the run's own files is replaced")
     with atomic_path(target) as tmp:
         tmp.write_text(to_csv_text(frame), encoding="utf-8")
     return len(frame)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import hmac
 import ipaddress
+import socket
 import sys
 from pathlib import Path
 
@@ -21,10 +23,10 @@ REALM = "ICE"
 
 
 def parse_auth(value: str) -> tuple[str, str]:
-    """'user:password' -> (user, password); IceError without a colon or with an empty user."""
+    """'user:password' -> (user, password); IceError without a colon, a user or a password."""
     user, colon, password = value.partition(":")
-    if not colon or not user:
-        raise IceError("--auth: expected USER:PASSWORD")
+    if not colon or not user or not password:
+        raise IceError("--auth: expected USER:PASSWORD, both not empty")
     return user, password
 
 
@@ -50,6 +52,32 @@ def check_workers(workers: int | None) -> int | None:
     if workers is not None and workers < 1:
         raise IceError(f"--workers {workers}: must be at least 1")
     return workers
+
+
+def check_address(host: str, port: int) -> None:
+    """IceError, in one line, where no server could listen on host:port: the port is taken,
+    or the host is not an address of this machine. Checked before the app is built and its
+    address printed; the servers themselves said so after the banner, in several lines."""
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    except socket.gaierror as e:
+        raise IceError(f"--host {host}: {e.strerror}") from None
+    with socket.socket(family, kind, proto) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as both servers bind
+        try:
+            s.bind(address)
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise IceError(f"port {port} on {host} is in use: stop what serves there, or pick "
+                               "another with --port") from None
+            raise IceError(f"--host {host}: cannot listen there ({e.strerror})") from None
+
+
+def address_url(host: str, port: int) -> str:
+    """The address to open: IPv6 in brackets; this machine's name for "every address"."""
+    if host in ("0.0.0.0", "::", ""):
+        host = socket.gethostname()
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
 
 
 def is_loopback(host: str) -> bool:
@@ -111,7 +139,7 @@ def run_gunicorn(wsgi, host: str, port: int, workers: int) -> None:
     try:
         from gunicorn.app.base import BaseApplication
     except ImportError:
-        raise IceError("--workers needs gunicorn: pip install 'ice-explorer[serve]'") from None
+        raise IceError("--workers needs gunicorn: pip install gunicorn (the [serve] extra of pyproject.toml)") from None
 
     class Server(BaseApplication):
         def load_config(self):
@@ -134,6 +162,7 @@ def serve(run_dir, host: str = "127.0.0.1", port: int = 8050, read_only: bool = 
 
     check_port(port)
     check_workers(workers)
+    check_address(host, port)
     blocker = None if read_only else write_blocker(run_dir)
     if blocker:
         print(f"ice: warning: {blocker}: serving read-only, so names, groups and re-clusterings "
@@ -142,9 +171,10 @@ def serve(run_dir, host: str = "127.0.0.1", port: int = 8050, read_only: bool = 
     warning = exposure_warning(host, auth)
     if warning:
         print(warning, file=sys.stderr, flush=True)
-    server = f"gunicorn, {workers} workers x {THREADS} threads" if workers else "development server"
+    server = (f"gunicorn, {workers} worker{'s' if workers > 1 else ''} x {THREADS} threads" if workers
+              else "development server")
     print(f"ICE explorer for {app.ice_data.run_dir} ({app.ice_data.n:,} images, {server}"
-          f"{', read-only' if app.ice_data.read_only else ''}): http://{host}:{port}/", flush=True)
+          f"{', read-only' if app.ice_data.read_only else ''}): {address_url(host, port)}", flush=True)
     if workers:
         run_gunicorn(wsgi, host, port, workers)
     else:

@@ -59,10 +59,15 @@ def test_missing_folder(tmp_path):
         load_run(tmp_path / "a.csv")
 
 
-def test_folder_without_manifest(explorer_run):
-    (explorer_run / "manifest.json").unlink()
-    with pytest.raises(IceError, match="not a complete run"):
+def test_folder_without_manifest(explorer_run, tmp_path):
+    (explorer_run / "manifest.json").unlink()  # a job killed before its end: progress.json is there
+    with pytest.raises(IceError, match=r"not a complete run \(no manifest.json\); finish it with "
+                                       r"`ice embed IMAGES --out .*run --resume`"):
         load_run(explorer_run)
+    (tmp_path / "photos").mkdir()  # the image folder, given by mistake
+    with pytest.raises(IceError, match=r"photos is not a run directory \(no manifest.json\); make one with "
+                                       r"`ice embed IMAGES --out .*photos`"):
+        load_run(tmp_path / "photos")
 
 
 def test_manifest_not_complete(explorer_run):

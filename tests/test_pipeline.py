@@ -143,6 +143,13 @@ def test_rerun_needs_resume_or_force(tmp_path, capsys):
     assert main(args) == 1
     assert "--resume" in capsys.readouterr().err
     assert main(args + ["--resume"]) == 0  # complete: nothing to do
+    capsys.readouterr()
+    assert main(args + ["--resume", "--seed", "3"]) == 1
+    assert capsys.readouterr().err == f"ice: error: cannot resume {tmp_path / 'run'}: its options differ (seed); " \
+                                      "resume with the same options, or start it over with --force\n"
+    assert main(args + ["--resume", "--workers", "1"]) == 0  # how fast, not what comes out
+    assert main(args + ["--resume", "--force"]) == 1  # which one was meant?
+    assert "argument --force: not allowed with argument --resume" in capsys.readouterr().err
     assert main(args + ["--force"]) == 0
 
 

@@ -89,6 +89,8 @@ def test_read_only_server_refuses_a_rename(run_dir):
 
 @pytest.mark.parametrize("options, message", [
     (["--auth", "nocolon"], "--auth: expected USER:PASSWORD"),
+    (["--auth", "bob:"], "--auth: expected USER:PASSWORD, both not empty"),  # was served with no password
+    (["--host", "10.255.255.1"], "--host 10.255.255.1: cannot listen there (Cannot assign requested address)"),
     (["--auth-file", "/no/such/file"], "--auth-file /no/such/file: cannot read"),
     (["--workers", "0"], "--workers 0: must be at least 1"),
     (["--port", "70000"], "--port 70000: must be 1..65535"),
@@ -97,6 +99,32 @@ def test_bad_option_is_one_line(run_dir, capsys, options, message):
     assert main(["explore", str(run_dir), *options]) == 1
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err
+
+
+def test_a_port_in_use_is_one_line_before_any_banner(run_dir, capsys):
+    """The banner announced an address that another program held, then the server's own
+    lines followed (gunicorn: eleven of them over five seconds)."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for workers in ([], ["--workers", "1"]):
+            assert main(["explore", str(run_dir), "--port", str(port), *workers]) == 1
+            out, err = capsys.readouterr()
+            assert out == "" and err == f"ice: error: port {port} on 127.0.0.1 is in use: stop what serves " \
+                                         "there, or pick another with --port\n", err
+
+
+def test_the_address_printed_is_one_to_open():
+    import socket
+
+    from explorer.serve import address_url
+
+    assert address_url("::1", 8050) == "http://[::1]:8050/"
+    assert address_url("127.0.0.1", 80) == "http://127.0.0.1:80/"
+    assert address_url("0.0.0.0", 8050) == f"http://{socket.gethostname()}:8050/"
 
 
 def test_short_load_keeps_every_rename(run_dir):
