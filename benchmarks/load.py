@@ -204,20 +204,23 @@ class Client:
         return self.call(dep, [("map-tooltip", "show"), ("map-tooltip", "bbox"), ("map-tooltip", "children")],
                          [("map", "hoverData", event)], [("clustering", "value", clustering)])
 
+    @staticmethod
+    def outputs(dep: dict) -> list[tuple]:
+        """(id, prop) of each output of a callback, as the dependencies list them."""
+        return [tuple(o.rsplit(".", 1)) for o in dep["output"].strip(".").split("...")]
+
     def select(self, by_curve: dict, clustering="run"):
         dep = self.cb.find("selection.data", "map-points.data")
-        outs = [tuple(o.rsplit(".", 1)) for o in dep["output"].strip(".").split("...")]
-        return self.call(dep, outs, [("map-points", "data", by_curve)], [("clustering", "value", clustering)])
+        return self.call(dep, self.outputs(dep), [("map-points", "data", by_curve)], [("clustering", "value", clustering)])
 
     def grid(self, selection: dict, page: int = 0):
         dep = self.cb.find("grid.children", "selection.data")
-        return self.call(dep, [("grid", "children"), ("page-info", "children"), ("selection-title", "children")],
+        return self.call(dep, self.outputs(dep),
                          [("selection", "data", selection), ("page", "data", page), ("excluded", "data", [])])
 
     def neighbours(self, image_id: int, clustering="run"):
         dep = self.cb.find("detail.children", "focus.data")
-        outs = [tuple(o.rsplit(".", 1)) for o in dep["output"].strip(".").split("...")]
-        return self.call(dep, outs, [("focus", "data", image_id)],
+        return self.call(dep, self.outputs(dep), [("focus", "data", image_id)],
                          [("clustering", "value", clustering), ("detail", "children", None)])
 
     def rename(self, cluster: int, name: str, clustering="run"):

@@ -75,8 +75,11 @@ def make_map_figure(x: np.ndarray, y: np.ndarray, clustering: Clustering,
     fig.update_layout(
         template="none", margin=dict(l=0, r=0, t=0, b=0), paper_bgcolor="white",
         plot_bgcolor="white", dragmode="lasso", hovermode="closest", uirevision="map",
-        xaxis=dict(visible=False), yaxis=dict(visible=False),
-        legend=dict(x=0.005, xanchor="left", y=0.995, bgcolor="rgba(255,255,255,0.85)",
+        # one unit is as long across as up, whatever the window's shape: a map's distances
+        xaxis=dict(visible=False), yaxis=dict(visible=False, scaleanchor="x", scaleratio=1),
+        # beside the map, not over it, where it hid a cluster's points from hover and clicks;
+        # plotly scrolls it when it is taller than the map
+        legend=dict(x=1.0, xanchor="left", y=1.0, yanchor="top", bgcolor="rgba(255,255,255,0.85)",
                     itemsizing="constant", font=dict(size=12)),
     )
     return fig

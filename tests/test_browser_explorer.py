@@ -77,6 +77,12 @@ def test_map_has_one_webgl_trace_per_cluster(explorer):
     assert [m for m in metas if m[1] == "cluster"] == [["scattergl", "cluster"]] * k
     assert len(explorer.find_elements("#map .legend .traces")) == k
     assert explorer.driver.execute_script(f"return {GD}.querySelectorAll('canvas').length") > 0
+    plot_right, legend_left, x_scale, y_scale = explorer.driver.execute_script(f"""
+        const gd = {GD}, fl = gd._fullLayout;
+        return [gd.querySelector('.nsewdrag').getBoundingClientRect().right,
+                gd.querySelector('.legend').getBoundingClientRect().left, fl.xaxis._m, fl.yaxis._m];""")
+    assert legend_left >= plot_right - 1, "the legend sat over the points, hiding them from hover and clicks"
+    assert abs(abs(y_scale) / x_scale - 1) < 0.01, "a unit across as long as a unit up"
     assert explorer.get_logs() == []
 
 
@@ -92,6 +98,24 @@ def test_hover_shows_a_thumbnail_that_loads(explorer):
     assert requests.get(src, timeout=10).status_code == 200
     path = pd.read_parquet(explorer.run_dir / "items.parquet")["path"][image_id]
     assert explorer.find_element("#map-tooltip .tooltip-path").text == path
+
+
+def test_the_thumbnail_of_a_point_near_the_right_edge_opens_inside_the_map(explorer):
+    """It always opened to the right: the map pane cut it off there, or it covered the legend."""
+    x, y = explorer.driver.execute_script(f"""
+        const gd = {GD}, fl = gd._fullLayout, r = gd.querySelector('.nsewdrag').getBoundingClientRect(), pts = [];
+        gd._fullData.filter(t => t.meta === 'cluster').forEach(t => {{ for (let i = 0; i < t._length; i++)
+            pts.push([r.left + fl.xaxis.d2p(t.x[i]), r.top + fl.yaxis.d2p(t.y[i])]); }});
+        return pts.filter(([x, y]) => y > r.top + 120 && y < r.bottom - 120).reduce((a, b) => (b[0] > a[0] ? b : a));""")
+    actions = ActionBuilder(explorer.driver)
+    actions.pointer_action.move_to_location(round(x), round(y))
+    actions.perform()
+    explorer.wait_for_element("#map-tooltip img.tooltip-img")
+    plot, tip = explorer.driver.execute_script("""
+        const box = e => { const r = e.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; };
+        return [box(document.querySelector('#map .nsewdrag')), box(document.querySelector('#map-tooltip'))];""")
+    until(lambda: explorer.find_element("#map-tooltip .tooltip-path").text != "", 10)
+    assert tip[0] >= plot[0] and tip[2] <= plot[2] + 1, (plot, tip)
 
 
 def test_box_selection_fills_the_grid(explorer):
@@ -116,6 +140,12 @@ def test_box_selection_fills_the_grid(explorer):
     assert f"{len(inside):,} images" in title
     shown = grid_ids(explorer)
     assert shown and set(shown) <= set(inside) and len(shown) == min(len(inside), 48)
+    assert explorer.driver.execute_script(f"return ({GD}.layout.selections || []).length") == 1
+    open_tab(explorer, "Clusters")  # a grid filled from elsewhere takes the box off the map
+    explorer.find_elements("#clusters-panel .cluster-card button")[0].click()
+    explorer.wait_for_contains_text("#selection-title", "cluster 0")
+    until(lambda: explorer.driver.execute_script(
+        f"return ({GD}.layout.selections || []).length === 0 && {GD}.data.every(t => t.selectedpoints == null)"), 10)
 
 
 def test_rename_survives_reload_and_restart(explorer):

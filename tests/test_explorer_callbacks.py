@@ -93,16 +93,32 @@ def test_box_selection_fills_the_grid(app):
                                     triggered=[("map-points", "data", 1)])
     assert selection["ids"] == [int(c.members(0)[0]), int(c.members(0)[1]), int(c.members(2)[5])]
     assert excluded == [] and tab == "images"
-    tiles, page_text, title = call(app, "show_grid", selection, 0, [selection["ids"][1]])
+    tiles, page_text, title, no_prev, no_next = call(app, "show_grid", selection, 0, [selection["ids"][1]])
     assert props(tiles) == [f"/thumb/{i}.png?v={app.ice_data.version}" for i in selection["ids"]]
     assert "excluded" in tiles[1].className and "excluded" not in tiles[0].className
     assert page_text == "Page 1 of 1" and "3 images" in title and "1 ticked off" in title
+    assert no_prev and no_next  # one page: nowhere to turn
+    with pytest.raises(PreventUpdate):  # the lasso is what the grid shows
+        call(app, "clear_lasso", selection, "run")
+
+
+def test_a_grid_filled_from_elsewhere_takes_the_lasso_off_the_map(app):
+    k = app.ice_data.clustering("run").k
+    ops = call(app, "clear_lasso", {"ids": [1, 2], "title": "Group 'g'"}, "run").to_plotly_json()["operations"]
+    assigned = {tuple(op["location"]): op["params"]["value"] for op in ops}
+    assert assigned == {("layout", "selections"): [], **{("data", c, "selectedpoints"): None for c in range(k)}}
+
+
+def test_another_clustering_closes_the_detail_card(app):
+    assert call(app, "set_focus", [], [], [], None, "k4", triggered=[("clustering", "value", "k4")]) is None
 
 
 def test_pages(app):
     selection = {"ids": list(range(120)), "title": "t"}
-    tiles, page_text, _ = call(app, "show_grid", selection, 2, [])
-    assert page_text == "Page 3 of 3" and len(tiles) == 120 - 2 * GRID_PAGE
+    tiles, page_text, _, no_prev, no_next = call(app, "show_grid", selection, 2, [])
+    assert page_text == "Page 3 of 3" and len(tiles) == 120 - 2 * GRID_PAGE and (no_prev, no_next) == (False, True)
+    assert call(app, "show_grid", selection, 0, [])[3:] == (True, False)
+    assert call(app, "show_grid", {"ids": [], "title": ""}, 0, [])[3:] == (True, True)
     assert call(app, "turn_page", 1, 1, selection, 2, triggered=[("page-next", "n_clicks", 1)]) == 2
     assert call(app, "turn_page", 1, 1, selection, 2, triggered=[("page-prev", "n_clicks", 1)]) == 1
     assert call(app, "turn_page", 1, 1, selection, 2, triggered=[("selection", "data", selection)]) == 0

@@ -52,9 +52,22 @@ def clicked_index(value_key: str = "index"):
 def register(app, data: RunData) -> None:
     @app.callback(Output("grid", "children"), Output("page-info", "children"),
                   Output("selection-title", "children"),
+                  Output("page-prev", "disabled"), Output("page-next", "disabled"),
                   Input("selection", "data"), Input("page", "data"), Input("excluded", "data"))
     def show_grid(selection, page, excluded):
-        return render_grid(data, selection, page, excluded)
+        pages = page_count(len((selection or {}).get("ids") or []))
+        page = min(max(page or 0, 0), pages - 1)
+        return *render_grid(data, selection, page, excluded), page == 0, page == pages - 1
+
+    # the detail card opens at the top of the panel, and a new page starts there: show it
+    app.clientside_callback("""
+        function(focus, page) {
+            const body = document.getElementById('detail');
+            const panel = body && body.closest('.tab-body');
+            if (panel) { panel.scrollTop = 0; }
+            return window.dash_clientside.no_update;
+        }""", Output("detail", "className"), Input("focus", "data"), Input("page", "data"),
+        prevent_initial_call=True)
 
     @app.callback(Output("page", "data"),
                   Input("page-prev", "n_clicks"), Input("page-next", "n_clicks"),
@@ -78,9 +91,11 @@ def register(app, data: RunData) -> None:
                   Input({"type": "tile", "index": ALL}, "n_clicks"),
                   Input({"type": "neighbour", "index": ALL}, "n_clicks"),
                   Input({"type": "detail-close", "index": ALL}, "n_clicks"),
-                  Input("map", "clickData"), State("clustering", "value"),
+                  Input("map", "clickData"), Input("clustering", "value"),
                   prevent_initial_call=True)
     def set_focus(_tiles, _neighbours, _close, click, clustering):
+        if ctx.triggered_id == "clustering":  # the card names the image's cluster in the old one
+            return None
         if ctx.triggered_id == "map":
             image_id = event_image_id(data, clustering, click)
             if image_id is None:

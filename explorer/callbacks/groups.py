@@ -27,7 +27,7 @@ def more_like(data: RunData, selection: dict | None, excluded: list | None, top)
         raise IceError(f"top: give a whole number from 1 to {data.n:,}")
     top = int(top)
     ranked, _scores = rank_like(data, ids, top)
-    return {"ids": ranked.tolist(), "title": f"Most like {len(ids):,} images"}
+    return {"ids": ranked.tolist(), "title": f"Most like the {len(ids):,} picked"}
 
 
 def save_group(data: RunData, name: str | None, selection: dict | None, excluded: list | None) -> str:
@@ -64,6 +64,11 @@ def register(app, data: RunData) -> None:
             return save_group(data, name, selection, excluded), (changed or 0) + 1
         except IceError as e:
             return str(e), no_update
+
+    @app.callback(Output("group-status", "children", allow_duplicate=True),
+                  Input("selection", "data"), prevent_initial_call=True)
+    def clear_status(_selection):
+        return ""  # what it said was about the images shown before
 
     @app.callback(Output("groups-panel", "children"), Input("groups-changed", "data"))
     def list_groups(_changed):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from dash import Input, Output, State, html, no_update
+from dash import Input, Output, Patch, State, html, no_update
 from dash.exceptions import PreventUpdate
 
 from ..data import RunData
@@ -12,14 +12,29 @@ from ..routes import thumb_url
 
 # Runs in the browser: a lasso around 100k points would otherwise send 100k point
 # dicts to the server. This sends {curve: [point numbers]}, which the server turns into ids.
+# No points (a lasso taken off the map by clear_lasso, or drawn over nothing) leaves the grid.
 SELECTED_POINTS_JS = """
 function(selected) {
-    if (!selected || !selected.points) { return window.dash_clientside.no_update; }
+    if (!selected || !selected.points || !selected.points.length) { return window.dash_clientside.no_update; }
     const byCurve = {};
     for (const p of selected.points) {
         (byCurve[p.curveNumber] = byCurve[p.curveNumber] || []).push(p.pointNumber);
     }
     return byCurve;
+}
+"""
+
+
+# Runs in the browser, which alone knows the map's size: the hover thumbnail opens away from
+# the nearer edge of the map, which clips it (it always opened to the right).
+TOOLTIP_SIDE_JS = """
+function(hover) {
+    const p = hover && hover.points && hover.points[0], map = document.getElementById('map');
+    if (!p || !p.bbox || !map) { return window.dash_clientside.no_update; }
+    const x = (p.bbox.x0 + p.bbox.x1) / 2, y = (p.bbox.y0 + p.bbox.y1) / 2;
+    if (y < 110) { return 'bottom'; }
+    if (y > map.clientHeight - 110) { return 'top'; }
+    return x > map.clientWidth / 2 ? 'left' : 'right';
 }
 """
 
@@ -38,7 +53,17 @@ def selection_from_points(data: RunData, clustering: str, by_curve: dict) -> dic
     c = data.clustering(clustering)
     parts = [point_ids(c, int(curve), points) for curve, points in (by_curve or {}).items()]
     ids = np.concatenate(parts) if parts else np.zeros(0, np.int64)
-    return {"ids": ids.tolist(), "title": "Selected on the map"}
+    return {"ids": ids.tolist(), "title": "Selected on the map", "source": "map"}
+
+
+def unselected_patch(k: int) -> Patch:
+    """A Patch that removes a lasso or box selection from the map: its outline and the
+    dimming of the points outside it (on the k cluster traces)."""
+    patch = Patch()
+    patch["layout"]["selections"] = []
+    for c in range(k):
+        patch["data"][c]["selectedpoints"] = None
+    return patch
 
 
 def tooltip_children(data: RunData, image_id: int, clustering: str) -> list:
@@ -68,6 +93,17 @@ def register(app, data: RunData) -> None:
 
     app.clientside_callback(SELECTED_POINTS_JS, Output("map-points", "data"),
                             Input("map", "selectedData"), prevent_initial_call=True)
+    app.clientside_callback(TOOLTIP_SIDE_JS, Output("map-tooltip", "direction"),
+                            Input("map", "hoverData"), prevent_initial_call=True)
+
+    @app.callback(Output("map", "figure", allow_duplicate=True),
+                  Input("selection", "data"), State("clustering", "value"), prevent_initial_call=True)
+    def clear_lasso(selection, clustering):
+        """A grid filled from elsewhere (a cluster, a group, more like these) takes the map's
+        lasso and dimming away: they showed a selection the grid no longer holds."""
+        if (selection or {}).get("source") == "map":
+            raise PreventUpdate
+        return unselected_patch(data.clustering(clustering).k)
 
     @app.callback(Output("selection", "data", allow_duplicate=True),
                   Output("excluded", "data", allow_duplicate=True),
