@@ -73,7 +73,7 @@ def make_map_figure(x: np.ndarray, y: np.ndarray, clustering: Clustering,
                     line=dict(width=2, color=HIGHLIGHT))))
     fig = go.Figure(traces)
     fig.update_layout(
-        template="none", margin=dict(l=0, r=0, t=0, b=0), paper_bgcolor="white",
+        template="none", margin=dict(l=0, r=0, t=30, b=0), paper_bgcolor="white",  # t: the modebar, above the legend
         plot_bgcolor="white", dragmode="lasso", hovermode="closest", uirevision="map",
         # one unit is as long across as up, whatever the window's shape: a map's distances
         xaxis=dict(visible=False), yaxis=dict(visible=False, scaleanchor="x", scaleratio=1),
