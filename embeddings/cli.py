@@ -76,13 +76,13 @@ def build_parser() -> Parser:
     d.add_argument("--out", "-o", type=Path, default=Path("runs/demo"), help="run directory (default: runs/demo)")
     d.add_argument("--no-serve", dest="serve", action="store_false", help="do not start the explorer")
     d.add_argument("--force", action="store_true", help="recompute even if the demo run is complete")
-    d.add_argument("--port", type=int, default=8050)
+    d.add_argument("--port", type=int, default=8050, help="port of the explorer (default: 8050)")
     add_config_options(d)
 
     x = sub.add_parser("explore", help="serve the explorer over a run directory")
-    x.add_argument("run_dir", type=Path)
+    x.add_argument("run_dir", type=Path, help="a run directory made by ice embed or ice demo")
     x.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
-    x.add_argument("--port", type=int, default=8050)
+    x.add_argument("--port", type=int, default=8050, help="port to serve on (default: 8050)")
     x.add_argument("--read-only", action="store_true", help="viewers cannot change names or groups")
     who = x.add_mutually_exclusive_group()
     who.add_argument("--auth", metavar="USER:PASSWORD", help="require HTTP basic auth with this user and password")
@@ -92,7 +92,7 @@ def build_parser() -> Parser:
                         "default: Flask's development server")
 
     c = sub.add_parser("export", help="write the run's images, clusters and groups as CSV")
-    c.add_argument("run_dir", type=Path)
+    c.add_argument("run_dir", type=Path, help="a run directory made by ice embed or ice demo")
     c.add_argument("--output", "-o", type=Path, required=True,
                    help="CSV file to write (replaced atomically; through a symlink); - for standard output")
     c.add_argument("--group", help="only images in this saved group")
@@ -137,6 +137,8 @@ def cmd_demo(args) -> None:
         from explorer.serve import serve
 
         serve(args.out, port=args.port)
+    else:
+        print(f"to look at it: ice explore {args.out}")
 
 
 def cmd_explore(args) -> None:

@@ -75,10 +75,13 @@ def group_rows(groups: dict[str, int], read_only: bool) -> list:
         return [html.Div("No groups yet. Select images, tick off those that do not belong, "
                          "name the group and save it.", className="muted empty")]
     return [html.Div(className="group-row", children=[
-        html.Span(name, className="group-name"),
+        html.Span(name, className="group-name", title=name),
         html.Span(f"{count:,}", className="muted size"),
         html.Button("Show", id={"type": "show-group", "index": name}, className="button small",
                     n_clicks=0),
-        html.Button("Delete", id={"type": "delete-group", "index": name},
-                    className="button small danger", n_clicks=0, disabled=read_only),
+        # the browser asks first: a group is a person's work, and there is no undo
+        dcc.ConfirmDialogProvider(
+            html.Button("Delete", className="button small danger", disabled=read_only),
+            id={"type": "delete-group", "index": name},
+            message=f"Delete the group {name!r} ({count:,} images)? The images stay in the run."),
     ]) for name, count in groups.items()]

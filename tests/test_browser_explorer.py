@@ -212,6 +212,15 @@ def test_more_like_these_then_save_a_group_then_export(explorer, tmp_path):
         rows = list(csv.DictReader(f))
     assert sorted(int(r["image_id"]) for r in rows) == sorted(ranked[:18])
     assert all(r["groups"] == "sevens" for r in rows)
+    delete = explorer.find_element("#groups-panel .button.danger")  # the browser asks first
+    delete.click()
+    until(lambda: "Delete the group 'sevens' (18 images)?" in explorer.driver.switch_to.alert.text, 10)
+    explorer.driver.switch_to.alert.dismiss()
+    assert create_app(explorer.run_dir, read_only=True).ice_data.annotations.groups() == {"sevens": 18}
+    explorer.find_element("#groups-panel .button.danger").click()
+    until(lambda: explorer.driver.switch_to.alert, 10).accept()
+    explorer.wait_for_contains_text("#groups-status", "Deleted group 'sevens'")
+    assert create_app(explorer.run_dir, read_only=True).ice_data.annotations.groups() == {}
 
 
 def test_download_gives_the_runs_rows(explorer):

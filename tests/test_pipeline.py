@@ -450,7 +450,7 @@ def test_demo_reaches_nmi_on_digits(tmp_path, capsys):
     manifest = rd.load_manifest(tmp_path / "demo")
     assert manifest["counts"]["images"] == 1797
     assert manifest["metrics"]["nmi"] >= 0.85, manifest["metrics"]
-    assert str(tmp_path / "demo") in capsys.readouterr().out
+    assert f"to look at it: ice explore {tmp_path / 'demo'}" in capsys.readouterr().out
 
 
 def test_odd_file_names_are_kept(tmp_path):

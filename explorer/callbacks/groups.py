@@ -93,7 +93,7 @@ def register(app, data: RunData) -> None:
 
     @app.callback(Output("groups-changed", "data", allow_duplicate=True),
                   Output("groups-status", "children"),
-                  Input({"type": "delete-group", "index": ALL}, "n_clicks"),
+                  Input({"type": "delete-group", "index": ALL}, "submit_n_clicks"),
                   State("groups-changed", "data"), prevent_initial_call=True)
     def delete(_clicks, changed):
         if not isinstance(ctx.triggered_id, dict) or not ctx.triggered[0]["value"]:
