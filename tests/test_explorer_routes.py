@@ -68,41 +68,37 @@ def test_export_route(client):
     assert client.get("/export.csv?clustering=../../x").status_code == 404
 
 
-def test_original_whose_name_is_not_utf8(explorer_run, tmp_path):
-    """The job writes such names as \\xNN; the file is still found and served."""
+def first_image_from(run_dir, root, path: str):
+    """The run made over `root`, its image 0 stored as `path`; the app's GET /image/0."""
     import json
 
     import pandas as pd
 
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    (run_dir / "manifest.json").write_text(json.dumps({**manifest, "input_root": str(root)}))
+    items = pd.read_parquet(run_dir / "items.parquet")
+    items.loc[0, "path"] = path
+    items.to_parquet(run_dir / "items.parquet", index=False)
+    return create_app(run_dir).server.test_client().get("/image/0")
+
+
+def test_original_whose_name_is_not_utf8(explorer_run, tmp_path):
+    """The job writes such names as \\xNN; the file is still found and served."""
     root = tmp_path / "input"
     root.mkdir()
     raw = os.fsencode(root) + b"/caf\xe9.png"
     Image.new("RGB", (5, 5), "blue").save(os.fsdecode(raw))
-    manifest = json.loads((explorer_run / "manifest.json").read_text())
-    (explorer_run / "manifest.json").write_text(json.dumps({**manifest, "input_root": str(root)}))
-    items = pd.read_parquet(explorer_run / "items.parquet")
-    items.loc[0, "path"] = "caf\\xe9.png"
-    items.to_parquet(explorer_run / "items.parquet", index=False)
-    r = create_app(explorer_run).server.test_client().get("/image/0")
+    r = first_image_from(explorer_run, root, "caf\\xe9.png")
     assert r.status_code == 200 and r.data == open(raw, "rb").read()
 
 
 def test_an_utf8_name_holding_a_typed_escape_is_served_as_named(explorer_run, tmp_path):
     """A name that is UTF-8 is stored as it is, so "a\\x41.png" is that file, not "aA.png"."""
-    import json
-
-    import pandas as pd
-
     root = tmp_path / "input"
     root.mkdir()
     Image.new("RGB", (5, 5), "black").save(root / "a\\x41.png")
     Image.new("RGB", (5, 5), "white").save(root / "aA.png")
-    manifest = json.loads((explorer_run / "manifest.json").read_text())
-    (explorer_run / "manifest.json").write_text(json.dumps({**manifest, "input_root": str(root)}))
-    items = pd.read_parquet(explorer_run / "items.parquet")
-    items.loc[0, "path"] = "a\\x41.png"
-    items.to_parquet(explorer_run / "items.parquet", index=False)
-    r = create_app(explorer_run).server.test_client().get("/image/0")
+    r = first_image_from(explorer_run, root, "a\\x41.png")
     assert r.status_code == 200 and r.data == (root / "a\\x41.png").read_bytes()
 
 
