@@ -91,11 +91,14 @@ class Annotations:
     def _immutable(self) -> str:
         """"&immutable=1" where a read-only reader must say the file will not change: in a
         folder it cannot write (a read-only share, another user's run) SQLite cannot make
-        the -shm file that reading a WAL database needs. Not while a -wal file is there: a
-        writer is at work, and its -shm file is there for the reader to use."""
+        the -shm file that reading a WAL database needs. Not while a writer is at work: its
+        -wal and -shm files are there for the reader to use. A -wal left without its -shm (a
+        copy, a writer that was killed) is not read then, and the database opens as it was
+        last checkpointed; it did not open at all."""
         folder = self.path.parent
-        wal = self.path.with_name(self.path.name + "-wal")
-        return "" if os.access(folder, os.W_OK) or wal.exists() else "&immutable=1"
+        wal, shm = (self.path.with_name(self.path.name + end) for end in ("-wal", "-shm"))
+        working = wal.exists() and shm.exists()
+        return "" if os.access(folder, os.W_OK) or working else "&immutable=1"
 
     def _query(self, sql: str, params=()) -> list[tuple]:
         if self.before_read is not None:

@@ -122,6 +122,35 @@ def test_read_only_writes_nothing(tmp_path):
         Annotations(path, read_only=True).save_group("g", [2])
 
 
+def test_a_wal_left_without_its_shm_on_a_read_only_share_still_opens(tmp_path):
+    """A copy of a run taken while an explorer had it open holds annotations.sqlite-wal but
+    no -shm; on a read-only share it did not open ("unable to open database file")."""
+    import shutil
+
+    from tests.conftest import mounted
+
+    live = tmp_path / "live" / "annotations.sqlite"
+    live.parent.mkdir()
+    notes = Annotations(live)
+    notes.save_group("checkpointed", [1])
+    with sqlite3.connect(live) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    keep_open = sqlite3.connect(live)  # a writer at work: its -wal is not folded back on close
+    keep_open.execute("SELECT 1").fetchall()
+    notes.save_group("in the wal only", [2])
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for end in ("", "-wal"):
+        shutil.copyfile(live.with_name(live.name + end), copy / f"annotations.sqlite{end}")
+    keep_open.close()
+    view = tmp_path / "view"
+    view.mkdir()
+    with mounted(view, "--bind", str(copy)) as remount:
+        remount("bind", "ro")
+        assert (view / "annotations.sqlite-wal").exists() and not (view / "annotations.sqlite-shm").exists()
+        assert Annotations(view / "annotations.sqlite", read_only=True).groups() == {"checkpointed": 1}
+
+
 @pytest.mark.parametrize("read_only", [False, True])
 def test_a_file_that_is_not_a_database_is_one_error_naming_it(tmp_path, read_only):
     path = tmp_path / "annotations.sqlite"
