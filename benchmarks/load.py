@@ -211,7 +211,8 @@ class Client:
 
     def select(self, by_curve: dict, clustering="run"):
         dep = self.cb.find("selection.data", "map-points.data")
-        return self.call(dep, self.outputs(dep), [("map-points", "data", by_curve)], [("clustering", "value", clustering)])
+        return self.call(dep, self.outputs(dep), [("map-points", "data", by_curve)],
+                         [("clustering", "value", clustering)])
 
     def grid(self, selection: dict, page: int = 0):
         dep = self.cb.find("grid.children", "selection.data")

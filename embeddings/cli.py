@@ -68,7 +68,8 @@ def build_parser() -> Parser:
     e.add_argument("input", type=Path, help="folder of images (read recursively)")
     e.add_argument("--out", "-o", type=Path, required=True, help="run directory to write")
     again = e.add_mutually_exclusive_group()
-    again.add_argument("--resume", action="store_true", help="continue a killed run in --out from its last finished step")
+    again.add_argument("--resume", action="store_true",
+                       help="continue a killed run in --out from its last finished step")
     again.add_argument("--force", action="store_true", help="start over in a non-empty --out")
     add_config_options(e)
 
@@ -95,7 +96,7 @@ def build_parser() -> Parser:
     c.add_argument("run_dir", type=Path, help="a run directory made by ice embed or ice demo")
     c.add_argument("--output", "-o", type=Path, required=True,
                    help="CSV file to write (replaced atomically; through a symlink); - for standard output")
-    c.add_argument("--group", help="only images in this saved group")
+    c.add_argument("--group", help="only images in this saved group (a name that starts with -: --group=-name)")
     c.add_argument("--cluster", type=int, help="only images in this cluster")
     c.add_argument("--clustering", default="run", metavar="KEY",
                    help="which clustering: 'run' (the job's, default) or a re-clustering made in the "

@@ -106,7 +106,8 @@ def test_the_thumbnail_of_a_point_near_the_right_edge_opens_inside_the_map(explo
         const gd = {GD}, fl = gd._fullLayout, r = gd.querySelector('.nsewdrag').getBoundingClientRect(), pts = [];
         gd._fullData.filter(t => t.meta === 'cluster').forEach(t => {{ for (let i = 0; i < t._length; i++)
             pts.push([r.left + fl.xaxis.d2p(t.x[i]), r.top + fl.yaxis.d2p(t.y[i])]); }});
-        return pts.filter(([x, y]) => y > r.top + 120 && y < r.bottom - 120).reduce((a, b) => (b[0] > a[0] ? b : a));""")
+        return pts.filter(([x, y]) => y > r.top + 120 && y < r.bottom - 120)
+                  .reduce((a, b) => (b[0] > a[0] ? b : a));""")
     actions = ActionBuilder(explorer.driver)
     actions.pointer_action.move_to_location(round(x), round(y))
     actions.perform()

@@ -205,11 +205,13 @@ def test_delete_a_group_says_so_and_a_refusal_is_shown(app, explorer_run):
     notes = app.ice_data.annotations
     notes.save_group("a", [1])
     notes.save_group("b", [2])
-    changed, status = call(app, "delete", [1], 3, triggered=[({"type": "delete-group", "index": "a"}, "submit_n_clicks", 1)])
+    changed, status = call(app, "delete", [1], 3,
+                           triggered=[({"type": "delete-group", "index": "a"}, "submit_n_clicks", 1)])
     assert changed == 4 and status == "Deleted group 'a'." and notes.groups() == {"b": 1}
     path = explorer_run / "manifest.json"  # ice embed --force rebuilt the run since the app started
     path.write_text(json.dumps({**json.loads(path.read_text()), "created": "2099-01-01T00:00:00+00:00"}))
-    changed, status = call(app, "delete", [1], 4, triggered=[({"type": "delete-group", "index": "b"}, "submit_n_clicks", 1)])
+    changed, status = call(app, "delete", [1], 4,
+                           triggered=[({"type": "delete-group", "index": "b"}, "submit_n_clicks", 1)])
     assert "was rebuilt" in status and Annotations(notes.path).groups() == {"b": 1}
 
 
