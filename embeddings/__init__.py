@@ -33,8 +33,29 @@ def _numba_cache_fallback() -> None:
     while not os.path.exists(folder) and os.path.dirname(folder) != folder:
         folder = os.path.dirname(folder)  # numba makes the missing folders: the nearest one counts
     if not os.access(folder, os.W_OK):
-        uid = os.getuid() if hasattr(os, "getuid") else os.getpid()
-        os.environ["NUMBA_CACHE_DIR"] = os.path.join(tempfile.gettempdir(), f"ice-numba-{uid}")
+        os.environ["NUMBA_CACHE_DIR"] = _private_folder(tempfile.gettempdir(), "ice-numba-")
+
+
+def _private_folder(parent: str, prefix: str) -> str:
+    """parent/prefix<uid>, made 0700 and checked to be this user's own real folder, else a new
+    one from mkdtemp: numba unpickles what it finds in its cache, so a folder another user
+    made first in a shared /tmp would run their code."""
+    import stat
+    import tempfile
+
+    uid = os.getuid() if hasattr(os, "getuid") else None
+    if uid is not None:
+        path = os.path.join(parent, f"{prefix}{uid}")
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            pass
+        except OSError:
+            return tempfile.mkdtemp(prefix=prefix)
+        st = os.lstat(path)
+        if stat.S_ISDIR(st.st_mode) and st.st_uid == uid and stat.S_IMODE(st.st_mode) == 0o700:
+            return path
+    return tempfile.mkdtemp(prefix=prefix)
 
 
 _numba_cache_fallback()

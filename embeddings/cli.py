@@ -152,17 +152,17 @@ def cmd_explore(args) -> None:
 
 
 def cmd_export(args) -> None:
-    from explorer.export import STDOUT, export_csv
+    from explorer.export import STDOUT_NAMES, export_csv
 
     n = export_csv(args.run_dir, args.output, group=args.group, cluster=args.cluster, clustering=args.clustering)
-    to_stdout = str(args.output) == STDOUT
+    to_stdout = str(args.output) in STDOUT_NAMES
     print(f"wrote {n:,} row{'' if n == 1 else 's'} to {'standard output' if to_stdout else args.output}",
           file=sys.stderr if to_stdout else sys.stdout)  # keep the CSV on stdout clean
 
 
 AFTER_INTERRUPT = {  # what to do after Ctrl-C, by command
     "embed": "; `ice embed --resume` continues from the last finished step",
-    "demo": "; `ice demo` again continues from the last finished step",
+    "demo": "; the same `ice demo` command again continues from the last finished step",
 }
 
 

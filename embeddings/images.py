@@ -135,10 +135,10 @@ def _to_rgb(img: Image.Image) -> Image.Image:
         lo, hi = (float(seen.min()), float(seen.max())) if seen.size else (0.0, 0.0)
         tops = [65535.0] if img.mode.startswith("I;16") else [1.0] * (img.mode == "F") + [255.0, 65535.0]
         top = next((t for t in tops if lo >= 0 and hi <= t), None)
-        if top is None:
+        if top is None and hi > lo:
             top = hi
-        else:
-            lo = 0.0
+        else:  # a range that holds the values, or one flat value past all of them (white)
+            top, lo = top or hi, 0.0
         a = np.nan_to_num(a, nan=lo, posinf=top, neginf=lo)
         a = np.clip((a - lo) / max(top - lo, 1e-12) * 255.0 + 0.5, 0, 255).astype(np.uint8)
         img = Image.fromarray(a, "L")
@@ -169,6 +169,7 @@ def decode_image(path: str | os.PathLike, size: int, max_pixels: int) -> tuple[n
                     raise ImageError(f"{w}x{h} pixels is over the limit of {max_pixels} (--max-pixels)")
                 # JPEG: let libjpeg decode at 1/2..1/8 scale when the image is much larger.
                 img.draft("RGB", (max(size, 1) * 2, max(size, 1) * 2))
+                img.load()  # a TIFF comes turned already, and drops its orientation tag as it loads
                 if img.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8):  # turned a quarter on display
                     w, h = h, w
                 img = ImageOps.exif_transpose(img)

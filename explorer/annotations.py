@@ -66,19 +66,21 @@ class Annotations:
         """One connection and one transaction (commit on success, roll back on error).
         SQLite's errors (not a database, locked past BUSY_MS, a full disk) become an
         IceError naming the file, for the page or the CLI to show. A writer sets the file up
-        where it is missing: made new, or removed while the explorer ran."""
+        where it has no tables: made new, or removed while the explorer ran. It asks every
+        time: a connection that arrives while another sets the file up sees it there, empty."""
         try:
             if self.read_only:
                 uri = f"{self.path.resolve().as_uri()}?mode=ro{self._immutable()}"
                 conn = sqlite3.connect(uri, uri=True, timeout=BUSY_MS / 1000)
             else:
-                fresh = not self.path.exists()
                 conn = sqlite3.connect(self.path, timeout=BUSY_MS / 1000)
         except sqlite3.Error as e:
             raise IceError(f"{self.path}: {e}") from None
         try:
             conn.execute(f"PRAGMA busy_timeout={BUSY_MS}")
-            if not self.read_only and fresh:
+            if not self.read_only and conn.execute(
+                    "SELECT COUNT(*) FROM sqlite_master WHERE name IN ('cluster_names', 'group_members')"
+            ).fetchone()[0] < 2:
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.executescript(SCHEMA)
             with conn:

@@ -22,6 +22,7 @@ from .data import RUN_CLUSTERING, RunData, load_run
 COLUMNS = ["image_id", "path", "cluster", "cluster_name", "groups", "x", "y",
            "distance_to_centroid"]
 STDOUT = "-"  # as the output path: write to standard output
+STDOUT_NAMES = (STDOUT, "/dev/stdout", "/dev/fd/1", "/proc/self/fd/1")
 # A spreadsheet treats a cell that starts with one of these as a formula.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
@@ -82,7 +83,7 @@ def export_csv(run_dir: str | Path, out_path: str | Path, group: str | None = No
     """
     data = load_run(run_dir, read_only=True)
     frame = export_frame(data, clustering=clustering, group=group, cluster=cluster)
-    if str(out_path) == STDOUT:
+    if str(out_path) in STDOUT_NAMES:  # also where standard output goes to a file (`>> log`)
         sys.stdout.write(to_csv_text(frame))
         sys.stdout.flush()
         return len(frame)
@@ -93,8 +94,10 @@ def export_csv(run_dir: str | Path, out_path: str | Path, group: str | None = No
         mode = None
     if mode is not None and stat.S_ISDIR(mode):
         raise IceError(f"-o {out_path}: is a folder; give a file name such as clusters.csv")
-    if mode is not None and not stat.S_ISREG(mode):
-        with open(out_path, "w", encoding="utf-8", newline="") as f:
+    # a device, a pipe, or a name of the system's (/dev/fd/3, /proc/self/fd/3) that may stand for
+    # a file opened by the shell: written as it is, appended, never renamed over
+    if mode is not None and (not stat.S_ISREG(mode) or str(out_path).startswith(("/dev/", "/proc/"))):
+        with open(out_path, "a", encoding="utf-8", newline="") as f:
             f.write(to_csv_text(frame))
         return len(frame)
     target = out_path.resolve()

@@ -97,6 +97,28 @@ def test_a_file_removed_under_a_writer_starts_again_empty(notes):
     assert Annotations(notes.path, read_only=True).cluster_names("run") == {1: "ships"}
 
 
+def test_callbacks_reading_at_once_after_a_removal_all_see_an_empty_file(notes):
+    """Only the caller that found the file missing set it up; the others, arriving once
+    SQLite had made it, read 'no such table' (118 of 180 calls in a review's trials)."""
+    for _ in range(10):
+        for suffix in ("", "-wal", "-shm"):
+            notes.path.with_name(notes.path.name + suffix).unlink(missing_ok=True)
+        errors, barrier = [], threading.Barrier(6)
+
+        def read():
+            barrier.wait()
+            try:
+                assert notes.groups() == {}
+            except Exception as e:  # noqa: BLE001 - any failure is the finding
+                errors.append(e)
+        threads = [threading.Thread(target=read) for _ in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert errors == []
+
+
 def test_a_read_hook_refuses_reads(notes):
     notes.save_group("g", [1])
 

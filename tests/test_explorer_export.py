@@ -164,6 +164,22 @@ def test_export_writes_through_links_and_into_pipes(small_run, tmp_path):
     assert stat.S_ISFIFO(os.stat(fifo).st_mode) and len(list(csv.DictReader(got[0].splitlines()))) == 300
 
 
+def test_export_to_dev_stdout_sent_into_a_file_appends_to_it(small_run, tmp_path):
+    """`ice export RUN -o /dev/stdout >> app.csv`: /dev/stdout then names a file, and a new
+    file was renamed over app.csv, losing what it held and the "wrote" line."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "app.csv"
+    out.write_text("previous\n")
+    with open(out, "a") as f:
+        done = subprocess.run([sys.executable, "-m", "embeddings.cli", "export", str(small_run), "-o", "/dev/stdout"],
+                              stdout=f, stderr=subprocess.PIPE, text=True, timeout=120)
+    assert done.returncode == 0 and done.stderr.strip() == "wrote 300 rows to standard output", done.stderr
+    lines = out.read_text().splitlines()
+    assert lines[0] == "previous" and len(lines) == 1 + 301
+
+
 def test_export_never_replaces_the_runs_own_files_nor_makes_folders(explorer_run, tmp_path):
     manifest = (explorer_run / "manifest.json").read_bytes()
     (explorer_run / "clusterings").mkdir(exist_ok=True)

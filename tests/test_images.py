@@ -136,6 +136,12 @@ def test_deep_greyscale_tiffs_span_the_grey_range(tmp_path, values):
     assert row[0] <= 10 and row[-1] >= 245 and 110 <= pixels.mean() <= 145, row
 
 
+def test_one_flat_value_past_16_bits_is_white_not_black(tmp_path):
+    img = Image.fromarray(np.full((8, 8), 70_000, dtype=np.int32))  # no range to scale: was 0/0
+    pixels, _, _ = decode_image(_save(img, tmp_path / "flat.tif"), 16, 10**8)
+    assert (pixels == 255).all()
+
+
 def test_decode_palette_transparency_goes_on_white(tmp_path):
     img = Image.new("P", (10, 10), 0)
     img.putpalette([0, 0, 0] * 256)
@@ -155,6 +161,15 @@ def test_decode_applies_exif_rotation(tmp_path):
     assert (w, h) == (20, 40)  # displayed portrait
     top, bottom = pixels[:6].mean(), pixels[-6:].mean()
     assert top > 200 and bottom < 50  # the white left half is now on top
+
+
+@pytest.mark.parametrize("suffix", [".tif", ".png", ".webp"])
+def test_a_turned_image_reports_its_displayed_size_in_every_format(tmp_path, suffix):
+    """Pillow opens a TIFF turned already; the size was then turned a second time."""
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = _save(Image.new("RGB", (40, 20), "grey"), tmp_path / f"r{suffix}", exif=exif)
+    assert decode_image(path, 16, 10**8)[1:] == (20, 40)
 
 
 def test_a_nearly_square_jpeg_shrunk_by_draft_mode_keeps_its_width_and_height(tmp_path):

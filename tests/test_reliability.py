@@ -316,3 +316,22 @@ def test_umap_imports_for_a_user_who_can_write_neither_the_install_nor_a_home(tm
     out = subprocess.run([*nobody, "import embeddings, umap; print('ok')"], env=env, cwd=tmp_path,
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-800:]
+
+
+def test_numbas_fallback_cache_is_never_a_folder_someone_else_could_have_made(tmp_path):
+    """numba unpickles what it finds in its cache: a folder another user made first in a
+    shared /tmp, or opened to all, must not be used."""
+    import shutil
+    import stat
+
+    from embeddings import _private_folder
+
+    own = _private_folder(str(tmp_path), "c-")
+    assert own == str(tmp_path / f"c-{os.getuid()}") and stat.S_IMODE(os.stat(own).st_mode) == 0o700
+    assert _private_folder(str(tmp_path), "c-") == own  # this user's own: used again
+    os.chmod(own, 0o777)
+    (tmp_path / f"d-{os.getuid()}").symlink_to(tmp_path)
+    for prefix in ("c-", "d-"):  # opened to all; a link
+        other = _private_folder(str(tmp_path), prefix)
+        assert other != str(tmp_path / f"{prefix}{os.getuid()}") and stat.S_IMODE(os.stat(other).st_mode) == 0o700
+        shutil.rmtree(other)
