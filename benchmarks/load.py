@@ -222,7 +222,8 @@ class Client:
     def neighbours(self, image_id: int, clustering="run"):
         dep = self.cb.find("detail.children", "focus.data")
         return self.call(dep, self.outputs(dep), [("focus", "data", image_id)],
-                         [("clustering", "value", clustering), ("detail", "children", None)])
+                         [("clustering", "value", clustering), ("detail", "children", None),
+                          ("detail-for", "data", None)])
 
     def rename(self, cluster: int, name: str, clustering="run"):
         dep = self.cb.find("cluster-saved", "value")

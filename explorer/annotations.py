@@ -163,7 +163,7 @@ class Annotations:
         self._writable()
         name = clean_name(name, "group")
         if not name:
-            raise IceError("group name '': give the group a name")
+            raise IceError("no group name: type one to give the group a name")
         ids = [(name, int(i)) for i in np.unique(np.asarray(image_ids, dtype=np.int64))]
         if not ids:
             raise IceError(f"group {name!r}: no images to save")

@@ -7,7 +7,7 @@ app shows a dcc.Tooltip with the thumbnail instead.
 
 from __future__ import annotations
 
-import colorsys
+import functools
 import html
 
 import numpy as np
@@ -17,20 +17,47 @@ from dash import Patch
 from .data import Clustering
 
 # Tableau 20, reordered so that neighbouring clusters differ most.
+# Tableau 10; then colours picked one by one, each the farthest from all before it (cluster_colors).
+# Tableau 20's second ten are lighter twins of the first (#76b7b2 and #86bcb6): a 26-cluster
+# map had neighbours one could not tell apart.
 PALETTE = ["#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1",
-           "#ff9da7", "#9c755f", "#bab0ac", "#a0cbe8", "#ffbe7d", "#8cd17d", "#ff9d9a",
-           "#86bcb6", "#f1ce63", "#d4a6c8", "#fabfd2", "#d7b5a6", "#79706e"]
+           "#ff9da7", "#9c755f", "#bab0ac"]
 HIGHLIGHT = "#111111"
 LEGEND_CHARS = 32  # longer cluster labels are cut in the legend (the panel shows them whole)
 
 
 def cluster_colors(k: int) -> list[str]:
-    """k distinct colours: the palette, then hues spaced by the golden angle."""
-    colors = PALETTE[:k]
-    for i in range(len(colors), k):
-        r, g, b = colorsys.hls_to_rgb((i * 0.618034) % 1.0, 0.5, 0.55)
-        colors.append(f"#{int(r * 255):02x}{int(g * 255):02x}{int(b * 255):02x}")
-    return colors
+    """k colours to tell apart on the white map: the palette, then each next colour the one
+    of an sRGB grid (neither near white nor near black) farthest in CIELAB from all chosen."""
+    return list(_colors(k))
+
+
+@functools.lru_cache(maxsize=32)
+def _colors(k: int) -> tuple[str, ...]:
+    chosen = PALETTE[:k]
+    if k <= len(chosen):
+        return tuple(chosen)
+    levels = np.linspace(0, 255, 13)
+    grid = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), -1).reshape(-1, 3)
+    lab = _lab(grid)
+    grid, lab = grid[(lab[:, 0] > 30) & (lab[:, 0] < 85)], lab[(lab[:, 0] > 30) & (lab[:, 0] < 85)]
+    taken = _lab(np.array([[int(c[i:i + 2], 16) for i in (1, 3, 5)] for c in chosen], dtype=float))
+    nearest = np.min(np.linalg.norm(lab[:, None] - taken[None], axis=2), axis=1)
+    for _ in range(k - len(chosen)):
+        best = int(np.argmax(nearest))
+        chosen.append("#" + "".join(f"{int(round(v)):02x}" for v in grid[best]))
+        nearest = np.minimum(nearest, np.linalg.norm(lab - lab[best], axis=1))
+    return tuple(chosen)
+
+
+def _lab(rgb: np.ndarray) -> np.ndarray:
+    """(n, 3) sRGB in 0..255 -> (n, 3) CIELAB (D65), where distance is close to perceived."""
+    c = rgb / 255.0
+    c = np.where(c > 0.04045, ((c + 0.055) / 1.055) ** 2.4, c / 12.92)
+    xyz = c @ np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]).T
+    xyz /= np.array([0.95047, 1.0, 1.08883])
+    f = np.where(xyz > 216 / 24389, np.cbrt(xyz), (24389 / 27 * xyz + 16) / 116)
+    return np.stack([116 * f[:, 1] - 16, 500 * (f[:, 0] - f[:, 1]), 200 * (f[:, 1] - f[:, 2])], axis=1)
 
 
 def cluster_label(cluster: int, names: dict[int, str]) -> str:

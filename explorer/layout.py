@@ -75,8 +75,10 @@ def topbar(data: RunData) -> html.Header:
 
 def map_pane() -> html.Section:
     return html.Section(className="map-pane", children=[
+        # its own height, not 100%: that overrode .map's 24 px for the hint, and the bottom of the
+        # map, legend included, lay under the hint, out of reach of the mouse
         dcc.Graph(id="map", config=GRAPH_CONFIG, clear_on_unhover=True, className="map",
-                  style={"height": "100%"}),
+                  style={"height": "calc(100% - 24px)"}),
         dcc.Tooltip(id="map-tooltip", direction="right", className="map-tooltip"),
         html.Div("Lasso or box-select to fill the grid · click a point to see its neighbours · "
                  "scroll to zoom · click the legend to hide a cluster", className="hint"),
@@ -142,6 +144,7 @@ def stores() -> list[dcc.Store]:
         dcc.Store(id="page", data=0),
         dcc.Store(id="map-points", data=None),  # {trace: [point numbers]} of a map selection
         dcc.Store(id="focus", data=None),  # the image shown large, with its neighbours
+        dcc.Store(id="detail-for", data=None),  # the clustering whose map holds the card's rings
         dcc.Store(id="groups-changed", data=0),  # bumped when a group is saved or deleted
     ]
 

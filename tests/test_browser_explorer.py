@@ -83,6 +83,10 @@ def test_map_has_one_webgl_trace_per_cluster(explorer):
                 gd.querySelector('.legend').getBoundingClientRect().left, fl.xaxis._m, fl.yaxis._m];""")
     assert legend_left >= plot_right - 1, "the legend sat over the points, hiding them from hover and clicks"
     assert abs(abs(y_scale) / x_scale - 1) < 0.01, "a unit across as long as a unit up"
+    map_bottom, hint_top = explorer.driver.execute_script(
+        "return [document.getElementById('map').getBoundingClientRect().bottom,"
+        " document.querySelector('.hint').getBoundingClientRect().top]")
+    assert map_bottom <= hint_top + 1, "the map's bottom lay under the hint, out of the mouse's reach"
     assert explorer.get_logs() == []
 
 
@@ -282,3 +286,23 @@ def test_recluster_disables_its_button_while_it_runs_then_recolours_the_map(expl
     assert 2 <= k <= 4
     until(lambda: explorer.driver.execute_script(
         f"return {GD}._fullData.filter(t => t.meta === 'cluster').length") == k, timeout=10)
+
+
+def test_a_new_clustering_with_more_clusters_redraws_the_map_with_a_card_open(explorer):
+    """Closing the card patched the rings by the new clustering's trace number onto the old
+    map: plotly failed ("Cannot read properties of undefined") and the old clusters stayed."""
+    x, y, image_id = lone_point(explorer)
+    actions = ActionBuilder(explorer.driver)
+    actions.pointer_action.move_to_location(round(x), round(y)).click()
+    actions.perform()
+    explorer.wait_for_element("#detail .detail-img")
+    k_before = clusters_in_manifest(explorer.run_dir)
+    explorer.find_element("#recluster-k").send_keys(str(k_before + 6))
+    explorer.find_element("#recluster").click()
+    explorer.wait_for_contains_text("#recluster-status", "ready", timeout=60)
+    k = int(explorer.find_element("#recluster-status").text.split("=")[1].split()[0])
+    assert k > k_before
+    until(lambda: explorer.driver.execute_script(
+        f"return {GD}._fullData.filter(t => t.meta === 'cluster').length") == k, timeout=10)
+    until(lambda: explorer.find_elements("#detail .detail-img") == [], timeout=10)
+    assert [e for e in explorer.get_logs() if e["level"] == "SEVERE"] == []

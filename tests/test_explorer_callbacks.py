@@ -109,8 +109,14 @@ def test_a_grid_filled_from_elsewhere_takes_the_lasso_off_the_map(app):
     assert assigned == {("layout", "selections"): [], **{("data", c, "selectedpoints"): None for c in range(k)}}
 
 
-def test_another_clustering_closes_the_detail_card(app):
+def test_another_clustering_closes_the_detail_card_without_touching_the_map(app):
+    """The rings' trace number is the new clustering's K: sent to the old map, the patch broke
+    it (a plotly error, old clusters left drawn) when the new clustering had more clusters."""
     assert call(app, "set_focus", [], [], [], None, "k4", triggered=[("clustering", "value", "k4")]) is None
+    card, _, _ = call(app, "show_detail", 5, "run", None, None, triggered=[("focus", "data", 5)])
+    assert call(app, "show_detail", None, "k4", card, "run", triggered=[("focus", "data", None)]) == ([], no_update, None)
+    closed, patch, _ = call(app, "show_detail", None, "run", card, "run", triggered=[("focus", "data", None)])
+    assert closed == [] and patch is not no_update  # the Close button: the rings go
 
 
 def test_pages(app):
@@ -147,12 +153,14 @@ def test_detail_says_so_when_the_index_is_damaged(explorer_run):
     not a failed callback that leaves the page as it was."""
     path = explorer_run / "index.faiss"
     path.write_bytes(path.read_bytes()[:100])
-    card, _patch = call(create_app(explorer_run), "show_detail", 5, "run", None, triggered=[("focus", "data", 5)])
+    card, _patch, _ = call(create_app(explorer_run), "show_detail", 5, "run", None, None,
+                           triggered=[("focus", "data", 5)])
     assert "index.faiss: cannot read the search index" in card.children
 
 
 def test_detail_shows_neighbours_and_rings_them(app):
-    card, patch = call(app, "show_detail", 5, "run", None, triggered=[("focus", "data", 5)])
+    card, patch, drawn_for = call(app, "show_detail", 5, "run", None, None, triggered=[("focus", "data", 5)])
+    assert drawn_for == "run"
     srcs = props(card)
     assert srcs[0] == f"/image/5?v={app.ice_data.version}" and len(srcs) == 1 + 12
     ops = patch.to_plotly_json()["operations"]
@@ -216,13 +224,14 @@ def test_delete_a_group_says_so_and_a_refusal_is_shown(app, explorer_run):
 
 
 def test_recluster_adds_an_option_and_the_export_follows(app, explorer_run):
-    options, value, status = call(app, "run_recluster", 1, 4)
+    options, value, status, title = call(app, "run_recluster", 1, 4)
+    assert title == status  # the whole line on hover: the slot cuts it
     assert value == "k4" and [o["value"] for o in options] == ["run", "k4"]
     assert (explorer_run / "clusterings" / "k4.npz").exists()
     fig = call(app, "draw_map", "k4")
     assert sum(t.meta == "cluster" for t in fig.data) == 4
     assert call(app, "point_export", "k4") == ("/export.csv?clustering=k4", "clusters-k4.csv")
-    _, _, status = call(app, "run_recluster", 2, 1)
+    _, _, status, _ = call(app, "run_recluster", 2, 1)
     assert "K 1" in status
 
 

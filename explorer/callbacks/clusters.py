@@ -83,7 +83,7 @@ def register(app, data: RunData) -> None:
         return {"ids": c.members(cluster).tolist(), "title": title}, [], "images"
 
     @app.callback(Output("clustering", "options"), Output("clustering", "value"),
-                  Output("recluster-status", "children"),
+                  Output("recluster-status", "children"), Output("recluster-status", "title"),
                   Input("recluster", "n_clicks"), State("recluster-k", "value"),
                   running=[(Output("recluster", "disabled"), True, data.read_only)],  # 1M points: ~10 s
                   prevent_initial_call=True)
@@ -91,9 +91,9 @@ def register(app, data: RunData) -> None:
         try:
             c = recluster(data, k)
         except IceError as e:
-            return no_update, no_update, str(e)
+            return no_update, no_update, str(e), str(e)  # the title: the whole line, which may be cut
         short = f" (asked {k}: the mixture left {k - c.k} of its components without images)" if c.k < k else ""
-        return clustering_options(data), c.key, f"K={c.k} ready{short}"
+        return clustering_options(data), c.key, f"K={c.k} ready{short}", f"K={c.k} ready{short}"
 
     @app.callback(Output("export-link", "href"), Output("export-link", "download"),
                   Input("clustering", "value"))

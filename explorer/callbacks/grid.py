@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from dash import ALL, Input, Output, State, ctx, html
+from dash import ALL, Input, Output, State, ctx, html, no_update
 from dash.exceptions import PreventUpdate
 
 from embeddings.errors import IceError
@@ -105,19 +105,23 @@ def register(app, data: RunData) -> None:
         return None if ctx.triggered_id["type"] == "detail-close" else int(image_id)
 
     @app.callback(Output("detail", "children"), Output("map", "figure", allow_duplicate=True),
+                  Output("detail-for", "data"),
                   Input("focus", "data"), State("clustering", "value"), State("detail", "children"),
-                  prevent_initial_call=True)
-    def show_detail(image_id, clustering, shown):
-        c = data.clustering(clustering)
+                  State("detail-for", "data"), prevent_initial_call=True)
+    def show_detail(image_id, clustering, shown, drawn_for):
+        """The card and its rings; `drawn_for` is the clustering the rings were put on."""
         if image_id is None:
             if not shown:  # nothing to close (Dash also calls this as the page loads)
                 raise PreventUpdate
-            return [], highlight_patch(c, data.x, data.y, [])
+            if drawn_for != clustering:  # closed by a new clustering, whose new map has no rings:
+                return [], no_update, None  # a patch by its trace numbers could land on the old map
+            return [], highlight_patch(data.clustering(clustering), data.x, data.y, []), None
+        c = data.clustering(clustering)
         (image_id,) = data.check_ids([image_id])
         try:
             near, _scores = neighbours(data, int(image_id), NEIGHBOURS)
         except IceError as e:  # a damaged index: say so where the neighbours would be
-            return html.Div(str(e), className="status"), highlight_patch(c, data.x, data.y, [image_id])
+            return html.Div(str(e), className="status"), highlight_patch(c, data.x, data.y, [image_id]), clustering
         card = detail_card(int(image_id), str(data.path[image_id]), int(c.cluster[image_id]),
                            data.names_to_draw(clustering), near, data.version)
-        return card, highlight_patch(c, data.x, data.y, [image_id, *near])
+        return card, highlight_patch(c, data.x, data.y, [image_id, *near]), clustering
