@@ -12,6 +12,7 @@ import html
 
 import numpy as np
 import plotly.graph_objects as go
+from plotly.colors import hex_to_rgb
 from dash import Patch
 
 from .data import Clustering
@@ -40,8 +41,9 @@ def _colors(k: int) -> tuple[str, ...]:
     levels = np.linspace(0, 255, 13)
     grid = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), -1).reshape(-1, 3)
     lab = _lab(grid)
-    grid, lab = grid[(lab[:, 0] > 30) & (lab[:, 0] < 85)], lab[(lab[:, 0] > 30) & (lab[:, 0] < 85)]
-    taken = _lab(np.array([[int(c[i:i + 2], 16) for i in (1, 3, 5)] for c in chosen], dtype=float))
+    seen = (lab[:, 0] > 30) & (lab[:, 0] < 85)  # lightness: neither lost on white nor near black
+    grid, lab = grid[seen], lab[seen]
+    taken = _lab(np.array([hex_to_rgb(c) for c in chosen], dtype=float))
     nearest = np.min(np.linalg.norm(lab[:, None] - taken[None], axis=2), axis=1)
     for _ in range(k - len(chosen)):
         best = int(np.argmax(nearest))

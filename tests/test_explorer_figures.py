@@ -70,11 +70,13 @@ def test_highlight_patch_only_touches_the_highlight_trace(clustering, xy):
 
 def test_colours_are_told_apart():
     """No two colours closer than these CIELAB distances (Tableau 20 had pairs at 5)."""
+    from plotly.colors import hex_to_rgb
+
     from explorer.figures import _lab
 
     for k, apart in ((3, 40), (10, 15), (26, 15), (60, 10)):
         colors = cluster_colors(k)
-        lab = _lab(np.array([[int(c[i:i + 2], 16) for i in (1, 3, 5)] for c in colors], dtype=float))
+        lab = _lab(np.array([hex_to_rgb(c) for c in colors], dtype=float))
         d = np.linalg.norm(lab[:, None] - lab[None], axis=2) + np.eye(k) * 1e9
         assert len(set(colors)) == k and d.min() > apart, (k, d.min())
     assert cluster_colors(10)[:3] == ["#4e79a7", "#f28e2b", "#59a14f"]
