@@ -92,8 +92,9 @@ def register(app, data: RunData) -> None:
             c = recluster(data, k)
         except IceError as e:
             return no_update, no_update, str(e), str(e)  # the title: the whole line, which may be cut
-        short = f" (asked {k}: the mixture left {k - c.k} of its components without images)" if c.k < k else ""
-        return clustering_options(data), c.key, f"K={c.k} ready{short}", f"K={c.k} ready{short}"
+        status = f"K={c.k} ready" + (f" (asked {k}: the mixture left {k - c.k} of its components without "
+                                     "images)" if c.k < k else "")
+        return clustering_options(data), c.key, status, status
 
     @app.callback(Output("export-link", "href"), Output("export-link", "download"),
                   Input("clustering", "value"))

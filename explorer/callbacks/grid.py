@@ -25,11 +25,13 @@ def page_count(n_ids: int) -> int:
 
 
 def render_grid(data: RunData, selection: dict, page: int, excluded: list) -> tuple:
-    """(tiles, page text, title) for one page of the selection."""
+    """(tiles, page text, title, on the first page, on the last page) for one page of the
+    selection; the last two disable the pager's buttons."""
     ids = (selection or {}).get("ids") or []
     if not ids:
-        return [], "", "Select points on the map, or pick a cluster or group."
-    page = min(max(page or 0, 0), page_count(len(ids)) - 1)
+        return [], "", "Select points on the map, or pick a cluster or group.", True, True
+    pages = page_count(len(ids))
+    page = min(max(page or 0, 0), pages - 1)
     shown = data.check_ids(ids[page * GRID_PAGE:(page + 1) * GRID_PAGE])
     off = set(excluded or [])
     tiles = [grid_tile(int(i), str(data.path[i]), int(i) in off, data.version) for i in shown]
@@ -37,7 +39,7 @@ def render_grid(data: RunData, selection: dict, page: int, excluded: list) -> tu
     title = f"{selection.get('title') or 'Selection'} · {len(ids):,} images"
     if kept != len(ids):
         title += f" ({len(ids) - kept:,} ticked off)"
-    return tiles, f"Page {page + 1} of {page_count(len(ids))}", title
+    return tiles, f"Page {page + 1} of {pages}", title, page == 0, page == pages - 1
 
 
 def clicked_index(value_key: str = "index"):
@@ -55,9 +57,7 @@ def register(app, data: RunData) -> None:
                   Output("page-prev", "disabled"), Output("page-next", "disabled"),
                   Input("selection", "data"), Input("page", "data"), Input("excluded", "data"))
     def show_grid(selection, page, excluded):
-        pages = page_count(len((selection or {}).get("ids") or []))
-        page = min(max(page or 0, 0), pages - 1)
-        return *render_grid(data, selection, page, excluded), page == 0, page == pages - 1
+        return render_grid(data, selection, page, excluded)
 
     # the detail card opens at the top of the panel, and a new page starts there: show it
     app.clientside_callback("""
