@@ -182,9 +182,7 @@ def cluster(run, device, resume) -> dict:
         except subprocess.TimeoutExpired:  # never seen; the stage compiles what it needs itself
             run.umap_warm_up.kill()
     cfg = run.cfg
-    emb = np.load(run.path(rd.EMBEDDINGS), mmap_mode="r")
-    if cfg.clusters and cfg.clusters > len(emb):
-        raise IceError(f"--clusters {cfg.clusters}: more clusters than the {len(emb)} images")
+    emb = np.load(run.path(rd.EMBEDDINGS), mmap_mode="r")  # --clusters against n: decode checked it
     space, knn = emb, None
     if cfg.cluster_space == "manifold" and len(emb) > cfg.manifold_dim + 2:
         knn = neighbour_graph(run, emb)
