@@ -33,7 +33,10 @@ def _numba_cache_fallback() -> None:
     while not os.path.exists(folder) and os.path.dirname(folder) != folder:
         folder = os.path.dirname(folder)  # numba makes the missing folders: the nearest one counts
     if not os.access(folder, os.W_OK):
-        os.environ["NUMBA_CACHE_DIR"] = _private_folder(tempfile.gettempdir(), "ice-numba-")
+        try:
+            os.environ["NUMBA_CACHE_DIR"] = _private_folder(tempfile.gettempdir(), "ice-numba-")
+        except OSError:  # no temporary folder either: importing this package must not fail for it
+            pass
 
 
 def _private_folder(parent: str, prefix: str) -> str:

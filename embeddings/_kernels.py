@@ -2,7 +2,8 @@
 
 numba comes with umap-learn, which the batch job needs anyway. Each kernel is compiled on
 its first call (about 2 s) and cached beside this file, or in numba's user cache where this
-folder cannot be written; where neither can be, it is compiled again in each process.
+folder cannot be written, or in the folder `embeddings/__init__.py` makes under /tmp where
+neither can be; where even that fails, it is compiled again in each process.
 """
 
 from __future__ import annotations
