@@ -73,6 +73,7 @@ class RunData:
     _clusterings: dict = field(default_factory=dict, repr=False)
     _index: object = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _manifest_seen: tuple | None = field(default=None, repr=False)  # (inode, mtime, size) last checked
 
     @property
     def n(self) -> int:
@@ -123,14 +124,25 @@ class RunData:
         it, or is rebuilding it, since. The explorer's image ids and clusters are the old
         run's, so a name or group saved now would land on other images. Every save calls
         this (Annotations.before_write, recluster), and so does every read of names and
-        groups (before_read: the file is the new run's now) and each page load (a badge)."""
+        groups (before_read: the file is the new run's now) and each page load (a badge).
+        Hovering reads names, so a manifest already checked is only stat'ed: the job writes a
+        new one atomically, a new file."""
+        path = self.run_dir / MANIFEST
         try:
-            now = read_json(self.run_dir / MANIFEST).get("created")
+            st = os.stat(path)
+            seen = (st.st_ino, st.st_mtime_ns, st.st_size)
+        except OSError:
+            seen = None
+        if seen is not None and seen == self._manifest_seen:
+            return
+        try:
+            now = read_json(path).get("created")
         except (OSError, ValueError, AttributeError):
             now = None
         if now != self.manifest.get("created"):
             raise IceError(f"{self.run_dir} was rebuilt since this explorer started (ice embed --force); restart "
                            "`ice explore` to see the new run (its names and groups are not read or saved here)")
+        self._manifest_seen = seen
 
     def names_to_draw(self, clustering: str) -> dict[int, str]:
         """The names of a clustering's clusters, for the map and panels: none where they

@@ -38,6 +38,15 @@ def mounted(target: Path, *options: str):
 TINY = dict(image_size=16, epochs=2, batch_size=64, workers=0, kmeans_restarts=1, neighbors=8)
 
 
+def rebuild_manifest(run_dir: Path) -> None:
+    """What `ice embed --force` leaves for an explorer started before it: a new manifest,
+    written atomically as the job writes it, with another `created`."""
+    from embeddings import run_dir as rd
+
+    rd.write_json(run_dir / rd.MANIFEST, {**rd.read_json(run_dir / rd.MANIFEST),
+                                         "created": "2099-01-01T00:00:00+00:00"})
+
+
 def make_images(folder: Path, n: int = 24, size: int = 40, seed: int = 0, classes: int = 3) -> list[Path]:
     """Write n PNGs in `classes` subfolders: a bright square on a dark background per class colour."""
     rng = np.random.default_rng(seed)

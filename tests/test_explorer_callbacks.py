@@ -19,6 +19,7 @@ from explorer.clusterings import save_clustering
 from explorer.data import Clustering
 from explorer.layout import GRID_PAGE, clustering_options
 from explorer.search import rank_like
+from tests.conftest import rebuild_manifest
 
 
 def callback(app, name):
@@ -142,8 +143,7 @@ def test_a_page_loaded_after_the_run_was_rebuilt_says_so(explorer_run):
     app = create_app(explorer_run)
     ids = {getattr(c, "id", None) for c in app.layout()._traverse()}
     assert "rebuilt-badge" not in ids
-    path = explorer_run / "manifest.json"
-    path.write_text(json.dumps({**json.loads(path.read_text()), "created": "2099-01-01T00:00:00+00:00"}))
+    rebuild_manifest(explorer_run)
     (badge,) = [c for c in app.layout()._traverse() if getattr(c, "id", None) == "rebuilt-badge"]
     assert "restart" in badge.children and "was rebuilt since this explorer started" in badge.title
 
@@ -216,8 +216,7 @@ def test_delete_a_group_says_so_and_a_refusal_is_shown(app, explorer_run):
     changed, status = call(app, "delete", [1], 3,
                            triggered=[({"type": "delete-group", "index": "a"}, "submit_n_clicks", 1)])
     assert changed == 4 and status == "Deleted group 'a'." and notes.groups() == {"b": 1}
-    path = explorer_run / "manifest.json"  # ice embed --force rebuilt the run since the app started
-    path.write_text(json.dumps({**json.loads(path.read_text()), "created": "2099-01-01T00:00:00+00:00"}))
+    rebuild_manifest(explorer_run)  # ice embed --force rebuilt the run since the app started
     changed, status = call(app, "delete", [1], 4,
                            triggered=[({"type": "delete-group", "index": "b"}, "submit_n_clicks", 1)])
     assert "was rebuilt" in status and Annotations(notes.path).groups() == {"b": 1}
@@ -251,12 +250,6 @@ def test_read_only_app_disables_editing(small_run, app):
     assert len(name_inputs) == len(cards) and all(i.disabled for i in name_inputs)
 
 
-def rebuild(run_dir):
-    """What `ice embed --force` leaves for an explorer started before it: a new manifest."""
-    path = run_dir / "manifest.json"
-    path.write_text(json.dumps({**json.loads(path.read_text()), "created": "2099-01-01T00:00:00+00:00"}))
-
-
 def test_a_rebuilt_run_still_draws_but_reads_no_names_or_groups(app, explorer_run):
     """annotations.sqlite then holds the new run's image ids: the open page draws its map
     unnamed and shows why it refuses the groups and the export."""
@@ -264,7 +257,7 @@ def test_a_rebuilt_run_still_draws_but_reads_no_names_or_groups(app, explorer_ru
     notes.set_cluster_name("run", 0, "planes")
     notes.save_group("g", [1, 2])
     assert any("planes" in (t.name or "") for t in call(app, "draw_map", "run").data)
-    rebuild(explorer_run)
+    rebuild_manifest(explorer_run)
     assert not any("planes" in (t.name or "") for t in call(app, "draw_map", "run").data)
     (panel,) = call(app, "list_groups", 1)
     assert "was rebuilt" in panel.children

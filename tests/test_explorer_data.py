@@ -8,6 +8,7 @@ import pytest
 
 from embeddings.errors import IceError
 from explorer.data import RUN_CLUSTERING, load_run
+from tests.conftest import rebuild_manifest
 
 
 def test_load_run_reads_every_image(small_run):
@@ -112,8 +113,7 @@ def test_an_explorer_over_a_rebuilt_run_saves_nothing(explorer_run):
 
     data = load_run(explorer_run)
     data.annotations.save_group("before", [1, 2])
-    path = explorer_run / "manifest.json"
-    path.write_text(json.dumps({**json.loads(path.read_text()), "created": "2099-01-01T00:00:00+00:00"}))
+    rebuild_manifest(explorer_run)
     for write in (lambda: data.annotations.set_cluster_name("run", 0, "x"),
                   lambda: data.annotations.save_group("after", [3]),
                   lambda: data.annotations.delete_group("before"),
@@ -123,6 +123,6 @@ def test_an_explorer_over_a_rebuilt_run_saves_nothing(explorer_run):
     again = load_run(explorer_run)
     assert again.annotations.groups() == {"before": 2} and again.annotations.cluster_names("run") == {}
     again.annotations.set_cluster_name("run", 0, "x")  # a restarted explorer saves again
-    path.unlink()  # being rebuilt: --force removes the manifest first
+    (explorer_run / "manifest.json").unlink()  # being rebuilt: --force removes the manifest first
     with pytest.raises(IceError, match="rebuilt"):
         again.annotations.set_cluster_name("run", 0, "y")

@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from explorer.app import create_app
+from tests.conftest import rebuild_manifest
 
 
 @pytest.fixture(scope="module")
@@ -105,13 +106,10 @@ def test_an_utf8_name_holding_a_typed_escape_is_served_as_named(explorer_run, tm
 def test_image_addresses_change_with_each_build_of_a_run(explorer_run):
     """Browsers keep images an hour: a URL shared by two runs on one port (or by a run and
     its --force rebuild) would show the other run's pictures."""
-    import json
-
     from explorer.routes import image_url, thumb_url
 
     first = create_app(explorer_run).ice_data.version
-    path = explorer_run / "manifest.json"
-    path.write_text(json.dumps({**json.loads(path.read_text()), "created": "2099-01-01T00:00:00+00:00"}))
+    rebuild_manifest(explorer_run)
     app = create_app(explorer_run)
     again = app.ice_data.version
     assert len(first) == len(again) == 12 and first != again
