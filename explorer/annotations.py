@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import time
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,23 @@ def clean_name(name: str | None, what: str) -> str:
     return name
 
 
+def _set_up(conn: sqlite3.Connection) -> None:
+    """WAL mode and the tables, on a file that has none. SQLite answers a switch to WAL that
+    meets another connection's lock with "database is locked" at once, without waiting
+    busy_timeout (callbacks arriving together at a new file did), so the switch is retried
+    for as long as a writer would wait. Once switched, the file stays in WAL mode."""
+    deadline = time.monotonic() + BUSY_MS / 1000
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
+    conn.executescript(SCHEMA)
+
+
 class Annotations:
     """The annotations of one run. Opens a connection per call, so it is thread-safe.
 
@@ -56,8 +74,7 @@ class Annotations:
         self.before_read = before_read  # called before every read; raises IceError to refuse it
         if not read_only:
             with self._connect() as conn:
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.executescript(SCHEMA)
+                _set_up(conn)
         else:
             self._query("SELECT name FROM sqlite_master")  # a file that is not a database fails here
 
@@ -81,8 +98,7 @@ class Annotations:
             if not self.read_only and conn.execute(
                     "SELECT COUNT(*) FROM sqlite_master WHERE name IN ('cluster_names', 'group_members')"
             ).fetchone()[0] < 2:
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.executescript(SCHEMA)
+                _set_up(conn)
             with conn:
                 yield conn
         except sqlite3.Error as e:
