@@ -29,12 +29,16 @@ def clustering_options(data: RunData) -> list[dict]:
         except IceError as e:
             options.append({"label": f"{key} (unreadable)", "value": key, "disabled": True, "title": str(e)})
             continue
-        if key == RUN_CLUSTERING:
-            label = f"K={k} (the job's)"
-        else:  # the mixture may leave components empty: K=59 asked, 8 clusters
-            label = f"K={k}" if key == f"k{k}" else f"K={k} (asked {key[1:]})"
-        options.append({"label": label, "value": key})
+        options.append({"label": clustering_label(key, k), "value": key})
     return options
+
+
+def clustering_label(key: str, k: int) -> str:
+    """How the page names a clustering: "K=10 (the job's)", "K=12", "K=8 (asked 59)"."""
+    if key == RUN_CLUSTERING:
+        return f"K={k} (the job's)"
+    # the mixture may leave components empty: K=59 asked, 8 clusters
+    return f"K={k}" if key == f"k{k}" else f"K={k} (asked {key[1:]})"
 
 
 def rebuilt_badge(data: RunData) -> list:

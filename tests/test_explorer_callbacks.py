@@ -203,6 +203,8 @@ def test_show_cluster_and_group(app):
     selection, excluded, tab = call(app, "show_cluster", [1], "run",
                                     triggered=[({"type": "show-cluster", "index": 2}, "n_clicks", 1)])
     assert selection["ids"] == c.members(2).tolist() and tab == "images"
+    # the grid keeps its images when the map switches clustering: the title says whose cluster 2
+    assert selection["title"] == f"cluster 2 of K={c.k} (the job's)"
     app.ice_data.annotations.save_group("g", [4, 2])
     selection, _, _ = call(app, "show_group", [1],
                            triggered=[({"type": "show-group", "index": "g"}, "n_clicks", 1)])

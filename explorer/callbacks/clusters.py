@@ -15,7 +15,7 @@ from ..components import cluster_cards
 from ..data import RunData
 from ..export import export_filename
 from ..figures import cluster_label, legend_label
-from ..layout import clustering_options
+from ..layout import clustering_label, clustering_options
 
 
 def rename(data: RunData, clustering: str, cluster: int, name: str | None) -> str:
@@ -79,7 +79,8 @@ def register(app, data: RunData) -> None:
             raise PreventUpdate
         cluster = int(ctx.triggered_id["index"])
         c = data.clustering(clustering)
-        title = cluster_label(cluster, data.names_to_draw(clustering))
+        # which clustering: the grid keeps these images when the map switches to another
+        title = f"{cluster_label(cluster, data.names_to_draw(clustering))} of {clustering_label(clustering, c.k)}"
         return {"ids": c.members(cluster).tolist(), "title": title}, [], "images"
 
     @app.callback(Output("clustering", "options"), Output("clustering", "value"),
