@@ -101,6 +101,10 @@ def _prepare(run: Run, resume: bool, force: bool, log=print) -> None:
     and re-clusterings aside (run_dir.set_aside_explorer_state); the groups come back at the end."""
     run_dir, cfg = run.dir, run.cfg
     progress_path = run_dir / rd.PROGRESS
+    if resume or force:
+        left = rd.remove_leftovers(run_dir)
+        if left:
+            log(f"removed {left / 1e6:,.1f} MB of temporary files that a stopped run left in {run_dir}")
     has_files = any(run_dir.iterdir())
     if force and has_files:
         pending = uncarried_set_aside(run_dir)  # read before progress.json goes

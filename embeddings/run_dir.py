@@ -10,6 +10,7 @@ import datetime as dt
 import errno
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -125,6 +126,27 @@ def set_aside_explorer_state(run_dir: Path) -> Path | None:
     for name in present + ([ITEMS] if (run_dir / ITEMS).exists() else []):
         os.replace(run_dir / name, folder / name)
     return folder
+
+
+# atomic_path's temporary files: "." + the name + mkstemp's 8 characters + ".tmp" + a suffix
+TEMPORARY = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp(\.[a-z]+)?")
+
+
+def remove_leftovers(run_dir: Path) -> int:
+    """Remove the temporary files that a job killed while writing left in run_dir and its
+    checkpoints folder, and return their total size in bytes. Nothing reads them, and the
+    pixels' one is as big as the run. Call it holding the run's lock, so that no job is
+    writing them. A .csv that `ice export` may be writing into the folder is left alone."""
+    size = 0
+    for folder in (run_dir, (run_dir / CHECKPOINT).parent):
+        for path in folder.glob(".*.tmp*"):
+            m = TEMPORARY.fullmatch(path.name)
+            if m and path.is_file() and not path.is_symlink() and (
+                    m["name"] == SKIPPED or not m["name"].endswith(".csv")):
+                with contextlib.suppress(FileNotFoundError):
+                    size += path.stat().st_size
+                    path.unlink()
+    return size
 
 
 def write_json(path: str | os.PathLike, obj) -> None:

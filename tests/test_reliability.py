@@ -158,6 +158,39 @@ def test_killed_during_decode_training_and_writing_then_resumed_matches_an_unint
     assert files == ref_files
 
 
+KILL_BEFORE_RENAME = """
+import os, signal, sys
+replace = os.replace
+def replace_or_die(src, dst):  # items.parquet written in full to its temporary file: killed there
+    if str(dst).endswith("items.parquet"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    replace(src, dst)
+os.replace = replace_or_die
+from embeddings.cli import main
+main(sys.argv[1:])
+"""
+
+
+def test_temporary_files_of_a_job_killed_while_writing_are_removed_on_resume(tmp_path):
+    """A job killed inside an atomic write left '.items.parquet.XXXXXXXX.tmp' for good (for
+    the pixels, a file as big as the run); the test above fails on it if its kill falls
+    there (a review forced it: 2 of 2). The next --resume (or --force) removes them; an export's .csv is not its own."""
+    make_images(tmp_path / "in", n=300, size=24)
+    out = tmp_path / "run"
+    args = ["embed", str(tmp_path / "in"), "--out", str(out), *ARGS]
+    killed = subprocess.run([sys.executable, "-c", KILL_BEFORE_RENAME, *args], capture_output=True)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-500:]
+    (left,) = out.glob(".items.parquet.*.tmp")
+    export = out / ".mine.csv.abcd_123.tmp"  # `ice export -o RUN/mine.csv` at work
+    export.write_text("image_id\n")
+    (out / "checkpoints" / ".last.pt.x1y2z3w4.tmp").write_bytes(b"\0" * 10)
+    done = subprocess.run(_ice(*args, "--resume"), capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "MB of temporary files that a stopped run left" in done.stdout + done.stderr
+    assert not left.exists() and not list((out / "checkpoints").glob(".*")) and export.exists()
+    assert rd.load_manifest(out)["complete"]
+
+
 KILL_AFTER_JOURNAL = """
 import os, signal, sys
 from pathlib import Path
