@@ -104,23 +104,34 @@ def test_hover_shows_a_thumbnail_that_loads(explorer):
     assert explorer.find_element("#map-tooltip .tooltip-path").text == path
 
 
-def test_the_thumbnail_of_a_point_near_the_right_edge_opens_inside_the_map(explorer):
-    """It always opened to the right: the map pane cut it off there, or it covered the legend."""
+@pytest.mark.parametrize("where", ["right edge", "top left", "top right", "bottom left", "bottom right"])
+def test_the_thumbnail_of_a_point_near_an_edge_or_a_corner_opens_whole_inside_the_map(explorer, where):
+    """It always opened to the right: the map pane cut it off there, or it covered the legend.
+    Then it opened away from the nearer edge, but centred on the point: near a corner, the
+    pane cut half of it (the image too)."""
     x, y = explorer.driver.execute_script(f"""
         const gd = {GD}, fl = gd._fullLayout, r = gd.querySelector('.nsewdrag').getBoundingClientRect(), pts = [];
         gd._fullData.filter(t => t.meta === 'cluster').forEach(t => {{ for (let i = 0; i < t._length; i++)
             pts.push([r.left + fl.xaxis.d2p(t.x[i]), r.top + fl.yaxis.d2p(t.y[i])]); }});
-        return pts.filter(([x, y]) => y > r.top + 120 && y < r.bottom - 120)
-                  .reduce((a, b) => (b[0] > a[0] ? b : a));""")
+        const where = arguments[0];
+        if (where === 'right edge') {{
+            return pts.filter(([x, y]) => y > r.top + 120 && y < r.bottom - 120)
+                      .reduce((a, b) => (b[0] > a[0] ? b : a));
+        }}
+        const cx = where.endsWith('left') ? r.left : r.right, cy = where.startsWith('top') ? r.top : r.bottom;
+        const d = ([x, y]) => Math.hypot(x - cx, y - cy);
+        return pts.reduce((a, b) => (d(b) < d(a) ? b : a));""", where)
     actions = ActionBuilder(explorer.driver)
     actions.pointer_action.move_to_location(round(x), round(y))
     actions.perform()
     explorer.wait_for_element("#map-tooltip img.tooltip-img")
-    plot, tip = explorer.driver.execute_script("""
-        const box = e => { const r = e.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; };
-        return [box(document.querySelector('#map .nsewdrag')), box(document.querySelector('#map-tooltip'))];""")
     until(lambda: explorer.find_element("#map-tooltip .tooltip-path").text != "", 10)
-    assert tip[0] >= plot[0] and tip[2] <= plot[2] + 1, (plot, tip)
+    time.sleep(0.3)  # the box's final place, once its picture and path are in
+    pane, tip = explorer.driver.execute_script("""
+        const box = e => { const r = e.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; };
+        return [box(document.getElementById('map')), box(document.getElementById('map-tooltip'))];""")
+    assert tip[0] >= pane[0] - 1 and tip[2] <= pane[2] + 1 and tip[1] >= pane[1] - 1 and tip[3] <= pane[3] + 1, \
+        (where, (x, y), pane, tip)
 
 
 def test_box_selection_fills_the_grid(explorer):

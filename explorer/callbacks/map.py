@@ -25,16 +25,32 @@ function(selected) {
 """
 
 
-# Runs in the browser, which alone knows the map's size: the hover thumbnail opens away from
-# the nearer edge of the map, which clips it (it always opened to the right).
-TOOLTIP_SIDE_JS = """
+# Runs in the browser, which alone knows the map's size and the box's: the hover thumbnail
+# opens on the side with room, and is moved along that side to stay whole inside the map
+# (the pane cuts it off). It always opened to the right; then, near a corner, half of it was
+# cut. The box's size is the one it had last, or a guess before the first hover.
+TOOLTIP_PLACE_JS = """
 function(hover) {
     const p = hover && hover.points && hover.points[0], map = document.getElementById('map');
-    if (!p || !p.bbox || !map) { return window.dash_clientside.no_update; }
-    const x = (p.bbox.x0 + p.bbox.x1) / 2, y = (p.bbox.y0 + p.bbox.y1) / 2;
-    if (y < 110) { return 'bottom'; }
-    if (y > map.clientHeight - 110) { return 'top'; }
-    return x > map.clientWidth / 2 ? 'left' : 'right';
+    const no = window.dash_clientside.no_update;
+    if (!p || !p.bbox || !map) { return [no, no]; }
+    const tip = document.getElementById('map-tooltip'), gap = 14;
+    const W = (tip && tip.offsetWidth) || 250, H = (tip && tip.offsetHeight) || 190;
+    const w = map.clientWidth, h = map.clientHeight, b = Object.assign({}, p.bbox);
+    const x = (b.x0 + b.x1) / 2, y = (b.y0 + b.y1) / 2;
+    const clamp = (v, lo, hi) => Math.max(lo, Math.min(v, Math.max(lo, hi)));
+    let side;
+    if (x + gap + W <= w && (x <= w / 2 || x - gap - W < 0)) { side = 'right'; }
+    else if (x - gap - W >= 0) { side = 'left'; }
+    else { side = y + gap + H <= h || y < h / 2 ? 'bottom' : 'top'; }
+    if (side === 'right' || side === 'left') {
+        const dy = clamp(y, H / 2, h - H / 2) - y;
+        b.y0 += dy; b.y1 += dy;
+    } else {
+        const dx = clamp(x, W / 2, w - W / 2) - x;
+        b.x0 += dx; b.x1 += dx;
+    }
+    return [side, b];
 }
 """
 
@@ -82,18 +98,17 @@ def register(app, data: RunData) -> None:
         c = data.clustering(clustering)
         return make_map_figure(data.x, data.y, c, data.names_to_draw(clustering))
 
-    @app.callback(Output("map-tooltip", "show"), Output("map-tooltip", "bbox"),
-                  Output("map-tooltip", "children"),
+    @app.callback(Output("map-tooltip", "show"), Output("map-tooltip", "children"),
                   Input("map", "hoverData"), State("clustering", "value"))
     def show_tooltip(hover, clustering: str):
         image_id = event_image_id(data, clustering, hover)
         if image_id is None or "bbox" not in hover["points"][0]:
-            return False, no_update, no_update
-        return True, hover["points"][0]["bbox"], tooltip_children(data, image_id, clustering)
+            return False, no_update
+        return True, tooltip_children(data, image_id, clustering)  # placed by TOOLTIP_PLACE_JS
 
     app.clientside_callback(SELECTED_POINTS_JS, Output("map-points", "data"),
                             Input("map", "selectedData"), prevent_initial_call=True)
-    app.clientside_callback(TOOLTIP_SIDE_JS, Output("map-tooltip", "direction"),
+    app.clientside_callback(TOOLTIP_PLACE_JS, Output("map-tooltip", "direction"), Output("map-tooltip", "bbox"),
                             Input("map", "hoverData"), prevent_initial_call=True)
 
     @app.callback(Output("map", "figure", allow_duplicate=True),
