@@ -183,10 +183,14 @@ def test_rename_writes_one_row(app):
 
 def test_more_like_these_then_save_group(app):
     data = app.ice_data
-    selection = {"ids": [10, 11, 12], "title": "t"}
-    ranked, status = call(app, "find_more", 1, selection, [12], 25)
-    assert len(ranked["ids"]) == 25 and status == ""
-    assert ranked["ids"] == rank_like(data, [10, 11], 25)[0].tolist()  # 12 was ticked off
+    like = rank_like(data, [10, 11], 26)[0].tolist()
+    misfit = next(i for i in like if i not in (10, 11))  # one that the ranking brings, ticked off
+    selection = {"ids": [10, 11, misfit], "title": "t"}
+    ranked, excluded, status = call(app, "find_more", 1, selection, [misfit], 25)
+    assert len(ranked["ids"]) == 25 and status == "" and excluded == []
+    # ranked by the kept two; the misfit is left out, not brought back (ticked off, as it was)
+    assert ranked["ids"] == [i for i in like if i != misfit][:25]
+    assert ranked["title"] == "Most like the 2 picked, less the 1 ticked off"
     status, changed = call(app, "save", 1, None, "sevens", ranked, ranked["ids"][20:],
                            0, triggered=[("save-group", "n_clicks", 1)])
     assert changed == 1 and "20 images" in status
@@ -272,8 +276,8 @@ def test_a_rebuilt_run_still_draws_but_reads_no_names_or_groups(app, explorer_ru
 @pytest.mark.parametrize("top", [None, 0, 301])
 def test_more_like_these_asks_for_a_number_in_range(app, top):
     """The box sends None when it is empty or past its bounds: that was read as 1 image."""
-    ranked, status = call(app, "find_more", 1, {"ids": [3, 4], "title": "x"}, [], top)
-    assert ranked is no_update and status == "top: give a whole number from 1 to 300"
+    ranked, excluded, status = call(app, "find_more", 1, {"ids": [3, 4], "title": "x"}, [], top)
+    assert ranked is no_update and excluded is no_update and status == "top: give a whole number from 1 to 300"
 
 
 def test_an_unreadable_reclustering_is_greyed_out_and_the_page_loads(app, explorer_run):

@@ -20,14 +20,17 @@ def kept_ids(selection: dict | None, excluded: list | None) -> list[int]:
 
 
 def more_like(data: RunData, selection: dict | None, excluded: list | None, top) -> dict:
-    """The new selection: the `top` images most like the kept ones, best first."""
+    """The new selection: the `top` images most like the kept ones, best first. The ones
+    ticked off are misfits: they are left out, not brought back (they came back ticked off)."""
     ids = kept_ids(selection, excluded)
     # the box sends None when it is empty or holds a number past its bounds
     if top is None or not 1 <= int(top) <= data.n:
         raise IceError(f"top: give a whole number from 1 to {data.n:,}")
-    top = int(top)
-    ranked, _scores = rank_like(data, ids, top)
-    return {"ids": ranked.tolist(), "title": f"Most like the {len(ids):,} picked"}
+    off = set(excluded or []).intersection((selection or {}).get("ids") or [])
+    ranked, _scores = rank_like(data, ids, int(top) + len(off))
+    ranked = [i for i in ranked.tolist() if i not in off][:int(top)]
+    title = f"Most like the {len(ids):,} picked" + (f", less the {len(off):,} ticked off" if off else "")
+    return {"ids": ranked, "title": title}
 
 
 def save_group(data: RunData, name: str | None, selection: dict | None, excluded: list | None) -> str:
@@ -41,15 +44,16 @@ def save_group(data: RunData, name: str | None, selection: dict | None, excluded
 
 def register(app, data: RunData) -> None:
     @app.callback(Output("selection", "data", allow_duplicate=True),
+                  Output("excluded", "data", allow_duplicate=True),
                   Output("group-status", "children", allow_duplicate=True),
                   Input("more-like", "n_clicks"),
                   State("selection", "data"), State("excluded", "data"), State("more-top", "value"),
                   prevent_initial_call=True)
     def find_more(_clicks, selection, excluded, top):
         try:
-            return more_like(data, selection, excluded, top), ""
+            return more_like(data, selection, excluded, top), [], ""
         except IceError as e:
-            return no_update, str(e)
+            return no_update, no_update, str(e)
 
     @app.callback(Output("group-status", "children", allow_duplicate=True),
                   Output("groups-changed", "data", allow_duplicate=True),
