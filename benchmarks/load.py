@@ -201,8 +201,7 @@ class Client:
         dep = self.cb.find("map-tooltip.show", "hoverData")
         event = {"points": [{"curveNumber": curve, "pointNumber": point,
                              "bbox": {"x0": 100, "x1": 104, "y0": 100, "y1": 104}}]}
-        return self.call(dep, [("map-tooltip", "show"), ("map-tooltip", "bbox"), ("map-tooltip", "children")],
-                         [("map", "hoverData", event)], [("clustering", "value", clustering)])
+        return self.call(dep, self.outputs(dep), [("map", "hoverData", event)], [("clustering", "value", clustering)])
 
     @staticmethod
     def outputs(dep: dict) -> list[tuple]:
