@@ -28,14 +28,15 @@ function(selected) {
 # Runs in the browser, which alone knows the map's size and the box's: the hover thumbnail
 # opens on the side with room, and is moved along that side to stay whole inside the map
 # (the pane cuts it off). It always opened to the right; then, near a corner, half of it was
-# cut. The box's size is the one it had last, or a guess before the first hover.
+# cut. The box's size: the one it had last, but at least that of a long path's (the new
+# point's path may be longer than the last one's).
 TOOLTIP_PLACE_JS = """
 function(hover) {
     const p = hover && hover.points && hover.points[0], map = document.getElementById('map');
     const no = window.dash_clientside.no_update;
     if (!p || !p.bbox || !map) { return [no, no]; }
     const tip = document.getElementById('map-tooltip'), gap = 14;
-    const W = (tip && tip.offsetWidth) || 250, H = (tip && tip.offsetHeight) || 190;
+    const W = Math.max((tip && tip.offsetWidth) || 0, 250), H = Math.max((tip && tip.offsetHeight) || 0, 190);
     const w = map.clientWidth, h = map.clientHeight, b = Object.assign({}, p.bbox);
     const x = (b.x0 + b.x1) / 2, y = (b.y0 + b.y1) / 2;
     const clamp = (v, lo, hi) => Math.max(lo, Math.min(v, Math.max(lo, hi)));
