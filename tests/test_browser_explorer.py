@@ -102,6 +102,11 @@ def test_hover_shows_a_thumbnail_that_loads(explorer):
     assert requests.get(src, timeout=10).status_code == 200
     path = pd.read_parquet(explorer.run_dir / "items.parquet")["path"][image_id]
     assert explorer.find_element("#map-tooltip .tooltip-path").text == path
+    # a long path widens the box to its limit: it had the box as narrow as the image, 448 px tall
+    width, height = explorer.driver.execute_script("""
+        document.querySelector('#map-tooltip .tooltip-path').textContent = 'folder/'.repeat(27);
+        const r = document.getElementById('map-tooltip').getBoundingClientRect(); return [r.width, r.height];""")
+    assert width > 200 and height < 260, (width, height)
 
 
 @pytest.mark.parametrize("where", ["right edge", "top left", "top right", "bottom left", "bottom right"])
@@ -127,11 +132,15 @@ def test_the_thumbnail_of_a_point_near_an_edge_or_a_corner_opens_whole_inside_th
     explorer.wait_for_element("#map-tooltip img.tooltip-img")
     until(lambda: explorer.find_element("#map-tooltip .tooltip-path").text != "", 10)
     time.sleep(0.3)  # the box's final place, once its picture and path are in
-    pane, tip = explorer.driver.execute_script("""
+    pane, tip, arrow = explorer.driver.execute_script("""
         const box = e => { const r = e.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; };
-        return [box(document.getElementById('map')), box(document.getElementById('map-tooltip'))];""")
+        return [box(document.getElementById('map')), box(document.getElementById('map-tooltip')),
+                box(document.querySelector('.dash-tooltip .hover'))];""")
     assert tip[0] >= pane[0] - 1 and tip[2] <= pane[2] + 1 and tip[1] >= pane[1] - 1 and tip[3] <= pane[3] + 1, \
         (where, (x, y), pane, tip)
+    # the box is moved, not its arrow: that still points at the point (it had pointed 60-90 px off)
+    assert abs(arrow[0] - x) < 16 and abs(arrow[1] - y) < 16, (where, (x, y), arrow)
+    assert not (tip[0] <= x <= tip[2] and tip[1] <= y <= tip[3]), "the box covers the point it shows"
 
 
 def test_box_selection_fills_the_grid(explorer):

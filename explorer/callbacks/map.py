@@ -26,32 +26,40 @@ function(selected) {
 
 
 # Runs in the browser, which alone knows the map's size and the box's: the hover thumbnail
-# opens on the side with room, and is moved along that side to stay whole inside the map
-# (the pane cuts it off). It always opened to the right; then, near a corner, half of it was
-# cut. The box's size: the one it had last, but at least that of a long path's (the new
-# point's path may be longer than the last one's).
+# opens on the side that has room and needs the box moved least, and the box is moved along
+# that side to stay whole inside the map (the pane cuts it off). Its arrow stays on the point:
+# the box is moved by its own transform, not by the place it points at. It always opened to
+# the right; then, near a corner, half of it was cut, the image too.
 TOOLTIP_PLACE_JS = """
-function(hover) {
-    const p = hover && hover.points && hover.points[0], map = document.getElementById('map');
+function(hover, _children) {
     const no = window.dash_clientside.no_update;
-    if (!p || !p.bbox || !map) { return [no, no]; }
-    const tip = document.getElementById('map-tooltip'), gap = 14;
-    const W = Math.max((tip && tip.offsetWidth) || 0, 250), H = Math.max((tip && tip.offsetHeight) || 0, 190);
-    const w = map.clientWidth, h = map.clientHeight, b = Object.assign({}, p.bbox);
-    const x = (b.x0 + b.x1) / 2, y = (b.y0 + b.y1) / 2;
-    const clamp = (v, lo, hi) => Math.max(lo, Math.min(v, Math.max(lo, hi)));
-    let side;
-    if (x + gap + W <= w && (x <= w / 2 || x - gap - W < 0)) { side = 'right'; }
-    else if (x - gap - W >= 0) { side = 'left'; }
-    else { side = y + gap + H <= h || y < h / 2 ? 'bottom' : 'top'; }
-    if (side === 'right' || side === 'left') {
-        const dy = clamp(y, H / 2, h - H / 2) - y;
-        b.y0 += dy; b.y1 += dy;
-    } else {
-        const dx = clamp(x, W / 2, w - W / 2) - x;
-        b.x0 += dx; b.x1 += dx;
-    }
-    return [side, b];
+    const p = hover && hover.points && hover.points[0], map = document.getElementById('map');
+    if (!p || !p.bbox || !map) { return [no, no, no]; }
+    const place = () => {
+        const tip = document.getElementById('map-tooltip'), gap = 14, w = map.clientWidth, h = map.clientHeight;
+        const W = Math.max((tip && tip.offsetWidth) || 0, 120), H = Math.max((tip && tip.offsetHeight) || 0, 140);
+        const x = (p.bbox.x0 + p.bbox.x1) / 2, y = (p.bbox.y0 + p.bbox.y1) / 2;
+        const clamp = (v, lo, hi) => Math.max(lo, Math.min(v, Math.max(lo, hi)));
+        const dy = clamp(y, H / 2, h - H / 2) - y, dx = clamp(x, W / 2, w - W / 2) - x;
+        const sides = [  // [side, fits, how far the box moves], the side facing the map's middle first
+            ...(x <= w / 2 ? [['right', x + gap + W <= w, dy], ['left', x - gap - W >= 0, dy]]
+                           : [['left', x - gap - W >= 0, dy], ['right', x + gap + W <= w, dy]]),
+            ['bottom', y + gap + H <= h, dx], ['top', y - gap - H >= 0, dx]];
+        const fit = sides.filter(s => s[1]);
+        const [side, , move] = (fit.length ? fit : sides).reduce((a, b) => (Math.abs(b[2]) < Math.abs(a[2]) ? b : a));
+        const base = {right: ['0px', '-50%'], left: ['-100%', '-50%'], bottom: ['-50%', '0px'], top: ['-50%', '-100%']}[side];
+        const across = side === 'right' || side === 'left';
+        const tx = across ? base[0] : `calc(${base[0]} + ${move}px)`, ty = across ? `calc(${base[1]} + ${move}px)` : base[1];
+        return [side, {transform: `translate(${tx}, ${ty})`}];
+    };
+    // Dash calls this once the new box's content is in (it waits for the server's callback),
+    // maybe before that is drawn: placed now at the last box's size, then at its own
+    requestAnimationFrame(() => {
+        const [direction, style] = place();
+        window.dash_clientside.set_props('map-tooltip', {direction, style});
+    });
+    const [direction, style] = place();
+    return [direction, p.bbox, style];
 }
 """
 
@@ -110,7 +118,8 @@ def register(app, data: RunData) -> None:
     app.clientside_callback(SELECTED_POINTS_JS, Output("map-points", "data"),
                             Input("map", "selectedData"), prevent_initial_call=True)
     app.clientside_callback(TOOLTIP_PLACE_JS, Output("map-tooltip", "direction"), Output("map-tooltip", "bbox"),
-                            Input("map", "hoverData"), prevent_initial_call=True)
+                            Output("map-tooltip", "style"), Input("map", "hoverData"),
+                            Input("map-tooltip", "children"), prevent_initial_call=True)
 
     @app.callback(Output("map", "figure", allow_duplicate=True),
                   Input("selection", "data"), State("clustering", "value"), prevent_initial_call=True)
