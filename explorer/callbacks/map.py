@@ -30,12 +30,9 @@ function(selected) {
 # that side to stay whole inside the map (the pane cuts it off). Its arrow stays on the point:
 # the box is moved by its own transform, not by the place it points at. It always opened to
 # the right; then, near a corner, half of it was cut, the image too.
-TOOLTIP_PLACE_JS = """
-function(hover, _children) {
-    const no = window.dash_clientside.no_update;
+_PLACE = """
     const p = hover && hover.points && hover.points[0], map = document.getElementById('map');
-    if (!p || !p.bbox || !map) { return [no, no, no]; }
-    const place = () => {
+    const place = () => {  // [side, the box's style]
         const tip = document.getElementById('map-tooltip'), gap = 14, w = map.clientWidth, h = map.clientHeight;
         const W = Math.max((tip && tip.offsetWidth) || 0, 120), H = Math.max((tip && tip.offsetHeight) || 0, 140);
         const x = (p.bbox.x0 + p.bbox.x1) / 2, y = (p.bbox.y0 + p.bbox.y1) / 2;
@@ -52,16 +49,25 @@ function(hover, _children) {
         const tx = across ? base[0] : `calc(${base[0]} + ${move}px)`, ty = across ? `calc(${base[1]} + ${move}px)` : base[1];
         return [side, {transform: `translate(${tx}, ${ty})`}];
     };
-    // Dash calls this once the new box's content is in (it waits for the server's callback),
-    // maybe before that is drawn: placed now at the last box's size, then at its own
-    requestAnimationFrame(() => {
-        const [direction, style] = place();
-        window.dash_clientside.set_props('map-tooltip', {direction, style});
-    });
+    const no = window.dash_clientside.no_update;
+"""
+# As the mouse arrives, at the last box's size: the box moves to the new point at once (it had
+# waited for the server's thumbnail, and showed the new one at the old point for a moment).
+TOOLTIP_PLACE_JS = "function(hover) {" + _PLACE + """
+    if (!p || !p.bbox || !map) { return [no, no, no]; }
     const [direction, style] = place();
     return [direction, p.bbox, style];
-}
-"""
+}"""
+# Once the new box is drawn, at its own size (a long path makes it taller than the last).
+TOOLTIP_REPLACE_JS = "function(_children, hover) {" + _PLACE + """
+    if (p && p.bbox && map) {
+        requestAnimationFrame(() => {
+            const [direction, style] = place();
+            window.dash_clientside.set_props('map-tooltip', {direction, style});
+        });
+    }
+    return no;
+}"""
 
 
 def event_image_id(data: RunData, clustering: str, event: dict | None) -> int | None:
@@ -118,8 +124,9 @@ def register(app, data: RunData) -> None:
     app.clientside_callback(SELECTED_POINTS_JS, Output("map-points", "data"),
                             Input("map", "selectedData"), prevent_initial_call=True)
     app.clientside_callback(TOOLTIP_PLACE_JS, Output("map-tooltip", "direction"), Output("map-tooltip", "bbox"),
-                            Output("map-tooltip", "style"), Input("map", "hoverData"),
-                            Input("map-tooltip", "children"), prevent_initial_call=True)
+                            Output("map-tooltip", "style"), Input("map", "hoverData"), prevent_initial_call=True)
+    app.clientside_callback(TOOLTIP_REPLACE_JS, Output("map-tooltip", "style", allow_duplicate=True),
+                            Input("map-tooltip", "children"), State("map", "hoverData"), prevent_initial_call=True)
 
     @app.callback(Output("map", "figure", allow_duplicate=True),
                   Input("selection", "data"), State("clustering", "value"), prevent_initial_call=True)
