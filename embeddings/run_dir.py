@@ -19,6 +19,7 @@ import numpy as np
 from .errors import IceError, not_a_folder
 
 SCHEMA_VERSION = 1
+TEMPORARY_END = ".tmp"  # atomic_path's temporary files end so, before a suffix
 
 MANIFEST = "manifest.json"
 PROGRESS = "progress.json"
@@ -63,7 +64,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = ""):
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + suffix, dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMPORARY_END + suffix, dir=path.parent)
     except OSError as e:  # name the file the caller asked for, not a temporary one or a parent
         code = errno.ENOTDIR if isinstance(e, FileExistsError) else e.errno  # a file where a folder goes
         raise OSError(code, os.strerror(code), str(path)) from None
@@ -128,8 +129,8 @@ def set_aside_explorer_state(run_dir: Path) -> Path | None:
     return folder
 
 
-# atomic_path's temporary files: "." + the name + mkstemp's 8 characters + ".tmp" + a suffix
-TEMPORARY = re.compile(r"\.(?P<name>.+)\.[a-z0-9_]{8}\.tmp(\.[a-z]+)?")
+# atomic_path's temporary files: "." + the name + "." + mkstemp's random characters + ".tmp" + a suffix
+TEMPORARY = re.compile(rf"\.(?P<name>.+)\.[a-z0-9_]+{re.escape(TEMPORARY_END)}(\.[a-z]+)?")
 
 
 def remove_leftovers(run_dir: Path) -> int:
