@@ -73,8 +73,8 @@ class Annotations:
         self.before_write = before_write  # called before every change; raises IceError to refuse it
         self.before_read = before_read  # called before every read; raises IceError to refuse it
         if not read_only:
-            with self._connect() as conn:
-                _set_up(conn)
+            with self._connect():  # sets the file up where it has no tables
+                pass
         else:
             self._query("SELECT name FROM sqlite_master")  # a file that is not a database fails here
 

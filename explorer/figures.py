@@ -17,7 +17,6 @@ from dash import Patch
 
 from .data import Clustering
 
-# Tableau 20, reordered so that neighbouring clusters differ most.
 # Tableau 10; then colours picked one by one, each the farthest from all before it (cluster_colors).
 # Tableau 20's second ten are lighter twins of the first (#76b7b2 and #86bcb6): a 26-cluster
 # map had neighbours one could not tell apart.

@@ -26,9 +26,10 @@ def more_like(data: RunData, selection: dict | None, excluded: list | None, top)
     # the box sends None when it is empty or holds a number past its bounds
     if top is None or not 1 <= int(top) <= data.n:
         raise IceError(f"top: give a whole number from 1 to {data.n:,}")
+    top = int(top)
     off = set(excluded or []).intersection((selection or {}).get("ids") or [])
-    ranked, _scores = rank_like(data, ids, int(top) + len(off))
-    ranked = [i for i in ranked.tolist() if i not in off][:int(top)]
+    ranked, _scores = rank_like(data, ids, top + len(off))
+    ranked = [i for i in ranked.tolist() if i not in off][:top]
     title = f"Most like the {len(ids):,} picked" + (f", less the {len(off):,} ticked off" if off else "")
     return {"ids": ranked, "title": title}
 
