@@ -189,19 +189,22 @@ class Client:
     def get(self, path: str) -> requests.Response:
         return self.http.get(self.base + path, timeout=60)
 
-    def call(self, dep: dict, outputs, inputs, state=()) -> requests.Response:
+    def call(self, dep: dict, inputs, state=(), outputs=None) -> requests.Response:
+        """One callback call; its outputs are read from the dependencies unless given (a
+        pattern-matching output names the one component it answers for)."""
+        outputs = self.outputs(dep) if outputs is None else outputs
         return self.http.post(self.base + "/_dash-update-component", timeout=60,
                               json=DashCallbacks.payload(dep, outputs, inputs, list(state)))
 
     def draw_map(self, clustering="run"):
         dep = self.cb.find("map.figure", "clustering.value")
-        return self.call(dep, [("map", "figure")], [("clustering", "value", clustering)])
+        return self.call(dep, [("clustering", "value", clustering)])
 
     def hover(self, curve: int, point: int, clustering="run"):
         dep = self.cb.find("map-tooltip.show", "hoverData")
         event = {"points": [{"curveNumber": curve, "pointNumber": point,
                              "bbox": {"x0": 100, "x1": 104, "y0": 100, "y1": 104}}]}
-        return self.call(dep, self.outputs(dep), [("map", "hoverData", event)], [("clustering", "value", clustering)])
+        return self.call(dep, [("map", "hoverData", event)], [("clustering", "value", clustering)])
 
     @staticmethod
     def outputs(dep: dict) -> list[tuple]:
@@ -210,25 +213,24 @@ class Client:
 
     def select(self, by_curve: dict, clustering="run"):
         dep = self.cb.find("selection.data", "map-points.data")
-        return self.call(dep, self.outputs(dep), [("map-points", "data", by_curve)],
+        return self.call(dep, [("map-points", "data", by_curve)],
                          [("clustering", "value", clustering)])
 
     def grid(self, selection: dict, page: int = 0):
         dep = self.cb.find("grid.children", "selection.data")
-        return self.call(dep, self.outputs(dep),
-                         [("selection", "data", selection), ("page", "data", page), ("excluded", "data", [])])
+        return self.call(dep, [("selection", "data", selection), ("page", "data", page), ("excluded", "data", [])])
 
     def neighbours(self, image_id: int, clustering="run"):
         dep = self.cb.find("detail.children", "focus.data")
-        return self.call(dep, self.outputs(dep), [("focus", "data", image_id)],
+        return self.call(dep, [("focus", "data", image_id)],
                          [("clustering", "value", clustering), ("detail", "children", None),
                           ("detail-for", "data", None)])
 
     def rename(self, cluster: int, name: str, clustering="run"):
         dep = self.cb.find("cluster-saved", "value")
-        return self.call(dep, [({"index": cluster, "type": "cluster-saved"}, "children")],
-                         [({"index": cluster, "type": "cluster-name"}, "value", name)],
-                         [("clustering", "value", clustering)])
+        return self.call(dep, [({"index": cluster, "type": "cluster-name"}, "value", name)],
+                         [("clustering", "value", clustering)],
+                         outputs=[({"index": cluster, "type": "cluster-saved"}, "children")])
 
 
 def callbacks_of(base: str, auth=None) -> DashCallbacks:
