@@ -16,7 +16,9 @@ venv: $(BIN)/ice
 demo: venv
 	$(BIN)/ice demo
 
-test: venv
+test: venv  # the lint first: ruff's config is in pyproject.toml
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 clean:  # the environment and the demo's own runs; runs of your images stay

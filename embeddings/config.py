@@ -9,120 +9,190 @@ import dataclasses
 import math
 from dataclasses import dataclass, fields
 
-from .errors import IceError
+from ice.errors import IceError
 
 
-# The training recipes. "autoencoder" is what MNIST's 0.984 was measured with (see
-# BENCHMARKS.md); "contrastive" is SimCLR's recipe on a CIFAR-style ResNet (CIFAR-10 on a
-# GPU: 0.489 against the autoencoder's 0.245), with no decoding: a reconstruction term
-# changed nothing there (kNN accuracy 0.454 against 0.455 on a CPU probe). "contrastive-small"
-# is the same loss and augmentations on the autoencoder's encoder, sized for a CPU: on
-# CIFAR-10 (10k) it trains in about the autoencoder's time, for a kNN accuracy of 0.450
-# against 0.335 (BENCHMARKS.md, twelfth session). The cluster step's settings follow what was
-# measured on each recipe's embeddings (BENCHMARKS.md, twentieth session): judging the mixture's
-# starts by the neighbour graph helped the GPU's contrastive embeddings of CIFAR-10 (0.504 -> 0.545)
-# and lost on the CPU's (60k: 0.362 -> 0.332); the climb along the graph (graph_rounds) helped both
-# and not the autoencoder's embeddings of digits. Self-labelling raised MNIST (0.978 -> 0.984) and
-# the GPU's CIFAR-10 (0.533 -> 0.542) but lowered the CPU recipe's CIFAR-10 at 60k in every run
-# (0.368 -> 0.361, and no shorter, slower or more selective fine-tuning helped: twenty-first session).
-_SIMCLR_VIEWS = dict(contrastive=1.0, reconstruction=0.0, noise=0.0, crop=0.3, flip=True, jitter=0.4, aspect=1.33,
-                     hue=0.1, gray=0.2)
+# The training recipes (docs/pipeline.md). "autoencoder" suits greyscale images;
+# "contrastive" is SimCLR's recipe on a CIFAR-style ResNet, with no decoding, since a
+# reconstruction term added nothing there; "contrastive-small" is the same loss on the
+# autoencoder's encoder, sized for a CPU. Each recipe's cluster settings (mixture_pick,
+# graph_rounds, self_label_epochs) are those that measured best on its own embeddings
+# (BENCHMARKS.md, history of 2026-11-29 and 2026-11-30).
+_SIMCLR_VIEWS = dict(
+    contrastive=1.0, reconstruction=0.0, noise=0.0, crop=0.3, flip=True, jitter=0.4, aspect=1.33, hue=0.1, gray=0.2
+)
 RECIPES = {
-    "autoencoder": dict(encoder="convnet", dim=64, width=16, epochs=20, batch_size=256, contrastive=0.0,
-                        reconstruction=1.0, noise=0.1, crop=0.6, flip=False, jitter=0.3, aspect=1.0, hue=0.0,
-                        gray=0.0, mixture_pick="likelihood", graph_rounds=0, self_label_epochs=5),
-    "contrastive": dict(encoder="resnet", dim=128, width=64, epochs=84, batch_size=512, mixture_pick="graph",
-                        graph_rounds=20, self_label_epochs=5, **_SIMCLR_VIEWS),
-    "contrastive-small": dict(encoder="convnet", dim=64, width=16, epochs=20, batch_size=256,
-                              mixture_pick="likelihood", graph_rounds=20, self_label_epochs=0, **_SIMCLR_VIEWS),
+    "autoencoder": dict(
+        encoder="convnet",
+        dim=64,
+        width=16,
+        epochs=20,
+        batch_size=256,
+        contrastive=0.0,
+        reconstruction=1.0,
+        noise=0.1,
+        crop=0.6,
+        flip=False,
+        jitter=0.3,
+        aspect=1.0,
+        hue=0.0,
+        gray=0.0,
+        mixture_pick="likelihood",
+        graph_rounds=0,
+        self_label_epochs=5,
+    ),
+    "contrastive": dict(
+        encoder="resnet",
+        dim=128,
+        width=64,
+        epochs=84,
+        batch_size=512,
+        mixture_pick="graph",
+        graph_rounds=20,
+        self_label_epochs=5,
+        **_SIMCLR_VIEWS,
+    ),
+    "contrastive-small": dict(
+        encoder="convnet",
+        dim=64,
+        width=16,
+        epochs=20,
+        batch_size=256,
+        mixture_pick="likelihood",
+        graph_rounds=20,
+        self_label_epochs=0,
+        **_SIMCLR_VIEWS,
+    ),
 }
 
 _RECIPE_RULE = "must be " + ", ".join(["auto", *RECIPES][:-1]) + " or " + [*RECIPES][-1]
 
 
+def setting(default, help: str):
+    """A Config field and its help text, which `ice embed --help` and docs/cli.md show."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
 @dataclass(frozen=True)
 class Config:
     # --- find and decode ---
-    # square working size in pixels, a multiple of 16 from 16 to 256; unset: the images'
-    # median short side rounded up to a multiple of 16, at most 64
-    image_size: int | None = None
-    max_pixels: int = 180_000_000  # refuse images that declare more pixels (decompression bombs); 12000x12000 passes
-    follow_symlinks: bool = False  # follow symlinks that point outside the input folder
-    labels_from_folders: bool = False  # store each image's parent folder as `label` (evaluation only)
-    workers: int = 2  # DataLoader worker processes for decoding and training
+    image_size: int | None = setting(
+        None,
+        (
+            "square working size in pixels, a multiple of 16 from 16 to 256; unset: the images' median short "
+            "side rounded up to a multiple of 16, at most 64"
+        ),
+    )
+    max_pixels: int = setting(
+        180_000_000, ("refuse images that declare more pixels (decompression bombs); 12000x12000 passes")
+    )
+    follow_symlinks: bool = setting(False, "follow symlinks that point outside the input folder")
+    labels_from_folders: bool = setting(False, "store each image's parent folder as `label` (evaluation only)")
+    workers: int = setting(2, "DataLoader worker processes for decoding and training")
     # --- model and training ---
-    # "autoencoder" (a small convnet autoencoder), "contrastive" (SimCLR on a ResNet),
-    # "contrastive-small" (SimCLR on the autoencoder's small encoder) or "auto": for images in
-    # colour, contrastive when training runs on a GPU and contrastive-small on a CPU; for
-    # greyscale images, autoencoder. The settings marked
-    # "unset: the recipe's" take the chosen recipe's value unless given (README, step 2)
-    recipe: str = "auto"
-    dim: int | None = None  # embedding width (the bottleneck); unset: the recipe's
-    width: int | None = None  # channels of the first conv layer, doubling at each downsampling; unset: the recipe's
-    encoder: str | None = None  # "convnet" (strided convs) or "resnet" (residual blocks, pooled); unset: the recipe's
-    depth: int = 1  # residual blocks per stage of the resnet encoder
-    epochs: int | None = None  # passes over the images; unset: the recipe's
-    batch_size: int | None = None  # images per training step; unset: the recipe's
-    lr: float = 2e-3  # peak learning rate of the one-cycle schedule (AdamW)
-    weight_decay: float = 1e-4  # AdamW weight decay
-    contrastive: float | None = None  # weight of an NT-Xent term between two augmented views (0 = off); unset: the recipe's
-    temperature: float = 0.2  # NT-Xent temperature
-    reconstruction: float | None = None  # weight of the reconstruction loss (0 = no decoding); unset: the recipe's
-    noise: float | None = None  # std of the Gaussian noise added to the encoder input (denoising); unset: the recipe's
-    crop: float | None = None  # smallest crop side, as a share of the image side; unset: the recipe's
-    flip: bool | None = None  # random horizontal flips (they turn some digits into others); unset: the recipe's
-    jitter: float | None = None  # strength of brightness/contrast/saturation jitter (0 = off); unset: the recipe's
-    aspect: float | None = None  # largest aspect ratio of a crop (1 = square crops); unset: the recipe's
-    hue: float | None = None  # largest hue turn, as a share of the colour circle (0 = off); unset: the recipe's
-    gray: float | None = None  # probability of turning a view grey; unset: the recipe's
-    device: str = "auto"  # "auto", "cpu" or "cuda"
-    # train through torch.compile (the encoder, head and decoder; the first steps compile them, about
-    # 25-35 s on a 2-core CPU): fewer, fused kernels. On a 2-core CPU the small convnet gained nothing and
-    # the ResNet 1.2x; meant for GPUs, where a training step waits on Python launching its operations
-    compile: bool = False
+    recipe: str = setting(
+        "auto",
+        (
+            "'autoencoder' (a small convnet autoencoder), 'contrastive' (SimCLR on a ResNet), "
+            "'contrastive-small' (SimCLR on the autoencoder's small encoder) or 'auto': for images in "
+            "colour, contrastive when training runs on a GPU and contrastive-small on a CPU; for greyscale "
+            "images, autoencoder. The settings marked 'unset: the recipe's' take the chosen recipe's value "
+            "unless given (docs/pipeline.md)"
+        ),
+    )
+    dim: int | None = setting(None, "embedding width (the bottleneck); unset: the recipe's")
+    width: int | None = setting(
+        None, ("channels of the first conv layer, doubling at each downsampling; unset: the recipe's")
+    )
+    encoder: str | None = setting(
+        None, ("'convnet' (strided convs) or 'resnet' (residual blocks, pooled); unset: the recipe's")
+    )
+    depth: int = setting(1, "residual blocks per stage of the resnet encoder")
+    epochs: int | None = setting(None, "passes over the images; unset: the recipe's")
+    batch_size: int | None = setting(None, "images per training step; unset: the recipe's")
+    lr: float = setting(2e-3, "peak learning rate of the one-cycle schedule (AdamW)")
+    weight_decay: float = setting(1e-4, "AdamW weight decay")
+    contrastive: float | None = setting(
+        None, ("weight of an NT-Xent term between two augmented views (0 = off); unset: the recipe's")
+    )
+    temperature: float = setting(0.2, "NT-Xent temperature")
+    reconstruction: float | None = setting(
+        None, ("weight of the reconstruction loss (0 = no decoding); unset: the recipe's")
+    )
+    noise: float | None = setting(
+        None, ("std of the Gaussian noise added to the encoder input (denoising); unset: the recipe's")
+    )
+    crop: float | None = setting(None, "smallest crop side, as a share of the image side; unset: the recipe's")
+    flip: bool | None = setting(
+        None, ("random horizontal flips (they turn some digits into others); unset: the recipe's")
+    )
+    jitter: float | None = setting(
+        None, ("strength of brightness/contrast/saturation jitter (0 = off); unset: the recipe's")
+    )
+    aspect: float | None = setting(None, "largest aspect ratio of a crop (1 = square crops); unset: the recipe's")
+    hue: float | None = setting(
+        None, ("largest hue turn, as a share of the colour circle (0 = off); unset: the recipe's")
+    )
+    gray: float | None = setting(None, "probability of turning a view grey; unset: the recipe's")
+    device: str = setting("auto", "'auto', 'cpu' or 'cuda'")
+    compile: bool = setting(
+        False,
+        (
+            "train through torch.compile: fewer, fused kernels, after the first steps compile them; meant for "
+            "GPUs, where a training step waits on Python launching its operations"
+        ),
+    )
     # --- cluster ---
-    clusters: int | None = None  # K for k-means; unset chooses K automatically (see README)
-    kmeans_iters: int = 50  # k-means iterations per restart
-    kmeans_restarts: int = 5  # k-means runs with different seeds; the best is kept
-    cluster_space: str = "manifold"  # "manifold" (UMAP to manifold_dim first, as in N2D) or "embeddings"
-    refine: str = "gmm"  # after k-means: "gmm" (a full-covariance Gaussian mixture, as in N2D) or "none"
-    # with the mixture: fit this many times K components, then join them into K along the neighbour
-    # graph, the two most linked for their sizes first (1 = off). The same embeddings and manifold,
-    # 6 seeds, 1 -> 2: CIFAR-10 (84 GPU epochs) 0.545 -> 0.531 with mixture_pick graph (0.504 -> 0.559
-    # by likelihood), (150 epochs) 0.568 -> 0.564 (0.556 -> 0.554); MNIST 10k 0.951 -> 0.956; the
-    # digits end to end 0.859 -> 0.831 (3 seeds). BENCHMARKS.md, eighteenth and nineteenth sessions
-    overcluster: int = 1
-    # how the mixture's restarts (kmeans_restarts of them) are judged: "graph", by the modularity of
-    # their clusters on the embeddings' neighbour graph (the one the manifold is built on), or
-    # "likelihood", sklearn's own choice; unset: the recipe's ("graph" for the contrastive recipe,
-    # "likelihood" for the others). BENCHMARKS.md, nineteenth and twentieth sessions
-    mixture_pick: str | None = None
-    # after the mixture, move images to the cluster their links on the embeddings' neighbour graph
-    # favour, round by round, while the clusters' modularity on it rises: at most this many rounds
-    # (0 = off); unset: the recipe's (20 for the contrastive recipes, 0 for the autoencoder's).
-    # BENCHMARKS.md, twentieth session
-    graph_rounds: int | None = None
-    manifold_dim: int = 10  # dimensions of the UMAP manifold that k-means runs on
-    # then SCAN (scan_clustering.py): fine-tune the encoder so that each image's cluster agrees with
-    # its neighbours', from the neighbour graph and K alone, and self-label from there; 0 = off
-    # (not yet measured on GPU-trained features, where it is meant to help: BENCHMARKS.md)
-    scan_epochs: int = 0
-    # then fine-tune the encoder to predict the clusters and relabel (SCAN), seeing at most 500k
-    # images; 0 = off; unset: the recipe's (5; 0 for contrastive-small, where it lost at 60k)
-    self_label_epochs: int | None = None
+    clusters: int | None = setting(None, "K for k-means; unset chooses K automatically (docs/pipeline.md)")
+    kmeans_iters: int = setting(50, "k-means iterations per restart")
+    kmeans_restarts: int = setting(5, "k-means runs with different seeds; the best is kept")
+    cluster_space: str = setting("manifold", "'manifold' (UMAP to manifold_dim first, as in N2D) or 'embeddings'")
+    refine: str = setting("gmm", "after k-means: 'gmm' (a full-covariance Gaussian mixture, as in N2D) or 'none'")
+    mixture_pick: str | None = setting(
+        None,
+        (
+            "how the mixture's restarts are judged: 'graph', by the modularity of their clusters on the "
+            "embeddings' neighbour graph, or 'likelihood'; unset: the recipe's ('graph' for the contrastive "
+            "recipe, 'likelihood' for the others)"
+        ),
+    )
+    graph_rounds: int | None = setting(
+        None,
+        (
+            "after the mixture, move images to the cluster their links on the embeddings' neighbour graph favour, "
+            "round by round, while the clusters' modularity on it rises: at most this many rounds (0 = off); "
+            "unset: the recipe's (20 for the contrastive recipes, 0 for the autoencoder's)"
+        ),
+    )
+    manifold_dim: int = setting(10, "dimensions of the UMAP manifold that k-means runs on")
+    self_label_epochs: int | None = setting(
+        None,
+        (
+            "then fine-tune the encoder to predict the clusters and relabel (SCAN's last step), seeing at most "
+            "500k images; 0 = off; unset: the recipe's (5; 0 for contrastive-small, where it lost)"
+        ),
+    )
     # --- project ---
-    neighbors: int = 15  # UMAP n_neighbors, for the manifold and the 2-D map
-    # up to this many images UMAP fits on all of them; above, a 100k sample is laid out first,
-    # then the manifold refines all of them and the map places the rest (project.umap_reduce)
-    umap_sample: int = 200_000
-    # UMAP's layout epochs on every core, unseeded, as umap-learn runs them without a seed (60k
-    # points on 2 cores: the manifold 1.85x and the map 1.45x faster), but not reproducible;
-    # unset: on when training runs on a GPU, whose runs differ anyway (cudnn picks kernels by timing)
-    parallel_layout: bool | None = None
-    seed: int = 0  # seeds training, k-means and UMAP: the same seed gives the same run
+    neighbors: int = setting(15, "UMAP n_neighbors, for the manifold and the 2-D map")
+    umap_sample: int = setting(
+        200_000,
+        (
+            "up to this many images UMAP fits on all of them; above, a 100k sample is laid out first, then the "
+            "manifold refines all of them and the map places the rest (project.umap_reduce)"
+        ),
+    )
+    parallel_layout: bool | None = setting(
+        None,
+        (
+            "run UMAP's layout epochs on every core, unseeded: faster, but not reproducible; unset: on when "
+            "training runs on a GPU, whose runs differ anyway (cudnn picks kernels by timing)"
+        ),
+    )
+    seed: int = setting(0, "seeds training, k-means and UMAP: the same seed gives the same run")
 
     def validate(self) -> "Config":
         """Raise IceError naming the first bad value; return self."""
+
         def need(ok: bool, name: str, rule: str) -> None:
             if not ok:
                 raise IceError(f"--{name.replace('_', '-')} {getattr(self, name)!r}: {rule}")
@@ -130,8 +200,11 @@ class Config:
         for f in fields(self):  # inf passes every bound below; nan fails them with a puzzling rule
             value = getattr(self, f.name)
             need(not isinstance(value, float) or math.isfinite(value), f.name, "must be a finite number")
-        need(self.image_size is None or (16 <= self.image_size <= 256 and self.image_size % 16 == 0), "image_size",
-             "must be a multiple of 16 between 16 and 256")
+        need(
+            self.image_size is None or (16 <= self.image_size <= 256 and self.image_size % 16 == 0),
+            "image_size",
+            "must be a multiple of 16 between 16 and 256",
+        )
         need(self.max_pixels >= 1, "max_pixels", "must be at least 1")
         need(self.workers >= 0, "workers", "must be 0 or more")
         need(self.recipe in ("auto", *RECIPES), "recipe", _RECIPE_RULE)
@@ -156,17 +229,17 @@ class Config:
         need(self.hue is None or 0 <= self.hue <= 0.5, "hue", "must be between 0 and 0.5")
         need(self.gray is None or 0 <= self.gray <= 1, "gray", "must be between 0 and 1")
         need(self.device in ("auto", "cpu", "cuda"), "device", "must be auto, cpu or cuda")
-        need(self.clusters is None or self.clusters >= 2, "clusters",
-             "must be 2 or more (leave it out to choose K automatically)")
+        need(
+            self.clusters is None or self.clusters >= 2,
+            "clusters",
+            "must be 2 or more (leave it out to choose K automatically)",
+        )
         need(self.kmeans_iters >= 1, "kmeans_iters", "must be at least 1")
         need(self.kmeans_restarts >= 1, "kmeans_restarts", "must be at least 1")
         need(self.refine in ("gmm", "none"), "refine", "must be gmm or none")
-        need(1 <= self.overcluster <= 10, "overcluster", "must be between 1 and 10")
         need(self.graph_rounds is None or self.graph_rounds >= 0, "graph_rounds", "must be 0 or more")
         need(self.mixture_pick in (None, "graph", "likelihood"), "mixture_pick", "must be graph or likelihood")
-        need(self.cluster_space in ("manifold", "embeddings"), "cluster_space",
-             "must be manifold or embeddings")
-        need(self.scan_epochs >= 0, "scan_epochs", "must be 0 or more")
+        need(self.cluster_space in ("manifold", "embeddings"), "cluster_space", "must be manifold or embeddings")
         need(self.self_label_epochs is None or self.self_label_epochs >= 0, "self_label_epochs", "must be 0 or more")
         need(2 <= self.manifold_dim <= 100, "manifold_dim", "must be between 2 and 100")
         need(2 <= self.neighbors <= 200, "neighbors", "must be between 2 and 200")
@@ -207,13 +280,39 @@ def option_type(name: str) -> type:
 def pick_recipe(cfg: Config, gpu: bool, colour: bool) -> str:
     """What "auto" means for this run. The contrastive recipes need colour: colour jitter, hue
     turns and grey views are what they learn invariance to, and on greyscale digits the
-    contrastive term hurt (BENCHMARKS.md, MNIST levers). The ResNet needs a GPU: on a CPU it
-    trains about 50 times slower per image than the small encoder, which is what a CPU gets."""
+    contrastive term hurt (BENCHMARKS.md history, 2026-11-27). The ResNet needs a GPU: on a CPU
+    it trains far slower per image than the small encoder, which is what a CPU gets."""
     if cfg.recipe != "auto":
         return cfg.recipe
     if not colour:
         return "autoencoder"
     return "contrastive" if gpu else "contrastive-small"
+
+
+@dataclass(frozen=True)
+class TeachSettings:
+    """How the teach loop's learner trains (embeddings.teach): `ice find` and the explorer."""
+
+    steps: int = 200  # optimiser steps per round
+    batch: int = 64  # images per side per step: marked in, marked out, and unmarked
+    weak_negative: float = 0.3  # weight of an unmarked image as a negative, against 1 for one marked out
+    lr: float = 1e-3  # peak learning rate of the one-cycle schedule (AdamW)
+    seed: int = 0
+    # a round continues from the last round's model instead of the run's encoder; off, since
+    # the unmarked members, drawn as weak negatives round after round, are then learned as out
+    incremental: bool = False
+
+    def validate(self) -> "TeachSettings":
+        for name, ok, rule in (
+            ("steps", self.steps >= 1, "at least 1"),
+            ("batch", self.batch >= 1, "at least 1"),
+            ("weak_negative", 0 <= self.weak_negative <= 1, "between 0 and 1"),
+            ("lr", 0 < self.lr < 1, "between 0 and 1"),
+            ("seed", 0 <= self.seed < 2**31, f"between 0 and {2**31 - 1}"),
+        ):
+            if not ok:
+                raise IceError(f"--{name.replace('_', '-')} {getattr(self, name)!r}: must be {rule}")
+        return self
 
 
 # `--fast`: a short training budget for quick looks and tests.

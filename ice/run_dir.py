@@ -1,6 +1,7 @@
-"""The on-disk contract between the batch job and the explorer (docs/run-format.md).
+"""The on-disk contract between the batch job and the explorer (docs/run-format.md): the
+file names, atomic writes, the manifest and the lock of a run being written.
 
-Torch-free: the explorer imports this module.
+Torch-free: the job and the explorer both import this module.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ SEED_KNN = "knn_seed.npz"  # above umap_sample images, the graph of the images l
 SKIPPED = "skipped.csv"
 ANNOTATIONS = "annotations.sqlite"
 CLUSTERINGS = "clusterings"
+TEACH = "teach"  # the teach loop's rounds, per group (teach_state.py)
 
 
 def _umask() -> int:
@@ -105,8 +107,31 @@ def new_memmap(path: str | os.PathLike, dtype, shape: tuple) -> np.memmap:
     return out
 
 
-# What the explorer adds to a run: cluster names and groups, and re-clusterings.
-EXPLORER_STATE = (ANNOTATIONS, ANNOTATIONS + "-wal", ANNOTATIONS + "-shm", CLUSTERINGS)
+def lock_run_dir(run_dir: Path) -> int | None:
+    """An open descriptor of run_dir holding an exclusive flock on it, which the kernel drops
+    when this process ends however it ends; IceError if another process holds it. None where
+    the file system or the platform has no flock: the run goes on unguarded. Forked children
+    (DataLoader workers) share the lock while they live; they end with their loader."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        return None
+    fd = os.open(run_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        os.close(fd)
+        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+            raise IceError(
+                f"--out {run_dir}: another `ice embed` is writing this run now; wait for it "
+                "to finish (then --resume) or choose another --out"
+            ) from None
+        return None
+    return fd
+
+
+# What the explorer adds to a run: cluster names and groups, re-clusterings, and the teach loop's rounds.
+EXPLORER_STATE = (ANNOTATIONS, ANNOTATIONS + "-wal", ANNOTATIONS + "-shm", CLUSTERINGS, TEACH)
 SET_ASIDE = "before-force-"  # + the UTC time: where --force moves the explorer's state
 
 
@@ -142,8 +167,12 @@ def remove_leftovers(run_dir: Path) -> int:
     for folder in (run_dir, (run_dir / CHECKPOINT).parent):
         for path in folder.glob(".*.tmp*"):
             m = TEMPORARY.fullmatch(path.name)
-            if m and path.is_file() and not path.is_symlink() and (
-                    m["name"] == SKIPPED or not m["name"].endswith(".csv")):
+            if (
+                m
+                and path.is_file()
+                and not path.is_symlink()
+                and (m["name"] == SKIPPED or not m["name"].endswith(".csv"))
+            ):
                 with contextlib.suppress(FileNotFoundError):
                     size += path.stat().st_size
                     path.unlink()
@@ -171,11 +200,14 @@ def load_manifest(run_dir: str | os.PathLike) -> dict:
         raise not_a_folder(run_dir, "run directory")
     path = run_dir / MANIFEST
     if not path.exists() and not (run_dir / PROGRESS).exists():
-        raise IceError(f"{run_dir} is not a run directory (no {MANIFEST}); make one with "
-                       f"`ice embed IMAGES --out {run_dir}`")
+        raise IceError(
+            f"{run_dir} is not a run directory (no {MANIFEST}); make one with `ice embed IMAGES --out {run_dir}`"
+        )
     if not path.exists():
-        raise IceError(f"{run_dir} is not a complete run (no {MANIFEST}); "
-                       f"finish it with `ice embed IMAGES --out {run_dir} --resume`")
+        raise IceError(
+            f"{run_dir} is not a complete run (no {MANIFEST}); "
+            f"finish it with `ice embed IMAGES --out {run_dir} --resume`"
+        )
     try:
         manifest = read_json(path)
     except (OSError, ValueError) as e:
@@ -183,6 +215,7 @@ def load_manifest(run_dir: str | os.PathLike) -> dict:
     if not manifest.get("complete"):
         raise IceError(f"{run_dir} is not a complete run; finish it with `ice embed --resume`")
     if manifest.get("schema_version", 0) > SCHEMA_VERSION:
-        raise IceError(f"{run_dir} has schema version {manifest['schema_version']}; "
-                       f"this ICE reads up to {SCHEMA_VERSION}")
+        raise IceError(
+            f"{run_dir} has schema version {manifest['schema_version']}; this ICE reads up to {SCHEMA_VERSION}"
+        )
     return manifest
