@@ -1,14 +1,15 @@
 """Helpers every benchmark shares: the machine, peak memory, timing, synthetic embeddings,
-and the sections of BENCHMARKS.md (`measure` gives a `Row`; a `Section` renders rows and notes).
+and the sections it prints (`measure` gives a `Row`; a `Section` renders rows and notes).
 
 To record a result from any benchmark:
 
     from benchmarks.common import append_section, machine
-    append_section("Quality: mnist, 2026-11-27", f"- machine: {machine()}\\n- accuracy 0.93")
+    append_section("Quality: mnist, 2026-11-27", f"- machine: {machine()}\\n- accuracy 0.93",
+                   figures=[{"group": "quality", "figure": "MNIST accuracy", "value": "0.93"}])
 
-`append_section` adds `### title`, a blank line and `body` at the end of BENCHMARKS.md in
-a single `write()` on a file opened with O_APPEND, so two benchmarks finishing at once
-never interleave their lines.
+`append_section` keeps the run as one JSON line in benchmarks/results/ (benchmarks.results)
+and writes BENCHMARKS.md again from them; with `path`, it appends the section to that
+Markdown file instead, as `--record PATH` does.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import platform
+import re
 import resource
 import shutil
 import sys
@@ -36,8 +38,25 @@ SHARED_DATA = Path(os.environ.get("ICE_SHARED_DATA", REPO.parent / "shared" / "d
 DATA_CACHE = Path(os.environ.get("ICE_DATA_CACHE", Path(tempfile.gettempdir()) / "ice-data"))
 
 
-def append_section(title: str, body: str, path: str | os.PathLike = BENCHMARKS_MD) -> None:
-    """Append `### title` and `body` to BENCHMARKS.md (or `path`) in one O_APPEND write."""
+def append_section(title: str, body: str, path: str | os.PathLike | None = None, *, figures: list[dict] = ()) -> None:
+    """Keep a benchmark's run: a record in benchmarks/results/ (named after the running
+    benchmark's module), from which BENCHMARKS.md is written; or, given `path`, `### title`
+    and `body` appended to that file in one O_APPEND write, so that two benchmarks finishing at
+    once never interleave their lines."""
+    if path is None:
+        from benchmarks import results
+
+        command = re.search(r"- command: `([^`]+)`", body)
+        results.record(
+            running_benchmark(),
+            title,
+            body,
+            figures=figures,
+            date=today(),
+            machine=machine(),
+            command=command.group(1) if command else None,
+        )
+        return
     data = f"\n### {title}\n\n{body.strip()}\n".encode()
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
@@ -46,18 +65,72 @@ def append_section(title: str, body: str, path: str | os.PathLike = BENCHMARKS_M
         os.close(fd)
 
 
+def running_benchmark() -> str:
+    """The benchmark that runs: its module's name under benchmarks/ ("speed"), else "notes"."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    name = getattr(spec, "name", "") or ""
+    return name.split(".", 1)[1] if name.startswith("benchmarks.") else "notes"
+
+
 def machine() -> str:
-    """'2 cores, 24 GiB RAM, Intel(R) Xeon(R) Processor, load average 2.4' (and the GPU, if torch sees one)."""
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
+    """'2 cores, 24 GiB RAM, AMD EPYC (AVX2, AVX-512; BLAS: numpy OpenBLAS 0.3.31 SkylakeX, ...),
+    load average 2.4' (and the GPU, if torch sees one): the CPU as cpu() describes it."""
     mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
-    text = f"{os.cpu_count()} cores, {mem:.0f} GiB RAM, {cpu}, load average {os.getloadavg()[0]:.1f}"
+    text = f"{os.cpu_count()} cores, {mem:.0f} GiB RAM, {cpu()}, load average {os.getloadavg()[0]:.1f}"
     gpu = gpu_name()
     return text + (f", GPU {gpu}" if gpu else "")
+
+
+# the instruction sets that pick the kernels of ICE's libraries (BLAS, faiss, numba, libjpeg)
+ISA_FLAGS = {"avx2": "AVX2", "avx512f": "AVX-512", "avx512_bf16": "AVX-512 BF16", "amx_tile": "AMX"}
+
+
+def cpu_info() -> tuple[str, list[str]]:
+    """(the CPU's model name, the ISA_FLAGS it has), from /proc/cpuinfo where there is one."""
+    fields = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:  # the first processor's fields
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    model, flags = fields.get("model name") or platform.processor() or "unknown CPU", fields.get("flags", "").split()
+    return model, [name for flag, name in ISA_FLAGS.items() if flag in flags]
+
+
+def blas_kernels() -> list[str]:
+    """The BLAS libraries loaded in this process, as threadpoolctl finds them: whose copy, which
+    library, its version and the kernels it chose for this CPU ('numpy OpenBLAS 0.3.31 SkylakeX').
+    torch's MKL is linked into torch, where threadpoolctl does not see it; it is named when loaded."""
+    from threadpoolctl import threadpool_info
+
+    out = []
+    for lib in threadpool_info():
+        if lib["user_api"] != "blas":
+            continue
+        path = Path(lib["filepath"])
+        owner = next(
+            (
+                p.name.split(".libs")[0].split("_")[0]
+                for p in path.parents
+                if p.name.endswith(".libs") or p.parent.name == "site-packages"
+            ),
+            path.name,
+        )
+        name = {"openblas": "OpenBLAS", "mkl": "MKL", "blis": "BLIS"}.get(lib["internal_api"], lib["internal_api"])
+        out.append(" ".join(str(v) for v in (owner, name, lib.get("version"), lib.get("architecture")) if v))
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.backends.mkl.is_available():
+        out.append("torch MKL")
+    return sorted(out)
+
+
+def cpu() -> str:
+    """'AMD EPYC (AVX2, AVX-512; BLAS: numpy OpenBLAS 0.3.31 SkylakeX, faiss OpenBLAS 0.3.15 Zen)'."""
+    model, isa = cpu_info()
+    blas = blas_kernels()
+    return f"{model} ({', '.join(isa) or 'no AVX2'}; BLAS: {', '.join(blas) or 'none loaded'})"
 
 
 def gpu_name() -> str | None:
@@ -91,8 +164,11 @@ def _pss_kib(pid: int | str) -> tuple[int, int]:
     """
     try:
         with open(f"/proc/{pid}/smaps_rollup") as f:
-            fields = {k: int(v.split()[0]) for k, v in (line.split(":", 1) for line in f if ":" in line)
-                      if k in ("Pss", "Pss_Anon", "Pss_Shmem")}
+            fields = {
+                k: int(v.split()[0])
+                for k, v in (line.split(":", 1) for line in f if ":" in line)
+                if k in ("Pss", "Pss_Anon", "Pss_Shmem")
+            }
         pss = fields["Pss"]
         if "Pss_Anon" not in fields:
             return pss, pss
@@ -193,6 +269,7 @@ def build_once(folder: Path, build: Callable[[Path], object]) -> Path:
 def extract_once(tarball: Path, folder: Path) -> Path:
     """`folder`, extracted from `tarball` (whose top folder has folder's name) into its
     parent unless a finished extraction is there."""
+
     def extract(folder: Path) -> None:
         if not tarball.exists():
             raise SystemExit(f"{tarball} not found: set ICE_SHARED_DATA to the folder that holds it")
@@ -217,16 +294,18 @@ def clustered_embeddings(n: int, dim: int = 64, clusters: int = 50, latent: int 
         label = rng.integers(clusters, size=m)
         z = rng.normal(size=(m, latent))
         x = centres[label] + np.einsum("ml,mld->md", z, bases[label]) + rng.normal(scale=0.1, size=(m, dim))
-        out[start:start + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
+        out[start : start + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
     return out
 
 
 # --- measuring and reporting ------------------------------------------------------------
 
+
 @dataclass
 class Row:
     """One measured run: `count` items of `unit` in `seconds`, with the CPU time (this process
     and the children it waited for) and the peak memory it took."""
+
     label: str
     seconds: float
     count: int
@@ -245,18 +324,28 @@ class Row:
 
 @dataclass
 class Section:
-    """One benchmark's section of BENCHMARKS.md: its rows, then notes (ratios, targets)."""
+    """One benchmark's section of BENCHMARKS.md: its rows, then notes (ratios, targets).
+    `targets` keeps each target's (what, met, measured) for a summary (speed --quick)."""
+
     title: str
     command: str
     rows: list[Row] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    targets: list[tuple[str, bool, str]] = field(default_factory=list)
+
+    def target(self, what: str, met: bool, measured: str) -> str:
+        """Keep a target's verdict; returns 'target WHAT: **met**' for a note."""
+        self.targets.append((what, met, measured))
+        return f"target {what}: {verdict(met)}"
 
     def body(self) -> str:
         env = ", ".join(f"{k}={os.environ[k]}" for k in ("OMP_WAIT_POLICY", "OMP_NUM_THREADS") if k in os.environ)
         date = f"- date: {today()}" + (f"; {env}" if env else "")
-        lines = [f"- command: `{self.command}`", f"- machine: {machine()}", date, "",
-                 "| run | wall s | CPU s | throughput | peak RSS GiB |", "| --- | ---: | ---: | ---: | ---: |"]
-        lines += [r.markdown() for r in self.rows] + [""] + [f"- {n}" for n in self.notes]
+        lines = [f"- command: `{self.command}`", f"- machine: {machine()}", date, ""]
+        if self.rows:
+            lines += ["| run | wall s | CPU s | throughput | peak RSS GiB |", "| --- | ---: | ---: | ---: | ---: |"]
+            lines += [r.markdown() for r in self.rows] + [""]
+        lines += [f"- {n}" for n in self.notes]
         return "\n".join(lines)
 
 

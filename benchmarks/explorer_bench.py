@@ -4,7 +4,7 @@
 
 Without --run it uses a synthetic run (benchmarks.load.make_synthetic_run: 50 clusters,
 32x32 random pixels, no model), written once to DATA_CACHE/explorer-bench-N and reused.
-The server is `python -m embeddings.cli explore RUN_DIR`, the Flask development server
+The server is `python -m ice.cli explore RUN_DIR`, the Flask development server
 that one user gets, in a subprocess (benchmarks.load.explorer). It measures:
 
   first map, bytes   the answers the page needs before the map shows: `/_dash-layout` and
@@ -49,17 +49,30 @@ LASSO_POINTS = 100_000
 FULL = (1_000_000, 3, 300, 10)
 DRY = (2_000, 2, 30, 3)
 WARMUP = 3  # untimed calls of each kind first: lazy imports and the first-call caches
-CHROMIUM_FLAGS = ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                  "--disable-background-networking", "--disable-component-update", "--no-first-run",
-                  "--enable-unsafe-swiftshader",  # software WebGL for the Scattergl map
-                  "--window-size=1280,800")
+CHROMIUM_FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+    "--enable-unsafe-swiftshader",  # software WebGL for the Scattergl map
+    "--window-size=1280,800",
+)
 MAP_POINTS_JS = """
 const gd = document.querySelector('#map .js-plotly-plot');
 if (!gd || !gd._fullData || !gd.querySelector('canvas')) { return -1; }
 return gd._fullData.filter(t => t.meta === 'cluster').reduce((n, t) => n + (t._length || 0), 0);
 """
-TWO_FRAMES_JS = ("const done = arguments[arguments.length - 1];"
-                 "requestAnimationFrame(() => requestAnimationFrame(() => done(true)));")
+# the map's WebGL canvas: its pixels across, its width on the page and the screen's pixel ratio
+CANVAS_JS = """
+const c = document.querySelector('#map canvas.gl-canvas-context');
+return c ? [c.width, c.clientWidth, window.devicePixelRatio] : null;
+"""
+TWO_FRAMES_JS = (
+    "const done = arguments[arguments.length - 1];requestAnimationFrame(() => requestAnimationFrame(() => done(true)));"
+)
 # body bytes received so far; when the answer of the map figure's size came in (ms), or null
 RECEIVED_JS = """
 const entries = performance.getEntriesByType('navigation').concat(performance.getEntriesByType('resource'));
@@ -70,6 +83,7 @@ return [entries.reduce((n, e) => n + (e.encodedBodySize || 0), 0),
 
 
 # --- the run and its map ----------------------------------------------------------------
+
 
 def synthetic_run(n: int) -> Path:
     """The synthetic run of n images in DATA_CACHE, written on first use."""
@@ -85,6 +99,7 @@ def synthetic_run(n: int) -> Path:
 class MapPoints:
     """Where each image is on the page's map: curve (its cluster's trace) and point number
     in that trace, (n,) int64 each, as explorer.figures.make_map_figure orders them; x, y."""
+
     curve: np.ndarray
     point: np.ndarray
     x: np.ndarray
@@ -112,11 +127,11 @@ class MapPoints:
         centre = rng.integers(self.n)
         d2 = (self.x - self.x[centre]) ** 2 + (self.y - self.y[centre]) ** 2
         ids = np.argpartition(d2, size - 1)[:size] if size < self.n else np.arange(self.n)
-        return {str(c): np.sort(self.point[ids[self.curve[ids] == c]]).tolist()
-                for c in np.unique(self.curve[ids])}
+        return {str(c): np.sort(self.point[ids[self.curve[ids] == c]]).tolist() for c in np.unique(self.curve[ids])}
 
 
 # --- over HTTP --------------------------------------------------------------------------
+
 
 def checked(response):
     response.raise_for_status()
@@ -126,12 +141,17 @@ def checked(response):
 def first_map_bytes(client: Client) -> dict[str, dict]:
     """Size, gzip size and time of the answers the page needs before the map shows."""
     out = {}
-    for label, call in (("`/_dash-layout`", lambda: client.get("/_dash-layout")),
-                        ("map figure callback", client.draw_map)):
+    for label, call in (
+        ("`/_dash-layout`", lambda: client.get("/_dash-layout")),
+        ("map figure callback", client.draw_map),
+    ):
         t0 = time.perf_counter()
         body = checked(call()).content
-        out[label] = {"bytes": len(body), "ms": (time.perf_counter() - t0) * 1000,
-                      "gzip": len(gzip.compress(body, compresslevel=6))}
+        out[label] = {
+            "bytes": len(body),
+            "ms": (time.perf_counter() - t0) * 1000,
+            "gzip": len(gzip.compress(body, compresslevel=6)),
+        }
     return out
 
 
@@ -149,8 +169,9 @@ def time_hover(client: Client, points: MapPoints, count: int, rng: np.random.Gen
     return times
 
 
-def time_lasso(client: Client, points: MapPoints, size: int, tries: int,
-               rng: np.random.Generator) -> tuple[dict[str, list], dict[str, int]]:
+def time_lasso(
+    client: Client, points: MapPoints, size: int, tries: int, rng: np.random.Generator
+) -> tuple[dict[str, list], dict[str, int]]:
     """Seconds of select_on_map and of the grid it fills, per lasso; and the payload bytes."""
     times = {"select": [], "grid": []}
     for i in range(tries + 1):  # the first is a warm-up
@@ -160,17 +181,28 @@ def time_lasso(client: Client, points: MapPoints, size: int, tries: int,
         selection = selected.json()["response"]["selection"]["data"]
         t1 = time.perf_counter()
         grid = checked(client.grid(selection))
-        if len(selection["ids"]) != size or "tile" not in grid.text:
-            raise RuntimeError(f"lasso of {size:,} points: {len(selection['ids']):,} selected, "
-                               f"grid {grid.text[:200]!r}")
+        view = grid.json()["response"]["review-view"]["data"]  # ids None: the selection's own, in its order
+        if (
+            len(selection["ids"]) != size
+            or f"{size:,} images" not in view["title"]
+            or (view["ids"] is not None and len(view["ids"]) != size)
+        ):
+            raise RuntimeError(
+                f"lasso of {size:,} points: {len(selection['ids']):,} selected, grid {grid.text[:200]!r}"
+            )
         if i:
             times["select"].append(t1 - t0)
             times["grid"].append(time.perf_counter() - t1)
-    return times, {"select request": len(selected.request.body), "select answer": len(selected.content),
-                   "grid request": len(grid.request.body), "grid answer": len(grid.content)}
+    return times, {
+        "select request": len(selected.request.body),
+        "select answer": len(selected.content),
+        "grid request": len(grid.request.body),
+        "grid answer": len(grid.content),
+    }
 
 
 # --- in Chromium ------------------------------------------------------------------------
+
 
 def chromium_missing() -> bool:
     return not ((shutil.which("chromium") or shutil.which("chromium-browser")) and shutil.which("chromedriver"))
@@ -215,8 +247,15 @@ def time_map_in_chromium(url: str, n: int, figure_bytes: int, loads: int, timeou
             driver.execute_async_script(TWO_FRAMES_JS)
             drawn = time.perf_counter() - t0
             received, figure_ms = driver.execute_script(RECEIVED_JS, figure_bytes)
-            out.append({"loaded": loaded, "drawn": drawn, "received": received,
-                        "figure": figure_ms / 1000 if figure_ms is not None else float("nan")})
+            out.append(
+                {
+                    "loaded": loaded,
+                    "drawn": drawn,
+                    "received": received,
+                    "figure": figure_ms / 1000 if figure_ms is not None else float("nan"),
+                    "canvas": driver.execute_script(CANVAS_JS),
+                }
+            )
         return out
     finally:
         if driver is not None:
@@ -224,11 +263,47 @@ def time_map_in_chromium(url: str, n: int, figure_bytes: int, loads: int, timeou
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def bench_map(args, n: int, sec) -> None:
+    """`python -m benchmarks.speed --stage map`: the first map alone (its bytes and the time until
+    headless Chromium has drawn it), into `sec` (a benchmarks.common.Section); the target holds at 1M."""
+    loads = DRY[1] if args.dry_run else FULL[1]
+    run_dir = synthetic_run(n)
+    sec.title = f"Speed: the explorer's first map at {n:,} points, {today()}"
+    with explorer(run_dir) as (base, _proc):
+        first = first_map_bytes(Client(base, callbacks_of(base)))
+        total = sum(a["bytes"] for a in first.values())
+        sec.notes.append(
+            f"layout + map figure: {total:,} bytes ({total / n:.1f} a point); the figure's callback "
+            f"answered in {first['map figure callback']['ms']:,.0f} ms"
+        )
+        if chromium_missing():
+            sec.notes.append("map drawn in Chromium: skipped: chromium not found")
+            return
+        times = time_map_in_chromium(base + "/", n, first["map figure callback"]["bytes"], loads)
+    drawn = statistics.median(t["drawn"] for t in times)
+    target = (
+        sec.target(f"first map at {n:,} points <= {TARGET_MAP_S:g} s", drawn <= TARGET_MAP_S, f"{drawn:.2f} s")
+        if n >= FULL[0]
+        else f"the target (<= {TARGET_MAP_S:g} s) is set at {FULL[0]:,} points"
+    )
+    sec.notes.append(
+        f"map drawn in headless Chromium, {loads} loads (HTTP cache off): "
+        + ", ".join(f"{t['drawn']:.2f}" for t in times)
+        + f" s; median **{drawn:.2f} s**; {target}"
+    )
+    sec.notes.append(
+        f"synthetic run ({run_dir}); server `ice explore RUN_DIR` on this machine, as "
+        "`python -m benchmarks.explorer_bench` starts it (that benchmark also times hover and lasso)"
+    )
+
+
 # --- the report -------------------------------------------------------------------------
+
 
 @dataclass
 class Report:
     """Everything measured, and its section of BENCHMARKS.md."""
+
     n: int
     command: str
     source: str
@@ -243,38 +318,105 @@ class Report:
     def title(self) -> str:
         return f"Explorer: first map, hover and lasso at {self.n:,} points, {today()}"
 
+    def figures(self) -> list[dict]:
+        """BENCHMARKS.md's rows of a run at 1M points: the first map, the hover and the lasso."""
+        if self.n != FULL[0] or not self.loads:
+            return []
+        drawn = statistics.median(load["drawn"] for load in self.loads)
+        thumb = percentile(self.hover["thumb"], 95)
+        lasso = percentile([a + b for a, b in zip(self.lasso["select"], self.lasso["grid"])], 95)
+        total = sum(a["bytes"] for a in self.first_map.values())
+        gzip = sum(a["gzip"] for a in self.first_map.values())
+        rows = [
+            (
+                "first map at 1M points, drawn in headless Chromium (median)",
+                f"{drawn:.2f} s",
+                "<= 5 s",
+                drawn <= TARGET_MAP_S,
+            ),
+            (
+                "hover thumbnail at 1M points: GET /thumb p95",
+                f"{thumb:.1f} ms",
+                f"<= {TARGET_HOVER_MS:g} ms",
+                thumb <= TARGET_HOVER_MS,
+            ),
+            (
+                "lasso of 100k at 1M points: select + grid p95",
+                f"{lasso:.1f} ms",
+                f"<= {TARGET_LASSO_S:g} s",
+                lasso <= TARGET_LASSO_S * 1000,
+            ),
+            (
+                "first map payload at 1M points (layout + figure)",
+                f"{total / 1e6:.1f} MB ({gzip / 1e6:.1f} MB gzip)",
+                "",
+                None,
+            ),
+        ]
+        return [{"group": "explorer", "figure": f, "value": v, "target": t, "met": m} for f, v, t, m in rows]
+
     def latency_row(self, label: str, seconds: list[float], target: str, ok: bool | None) -> str:
         p50, p95 = percentile(seconds, 50), percentile(seconds, 95)
-        return (f"| {label} | {len(seconds)} | {p50:,.1f} | {p95:,.1f} | {max(seconds) * 1000:,.1f} | {target} | "
-                f"{verdict(ok) if ok is not None else ''} |")
+        return (
+            f"| {label} | {len(seconds)} | {p50:,.1f} | {p95:,.1f} | {max(seconds) * 1000:,.1f} | {target} | "
+            f"{verdict(ok) if ok is not None else ''} |"
+        )
 
     def body(self) -> str:
-        lines = [f"- command: `{self.command}`", f"- machine: {machine()}", f"- date: {today()}",
-                 f"- {self.n:,} images: {self.source}; server `ice explore RUN_DIR` (Flask development "
-                 "server), on this machine with the benchmark and Chromium", "",
-                 "| first map: answer | bytes | gzip bytes | ms |", "| --- | ---: | ---: | ---: |"]
+        lines = [
+            f"- command: `{self.command}`",
+            f"- machine: {machine()}",
+            f"- date: {today()}",
+            f"- {self.n:,} images: {self.source}; server `ice explore RUN_DIR` (Flask development "
+            "server), on this machine with the benchmark and Chromium",
+            "",
+            "| first map: answer | bytes | gzip bytes | ms |",
+            "| --- | ---: | ---: | ---: |",
+        ]
         for label, a in self.first_map.items():
             lines.append(f"| {label} | {a['bytes']:,} | {a['gzip']:,} | {a['ms']:,.0f} |")
         total = sum(a["bytes"] for a in self.first_map.values())
-        lines += [f"| layout + map figure | **{total:,}** | {sum(a['gzip'] for a in self.first_map.values()):,} | |",
-                  "", "| timed | count | p50 ms | p95 ms | max ms | target | |",
-                  "| --- | ---: | ---: | ---: | ---: | --- | --- |"]
+        lines += [
+            f"| layout + map figure | **{total:,}** | {sum(a['gzip'] for a in self.first_map.values()):,} | |",
+            "",
+            "| timed | count | p50 ms | p95 ms | max ms | target | |",
+            "| --- | ---: | ---: | ---: | ---: | --- | --- |",
+        ]
         if self.loads:
             drawn = [load["drawn"] for load in self.loads]
-            lines.append(self.latency_row("map drawn in Chromium, from driver.get", drawn,
-                                          f"median <= {TARGET_MAP_S:g} s", statistics.median(drawn) <= TARGET_MAP_S))
+            lines.append(
+                self.latency_row(
+                    "map drawn in Chromium, from driver.get",
+                    drawn,
+                    f"median <= {TARGET_MAP_S:g} s",
+                    statistics.median(drawn) <= TARGET_MAP_S,
+                )
+            )
         h, s = self.hover, self.lasso
         hover_thumb = [a + b for a, b in zip(h["hover"], h["thumb"])]
-        lines += [self.latency_row("GET /thumb/ID.png", h["thumb"], f"p95 <= {TARGET_HOVER_MS:g} ms",
-                                   percentile(h["thumb"], 95) <= TARGET_HOVER_MS),
-                  self.latency_row("hover tooltip callback", h["hover"], "", None),
-                  self.latency_row("hover callback + thumbnail", hover_thumb, "", None),
-                  self.latency_row(f"lasso of {self.lasso_points:,}: select_on_map", s["select"], "", None),
-                  self.latency_row(f"lasso of {self.lasso_points:,}: grid", s["grid"], "", None)]
+        lines += [
+            self.latency_row(
+                "GET /thumb/ID.png",
+                h["thumb"],
+                f"p95 <= {TARGET_HOVER_MS:g} ms",
+                percentile(h["thumb"], 95) <= TARGET_HOVER_MS,
+            ),
+            self.latency_row("hover tooltip callback", h["hover"], "", None),
+            self.latency_row("hover callback + thumbnail", hover_thumb, "", None),
+            self.latency_row(f"lasso of {self.lasso_points:,}: select_on_map", s["select"], "", None),
+            self.latency_row(f"lasso of {self.lasso_points:,}: grid", s["grid"], "", None),
+        ]
         both = [a + b for a, b in zip(s["select"], s["grid"])]
         ok = percentile(both, 95) <= TARGET_LASSO_S * 1000 if self.lasso_points == LASSO_POINTS else None
-        lines += [self.latency_row(f"lasso of {self.lasso_points:,}: select + grid", both,
-                                   f"p95 <= {TARGET_LASSO_S:g} s at {LASSO_POINTS:,}", ok), ""]
+        lines += [
+            self.latency_row(
+                f"lasso of {self.lasso_points:,}: select + grid",
+                both,
+                f"p95 <= {TARGET_LASSO_S:g} s at {LASSO_POINTS:,}",
+                ok,
+            ),
+            "",
+        ]
         lines += self.notes(total)
         return "\n".join(lines)
 
@@ -284,29 +426,43 @@ class Report:
             notes.append("map drawn in Chromium: skipped: chromium not found")
         else:
             drawn = ", ".join(f"{load['drawn']:.2f}" for load in self.loads)
-            median = {key: statistics.median(load[key] for load in self.loads) for key in self.loads[0]}
-            notes.append(f"map drawn in Chromium, {len(self.loads)} loads (HTTP cache off): {drawn} s; median "
-                         f"**{median['drawn']:.2f} s**. Medians: driver.get returned after {median['loaded']:.2f} s, "
-                         f"the map figure's answer was in after {median['figure']:.2f} s (navigation timing); "
-                         f"Chromium had received {median['received']:,.0f} body bytes by the time the map was drawn "
-                         "(page, scripts, layout and every callback answer so far)")
-        notes.append(f"hover: {len(self.hover['thumb'])} random images, each the tooltip callback then its "
-                     f"thumbnail (not cached: none asked before), after {WARMUP} untimed")
-        notes.append(f"lasso: {len(self.lasso['select'])} round lassos of the {self.lasso_points:,} points nearest a "
-                     "random image, after 1 untimed; bytes of the last: " +
-                     ", ".join(f"{k} {v:,}" for k, v in self.lasso_bytes.items()))
+            median = {
+                key: statistics.median(load[key] for load in self.loads) for key in self.loads[0] if key != "canvas"
+            }
+            notes.append(
+                f"map drawn in Chromium, {len(self.loads)} loads (HTTP cache off): {drawn} s; median "
+                f"**{median['drawn']:.2f} s**. Medians: driver.get returned after {median['loaded']:.2f} s, "
+                f"the map figure's answer was in after {median['figure']:.2f} s (navigation timing); "
+                f"Chromium had received {median['received']:,.0f} body bytes by the time the map was drawn "
+                "(page, scripts, layout and every callback answer so far)"
+            )
+            if self.loads[-1]["canvas"]:
+                pixels, width, ratio = self.loads[-1]["canvas"]
+                notes.append(
+                    f"the map's WebGL canvas: {pixels:,} pixels across for {width:,} on the page, at the "
+                    f"browser's devicePixelRatio {ratio:g}"
+                )
+        notes.append(
+            f"hover: {len(self.hover['thumb'])} random images, each the tooltip callback then its "
+            f"thumbnail (not cached: none asked before), after {WARMUP} untimed"
+        )
+        notes.append(
+            f"lasso: {len(self.lasso['select'])} round lassos of the {self.lasso_points:,} points nearest a "
+            "random image, after 1 untimed; bytes of the last: "
+            + ", ".join(f"{k} {v:,}" for k, v in self.lasso_bytes.items())
+        )
         return [f"- {note}" for note in notes]
 
 
 # --- main -------------------------------------------------------------------------------
+
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.explorer_bench", description=__doc__.splitlines()[0])
     p.add_argument("--n", type=int, help=f"images in the synthetic run (default {FULL[0]:,}; without --run)")
     p.add_argument("--run", type=Path, help="an existing complete run directory instead")
     p.add_argument("--no-record", dest="record", action="store_false", help="print only")
-    p.add_argument("--dry-run", action="store_true",
-                   help=f"{DRY[0]:,} points, few repetitions, records nothing")
+    p.add_argument("--dry-run", action="store_true", help=f"{DRY[0]:,} points, few repetitions, records nothing")
     args = p.parse_args(argv)
     if args.n is not None and args.n < 2:
         p.error(f"--n {args.n}: must be at least 2")
@@ -337,13 +493,14 @@ def main(argv: list[str] | None = None) -> Report:
     n, loads, hovers, lassos = DRY if args.dry_run else FULL
     n = args.n or n
     run_dir = args.run or synthetic_run(n)
-    source = (f"run directory {run_dir}" if args.run
-              else "synthetic run (benchmarks.load.make_synthetic_run: 50 clusters)")
+    source = (
+        f"run directory {run_dir}" if args.run else "synthetic run (benchmarks.load.make_synthetic_run: 50 clusters)"
+    )
     command = " ".join(["python -m benchmarks.explorer_bench", *(argv if argv is not None else sys.argv[1:])])
     report = bench(run_dir, source, command, loads, hovers, lassos)
     print(f"\n### {report.title}\n\n{report.body()}\n", flush=True)
     if args.record and not args.dry_run:
-        append_section(report.title, report.body())
+        append_section(report.title, report.body(), figures=report.figures())
     return report
 
 

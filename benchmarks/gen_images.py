@@ -98,8 +98,18 @@ def write_shard(task: tuple) -> int:
     return min(start + SHARD, n) - start
 
 
-def generate(n: int, out: Path, size: int = 32, fmt: str = "jpg", classes: int = 10, seed: int = 0,
-             workers: int | None = None, quiet: bool = False, vary: str = "both", by_class: bool = False) -> Path:
+def generate(
+    n: int,
+    out: Path,
+    size: int = 32,
+    fmt: str = "jpg",
+    classes: int = 10,
+    seed: int = 0,
+    workers: int | None = None,
+    quiet: bool = False,
+    vary: str = "both",
+    by_class: bool = False,
+) -> Path:
     """Write n images under `out`; return `out`."""
     if n < 1:
         raise ValueError(f"N {n}: must be at least 1")
@@ -132,21 +142,36 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--size", type=int, default=32, help="side in pixels (default: 32)")
     p.add_argument("--format", choices=["jpg", "png"], default="jpg", help="file format (default: jpg)")
     p.add_argument("--classes", type=int, default=10, help="kinds of image, the clusters (default: 10)")
-    p.add_argument("--vary", choices=VARY, default="both",
-                   help="what tells the kinds apart: shape and colour (default), colour only or shape only")
+    p.add_argument(
+        "--vary",
+        choices=VARY,
+        default="both",
+        help="what tells the kinds apart: shape and colour (default), colour only or shape only",
+    )
     p.add_argument("--by-class", action="store_true", help="a folder per class instead of shard folders")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, help="processes (default: all cores)")
     args = p.parse_args(argv)
     t0 = time.perf_counter()
     try:
-        generate(args.n, args.out, args.size, args.format, args.classes, args.seed, args.workers,
-                 vary=args.vary, by_class=args.by_class)
+        generate(
+            args.n,
+            args.out,
+            args.size,
+            args.format,
+            args.classes,
+            args.seed,
+            args.workers,
+            vary=args.vary,
+            by_class=args.by_class,
+        )
     except ValueError as e:
         p.error(str(e))
     seconds = time.perf_counter() - t0
-    print(f"wrote {args.n} {args.size}x{args.size} {args.format} images to {args.out} in {seconds:.1f} s "
-          f"({args.n / seconds:.0f} images/s)")
+    print(
+        f"wrote {args.n} {args.size}x{args.size} {args.format} images to {args.out} in {seconds:.1f} s "
+        f"({args.n / seconds:.0f} images/s)"
+    )
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU check: everything a session with a GPU machine runs, in one call well inside 10 minutes.
+# The GPU check: everything to run on a GPU machine, in one call well inside 10 minutes.
 #
 #   bash benchmarks/gpu_check.sh [--shared-data DIR] [--quality-only] [--set "KEY=VALUE ..."]
 #                                [--then "KEY=VALUE ..."]
@@ -17,12 +17,11 @@
 # 3. training and embedding images/s on CUDA at 32x32 and 64x64, bf16 autocast vs fp32, and
 #    training at 32x32 through torch.compile (--compile) vs eager;
 # 4. python -m benchmarks.quality --dataset cifar10 with the time that is left: the defaults,
-#    which for colour images on a GPU are the contrastive recipe (README, step 2), or with
+#    which for colour images on a GPU are the contrastive recipe (docs/pipeline.md), or with
 #    --set "KEY=VALUE ..." those settings (e.g. "compile=true epochs=150");
 # 5. python -m benchmarks.cluster_pick --self-label on that run, if 150 s are left: the cluster
 #    step's climb along the neighbour graph (graph_rounds 0 and 20, 3 mixture seeds), each
-#    clustering then self-labelled on the GPU as the job does it (SCAN's own clustering,
-#    benchmarks.scan_probe, was measured once and lost: BENCHMARKS.md). With --then
+#    clustering then self-labelled on the GPU as the job does it. With --then
 #    "KEY=VALUE ...", step 5 instead runs step 4's benchmark again with those settings (quality
 #    --set KEY=VALUE each; e.g. "batch_size=1024 epochs=150"), if 200 s are left: a setting
 #    measured against the defaults in one call (not against --set's settings). Its run is not kept.
@@ -51,7 +50,7 @@ while [ $# -gt 0 ]; do
   esac
   shift
 done
-BUDGET_S=${GPU_CHECK_BUDGET_S:-540}  # the device machine stops a command at 600 s
+BUDGET_S=${GPU_CHECK_BUDGET_S:-540}  # a remote GPU machine may stop a command at 600 s
 OUT="${OUT:-$(mktemp -d -t gpu-check-XXXX)}"
 mkdir -p "$OUT"
 LOG="$OUT/gpu_check.log"
@@ -170,7 +169,7 @@ else
     {  # its lines into the results too, with the command, for BENCHMARKS.md
       printf '\n### The climb, each way self-labelled, on that run (%s)\n\n```\n' "$(date -u +%F)"
       echo "python -m benchmarks.cluster_pick RUN_DIR ${PICK[*]}"
-      grep -E '^(overcluster |  then self-labelled)' "$LOG"
+      grep -E '^(mixture_pick |  then self-labelled)' "$LOG"
       printf '```\n'
     } >> "$RESULTS"
   fi

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Fill the two ignored folders that benchmarks/gpu_check.sh needs on the device machine, which
+# Fill the two ignored folders that benchmarks/gpu_check.sh needs on a GPU machine that
 # has python 3.12 with torch, torchvision, numpy, scipy, scikit-learn, numba, pandas and
-# pyarrow (what the sixth session's run found there), but no network:
+# pyarrow (as found there on 2026-11-27), but no network:
 #   .whl/          the wheels of what it lacks, at the versions this checkout's .venv runs
 #   .shared-data/  cifar10-jpg.tar.gz, copied from ../shared/data (or $ICE_SHARED_DATA)
 #

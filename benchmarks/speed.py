@@ -1,9 +1,9 @@
 """Speed and memory of every stage, each side by side with what a user would otherwise use.
 
-    python -m benchmarks.speed [--stage S] [--n N] [--dry-run] [--data PATH] [--cold] [--device D]
+    python -m benchmarks.speed [--stage S] [--n N] [--dry-run | --quick] [--data PATH] [--cold] [--device D]
                                [--record PATH | --no-record] [--umap-timeout SECONDS]
 
-Stages (default `all`: every one but `scale`):
+Stages (default `all`: every one but `scale` and `map`):
   decode  the CIFAR-10 JPEGs: ICE's decode_all with DataLoader workers vs a single-process Pillow loop;
           read from the page cache, or with --cold from the disk, with ICE's read-ahead on and off too
   train   training steps/s (images/s) at 32x32 and 64x64; on CUDA, bf16 autocast vs fp32
@@ -13,11 +13,17 @@ Stages (default `all`: every one but `scale`):
   umap    200k and 1M points to 2-D: ICE's umap_reduce vs a full umap.UMAP().fit_transform
   scale   `ice embed --fast` (or `--epochs N`) on N generated images: time and peak memory of each stage,
           and the part of that memory not backed by files (not the mapped pixels, not the libraries' code)
+  map     the explorer's first map of 1M points in headless Chromium (benchmarks.explorer_bench)
 
 Every comparison runs in the same process, one side right after the other, so that the
 ratio holds on a busy machine. Each stage prints its table and appends it to BENCHMARKS.md
 with the command, the machine and the date. `--dry-run` runs each stage at a tiny size in
 seconds, and records nothing unless `--record` is given.
+
+`--quick` (with `--stage all`: decode, kmeans, umap and map) runs the ratio benchmarks and the
+first map at sizes that take about four minutes on 2 idle cores, then prints each target as met
+or missed on this CPU; it records nothing unless `--record` is given. A check for a developer's
+machine, not a test: a busy machine moves the figures and the time.
 """
 
 from __future__ import annotations
@@ -33,19 +39,44 @@ import numpy as np
 
 import embeddings  # noqa: F401  sets OMP_WAIT_POLICY before faiss, torch or sklearn load, as `ice` does
 
-from .common import (BENCHMARKS_MD, DATA_CACHE, SHARED_DATA, PeakRSS, Row, Section, append_section,
-                     clustered_embeddings, extract_once, measure, today, verdict)
+from .common import (
+    DATA_CACHE,
+    SHARED_DATA,
+    PeakRSS,
+    Row,
+    Section,
+    append_section,
+    clustered_embeddings,
+    extract_once,
+    machine,
+    measure,
+    today,
+    verdict,
+)
+from .explorer_bench import bench_map
 from .speed_scale import bench_scale
 from .speed_umap import bench_umap, full_umap
 
 STAGES = ("decode", "train", "embed", "kmeans", "knn", "umap")
+QUICK_STAGES = ("decode", "kmeans", "umap", "map")  # the ratio benchmarks and the first map
 # the issue's sizes; --n overrides them
-SIZES = {"decode": 60_000, "train": 0, "embed": 8192, "kmeans": 1_000_000, "knn": 1_000_000,
-         "umap": (200_000, 1_000_000), "scale": 100_000}
-DRY = {"decode": 200, "train": 0, "embed": 256, "kmeans": 5000, "knn": 5000, "umap": (600,), "scale": 64}
+SIZES = {
+    "decode": 60_000,
+    "train": 0,
+    "embed": 8192,
+    "kmeans": 1_000_000,
+    "knn": 1_000_000,
+    "umap": (200_000, 1_000_000),
+    "scale": 100_000,
+    "map": 1_000_000,
+}
+DRY = {"decode": 200, "train": 0, "embed": 256, "kmeans": 5000, "knn": 5000, "umap": (600,), "scale": 64, "map": 2000}
+# --quick: UMAP above 100k points, where its neighbour graph is approximate as at 200k
+QUICK = {**SIZES, "decode": 30_000, "umap": (110_000,)}
 
 
 # --- decode -----------------------------------------------------------------------------
+
 
 def pillow_loop(root: Path, paths: list[str], size: int) -> np.ndarray:
     """What a user would write: open, RGB, centre square, bilinear resize, one file at a time."""
@@ -57,8 +88,9 @@ def pillow_loop(root: Path, paths: list[str], size: int) -> np.ndarray:
             img = img.convert("RGB")
             side = min(img.size)
             left, top = (img.size[0] - side) // 2, (img.size[1] - side) // 2
-            out[i] = np.asarray(img.resize((size, size), Image.Resampling.BILINEAR,
-                                           box=(left, top, left + side, top + side)))
+            out[i] = np.asarray(
+                img.resize((size, size), Image.Resampling.BILINEAR, box=(left, top, left + side, top + side))
+            )
     return out
 
 
@@ -91,13 +123,24 @@ def bench_decode(args, n: int, sec: Section) -> None:
     sec.rows.append(find)
     best = {}
     with tempfile.TemporaryDirectory() as tmp:
-        def ice(w: int, ahead: bool = True):
-            return decode_all(root, paths, size, Config().max_pixels, w, Path(tmp, "pixels.npy"),
-                              Path(tmp, "skipped.csv"), read_ahead=ahead)
 
-        sides = [("Pillow loop, 1 process", lambda: pillow_loop(root, paths, size)),
-                 (f"ICE decode_all, {workers} DataLoader workers", lambda: ice(workers)),
-                 ("ICE decode_all, 0 DataLoader workers", lambda: ice(0))]
+        def ice(w: int, ahead: bool = True):
+            return decode_all(
+                root,
+                paths,
+                size=size,
+                max_pixels=Config().max_pixels,
+                workers=w,
+                pixels_path=Path(tmp, "pixels.npy"),
+                skipped_path=Path(tmp, "skipped.csv"),
+                read_ahead=ahead,
+            )
+
+        sides = [
+            ("Pillow loop, 1 process", lambda: pillow_loop(root, paths, size)),
+            (f"ICE decode_all, {workers} DataLoader workers", lambda: ice(workers)),
+            ("ICE decode_all, 0 DataLoader workers", lambda: ice(0)),
+        ]
         if args.cold:
             sides.append((f"ICE decode_all, {workers} workers, no read-ahead", lambda: ice(workers, ahead=False)))
         for _ in range(1 if args.dry_run else 2):  # two rounds, alternating: the best of each counts
@@ -115,8 +158,9 @@ def bench_decode(args, n: int, sec: Section) -> None:
     us = 1e6 / len(paths)
     sec.notes += [
         f"ICE with {workers} workers vs the Pillow loop: **{base_s / ice_s:.2f}x** (wall, best of each); "
-        f"target >= 1.8x: {verdict(base_s / ice_s >= 1.8)}",
-        f"ICE with 0 workers vs the Pillow loop: {base_s / ice0_s:.2f}x (one process: libjpeg through torchvision for small JPEGs, no Python header parsing)",
+        + sec.target("decode >= 1.8x the Pillow loop", base_s / ice_s >= 1.8, f"{base_s / ice_s:.2f}x"),
+        f"ICE with 0 workers vs the Pillow loop: {base_s / ice0_s:.2f}x (one process: libjpeg through torchvision "
+        "for small JPEGs, no Python header parsing)",
         f"CPU per image: Pillow loop {base_cpu * us:.0f} us, ICE {ice_cpu * us:.0f} us with {workers} workers "
         f"(main process and workers), {ice0_cpu * us:.0f} us with 0; so on {workers} idle cores ICE's speed-up "
         f"over the loop is bounded by {min(workers, os.cpu_count() or 1) * base_cpu / ice_cpu:.2f}x "
@@ -125,13 +169,19 @@ def bench_decode(args, n: int, sec: Section) -> None:
     ]
     if args.cold:
         plain_s = best[sides[-1][0]][0]
-        sec.notes.insert(0, "`--cold`: before each side the files were dropped from the page cache "
-                         "(posix_fadvise DONTNEED), so every side read them from the disk")
-        sec.notes.append(f"read-ahead (a batch that starts on disk asks for all its files at once) vs none, "
-                         f"{workers} workers: **{plain_s / ice_s:.2f}x**")
+        sec.notes.insert(
+            0,
+            "`--cold`: before each side the files were dropped from the page cache "
+            "(posix_fadvise DONTNEED), so every side read them from the disk",
+        )
+        sec.notes.append(
+            f"read-ahead (a batch that starts on disk asks for all its files at once) vs none, "
+            f"{workers} workers: **{plain_s / ice_s:.2f}x**"
+        )
 
 
 # --- train and embed --------------------------------------------------------------------
+
 
 def _device(name: str):
     from embeddings.train import pick_device
@@ -146,8 +196,16 @@ def _sync(device) -> None:
         torch.cuda.synchronize()
 
 
-def train_rate(size: int, precision: str, device, batch_size: int, steps: int, warmup: int,
-               recipe: str = "autoencoder", compiled: bool = False) -> Row:
+def train_rate(
+    size: int,
+    precision: str,
+    device,
+    batch_size: int,
+    steps: int,
+    warmup: int,
+    recipe: str = "autoencoder",
+    compiled: bool = False,
+) -> Row:
     """Images/s of train()'s loop body (step_loss, backward, AdamW) on random pixels, with `recipe`'s model and
     loss; `compiled`: through torch.compile, as --compile trains (the warm-up steps compile)."""
     import torch
@@ -176,8 +234,13 @@ def train_rate(size: int, precision: str, device, batch_size: int, steps: int, w
 
     steps_of(warmup)
     _sync(device)
-    row, _ = measure(f"train step {size}x{size}, {precision}{', compiled' if compiled else ''}, batch {batch_size}, "
-                     f"{recipe}", steps * batch_size, "img", steps_of, steps)
+    row, _ = measure(
+        f"train step {size}x{size}, {precision}{', compiled' if compiled else ''}, batch {batch_size}, {recipe}",
+        steps * batch_size,
+        "img",
+        steps_of,
+        steps,
+    )
     return row
 
 
@@ -205,8 +268,9 @@ def encoder_rate(size: int, precision: str, device, batches: int, batch_size: in
 
     run(2)
     _sync(device)
-    row, _ = measure(f"encoder {size}x{size}, {precision}, batch {batch_size}", batches * batch_size, "img",
-                     run, batches)
+    row, _ = measure(
+        f"encoder {size}x{size}, {precision}, batch {batch_size}", batches * batch_size, "img", run, batches
+    )
     return row
 
 
@@ -232,8 +296,10 @@ def _ratio_notes(sec: Section) -> None:
     by = {r.label: r.rate for r in sec.rows}
     for label, rate in by.items():
         if ", bf16," in label and label.replace("bf16", "fp32") in by:
-            sec.notes.append(f"{label.replace(', bf16', '')}: bf16 autocast + channels_last vs fp32 "
-                             f"(same code): **{rate / by[label.replace('bf16', 'fp32')]:.2f}x**")
+            sec.notes.append(
+                f"{label.replace(', bf16', '')}: bf16 autocast + channels_last vs fp32 "
+                f"(same code): **{rate / by[label.replace('bf16', 'fp32')]:.2f}x**"
+            )
 
 
 def bench_train(args, n: int, sec: Section) -> None:
@@ -257,10 +323,12 @@ def bench_train(args, n: int, sec: Section) -> None:
         sec.rows.append(compiled)
         sec.notes.append(f"{compiled.label}: torch.compile vs eager (same step): **{compiled.rate / eager.rate:.2f}x**")
     _ratio_notes(sec)
-    sec.notes.append(f"{steps} timed steps after {warmup} warm-up, batch {batch} for every recipe (a contrastive "
-                     "step encodes two views of each image); random pixels; "
-                     + "; ".join(_model_settings(r) for r in recipes)
-                     + f"; torch {torch.__version__}, {torch.get_num_threads()} CPU threads")
+    sec.notes.append(
+        f"{steps} timed steps after {warmup} warm-up, batch {batch} for every recipe (a contrastive "
+        "step encodes two views of each image); random pixels; "
+        + "; ".join(_model_settings(r) for r in recipes)
+        + f"; torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
+    )
 
 
 def bench_embed(args, n: int, sec: Section) -> None:
@@ -282,30 +350,44 @@ def bench_embed(args, n: int, sec: Section) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             pixels = _random_pixels(Path(tmp, "pixels.npy"), n, size)
             model = AutoEncoder(model_args(cfg.replace(image_size=size))).to(device, memory_format=torch.channels_last)
-            row, _ = measure(f"embeddings.embed.embed {size}x{size}, {cfg.workers} loader workers", n, "img",
-                             embed, model, pixels, Path(tmp, "emb.npy"), cfg.replace(image_size=size), device)
+            row, _ = measure(
+                f"embeddings.embed.embed {size}x{size}, {cfg.workers} loader workers",
+                n,
+                "img",
+                embed,
+                model,
+                pixels,
+                Path(tmp, "emb.npy"),
+                cfg.replace(image_size=size),
+                device,
+            )
             sec.rows.append(row)
     _ratio_notes(sec)
     if cuda:
         best = max(r.rate for r in sec.rows if "64x64" in r.label and "bf16" in r.label)
         full = next(r.rate for r in sec.rows if r.label.startswith("embeddings.embed.embed 64x64"))
-        sec.notes.append(f"64x64 inference: {best:,.0f} images/s bare, {full:,.0f} through embed(); target >= 20,000: "
-                         f"{verdict(best >= 20_000)} (bare), {verdict(full >= 20_000)} (embed())")
-    sec.notes.append(f"{_model_settings()}; torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
-                     + (f", {torch.cuda.get_device_name()}" if cuda else ""))
+        sec.notes.append(
+            f"64x64 inference: {best:,.0f} images/s bare, {full:,.0f} through embed(); target >= 20,000: "
+            f"{verdict(best >= 20_000)} (bare), {verdict(full >= 20_000)} (embed())"
+        )
+    sec.notes.append(
+        f"{_model_settings()}; torch {torch.__version__}, {torch.get_num_threads()} CPU threads"
+        + (f", {torch.cuda.get_device_name()}" if cuda else "")
+    )
 
 
 def _random_pixels(path: Path, n: int, size: int) -> Path:
     out = np.lib.format.open_memmap(path, mode="w+", dtype=np.uint8, shape=(n, size, size, 3))
     rng = np.random.default_rng(0)
     for start in range(0, n, 16_384):
-        out[start:start + 16_384] = rng.integers(0, 256, size=out[start:start + 16_384].shape, dtype=np.uint8)
+        out[start : start + 16_384] = rng.integers(0, 256, size=out[start : start + 16_384].shape, dtype=np.uint8)
     out.flush()
     del out
     return path
 
 
 # --- kmeans and knn ---------------------------------------------------------------------
+
 
 @contextlib.contextmanager
 def faiss_threads(n: int | None):
@@ -334,7 +416,6 @@ def bench_kmeans(args, n: int, sec: Section) -> None:
 
     k, iters = (10, 5) if args.dry_run else (100, 20)
     x = clustered_embeddings(n, 64, clusters=k, seed=1)
-    import torch  # noqa: F401  (ICE's final assignment uses torch, loaded by the pipeline: not timed)
     from embeddings.cluster import assign
 
     t0 = time.perf_counter()  # once per process: numba compiles the assignment kernel or loads it
@@ -345,8 +426,13 @@ def bench_kmeans(args, n: int, sec: Section) -> None:
         "ICE KMeans (faiss), as shipped": (ice_kmeans, (x, k, iters)),
         "ICE KMeans, faiss limited to 1 OpenMP thread": (ice_kmeans, (x, k, iters, 1)),
         "scikit-learn KMeans (lloyd, init=random, all rows)": (
-            lambda: SKKMeans(k, init="random", n_init=1, max_iter=iters, tol=0.0, algorithm="lloyd",
-                             random_state=0).fit(x).inertia_, ()),
+            lambda: (
+                SKKMeans(k, init="random", n_init=1, max_iter=iters, tol=0.0, algorithm="lloyd", random_state=0)
+                .fit(x)
+                .inertia_
+            ),
+            (),
+        ),
     }
     objective, best = {}, {}
     for _ in range(1 if args.dry_run else 2):  # two rounds, alternating: the best of each counts
@@ -357,9 +443,11 @@ def bench_kmeans(args, n: int, sec: Section) -> None:
     *ours, sk = best.values()
     for row in ours:
         ratio = sk.seconds / row.seconds
-        sec.notes.append(f"{row.label} vs scikit-learn: **{ratio:.2f}x**"
-                         + (f"; target >= 10x: {verdict(ratio >= 10)}" if row is ours[0] else "")
-                         + f"; objective {objective[row.label] / objective[sk.label]:.3f} of scikit-learn's")
+        sec.notes.append(
+            f"{row.label} vs scikit-learn: **{ratio:.2f}x**"
+            + (f"; {sec.target('k-means >= 10x scikit-learn', ratio >= 10, f'{ratio:.2f}x')}" if row is ours[0] else "")
+            + f"; objective {objective[row.label] / objective[sk.label]:.3f} of scikit-learn's"
+        )
     sec.notes += [
         f"objective = sum of squared distances to the nearest centroid over all {n:,} rows "
         f"(scikit-learn: {objective[sk.label]:.1f}, after all {iters} iterations: tol=0)",
@@ -376,7 +464,7 @@ def bench_knn(args, n: int, sec: Section) -> None:
 
     from embeddings.cluster import build_index
 
-    k, queries = 50, 20 if args.dry_run else 300
+    k, queries = 50, 20 if args.dry_run else 50 if args.quick else 300
     data = clustered_embeddings(n + queries, 64, seed=2)
     emb, qs = data[:n], data[n:]
     sec.title = f"Speed: nearest neighbours, k={k} over {n:,} x 64 embeddings, single queries, {today()}"
@@ -396,10 +484,12 @@ def bench_knn(args, n: int, sec: Section) -> None:
         with faiss_threads(threads):
             return idx.search(q[None], k)[1][0]
 
-    searches = {f"ICE's index ({kind})": lambda q: faiss_search(index, q),
-                "faiss IndexFlatIP, exact": lambda q: faiss_search(flat, q),
-                "faiss IndexFlatIP, exact, 1 OpenMP thread": lambda q: faiss_search(flat, q, 1),
-                "numpy brute force (matmul + argpartition)": numpy_search}
+    searches = {
+        f"ICE's index ({kind})": lambda q: faiss_search(index, q),
+        "faiss IndexFlatIP, exact": lambda q: faiss_search(flat, q),
+        "faiss IndexFlatIP, exact, 1 OpenMP thread": lambda q: faiss_search(flat, q, 1),
+        "numpy brute force (matmul + argpartition)": numpy_search,
+    }
     for q in qs[:5]:  # warm-up
         [fn(q) for fn in searches.values()]
     lat = {label: [] for label in searches}
@@ -418,16 +508,31 @@ def bench_knn(args, n: int, sec: Section) -> None:
     for label, v in lat.items():
         sec.rows.append(Row(f"{label}, 1 query", sum(v), queries, "query", mem.gib))
         p50, p95 = np.percentile(v, [50, 95]) * 1000
-        sec.notes.append(f"{label}: p50 {p50:.1f} ms, p95 **{p95:.1f} ms**, recall@{k} {np.mean(recall[label]):.3f}"
-                         + (f"; {numpy_p50 * 1000 / p50:.1f}x the speed of numpy at p50; target p95 <= 50 ms: "
-                            f"{verdict(p95 <= 50)}" if label.startswith(("ICE", "faiss")) else ""))
+        sec.notes.append(
+            f"{label}: p50 {p50:.1f} ms, p95 **{p95:.1f} ms**, recall@{k} {np.mean(recall[label]):.3f}"
+            + (
+                f"; {numpy_p50 * 1000 / p50:.1f}x the speed of numpy at p50; target p95 <= 50 ms: {verdict(p95 <= 50)}"
+                if label.startswith(("ICE", "faiss"))
+                else ""
+            )
+        )
+        if label.startswith("ICE"):
+            sec.target("nearest neighbours p95 <= 50 ms", p95 <= 50, f"{p95:.1f} ms")
     sec.notes.append(f"{queries} queries, each searched by all four in turn; recall against numpy's exact answer")
 
 
 # --- command line -----------------------------------------------------------------------
 
-RUNNERS = {"decode": bench_decode, "train": bench_train, "embed": bench_embed, "kmeans": bench_kmeans,
-           "knn": bench_knn, "umap": bench_umap, "scale": bench_scale}
+RUNNERS = {
+    "decode": bench_decode,
+    "train": bench_train,
+    "embed": bench_embed,
+    "kmeans": bench_kmeans,
+    "knn": bench_knn,
+    "umap": bench_umap,
+    "scale": bench_scale,
+    "map": bench_map,
+}
 
 
 def command(args, stage: str) -> str:
@@ -435,6 +540,7 @@ def command(args, stage: str) -> str:
     parts = ["python -m benchmarks.speed --stage", stage]
     parts += [f"--n {args.n}"] if args.n else []
     parts += ["--dry-run"] if args.dry_run else []
+    parts += ["--quick"] if args.quick else []
     parts += [f"--data {args.data}"] if args.data and stage in ("decode", "scale") else []
     parts += ["--cold"] if args.cold and stage == "decode" else []
     parts += [f"--epochs {args.epochs}"] if args.epochs and stage == "scale" else []
@@ -444,21 +550,43 @@ def command(args, stage: str) -> str:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.speed", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="\n".join(__doc__.splitlines()[5:14]))
-    p.add_argument("--stage", choices=[*STAGES, "scale", "all"], default="all",
-                   help="one stage, or all (every stage but scale; default)")
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.speed",
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(__doc__.splitlines()[5:16]),
+    )
+    p.add_argument(
+        "--stage",
+        choices=[*STAGES, "scale", "map", "all"],
+        default="all",
+        help="one stage, or all (every stage but scale and map; default)",
+    )
     p.add_argument("--n", type=int, help="points or images instead of the issue's size (umap: one size)")
     p.add_argument("--dry-run", action="store_true", help="tiny sizes, seconds in all; records nothing unless --record")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="the ratio benchmarks and the first map at reduced sizes (minutes in all), then each target "
+        "met or missed on this CPU; records nothing unless --record",
+    )
     p.add_argument("--data", type=Path, help="decode, scale: a folder of images instead of CIFAR-10 / generated ones")
-    p.add_argument("--cold", action="store_true",
-                   help="decode: drop the files from the page cache before each side, as on a disk not read lately")
+    p.add_argument(
+        "--cold",
+        action="store_true",
+        help="decode: drop the files from the page cache before each side, as on a disk not read lately",
+    )
     p.add_argument("--epochs", type=int, help="scale: train this many epochs instead of --fast's")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="train, embed (default: auto)")
-    p.add_argument("--umap-timeout", type=float, default=1800,
-                   help="stop the full UMAP fit after this many seconds and report a lower bound (default: 1800)")
-    p.add_argument("--record", type=Path, help=f"append the results to this file (default: {BENCHMARKS_MD.name})")
+    p.add_argument(
+        "--umap-timeout",
+        type=float,
+        default=1800,
+        help="stop the full UMAP fit after this many seconds and report a lower bound (default: 1800)",
+    )
+    p.add_argument(
+        "--record", type=Path, help="append the results to this Markdown file (default: benchmarks/results/speed.jsonl)"
+    )
     p.add_argument("--no-record", action="store_true", help="print only")
     p.add_argument("--full-umap-child", nargs=3, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -466,6 +594,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"--n {args.n}: must be at least 1")
     if args.epochs is not None and args.epochs < 1:
         p.error(f"--epochs {args.epochs}: must be at least 1")
+    if args.quick and args.dry_run:
+        p.error("--quick and --dry-run: choose one")
     return args
 
 
@@ -475,18 +605,71 @@ def main(argv: list[str] | None = None) -> list[Section]:
         n, seed, out = args.full_umap_child
         full_umap(int(n), int(seed), out)
         return []
-    record = None if args.no_record or (args.dry_run and not args.record) else (args.record or BENCHMARKS_MD)
+    trial = args.dry_run or args.quick
+    record = None if args.no_record or (trial and not args.record) else (args.record or "results")
+    sizes = DRY if args.dry_run else QUICK if args.quick else SIZES
     done = []
-    for stage in STAGES if args.stage == "all" else (args.stage,):
-        size = args.n or (DRY if args.dry_run else SIZES)[stage]
+    load = os.getloadavg()[0]
+    for stage in (QUICK_STAGES if args.quick else STAGES) if args.stage == "all" else (args.stage,):
+        size = args.n or sizes[stage]
         size = (size,) if stage == "umap" and args.n else size
         sec = Section(stage, command(args, stage))
         RUNNERS[stage](args, size, sec)
         print(f"\n### {sec.title}\n\n{sec.body()}\n", flush=True)
         if record:
-            append_section(sec.title, sec.body(), record)
+            path = None if record == "results" else record
+            append_section(sec.title, sec.body(), path, figures=[] if path else figures(args, sec))
         done.append(sec)
+    if args.quick:
+        title, body = quick_summary(args, done, load)
+        print(f"\n### {title}\n\n{body}\n", flush=True)
+        if record:
+            append_section(title, body, None if record == "results" else record)
     return done
+
+
+# BENCHMARKS.md's row for each target of a full-size run: (its figure, its target)
+FIGURES = {
+    "k-means": ("k-means, 1M x 64, K=100, 20 iterations, vs scikit-learn", ">= 10x"),
+    "decode": ("decode 60k CIFAR-10 JPEGs to 32x32 (page cache), vs a Pillow loop", ">= 1.8x"),
+    "decode --cold": ("decode 60k CIFAR-10 JPEGs from disk, vs a Pillow loop", ">= 1.8x"),
+    "UMAP at 200,000": ("UMAP to 2-D, 200k, vs umap.UMAP(): 10-NN kept, speed-up", "kept >= 0.9 at >= 1.5x"),
+    "UMAP at 1,000,000": ("UMAP to 2-D, 1M, vs umap.UMAP(): 10-NN kept, speed-up", "kept >= 0.9 at >= 5x"),
+    "nearest neighbours": ("nearest neighbours, 1M, k=50, one query: p95", "<= 50 ms"),
+    "first map at 1,000,000": ("first map at 1M points, drawn in headless Chromium (median)", "<= 5 s"),
+}
+
+
+def figures(args, sec: Section) -> list[dict]:
+    """The BENCHMARKS.md rows that a section's targets give, at the full sizes only."""
+    if args.dry_run or args.quick:
+        return []
+    rows = []
+    for what, met, measured in sec.targets:
+        key = next((k for k in FIGURES if what.startswith(k.replace(" --cold", ""))), None)
+        if key == "decode" and args.cold:
+            key = "decode --cold"
+        if key and (not key.startswith("decode") or "decode 60,000 " in sec.title):
+            figure, target = FIGURES[key]
+            group = "explorer" if key.startswith("first map") else "speed"
+            rows.append({"group": group, "figure": figure, "value": measured, "target": target, "met": met})
+    return rows
+
+
+def quick_summary(args, done: list[Section], load: float) -> tuple[str, str]:
+    """The title and body of --quick's summary: each target met or missed, on this CPU."""
+    lines = [
+        f"- command: `python -m benchmarks.speed --stage {args.stage} --quick`",
+        f"- machine: {machine()} at the end, {load:.1f} at the start",
+        f"- date: {today()}",
+        "",
+    ]
+    lines += [f"- {what}: {verdict(met)} ({measured})" for sec in done for what, met, measured in sec.targets]
+    lines += [
+        "- reduced sizes: " + "; ".join(sec.title.split(": ", 1)[-1].rsplit(", ", 1)[0] for sec in done),
+        "- each figure ran once or twice on a machine that may be busy; BENCHMARKS.md keeps the full runs",
+    ]
+    return f"Quick check: each target on this CPU, {today()}", "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -12,13 +12,16 @@ from pathlib import Path
 
 from .common import DATA_CACHE, PeakRSS, Row, Section, Timer, build_once, cpu_seconds, today
 
+
 def bench_scale(args, n: int, sec: Section) -> None:
     import resource
 
     from .gen_images import generate
 
-    folder = args.data or build_once(DATA_CACHE / f"generated-{n}",
-                                     lambda built: generate(n, built / "images", quiet=True)) / "images"
+    folder = (
+        args.data
+        or build_once(DATA_CACHE / f"generated-{n}", lambda built: generate(n, built / "images", quiet=True)) / "images"
+    )
     # the dry run only proves the plumbing: one epoch at 16x16, no loader workers
     extra = ["--epochs", "1", "--image-size", "16", "--workers", "0", "--kmeans-restarts", "1"] if args.dry_run else []
     with tempfile.TemporaryDirectory(prefix="ice-scale-") as tmp:
@@ -28,7 +31,7 @@ def bench_scale(args, n: int, sec: Section) -> None:
         shown = " ".join(["ice", *cmd]).replace(str(run_dir), "RUN_DIR")
         cpu = cpu_seconds()
         with PeakRSS() as mem, Timer() as t:
-            finished = _run_watching(run_dir, [sys.executable, "-m", "embeddings.cli", *cmd])
+            finished = _run_watching(run_dir, [sys.executable, "-m", "ice.cli", *cmd])
         cpu = cpu_seconds() - cpu
         manifest = json.loads((run_dir / "manifest.json").read_text())
         disk = {f: (run_dir / f).stat().st_size / 2**30 for f in ("pixels.npy", "embeddings.npy", "index.faiss")}
@@ -74,8 +77,9 @@ def _run_watching(run_dir: Path, cmd: list[str]) -> dict[str, float]:
     return finished
 
 
-def _stage_peaks(samples: list[tuple[float, int, int]], stage_seconds: dict[str, float],
-                 finished: dict[str, float], column: int = 1) -> dict[str, float]:
+def _stage_peaks(
+    samples: list[tuple[float, int, int]], stage_seconds: dict[str, float], finished: dict[str, float], column: int = 1
+) -> dict[str, float]:
     """Peak of one column of PeakRSS.samples (1: the summed PSS, 2: its part not backed by
     files), in GiB, within each stage: from its end (seen in progress.json, within 0.2 s)
     back by its recorded seconds."""

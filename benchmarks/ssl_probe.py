@@ -63,15 +63,22 @@ def save_for_later(folder: Path, emb: np.ndarray, labels: np.ndarray, model, cfg
     so that clustering can be studied on another machine without retraining."""
     import torch
 
-    from embeddings.run_dir import atomic_path
+    from ice.run_dir import atomic_path
 
     folder.mkdir(parents=True, exist_ok=True)
     for name, array in (("embeddings.npy", emb.astype(np.float16)), ("labels.npy", labels.astype(np.int16))):
         with atomic_path(folder / name, suffix=".npy") as tmp:
             np.save(tmp, array)
     with atomic_path(folder / "model.pt") as tmp:
-        torch.save({"model": model.state_dict(), "model_args": model.checkpoint_args(), "config": cfg.to_dict(),
-                    "epoch": epoch}, tmp)
+        torch.save(
+            {
+                "model": model.state_dict(),
+                "model_args": model.checkpoint_args(),
+                "config": cfg.to_dict(),
+                "epoch": epoch,
+            },
+            tmp,
+        )
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
@@ -90,20 +97,34 @@ def main(argv: list[str] | None = None) -> list[dict]:
     folder = dataset_folder(args.dataset, args.split, args.limit)
     paths = find_images(folder, False)
     names = sorted({Path(q).parent.name for q in paths})
-    cfg = Config(**{"image_size": 32 if args.dataset == "cifar10" else 28 if args.dataset == "mnist" else 16,
-                    "device": args.device, **parse_sets(args.sets)}).validate()
+    cfg = Config(
+        **{
+            "image_size": 32 if args.dataset == "cifar10" else 28 if args.dataset == "mnist" else 16,
+            "device": args.device,
+            **parse_sets(args.sets),
+        }
+    ).validate()
     cfg = cfg.replace(image_size=(cfg.image_size + 15) // 16 * 16)
     device = pick_device(cfg.device)
     work = Path(tempfile.mkdtemp(prefix="ice-ssl-probe-"))
     try:
         t0 = time.perf_counter()
-        keep, _, _ = decode_all(folder, paths, cfg.image_size, cfg.max_pixels, cfg.workers,
-                                work / "pixels.npy", work / "skipped.csv")
+        keep, _, _ = decode_all(
+            folder,
+            paths,
+            size=cfg.image_size,
+            max_pixels=cfg.max_pixels,
+            workers=cfg.workers,
+            pixels_path=work / "pixels.npy",
+            skipped_path=work / "skipped.csv",
+        )
         labels = np.array([names.index(Path(paths[i]).parent.name) for i in keep])
         colour = has_colour(np.load(work / "pixels.npy", mmap_mode="r"), seed=cfg.seed)
         cfg = cfg.resolved(pick_recipe(cfg, device.type == "cuda", colour))  # as the pipeline picks
-        print(f"decoded {len(keep)} images in {time.perf_counter() - t0:.1f} s; {json.dumps(parse_sets(args.sets))}",
-              flush=True)
+        print(
+            f"decoded {len(keep)} images in {time.perf_counter() - t0:.1f} s; {json.dumps(parse_sets(args.sets))}",
+            flush=True,
+        )
         rows: list[dict] = []
         t_train = time.perf_counter()
 
@@ -112,12 +133,19 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 return
             t = time.perf_counter()
             emb = np.ascontiguousarray(embed(model, work / "pixels.npy", work / "emb.npy", cfg, device))
-            row = {"epoch": epoch, "train_s": round(t - t_train - sum(r["probe_s"] for r in rows), 1),
-                   "knn": knn_accuracy(emb, labels), "kmeans": kmeans_accuracy(emb, labels, cfg.seed)}
+            row = {
+                "epoch": epoch,
+                "train_s": round(t - t_train - sum(r["probe_s"] for r in rows), 1),
+                "knn": knn_accuracy(emb, labels),
+                "kmeans": kmeans_accuracy(emb, labels, cfg.seed),
+            }
             row["probe_s"] = round(time.perf_counter() - t, 1)
             rows.append(row)
-            print(f"epoch {epoch}: kNN {row['knn']:.3f}, k-means {row['kmeans']:.3f} "
-                  f"(training {row['train_s']} s so far)", flush=True)
+            print(
+                f"epoch {epoch}: kNN {row['knn']:.3f}, k-means {row['kmeans']:.3f} "
+                f"(training {row['train_s']} s so far)",
+                flush=True,
+            )
             if args.save:  # at every probe: a run cut short by a time limit keeps its latest
                 save_for_later(args.save, emb, labels, model, cfg, epoch)
 
@@ -125,15 +153,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
     finally:
         shutil.rmtree(work, ignore_errors=True)
     gpu = f", GPU {torch.cuda.get_device_name(0)}" if device.type == "cuda" else ""
-    body = "\n".join([
-        f"- command: `python -m benchmarks.ssl_probe {' '.join(sys.argv[1:] if argv is None else argv)}`",
-        f"- machine: {machine()}{gpu}; torch {torch.__version__}, {torch.get_num_threads()} CPU threads",
-        f"- date: {today()}; {len(labels)} images; recipe {cfg.recipe}; settings changed: {parse_sets(args.sets) or 'none'}",
-        "",
-        "| epoch | training s | kNN accuracy (k=20) | k-means accuracy |",
-        "| ---: | ---: | ---: | ---: |",
-        *[f"| {r['epoch']} | {r['train_s']} | {r['knn']:.3f} | {r['kmeans']:.3f} |" for r in rows],
-    ])
+    body = "\n".join(
+        [
+            f"- command: `python -m benchmarks.ssl_probe {' '.join(sys.argv[1:] if argv is None else argv)}`",
+            f"- machine: {machine()}{gpu}; torch {torch.__version__}, {torch.get_num_threads()} CPU threads",
+            f"- date: {today()}; {len(labels)} images; recipe {cfg.recipe}; "
+            f"settings changed: {parse_sets(args.sets) or 'none'}",
+            "",
+            "| epoch | training s | kNN accuracy (k=20) | k-means accuracy |",
+            "| ---: | ---: | ---: | ---: |",
+            *[f"| {r['epoch']} | {r['train_s']} | {r['knn']:.3f} | {r['kmeans']:.3f} |" for r in rows],
+        ]
+    )
     print(body)
     if args.record:
         append_section(f"Encoder probe: {args.dataset} ({len(labels)} images), {today()}", body)

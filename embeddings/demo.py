@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .run_dir import atomic_path
+from ice.run_dir import atomic_path
 
 # The digits are 8x8 (so the working size comes out at 16); 15 epochs keep the demo under a
 # minute on 2 cores.

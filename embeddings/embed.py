@@ -7,11 +7,12 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.nn import functional as F
-from .progress import progress
+
+from ice.run_dir import atomic_path, new_memmap
 
 from .config import Config
 from .model import AutoEncoder, to_input
-from .run_dir import atomic_path, new_memmap
+from .progress import progress
 from .train import make_loader
 
 
@@ -31,7 +32,7 @@ def embed(model: AutoEncoder, pixels_path: Path, out_path: Path, cfg: Config, de
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                     z = model.encoder(x)
                 z = F.normalize(z.float(), dim=1).cpu().numpy()
-                out[row:row + len(z)] = z
+                out[row : row + len(z)] = z
                 row += len(z)
                 bar.update(len(z))
         out.flush()

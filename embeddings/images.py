@@ -16,9 +16,10 @@ import torch
 from PIL import Image, ImageOps
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from .errors import ImageError, not_a_folder
+from ice.errors import ImageError, not_a_folder
+from ice.run_dir import atomic_path, new_memmap
+
 from .progress import progress
-from .run_dir import atomic_path, new_memmap
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 EXIF_ORIENTATION = 0x0112  # the EXIF tag that says how a picture is turned on display
@@ -27,17 +28,18 @@ EXIF_ORIENTATION = 0x0112  # the EXIF tag that says how a picture is turned on d
 Image.MAX_IMAGE_PIXELS = None
 
 
-def find_images(root: str | os.PathLike, follow_symlinks: bool = False,
-                unlisted: list[tuple[str, str]] | None = None) -> list[str]:
+def find_images(
+    root: str | os.PathLike, follow_symlinks: bool = False, unlisted: list[tuple[str, str]] | None = None
+) -> list[str]:
     """Sorted `/`-separated paths, relative to `root`, of files with an image extension.
 
     Symlinks to folders are walked only with `follow_symlinks`; symlinked files that
     resolve outside `root` are left out unless `follow_symlinks`. Loops are never walked twice.
     Anything but a file (a FIFO, a socket, a device) is left out, even with an image's name.
     Folders that cannot be listed (no permission, a path past PATH_MAX) are passed over, as
-    os.walk does, and added to `unlisted` as (relative path with a trailing "/", reason). One os.scandir per folder
-    and no call per file but for symlinks: 1M files in 1.1-1.2 s against 17.4-17.9 s through
-    os.walk and pathlib (cached, 2 cores).
+    os.walk does, and added to `unlisted` as (relative path with a trailing "/", reason). One
+    os.scandir per folder and no system call per file but for symlinks, which lists a million
+    files many times faster than os.walk with pathlib (BENCHMARKS.md history).
     """
     root = Path(root)
     if not root.is_dir():
@@ -176,14 +178,16 @@ def decode_image(path: str | os.PathLike, size: int, max_pixels: int) -> tuple[n
                 img = _to_rgb(img)
                 side = min(img.size)
                 left, top = (img.size[0] - side) // 2, (img.size[1] - side) // 2
-                img = img.resize((size, size), Image.Resampling.BILINEAR,
-                                 box=(left, top, left + side, top + side), reducing_gap=2.0)
+                img = img.resize(
+                    (size, size), Image.Resampling.BILINEAR, box=(left, top, left + side, top + side), reducing_gap=2.0
+                )
                 return np.asarray(img, dtype=np.uint8), w, h
     except ImageError:
         raise
     except FileNotFoundError:
-        raise ImageError("broken symbolic link" if os.path.islink(path) else
-                         "file disappeared before it could be read") from None
+        raise ImageError(
+            "broken symbolic link" if os.path.islink(path) else "file disappeared before it could be read"
+        ) from None
     except Image.DecompressionBombError as e:
         raise ImageError(f"decompression bomb: {e}") from None
     except (OSError, ValueError, SyntaxError, EOFError, MemoryError, Image.UnidentifiedImageError) as e:
@@ -194,42 +198,63 @@ def decode_image(path: str | os.PathLike, size: int, max_pixels: int) -> tuple[n
 
 
 JPEG_HEAD = 65_536  # bytes read to find a JPEG's frame header (EXIF comes first and is < 64 KiB)
+try:  # torchvision's decoder without its Python wrapper, which warns (deprecated) and logs on every call
+    _DECODE_JPEG = torch.ops.image.decode_jpeg
+except (AttributeError, RuntimeError):  # a torchvision without the operator: through the wrapper
+    _DECODE_JPEG = None
+RGB = ImageReadMode.RGB.value  # the operator's mode argument, read once (an Enum's .value is a Python call)
 
 
 def _decode_small_jpeg(path: str | os.PathLike, size: int, max_pixels: int) -> tuple[np.ndarray, int, int] | None:
     """decode_image's fast path, for JPEGs whose short side is under 4 x size; else None.
 
-    libjpeg through torchvision, with no Python header parsing: 55 us for a CIFAR-10
-    file against 160 us through Pillow, the same pixels for square images (Pillow's
-    resize of a non-square image's centre box also reads pixels just outside the box,
-    so the edge rows can differ by a few levels). Larger JPEGs go through
-    Pillow, whose draft mode decodes them at 1/2 to 1/8 scale. Only baseline and
-    progressive 8-bit grey or colour JPEGs qualify; anything torchvision cannot decode
-    returns None too, so that Pillow gives the reason. (torchvision's PNG decoder is
-    not used: a corrupt PNG crashed the process.)
+    libjpeg through torchvision, with no Python header parsing, the same pixels as Pillow for
+    square images (Pillow's resize of a non-square image's centre box also reads pixels just
+    outside the box, so the edge rows can differ by a few levels). Larger JPEGs go through
+    Pillow, whose draft mode decodes them at 1/2 to 1/8 scale. Only baseline and progressive
+    8-bit grey or colour JPEGs qualify; anything torchvision cannot decode returns None too,
+    so that Pillow gives the reason. (torchvision's PNG decoder is not used: a corrupt PNG
+    crashed the process.)
+
+    A CIFAR-10 file takes libjpeg a few tens of microseconds, so the calls around it count as
+    much: the file is read with os.read (3 system calls, where open() and read() made 10), the
+    operator is called without torchvision's wrapper, and the centre square is cut in numpy.
+    The pixels returned may be a view of the decoded image.
     """
-    with open(path, "rb") as f:
-        data = f.read(JPEG_HEAD)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        data = os.read(fd, JPEG_HEAD)
         frame = _jpeg_frame(data)
         if frame is None:
             return None
         w, h, components = frame
         if components not in (1, 3) or not 0 < min(w, h) < 4 * size or w * h > max_pixels:
             return None  # Pillow decodes it, or says why not
-        data += f.read()
+        while len(data) % JPEG_HEAD == 0 and (more := os.read(fd, JPEG_HEAD)):
+            data += more
+    finally:
+        os.close(fd)
+    encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
     try:
-        x = decode_jpeg(torch.frombuffer(bytearray(data), dtype=torch.uint8), mode=ImageReadMode.RGB,
-                        apply_exif_orientation=True)
+        if _DECODE_JPEG is not None:
+            x = _DECODE_JPEG(encoded, RGB, True)
+        else:
+            x = decode_jpeg(encoded, mode=ImageReadMode.RGB, apply_exif_orientation=True)
     except RuntimeError:
         return None
     height, width = x.shape[1:]
     side = min(height, width)
     top, left = (height - side) // 2, (width - side) // 2
-    x = x[:, top:top + side, left:left + side]
-    if side != size:  # uint8 antialiased bilinear: Pillow's BILINEAR, as the slow path uses
-        x = torch.nn.functional.interpolate(x[None].contiguous(memory_format=torch.channels_last),
-                                            size=(size, size), mode="bilinear", antialias=True)[0]
-    return np.ascontiguousarray(x.permute(1, 2, 0).numpy()), int(width), int(height)
+    if side == size:
+        return x.numpy()[:, top : top + side, left : left + side].transpose(1, 2, 0), int(width), int(height)
+    # uint8 antialiased bilinear: Pillow's BILINEAR, as the slow path uses
+    x = torch.nn.functional.interpolate(
+        x[None, :, top : top + side, left : left + side].contiguous(memory_format=torch.channels_last),
+        size=(size, size),
+        mode="bilinear",
+        antialias=True,
+    )[0]
+    return x.permute(1, 2, 0).numpy(), int(width), int(height)
 
 
 def _jpeg_frame(data: bytes) -> tuple[int, int, int] | None:
@@ -247,12 +272,12 @@ def _jpeg_frame(data: bytes) -> tuple[int, int, int] | None:
         elif 0xD0 <= marker <= 0xD8 or marker == 0x01:  # markers without a length
             i += 2
         elif marker in (0xC0, 0xC1, 0xC2):  # SOF0-2: precision, height, width, components
-            precision, h, w, components = struct.unpack(">BHHB", data[i + 4:i + 10])
+            precision, h, w, components = struct.unpack(">BHHB", data[i + 4 : i + 10])
             return (w, h, components) if precision == 8 else None
         elif 0xC3 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # lossless, arithmetic...
             return None
         else:
-            i += 2 + struct.unpack(">H", data[i + 2:i + 4])[0]
+            i += 2 + struct.unpack(">H", data[i + 2 : i + 4])[0]
     return None
 
 
@@ -279,7 +304,7 @@ def not_in_page_cache(path: str | os.PathLike) -> bool:
 
 def read_ahead(paths: list[str | os.PathLike]) -> None:
     """Ask the kernel to start reading every file in `paths` now (POSIX_FADV_WILLNEED), so that
-    the disk serves them together rather than one per wait. 12 us a file where they are cached."""
+    the disk serves them together rather than one per wait; cheap where they are cached."""
     for path in paths:
         try:
             fd = os.open(path, os.O_RDONLY)
@@ -299,30 +324,32 @@ class DecodeDataset(torch.utils.data.Dataset):
     decoding that the second worker saved.
 
     A batch whose first file is not in the page cache asks for all its files at once
-    (read_ahead): 200k of the scale benchmark's files, dropped from the page cache,
-    decoded in 28.0-29.9 s against 47.7-51.9 s one file at a time (2 workers, 2 cores).
-    The check costs one byte's read per batch: cached, 24.8 s with it, 22.7-24.7 s without.
+    (read_ahead), so that the disk serves the batch in one sweep rather than a seek per file.
+    The check costs one byte's read per batch.
     """
 
-    def __init__(self, root: Path, paths: list[str], size: int, max_pixels: int, scratch: Path,
-                 read_ahead: bool = True):
+    def __init__(
+        self, root: Path, paths: list[str], size: int, max_pixels: int, scratch: Path, read_ahead: bool = True
+    ):
         self.root, self.paths, self.size, self.max_pixels = root, paths, size, max_pixels
-        self.scratch, self.buf = scratch, None  # opened lazily, once per worker process
+        self.prefix = os.path.join(root, "")  # a file's path is prefix + its relative path, cheaper than pathlib's /
+        self.scratch, self.buf, self.rows = scratch, None, None  # opened lazily, once per worker process
         self.read_ahead = read_ahead and hasattr(os, "posix_fadvise")  # Linux
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitems__(self, indices: list[int]) -> list[tuple[int, int, int, str]]:
-        if self.read_ahead and indices and not_in_page_cache(self.root / self.paths[indices[0]]):
-            read_ahead([self.root / self.paths[i] for i in indices])
+        if self.read_ahead and indices and not_in_page_cache(self.prefix + self.paths[indices[0]]):
+            read_ahead([self.prefix + self.paths[i] for i in indices])
         return [self[i] for i in indices]
 
     def __getitem__(self, i: int):
         if self.buf is None:
             self.buf = np.load(self.scratch, mmap_mode="r+")
+            self.rows = self.buf.view(np.ndarray)  # the same pages, without memmap's Python hooks on each write
         try:
-            self.buf[i], w, h = decode_image(self.root / self.paths[i], self.size, self.max_pixels)
+            self.rows[i], w, h = decode_image(self.prefix + self.paths[i], self.size, self.max_pixels)
             return i, w, h, ""
         except ImageError as e:
             return i, 0, 0, str(e)
@@ -342,9 +369,19 @@ class Decoded(NamedTuple):
     resumed: int  # files a killed earlier call had already decoded (0 when starting afresh)
 
 
-def decode_all(root: Path, paths: list[str], size: int, max_pixels: int, workers: int,
-               pixels_path: Path, skipped_path: Path, resume: bool = False, read_ahead: bool = True,
-               also_skipped: list[tuple[str, str]] = ()) -> Decoded:
+def decode_all(
+    root: Path,
+    paths: list[str],
+    *,
+    size: int,
+    max_pixels: int,
+    workers: int,
+    pixels_path: Path,
+    skipped_path: Path,
+    resume: bool = False,
+    read_ahead: bool = True,
+    also_skipped: list[tuple[str, str]] = (),
+) -> Decoded:
     """Decode every file into `pixels_path`, a (n_ok, size, size, 3) uint8 .npy.
 
     Unreadable files go to `skipped_path` (path,reason). The pixels go first to
@@ -365,8 +402,14 @@ def decode_all(root: Path, paths: list[str], size: int, max_pixels: int, workers
     done, ok, sizes, skipped = state
     resumed = int(done.sum())
     dataset = DecodeDataset(root, paths, size, max_pixels, scratch, read_ahead)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=64, num_workers=workers, sampler=np.flatnonzero(~done).tolist(),
-                                         collate_fn=_collate, persistent_workers=False)
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_size=64,
+        num_workers=workers,
+        sampler=np.flatnonzero(~done).tolist(),
+        collate_fn=_collate,
+        persistent_workers=False,
+    )
     last_save = time.monotonic()
     with progress(n, "decode", initial=resumed) as bar:
         for batch in loader:
@@ -382,7 +425,7 @@ def decode_all(root: Path, paths: list[str], size: int, max_pixels: int, workers
                 last_save = time.monotonic()
     if dataset.buf is not None:
         dataset.buf.flush()  # written in this process (workers=0)
-        dataset.buf = None
+        dataset.buf = dataset.rows = None
     keep = np.flatnonzero(ok)
     _write_skipped(skipped_path, skipped + list(also_skipped))
     _keep_rows(scratch, pixels_path, keep, n)
@@ -399,7 +442,7 @@ def _keep_rows(scratch: Path, pixels_path: Path, keep: np.ndarray, n: int) -> No
     with atomic_path(pixels_path, suffix=".npy") as tmp:
         out = new_memmap(tmp, np.uint8, (len(keep), *buf.shape[1:]))
         for start in range(0, len(keep), 8192):
-            out[start:start + 8192] = buf[keep[start:start + 8192]]
+            out[start : start + 8192] = buf[keep[start : start + 8192]]
         out.flush()
         del out
     del buf
@@ -414,8 +457,16 @@ def _journal_key(paths: list[str], size: int) -> str:
     return digest.hexdigest()
 
 
-def _save_journal(journal: Path, scratch: Path, dataset: DecodeDataset, key: str, done: np.ndarray,
-                  ok: np.ndarray, sizes: np.ndarray, skipped: list[tuple[str, str]]) -> None:
+def _save_journal(
+    journal: Path,
+    scratch: Path,
+    dataset: DecodeDataset,
+    key: str,
+    done: np.ndarray,
+    ok: np.ndarray,
+    sizes: np.ndarray,
+    skipped: list[tuple[str, str]],
+) -> None:
     """Sync the pixels decoded so far to disk, then record (atomically) which files they are."""
     if dataset.buf is not None:
         dataset.buf.flush()  # workers=0: written through this process's own map
@@ -425,9 +476,15 @@ def _save_journal(journal: Path, scratch: Path, dataset: DecodeDataset, key: str
     finally:
         os.close(fd)
     with atomic_path(journal, suffix=".npz") as tmp:
-        np.savez(tmp, key=np.array(key), done=done, ok=ok, sizes=sizes,
-                 skipped_path=np.array([p for p, _ in skipped], dtype=str),
-                 skipped_reason=np.array([r for _, r in skipped], dtype=str))
+        np.savez(
+            tmp,
+            key=np.array(key),
+            done=done,
+            ok=ok,
+            sizes=sizes,
+            skipped_path=np.array([p for p, _ in skipped], dtype=str),
+            skipped_reason=np.array([r for _, r in skipped], dtype=str),
+        )
 
 
 def _read_journal(journal: Path, scratch: Path, key: str, n: int, size: int):
@@ -437,8 +494,12 @@ def _read_journal(journal: Path, scratch: Path, key: str, n: int, size: int):
         with np.load(journal) as z:
             if str(z["key"]) != key or z["done"].shape != (n,):
                 return None
-            state = (z["done"].copy(), z["ok"].copy(), z["sizes"].copy(),
-                     list(zip(z["skipped_path"].tolist(), z["skipped_reason"].tolist())))
+            state = (
+                z["done"].copy(),
+                z["ok"].copy(),
+                z["sizes"].copy(),
+                list(zip(z["skipped_path"].tolist(), z["skipped_reason"].tolist())),
+            )
         if np.load(scratch, mmap_mode="r").shape != (max(n, 1), size, size, 3):
             return None
     except (OSError, ValueError, KeyError):

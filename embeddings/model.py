@@ -31,7 +31,7 @@ class ModelArgs:
 
 def _channels(width: int, stages: int) -> list[int]:
     """Channels of each stage: `width`, doubling at each, at most 8 x width."""
-    return [min(width * 2 ** i, width * 8) for i in range(stages)]
+    return [min(width * 2**i, width * 8) for i in range(stages)]
 
 
 def _halvings(size: int) -> int:
@@ -48,8 +48,11 @@ def _bottom(size: int) -> int:
 
 
 def _block(cin: int, cout: int, transpose: bool, refine: bool = True) -> nn.Sequential:
-    conv = (nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1, bias=False) if transpose
-            else nn.Conv2d(cin, cout, 4, stride=2, padding=1, bias=False))
+    conv = (
+        nn.ConvTranspose2d(cin, cout, 4, stride=2, padding=1, bias=False)
+        if transpose
+        else nn.Conv2d(cin, cout, 4, stride=2, padding=1, bias=False)
+    )
     layers = [conv, nn.BatchNorm2d(cout), nn.GELU()]
     if refine:  # a 3x3 conv after each resampling step gives every scale some depth
         layers += [nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.GELU()]
@@ -72,11 +75,18 @@ class _Residual(nn.Module):
 
     def __init__(self, cin: int, cout: int, stride: int):
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout),
-                                  nn.ReLU(inplace=True), nn.Conv2d(cout, cout, 3, 1, 1, bias=False),
-                                  nn.BatchNorm2d(cout))
-        self.skip = (nn.Identity() if stride == 1 and cin == cout else
-                     nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)))
+        self.body = nn.Sequential(
+            nn.Conv2d(cin, cout, 3, stride, 1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(cout, cout, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(cout),
+        )
+        self.skip = (
+            nn.Identity()
+            if stride == 1 and cin == cout
+            else nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.body(x) + self.skip(x))
@@ -107,11 +117,12 @@ class Decoder(nn.Module):
         super().__init__()
         chans = _channels(args.width, _halvings(args.image_size))[::-1]
         self.first, self.side = chans[0], _bottom(args.image_size)
-        self.fc = nn.Linear(args.dim, chans[0] * self.side ** 2)
+        self.fc = nn.Linear(args.dim, chans[0] * self.side**2)
         # no 3x3 at full resolution: it would cost as much as the whole encoder
         pairs = list(zip(chans, chans[1:] + [chans[-1]]))
-        self.deconvs = nn.Sequential(*[_block(cin, cout, True, refine=i < len(pairs) - 1)
-                                       for i, (cin, cout) in enumerate(pairs)])
+        self.deconvs = nn.Sequential(
+            *[_block(cin, cout, True, refine=i < len(pairs) - 1) for i, (cin, cout) in enumerate(pairs)]
+        )
         self.out = nn.Conv2d(chans[-1], 3, 1)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -133,8 +144,12 @@ class AutoEncoder(nn.Module):
         self.encoder = ResEncoder(args) if args.encoder == "resnet" else Encoder(args)
         self.decoder = Decoder(args) if args.decoder else None
         if args.encoder == "resnet":  # SimCLR's head: wider, with batch norm
-            self.head = nn.Sequential(nn.Linear(args.dim, 4 * args.dim), nn.BatchNorm1d(4 * args.dim),
-                                      nn.ReLU(inplace=True), nn.Linear(4 * args.dim, args.dim))
+            self.head = nn.Sequential(
+                nn.Linear(args.dim, 4 * args.dim),
+                nn.BatchNorm1d(4 * args.dim),
+                nn.ReLU(inplace=True),
+                nn.Linear(4 * args.dim, args.dim),
+            )
         else:
             self.head = nn.Sequential(nn.Linear(args.dim, args.dim), nn.GELU(), nn.Linear(args.dim, args.dim))
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import errno
 import os
 import platform
 import time
@@ -18,10 +17,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ice import run_dir as rd
+from ice.annotations import RUN_CLUSTERING, Annotations
+from ice.errors import IceError, not_a_folder
+
 from . import __version__
-from . import run_dir as rd
 from .config import Config
-from .errors import IceError, not_a_folder
 
 STAGES = ("scan", "decode", "train", "embed", "cluster", "selflabel", "project")
 SPEED_ONLY = ("workers",)  # settings a resumed run may change: they change how fast, not what comes out
@@ -53,29 +54,8 @@ class Run:
             self.lock = None
 
 
-def lock_run_dir(run_dir: Path) -> int | None:
-    """An open descriptor of run_dir holding an exclusive flock on it, which the kernel drops
-    when this process ends however it ends; IceError if another process holds it. None where
-    the file system or the platform has no flock: the run goes on unguarded. Forked children
-    (DataLoader workers) share the lock while they live; they end with their loader."""
-    try:
-        import fcntl
-    except ImportError:  # Windows
-        return None
-    fd = os.open(run_dir, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError as e:
-        os.close(fd)
-        if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-            raise IceError(f"--out {run_dir}: another `ice embed` is writing this run now; wait for it "
-                           "to finish (then --resume) or choose another --out") from None
-        return None
-    return fd
-
-
 def open_run(root: Path, run_dir: Path, cfg: Config, resume: bool, force: bool, log=print) -> Run:
-    """Check the input and the run directory, lock the directory (lock_run_dir) and load the
+    """Check the input and the run directory, lock the directory (run_dir.lock_run_dir) and load the
     progress of a run to resume; the caller calls run.close() when it is done writing."""
     root = Path(root)
     if not root.is_dir():
@@ -86,7 +66,7 @@ def open_run(root: Path, run_dir: Path, cfg: Config, resume: bool, force: bool, 
     run = Run(root.resolve(), run_dir, cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     # before anything is read or removed: a run that another process writes is left alone
-    run.lock = lock_run_dir(run_dir)
+    run.lock = rd.lock_run_dir(run_dir)
     try:
         _prepare(run, resume, force, log)
     except BaseException:
@@ -116,8 +96,10 @@ def _prepare(run: Run, resume: bool, force: bool, log=print) -> None:
             log(f"--force: the earlier run's cluster names, groups and re-clusterings are kept in {aside}")
         elif pending is not None:
             aside = run_dir / pending
-            log(f"--force: an earlier --force was stopped before it carried the names and groups in {aside} "
-                "back; this run carries them")
+            log(
+                f"--force: an earlier --force was stopped before it carried the names and groups in {aside} "
+                "back; this run carries them"
+            )
         if aside is not None:
             run.progress["set_aside"] = aside.name  # recorded now: a killed run still carries the groups
             rd.write_json(progress_path, run.progress)
@@ -126,15 +108,18 @@ def _prepare(run: Run, resume: bool, force: bool, log=print) -> None:
         old["config"] = Config.from_dict(old["config"]).to_dict()  # a setting added since then has its default
         changed = sorted(k for k in cfg.to_dict() if old["config"][k] != cfg.to_dict()[k] and k not in SPEED_ONLY)
         if changed:
-            raise IceError(f"cannot resume {run_dir}: its options differ ({', '.join(changed)}); "
-                           "resume with the same options, or start it over with --force")
+            raise IceError(
+                f"cannot resume {run_dir}: its options differ ({', '.join(changed)}); "
+                "resume with the same options, or start it over with --force"
+            )
         old["config"] = cfg.to_dict()  # the speed settings given now
         if old["input_root"] != str(run.root):
             raise IceError(f"cannot resume {run_dir}: it was made from {old['input_root']}, not {run.root}")
         run.progress = old
     elif has_files and not resume:
-        raise IceError(f"--out {run_dir}: folder is not empty; use --resume to continue "
-                       "a run or --force to start it over")
+        raise IceError(
+            f"--out {run_dir}: folder is not empty; use --resume to continue a run or --force to start it over"
+        )
 
 
 def uncarried_set_aside(run_dir: Path) -> str | None:
@@ -150,8 +135,7 @@ def uncarried_set_aside(run_dir: Path) -> str | None:
     return name if isinstance(name, str) and name.startswith(rd.SET_ASIDE) and (run_dir / name).is_dir() else None
 
 
-def run_embed(root: Path, run_dir: Path, cfg: Config, resume: bool = False, force: bool = False,
-              log=print) -> dict:
+def run_embed(root: Path, run_dir: Path, cfg: Config, resume: bool = False, force: bool = False, log=print) -> dict:
     """Build a complete run directory from a folder of images; return its manifest."""
     cfg.validate()
     run = open_run(root, run_dir, cfg, resume, force, log)
@@ -171,10 +155,11 @@ def _run_stages(run: Run, cfg: Config, resume: bool) -> dict:
         run.cfg = run.cfg.replace(parallel_layout=device.type == "cuda")
     if run.done("scan"):
         stages.verify_input(run)
-    for name in STAGES:
+    steps = (stages.scan, stages.decode, stages.train, stages.embed, stages.cluster, stages.selflabel, stages.project)
+    for name, step in zip(STAGES, steps, strict=True):
         if not run.done(name):
             t0 = time.perf_counter()
-            extra = getattr(stages, name)(run, device, resume) or {}
+            extra = step(run, device, resume) or {}
             run.finish_stage(name, time.perf_counter() - t0, **extra)
         if name == "scan":  # settle the working size once; the manifest records it
             run.cfg = run.cfg.replace(image_size=run.progress["stages"]["scan"]["image_size"])
@@ -199,6 +184,7 @@ def write_manifest(run: Run, device_name: str) -> dict:
     metrics = None
     if "label" in items:
         from .cluster import cluster_metrics
+
         metrics = cluster_metrics(items["label"].to_numpy(), items["cluster"].to_numpy())
     manifest = {
         "schema_version": rd.SCHEMA_VERSION,
@@ -208,8 +194,12 @@ def write_manifest(run: Run, device_name: str) -> dict:
         "config": run.cfg.to_dict(),
         "versions": _versions(),
         "device": device_name,
-        "counts": {"found": stages["scan"]["found"], "images": len(items),
-                   "skipped": stages["decode"]["skipped"], "unlisted_folders": len(stages["scan"].get("unlisted", []))},
+        "counts": {
+            "found": stages["scan"]["found"],
+            "images": len(items),
+            "skipped": stages["decode"]["skipped"],
+            "unlisted_folders": len(stages["scan"].get("unlisted", [])),
+        },
         "clusters": stages["selflabel"].get("k", stages["cluster"]["k"]),
         "cluster_space": run.cfg.cluster_space,
         "stage_seconds": {s: stages[s]["seconds"] for s in STAGES},
@@ -222,7 +212,7 @@ def write_manifest(run: Run, device_name: str) -> dict:
         manifest["carried_names"] = carry_names(run.dir, aside, items["path"], items["cluster"].to_numpy())
     keep_neighbours(run)
     rd.write_json(run.path(rd.MANIFEST), manifest)
-    for name in (rd.KNN, rd.SEED_KNN):  # only the two UMAP stages (and SCAN) needed them
+    for name in (rd.KNN, rd.SEED_KNN):  # only the two UMAP stages needed them
         run.path(name).unlink(missing_ok=True)
     return manifest
 
@@ -243,8 +233,6 @@ def carry_groups(run_dir: Path, aside: Path, paths: pd.Series) -> dict:
     """Add the groups kept in `aside` to the run's annotations, mapping image ids through the
     file paths; images no longer in the run are left out. Saving adds members, so doing it
     again (a run killed before its manifest) changes nothing."""
-    from explorer.annotations import Annotations  # the explorer owns the annotations' schema
-
     carried = {"from": aside.name, "groups": 0, "of": 0, "images": 0, "dropped": 0}
     if not (aside / rd.ANNOTATIONS).exists() or not (aside / rd.ITEMS).exists():
         return carried
@@ -276,9 +264,6 @@ def carry_names(run_dir: Path, aside: Path, paths: pd.Series, clusters: np.ndarr
     their Jaccard overlap, over the images in both runs, is above NAME_OVERLAP, which no two
     old clusters can reach with one new cluster. A new cluster that has a name keeps it, so
     doing it again (a run killed before its manifest) changes nothing."""
-    from explorer.annotations import Annotations
-    from explorer.data import RUN_CLUSTERING
-
     carried = {"from": aside.name, "names": 0, "of": 0}
     if not (aside / rd.ANNOTATIONS).exists() or not (aside / rd.ITEMS).exists():
         return carried
@@ -312,9 +297,14 @@ def _versions() -> dict:
     import torch
     import umap
 
-    return {"ice": __version__, "python": platform.python_version(), "torch": torch.__version__,
-            "faiss": faiss.__version__, "umap": getattr(umap, "__version__", "unknown"),
-            "numpy": np.__version__}
+    return {
+        "ice": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "faiss": faiss.__version__,
+        "umap": getattr(umap, "__version__", "unknown"),
+        "numpy": np.__version__,
+    }
 
 
 def summary_line(manifest: dict) -> str:

@@ -9,5 +9,12 @@ from tqdm import tqdm
 
 def progress(total: int, desc: str, unit: str = "img", initial: int = 0) -> tqdm:
     tty = sys.stderr.isatty()
-    return tqdm(total=total, desc=desc, unit=unit, initial=initial, dynamic_ncols=True,
-                mininterval=0.1 if tty else 15.0, file=sys.stderr)
+    return tqdm(
+        total=total,
+        desc=desc,
+        unit=unit,
+        initial=initial,
+        dynamic_ncols=True,
+        mininterval=0.1 if tty else 15.0,
+        file=sys.stderr,
+    )

@@ -12,9 +12,10 @@ from .progress import progress
 EXACT_KNN_MAX = 100_000  # rows; above, the neighbour graph is approximate (_grouped_knn)
 LIST_PROBES = 8  # _grouped_knn: a group's candidates are the members of its 8 nearest groups
 LONG_FIT_EPOCHS = 100  # layout epochs above 10k rows (UMAP's own default there is 200)
-SEED_LAYOUT_ROWS = 100_000  # above `sample` rows, laid out first; every other row is placed from them (at 1M with 60 epochs: 50k kept 0.079 of 10-NN in 252 s, 100k 0.083 in 278 s)
-REFINE_EPOCHS = 60  # then epochs over every row and the whole graph: at 1M, 30 kept 0.070 of 10-NN in 165 s, 60 kept 0.079 in 252 s
-PLACE_NEIGHBOURS = 3  # umap_reduce(refine=False): each other row placed between its 3 nearest laid-out rows (_place_between)
+# above `sample` rows, this many are laid out first, and every other row is placed from them
+SEED_LAYOUT_ROWS = 100_000
+REFINE_EPOCHS = 60  # then epochs over every row and the whole graph (30 kept fewer neighbours)
+PLACE_NEIGHBOURS = 3  # umap_reduce(refine=False): each other row placed between its 3 nearest laid-out rows
 PLACE_GATE = 2.0  # of those, the ones laid out within 2x the nearest one's local scale
 
 
@@ -24,27 +25,33 @@ def warm_up_umap(manifold_dim: int):
     makes no difference here: umap-learn caches neither layout function on disk.
 
     Most of UMAP's first call in a process is numba compiling it, and part of that compiled
-    code is kept in numba's on-disk cache. In a fresh install the first UMAP on 3,000 points
-    took 27.0 s, and 12.8 s once such a child had filled the cache (2 cores; the child 28.7 s).
+    code is kept in numba's on-disk cache, which roughly halves a fresh install's first UMAP.
     The pipeline starts it only while training runs on a GPU, when the CPU is otherwise idle.
     """
     import subprocess
     import sys
 
-    code = ("import numpy as np; from embeddings.project import umap_reduce; "
-            "x = np.random.default_rng(0).normal(size=(2000, 64)).astype(np.float32); "
-            f"umap_reduce(x, {int(manifold_dim)}, 15, 0.0, 10**6, 0, 'warm-up'); "
-            "umap_reduce(x, 2, 15, 0.1, 10**6, 0, 'warm-up')")
+    code = (
+        "import numpy as np; from embeddings.project import umap_reduce; "
+        "x = np.random.default_rng(0).normal(size=(2000, 64)).astype(np.float32); "
+        f"umap_reduce(x, {int(manifold_dim)}, neighbors=15, min_dist=0.0, sample=10**6, seed=0, desc='warm-up'); "
+        "umap_reduce(x, 2, neighbors=15, min_dist=0.1, sample=10**6, seed=0, desc='warm-up')"
+    )
     root = Path(__file__).resolve().parents[1]
-    return subprocess.Popen([sys.executable, "-c", code], cwd=root, stdin=subprocess.DEVNULL,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        [sys.executable, "-c", code],
+        cwd=root,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
 def knn_graph(x: np.ndarray, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Each row's k nearest rows, itself first: (indices (n, k) int64, Euclidean distances (n, k) float32).
 
-    FAISS instead of UMAP's NN-descent: exact (IndexFlatL2) up to EXACT_KNN_MAX rows, 15 s
-    for 70k x 64 on 2 cores; above, approximate (_grouped_knn).
+    FAISS instead of UMAP's NN-descent, which is faster: exact (IndexFlatL2) up to
+    EXACT_KNN_MAX rows; above, approximate (_grouped_knn).
     """
     import faiss
 
@@ -56,7 +63,7 @@ def knn_graph(x: np.ndarray, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndar
         dist = np.empty((n, k), dtype=np.float32)
         ind = np.empty((n, k), dtype=np.int64)
         for start in range(0, n, 65_536):
-            dist[start:start + 65_536], ind[start:start + 65_536] = index.search(x[start:start + 65_536], k)
+            dist[start : start + 65_536], ind[start : start + 65_536] = index.search(x[start : start + 65_536], k)
     else:
         ind, dist = _grouped_knn(x, k, seed)
     # UMAP expects each row first in its own list; a duplicate of it may have come first
@@ -78,8 +85,8 @@ def _grouped_knn(x: np.ndarray, k: int, seed: int, base: np.ndarray | None = Non
 
     The rows are split into sqrt(n) groups by FAISS k-means; the neighbours of a group's
     members are searched, in one batch, among the members of its LIST_PROBES nearest
-    groups. At 1M x 64 on 2 cores this took 38 s with recall 0.973, where a faiss IVF
-    index (4 sqrt(n) lists, 16 probed) searched row by row took 109 s with recall 1.0.
+    groups: one batched search per group, about three times faster than searching a faiss
+    IVF index row by row, at a recall near 0.97 (BENCHMARKS.md history).
     """
     import faiss
 
@@ -93,10 +100,10 @@ def _grouped_knn(x: np.ndarray, k: int, seed: int, base: np.ndarray | None = Non
     _, near = km.index.search(km.centroids, min(LIST_PROBES, groups))
 
     def by_group(rows: np.ndarray) -> list[np.ndarray]:
-        group = assign(rows, km.centroids)[1]  # 0.97 s at 1M x 64 and 1,000 groups; faiss's own search took 2.58 s
+        group = assign(rows, km.centroids)[1]  # faster here than faiss's own search
         order = np.argsort(group, kind="stable")
         bounds = np.searchsorted(group[order], np.arange(groups + 1))
-        return [order[bounds[g]:bounds[g + 1]] for g in range(groups)]
+        return [order[bounds[g] : bounds[g + 1]] for g in range(groups)]
 
     members = by_group(base)
     queries = members if base is x else by_group(x)
@@ -106,22 +113,23 @@ def _grouped_knn(x: np.ndarray, k: int, seed: int, base: np.ndarray | None = Non
         if len(rows):
             cand = np.concatenate([members[j] for j in near[g] if j >= 0])
             found_d, found = faiss.knn(x[rows], base[cand], min(k, len(cand)))
-            ind[rows, :found.shape[1]] = np.where(found >= 0, cand[found], -1)
-            dist[rows, :found.shape[1]] = found_d
+            ind[rows, : found.shape[1]] = np.where(found >= 0, cand[found], -1)
+            dist[rows, : found.shape[1]] = found_d
     return ind, dist
 
 
-def _place_between(x: np.ndarray, seed_rows: np.ndarray, laid: np.ndarray, seed_ind: np.ndarray,
-                   rng: np.random.Generator) -> np.ndarray:
+def _place_between(
+    x: np.ndarray, seed_rows: np.ndarray, laid: np.ndarray, seed_ind: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
     """Every row's position from the laid-out rows' (`laid`, the layout of x[seed_rows], whose
     neighbour graph is `seed_ind`): the inverse-distance mean of its PLACE_NEIGHBOURS nearest
     laid-out rows, counting only those laid out within PLACE_GATE x the nearest one's scale
     (the median layout distance to its graph neighbours), plus a jitter of 1% of that scale.
 
     The gate keeps a row whose nearest laid-out rows sit in two clusters out of the empty
-    space between them: without it, MNIST's map (20k of 70k laid out) showed a haze of
-    such rows between the digits, and the mixture on the 10-d manifold fell from 0.972 to
-    0.859. The jitter parts rows that would land on one spot (5% of them at 1M).
+    space between them: without it, MNIST's map showed a haze of such rows between the
+    digits, and the clusters on the manifold lost accuracy. The jitter parts rows that would
+    land on one spot.
     """
     near, d2 = _grouped_knn(x, PLACE_NEIGHBOURS, int(rng.integers(2**31)), base=np.ascontiguousarray(x[seed_rows]))
     graph = seed_ind[:, 1:]
@@ -147,7 +155,7 @@ def _place_from_neighbours(pos: np.ndarray, ind: np.ndarray, rng: np.random.Gene
         if not len(missing):
             break
         for start in range(0, len(missing), 100_000):
-            rows = missing[start:start + 100_000]
+            rows = missing[start : start + 100_000]
             nb = ind[rows, 1:]
             near = pos[np.maximum(nb, 0)]
             ok = (nb >= 0) & ~np.isnan(near[..., 0])
@@ -171,32 +179,40 @@ def layout_rows(n: int, sample: int, seed: int, rng: np.random.Generator | None 
 def seed_graph(x: np.ndarray, neighbors: int, sample: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """knn_graph of the rows that umap_reduce(x, ..., sample, seed) lays out first (x has more
     than `sample` rows), for callers that run it more than once on the same x: exact, and
-    37.6 s for 100k x 64 on 2 cores."""
+    the costliest part of a large layout, so it is built once."""
     rows = layout_rows(len(x), sample, seed)
     return knn_graph(np.ascontiguousarray(x[rows], dtype=np.float32), min(neighbors, len(rows) - 1), seed)
 
 
-def umap_reduce(x: np.ndarray, n_components: int, neighbors: int, min_dist: float,
-                sample: int, seed: int, desc: str, knn: tuple[np.ndarray, np.ndarray] | None = None,
-                seed_knn: tuple[np.ndarray, np.ndarray] | None = None, parallel: bool = False,
-                refine: bool = True) -> np.ndarray:
+def umap_reduce(
+    x: np.ndarray,
+    n_components: int,
+    *,
+    neighbors: int,
+    min_dist: float,
+    sample: int,
+    seed: int,
+    desc: str,
+    knn: tuple[np.ndarray, np.ndarray] | None = None,
+    seed_knn: tuple[np.ndarray, np.ndarray] | None = None,
+    parallel: bool = False,
+    refine: bool = True,
+) -> np.ndarray:
     """(n, d) -> (n, n_components) float32, seeded; with `parallel`, the layout epochs run on
     every core and are not reproducible (umap-learn runs them in parallel only unseeded).
 
     Up to `sample` rows UMAP fits on every row, on a FAISS neighbour graph (knn_graph) and
-    with LONG_FIT_EPOCHS layout epochs above 10k rows. On the MNIST embeddings (70k) this
-    took the Gaussian mixture on the 10-d manifold from 0.888 to 0.978 accuracy, against a
-    fit on a 50k sample with the rest transformed, in less time.
+    with LONG_FIT_EPOCHS layout epochs above 10k rows: on MNIST the clusters were far more
+    accurate so than from a fit on a sample with the rest transformed, in less time.
 
     Above `sample` rows, a random SEED_LAYOUT_ROWS of them are laid out first. With `refine`
     (the manifold that the clusters come from), every other row starts at the mean of its
     laid-out neighbours, and UMAP then runs REFINE_EPOCHS epochs over every row on the whole
     graph. Without (the 2-D map), every other row is placed between its nearest laid-out rows
-    (_place_between) and nothing is refined: at 1M points that took 42 s against 459 s for a
-    full fit (302 s with refine epochs) and kept 1.26 of the full fit's 10-NN share
-    (BENCHMARKS.md); on the manifold it cost the mixture accuracy (MNIST with 20k of 70k laid
-    out: 0.960 against 0.978). Fitting a sample and transforming the rest (umap's own way)
-    kept 0.44 of a full fit's 10-NN share at 1M points.
+    (_place_between) and nothing is refined: about ten times faster than a full fit at 1M
+    points, keeping more of each row's neighbours (BENCHMARKS.md); on the manifold placing cost
+    the clusters accuracy, so it refines. Fitting a sample and transforming the rest (umap's
+    own way) kept under half of a full fit's neighbours.
 
     `knn` is knn_graph(x, min(neighbors, n - 1), seed) where the caller has it already (not
     needed above `sample` without `refine`), and `seed_knn` seed_graph(x, neighbors, sample, seed).
@@ -206,23 +222,40 @@ def umap_reduce(x: np.ndarray, n_components: int, neighbors: int, min_dist: floa
     x = np.ascontiguousarray(x, dtype="float32")
     n = len(x)
     k = min(neighbors, n - 1)
-    options = dict(n_components=n_components, n_neighbors=k, min_dist=min_dist, metric="euclidean",
-                   random_state=None if parallel else seed, low_memory=True, verbose=False)
+    options = dict(
+        n_components=n_components,
+        n_neighbors=k,
+        min_dist=min_dist,
+        metric="euclidean",
+        random_state=None if parallel else seed,
+        low_memory=True,
+        verbose=False,
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if n <= sample:
             with progress(n, desc) as bar:
                 knn = knn if knn is not None else knn_graph(x, k, seed)
-                out = umap.UMAP(**options, precomputed_knn=(*knn, None),
-                                n_epochs=LONG_FIT_EPOCHS if n > 10_000 else None).fit_transform(x)
+                out = umap.UMAP(
+                    **options, precomputed_knn=(*knn, None), n_epochs=LONG_FIT_EPOCHS if n > 10_000 else None
+                ).fit_transform(x)
                 bar.update(n)
             return out.astype(np.float32)
         with progress(n, desc) as bar:
             rng = np.random.default_rng(seed)
             seed_rows = layout_rows(n, sample, seed, rng)
             seed_knn = seed_knn if seed_knn is not None else seed_graph(x, neighbors, sample, seed)
-            laid = umap_reduce(x[seed_rows], n_components, neighbors, min_dist, len(seed_rows), seed, desc,
-                               seed_knn, parallel=parallel)
+            laid = umap_reduce(
+                x[seed_rows],
+                n_components,
+                neighbors=neighbors,
+                min_dist=min_dist,
+                sample=len(seed_rows),
+                seed=seed,
+                desc=desc,
+                knn=seed_knn,
+                parallel=parallel,
+            )
             bar.update(len(seed_rows))
             if not refine:
                 out = _place_between(x, seed_rows, laid, seed_knn[0], rng)
@@ -232,7 +265,6 @@ def umap_reduce(x: np.ndarray, n_components: int, neighbors: int, min_dist: floa
             pos = np.full((n, n_components), np.nan, dtype=np.float32)
             pos[seed_rows] = laid
             init = _place_from_neighbours(pos, knn[0], rng)
-            out = umap.UMAP(**options, precomputed_knn=(*knn, None), init=init,
-                            n_epochs=REFINE_EPOCHS).fit_transform(x)
+            out = umap.UMAP(**options, precomputed_knn=(*knn, None), init=init, n_epochs=REFINE_EPOCHS).fit_transform(x)
             bar.update(n - len(seed_rows))
     return out.astype(np.float32)

@@ -5,10 +5,9 @@ fine-tuned encoder gives its plain view.
 The clusters of the mixture are right for most images but follow the autoencoder's
 embedding, which puts some 4s beside 9s. A classifier trained on all of them, under crops
 and jitter and with smoothed targets, learns what the majority of each cluster shares, and
-the minority it misplaced moves. On the MNIST embeddings (70k) five epochs took accuracy
-from 0.978 to 0.984 in 62 s on 2 cores. Training only on each cluster's most confident half
-gave 0.983, and a second round on the first round's confident predictions lost accuracy
-(0.983 to 0.979): see BENCHMARKS.md.
+the minority it misplaced moves. Training only on each cluster's most confident half, or a
+second round on the first round's confident predictions, did no better (BENCHMARKS.md
+history, 2026-11-27).
 """
 
 from __future__ import annotations
@@ -27,11 +26,10 @@ from .progress import progress
 from .train import PixelBatches, ResidentBatches, augment, fits_on_device, make_loader, on_device
 
 LABEL_SMOOTHING = 0.1  # the clusters hold some wrong labels: never ask for certainty
-MIN_STEPS = 150  # small sets get more epochs: on the 1,797 digits, 35 steps (5 epochs) lost
-# NMI (0.872 to 0.842) where 140 steps gained a little (0.879)
-MAX_IMAGES = 500_000  # large sets see fewer epochs: on MNIST (70k) the gain came with the
-# images seen (70k: 0.978 -> 0.978, 140k: 0.982, 210k: 0.984, 350k: 0.984), and five epochs
-# of a million images would cost two and a half training epochs
+MIN_STEPS = 150  # small sets get more epochs: on the digits, 5 epochs (35 steps) lost NMI
+# large sets see fewer epochs: on MNIST the gain stopped growing well below this many images
+# seen, and five epochs of a million images would cost more than two training epochs
+MAX_IMAGES = 500_000
 
 
 def batch_pixels(pixels_path: Path, batches: list[np.ndarray], cfg: Config, device: torch.device):
@@ -40,8 +38,13 @@ def batch_pixels(pixels_path: Path, batches: list[np.ndarray], cfg: Config, devi
     that): cut from a copy of every image on the GPU where they fit, else read by workers."""
     if fits_on_device(pixels_path, device):
         return ResidentBatches(pixels_path, batches, device)
-    return torch.utils.data.DataLoader(PixelBatches(pixels_path), sampler=batches, batch_size=None,
-                                       num_workers=cfg.workers, pin_memory=device.type == "cuda")
+    return torch.utils.data.DataLoader(
+        PixelBatches(pixels_path),
+        sampler=batches,
+        batch_size=None,
+        num_workers=cfg.workers,
+        pin_memory=device.type == "cuda",
+    )
 
 
 def plan_batches(n: int, batch_size: int, epochs: int, seed: int) -> list[np.ndarray]:
@@ -53,12 +56,13 @@ def plan_batches(n: int, batch_size: int, epochs: int, seed: int) -> list[np.nda
     steps = min(passes * per_epoch, MAX_IMAGES // batch_size)
     batches = []
     while len(batches) < steps:
-        batches += list(np.sort(rng.permutation(n)[:per_epoch * batch_size].reshape(-1, batch_size), axis=1))
+        batches += list(np.sort(rng.permutation(n)[: per_epoch * batch_size].reshape(-1, batch_size), axis=1))
     return batches[:steps]
 
 
-def self_label(model: AutoEncoder, pixels_path: Path, clusters: np.ndarray, cfg: Config,
-               device: torch.device) -> np.ndarray:
+def self_label(
+    model: AutoEncoder, pixels_path: Path, clusters: np.ndarray, cfg: Config, device: torch.device
+) -> np.ndarray:
     """Fine-tune a copy of model's encoder to predict `clusters` (n,) for cfg.self_label_epochs
     epochs (at least MIN_STEPS batches, at most MAX_IMAGES images); return each image's
     predicted cluster (n,) int64. `model` is left as it was. 0 epochs is refused rather than
@@ -68,7 +72,9 @@ def self_label(model: AutoEncoder, pixels_path: Path, clusters: np.ndarray, cfg:
         raise ValueError(f"self_label_epochs={cfg.self_label_epochs}: self_label needs at least 1")
     torch.manual_seed(cfg.seed)
     k = int(clusters.max()) + 1
-    net = nn.Sequential(copy.deepcopy(model.encoder), nn.Linear(model.args.dim, k)).to(device, memory_format=torch.channels_last)
+    net = nn.Sequential(copy.deepcopy(model.encoder), nn.Linear(model.args.dim, k)).to(
+        device, memory_format=torch.channels_last
+    )
     targets = torch.from_numpy(np.asarray(clusters, dtype=np.int64)).to(device)
     batches = plan_batches(len(clusters), min(cfg.batch_size, len(clusters)), cfg.self_label_epochs, cfg.seed)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

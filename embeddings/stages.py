@@ -15,14 +15,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import run_dir as rd
+from ice import run_dir as rd
+from ice.errors import IceError
+
 from .cluster import build_index, centres_and_distances, choose_k, faiss_gpus, fit_clusters, write_index
 from .config import Config, pick_recipe
 from .embed import embed as run_encoder
-from .errors import IceError
 from .images import EXTENSIONS, decode_all, display_path, find_images, has_colour, typical_size
 from .project import knn_graph, layout_rows, seed_graph, umap_reduce, warm_up_umap
-from .scan_clustering import scan_clusters
 from .selflabel import self_label
 from .train import load_model, pick_device
 from .train import train as run_training
@@ -48,7 +48,7 @@ def describe(device: torch.device) -> str:
 
 def _fingerprint(root: Path, paths: list[str]) -> pd.DataFrame:
     """Each file's size and mtime (-1 where it cannot be read), which --resume compares."""
-    base = os.path.join(root, "")  # strings rather than Path objects: 1M files in 3.9-4.3 s against 9.5-10.2 s
+    base = os.path.join(root, "")  # strings rather than Path objects: twice as fast over 1M files
     sizes, mtimes = [], []
     for p in paths:
         try:
@@ -67,14 +67,25 @@ def scan(run, device, resume) -> dict:
     paths = find_images(run.root, run.cfg.follow_symlinks, unlisted=unlisted)
     unlisted = [[display_path(folder), reason] for folder, reason in unlisted]
     n = len(unlisted)
-    which = (f"{n} folder{'s' if n > 1 else ''} could not be listed ({unlisted[0][1]}: {unlisted[0][0]}"
-             f"{', ...' if n > 1 else ''})") if n else ""
+    which = (
+        (
+            f"{n} folder{'s' if n > 1 else ''} could not be listed ({unlisted[0][1]}: {unlisted[0][0]}"
+            f"{', ...' if n > 1 else ''})"
+        )
+        if n
+        else ""
+    )
     if not paths:
-        raise IceError(f"no images found in {run.root} (looked for {', '.join(EXTENSIONS)})"
-                       + (f"; {which}" if n else ""))
+        raise IceError(
+            f"no images found in {run.root} (looked for {', '.join(EXTENSIONS)})" + (f"; {which}" if n else "")
+        )
     if n:
-        print(f"ice: warning: {which}, so {'their' if n > 1 else 'its'} images are left out; "
-              f"{run.path(rd.SKIPPED)} will list {'each' if n > 1 else 'it'}", file=sys.stderr, flush=True)
+        print(
+            f"ice: warning: {which}, so {'their' if n > 1 else 'its'} images are left out; "
+            f"{run.path(rd.SKIPPED)} will list {'each' if n > 1 else 'it'}",
+            file=sys.stderr,
+            flush=True,
+        )
     files = _fingerprint(run.root, paths)
     with rd.atomic_path(run.path(FILES)) as tmp:
         files.to_parquet(tmp, index=False)
@@ -90,41 +101,69 @@ def verify_input(run) -> None:
     added = merged.loc[merged["_merge"] == "right_only", "path"].tolist()
     removed = merged.loc[merged["_merge"] == "left_only", "path"].tolist()
     both = merged[merged["_merge"] == "both"]
-    modified = both.loc[(both["size_old"] != both["size_new"]) | (both["mtime_ns_old"] != both["mtime_ns_new"]),
-                        "path"].tolist()
-    parts = [f"{len(v)} {what} (e.g. {display_path(os.fsdecode(v[0]))})" for what, v in
-             (("added", added), ("removed", removed), ("modified", modified)) if v]
+    modified = both.loc[
+        (both["size_old"] != both["size_new"]) | (both["mtime_ns_old"] != both["mtime_ns_new"]), "path"
+    ].tolist()
+    parts = [
+        f"{len(v)} {what} (e.g. {display_path(os.fsdecode(v[0]))})"
+        for what, v in (("added", added), ("removed", removed), ("modified", modified))
+        if v
+    ]
     if parts:
-        raise IceError(f"cannot resume {run.dir}: the input folder changed since the run started: "
-                       f"{'; '.join(parts)}; start it over with --force, or use another --out")
+        raise IceError(
+            f"cannot resume {run.dir}: the input folder changed since the run started: "
+            f"{'; '.join(parts)}; start it over with --force, or use another --out"
+        )
 
 
 def decode(run, device, resume) -> dict:
     files = pd.read_parquet(run.path(FILES))
     paths = [os.fsdecode(p) for p in files["path"]]
-    unlisted = [(folder, f"folder not listed: {reason}") for folder, reason in
-                run.progress["stages"]["scan"].get("unlisted", [])]
-    keep, sizes, resumed = decode_all(run.root, paths, run.cfg.image_size, run.cfg.max_pixels, run.cfg.workers,
-                                      run.path(rd.PIXELS), run.path(rd.SKIPPED), resume=resume, also_skipped=unlisted)
+    unlisted = [
+        (folder, f"folder not listed: {reason}")
+        for folder, reason in run.progress["stages"]["scan"].get("unlisted", [])
+    ]
+    keep, sizes, resumed = decode_all(
+        run.root,
+        paths,
+        size=run.cfg.image_size,
+        max_pixels=run.cfg.max_pixels,
+        workers=run.cfg.workers,
+        pixels_path=run.path(rd.PIXELS),
+        skipped_path=run.path(rd.SKIPPED),
+        resume=resume,
+        also_skipped=unlisted,
+    )
     if not keep:
         raise IceError(f"none of the {len(paths)} image files in {run.root} could be read; see {run.path(rd.SKIPPED)}")
     if len(keep) < 2:  # k-means needs two; the CLI said "--clusters 2: more clusters than the 1 images"
         found = f"one of the {len(paths)} image files" if len(paths) > 1 else "one image file"
         raise IceError(f"only {found} in {run.root} could be read: clustering needs at least two")
     if run.cfg.clusters and run.cfg.clusters > len(keep):  # here, not after training
-        raise IceError(f"--clusters {run.cfg.clusters}: more clusters than the {len(keep)} images that could be "
-                       f"read; give {len(keep)} or fewer (with --force, to start this run again)")
+        raise IceError(
+            f"--clusters {run.cfg.clusters}: more clusters than the {len(keep)} images that could be "
+            f"read; give {len(keep)} or fewer (with --force, to start this run again)"
+        )
     kept_paths = [display_path(paths[i]) for i in keep]
-    decoded = pd.DataFrame({"image_id": np.arange(len(keep), dtype=np.int64), "path": kept_paths,
-                            "width": sizes[:, 0], "height": sizes[:, 1]})
+    decoded = pd.DataFrame(
+        {
+            "image_id": np.arange(len(keep), dtype=np.int64),
+            "path": kept_paths,
+            "width": sizes[:, 0],
+            "height": sizes[:, 1],
+        }
+    )
     if run.cfg.labels_from_folders:
         decoded["label"] = [PurePosixPath(p).parent.name for p in kept_paths]
     with rd.atomic_path(run.path(DECODED)) as tmp:
         decoded.to_parquet(tmp, index=False)
     colour = has_colour(np.load(run.path(rd.PIXELS), mmap_mode="r"), seed=run.cfg.seed)
-    return {"skipped": len(paths) - len(keep), "colour": colour,
-            "recipe": pick_recipe(run.cfg, device.type == "cuda", colour),
-            **({"resumed_at": resumed} if resumed else {})}
+    return {
+        "skipped": len(paths) - len(keep),
+        "colour": colour,
+        "recipe": pick_recipe(run.cfg, device.type == "cuda", colour),
+        **({"resumed_at": resumed} if resumed else {}),
+    }
 
 
 def train(run, device, resume) -> dict:
@@ -141,8 +180,8 @@ def embed(run, device, resume) -> dict:
 
 
 def neighbour_graph(run, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The embeddings' k-nearest-neighbour graph that the manifold UMAP and SCAN (--scan-epochs)
-    start from, and the map up to cfg.umap_sample images: built once, kept in the run directory
+    """The embeddings' k-nearest-neighbour graph that the manifold UMAP starts from, and the
+    map up to cfg.umap_sample images: built once, kept in the run directory
     until the run completes."""
     k = min(run.cfg.neighbors, len(emb) - 1)
     return _kept_graph(run.path(rd.KNN), len(emb), k, lambda: knn_graph(emb, k, run.cfg.seed))
@@ -150,15 +189,16 @@ def neighbour_graph(run, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def layout_graph(run, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     """Above cfg.umap_sample images, the graph of the images that both UMAPs lay out first
-    (project.seed_graph; at 1M images 38 s, which the second UMAP no longer pays); kept like
-    neighbour_graph. None at or below umap_sample."""
+    (project.seed_graph, built once so that the second UMAP does not pay for it again); kept
+    like neighbour_graph. None at or below umap_sample."""
     cfg = run.cfg
     if len(emb) <= cfg.umap_sample:
         return None
     rows = layout_rows(len(emb), cfg.umap_sample, cfg.seed)
     k = min(cfg.neighbors, len(rows) - 1)
-    return _kept_graph(run.path(rd.SEED_KNN), len(rows), k,
-                       lambda: seed_graph(emb, cfg.neighbors, cfg.umap_sample, cfg.seed), rows)
+    return _kept_graph(
+        run.path(rd.SEED_KNN), len(rows), k, lambda: seed_graph(emb, cfg.neighbors, cfg.umap_sample, cfg.seed), rows
+    )
 
 
 def _kept_graph(path: Path, n: int, k: int, build, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -186,15 +226,34 @@ def cluster(run, device, resume) -> dict:
     space, knn = emb, None
     if cfg.cluster_space == "manifold" and len(emb) > cfg.manifold_dim + 2:
         knn = neighbour_graph(run, emb)
-        space = umap_reduce(emb, cfg.manifold_dim, cfg.neighbors, 0.0, cfg.umap_sample, cfg.seed, "manifold",
-                            knn, layout_graph(run, emb), bool(cfg.parallel_layout))
+        space = umap_reduce(
+            emb,
+            cfg.manifold_dim,
+            neighbors=cfg.neighbors,
+            min_dist=0.0,
+            sample=cfg.umap_sample,
+            seed=cfg.seed,
+            desc="manifold",
+            knn=knn,
+            seed_knn=layout_graph(run, emb),
+            parallel=bool(cfg.parallel_layout),
+        )
         rd.save_npy(run.path(rd.MANIFOLD), space)
     k = cfg.clusters or choose_k(space, cfg.seed)[0]
     graph = None
-    if cfg.refine == "gmm" and (cfg.overcluster > 1 or cfg.mixture_pick == "graph" or cfg.graph_rounds):
+    if cfg.refine == "gmm" and (cfg.mixture_pick == "graph" or cfg.graph_rounds):
         graph = (knn if knn is not None else neighbour_graph(run, emb))[0]  # the manifold's graph, read once
-    km = fit_clusters(space, k, cfg.refine, cfg.kmeans_restarts, cfg.kmeans_iters, cfg.seed, cfg.overcluster, graph,
-                      cfg.mixture_pick, cfg.graph_rounds or 0)
+    km = fit_clusters(
+        space,
+        k,
+        cfg.refine,
+        cfg.kmeans_restarts,
+        cfg.kmeans_iters,
+        cfg.seed,
+        neighbours=graph,
+        pick=cfg.mixture_pick,
+        graph_rounds=cfg.graph_rounds or 0,
+    )
     rd.save_npy(run.path(rd.CENTROIDS), km.centroids_)
     with rd.atomic_path(run.path(ASSIGN), suffix=".npz") as tmp:
         np.savez(tmp, cluster=km.labels_, distance=km.distances_)
@@ -206,36 +265,24 @@ SELF_LABEL_MIN = 100  # images; fewer make too few batches to learn from
 
 
 def selflabel(run, device, resume) -> dict:
-    """Relabel every image: SCAN's clusters from the neighbour graph (scan_clustering.py, if
-    cfg.scan_epochs), then the encoder fine-tuned on the clusters (selflabel.py, starting
-    from SCAN's encoder and clusters if it ran); the centres become the means of the new
-    clusters in the clustering space. "changed" counts the images that self-labelling moved."""
+    """Relabel every image: the encoder fine-tuned to predict the clusters (selflabel.py) gives
+    each image its cluster; the centres become the means of the new clusters in the clustering
+    space. "changed" counts the images that self-labelling moved."""
     cfg = run.cfg
     assign = dict(np.load(run.path(ASSIGN)))
     first = assign.get("first_cluster", assign["cluster"])  # a resumed run starts from the mixture again
-    if (cfg.self_label_epochs == 0 and cfg.scan_epochs == 0) or len(first) < SELF_LABEL_MIN or first.max() < 1:
+    if not cfg.self_label_epochs or len(first) < SELF_LABEL_MIN or first.max() < 1:
         return {}
     model = load_model(run.dir, device)
-    extra, stats = {}, {}
-    cluster = first
-    if cfg.scan_epochs:
-        neighbours = neighbour_graph(run, np.load(run.path(rd.EMBEDDINGS), mmap_mode="r"))[0][:, 1:]
-        cluster, consistency, model.encoder = scan_clusters(model, run.path(rd.PIXELS), neighbours,
-                                                            int(first.max()) + 1, cfg.scan_epochs, cfg, device)
-        cluster = np.unique(cluster, return_inverse=True)[1]
-        extra["scan_cluster"] = cluster.astype(np.int32)
-        stats["scan_consistency"] = round(consistency, 4)
-    if cfg.self_label_epochs:
-        predicted = self_label(model, run.path(rd.PIXELS), cluster, cfg, device)
-        stats["changed"] = int((predicted != cluster).sum())
-        cluster = predicted
+    cluster = self_label(model, run.path(rd.PIXELS), first, cfg, device)
+    stats = {"changed": int((cluster != first).sum())}
     _, cluster = np.unique(cluster, return_inverse=True)  # a cluster may win no image
     cluster = cluster.astype(np.int32)
     space = np.load(run.path(rd.MANIFOLD if cfg.cluster_space == "manifold" else rd.EMBEDDINGS), mmap_mode="r")
     centres, distance = centres_and_distances(space, cluster)
     rd.save_npy(run.path(rd.CENTROIDS), centres)
     with rd.atomic_path(run.path(ASSIGN), suffix=".npz") as tmp:
-        np.savez(tmp, cluster=cluster, distance=distance, first_cluster=first, **extra)
+        np.savez(tmp, cluster=cluster, distance=distance, first_cluster=first)
     return {"k": len(centres), **stats}
 
 
@@ -246,8 +293,19 @@ def project(run, device, resume) -> dict:
         # above umap_sample the map places the rows it does not lay out (project._place_between),
         # so it needs no graph of every image
         knn = neighbour_graph(run, emb) if len(emb) <= cfg.umap_sample else None
-        xy = umap_reduce(emb, 2, cfg.neighbors, 0.1, cfg.umap_sample, cfg.seed, "map", knn,
-                         layout_graph(run, emb), bool(cfg.parallel_layout), refine=False)
+        xy = umap_reduce(
+            emb,
+            2,
+            neighbors=cfg.neighbors,
+            min_dist=0.1,
+            sample=cfg.umap_sample,
+            seed=cfg.seed,
+            desc="map",
+            knn=knn,
+            seed_knn=layout_graph(run, emb),
+            parallel=bool(cfg.parallel_layout),
+            refine=False,
+        )
     else:  # UMAP needs a few points; a handful of images get a line
         xy = np.stack([np.arange(len(emb)), np.zeros(len(emb))], 1).astype(np.float32)
     rd.save_npy(run.path(MAP), xy)

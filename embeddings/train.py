@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.nn import functional as F
-from .progress import progress
+
+from ice.errors import IceError
+from ice.run_dir import CHECKPOINT, MODEL, atomic_path
 
 from .config import Config
-from .errors import IceError
 from .model import AutoEncoder, ModelArgs, to_input
-from .run_dir import CHECKPOINT, MODEL, atomic_path
+from .progress import progress
 
 
 def pick_device(name: str) -> torch.device:
@@ -87,22 +88,32 @@ def fits_on_device(pixels_path: Path, device: torch.device) -> bool:
     """Whether training on `device` keeps a copy of every image there (ResidentBatches): a GPU,
     and at most RESIDENT_MAX bytes and a quarter of its memory (the rest is training's)."""
     return device.type == "cuda" and pixels_path.stat().st_size <= min(
-        RESIDENT_MAX, torch.cuda.get_device_properties(device).total_memory // 4)
+        RESIDENT_MAX, torch.cuda.get_device_properties(device).total_memory // 4
+    )
 
 
-def make_loader(pixels_path: Path, cfg: Config, device: torch.device, shuffle: bool, seed: int = 0,
-                resident: bool = False):
+def make_loader(
+    pixels_path: Path, cfg: Config, device: torch.device, shuffle: bool, seed: int = 0, resident: bool = False
+):
     """Batches of uint8 pixels (b, s, s, 3), shuffled (the last partial batch dropped) or in order;
     `resident`: from a copy of all pixels on `device` (ResidentBatches) instead of workers."""
     data = PixelBatches(pixels_path)
-    base = (torch.utils.data.RandomSampler(data, generator=torch.Generator().manual_seed(seed))
-            if shuffle else torch.utils.data.SequentialSampler(data))
+    base = (
+        torch.utils.data.RandomSampler(data, generator=torch.Generator().manual_seed(seed))
+        if shuffle
+        else torch.utils.data.SequentialSampler(data)
+    )
     batches = torch.utils.data.BatchSampler(base, cfg.batch_size, drop_last=shuffle and len(data) > cfg.batch_size)
     if resident:
         return ResidentBatches(pixels_path, batches, device)
-    return torch.utils.data.DataLoader(data, sampler=batches, batch_size=None, num_workers=cfg.workers,
-                                       pin_memory=device.type == "cuda",
-                                       persistent_workers=cfg.workers > 0)
+    return torch.utils.data.DataLoader(
+        data,
+        sampler=batches,
+        batch_size=None,
+        num_workers=cfg.workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=cfg.workers > 0,
+    )
 
 
 def augment(x: torch.Tensor, cfg: Config, gen: torch.Generator) -> torch.Tensor:
@@ -167,13 +178,16 @@ def compiled_parts(model: AutoEncoder) -> types.SimpleNamespace:
     """The model's encoder, head and decoder, each through torch.compile, for step_loss. The
     model itself is left as it is: its state_dict's keys, evaluation and embedding unchanged.
     augment stays eager: it draws from an explicit generator, which resumed runs restore."""
+
     def wrap(part):
         return None if part is None else torch.compile(part)
+
     return types.SimpleNamespace(encoder=wrap(model.encoder), head=wrap(model.head), decoder=wrap(model.decoder))
 
 
-def step_loss(model: AutoEncoder | types.SimpleNamespace, batch: torch.Tensor, cfg: Config,
-              gen: torch.Generator) -> torch.Tensor:
+def step_loss(
+    model: AutoEncoder | types.SimpleNamespace, batch: torch.Tensor, cfg: Config, gen: torch.Generator
+) -> torch.Tensor:
     """Reconstruct the first view from its noisy copy; pull the two views' heads together.
     `model` is the AutoEncoder or its compiled_parts.
 
@@ -188,7 +202,7 @@ def step_loss(model: AutoEncoder | types.SimpleNamespace, batch: torch.Tensor, c
     if cfg.contrastive > 0:
         both = torch.cat([noisy, augment(x, cfg, gen)]).contiguous(memory_format=torch.channels_last)
         zz = model.encoder(both)
-        z = zz[:len(x)]
+        z = zz[: len(x)]
         p1, p2 = model.head(zz).chunk(2)
         loss = loss + cfg.contrastive * nt_xent(p1, p2, cfg.temperature)
     else:
@@ -198,9 +212,14 @@ def step_loss(model: AutoEncoder | types.SimpleNamespace, batch: torch.Tensor, c
     return loss
 
 
-def train(run_dir: Path, pixels_path: Path, cfg: Config, device: torch.device,
-          resume: bool = False, on_epoch: Callable[[int, AutoEncoder], None] | None = None
-          ) -> tuple[AutoEncoder, float]:
+def train(
+    run_dir: Path,
+    pixels_path: Path,
+    cfg: Config,
+    device: torch.device,
+    resume: bool = False,
+    on_epoch: Callable[[int, AutoEncoder], None] | None = None,
+) -> tuple[AutoEncoder, float]:
     """Train for cfg.epochs, checkpointing after every epoch; returns the model and final loss.
     `on_epoch(epoch, model)`, if given, runs after each epoch's checkpoint (benchmarks use it)."""
     cfg = cfg.resolved()
@@ -208,9 +227,10 @@ def train(run_dir: Path, pixels_path: Path, cfg: Config, device: torch.device,
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # the batch shape never changes (the last is dropped)
     model = AutoEncoder(model_args(cfg)).to(device, memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                            fused=device.type == "cuda")
-    loader = make_loader(pixels_path, cfg, device, shuffle=True, seed=cfg.seed, resident=fits_on_device(pixels_path, device))
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda")
+    loader = make_loader(
+        pixels_path, cfg, device, shuffle=True, seed=cfg.seed, resident=fits_on_device(pixels_path, device)
+    )
     steps = len(loader)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps, pct_start=0.15)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
@@ -239,8 +259,10 @@ def train(run_dir: Path, pixels_path: Path, cfg: Config, device: torch.device,
                         if parts is model:  # the step again, eagerly; an eager failure is raised
                             raise
                         reason = next((line for line in str(e).splitlines() if line.strip()), type(e).__name__)
-                        print(f"ice: --compile: torch.compile failed ({reason[:300]}); training without it",
-                              file=sys.stderr)
+                        print(
+                            f"ice: --compile: torch.compile failed ({reason[:300]}); training without it",
+                            file=sys.stderr,
+                        )
                         parts = model
                         loss = step_loss(parts, batch, cfg, gen)
                 opt.zero_grad(set_to_none=True)
@@ -251,19 +273,41 @@ def train(run_dir: Path, pixels_path: Path, cfg: Config, device: torch.device,
                 seen += len(batch)
                 bar.update(1)
                 if bar.n % 20 == 0 or i + 1 == steps:  # and at each epoch's end: small sets have few batches
-                    bar.set_postfix(epoch=epoch + 1, loss=f"{total.item() / seen:.4f}",
-                                    img_s=f"{seen / (time.perf_counter() - t0):.0f}")
+                    bar.set_postfix(
+                        epoch=epoch + 1,
+                        loss=f"{total.item() / seen:.4f}",
+                        img_s=f"{seen / (time.perf_counter() - t0):.0f}",
+                    )
             loss_avg = total.item() / max(seen, 1)
             if not math.isfinite(loss_avg):  # before the checkpoint: a resume starts from the last good epoch
-                raise IceError(f"training diverged in epoch {epoch + 1} (loss {loss_avg}); "
-                               f"start again (--force) with a lower --lr than {cfg.lr:g}")
-            save_checkpoint(ckpt_path, {"model": model.state_dict(), "optimizer": opt.state_dict(),
-                              "scheduler": sched.state_dict(), "generator": gen.get_state(),
-                              "epoch": epoch + 1, "loss": loss_avg, "config": cfg.to_dict()})
+                raise IceError(
+                    f"training diverged in epoch {epoch + 1} (loss {loss_avg}); "
+                    f"start again (--force) with a lower --lr than {cfg.lr:g}"
+                )
+            save_checkpoint(
+                ckpt_path,
+                {
+                    "model": model.state_dict(),
+                    "optimizer": opt.state_dict(),
+                    "scheduler": sched.state_dict(),
+                    "generator": gen.get_state(),
+                    "epoch": epoch + 1,
+                    "loss": loss_avg,
+                    "config": cfg.to_dict(),
+                },
+            )
             if on_epoch is not None:
                 on_epoch(epoch + 1, model)  # the next epoch starts with model.train()
-    save_checkpoint(run_dir / MODEL, {"model": model.state_dict(), "model_args": model.checkpoint_args(),
-                            "config": cfg.to_dict(), "epoch": cfg.epochs, "loss": loss_avg})
+    save_checkpoint(
+        run_dir / MODEL,
+        {
+            "model": model.state_dict(),
+            "model_args": model.checkpoint_args(),
+            "config": cfg.to_dict(),
+            "epoch": cfg.epochs,
+            "loss": loss_avg,
+        },
+    )
     return model, loss_avg
 
 

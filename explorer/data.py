@@ -16,14 +16,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from embeddings.errors import IceError
-from embeddings.run_dir import (ANNOTATIONS, CLUSTERINGS, EMBEDDINGS, INDEX, ITEMS, MANIFOLD,  # noqa: F401
-                                MANIFEST, PIXELS, load_manifest, read_json)
+from ice.annotations import RUN_CLUSTERING, Annotations
+from ice.errors import IceError
+from ice.run_dir import (
+    ANNOTATIONS,
+    CLUSTERINGS,
+    EMBEDDINGS,
+    INDEX,
+    ITEMS,
+    MANIFEST,
+    MANIFOLD,  # noqa: F401
+    PIXELS,
+    load_manifest,
+    read_json,
+)
 
-from .annotations import Annotations
+from .jobs import Jobs
 
-# The key of the clustering the batch job made (items.parquet); re-clusterings are "k{K}".
-RUN_CLUSTERING = "run"
+DRILLS_KEPT = 8  # drill-downs kept in memory, each 16 bytes an image of the run
 
 
 @dataclass
@@ -49,12 +59,12 @@ class Clustering:
         if not 0 <= cluster < self.k:
             raise IceError(f"cluster {cluster}: this clustering has clusters 0..{self.k - 1}")
         order, starts = self._order
-        return order[starts[cluster]:starts[cluster + 1]]
+        return order[starts[cluster] : starts[cluster + 1]]
 
     @cached_property
     def sizes(self) -> np.ndarray:
-        """(k,) int64: images per cluster."""
-        return np.bincount(self.cluster, minlength=self.k)
+        """(k,) int64: images per cluster (a drill-down's images outside it have cluster -1)."""
+        return np.bincount(self.cluster[self.cluster >= 0], minlength=self.k)
 
 
 @dataclass
@@ -71,6 +81,8 @@ class RunData:
     annotations: Annotations
     read_only: bool = False
     _clusterings: dict = field(default_factory=dict, repr=False)
+    _maps: dict = field(default_factory=dict, repr=False)  # drill-down key -> its own (x, y), (n,) each
+    jobs: Jobs = field(default_factory=Jobs, repr=False)  # re-clusterings and drill-downs running
     _index: object = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _manifest_seen: tuple | None = field(default=None, repr=False)  # (inode, mtime, size) last checked
@@ -102,22 +114,44 @@ class RunData:
                     self._index = faiss.read_index(str(path))
                 except RuntimeError as e:  # faiss's message ends "Error: 'cond' failed: reason"
                     reason = str(e).rpartition("failed: ")[2] or str(e)
-                    raise IceError(f"{path}: cannot read the search index ({reason}); "
-                                   "rebuild the run with `ice embed --force`") from None
+                    raise IceError(
+                        f"{path}: cannot read the search index ({reason}); rebuild the run with `ice embed --force`"
+                    ) from None
             return self._index
 
     def clustering(self, key: str) -> Clustering:
-        """The clustering called `key` ("run" or "k{K}"); IceError if there is none."""
+        """The clustering called `key` ("run", "k{K}", or a drill-down's "d..."); IceError if
+        there is none."""
         from .clusterings import load_clustering
+        from .drill import KEY as DRILL_KEY
+        from .drill import read_drill
 
         with self._lock:
             if key not in self._clusterings:
-                self._clusterings[key] = load_clustering(self.run_dir, key)
+                if DRILL_KEY.fullmatch(key):
+                    clustering, xy = read_drill(self, key)
+                    self._add(clustering, xy)
+                else:
+                    self._clusterings[key] = load_clustering(self.run_dir, key)
             return self._clusterings[key]
 
-    def add_clustering(self, clustering: Clustering) -> None:
+    def add_clustering(self, clustering: Clustering, xy: tuple | None = None) -> None:
+        """Keep a clustering; a drill-down's comes with its own map, `xy`."""
         with self._lock:
-            self._clusterings[clustering.key] = clustering
+            self._add(clustering, xy)
+
+    def _add(self, clustering: Clustering, xy: tuple | None) -> None:
+        self._clusterings[clustering.key] = clustering
+        if xy is not None:
+            self._maps[clustering.key] = xy
+            while len(self._maps) > DRILLS_KEPT:  # the oldest drill-down goes (read again from disk)
+                old = next(iter(self._maps))
+                del self._maps[old], self._clusterings[old]
+
+    def map_xy(self, key: str) -> tuple[np.ndarray, np.ndarray]:
+        """(x, y), (n,) float32 each: where the map of `key` draws each image (NaN: not on it)."""
+        self.clustering(key)
+        return self._maps.get(key, (self.x, self.y))
 
     def check_unchanged(self) -> None:
         """IceError if the run on disk is no longer the one loaded: `ice embed --force` rebuilt
@@ -140,8 +174,10 @@ class RunData:
         except (OSError, ValueError, AttributeError):
             now = None
         if now != self.manifest.get("created"):
-            raise IceError(f"{self.run_dir} was rebuilt since this explorer started (ice embed --force); restart "
-                           "`ice explore` to see the new run (its names and groups are not read or saved here)")
+            raise IceError(
+                f"{self.run_dir} was rebuilt since this explorer started (ice embed --force); restart "
+                "`ice explore` to see the new run (its names and groups are not read or saved here)"
+            )
         self._manifest_seen = seen
 
     def names_to_draw(self, clustering: str) -> dict[int, str]:
@@ -166,8 +202,7 @@ class RunData:
 def read_items(run_dir: Path) -> pd.DataFrame:
     """items.parquet, checked to hold one row per image_id 0..n-1 in order."""
     try:
-        items = pd.read_parquet(run_dir / ITEMS,
-                                columns=["image_id", "path", "cluster", "x", "y", "distance"])
+        items = pd.read_parquet(run_dir / ITEMS, columns=["image_id", "path", "cluster", "x", "y", "distance"])
     except (OSError, ValueError, KeyError) as e:
         raise IceError(f"{run_dir / ITEMS}: unreadable ({e})") from None
     if not np.array_equal(items["image_id"].to_numpy(), np.arange(len(items))):
@@ -200,18 +235,23 @@ def load_run(run_dir: str | Path, read_only: bool = False) -> RunData:
     if not (run_dir / INDEX).is_file():  # read on the first search, so checked here
         raise IceError(f"{run_dir / INDEX}: missing; rebuild the run with `ice embed --force`")
     if len(embeddings) != n or len(pixels) != n:
-        raise IceError(f"{run_dir}: {ITEMS} has {n} rows but {EMBEDDINGS} has {len(embeddings)} "
-                       f"and {PIXELS} {len(pixels)}")
+        raise IceError(
+            f"{run_dir}: {ITEMS} has {n} rows but {EMBEDDINGS} has {len(embeddings)} and {PIXELS} {len(pixels)}"
+        )
     data = RunData(
-        run_dir=run_dir, manifest=manifest,
+        run_dir=run_dir,
+        manifest=manifest,
         path=items["path"].to_numpy(dtype=object),
-        x=items["x"].to_numpy(np.float32), y=items["y"].to_numpy(np.float32),
-        embeddings=embeddings, pixels=pixels,
+        x=items["x"].to_numpy(np.float32),
+        y=items["y"].to_numpy(np.float32),
+        embeddings=embeddings,
+        pixels=pixels,
         annotations=Annotations(run_dir / ANNOTATIONS, read_only=read_only),
         read_only=read_only,
     )
     data.annotations.before_write = data.annotations.before_read = data.check_unchanged
     k = int(manifest.get("clusters") or items["cluster"].max() + 1)
-    data.add_clustering(Clustering(RUN_CLUSTERING, k, items["cluster"].to_numpy(np.int32),
-                                   items["distance"].to_numpy(np.float32)))
+    data.add_clustering(
+        Clustering(RUN_CLUSTERING, k, items["cluster"].to_numpy(np.int32), items["distance"].to_numpy(np.float32))
+    )
     return data

@@ -16,7 +16,7 @@ import flask
 import numpy as np
 from PIL import Image
 
-from embeddings.errors import IceError
+from ice.errors import IceError
 
 from .data import RUN_CLUSTERING, RunData
 from .export import export_filename, export_frame, to_csv_text
@@ -24,8 +24,14 @@ from .export import export_filename, export_frame, to_csv_text
 THUMB_CACHE = 4096  # encoded thumbnails kept in memory
 MAX_AGE = 3600  # seconds a browser may reuse an image without asking again
 # Originals the browser can show and that cannot carry script (so no SVG).
-BROWSER_IMAGES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png",
-                  ".gif": "image/gif", ".webp": "image/webp", ".bmp": "image/bmp"}
+BROWSER_IMAGES = {
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".png": "image/png",
+    ".gif": "image/gif",
+    ".webp": "image/webp",
+    ".bmp": "image/bmp",
+}
 
 
 def thumb_url(image_id: int, version: str) -> str:
@@ -102,9 +108,14 @@ def register_routes(server: flask.Flask, data: RunData) -> None:
         # A file object, not the path: Flask would put the name, which may not be
         # UTF-8, into headers.
         stat = path.stat()
-        response = flask.send_file(path.open("rb"), mimetype=BROWSER_IMAGES[path.suffix.lower()],
-                                   max_age=MAX_AGE, etag=f"o{image_id}-{stat.st_mtime_ns}-{stat.st_size}",
-                                   last_modified=stat.st_mtime, conditional=True)
+        response = flask.send_file(
+            path.open("rb"),
+            mimetype=BROWSER_IMAGES[path.suffix.lower()],
+            max_age=MAX_AGE,
+            etag=f"o{image_id}-{stat.st_mtime_ns}-{stat.st_size}",
+            last_modified=stat.st_mtime,
+            conditional=True,
+        )
         response.headers["X-Content-Type-Options"] = "nosniff"
         return response
 
@@ -113,8 +124,9 @@ def register_routes(server: flask.Flask, data: RunData) -> None:
         # Anything else under these prefixes is not an image id; without this Dash
         # would answer it with the app's page.
         rule = flask.request.url_rule
-        if (flask.request.path.startswith(("/thumb/", "/image/"))
-                and (rule is None or rule.endpoint not in ("thumb", "image"))):
+        if flask.request.path.startswith(("/thumb/", "/image/")) and (
+            rule is None or rule.endpoint not in ("thumb", "image")
+        ):
             flask.abort(404)
 
     @server.route("/export.csv")
@@ -124,6 +136,11 @@ def register_routes(server: flask.Flask, data: RunData) -> None:
             frame = export_frame(data, clustering=clustering)
         except IceError as e:
             return flask.Response(str(e) + "\n", status=404, mimetype="text/plain")
-        return flask.Response(to_csv_text(frame), mimetype="text/csv", headers={
-            "Content-Disposition": f'attachment; filename="{export_filename(clustering)}"',
-            "Cache-Control": "no-store"})
+        return flask.Response(
+            to_csv_text(frame),
+            mimetype="text/csv",
+            headers={
+                "Content-Disposition": f'attachment; filename="{export_filename(clustering)}"',
+                "Cache-Control": "no-store",
+            },
+        )

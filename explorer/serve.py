@@ -16,7 +16,7 @@ import socket
 import sys
 from pathlib import Path
 
-from embeddings.errors import IceError
+from ice.errors import IceError
 
 THREADS = 4  # threads per gunicorn worker: a page load fires several callbacks at once
 REALM = "ICE"
@@ -68,8 +68,9 @@ def check_address(host: str, port: int) -> None:
             s.bind(address)
         except OSError as e:
             if e.errno == errno.EADDRINUSE:
-                raise IceError(f"port {port} on {host} is in use: stop what serves there, or pick "
-                               "another with --port") from None
+                raise IceError(
+                    f"port {port} on {host} is in use: stop what serves there, or pick another with --port"
+                ) from None
             raise IceError(f"--host {host}: cannot listen there ({e.strerror})") from None
 
 
@@ -93,8 +94,10 @@ def exposure_warning(host: str, auth) -> str | None:
     """The one-line warning for an address others can reach with no password, else None."""
     if is_loopback(host) or auth:
         return None
-    return (f"ice: warning: serving on {host} without --auth: anyone who can reach it "
-            "can see the images and change the annotations")
+    return (
+        f"ice: warning: serving on {host} without --auth: anyone who can reach it "
+        "can see the images and change the annotations"
+    )
 
 
 class BasicAuth:
@@ -118,9 +121,14 @@ class BasicAuth:
     def __call__(self, environ, start_response):
         if self.authorised(environ.get("HTTP_AUTHORIZATION", "")):
             return self.app(environ, start_response)
-        start_response("401 Unauthorized", [
-            ("WWW-Authenticate", f'Basic realm="{REALM}", charset="UTF-8"'),
-            ("Content-Type", "text/plain; charset=utf-8"), ("Cache-Control", "no-store")])
+        start_response(
+            "401 Unauthorized",
+            [
+                ("WWW-Authenticate", f'Basic realm="{REALM}", charset="UTF-8"'),
+                ("Content-Type", "text/plain; charset=utf-8"),
+                ("Cache-Control", "no-store"),
+            ],
+        )
         return [b"401: this explorer needs a user name and password\n"]
 
 
@@ -143,9 +151,16 @@ def run_gunicorn(wsgi, host: str, port: int, workers: int) -> None:
 
     class Server(BaseApplication):
         def load_config(self):
-            options = {"bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
-                       "workers": workers, "threads": THREADS, "worker_class": "gthread",
-                       "preload_app": True, "accesslog": None, "errorlog": "-", "loglevel": "warning"}
+            options = {
+                "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+                "workers": workers,
+                "threads": THREADS,
+                "worker_class": "gthread",
+                "preload_app": True,
+                "accesslog": None,
+                "errorlog": "-",
+                "loglevel": "warning",
+            }
             for key, value in options.items():
                 self.cfg.set(key, value)
 
@@ -155,8 +170,14 @@ def run_gunicorn(wsgi, host: str, port: int, workers: int) -> None:
     Server().run()
 
 
-def serve(run_dir, host: str = "127.0.0.1", port: int = 8050, read_only: bool = False,
-          auth: tuple[str, str] | None = None, workers: int | None = None) -> None:
+def serve(
+    run_dir,
+    host: str = "127.0.0.1",
+    port: int = 8050,
+    read_only: bool = False,
+    auth: tuple[str, str] | None = None,
+    workers: int | None = None,
+) -> None:
     """Build the app, print its address and serve it until interrupted."""
     from .data import write_blocker
 
@@ -165,16 +186,25 @@ def serve(run_dir, host: str = "127.0.0.1", port: int = 8050, read_only: bool = 
     check_address(host, port)
     blocker = None if read_only else write_blocker(run_dir)
     if blocker:
-        print(f"ice: warning: {blocker}: serving read-only, so names, groups and re-clusterings "
-              "cannot be saved", file=sys.stderr, flush=True)
+        print(
+            f"ice: warning: {blocker}: serving read-only, so names, groups and re-clusterings cannot be saved",
+            file=sys.stderr,
+            flush=True,
+        )
     app, wsgi = make_wsgi(run_dir, read_only=read_only or bool(blocker), auth=auth)
     warning = exposure_warning(host, auth)
     if warning:
         print(warning, file=sys.stderr, flush=True)
-    server = (f"gunicorn, {workers} worker{'s' if workers > 1 else ''} x {THREADS} threads" if workers
-              else "development server")
-    print(f"ICE explorer for {app.ice_data.run_dir} ({app.ice_data.n:,} images, {server}"
-          f"{', read-only' if app.ice_data.read_only else ''}): {address_url(host, port)}", flush=True)
+    server = (
+        f"gunicorn, {workers} worker{'s' if workers > 1 else ''} x {THREADS} threads"
+        if workers
+        else "development server"
+    )
+    print(
+        f"ICE explorer for {app.ice_data.run_dir} ({app.ice_data.n:,} images, {server}"
+        f"{', read-only' if app.ice_data.read_only else ''}): {address_url(host, port)}",
+        flush=True,
+    )
     if workers:
         run_gunicorn(wsgi, host, port, workers)
     else:

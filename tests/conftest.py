@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import subprocess
 from pathlib import Path
 
@@ -22,6 +23,7 @@ def mounted(target: Path, *options: str):
     """`mount OPTIONS TARGET` for the block, unmounted after it (lazily: a mapping left open
     must not leak the mount). Skips the test where this process may not mount; CI and this
     machine run as root, where it can. remount(*options) changes the mount's options."""
+
     def mount(*args: str) -> None:
         done = subprocess.run(["mount", *args, str(target)], capture_output=True, text=True)
         if done.returncode:
@@ -38,13 +40,27 @@ def mounted(target: Path, *options: str):
 TINY = dict(image_size=16, epochs=2, batch_size=64, workers=0, kmeans_restarts=1, neighbors=8)
 
 
+def need_shared_data(*names: str) -> None:
+    """Skip the test, with the reason, unless the shared data sets `names` are there; on CI
+    (CI set) fail instead, since CI always has them."""
+    from benchmarks.common import SHARED_DATA
+
+    missing = [name for name in names if not (SHARED_DATA / name).exists()]
+    if missing:
+        message = f"needs {', '.join(missing)} in {SHARED_DATA} (../shared/data, or ICE_SHARED_DATA)"
+        if os.environ.get("CI"):
+            pytest.fail(message + "; CI always has them")
+        pytest.skip(message)
+
+
 def rebuild_manifest(run_dir: Path) -> None:
     """What `ice embed --force` leaves for an explorer started before it: a new manifest,
     written atomically as the job writes it, with another `created`."""
-    from embeddings import run_dir as rd
+    from ice import run_dir as rd
 
-    rd.write_json(run_dir / rd.MANIFEST, {**rd.read_json(run_dir / rd.MANIFEST),
-                                         "created": "2099-01-01T00:00:00+00:00"})
+    rd.write_json(
+        run_dir / rd.MANIFEST, {**rd.read_json(run_dir / rd.MANIFEST), "created": "2099-01-01T00:00:00+00:00"}
+    )
 
 
 def make_images(folder: Path, n: int = 24, size: int = 40, seed: int = 0, classes: int = 3) -> list[Path]:
@@ -56,7 +72,7 @@ def make_images(folder: Path, n: int = 24, size: int = 40, seed: int = 0, classe
         c = i % classes
         a = rng.integers(0, 40, size=(size, size, 3), dtype=np.uint8)
         x, y = rng.integers(0, size // 2, size=2)
-        a[y:y + size // 2, x:x + size // 2] = colours[c]
+        a[y : y + size // 2, x : x + size // 2] = colours[c]
         path = folder / f"class{c}" / f"img_{i:03d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(a).save(path)
@@ -74,6 +90,22 @@ def image_folder(tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def digits_folder(tmp_path_factory) -> Path:
     return write_digits(tmp_path_factory.mktemp("digits"))
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory) -> tuple[Path, str]:
+    """`ice demo --no-serve`: the 1,797 digits with the demo's settings, made once; (its run
+    directory, what the command printed)."""
+    import io
+    from contextlib import redirect_stdout
+
+    from ice.cli import main
+
+    out = tmp_path_factory.mktemp("demo") / "demo"
+    printed = io.StringIO()
+    with redirect_stdout(printed):
+        assert main(["demo", "--no-serve", "--out", str(out)]) == 0
+    return out, printed.getvalue()
 
 
 @pytest.fixture(scope="session")

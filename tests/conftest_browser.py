@@ -59,10 +59,17 @@ def pytest_setup_options():
     from selenium.webdriver.chrome.options import Options
 
     options = Options()
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-background-networking", "--disable-component-update",
-                "--no-first-run", "--enable-unsafe-swiftshader",
-                f"--window-size={VIEWPORT[0]},{VIEWPORT[1]}"):
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--no-first-run",
+        "--enable-unsafe-swiftshader",
+        f"--window-size={VIEWPORT[0]},{VIEWPORT[1]}",
+    ):
         options.add_argument(arg)
     return options
 
@@ -78,8 +85,10 @@ def explorer(dash_duo, explorer_run):
     """dash_duo showing the app over a fresh copy of the small run, at 1280x800, map drawn."""
     from explorer.app import create_app
 
-    dash_duo.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
-        "width": VIEWPORT[0], "height": VIEWPORT[1], "deviceScaleFactor": 1, "mobile": False})
+    dash_duo.driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": VIEWPORT[0], "height": VIEWPORT[1], "deviceScaleFactor": 1, "mobile": False},
+    )
     dash_duo.start_server(create_app(explorer_run))
     wait_for_map(dash_duo)
     dash_duo.run_dir = explorer_run
@@ -90,7 +99,11 @@ def wait_for_map(dash_duo, timeout: float = 20) -> None:
     """Wait until plotly has drawn the map's WebGL traces."""
     from dash.testing.wait import until
 
-    until(lambda: dash_duo.driver.execute_script(
-        "const gd = document.querySelector('#map .js-plotly-plot');"
-        "return !!(gd && gd._fullData && gd._fullData.length > 1"
-        " && gd.querySelector('canvas'));"), timeout=timeout)
+    until(
+        lambda: dash_duo.driver.execute_script(
+            "const gd = document.querySelector('#map .js-plotly-plot');"
+            "return !!(gd && gd._fullData && gd._fullData.length > 1"
+            " && gd.querySelector('canvas'));"
+        ),
+        timeout=timeout,
+    )

@@ -15,9 +15,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from benchmarks.common import PeakRSS, append_section, clustered_embeddings
+from benchmarks.common import PeakRSS, append_section, blas_kernels, clustered_embeddings, cpu_info, machine
 from benchmarks.gen_images import generate
 from benchmarks.speed_umap import knn_kept
+from tests.conftest import need_shared_data
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -28,6 +29,19 @@ def test_append_section_adds_a_titled_block_at_the_end(tmp_path):
     append_section("First, 2026-11-27", "- a: 1\n", path=path)
     append_section("Second", "| x |", path=path)
     assert path.read_text() == "# Benchmarks\n\n### First, 2026-11-27\n\n- a: 1\n\n### Second\n\n| x |\n"
+
+
+def test_machine_names_the_cpu_its_instruction_sets_and_blas_kernels():
+    model, isa = cpu_info()
+    text = machine()
+    assert model in text and all(name in text for name in isa)
+    if os.path.exists("/proc/cpuinfo"):
+        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
+        assert ("AVX2" in isa) == ("avx2" in flags) and ("AVX-512" in isa) == ("avx512f" in flags)
+    numpys = [k for k in blas_kernels() if k.startswith("numpy ")]  # numpy is loaded: its BLAS is
+    assert len(numpys) == 1 and numpys[0] in text
+    if "OpenBLAS" in numpys[0]:  # then the kernels it chose for this CPU ('SkylakeX'), after its version
+        assert not numpys[0].split()[-1][0].isdigit()
 
 
 def test_generated_images_are_small_decodable_and_reproducible(tmp_path):
@@ -76,16 +90,42 @@ def test_neighbours_kept_is_one_for_the_same_space_and_low_for_noise():
     assert knn_kept(x, noise, rows) < 0.2
 
 
+def test_neighbours_in_2d_and_in_64d_are_the_exact_ones():
+    from benchmarks.speed_umap import neighbours
+
+    rng = np.random.default_rng(3)
+    rows = np.arange(0, 400, 7)
+    for d in (2, 64):  # a k-d tree, then a faiss flat index
+        x = rng.normal(size=(400, d)).astype(np.float32)
+        d2 = ((x[rows, None, :].astype(np.float64) - x[None]) ** 2).sum(2)
+        d2[np.arange(len(rows)), rows] = np.inf  # the row itself is left out
+        assert np.array_equal(np.sort(neighbours(x, rows, 5), 1), np.sort(np.argsort(d2, 1)[:, :5], 1)), d
+
+
 def test_speed_dry_run_and_gpu_check_dry_run_print_figures(tmp_path):
     """Both commands at tiny sizes, side by side: about 100 CPU seconds in all (numba compiling UMAP
     is a third of it; the GPU check's dry run runs its steps 4 and 5 on the digits)."""
+    need_shared_data("cifar10-jpg.tar.gz")  # the decode benchmark reads CIFAR-10's JPEGs
     env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path / "gpu"), "PYTHONUNBUFFERED": "1"}
     record = tmp_path / "speed.md"
-    speed = subprocess.Popen([sys.executable, "-m", "benchmarks.speed", "--dry-run", "--record", str(record)],
-                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                             start_new_session=True)
-    gpu = subprocess.Popen(["bash", "benchmarks/gpu_check.sh", "--dry-run"], cwd=REPO, env=env,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    speed = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.speed", "--dry-run", "--record", str(record)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    gpu = subprocess.Popen(
+        ["bash", "benchmarks/gpu_check.sh", "--dry-run"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:  # 159 s beside a full suite with numba's cache cold, as on CI: room for a machine twice as slow
         gpu_out, speed_out = gpu.communicate(timeout=600)[0], speed.communicate(timeout=600)[0]
     finally:  # a timeout must not leave them (and the GPU check's children) running into later tests
@@ -110,13 +150,50 @@ def test_speed_dry_run_and_gpu_check_dry_run_print_figures(tmp_path):
     assert results.count("then self-labelled (") == 2 and results.count("graph_rounds 20:") == 1
 
 
+def test_quick_summary_gives_each_target_met_or_missed_on_this_cpu():
+    from benchmarks import speed
+    from benchmarks.common import Section
+
+    decode, umap = Section("decode", "c"), Section("umap", "c")
+    decode.title = "Speed: decode 30,000 images to 32x32, from the page cache, 2026-12-04"
+    umap.title = "Speed: UMAP to 2-D at 120,000 points, 2026-12-04"
+    assert (
+        decode.target("decode >= 1.8x the Pillow loop", True, "2.41x")
+        == "target decode >= 1.8x the Pillow loop: **met**"
+    )
+    umap.target("UMAP at 120,000 points kept >= 0.9 at >= 1.5x", False, "kept 0.85 at 2.10x")
+    title, body = speed.quick_summary(speed.parse_args(["--quick"]), [decode, umap], 1.5)
+    assert title.startswith("Quick check: each target on this CPU")
+    assert "- decode >= 1.8x the Pillow loop: **met** (2.41x)" in body
+    assert "- UMAP at 120,000 points kept >= 0.9 at >= 1.5x: **missed** (kept 0.85 at 2.10x)" in body
+    assert "`python -m benchmarks.speed --stage all --quick`" in body and cpu_info()[0] in body
+    assert "decode 30,000 images to 32x32, from the page cache; UMAP to 2-D at 120,000 points" in body
+    with pytest.raises(SystemExit):
+        speed.parse_args(["--quick", "--dry-run"])
+
+
 def test_speed_decode_cold_drops_the_files_before_each_side_and_times_read_ahead(tmp_path):
     from benchmarks.gen_images import generate
 
     generate(200, tmp_path / "images", quiet=True)
-    out = subprocess.run([sys.executable, "-m", "benchmarks.speed", "--stage", "decode", "--cold", "--dry-run",
-                          "--data", str(tmp_path / "images"), "--no-record"],
-                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.speed",
+            "--stage",
+            "decode",
+            "--cold",
+            "--dry-run",
+            "--data",
+            str(tmp_path / "images"),
+            "--no-record",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "decode 200 images to 32x32, each side reading them from disk" in out.stdout
     assert "`python -m benchmarks.speed --stage decode --dry-run --data " in out.stdout and " --cold`" in out.stdout
@@ -162,8 +239,14 @@ def test_scale_dry_run_reports_each_stage_and_its_memory_not_backed_by_files(tmp
     """`ice embed` on 64 generated images at 16x16, one epoch: about 35 s, most of it UMAP's numba."""
     record = tmp_path / "scale.md"
     env = {**os.environ, "ICE_DATA_CACHE": str(tmp_path / "data")}
-    out = subprocess.run([sys.executable, "-m", "benchmarks.speed", "--stage", "scale", "--dry-run",
-                          "--record", str(record)], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.speed", "--stage", "scale", "--dry-run", "--record", str(record)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     text = record.read_text()
     assert "### Scale: `ice embed --fast` on 64 generated images" in text
@@ -177,12 +260,20 @@ def test_scale_dry_run_reports_each_stage_and_its_memory_not_backed_by_files(tmp
 def test_parse_sets_types_each_setting_and_refuses_unknown_ones():
     from benchmarks.common import parse_sets
 
-    assert parse_sets(["width=32", "flip=false", "crop=0.3", "recipe=contrastive", "image_size=32"]) == \
-        {"width": 32, "flip": False, "crop": 0.3, "recipe": "contrastive", "image_size": 32}
+    assert parse_sets(["width=32", "flip=false", "crop=0.3", "recipe=contrastive", "image_size=32"]) == {
+        "width": 32,
+        "flip": False,
+        "crop": 0.3,
+        "recipe": "contrastive",
+        "image_size": 32,
+    }
     with pytest.raises(SystemExit, match="'widht' is not a setting"):
         parse_sets(["widht=32"])
-    for bad, said in [("epochs=abc", "epochs takes a whole number"), ("crop=", "crop takes a number"),
-                      ("flip=flase", "flip takes true or false")]:  # were a traceback; a silent False
+    for bad, said in [
+        ("epochs=abc", "epochs takes a whole number"),
+        ("crop=", "crop takes a number"),
+        ("flip=flase", "flip takes true or false"),
+    ]:  # were a traceback; a silent False
         with pytest.raises(SystemExit, match=f"--set {bad}: {said}"):
             parse_sets([bad])
 
@@ -196,42 +287,34 @@ def test_ssl_probe_scores_the_embedding_after_each_epoch():
     assert all(r["knn"] > 0.6 and 0.1 < r["kmeans"] <= 1 for r in rows)
 
 
-def test_scan_probe_scores_scan_beside_the_runs_own_clusters(small_run, tmp_path):
-    from benchmarks.scan_probe import main
-
-    record = tmp_path / "scan.md"
-    rows = main([str(small_run), "--epochs", "3", "--lr", "0.002", "--device", "cpu", "--record", str(record)])
-    assert [r["what"] for r in rows] == ["the run's mixture", "the run's final clusters", "SCAN, 3 epochs, peak lr 0.002",
-                                         "SCAN, 3 epochs, peak lr 0.002, then self-labelling"]
-    assert all(0 < r["accuracy"] <= 1 for r in rows)
-    text = record.read_text()
-    assert "### SCAN probe: small (300 images)" in text and "share the image's label" in text
-
-
 def test_cluster_pick_compares_both_ways_of_judging_the_mixture_on_a_labelled_run(small_run, capsys):
     from benchmarks.cluster_pick import main
-    from embeddings import run_dir as rd
     from embeddings.cluster import cluster_metrics, fit_clusters
     from embeddings.config import Config
     from embeddings.project import knn_graph, umap_reduce
+    from ice import run_dir as rd
 
-    results = main([str(small_run), "--seeds", "0,5", "--overcluster", "1,2"])
-    assert sorted(results) == [(o, p, r) for o in (1, 2) for p in ("graph", "likelihood") for r in (0, 20)]
+    results = main([str(small_run), "--seeds", "0,5"])
+    assert sorted(results) == [(p, r) for p in ("graph", "likelihood") for r in (0, 20)]
     out = capsys.readouterr().out
-    assert "small: 300 images, K=10" in out and out.count("mixture_pick graph") == 4
+    assert "small: 300 images, K=10" in out and out.count("mixture_pick graph") == 2
     # the figure is the job's own clustering of that manifold, rebuilt here
     emb = np.load(small_run / "embeddings.npy").astype(np.float32)
     labels = pd.read_parquet(small_run / "items.parquet")["label"].to_numpy()
     cfg = Config.from_dict(rd.load_manifest(small_run)["config"])  # the small run's: 8 neighbours, 1 restart
     knn = knn_graph(emb, cfg.neighbors, 0)
-    space = umap_reduce(emb, 10, cfg.neighbors, 0.0, 200_000, 0, "manifold", knn)
-    again = fit_clusters(space, 10, "gmm", cfg.kmeans_restarts, cfg.kmeans_iters, 5, 1, knn[0], "graph")
-    assert results[(1, "graph", 0)][1] == pytest.approx(cluster_metrics(labels, again.labels_)["accuracy"])
-    again = fit_clusters(space, 10, "gmm", cfg.kmeans_restarts, cfg.kmeans_iters, 5, 1, knn[0], "graph", 20)
-    assert results[(1, "graph", 20)][1] == pytest.approx(cluster_metrics(labels, again.labels_)["accuracy"])
+    space = umap_reduce(
+        emb, 10, neighbors=cfg.neighbors, min_dist=0.0, sample=200_000, seed=0, desc="manifold", knn=knn
+    )
+    again = fit_clusters(space, 10, "gmm", cfg.kmeans_restarts, cfg.kmeans_iters, 5, neighbours=knn[0], pick="graph")
+    assert results[("graph", 0)][1] == pytest.approx(cluster_metrics(labels, again.labels_)["accuracy"])
+    again = fit_clusters(
+        space, 10, "gmm", cfg.kmeans_restarts, cfg.kmeans_iters, 5, neighbours=knn[0], pick="graph", graph_rounds=20
+    )
+    assert results[("graph", 20)][1] == pytest.approx(cluster_metrics(labels, again.labels_)["accuracy"])
 
 
-def test_quality_scores_the_mixture_and_scan_before_self_labelling(tmp_path):
+def test_quality_scores_the_mixture_before_self_labelling(tmp_path):
     import pandas as pd
 
     from benchmarks.quality import before_self_labelling
@@ -239,11 +322,8 @@ def test_quality_scores_the_mixture_and_scan_before_self_labelling(tmp_path):
     items = pd.DataFrame({"image_id": [3, 2, 1, 0], "label": ["b", "b", "a", "a"]})
     np.savez(tmp_path / "assign.npz", cluster=np.array([0, 0, 1, 1]), first_cluster=np.array([0, 0, 1, 1]))
     assert before_self_labelling(tmp_path, items)["accuracy"] == 1.0
-    assert "scan" not in before_self_labelling(tmp_path, items)
-    np.savez(tmp_path / "assign.npz", cluster=np.array([0, 0, 1, 1]), first_cluster=np.array([0, 1, 0, 1]),
-             scan_cluster=np.array([1, 1, 0, 0]))
-    scores = before_self_labelling(tmp_path, items)
-    assert scores["accuracy"] == 0.5 and scores["scan"]["accuracy"] == 1.0
+    np.savez(tmp_path / "assign.npz", cluster=np.array([0, 0, 1, 1]), first_cluster=np.array([0, 1, 0, 1]))
+    assert before_self_labelling(tmp_path, items)["accuracy"] == 0.5
     np.savez(tmp_path / "assign.npz", cluster=np.array([0, 1]))
     assert before_self_labelling(tmp_path, items) is None
 
@@ -299,30 +379,52 @@ def test_cluster_pick_self_labels_each_clustering_as_the_job_does(small_run, cap
     """--self-label (the GPU check's step 5): each clustering, climbed or not, then goes through
     the job's self-labelling from the run's own model, pixels and settings."""
     import torch
+
     from benchmarks.cluster_pick import main
-    from embeddings import run_dir as rd
     from embeddings.cluster import climb_modularity, cluster_metrics, fit_clusters
     from embeddings.config import Config
     from embeddings.project import knn_graph, umap_reduce
     from embeddings.selflabel import self_label
     from embeddings.train import load_model
+    from ice import run_dir as rd
 
-    results = main([str(small_run), "--seeds", "0", "--picks", "graph", "--graph-rounds", "0,20", "--self-label",
-                    "--device", "cpu"])
-    assert sorted(results, key=str) == sorted([(1, "graph", r) for r in (0, 20)]
-                                              + [(1, "graph", r, "self-labelled") for r in (0, 20)], key=str)
+    results = main(
+        [
+            str(small_run),
+            "--seeds",
+            "0",
+            "--picks",
+            "graph",
+            "--graph-rounds",
+            "0,20",
+            "--self-label",
+            "--device",
+            "cpu",
+        ]
+    )
+    assert sorted(results, key=str) == sorted(
+        [("graph", r) for r in (0, 20)] + [("graph", r, "self-labelled") for r in (0, 20)], key=str
+    )
     assert capsys.readouterr().out.count("then self-labelled (") == 2
     emb = np.load(small_run / "embeddings.npy").astype(np.float32)
     labels = pd.read_parquet(small_run / "items.parquet")["label"].to_numpy()
     cfg = Config.from_dict(rd.load_manifest(small_run)["config"])
     knn = knn_graph(emb, cfg.neighbors, 0)
-    space = umap_reduce(emb, 10, cfg.neighbors, 0.0, 200_000, 0, "manifold", knn)
-    climbed = climb_modularity(fit_clusters(space, 10, "gmm", cfg.kmeans_restarts, cfg.kmeans_iters, 0, 1, knn[0],
-                                            "graph").labels_, knn[0], 20)
-    again = self_label(load_model(small_run, torch.device("cpu")), small_run / rd.PIXELS, climbed, cfg,
-                       torch.device("cpu"))
-    assert results[(1, "graph", 20, "self-labelled")][0] == pytest.approx(cluster_metrics(labels, again)["accuracy"])
-    assert results[(1, "graph", 20, "self-labelled")] != results[(1, "graph", 20)]  # self-labelling moved some
+    space = umap_reduce(
+        emb, 10, neighbors=cfg.neighbors, min_dist=0.0, sample=200_000, seed=0, desc="manifold", knn=knn
+    )
+    climbed = climb_modularity(
+        fit_clusters(
+            space, 10, "gmm", cfg.kmeans_restarts, cfg.kmeans_iters, 0, neighbours=knn[0], pick="graph"
+        ).labels_,
+        knn[0],
+        20,
+    )
+    again = self_label(
+        load_model(small_run, torch.device("cpu")), small_run / rd.PIXELS, climbed, cfg, torch.device("cpu")
+    )
+    assert results[("graph", 20, "self-labelled")][0] == pytest.approx(cluster_metrics(labels, again)["accuracy"])
+    assert results[("graph", 20, "self-labelled")] != results[("graph", 20)]  # self-labelling moved some
 
 
 def test_cluster_pick_self_labels_for_5_epochs_where_the_recipe_skips_it(small_run, tmp_path, capsys):
@@ -331,7 +433,7 @@ def test_cluster_pick_self_labels_for_5_epochs_where_the_recipe_skips_it(small_r
     import shutil
 
     from benchmarks.cluster_pick import main
-    from embeddings import run_dir as rd
+    from ice import run_dir as rd
 
     run = Path(shutil.copytree(small_run, tmp_path / "run"))
     manifest = rd.read_json(run / rd.MANIFEST)
@@ -346,17 +448,31 @@ def test_cluster_pick_self_labels_for_5_epochs_where_the_recipe_skips_it(small_r
 
 
 def test_gpu_check_quality_only_runs_the_gpu_tests_beside_the_probe(tmp_path):
-    """--quality-only (what a device session with little time runs): no throughput step, the
+    """--quality-only (for a GPU machine with little time): no throughput step, the
     quality run first, then step 5's probe with the GPU-marked tests beside it in their own log
     (when they ran after it, it left them too little of the budget on the device)."""
     env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path / "gpu"), "PYTHONUNBUFFERED": "1"}
-    out = subprocess.run(["bash", "benchmarks/gpu_check.sh", "--dry-run", "--quality-only"], cwd=REPO, env=env,
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300).stdout
+    out = subprocess.run(
+        ["bash", "benchmarks/gpu_check.sh", "--dry-run", "--quality-only"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=300,
+    ).stdout
     steps = [line.split(" [")[0] for line in out.splitlines() if line.startswith("== ")]
     assert "== 3. training and embedding throughput" not in steps and "train step" not in out
-    order = [next(i for i, s in enumerate(steps) if s.startswith(p)) for p in
-             ("== 4. CIFAR-10 quality", "== 5. the cluster step's climb", "== 2 (moved). GPU-marked tests, beside step 5",
-              "== cluster_pick", "== done in")]
+    order = [
+        next(i for i, s in enumerate(steps) if s.startswith(p))
+        for p in (
+            "== 4. CIFAR-10 quality",
+            "== 5. the cluster step's climb",
+            "== 2 (moved). GPU-marked tests, beside step 5",
+            "== cluster_pick",
+            "== done in",
+        )
+    ]
     assert order == sorted(order), steps
     tests_log = (tmp_path / "gpu" / "pytest_gpu.log").read_text()
     assert "pytest -m gpu (collect only)" in tests_log and "tests/test_gpu.py::test_pipeline_on_cuda" in tests_log
@@ -369,16 +485,31 @@ def test_gpu_check_then_runs_the_quality_benchmark_again_with_the_settings(tmp_p
     digits), not the probe, and the GPU tests run before it rather than beside it (it is timed).
     --set "KEY=VALUE ..." gives step 4's run its settings."""
     env = {**os.environ, "PYTHON": sys.executable, "OUT": str(tmp_path / "gpu"), "PYTHONUNBUFFERED": "1"}
-    command = ["bash", "benchmarks/gpu_check.sh", "--dry-run", "--quality-only", "--set", "width=12 batch_size=64",
-               "--then", "epochs=2 width=8"]
-    out = subprocess.run(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                         timeout=300).stdout
+    command = [
+        "bash",
+        "benchmarks/gpu_check.sh",
+        "--dry-run",
+        "--quality-only",
+        "--set",
+        "width=12 batch_size=64",
+        "--then",
+        "epochs=2 width=8",
+    ]
+    out = subprocess.run(
+        command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300
+    ).stdout
     steps = [line.split(" [")[0] for line in out.splitlines() if line.startswith("== ")]
     assert "cluster_pick" not in out and "climb" not in "".join(steps)
-    order = [next(i for i, s in enumerate(steps) if s.startswith(p)) for p in
-             ("== 4. CIFAR-10 quality", "== 2 (moved). GPU-marked tests, before step 5",
-              "== pytest -m gpu (collect only)", "== 5. CIFAR-10 quality again, with --set epochs=2 --set width=8",
-              "== done in")]
+    order = [
+        next(i for i, s in enumerate(steps) if s.startswith(p))
+        for p in (
+            "== 4. CIFAR-10 quality",
+            "== 2 (moved). GPU-marked tests, before step 5",
+            "== pytest -m gpu (collect only)",
+            "== 5. CIFAR-10 quality again, with --set epochs=2 --set width=8",
+            "== done in",
+        )
+    ]
     assert order == sorted(order), steps
     settings = [line for line in out.splitlines() if line.startswith("- settings:")]
     assert len(settings) == 2 and "epochs 1, width 12" in settings[0] and "batch_size 64," in settings[0]
@@ -387,14 +518,59 @@ def test_gpu_check_then_runs_the_quality_benchmark_again_with_the_settings(tmp_p
 
 
 def test_gpu_wheels_pins_every_wheel_at_the_version_installed_here():
-    """benchmarks/gpu_wheels.sh --print: what a session downloads for the device machine,
+    """benchmarks/gpu_wheels.sh --print: what to download for a GPU machine without a network,
     pinned to this environment's versions (a package it names but that is missing fails)."""
     from importlib.metadata import version
 
     env = {**os.environ, "PYTHON": sys.executable}
-    out = subprocess.run(["bash", "benchmarks/gpu_wheels.sh", "--print"], cwd=REPO, env=env, check=True,
-                         stdout=subprocess.PIPE, text=True).stdout.split()
+    out = subprocess.run(
+        ["bash", "benchmarks/gpu_wheels.sh", "--print"],
+        cwd=REPO,
+        env=env,
+        check=True,
+        stdout=subprocess.PIPE,
+        text=True,
+    ).stdout.split()
     pins = dict(line.split("==") for line in out)
     for name in ("faiss-cpu", "umap-learn", "pynndescent", "dash"):
         assert pins[name] == version(name)
-    assert "torch" not in pins and "numpy" not in pins, "the device machine has these"
+    assert "torch" not in pins and "numpy" not in pins, "the GPU machine has these"
+
+
+def test_results_keep_every_run_and_the_newest_figure_of_each_machine_kind(tmp_path):
+    from benchmarks import results
+
+    folder, md = tmp_path / "results", tmp_path / "BENCHMARKS.md"
+
+    def run(value, machine, date, met=True):
+        figure = {"group": "speed", "figure": "k-means vs scikit-learn", "value": value, "target": ">= 10x", "met": met}
+        return results.record(
+            "speed",
+            f"k-means {date}",
+            "- body",
+            figures=[figure],
+            date=date,
+            machine=machine,
+            command="python -m benchmarks.speed --stage kmeans",
+            folder=folder,
+            markdown_path=md,
+        )
+
+    run("9.1x", "2 cores, 24 GiB RAM, AMD EPYC (AVX2), load average 1.0", "2026-12-01", met=False)
+    run("11.3x", "2 cores, 24 GiB RAM, Intel(R) Xeon(R) Processor, load average 1.0", "2026-12-02")
+    latest = run("13.8x", "2 cores, 24 GiB RAM, AMD EPYC (AVX2), load average 1.0", "2026-12-03")
+    assert len((folder / "speed.jsonl").read_text().splitlines()) == 3  # the history keeps every run
+    rows = [line for line in md.read_text().splitlines() if line.startswith("| k-means")]
+    assert len(rows) == 2 and "9.1x" not in md.read_text()  # one row per machine kind: the newest
+    assert "| AMD EPYC | 13.8x | >= 10x | met | 2026-12-03 |" in rows[0] and "| Intel Xeon | 11.3x |" in rows[1]
+    assert latest["commit"] is None or latest["commit"] in md.read_text()
+    assert "`speed.jsonl` (3)" in md.read_text()
+    assert results.machine_kind("16 cores, 126 GiB RAM, Intel(R) Xeon(R) Processor, GPU NVIDIA H200") == "NVIDIA H200"
+
+
+def test_benchmarks_md_is_written_from_the_results():
+    from benchmarks import results
+
+    assert results.BENCHMARKS_MD.read_text() == results.markdown(results.load()), (
+        "BENCHMARKS.md differs from benchmarks/results/: run python -m benchmarks.results"
+    )

@@ -2,10 +2,10 @@ import faiss
 import numpy as np
 import pytest
 
-from embeddings.cluster import KMeans, build_index, candidate_ks, choose_k, cluster_metrics
-from embeddings.errors import IceError
 from embeddings import project
+from embeddings.cluster import KMeans, build_index, candidate_ks, choose_k, cluster_metrics
 from embeddings.project import knn_graph, seed_graph, umap_reduce
+from ice.errors import IceError
 
 
 def blobs(k=4, per=200, d=8, seed=0, spread=0.05):
@@ -35,29 +35,27 @@ def test_assign_finds_the_nearest_centroid_far_from_the_origin():
     x = ((c[pairs[:, 0]] + c[pairs[:, 1]]) / 2 + rng.normal(scale=0.3, size=(20_000, 32))).astype(np.float32)
     x, c = x + 100, c + 100  # |x|^2 ~ 3e5: float32's expanded form is off by ~0.1 there
     x64, c64 = x.astype(np.float64), c.astype(np.float64)
-    exact = ((c64 * c64).sum(1) - 2 * x64 @ c64.T + (x64 * x64).sum(1)[:, None])
+    exact = (c64 * c64).sum(1) - 2 * x64 @ c64.T + (x64 * x64).sum(1)[:, None]
     dist, labels = assign(x, c)
     assert (labels == exact.argmin(1)).all()
     assert dist == pytest.approx(exact.min(1), rel=1e-3)
 
 
-def test_assign_gives_the_same_answer_with_and_without_torch(monkeypatch):
-    import sys
-
-    import torch  # noqa: F401  (loaded: the torch path)
+def test_assign_gives_the_same_answer_in_any_blocks_and_threads():
     from embeddings.cluster import assign
 
     x, _ = blobs(k=5, per=4000, d=16, spread=1.0)
     c = x[::997][:5].copy()
-    dist_t, lab_t = assign(x, c, chunk=8192)  # 20k rows: more than one chunk
-    assert np.array_equal(assign(x, c)[1], lab_t)  # one chunk, at K=5
-    monkeypatch.delitem(sys.modules, "torch")
-    dist_n, lab_n = assign(x, c, chunk=8192)
+    dist, labels = assign(x, c)  # one block at K=5
     exact = ((x[:, None, :] - c[None]) ** 2).sum(2)
-    assert lab_t.dtype == lab_n.dtype == np.int32
-    assert (lab_t == exact.argmin(1)).mean() > 0.9999 and (lab_n == exact.argmin(1)).mean() > 0.9999
-    assert dist_n == pytest.approx(exact.min(1), rel=1e-4, abs=1e-5)
-    assert dist_t == pytest.approx(exact.min(1), rel=1e-4, abs=1e-5)
+    assert labels.dtype == np.int32 and dist.dtype == np.float32
+    assert (labels == exact.argmin(1)).mean() > 0.9999
+    assert dist == pytest.approx(exact.min(1), rel=1e-4, abs=1e-5)
+    for chunk, threads in ((8192, 1), (8192, 2), (1000, 3)):  # 20k rows: blocks taken by turns
+        d, lab = assign(x, c, chunk=chunk, threads=threads)
+        assert np.array_equal(lab, labels) and np.array_equal(d, dist)
+    d, lab = assign(np.asfortranarray(x[:5000]).astype(np.float64), c, chunk=999, threads=2)  # copied per block
+    assert np.array_equal(lab, labels[:5000]) and np.array_equal(d, dist[:5000])
 
 
 def test_kmeans_is_seeded():
@@ -119,41 +117,6 @@ def test_choose_k_scores_are_the_silhouettes_of_its_sample():
         assert scores[k] == pytest.approx(silhouette_score(x[pick], labels), abs=1e-6)
 
 
-def test_merge_along_graph_joins_the_halves_of_each_group():
-    from embeddings.cluster import merge_along_graph
-
-    x, y = blobs(k=4, per=300, d=8, spread=0.5)
-    halves = y * 2 + (np.random.default_rng(1).random(len(y)) < 0.5)  # each blob cut in two at random
-    neighbours = knn_graph(x, 10)[0]
-    merged = merge_along_graph(halves, neighbours, 4)
-    assert merged.dtype == np.int32 and set(np.unique(merged)) == {0, 1, 2, 3}
-    assert cluster_metrics(y, merged)["accuracy"] == 1.0
-    assert np.array_equal(merge_along_graph(y, neighbours, 4), y)  # already k groups: as they were
-
-
-def test_merge_along_graph_weighs_links_by_size():
-    """A small group with few links to a large one and many, for its size, to another small
-    one joins the small one: counting links alone would put it in the large group."""
-    from embeddings.cluster import merge_along_graph
-
-    labels = np.repeat([0, 1, 2], [1000, 20, 20])
-    nbrs = np.repeat(np.arange(1040)[:, None], 2, axis=1)  # every row its own neighbour, twice
-    nbrs[1000:1020, 0] = np.arange(20)  # group 1: 20 links to group 0 (1,000 rows)
-    nbrs[1000:1010, 1] = 1020 + np.arange(10)  # and 10 to group 2 (20 rows)
-    merged = merge_along_graph(labels, nbrs, 2)
-    assert merged[1000] == merged[1020] != merged[0]
-
-
-def test_fit_clusters_overclusters_then_merges_to_k():
-    from embeddings.cluster import fit_clusters
-
-    x, y = blobs(k=3, per=400, d=4, spread=0.5)
-    km = fit_clusters(x, 3, "gmm", 2, 20, 0, overcluster=3, neighbours=knn_graph(x, 10)[0])
-    assert cluster_metrics(y, km.labels_)["accuracy"] == 1.0 and km.centroids_.shape == (3, 4)
-    assert np.allclose(km.centroids_[km.labels_[0]], x[km.labels_ == km.labels_[0]].mean(0), atol=1e-4)
-    assert km.distances_[5] == pytest.approx(((x[5] - km.centroids_[km.labels_[5]]) ** 2).sum(), rel=1e-4)
-
-
 def test_graph_modularity_of_two_linked_pairs():
     from embeddings.cluster import graph_modularity
 
@@ -168,15 +131,10 @@ def test_graph_modularity_of_two_linked_pairs():
 def test_the_graph_steps_skip_the_padding_of_an_approximate_graph():
     """An IVF search that found fewer than j rows pads with -1; read as an index it would be
     the last row, linking every padded row to that row's cluster."""
-    from embeddings.cluster import graph_modularity, merge_along_graph
+    from embeddings.cluster import graph_modularity
 
     padded = np.array([[1, -1], [0, -1], [3, -1], [2, -1]])
     assert graph_modularity(np.array([0, 0, 1, 1]), padded) == pytest.approx(0.5)
-    labels = np.repeat([0, 1, 2], 10)
-    nbrs = np.stack([np.arange(30), np.full(30, -1)], axis=1)
-    nbrs[:3, 0] = [10, 11, 12]  # the only links between groups: three from group 0 to group 1
-    merged = merge_along_graph(labels, nbrs, 2)
-    assert merged[0] == merged[10] != merged[20]
 
 
 def planted_graph(groups=3, per=40, own=8, other=2, seed=0):
@@ -184,8 +142,12 @@ def planted_graph(groups=3, per=40, own=8, other=2, seed=0):
     rows elsewhere as its neighbours."""
     rng = np.random.default_rng(seed)
     y = np.repeat(np.arange(groups), per)
-    graph = np.stack([np.concatenate([rng.choice(np.flatnonzero(y == g), own), rng.choice(np.flatnonzero(y != g), other)])
-                      for g in y])
+    graph = np.stack(
+        [
+            np.concatenate([rng.choice(np.flatnonzero(y == g), own), rng.choice(np.flatnonzero(y != g), other)])
+            for g in y
+        ]
+    )
     return y, graph
 
 
@@ -231,6 +193,7 @@ def test_mixture_keeps_the_start_whose_clusters_follow_the_neighbour_graph():
     can hold what the manifold lost: judged by it, the kept start is the one closest to the
     halves; each start on its own is refitted to check."""
     from sklearn.mixture import GaussianMixture as SkGMM
+
     from embeddings.cluster import GaussianMixture, fit_clusters, graph_modularity
 
     rng = np.random.default_rng(0)
@@ -238,8 +201,13 @@ def test_mixture_keeps_the_start_whose_clusters_follow_the_neighbour_graph():
     halves = (x @ np.array([-0.866, 0.5], dtype=np.float32) > 0).astype(int)  # cut at 150 degrees
     graph = np.stack([rng.choice(np.flatnonzero(halves == h), 10) for h in halves])
     gmm = GaussianMixture(2, n_init=8, seed=0, score=lambda labels: graph_modularity(labels, graph)).fit(x)
-    each = [cluster_metrics(halves, SkGMM(2, covariance_type="full", n_init=1, reg_covar=1e-4, max_iter=200,
-                                          random_state=i).fit(x).predict(x))["accuracy"] for i in range(8)]
+    each = [
+        cluster_metrics(
+            halves,
+            SkGMM(2, covariance_type="full", n_init=1, reg_covar=1e-4, max_iter=200, random_state=i).fit(x).predict(x),
+        )["accuracy"]
+        for i in range(8)
+    ]
     assert len(gmm.scores_) == 8 and max(each) - min(each) > 0.1  # the starts differ
     assert cluster_metrics(halves, gmm.labels_)["accuracy"] == pytest.approx(max(each), abs=0.01)
     by_likelihood = GaussianMixture(2, n_init=8, seed=0).fit(x)  # here it keeps a cut at about 120 degrees
@@ -276,29 +244,42 @@ def test_index_returns_itself_first():
 
 def test_umap_keeps_blobs_apart_and_samples_above_threshold():
     x, y = blobs(k=3, per=1500, d=16)  # 4,500 rows: past UMAP's small-data path, so the FAISS graph is used
-    full = umap_reduce(x, 2, 10, 0.1, sample=10_000, seed=0, desc="t")
+    full = umap_reduce(x, 2, neighbors=10, min_dist=0.1, sample=10_000, seed=0, desc="t")
     assert full.shape == (4500, 2) and full.dtype == np.float32
-    sampled = umap_reduce(x, 2, 10, 0.1, sample=1000, seed=0, desc="t")
+    sampled = umap_reduce(x, 2, neighbors=10, min_dist=0.1, sample=1000, seed=0, desc="t")
     assert sampled.shape == (4500, 2) and np.isfinite(sampled).all()
     for xy in (full, sampled):  # each blob lands in its own cluster on the map
         assert cluster_metrics(y, KMeans(3, seed=0).fit(xy).labels_)["accuracy"] == 1.0
-    given = umap_reduce(x, 2, 10, 0.1, sample=1000, seed=0, desc="t", seed_knn=seed_graph(x, 10, 1000, 0))
+    given = umap_reduce(
+        x, 2, neighbors=10, min_dist=0.1, sample=1000, seed=0, desc="t", seed_knn=seed_graph(x, 10, 1000, 0)
+    )
     assert np.array_equal(given, sampled), "the laid-out rows' graph, passed in, is the one it would build"
-    placed = umap_reduce(x, 2, 10, 0.1, sample=1000, seed=0, desc="t", refine=False)
+    placed = umap_reduce(x, 2, neighbors=10, min_dist=0.1, sample=1000, seed=0, desc="t", refine=False)
     assert placed.shape == (4500, 2) and placed.dtype == np.float32 and np.isfinite(placed).all()
     assert cluster_metrics(y, KMeans(3, seed=0).fit(placed).labels_)["accuracy"] == 1.0
     rows = project.layout_rows(4500, 1000, 0)
-    assert np.array_equal(placed[rows], umap_reduce(x[rows], 2, 10, 0.1, sample=1000, seed=0, desc="t")), \
-        "the laid-out rows keep their layout"
+    assert np.array_equal(
+        placed[rows], umap_reduce(x[rows], 2, neighbors=10, min_dist=0.1, sample=1000, seed=0, desc="t")
+    ), "the laid-out rows keep their layout"
     assert len(np.unique(placed, axis=0)) == 4500
-    again = umap_reduce(x, 2, 10, 0.1, sample=1000, seed=0, desc="t", seed_knn=seed_graph(x, 10, 1000, 0), refine=False)
-    assert np.array_equal(again, placed), "seeded, the placement repeats (the README's same seed, same map)"
+    again = umap_reduce(
+        x,
+        2,
+        neighbors=10,
+        min_dist=0.1,
+        sample=1000,
+        seed=0,
+        desc="t",
+        seed_knn=seed_graph(x, 10, 1000, 0),
+        refine=False,
+    )
+    assert np.array_equal(again, placed), "seeded, the placement repeats (docs/reproducibility.md: same seed, same map)"
 
 
 @pytest.mark.parametrize("sample", [10_000, 1000])  # all rows at once; a sample first, then the rest
 def test_umap_in_parallel_keeps_blobs_apart(sample):
     x, y = blobs(k=3, per=1500, d=16)
-    xy = umap_reduce(x, 10, 10, 0.0, sample=sample, seed=0, desc="t", parallel=True)
+    xy = umap_reduce(x, 10, neighbors=10, min_dist=0.0, sample=sample, seed=0, desc="t", parallel=True)
     assert xy.shape == (4500, 10) and np.isfinite(xy).all()
     assert cluster_metrics(y, KMeans(3, seed=0).fit(xy).labels_)["accuracy"] == 1.0
 

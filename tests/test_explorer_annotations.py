@@ -5,8 +5,8 @@ import threading
 
 import pytest
 
-from embeddings.errors import IceError
-from explorer.annotations import Annotations
+from ice.annotations import Annotations
+from ice.errors import IceError
 
 
 @pytest.fixture
@@ -51,8 +51,10 @@ def test_two_writers_do_not_lose_each_others_names(notes):
         for c in clusters:
             store.set_cluster_name("run", c, f"name {c}")
 
-    threads = [threading.Thread(target=rename, args=(notes, range(0, 40, 2))),
-               threading.Thread(target=rename, args=(other, range(1, 40, 2)))]
+    threads = [
+        threading.Thread(target=rename, args=(notes, range(0, 40, 2))),
+        threading.Thread(target=rename, args=(other, range(1, 40, 2))),
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -75,6 +77,13 @@ def test_groups_add_up_and_an_image_can_be_in_several(notes):
     assert notes.groups_of_images() == {1: ["jets", "planes"], 2: ["planes"], 5: ["planes"]}
     notes.delete_group("planes")
     assert notes.groups() == {"jets": 1}
+
+
+def test_grouped_ids_are_the_images_marked_in_any_group(notes):
+    notes.mark("a", marked_in=[5, 1], marked_out=[7])
+    notes.mark("b", marked_in=[1, 3])
+    notes.mark("c", marked_out=[9])
+    assert notes.grouped_ids().tolist() == [1, 3, 5]  # marked out, 7 and 9 are in no group
 
 
 def test_bad_groups(notes):
@@ -113,6 +122,7 @@ def test_callbacks_reading_at_once_after_a_removal_all_see_an_empty_file(notes):
                 assert notes.groups() == {}
             except Exception as e:  # noqa: BLE001 - any failure is the finding
                 errors.append(e)
+
         threads = [threading.Thread(target=read) for _ in range(6)]
         for t in threads:
             t.start()
@@ -126,9 +136,14 @@ def test_a_read_hook_refuses_reads(notes):
 
     def refuse():
         raise IceError("rebuilt")
+
     notes.before_read = refuse
-    for read in (lambda: notes.cluster_names("run"), notes.groups, lambda: notes.group_members("g"),
-                 notes.groups_of_images):
+    for read in (
+        lambda: notes.cluster_names("run"),
+        notes.groups,
+        lambda: notes.group_members("g"),
+        notes.groups_of_images,
+    ):
         with pytest.raises(IceError, match="rebuilt"):
             read()
 
@@ -197,7 +212,7 @@ def test_an_empty_file_reads_as_no_annotations(tmp_path):
 def test_a_write_that_waits_too_long_is_an_error_not_a_crash(notes, monkeypatch):
     """Another process holding the write lock past the busy timeout: the rename is refused
     with SQLite's reason, for the page to show, and the other's transaction is untouched."""
-    import explorer.annotations as annotations
+    import ice.annotations as annotations
 
     monkeypatch.setattr(annotations, "BUSY_MS", 100)
     other = sqlite3.connect(notes.path, isolation_level=None)
@@ -208,3 +223,109 @@ def test_a_write_that_waits_too_long_is_an_error_not_a_crash(notes, monkeypatch)
     other.execute("COMMIT")
     other.close()
     assert notes.cluster_names("run") == {1: "theirs"}
+
+
+def test_marks_in_out_and_unreviewed(notes):
+    result = notes.mark("planes", marked_in=[1, 2, 3], marked_out=[7, 8], action="confirm")
+    assert result["size"] == 3 and result["rejected"] == 2 and result["change"] is not None
+    members, rejected = notes.marks("planes")
+    assert members.tolist() == [1, 2, 3] and rejected.tolist() == [7, 8]
+    # a later review changes its mind: 3 goes out, 7 comes in, 8 is forgotten
+    notes.mark("planes", marked_in=[7], marked_out=[3], cleared=[8])
+    members, rejected = notes.marks("planes")
+    assert members.tolist() == [1, 2, 7] and rejected.tolist() == [3]
+    assert notes.mark("planes", marked_in=[1, 2])["change"] is None  # nothing changed: nothing logged
+    assert len(notes.history("planes")) == 2
+
+
+def test_a_group_with_only_rejections_is_listed_empty(notes):
+    notes.mark("planes", marked_out=[4])
+    assert notes.groups() == {"planes": 0}
+    assert notes.group_members("planes").tolist() == []
+    with pytest.raises(IceError, match="no such group"):
+        notes.group_members("jets")
+
+
+def test_remove_marks_out_and_export_counts_only_members(notes):
+    notes.save_group("planes", [1, 2, 3])
+    notes.remove_from_group("planes", [2])
+    assert notes.group_members("planes").tolist() == [1, 3]
+    assert notes.marks("planes")[1].tolist() == [2]
+    assert notes.groups_of_images() == {1: ["planes"], 3: ["planes"]}
+
+
+def test_undo_restores_the_marks_before_a_change(notes):
+    notes.save_group("planes", [1, 2])
+    notes.mark("planes", marked_in=[5], marked_out=[1], action="confirm", note="round 1")
+    undone = notes.undo("planes")
+    assert undone["size"] == 2 and undone["rejected"] == 0
+    assert notes.marks("planes")[0].tolist() == [1, 2]
+    history = notes.history("planes")
+    assert [h["action"] for h in history] == ["undo", "confirm", "save"]
+    assert history[1]["undone_by"] == history[0]["change"]
+    notes.undo("planes")  # the save before it: undos are not undone, the change before is
+    assert notes.groups() == {}
+    with pytest.raises(IceError, match="nothing to undo"):
+        notes.undo("planes")
+
+
+def test_undo_keeps_a_later_mark_of_the_same_image(notes):
+    first = notes.mark("planes", marked_in=[1, 2])["change"]
+    notes.mark("planes", marked_out=[2])
+    notes.undo("planes", first)
+    members, rejected = notes.marks("planes")
+    assert members.tolist() == [] and rejected.tolist() == [2]
+    with pytest.raises(IceError, match="undone already"):
+        notes.undo("planes", first)
+
+
+def test_rename_and_merge_groups(notes):
+    notes.mark("planes", marked_in=[1, 2], marked_out=[9])
+    notes.mark("jets", marked_in=[3], marked_out=[2, 4])
+    with pytest.raises(IceError, match="exists"):
+        notes.rename_group("jets", "planes")
+    notes.rename_group("jets", "fighters")
+    assert notes.history("fighters")[0]["action"] == "rename"
+    result = notes.merge_groups("fighters", into="planes")
+    assert result["size"] == 3  # 1, 2, 3: the merged group's 'out' of 2 does not override 'in'
+    members, rejected = notes.marks("planes")
+    assert members.tolist() == [1, 2, 3] and rejected.tolist() == [4, 9]
+    assert notes.groups() == {"planes": 3}
+    notes.undo("planes")
+    assert notes.marks("planes")[0].tolist() == [1, 2]
+    with pytest.raises(IceError, match="into itself"):
+        notes.merge_groups("planes", "planes")
+
+
+def test_two_writers_marking_one_group_lose_no_mark(notes):
+    """Like two tabs confirming pages of the same group at once."""
+    other = Annotations(notes.path)
+
+    def confirm(store, start):
+        for page in range(start, 200, 20):
+            store.mark("planes", marked_in=range(page, page + 5), marked_out=range(page + 5, page + 10))
+
+    threads = [threading.Thread(target=confirm, args=(notes, 0)), threading.Thread(target=confirm, args=(other, 10))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    members, rejected = notes.marks("planes")
+    assert len(members) == 100 and len(rejected) == 100
+    assert len(notes.history("planes")) == 20
+
+
+def test_a_file_from_before_marks_gets_the_new_tables(tmp_path):
+    path = tmp_path / "annotations.sqlite"
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        "CREATE TABLE cluster_names (clustering TEXT NOT NULL, cluster INTEGER NOT NULL, "
+        "name TEXT NOT NULL, PRIMARY KEY (clustering, cluster));"
+        "CREATE TABLE group_members (group_name TEXT NOT NULL, image_id INTEGER NOT NULL, "
+        "PRIMARY KEY (group_name, image_id)); INSERT INTO group_members VALUES ('old', 4);"
+    )
+    conn.close()
+    assert Annotations(path, read_only=True).marks("old")[0].tolist() == [4]  # read as it is
+    notes = Annotations(path)
+    notes.remove_from_group("old", [4])
+    assert notes.marks("old")[1].tolist() == [4]

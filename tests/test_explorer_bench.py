@@ -58,3 +58,20 @@ def test_dry_run_measures_every_figure_and_records_nothing(tmp_path, monkeypatch
         assert len(report.loads) == 2
         assert all(0 < load["loaded"] < load["drawn"] < 60 and load["received"] > 0 for load in report.loads)
         assert "| map drawn in Chromium, from driver.get | 2 |" in out
+        pixels, width, ratio = report.loads[-1]["canvas"]  # drawn at the screen's pixel ratio, not plotly's 2
+        assert pixels == round(width * ratio) and width > 100
+
+
+def test_speed_map_stage_times_the_first_map_alone(tmp_path, monkeypatch, capsys):
+    """`python -m benchmarks.speed --stage map --dry-run`: 2,000 points, no target below 1M."""
+    from benchmarks import speed
+
+    monkeypatch.setattr(explorer_bench, "DATA_CACHE", tmp_path)
+    [sec] = speed.main(["--stage", "map", "--dry-run"])
+    assert sec.title.startswith("Speed: the explorer's first map at 2,000 points") and sec.targets == []
+    assert "layout + map figure:" in sec.body() and "| run |" not in sec.body()  # notes only, no empty table
+    if browser_missing():
+        assert "skipped: chromium not found" in sec.body()
+    else:
+        assert "map drawn in headless Chromium, 2 loads" in sec.body()
+        assert "the target (<= 5 s) is set at 1,000,000 points" in sec.body()

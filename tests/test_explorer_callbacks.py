@@ -4,6 +4,7 @@ import json
 import shutil
 import subprocess
 import sys
+import threading
 from contextvars import copy_context
 
 import numpy as np
@@ -13,12 +14,13 @@ from dash._callback_context import context_value
 from dash._utils import AttributeDict
 from dash.exceptions import PreventUpdate
 
-from explorer.annotations import Annotations
 from explorer.app import create_app
 from explorer.clusterings import save_clustering
 from explorer.data import Clustering
-from explorer.layout import GRID_PAGE, clustering_options
+from explorer.layout import clustering_options
+from explorer.review import review_list
 from explorer.search import rank_like
+from ice.annotations import Annotations
 from tests.conftest import rebuild_manifest
 
 
@@ -33,8 +35,13 @@ def callback(app, name):
 
 def call(app, name, *args, triggered=()):
     """Run a callback as Dash would, with `triggered` = [(component id, prop, value)]."""
-    inputs = [{"prop_id": f"{json.dumps(i, separators=(',', ':'), sort_keys=True) if isinstance(i, dict) else i}.{prop}",
-               "value": value} for i, prop, value in triggered]
+    inputs = [
+        {
+            "prop_id": f"{json.dumps(i, separators=(',', ':'), sort_keys=True) if isinstance(i, dict) else i}.{prop}",
+            "value": value,
+        }
+        for i, prop, value in triggered
+    ]
 
     def run():
         context_value.set(AttributeDict(triggered_inputs=inputs))
@@ -64,9 +71,11 @@ def props(component, prop="src"):
 def test_the_app_never_imports_torch(small_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(small_run, run)
-    code = ("import sys; from explorer.app import create_app; from explorer.clusterings import recluster; "
-            "app = create_app(sys.argv[1]); recluster(app.ice_data, 3); "
-            "assert 'torch' not in sys.modules, 'torch imported'")
+    code = (
+        "import sys; from explorer.app import create_app; from explorer.clusterings import recluster; "
+        "app = create_app(sys.argv[1]); recluster(app.ice_data, 3); "
+        "assert 'torch' not in sys.modules, 'torch imported'"
+    )
     subprocess.run([sys.executable, "-c", code, str(run)], check=True)
 
 
@@ -90,15 +99,13 @@ def test_hover_shows_thumbnail_path_and_cluster(app):
 
 def test_box_selection_fills_the_grid(app):
     c = app.ice_data.clustering("run")
-    selection, excluded, tab = call(app, "select_on_map", {"0": [0, 1], "2": [5]}, "run",
-                                    triggered=[("map-points", "data", 1)])
+    selection, excluded, tab = call(
+        app, "select_on_map", {"0": [0, 1], "2": [5]}, "run", triggered=[("map-points", "data", 1)]
+    )
     assert selection["ids"] == [int(c.members(0)[0]), int(c.members(0)[1]), int(c.members(2)[5])]
     assert excluded == [] and tab == "images"
-    tiles, page_text, title, no_prev, no_next = call(app, "show_grid", selection, 0, [selection["ids"][1]])
-    assert props(tiles) == [f"/thumb/{i}.png?v={app.ice_data.version}" for i in selection["ids"]]
-    assert "excluded" in tiles[1].className and "excluded" not in tiles[0].className
-    assert page_text == "Page 1 of 1" and "3 images" in title and "1 ticked off" in title
-    assert no_prev and no_next  # one page: nowhere to turn
+    view, title = call(app, "show_list", selection, None, "list", "all", 0, "run", None)
+    assert view["ids"] is None and title == "Selected on the map · 3 images"  # the selection's, in the browser
     with pytest.raises(PreventUpdate):  # the lasso is what the grid shows
         call(app, "clear_lasso", selection, "run")
 
@@ -115,28 +122,57 @@ def test_another_clustering_closes_the_detail_card_without_touching_the_map(app)
     it (a plotly error, old clusters left drawn) when the new clustering had more clusters."""
     assert call(app, "set_focus", [], [], [], None, "k4", triggered=[("clustering", "value", "k4")]) is None
     card, _, _ = call(app, "show_detail", 5, "run", None, None, triggered=[("focus", "data", 5)])
-    assert call(app, "show_detail", None, "k4", card, "run", triggered=[("focus", "data", None)]) == ([], no_update, None)
+    assert call(app, "show_detail", None, "k4", card, "run", triggered=[("focus", "data", None)]) == (
+        [],
+        no_update,
+        None,
+    )
     closed, patch, _ = call(app, "show_detail", None, "run", card, "run", triggered=[("focus", "data", None)])
     assert closed == [] and patch is not no_update  # the Close button: the rings go
 
 
-def test_pages(app):
-    selection = {"ids": list(range(120)), "title": "t"}
-    tiles, page_text, _, no_prev, no_next = call(app, "show_grid", selection, 2, [])
-    assert page_text == "Page 3 of 3" and len(tiles) == 120 - 2 * GRID_PAGE and (no_prev, no_next) == (False, True)
-    assert call(app, "show_grid", selection, 0, [])[3:] == (True, False)
-    assert call(app, "show_grid", {"ids": [], "title": ""}, 0, [])[3:] == (True, True)
-    assert call(app, "turn_page", 1, 1, selection, 2, triggered=[("page-next", "n_clicks", 1)]) == 2
-    assert call(app, "turn_page", 1, 1, selection, 2, triggered=[("page-prev", "n_clicks", 1)]) == 1
-    assert call(app, "turn_page", 1, 1, selection, 2, triggered=[("selection", "data", selection)]) == 0
+def test_the_grid_gets_its_list_sorted_and_filtered_with_the_groups_marks(app):
+    data = app.ice_data
+    c = data.clustering("run")
+    members = c.members(0)
+    selection = review_list(np.sort(members), "cluster 0")
+    view, title = call(app, "show_list", selection, None, "list", "all", 0, "run", None)
+    assert view["ids"] is None and title == f"cluster 0 · {len(members)} images"
+    assert call(app, "show_list", selection, None, "centre", "all", 0, "run", None)[0]["ids"] == members.tolist()
+    edge = call(app, "show_list", selection, None, "edge", "all", 0, "run", None)[0]
+    assert edge["ids"] == members[np.argsort(-c.distance[members], kind="stable")].tolist()
+    assert edge["key"] != view["key"]  # another order: the grid starts again at its first page
+    data.annotations.mark("g", marked_in=members[:3], marked_out=members[3:5])
+    view, title = call(app, "show_list", selection, " g ", "list", "all", 0, "run", None)
+    assert sorted(view["in"]) == sorted(members[:3].tolist()) and sorted(view["out"]) == sorted(members[3:5].tolist())
+    assert f"'g': 3 in, 2 out, {len(members) - 5} not reviewed" in title
+    left = call(app, "show_list", selection, "g", "list", "unreviewed", 0, "run", None)[0]
+    assert set(left["ids"]) == set(members[5:].tolist())
+    assert call(app, "show_list", selection, "g", "list", "out", 0, "run", None)[0]["ids"] == sorted(
+        members[3:5].tolist()
+    )
+    assert set(call(app, "show_list", selection, "g", "list", "ungrouped", 0, "run", None)[0]["ids"]) == set(
+        members[3:].tolist()
+    )
+    similar = call(app, "show_list", selection, "g", "similar", "all", 0, "run", None)[0]["ids"]
+    assert sorted(similar) == sorted(members.tolist()) and set(similar[:3]) & set(members[:3].tolist())
 
 
-def test_tick_off_toggles_and_ignores_new_tiles(app):
-    tile = {"type": "exclude", "index": 7}
-    assert call(app, "tick_off", [1], [3], triggered=[(tile, "n_clicks", 1)]) == [3, 7]
-    assert call(app, "tick_off", [2], [3, 7], triggered=[(tile, "n_clicks", 2)]) == [3]
-    with pytest.raises(PreventUpdate):  # a re-rendered grid: new buttons, no click
-        call(app, "tick_off", [0], [3], triggered=[(tile, "n_clicks", 0)])
+def test_confirm_saves_a_page_into_a_group_and_undo_takes_it_back(app):
+    notes = app.ice_data.annotations
+    page = {"group": "sevens", "in": [1, 2, 3], "out": [4], "nonce": "n1"}
+    ack, changed = call(app, "confirm", page, 5)
+    assert ack["nonce"] == "n1" and changed == 6
+    assert ack["status"] == "Confirmed 3 in and 1 out of group 'sevens' (3 in it now, 1 out)."
+    assert [m.tolist() for m in notes.marks("sevens")] == [[1, 2, 3], [4]]
+    assert notes.history("sevens")[0]["action"] == "confirm"
+    ack, _ = call(app, "confirm", {"group": "", "in": [5], "out": [], "nonce": "n2"}, 6)
+    assert ack["error"] and "no group name" in ack["status"]
+    ack, _ = call(app, "confirm", {"group": "sevens", "in": [10**6], "out": [], "nonce": "n3"}, 6)
+    assert ack["error"] and "image_id 1000000" in ack["status"]
+    ack, changed = call(app, "undo", {"group": "sevens", "change": 1}, 6)
+    assert changed == 7 and "0 in, 0 out" in ack["status"]
+    assert [len(m) for m in notes.marks("sevens")] == [0, 0]
 
 
 def test_a_page_loaded_after_the_run_was_rebuilt_says_so(explorer_run):
@@ -153,8 +189,9 @@ def test_detail_says_so_when_the_index_is_damaged(explorer_run):
     not a failed callback that leaves the page as it was."""
     path = explorer_run / "index.faiss"
     path.write_bytes(path.read_bytes()[:100])
-    card, _patch, _ = call(create_app(explorer_run), "show_detail", 5, "run", None, None,
-                           triggered=[("focus", "data", 5)])
+    card, _patch, _ = call(
+        create_app(explorer_run), "show_detail", 5, "run", None, None, triggered=[("focus", "data", 5)]
+    )
     assert "index.faiss: cannot read the search index" in card.children
 
 
@@ -172,83 +209,131 @@ def test_detail_shows_neighbours_and_rings_them(app):
 def test_rename_writes_one_row(app):
     data = app.ice_data
     data.annotations.set_cluster_name("run", 0, "kept")  # as if another tab named it
-    status = call(app, "save_name", "zeros", "run",
-                  triggered=[({"type": "cluster-name", "index": 1}, "value", "zeros")])
+    status = call(
+        app, "save_name", "zeros", "run", triggered=[({"type": "cluster-name", "index": 1}, "value", "zeros")]
+    )
     assert "zeros" in status
     assert data.annotations.cluster_names("run") == {0: "kept", 1: "zeros"}
-    patch = call(app, "update_legend", ["Saved", None], "run",
-                 triggered=[({"type": "cluster-saved", "index": 1}, "children", "Saved")])
+    patch = call(
+        app,
+        "update_legend",
+        ["Saved", None],
+        "run",
+        triggered=[({"type": "cluster-saved", "index": 1}, "children", "Saved")],
+    )
     assert patch.to_plotly_json()["operations"][0]["location"] == ["data", 1, "name"]
 
 
-def test_more_like_these_then_save_group(app):
+def test_more_like_these_uses_the_marks_out_as_negatives_and_brings_only_new_images(app):
     data = app.ice_data
-    like = rank_like(data, [10, 11], 26)[0].tolist()
-    misfit = next(i for i in like if i not in (10, 11))  # one that the ranking brings, ticked off
-    selection = {"ids": [10, 11, misfit], "title": "t"}
-    ranked, excluded, status = call(app, "find_more", 1, selection, [misfit], 25)
-    assert len(ranked["ids"]) == 25 and status == "" and excluded == []
-    # ranked by the kept two; the misfit is left out, not brought back (ticked off, as it was)
-    assert ranked["ids"] == [i for i in like if i != misfit][:25]
-    assert ranked["title"] == "Most like the 2 picked, less the 1 ticked off"
-    status, changed = call(app, "save", 1, None, "sevens", ranked, ranked["ids"][20:],
-                           0, triggered=[("save-group", "n_clicks", 1)])
-    assert changed == 1 and "20 images" in status
-    assert data.annotations.group_members("sevens").tolist() == sorted(ranked["ids"][:20])
+    selection = {"ids": [10, 11, 12], "title": "t"}
+    ranked, _, status = call(app, "find_more", 1, selection, [12], 25, "")
+    assert len(ranked["ids"]) == 25 and status == "" and 12 not in ranked["ids"]
+    # ranked by the kept two, less like the one ticked off
+    like = rank_like(data, [10, 11], 26, negatives=[12])[0].tolist()
+    assert ranked["ids"] == [i for i in like if i != 12][:25]
+    assert ranked["title"] == "Most like the 2 picked, less the 1 out"
+    data.annotations.mark("sevens", marked_in=[10, 11, 13], marked_out=[14])
+    ranked, _, _ = call(app, "find_more", 1, selection, [], 25, "sevens")
+    assert not {10, 11, 13, 14} & set(ranked["ids"]), "images already reviewed come back"
+    like = rank_like(data, [10, 11, 13], 30, negatives=[14])[0].tolist()
+    assert ranked["ids"] == [i for i in like if i not in (10, 11, 13, 14)][:25]
+    assert ranked["title"] == "Most like the 3 in 'sevens', less the 1 out"
     rows = call(app, "list_groups", 1)
-    assert "sevens" in str(rows[0].children[0].children)
-    status, changed = call(app, "save", 1, None, "", ranked, [], 1,
-                           triggered=[("save-group", "n_clicks", 2)])
-    assert "give the group a name" in status
+    assert rows[0].children[0].children[0].value == "sevens"
 
 
 def test_show_cluster_and_group(app):
     c = app.ice_data.clustering("run")
-    selection, excluded, tab = call(app, "show_cluster", [1], "run",
-                                    triggered=[({"type": "show-cluster", "index": 2}, "n_clicks", 1)])
+    selection, excluded, tab = call(
+        app, "show_cluster", [1], "run", triggered=[({"type": "show-cluster", "index": 2}, "n_clicks", 1)]
+    )
     assert selection["ids"] == c.members(2).tolist() and tab == "images"
     # the grid keeps its images when the map switches clustering: the title says whose cluster 2
-    assert selection["title"] == f"cluster 2 of K={c.k} (the job's)"
-    app.ice_data.annotations.save_group("g", [4, 2])
-    selection, _, _ = call(app, "show_group", [1],
-                           triggered=[({"type": "show-group", "index": "g"}, "n_clicks", 1)])
-    assert selection["ids"] == [2, 4]
+    assert selection["title"] == f"cluster 2 of K={c.k} (the job's)" and selection["clustering"] == "run"
+    app.ice_data.annotations.mark("g", marked_in=[4, 2], marked_out=[9])
+    selection, _, _ = call(app, "show_group", [1], triggered=[({"type": "show-group", "index": "g"}, "n_clicks", 1)])
+    assert selection["ids"] == [2, 4, 9] and selection["group"] == "g"  # its marks out too, to put back
+    assert call(app, "open_group", selection) == "g"
 
 
 def test_delete_a_group_says_so_and_a_refusal_is_shown(app, explorer_run):
     notes = app.ice_data.annotations
     notes.save_group("a", [1])
     notes.save_group("b", [2])
-    changed, status = call(app, "delete", [1], 3,
-                           triggered=[({"type": "delete-group", "index": "a"}, "submit_n_clicks", 1)])
+    changed, status = call(
+        app,
+        "edit_group",
+        [1],
+        [],
+        [],
+        [],
+        3,
+        triggered=[({"type": "delete-group", "index": "a"}, "submit_n_clicks", 1)],
+    )
     assert changed == 4 and status == "Deleted group 'a'." and notes.groups() == {"b": 1}
+    with pytest.raises(PreventUpdate):  # the box, drawn with the name it has: no rename
+        call(
+            app, "edit_group", [], ["b"], [], [], 4, triggered=[({"type": "rename-group", "index": "b"}, "value", "b")]
+        )
+    notes.save_group("c", [3])
+    changed, status = call(
+        app, "edit_group", [], ["c"], [], [], 4, triggered=[({"type": "rename-group", "index": "b"}, "value", "c")]
+    )
+    assert "a group of that name exists" in status and notes.groups() == {"b": 1, "c": 1}
     rebuild_manifest(explorer_run)  # ice embed --force rebuilt the run since the app started
-    changed, status = call(app, "delete", [1], 4,
-                           triggered=[({"type": "delete-group", "index": "b"}, "submit_n_clicks", 1)])
-    assert "was rebuilt" in status and Annotations(notes.path).groups() == {"b": 1}
+    changed, status = call(
+        app,
+        "edit_group",
+        [1],
+        [],
+        [],
+        [],
+        4,
+        triggered=[({"type": "delete-group", "index": "b"}, "submit_n_clicks", 1)],
+    )
+    assert "was rebuilt" in status and Annotations(notes.path).groups() == {"b": 1, "c": 1}
 
 
-def test_recluster_adds_an_option_and_the_export_follows(app, explorer_run):
-    options, value, status, title = call(app, "run_recluster", 1, 4)
-    assert title == status  # the whole line on hover: the slot cuts it
+def finish(app, job: dict) -> tuple:
+    """poll_job's answer once the job is done (it runs in a thread)."""
+    thread = [t for t in threading.enumerate() if t.name == f"ice-job-{job['id']}"]
+    for t in thread:
+        t.join(60)
+    return call(app, "poll_job", 1, job, None)
+
+
+def test_recluster_runs_as_a_job_adds_an_option_and_the_export_follows(app, explorer_run):
+    job, status = call(app, "run_recluster", 1, 4, {"id": None})
+    assert job["kind"] == "recluster" and status == "Re-clustering with K=4…"
+    assert call(app, "run_recluster", 1, 5, job)[1] == "Wait: another job is running."
+    assert call(app, "watch_job", job) == (False, True)  # polled; the button is off meanwhile
+    status, title, idle, _, options, value = finish(app, job)
+    assert title == status and status.startswith("K=4 ready in") and idle == {"id": None}
     assert value == "k4" and [o["value"] for o in options] == ["run", "k4"]
+    assert call(app, "watch_job", idle) == (True, False)
     assert (explorer_run / "clusterings" / "k4.npz").exists()
     fig = call(app, "draw_map", "k4")
     assert sum(t.meta == "cluster" for t in fig.data) == 4
     assert call(app, "point_export", "k4") == ("/export.csv?clustering=k4", "clusters-k4.csv")
-    _, _, status, _ = call(app, "run_recluster", 2, 1)
-    assert "K 1" in status
+    job, _ = call(app, "run_recluster", 2, 1, {"id": None})
+    status, _, idle, *_ = finish(app, job)
+    assert "K 1" in status and idle == {"id": None}
 
 
 def test_read_only_app_disables_editing(small_run, app):
     editable = {getattr(c, "id", None) for c in app.layout()._traverse()}  # over a copy: it writes
     app = create_app(small_run, read_only=True)
     layout = app.layout()
-    disabled = {c.id: c.disabled for c in layout._traverse() if getattr(c, "id", None) in
-                ("recluster", "save-group", "group-name", "recluster-k")}
+    disabled = {
+        c.id: c.disabled
+        for c in layout._traverse()
+        if getattr(c, "id", None) in ("recluster", "confirm-page", "group-name", "recluster-k")
+    }
     assert disabled and all(disabled.values())
-    said = {c.id: c.children for c in layout._traverse()
-            if getattr(c, "id", None) in ("read-only-badge", "rename-status")}
+    said = {
+        c.id: c.children for c in layout._traverse() if getattr(c, "id", None) in ("read-only-badge", "rename-status")
+    }
     assert said["read-only-badge"] == "read-only" and said["rename-status"].startswith("Read-only:")
     assert "read-only-badge" not in editable
     cards = call(app, "show_clusters", "run")
@@ -276,7 +361,7 @@ def test_a_rebuilt_run_still_draws_but_reads_no_names_or_groups(app, explorer_ru
 @pytest.mark.parametrize("top", [None, 0, 301])
 def test_more_like_these_asks_for_a_number_in_range(app, top):
     """The box sends None when it is empty or past its bounds: that was read as 1 image."""
-    ranked, excluded, status = call(app, "find_more", 1, {"ids": [3, 4], "title": "x"}, [], top)
+    ranked, excluded, status = call(app, "find_more", 1, {"ids": [3, 4], "title": "x"}, [], top, None)
     assert ranked is no_update and excluded is no_update and status == "top: give a whole number from 1 to 300"
 
 

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from embeddings.errors import IceError
 from explorer.clusterings import list_clusterings, load_clustering, recluster
 from explorer.data import RUN_CLUSTERING, load_run
+from ice.errors import IceError
 
 
 def test_recluster_stores_and_reloads(explorer_run):
@@ -24,8 +24,9 @@ def test_recluster_stores_and_reloads(explorer_run):
     again = load_clustering(explorer_run, "k7")
     assert np.array_equal(again.cluster, c.cluster)
     # the job's own clustering is untouched
-    assert np.array_equal(load_run(explorer_run).clustering(RUN_CLUSTERING).cluster,
-                          data.clustering(RUN_CLUSTERING).cluster)
+    assert np.array_equal(
+        load_run(explorer_run).clustering(RUN_CLUSTERING).cluster, data.clustering(RUN_CLUSTERING).cluster
+    )
 
 
 def test_clusterings_sort_by_k(explorer_run):
@@ -96,12 +97,12 @@ def test_recluster_climbs_the_graph_the_job_climbed(tmp_path):
     """Where the job climbed the neighbour graph after the mixture (graph_rounds), it keeps
     the graph (neighbours.npy), and a re-clustering climbs it too; a run that does not climb
     keeps none. A graph that does not fit the run is one error."""
+    from PIL import Image
+
     from embeddings.cluster import climb_modularity, fit_clusters
     from embeddings.config import Config
     from embeddings.pipeline import run_embed
     from explorer.clusterings import KMEANS_ITERS
-    from PIL import Image
-
     from tests.conftest import TINY
 
     rng = np.random.default_rng(0)  # noise: the manifold's clusters and the graph's disagree
@@ -124,6 +125,7 @@ def test_recluster_climbs_the_graph_the_job_climbed(tmp_path):
     with pytest.raises(IceError, match=r"neighbours.npy: shape \(10, 8\)"):
         recluster(load_run(run), 4)
 
-    run_embed(tmp_path / "in", run, Config(**{**TINY, "clusters": 3, "graph_rounds": 0}), force=True,
-              log=lambda *a: None)
+    run_embed(
+        tmp_path / "in", run, Config(**{**TINY, "clusters": 3, "graph_rounds": 0}), force=True, log=lambda *a: None
+    )
     assert not (run / "neighbours.npy").exists()

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from embeddings.errors import IceError
 from explorer.data import RUN_CLUSTERING, load_run
+from ice.errors import IceError
 from tests.conftest import rebuild_manifest
 
 
@@ -62,12 +62,18 @@ def test_missing_folder(tmp_path):
 
 def test_folder_without_manifest(explorer_run, tmp_path):
     (explorer_run / "manifest.json").unlink()  # a job killed before its end: progress.json is there
-    with pytest.raises(IceError, match=r"not a complete run \(no manifest.json\); finish it with "
-                                       r"`ice embed IMAGES --out .*run --resume`"):
+    with pytest.raises(
+        IceError,
+        match=r"not a complete run \(no manifest.json\); finish it with "
+        r"`ice embed IMAGES --out .*run --resume`",
+    ):
         load_run(explorer_run)
     (tmp_path / "photos").mkdir()  # the image folder, given by mistake
-    with pytest.raises(IceError, match=r"photos is not a run directory \(no manifest.json\); make one with "
-                                       r"`ice embed IMAGES --out .*photos`"):
+    with pytest.raises(
+        IceError,
+        match=r"photos is not a run directory \(no manifest.json\); make one with "
+        r"`ice embed IMAGES --out .*photos`",
+    ):
         load_run(tmp_path / "photos")
 
 
@@ -114,10 +120,12 @@ def test_an_explorer_over_a_rebuilt_run_saves_nothing(explorer_run):
     data = load_run(explorer_run)
     data.annotations.save_group("before", [1, 2])
     rebuild_manifest(explorer_run)
-    for write in (lambda: data.annotations.set_cluster_name("run", 0, "x"),
-                  lambda: data.annotations.save_group("after", [3]),
-                  lambda: data.annotations.delete_group("before"),
-                  lambda: recluster(data, 4)):
+    for write in (
+        lambda: data.annotations.set_cluster_name("run", 0, "x"),
+        lambda: data.annotations.save_group("after", [3]),
+        lambda: data.annotations.delete_group("before"),
+        lambda: recluster(data, 4),
+    ):
         with pytest.raises(IceError, match="rebuilt .* restart `ice explore`"):
             write()
     again = load_run(explorer_run)

@@ -10,9 +10,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from embeddings.errors import IceError
-from explorer.annotations import Annotations
 from explorer.export import COLUMNS, escape_cell, export_csv
+from ice.annotations import Annotations
+from ice.errors import IceError
 
 
 def read_csv(path):
@@ -20,10 +20,19 @@ def read_csv(path):
         return list(csv.DictReader(f))
 
 
-@pytest.mark.parametrize("cell, expected", [
-    ("=SUM(A1:A2)", "'=SUM(A1:A2)"), ("+1", "'+1"), ("-1", "'-1"), ("@cmd", "'@cmd"),
-    ("\t=x", "'\t=x"), ("plain", "plain"), ("a=b", "a=b"), ("", ""),
-])
+@pytest.mark.parametrize(
+    "cell, expected",
+    [
+        ("=SUM(A1:A2)", "'=SUM(A1:A2)"),
+        ("+1", "'+1"),
+        ("-1", "'-1"),
+        ("@cmd", "'@cmd"),
+        ("\t=x", "'\t=x"),
+        ("plain", "plain"),
+        ("a=b", "a=b"),
+        ("", ""),
+    ],
+)
 def test_escape_cell(cell, expected):
     assert escape_cell(cell) == expected
 
@@ -45,13 +54,13 @@ def test_rows_match_the_run(small_run, tmp_path):
 def test_names_and_groups_are_exported_and_escaped(explorer_run, tmp_path):
     notes = Annotations(explorer_run / "annotations.sqlite")
     cluster0 = int(pd.read_parquet(explorer_run / "items.parquet")["cluster"][0])
-    notes.set_cluster_name("run", cluster0, "=HYPERLINK(\"http://x\")")
+    notes.set_cluster_name("run", cluster0, '=HYPERLINK("http://x")')
     notes.save_group("+planes", [0, 1])
     notes.save_group("birds", [1])
     out = tmp_path / "out.csv"
     export_csv(explorer_run, out)
     rows = read_csv(out)
-    assert rows[0]["cluster_name"] == "'=HYPERLINK(\"http://x\")"
+    assert rows[0]["cluster_name"] == '\'=HYPERLINK("http://x")'
     assert rows[0]["groups"] == "'+planes"
     assert rows[1]["groups"] == "'+planes;birds"
     assert rows[2]["groups"] == ""
@@ -113,9 +122,9 @@ def test_written_atomically(small_run, tmp_path):
 def test_cli_exports_a_reclustering_to_standard_output(explorer_run, capsys):
     """`ice export RUN -o - --clustering k4`: the CSV alone on stdout (for a pipe), the count
     on stderr; a clustering that was never made is a one-line error."""
-    from embeddings.cli import main
     from explorer.clusterings import recluster
     from explorer.data import load_run
+    from ice.cli import main
 
     made = recluster(load_run(explorer_run), 4)
     capsys.readouterr()
@@ -135,7 +144,7 @@ def test_cli_exports_a_reclustering_to_standard_output(explorer_run, capsys):
 
 
 def test_cli_export_to_a_place_that_cannot_be_written_is_one_line(small_run, tmp_path, capsys):
-    from embeddings.cli import main
+    from ice.cli import main
 
     (tmp_path / "file").write_text("x")
     assert main(["export", str(small_run), "-o", str(tmp_path / "file" / "out.csv")]) == 1
@@ -173,8 +182,13 @@ def test_export_to_dev_stdout_sent_into_a_file_appends_to_it(small_run, tmp_path
     out = tmp_path / "app.csv"
     out.write_text("previous\n")
     with open(out, "a") as f:
-        done = subprocess.run([sys.executable, "-m", "embeddings.cli", "export", str(small_run), "-o", "/dev/stdout"],
-                              stdout=f, stderr=subprocess.PIPE, text=True, timeout=120)
+        done = subprocess.run(
+            [sys.executable, "-m", "ice.cli", "export", str(small_run), "-o", "/dev/stdout"],
+            stdout=f,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
     assert done.returncode == 0 and done.stderr.strip() == "wrote 300 rows to standard output", done.stderr
     lines = out.read_text().splitlines()
     assert lines[0] == "previous" and len(lines) == 1 + 301
@@ -198,8 +212,11 @@ def test_cli_export_into_a_closed_pipe_exits_quietly(small_run):
     import subprocess
     import sys
 
-    p = subprocess.Popen([sys.executable, "-m", "embeddings.cli", "export", str(small_run), "-o", "-"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "ice.cli", "export", str(small_run), "-o", "-"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     p.stdout.close()  # the reader goes before the CSV is written (the child is still importing)
     err = p.stderr.read().decode()
     assert p.wait(timeout=120) == 1 and "Traceback" not in err and "Error" not in err, err

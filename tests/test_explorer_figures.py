@@ -5,8 +5,7 @@ import plotly.io as pio
 import pytest
 
 from explorer.data import Clustering
-from explorer.figures import (cluster_colors, highlight_patch, legend_label, make_map_figure,
-                              marker_size, point_ids)
+from explorer.figures import cluster_colors, highlight_patch, legend_label, make_map_figure, marker_size, point_ids
 
 
 @pytest.fixture
@@ -26,7 +25,9 @@ def test_one_webgl_trace_per_cluster(clustering, xy):
     fig = make_map_figure(*xy, clustering, {2: "planes"})
     clusters = [t for t in fig.data if t.meta == "cluster"]
     assert len(clusters) == 4 and all(t.type == "scattergl" for t in fig.data)
-    assert fig.data[-1].meta == "highlight" and fig.data[-1].showlegend is False
+    highlight, scores = fig.data[4], fig.data[5]  # trace k, then k + 1
+    assert len(fig.data) == 6 and highlight.meta == "highlight" and scores.meta == "scores"
+    assert highlight.showlegend is False and scores.showlegend is False and len(scores.x) == 0
     ids = np.concatenate([np.asarray(t.customdata) for t in clusters])
     assert sorted(ids.tolist()) == list(range(500))
     for c, t in enumerate(clusters):
@@ -68,19 +69,53 @@ def test_highlight_patch_only_touches_the_highlight_trace(clustering, xy):
     assert values["customdata"] == [3, 9] and values["x"] == pytest.approx(xy[0][[3, 9]].tolist())
 
 
-def test_colours_are_told_apart():
-    """No two colours closer than these CIELAB distances (Tableau 20 had pairs at 5)."""
+def lab(hex_colours: list[str]) -> np.ndarray:
+    """(n, 3) CIELAB (D65) of sRGB colours, where distance is close to perceived."""
     from plotly.colors import hex_to_rgb
 
-    from explorer.figures import _lab
+    c = np.array([hex_to_rgb(h) for h in hex_colours], dtype=float) / 255.0
+    c = np.where(c > 0.04045, ((c + 0.055) / 1.055) ** 2.4, c / 12.92)
+    xyz = c @ np.array([[0.4124, 0.3576, 0.1805], [0.2126, 0.7152, 0.0722], [0.0193, 0.1192, 0.9505]]).T
+    xyz /= np.array([0.95047, 1.0, 1.08883])
+    f = np.where(xyz > 216 / 24389, np.cbrt(xyz), (24389 / 27 * xyz + 16) / 116)
+    return np.stack([116 * f[:, 1] - 16, 500 * (f[:, 0] - f[:, 1]), 200 * (f[:, 1] - f[:, 2])], axis=1)
 
-    for k, apart in ((3, 40), (10, 15), (26, 15), (60, 10)):
+
+def test_colours_are_told_apart():
+    """No two colours closer than these CIELAB distances (Tableau 20 had pairs at 5), and 30
+    or more clusters each get a colour of their own."""
+    for k, apart in ((3, 40), (10, 15), (30, 15), (60, 10)):
         colors = cluster_colors(k)
-        lab = _lab(np.array([hex_to_rgb(c) for c in colors], dtype=float))
-        d = np.linalg.norm(lab[:, None] - lab[None], axis=2) + np.eye(k) * 1e9
+        points = lab(colors)
+        d = np.linalg.norm(points[:, None] - points[None], axis=2) + np.eye(k) * 1e9
         assert len(set(colors)) == k and d.min() > apart, (k, d.min())
-    assert cluster_colors(10)[:3] == ["#4e79a7", "#f28e2b", "#59a14f"]
+    assert cluster_colors(10)[:3] == ["#1f77b3", "#ff7e0e", "#2ba02b"]  # matplotlib's, as colorcet rounds them
 
 
 def test_marker_size_shrinks_with_more_points():
     assert marker_size(300) > marker_size(100_000) >= marker_size(1_000_000) >= 2
+
+
+def test_the_map_before_its_points_is_one_empty_webgl_trace():
+    from explorer.figures import empty_map_figure
+
+    fig = empty_map_figure()
+    assert [t.type for t in fig.data] == ["scattergl"] and len(fig.data[0].x) == 0
+    assert fig.layout.xaxis.visible is False and fig.layout.yaxis.visible is False
+
+
+def test_the_overlay_draws_scores_of_placed_images_best_on_top(clustering, xy):
+    from explorer.figures import overlay_patch
+
+    x, y = xy[0].copy(), xy[1].copy()
+    x[7] = np.nan  # not on this map (outside a drill-down)
+    patch = overlay_patch(clustering, x, y, [3, 7, 9], [0.9, 0.8, 0.6]).to_plotly_json()
+    ops = {tuple(op["location"]): op["params"]["value"] for op in patch["operations"]}
+    trace = ("data", clustering.k + 1)
+    assert ops[trace + ("marker", "color")] == [0.6, 0.9]  # the best drawn last, on top
+    assert ops[trace + ("x",)] == [round(float(x[9]), 4), round(float(x[3]), 4)]
+    assert ops[trace + ("marker", "showscale")] is True
+    off = overlay_patch(clustering, x, y, [], []).to_plotly_json()
+    assert {tuple(op["location"]): op["params"]["value"] for op in off["operations"]}[
+        trace + ("marker", "showscale")
+    ] is False

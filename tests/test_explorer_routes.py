@@ -26,18 +26,31 @@ def test_thumbnail_is_the_runs_pixels(client, small_run):
     assert again.status_code == 304
 
 
-@pytest.mark.parametrize("url", [
-    "/thumb/300.png", "/thumb/-1.png", "/thumb/abc.png", "/thumb/1.5.png",
-    "/thumb/../manifest.json", "/thumb/..%2Fmanifest.json", "/thumb/..%2F..%2F..%2Fetc%2Fpasswd",
-    "/thumb/%2Fetc%2Fpasswd", "/image/300", "/image/-1", "/image/..%2Fmanifest.json",
-    "/image/0/../../manifest.json",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/thumb/300.png",
+        "/thumb/-1.png",
+        "/thumb/abc.png",
+        "/thumb/1.5.png",
+        "/thumb/../manifest.json",
+        "/thumb/..%2Fmanifest.json",
+        "/thumb/..%2F..%2F..%2Fetc%2Fpasswd",
+        "/thumb/%2Fetc%2Fpasswd",
+        "/image/300",
+        "/image/-1",
+        "/image/..%2Fmanifest.json",
+        "/image/0/../../manifest.json",
+    ],
+)
 def test_unknown_ids_and_paths_are_404(client, url):
     assert client.get(url).status_code == 404
 
 
 def test_original_image_by_id(client, small_run):
-    import pandas as pd, json
+    import pandas as pd
+    import json
+
     root = json.loads((small_run / "manifest.json").read_text())["input_root"]
     path = pd.read_parquet(small_run / "items.parquet")["path"][4]
     r = client.get("/image/4")

@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from embeddings.errors import IceError
 from explorer.data import load_run
 from explorer.search import neighbours, rank_like
+from ice.errors import IceError
 
 
 @pytest.fixture(scope="module")

@@ -9,14 +9,13 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from embeddings import run_dir as rd
 from embeddings.config import Config
 from embeddings.model import AutoEncoder, ModelArgs, to_input
 from embeddings.pipeline import run_embed
+from ice import run_dir as rd
 from tests.conftest import TINY, make_images
 
-pytestmark = [pytest.mark.gpu,
-              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
 
 def test_pipeline_on_cuda(tmp_path):
@@ -112,18 +111,3 @@ def test_self_label_on_cuda_moves_planted_wrong_clusters(tmp_path):
     cfg = Config(image_size=16, dim=8, width=8, batch_size=64, workers=0, self_label_epochs=5)
     out = self_label(AutoEncoder(ModelArgs(16, 8, 8)), pixels, clusters, cfg, torch.device("cuda"))
     assert (out == truth).mean() >= 0.97, "bf16 autocast on CUDA should learn the bars as the CPU does"
-
-
-def test_scan_on_cuda_finds_the_two_kinds(tmp_path):
-    """SCAN's step on CUDA: bf16 autocast, the heads in fp32, the pixels resident on the GPU."""
-    from embeddings.scan_clustering import scan_clusters
-    from tests.test_selflabel import _bars
-
-    pixels, truth = _bars(tmp_path)
-    rng = np.random.default_rng(0)
-    same = [np.flatnonzero(truth == c) for c in (0, 1)]
-    neighbours = np.stack([rng.choice(same[t], 10) for t in truth])
-    torch.manual_seed(0)
-    cfg = Config(image_size=16, dim=8, width=8, batch_size=64, workers=0, lr=3e-2)
-    out, _, _ = scan_clusters(AutoEncoder(ModelArgs(16, 8, 8)), pixels, neighbours, 2, 15, cfg, torch.device("cuda"))
-    assert max((out == truth).mean(), (out != truth).mean()) >= 0.95

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from embeddings.errors import IceError, ImageError
 from embeddings import images
 from embeddings.images import decode_all, decode_image, find_images
+from ice.errors import IceError, ImageError
 
 
 def test_find_images_is_recursive_sorted_and_filters_extensions(tmp_path):
@@ -123,12 +123,15 @@ def test_decode_16_bit_keeps_brightness(tmp_path):
     assert 120 <= pixels.mean() <= 135  # half of 16-bit range is mid grey, not white
 
 
-@pytest.mark.parametrize("values", [
-    np.linspace(0, 1, 64, dtype=np.float32),  # a float image in 0..1: was divided by 255, black
-    np.linspace(0, 255, 64, dtype=np.float32),
-    np.linspace(0, 2**20, 64).astype(np.int32),  # 32-bit beyond 16 bits: was white
-    np.linspace(-3, 5, 64, dtype=np.float32),  # negative: its own range
-])
+@pytest.mark.parametrize(
+    "values",
+    [
+        np.linspace(0, 1, 64, dtype=np.float32),  # a float image in 0..1: was divided by 255, black
+        np.linspace(0, 255, 64, dtype=np.float32),
+        np.linspace(0, 2**20, 64).astype(np.int32),  # 32-bit beyond 16 bits: was white
+        np.linspace(-3, 5, 64, dtype=np.float32),  # negative: its own range
+    ],
+)
 def test_deep_greyscale_tiffs_span_the_grey_range(tmp_path, values):
     img = Image.fromarray(np.tile(values, (64, 1)))
     pixels, _, _ = decode_image(_save(img, tmp_path / "deep.tif"), 16, 10**8)
@@ -180,10 +183,13 @@ def test_a_nearly_square_jpeg_shrunk_by_draft_mode_keeps_its_width_and_height(tm
     assert decode_image(path, 16, 10**8)[1:] == (999, 1000)
 
 
-@pytest.mark.parametrize("content,reason", [
-    (b"", "empty"),
-    (b"this is text, not an image", "cannot identify"),
-])
+@pytest.mark.parametrize(
+    "content,reason",
+    [
+        (b"", "empty"),
+        (b"this is text, not an image", "cannot identify"),
+    ],
+)
 def test_decode_unreadable(tmp_path, content, reason):
     path = tmp_path / "bad.png"
     path.write_bytes(content)
@@ -230,6 +236,18 @@ def test_fast_path_leaves_large_truncated_and_over_limit_jpegs_to_pillow(tmp_pat
         decode_image(tmp_path / "cut.jpg", 32, 10**8)
 
 
+def test_fast_path_reads_a_jpeg_past_its_first_read(tmp_path, monkeypatch):
+    path = tmp_path / "noisy.jpg"
+    rng = np.random.default_rng(2)
+    Image.fromarray(rng.integers(0, 255, (200, 600, 3), dtype=np.uint8)).save(path, "JPEG", quality=100)
+    assert path.stat().st_size > 2 * images.JPEG_HEAD
+    fast = images._decode_small_jpeg(path, 64, 10**8)  # 200 < 4 x 64: the fast path, all of the file read
+    assert fast is not None and fast[1:] == (600, 200)
+    monkeypatch.setattr(images, "_decode_small_jpeg", lambda *a: None)
+    slow = decode_image(path, 64, 10**8)
+    assert np.abs(fast[0].astype(int) - slow[0])[1:-1, 1:-1].max() <= 2  # Pillow reads past the box's edges
+
+
 def test_jpeg_frame_header():
     buf = io.BytesIO()
     Image.new("RGB", (40, 24)).save(buf, "JPEG", exif=Image.Exif().tobytes())
@@ -240,11 +258,14 @@ def test_jpeg_frame_header():
 
 def bomb_png(path, side=100_000):
     """A valid PNG header declaring side x side pixels, with almost no data."""
+
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
     ihdr = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
-                     + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -259,8 +280,15 @@ def test_decode_all_skips_and_compacts(tmp_path):
     Image.new("RGB", (8, 8), (255, 0, 0)).save(root / "a.png")
     (root / "b.png").write_bytes(b"")
     Image.new("RGB", (8, 8), (0, 0, 255)).save(root / "c.png")
-    keep, sizes, _ = decode_all(root, ["a.png", "b.png", "c.png"], 16, 10**8, 0,
-                             tmp_path / "pixels.npy", tmp_path / "skipped.csv")
+    keep, sizes, _ = decode_all(
+        root,
+        ["a.png", "b.png", "c.png"],
+        size=16,
+        max_pixels=10**8,
+        workers=0,
+        pixels_path=tmp_path / "pixels.npy",
+        skipped_path=tmp_path / "skipped.csv",
+    )
     assert keep == [0, 2] and sizes.tolist() == [[8, 8], [8, 8]]
     pixels = np.load(tmp_path / "pixels.npy")
     assert pixels.shape == (2, 16, 16, 3)
@@ -297,7 +325,15 @@ def test_decode_all_reads_ahead_only_the_batches_that_start_on_disk(tmp_path, mo
     monkeypatch.setattr(images, "read_ahead", lambda paths: (asked.append(len(paths)), real(paths)))
 
     def decode(out):
-        decode_all(root, names, 8, 10**8, 0, tmp_path / out, tmp_path / "skipped.csv")
+        decode_all(
+            root,
+            names,
+            size=8,
+            max_pixels=10**8,
+            workers=0,
+            pixels_path=tmp_path / out,
+            skipped_path=tmp_path / "skipped.csv",
+        )
         return np.load(tmp_path / out)
 
     for name in names:
@@ -311,7 +347,7 @@ def test_decode_all_reads_ahead_only_the_batches_that_start_on_disk(tmp_path, mo
     check = images.not_in_page_cache
 
     def recorded(path):
-        checks.append((path.name, check(path)))
+        checks.append((os.path.basename(path), check(path)))
         return checks[-1][1]
 
     monkeypatch.setattr(images, "not_in_page_cache", recorded)
@@ -324,14 +360,23 @@ def test_decode_all_reads_ahead_only_the_batches_that_start_on_disk(tmp_path, mo
     assert asked == [{names[64]: 64, names[128]: 2}[name] for name in on_disk]
     read = list(asked)
     drop_from_page_cache(root, names)
-    decode_all(root, names, 8, 10**8, 0, tmp_path / "plain.npy", tmp_path / "skipped.csv", read_ahead=False)
+    decode_all(
+        root,
+        names,
+        size=8,
+        max_pixels=10**8,
+        workers=0,
+        pixels_path=tmp_path / "plain.npy",
+        skipped_path=tmp_path / "skipped.csv",
+        read_ahead=False,
+    )
     assert asked == read and np.array_equal(np.load(tmp_path / "plain.npy"), cached)
 
 
 FUZZ_CHILD = r"""
 import sys
 from embeddings.images import decode_image
-from embeddings.errors import ImageError
+from ice.errors import ImageError
 for path in sys.stdin.read().split():
     print(path, flush=True)  # the last one printed is the one a crash happened on
     try:
@@ -350,11 +395,19 @@ def test_mutated_files_of_every_format_decode_or_are_skipped(tmp_path):
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 255, (300, 400, 3), dtype=np.uint8)
     sources = []
-    for name, size, options in [("small.jpg", (32, 32), {}), ("big.jpg", (400, 300), {}),
-                                ("prog.jpg", (400, 300), {"progressive": True}), ("grey.jpg", (48, 48), {}),
-                                ("a.png", (60, 50), {}), ("a.gif", (60, 50), {}), ("a.webp", (60, 50), {}),
-                                ("a.bmp", (60, 50), {}), ("a.tif", (60, 50), {}), ("a16.png", (40, 40), {}),
-                                ("rgba.png", (40, 40), {})]:
+    for name, size, options in [
+        ("small.jpg", (32, 32), {}),
+        ("big.jpg", (400, 300), {}),
+        ("prog.jpg", (400, 300), {"progressive": True}),
+        ("grey.jpg", (48, 48), {}),
+        ("a.png", (60, 50), {}),
+        ("a.gif", (60, 50), {}),
+        ("a.webp", (60, 50), {}),
+        ("a.bmp", (60, 50), {}),
+        ("a.tif", (60, 50), {}),
+        ("a16.png", (40, 40), {}),
+        ("rgba.png", (40, 40), {}),
+    ]:
         img = Image.fromarray(pixels).resize(size)
         img = img.convert("L") if name.startswith("grey") else img
         img = img.convert("I;16") if name == "a16.png" else img.convert("RGBA") if name == "rgba.png" else img
@@ -370,7 +423,7 @@ def test_mutated_files_of_every_format_decode_or_are_skipped(tmp_path):
             for _ in range(rng.integers(1, 20)):
                 data[rng.integers(len(data))] = rng.integers(256)
         elif kind == 1:
-            data = data[:rng.integers(2, len(data))]
+            data = data[: rng.integers(2, len(data))]
         elif kind == 2:
             for _ in range(rng.integers(1, 6)):
                 data[rng.integers(min(len(data), 600))] = rng.integers(256)
@@ -380,8 +433,15 @@ def test_mutated_files_of_every_format_decode_or_are_skipped(tmp_path):
         path = tmp_path / f"{i:04d}-{name}"
         path.write_bytes(bytes(data))
         paths.append(str(path))
-    done = subprocess.run([sys.executable, "-c", FUZZ_CHILD], input="\n".join(paths), capture_output=True,
-                          text=True, timeout=600, cwd=os.getcwd())
+    done = subprocess.run(
+        [sys.executable, "-c", FUZZ_CHILD],
+        input="\n".join(paths),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=os.getcwd(),
+    )
     last = done.stdout.strip().splitlines()[-1:] or ["(none)"]
     assert done.returncode == 0 and last == ["all done"], (
-        f"exit {done.returncode} on {last[0]}: {done.stderr.strip().splitlines()[-1:]}")
+        f"exit {done.returncode} on {last[0]}: {done.stderr.strip().splitlines()[-1:]}"
+    )

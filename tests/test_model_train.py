@@ -6,11 +6,10 @@ import pytest
 import torch
 
 from embeddings.config import Config
-from embeddings.errors import IceError
 from embeddings.model import AutoEncoder, ModelArgs, to_input
-from embeddings.run_dir import CHECKPOINT, MODEL
 from embeddings.train import augment, load_model, nt_xent, train
-
+from ice.errors import IceError
+from ice.run_dir import CHECKPOINT, MODEL
 
 # every image size is a multiple of 16: powers of two halve down to 4x4, the others to the
 # side where halving stops being exact (48 and 96 to 6x6, 80 to 5x5, 112 to 7x7)
@@ -143,8 +142,14 @@ def test_train_checkpoints_every_epoch_and_resumes(tmp_path):
     _, loss2 = train(tmp_path, pixels, cfg, torch.device("cpu"), resume=True)
     assert torch.load(tmp_path / CHECKPOINT, weights_only=False)["epoch"] == 2
     saved = torch.load(tmp_path / MODEL, weights_only=False)
-    assert saved["epoch"] == 2 and saved["model_args"] == {"image_size": 16, "dim": 8, "width": 8,
-                                                         "encoder": "convnet", "depth": 1, "decoder": True}
+    assert saved["epoch"] == 2 and saved["model_args"] == {
+        "image_size": 16,
+        "dim": 8,
+        "width": 8,
+        "encoder": "convnet",
+        "depth": 1,
+        "decoder": True,
+    }
     assert load_model(tmp_path, torch.device("cpu")).encoder(torch.zeros(1, 3, 16, 16)).shape == (1, 8)
 
 
@@ -157,12 +162,27 @@ def test_training_lowers_the_loss(tmp_path):
 
 
 def test_contrastive_resnet_trains_without_decoding(tmp_path):
-    cfg = Config(image_size=16, dim=8, width=8, batch_size=20, workers=0, encoder="resnet", contrastive=1.0,
-                 reconstruction=0.0, flip=True, hue=0.1, gray=0.2, aspect=1.33, noise=0.0, lr=5e-3)
+    cfg = Config(
+        image_size=16,
+        dim=8,
+        width=8,
+        batch_size=20,
+        workers=0,
+        encoder="resnet",
+        contrastive=1.0,
+        reconstruction=0.0,
+        flip=True,
+        hue=0.1,
+        gray=0.2,
+        aspect=1.33,
+        noise=0.0,
+        lr=5e-3,
+    )
     pixels = _pixels(tmp_path, n=60)
     seen = []
-    model, loss = train(tmp_path, pixels, cfg.replace(epochs=3), torch.device("cpu"),
-                        on_epoch=lambda epoch, m: seen.append(epoch))
+    model, loss = train(
+        tmp_path, pixels, cfg.replace(epochs=3), torch.device("cpu"), on_epoch=lambda epoch, m: seen.append(epoch)
+    )
     assert seen == [1, 2, 3]
     assert np.isfinite(loss) and loss > 0
     assert model.decoder is None  # reconstruction 0: nothing to decode with, nothing saved
@@ -171,8 +191,10 @@ def test_contrastive_resnet_trains_without_decoding(tmp_path):
     assert torch.allclose(reloaded.encoder(x), model.eval().encoder(x), atol=1e-5)
 
 
-@pytest.mark.skipif(shutil.which("g++") is None and shutil.which("c++") is None,
-                    reason="torch.compile on the CPU needs a C++ compiler (g++); .ci/run installs one")
+@pytest.mark.skipif(
+    shutil.which("g++") is None and shutil.which("c++") is None,
+    reason="torch.compile on the CPU needs a C++ compiler (g++); .ci/run installs one",
+)
 def test_compiled_training_keeps_the_models_weights_and_its_losses(tmp_path):
     """--compile trains through torch.compile's kernels (inductor's C++ ones here): the same
     steps, so about the same loss epoch by epoch, and a model.pt that loads and embeds as
@@ -185,8 +207,13 @@ def test_compiled_training_keeps_the_models_weights_and_its_losses(tmp_path):
         torch._dynamo.utils.counters.clear()
         seen = []
         run = tmp_path / str(compiled)
-        model, loss = train(run, pixels, cfg.replace(compile=compiled), torch.device("cpu"),
-                            on_epoch=lambda epoch, m: seen.append(epoch))
+        model, loss = train(
+            run,
+            pixels,
+            cfg.replace(compile=compiled),
+            torch.device("cpu"),
+            on_epoch=lambda epoch, m: seen.append(epoch),
+        )
         losses[compiled] = loss
         assert seen == [1, 2]
         # the encoder, the head and the decoder each became a graph, or nothing was compiled
@@ -262,8 +289,9 @@ def test_recipes_fill_only_what_is_unset():
     assert pick_recipe(Config(recipe="contrastive"), gpu=False, colour=False) == "contrastive"
     photo = auto.resolved("contrastive")
     assert photo.recipe == "contrastive" and photo.width == 32  # given: kept
-    assert {k: getattr(photo, k) for k in RECIPES["contrastive"] if k != "width"} == \
-        {k: v for k, v in RECIPES["contrastive"].items() if k != "width"}
+    assert {k: getattr(photo, k) for k in RECIPES["contrastive"] if k != "width"} == {
+        k: v for k, v in RECIPES["contrastive"].items() if k != "width"
+    }
     assert auto.resolved().encoder == "convnet" and auto.resolved().recipe == "autoencoder"
     assert photo.resolved() == photo  # resolving twice changes nothing
     small = Config().resolved("contrastive-small")  # SimCLR's loss and views on the small encoder

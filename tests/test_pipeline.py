@@ -13,11 +13,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from tests.conftest import TINY, make_images
-from embeddings import run_dir as rd
-from embeddings.cli import main
 from embeddings.config import Config
 from embeddings.pipeline import Run, run_embed
+from ice import run_dir as rd
+from ice.cli import main
+from tests.conftest import TINY, make_images
 
 TINY_ARGS = [a for k, v in TINY.items() for a in (f"--{k.replace('_', '-')}", str(v))]
 
@@ -83,13 +83,15 @@ def test_a_working_size_between_powers_of_two_trains(tmp_path, recipe):
     assert np.load(tmp_path / "run" / rd.EMBEDDINGS).shape == (24, 64) and manifest["clusters"] >= 2
 
 
-@pytest.mark.parametrize("overcluster, pick, rounds", [(1, "graph", None), (2, "graph", 0), (1, "likelihood", 5)])
-def test_labels_from_folders_give_metrics(tmp_path, overcluster, pick, rounds):
+@pytest.mark.parametrize("pick, rounds", [("graph", None), ("graph", 0), ("likelihood", 5)])
+def test_labels_from_folders_give_metrics(tmp_path, pick, rounds):
     make_images(tmp_path / "in", n=30)
-    manifest = run_embed(tmp_path / "in", tmp_path / "run", Config(**TINY, labels_from_folders=True, clusters=3,
-                                                                    overcluster=overcluster, mixture_pick=pick,
-                                                                    graph_rounds=rounds))
-    assert manifest["clusters"] == 3 and manifest["config"]["overcluster"] == overcluster
+    manifest = run_embed(
+        tmp_path / "in",
+        tmp_path / "run",
+        Config(**TINY, labels_from_folders=True, clusters=3, mixture_pick=pick, graph_rounds=rounds),
+    )
+    assert manifest["clusters"] == 3
     assert manifest["config"]["mixture_pick"] == pick
     assert manifest["config"]["graph_rounds"] == (20 if rounds is None else rounds)  # None: the recipe's
     items = pd.read_parquet(tmp_path / "run" / rd.ITEMS)
@@ -111,8 +113,12 @@ def test_recipe_is_chosen_after_decoding_and_recorded(tmp_path):
     assert progress["stages"]["decode"]["colour"] is True
     assert progress["stages"]["decode"]["recipe"] == "contrastive-small"
     cfg = manifest["config"]
-    assert (cfg["recipe"], cfg["encoder"], cfg["contrastive"], cfg["reconstruction"]) == \
-        ("contrastive-small", "convnet", 1.0, 0.0)
+    assert (cfg["recipe"], cfg["encoder"], cfg["contrastive"], cfg["reconstruction"]) == (
+        "contrastive-small",
+        "convnet",
+        1.0,
+        0.0,
+    )
     assert (cfg["mixture_pick"], cfg["graph_rounds"], cfg["self_label_epochs"]) == ("likelihood", 20, 0)  # the recipe's
     assert torch_load(tmp_path / "a" / rd.MODEL)["model_args"]["decoder"] is False  # nothing to decode
     assert cfg["parallel_layout"] is False, "a CPU run is seeded end to end: UMAP too"
@@ -123,8 +129,13 @@ def test_recipe_is_chosen_after_decoding_and_recorded(tmp_path):
     # the contrastive recipe, asked for, runs on a CPU too; given settings win over the recipe's
     manifest = run_embed(tmp_path / "in", tmp_path / "c", Config(**TINY, clusters=3, recipe="contrastive", width=8))
     cfg = manifest["config"]
-    assert (cfg["recipe"], cfg["encoder"], cfg["width"], cfg["dim"], cfg["batch_size"]) == \
-        ("contrastive", "resnet", 8, 128, 64)
+    assert (cfg["recipe"], cfg["encoder"], cfg["width"], cfg["dim"], cfg["batch_size"]) == (
+        "contrastive",
+        "resnet",
+        8,
+        128,
+        64,
+    )
     assert (cfg["mixture_pick"], cfg["graph_rounds"], cfg["self_label_epochs"]) == ("graph", 20, 5)
     assert np.load(tmp_path / "c" / rd.EMBEDDINGS).shape == (30, 128)
     assert torch_load(tmp_path / "c" / rd.MODEL)["model_args"]["encoder"] == "resnet"
@@ -145,8 +156,10 @@ def test_rerun_needs_resume_or_force(tmp_path, capsys):
     assert main(args + ["--resume"]) == 0  # complete: nothing to do
     capsys.readouterr()
     assert main(args + ["--resume", "--seed", "3"]) == 1
-    assert capsys.readouterr().err == f"ice: error: cannot resume {tmp_path / 'run'}: its options differ (seed); " \
-                                      "resume with the same options, or start it over with --force\n"
+    assert (
+        capsys.readouterr().err == f"ice: error: cannot resume {tmp_path / 'run'}: its options differ (seed); "
+        "resume with the same options, or start it over with --force\n"
+    )
     assert main(args + ["--resume", "--workers", "1"]) == 0  # how fast, not what comes out
     assert main(args + ["--resume", "--force"]) == 1  # which one was meant?
     assert "argument --force: not allowed with argument --resume" in capsys.readouterr().err
@@ -157,9 +170,9 @@ def test_force_sets_the_explorers_work_aside_and_carries_groups_over_by_path(tmp
     """Names and re-clusterings belong to the clusters they were made on: after --force they
     would label other clusters (and K=5 again would reuse the old k5). They move, with the
     groups, to before-force-*/; the groups come back into the new run by file path."""
-    from explorer.annotations import Annotations
     from explorer.clusterings import recluster
     from explorer.data import load_run
+    from ice.annotations import Annotations
 
     make_images(tmp_path / "in", n=30)
     args = ["embed", str(tmp_path / "in"), "--out", str(tmp_path / "run"), *TINY_ARGS, "--clusters", "3"]
@@ -178,7 +191,10 @@ def test_force_sets_the_explorers_work_aside_and_carries_groups_over_by_path(tmp
     (aside,) = (tmp_path / "run").glob("before-force-*")
     assert str(aside) in out and "groups carried over by path: 1 of 2 (3 images; 2 no longer in the run)" in out
     assert sorted(p.name for p in aside.iterdir() if not p.name.endswith(("-wal", "-shm"))) == [
-        "annotations.sqlite", "clusterings", "items.parquet"]
+        "annotations.sqlite",
+        "clusterings",
+        "items.parquet",
+    ]
     assert not (tmp_path / "run" / "clusterings").exists()
     new = load_run(tmp_path / "run")
     named = new.annotations.cluster_names("run")  # the generated classes: the same clusters again
@@ -224,7 +240,7 @@ def test_a_cluster_name_follows_its_images_into_the_new_run(tmp_path):
     named cluster's images (Jaccard, over the images in both runs); a cluster split in two
     loses its name, and a name already in the new run is not replaced."""
     from embeddings.pipeline import carry_names
-    from explorer.annotations import Annotations
+    from ice.annotations import Annotations
 
     aside = tmp_path / "before-force-x"
     aside.mkdir()
@@ -236,9 +252,12 @@ def test_a_cluster_name_follows_its_images_into_the_new_run(tmp_path):
     before.set_cluster_name("k5", 0, "another clustering's")
     # p05 is gone, p30 and p31 are new; old 0 -> new 2 (9 of 10 shared), old 1 split 5/5
     # (5 of 13 shared), old 2 mostly -> new 0 (8 shared, 13 in new 0: 8 / 15 > 0.5).
-    new_cluster = {**{f"p{i:02d}.png": 2 for i in range(10)}, "p30.png": 2,
-                   **{f"p{i:02d}.png": 0 for i in [*range(10, 15), *range(20, 28)]},
-                   **{f"p{i:02d}.png": 1 for i in [*range(15, 20), 28, 29, 31]}}
+    new_cluster = {
+        **{f"p{i:02d}.png": 2 for i in range(10)},
+        "p30.png": 2,
+        **{f"p{i:02d}.png": 0 for i in [*range(10, 15), *range(20, 28)]},
+        **{f"p{i:02d}.png": 1 for i in [*range(15, 20), 28, 29, 31]},
+    }
     del new_cluster["p05.png"]
     paths = pd.Series(sorted(new_cluster))
     clusters = np.array([new_cluster[p] for p in paths])
@@ -258,7 +277,7 @@ def test_a_cluster_name_follows_its_images_into_the_new_run(tmp_path):
 def test_a_run_directory_that_another_process_writes_is_left_alone(tmp_path, capsys):
     """Two `ice embed` on one --out would overwrite each other's files; --force would delete
     the first one's files under it. The second now stops with one line and touches nothing."""
-    from embeddings.pipeline import lock_run_dir
+    from ice.run_dir import lock_run_dir
 
     make_images(tmp_path / "in", n=12)
     out = tmp_path / "run"
@@ -289,7 +308,8 @@ def test_resume_refuses_changed_input_and_options(tmp_path, capsys):
     assert "dim" in capsys.readouterr().err
     # a run started by an older ICE, before a setting existed, resumes with that setting's default
     progress = rd.read_json(out / rd.PROGRESS)
-    del progress["config"]["parallel_layout"], progress["config"]["scan_epochs"]
+    del progress["config"]["parallel_layout"]
+    progress["config"]["scan_epochs"] = 0  # and with a setting since retired
     progress["stages"].pop("project")
     rd.write_json(out / rd.PROGRESS, progress)
     assert main(["embed", str(tmp_path / "in"), "--out", str(out), *TINY_ARGS, "--resume"]) == 0
@@ -304,14 +324,30 @@ def test_resume_refuses_changed_input_and_options(tmp_path, capsys):
 
 
 def _ice(*args):
-    return [sys.executable, "-m", "embeddings.cli", *args]
+    return [sys.executable, "-m", "ice.cli", *args]
 
 
 def test_resume_after_kill_during_training(tmp_path):
     make_images(tmp_path / "in", n=600, size=32)
     out = tmp_path / "run"
-    args = ["embed", str(tmp_path / "in"), "--out", str(out), "--image-size", "32", "--epochs", "4",
-            "--batch-size", "32", "--workers", "0", "--kmeans-restarts", "1", "--neighbors", "8"]
+    args = [
+        "embed",
+        str(tmp_path / "in"),
+        "--out",
+        str(out),
+        "--image-size",
+        "32",
+        "--epochs",
+        "4",
+        "--batch-size",
+        "32",
+        "--workers",
+        "0",
+        "--kmeans-restarts",
+        "1",
+        "--neighbors",
+        "8",
+    ]
     proc = subprocess.Popen(_ice(*args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ckpt = out / rd.CHECKPOINT
     deadline = time.time() + 240
@@ -320,6 +356,7 @@ def test_resume_after_kill_during_training(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     import torch
+
     killed_at = torch.load(ckpt, weights_only=False)["epoch"]
     assert killed_at < 4, "the job finished before it could be killed"
     assert not (out / rd.MANIFEST).exists()
@@ -334,45 +371,48 @@ def test_resume_after_kill_during_training(tmp_path):
     assert items["image_id"].tolist() == list(range(600))
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--clusters", "0"], "--clusters 0"),
-    (["--clusters", "x"], "invalid int value"),
-    (["--image-size", "20"], "--image-size 20"),
-    (["--epochs", "0"], "--epochs 0"),
-    (["--seed", "-1"], "--seed -1"),
-    (["--seed", "2147483648"], "--seed 2147483648"),
-    (["--dim", "1"], "--dim 1"),
-    (["--batch-size", "1"], "--batch-size 1"),
-    (["--lr", "-1"], "--lr -1"),
-    (["--crop", "2"], "--crop 2"),
-    (["--device", "tpu"], "--device 'tpu'"),
-    (["--cluster-space", "pixels"], "--cluster-space 'pixels'"),
-    (["--refine", "dec"], "--refine 'dec'"),
-    (["--workers", "-1"], "--workers -1"),
-    (["--max-pixels", "0"], "--max-pixels 0"),
-    (["--neighbors", "1"], "--neighbors 1"),
-    (["--umap-sample", "5"], "--umap-sample 5"),
-    (["--manifold-dim", "1"], "--manifold-dim 1"),
-    (["--kmeans-iters", "0"], "--kmeans-iters 0"),
-    (["--kmeans-restarts", "0"], "--kmeans-restarts 0"),
-    (["--temperature", "0"], "--temperature 0"),
-    (["--noise", "-1"], "--noise -1"),
-    (["--jitter", "-1"], "--jitter -1"),
-    (["--width", "2"], "--width 2"),
-    (["--weight-decay", "-1"], "--weight-decay -1"),
-    (["--contrastive", "-1"], "--contrastive -1"),
-    (["--recipe", "simclr"], "--recipe 'simclr'"),
-    (["--encoder", "vit"], "--encoder 'vit'"),
-    (["--depth", "0"], "--depth 0"),
-    (["--reconstruction", "-1"], "--reconstruction -1"),
-    (["--recipe", "autoencoder", "--reconstruction", "0"], "nothing would be learned"),
-    (["--aspect", "0.5"], "--aspect 0.5"),
-    (["--hue", "0.9"], "--hue 0.9"),
-    (["--gray", "2"], "--gray 2"),
-    (["--graph-rounds", "-1"], "--graph-rounds -1"),
-    (["--mixture-pick", "best"], "--mixture-pick 'best'"),
-    (["--bogus"], "unrecognized arguments"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--clusters", "0"], "--clusters 0"),
+        (["--clusters", "x"], "invalid int value"),
+        (["--image-size", "20"], "--image-size 20"),
+        (["--epochs", "0"], "--epochs 0"),
+        (["--seed", "-1"], "--seed -1"),
+        (["--seed", "2147483648"], "--seed 2147483648"),
+        (["--dim", "1"], "--dim 1"),
+        (["--batch-size", "1"], "--batch-size 1"),
+        (["--lr", "-1"], "--lr -1"),
+        (["--crop", "2"], "--crop 2"),
+        (["--device", "tpu"], "--device 'tpu'"),
+        (["--cluster-space", "pixels"], "--cluster-space 'pixels'"),
+        (["--refine", "dec"], "--refine 'dec'"),
+        (["--workers", "-1"], "--workers -1"),
+        (["--max-pixels", "0"], "--max-pixels 0"),
+        (["--neighbors", "1"], "--neighbors 1"),
+        (["--umap-sample", "5"], "--umap-sample 5"),
+        (["--manifold-dim", "1"], "--manifold-dim 1"),
+        (["--kmeans-iters", "0"], "--kmeans-iters 0"),
+        (["--kmeans-restarts", "0"], "--kmeans-restarts 0"),
+        (["--temperature", "0"], "--temperature 0"),
+        (["--noise", "-1"], "--noise -1"),
+        (["--jitter", "-1"], "--jitter -1"),
+        (["--width", "2"], "--width 2"),
+        (["--weight-decay", "-1"], "--weight-decay -1"),
+        (["--contrastive", "-1"], "--contrastive -1"),
+        (["--recipe", "simclr"], "--recipe 'simclr'"),
+        (["--encoder", "vit"], "--encoder 'vit'"),
+        (["--depth", "0"], "--depth 0"),
+        (["--reconstruction", "-1"], "--reconstruction -1"),
+        (["--recipe", "autoencoder", "--reconstruction", "0"], "nothing would be learned"),
+        (["--aspect", "0.5"], "--aspect 0.5"),
+        (["--hue", "0.9"], "--hue 0.9"),
+        (["--gray", "2"], "--gray 2"),
+        (["--graph-rounds", "-1"], "--graph-rounds -1"),
+        (["--mixture-pick", "best"], "--mixture-pick 'best'"),
+        (["--bogus"], "unrecognized arguments"),
+    ],
+)
 def test_bad_option_is_one_line_and_nonzero(tmp_path, capsys, args, message):
     make_images(tmp_path / "in", n=3)
     assert main(["embed", str(tmp_path / "in"), "--out", str(tmp_path / "run"), *args]) != 0
@@ -426,8 +466,10 @@ def test_more_clusters_than_images_is_refused_before_training(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["embed", str(tmp_path / "four"), "--out", str(out), *TINY_ARGS, "--clusters", "10"]) == 1
     last = capsys.readouterr().err.splitlines()[-1]
-    assert last == "ice: error: --clusters 10: more clusters than the 4 images that could be read; " \
-                   "give 4 or fewer (with --force, to start this run again)", last
+    assert (
+        last == "ice: error: --clusters 10: more clusters than the 4 images that could be read; "
+        "give 4 or fewer (with --force, to start this run again)"
+    ), last
     assert not (out / rd.MODEL).exists() and not (out / rd.CHECKPOINT).exists()
     assert main(["embed", str(tmp_path / "four"), "--out", str(out), *TINY_ARGS, "--clusters", "3", "--force"]) == 0
 
@@ -444,13 +486,13 @@ def test_one_image_is_a_clear_error_and_two_make_a_run(tmp_path, capsys):
     assert len(items) == 2 and items["cluster"].between(0, 1).all()
 
 
-def test_demo_reaches_nmi_on_digits(tmp_path, capsys):
+def test_demo_reaches_nmi_on_digits(demo_run):
     """The embedded default, the demo's own settings, a fixed seed, on the CPU."""
-    assert main(["demo", "--no-serve", "--out", str(tmp_path / "demo")]) == 0
-    manifest = rd.load_manifest(tmp_path / "demo")
+    run, printed = demo_run
+    manifest = rd.load_manifest(run)
     assert manifest["counts"]["images"] == 1797
     assert manifest["metrics"]["nmi"] >= 0.85, manifest["metrics"]
-    assert f"to look at it: ice explore {tmp_path / 'demo'}" in capsys.readouterr().out
+    assert f"to look at it: ice explore {run}" in printed
 
 
 def test_odd_file_names_are_kept(tmp_path):
@@ -505,8 +547,9 @@ def test_a_run_above_umap_sample_lays_out_a_sample_first_for_both_umaps(tmp_path
     make_images(tmp_path / "in", n=240, size=16)
     out = tmp_path / "run"
     # both UMAPs in parallel, as on a GPU: the sample's layout and the refining epochs
-    manifest = run_embed(tmp_path / "in", out, Config(**{**TINY, "umap_sample": 120, "clusters": 3,
-                                                         "parallel_layout": True}))
+    manifest = run_embed(
+        tmp_path / "in", out, Config(**{**TINY, "umap_sample": 120, "clusters": 3, "parallel_layout": True})
+    )
     assert manifest["counts"]["images"] == 240 and manifest["config"]["parallel_layout"] is True
     assert np.isfinite(np.load(out / rd.MANIFOLD)).all() and np.load(out / rd.MANIFOLD).shape == (240, 10)
     items = pd.read_parquet(out / rd.ITEMS)
@@ -515,7 +558,7 @@ def test_a_run_above_umap_sample_lays_out_a_sample_first_for_both_umaps(tmp_path
 
 
 def test_a_cpu_run_repeats_exactly_with_its_seed(tmp_path):
-    """What the README promises for CPU runs: the same seed gives the same embeddings,
+    """What docs/reproducibility.md promises for CPU runs: the same seed gives the same embeddings,
     clusters (self-labelling included) and map; another seed another map."""
     make_images(tmp_path / "in", n=120)
     items = {}

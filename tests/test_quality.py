@@ -1,10 +1,9 @@
 """Cluster quality on real labelled images (the shared MNIST PNGs)."""
 
-import os
-
 import pytest
 
 from benchmarks import quality
+from tests.conftest import need_shared_data
 
 
 def test_per_class_precision_and_recall():
@@ -18,20 +17,21 @@ def test_per_class_precision_and_recall():
 
 
 def test_kept_run_loads_and_embeds_like_the_run(small_run, tmp_path):
-    """quality --keep: float16 embeddings and weights (so the device machine sends them back),
+    """quality --keep: float16 embeddings and weights (small enough to copy back from a GPU machine),
     which train.load_model reads into a float32 model that embeds as the run's did."""
     import numpy as np
     import torch
 
-    from embeddings import run_dir as rd
     from embeddings.config import Config
     from embeddings.embed import embed
     from embeddings.train import load_model
+    from ice import run_dir as rd
 
     quality.keep_for_later(small_run, tmp_path / "kept")
     kept = tmp_path / "kept"
-    assert sorted(p.name for p in kept.iterdir()) == sorted([rd.EMBEDDINGS, rd.ITEMS, "assign.npz", rd.MANIFEST,
-                                                            rd.MODEL])
+    assert sorted(p.name for p in kept.iterdir()) == sorted(
+        [rd.EMBEDDINGS, rd.ITEMS, "assign.npz", rd.MANIFEST, rd.MODEL]
+    )
     emb = np.load(small_run / rd.EMBEDDINGS)
     assert np.load(kept / rd.EMBEDDINGS).dtype == np.float16
     np.testing.assert_allclose(np.load(kept / rd.EMBEDDINGS), emb, atol=2e-3)
@@ -47,9 +47,6 @@ def test_kept_run_loads_and_embeds_like_the_run(small_run, tmp_path):
 @pytest.mark.slow
 def test_mnist_test_split_fast_reaches_accuracy():
     """The 10k MNIST test split with --fast: accuracy >= 0.90 (a few minutes on 2 cores)."""
-    if not (quality.SHARED_DATA / "mnist-png.tar.gz").exists():
-        if os.environ.get("CI"):
-            pytest.fail(f"{quality.SHARED_DATA} is missing; CI always has ../shared/data")
-        pytest.skip(f"needs the shared data sets in {quality.SHARED_DATA}")
+    need_shared_data("mnist-png.tar.gz")
     result = quality.main(["--dataset", "mnist", "--split", "test", "--fast", "--no-record"])
     assert result["accuracy"] >= 0.90, result

@@ -14,10 +14,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from embeddings import run_dir as rd
 from embeddings.config import Config
 from embeddings.images import decode_all, find_images
 from embeddings.pipeline import run_embed
+from ice import run_dir as rd
 from tests.conftest import TINY, make_images, mounted
 from tests.test_images import bomb_png
 
@@ -68,12 +68,26 @@ def test_hostile_corpus_every_file_is_a_row_or_a_skip(tmp_path):
     skipped = {r["path"]: r["reason"] for r in csv.DictReader(open(out / rd.SKIPPED))}
     assert set(skipped) == unreadable
     assert "over the limit" in skipped["bomb.png"]
-    readable = {"jpeg-named.png", "huge.jpg", "anim.gif", "cmyk.jpg", "sixteen.png", "la.png", "palette.png",
-                "rotated.jpg", "caf\\xe9 latin1.png", "name with 'quotes' and \"spaces\".png"}
+    readable = {
+        "jpeg-named.png",
+        "huge.jpg",
+        "anim.gif",
+        "cmyk.jpg",
+        "sixteen.png",
+        "la.png",
+        "palette.png",
+        "rotated.jpg",
+        "caf\\xe9 latin1.png",
+        "name with 'quotes' and \"spaces\".png",
+    }
     readable |= {f"plain/class{i % 3}/img_{i:03d}.png" for i in range(6)}
     assert set(items.index) == readable, "escape.png (outside the root) is not followed; the loop is walked once"
-    assert manifest["counts"] == {"found": len(readable) + len(unreadable), "images": len(readable),
-                                  "skipped": len(unreadable), "unlisted_folders": 0}
+    assert manifest["counts"] == {
+        "found": len(readable) + len(unreadable),
+        "images": len(readable),
+        "skipped": len(unreadable),
+        "unlisted_folders": 0,
+    }
     assert (items.loc["huge.jpg", "width"], items.loc["huge.jpg", "height"]) == (12000, 12000)
     pixels = np.load(out / rd.PIXELS)
     ids = items["image_id"]
@@ -93,17 +107,39 @@ def test_file_deleted_between_scan_and_decode_is_skipped(tmp_path):
     make_images(tmp_path / "in", n=3, classes=1)
     paths = ["class0/img_000.png", "class0/img_001.png", "class0/img_002.png"]
     (tmp_path / "in" / paths[1]).unlink()
-    keep, _, _ = decode_all(tmp_path / "in", paths, 16, 10**8, 0, tmp_path / "p.npy", tmp_path / "s.csv")
+    keep, _, _ = decode_all(
+        tmp_path / "in",
+        paths,
+        size=16,
+        max_pixels=10**8,
+        workers=0,
+        pixels_path=tmp_path / "p.npy",
+        skipped_path=tmp_path / "s.csv",
+    )
     assert keep == [0, 2]
     assert list(csv.DictReader(open(tmp_path / "s.csv")))[0]["reason"] == "file disappeared before it could be read"
 
 
-ARGS = ["--image-size", "16", "--epochs", "3", "--batch-size", "32", "--workers", "0",
-        "--kmeans-restarts", "1", "--neighbors", "8", "--clusters", "3"]
+ARGS = [
+    "--image-size",
+    "16",
+    "--epochs",
+    "3",
+    "--batch-size",
+    "32",
+    "--workers",
+    "0",
+    "--kmeans-restarts",
+    "1",
+    "--neighbors",
+    "8",
+    "--clusters",
+    "3",
+]
 
 
 def _ice(*args):
-    return [sys.executable, "-m", "embeddings.cli", *args]
+    return [sys.executable, "-m", "ice.cli", *args]
 
 
 def _kill_when(args, ready, limit=240):
@@ -134,8 +170,7 @@ def _snapshot(out):
 def test_killed_during_decode_training_and_writing_then_resumed_matches_an_uninterrupted_run(tmp_path):
     make_images(tmp_path / "in", n=1500, size=48)
     reference = tmp_path / "reference"
-    subprocess.run(_ice("embed", str(tmp_path / "in"), "--out", str(reference), *ARGS), check=True,
-                   capture_output=True)
+    subprocess.run(_ice("embed", str(tmp_path / "in"), "--out", str(reference), *ARGS), check=True, capture_output=True)
     out = tmp_path / "run"
     args = ["embed", str(tmp_path / "in"), "--out", str(out), *ARGS]
     moments = {
@@ -166,7 +201,7 @@ def replace_or_die(src, dst):  # items.parquet written in full to its temporary 
         os.kill(os.getpid(), signal.SIGKILL)
     replace(src, dst)
 os.replace = replace_or_die
-from embeddings.cli import main
+from ice.cli import main
 main(sys.argv[1:])
 """
 
@@ -205,7 +240,8 @@ images._save_journal = save_then_die
 """
 DECODE_ALL = """
 root, out, paths = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3:]
-images.decode_all(root, paths, 16, 10**8, 1, out / "p.npy", out / "s.csv")
+images.decode_all(root, paths, size=16, max_pixels=10**8, workers=1,
+                  pixels_path=out / "p.npy", skipped_path=out / "s.csv")
 """
 
 
@@ -214,14 +250,32 @@ def test_decode_killed_after_its_journal_resumes_where_it_stopped(tmp_path):
     make_images(root, n=500, size=24)
     (root / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
     paths = find_images(root)
-    fresh = decode_all(root, paths, 16, 10**8, 0, tmp_path / "p.npy", tmp_path / "s.csv")
+    fresh = decode_all(
+        root,
+        paths,
+        size=16,
+        max_pixels=10**8,
+        workers=0,
+        pixels_path=tmp_path / "p.npy",
+        skipped_path=tmp_path / "s.csv",
+    )
     out = tmp_path / "killed"
     out.mkdir()
-    killed = subprocess.run([sys.executable, "-c", KILL_AFTER_JOURNAL + DECODE_ALL, str(root), str(out), *paths],
-                            capture_output=True)
+    killed = subprocess.run(
+        [sys.executable, "-c", KILL_AFTER_JOURNAL + DECODE_ALL, str(root), str(out), *paths], capture_output=True
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-500:]
     assert (out / "p.npy.journal.npz").exists() and not (out / "p.npy").exists()
-    resumed = decode_all(root, paths, 16, 10**8, 0, out / "p.npy", out / "s.csv", resume=True)
+    resumed = decode_all(
+        root,
+        paths,
+        size=16,
+        max_pixels=10**8,
+        workers=0,
+        pixels_path=out / "p.npy",
+        skipped_path=out / "s.csv",
+        resume=True,
+    )
     assert resumed.resumed == 256
     assert resumed.keep == fresh.keep and len(resumed.keep) == 500
     np.testing.assert_array_equal(resumed.sizes, fresh.sizes)
@@ -230,8 +284,19 @@ def test_decode_killed_after_its_journal_resumes_where_it_stopped(tmp_path):
     assert "broken.png" in (out / "s.csv").read_text()
     assert sorted(p.name for p in out.iterdir()) == ["p.npy", "s.csv"]
 
-    subprocess.run([sys.executable, "-c", KILL_AFTER_JOURNAL + DECODE_ALL, str(root), str(out), *paths], capture_output=True)
-    other = decode_all(root, paths[:-1], 16, 10**8, 0, out / "p.npy", out / "s.csv", resume=True)
+    subprocess.run(
+        [sys.executable, "-c", KILL_AFTER_JOURNAL + DECODE_ALL, str(root), str(out), *paths], capture_output=True
+    )
+    other = decode_all(
+        root,
+        paths[:-1],
+        size=16,
+        max_pixels=10**8,
+        workers=0,
+        pixels_path=out / "p.npy",
+        skipped_path=out / "s.csv",
+        resume=True,
+    )
     assert other.resumed == 0, "a journal of another file list is not resumed from"
     np.testing.assert_array_equal(np.load(out / "p.npy"), np.load(tmp_path / "p.npy")[:-1])
 
@@ -240,7 +305,7 @@ def test_ice_embed_killed_while_decoding_resumes_from_the_journal(tmp_path):
     make_images(tmp_path / "in", n=400, size=24)
     out = tmp_path / "run"
     args = ["embed", str(tmp_path / "in"), "--out", str(out), *ARGS]
-    script = KILL_AFTER_JOURNAL + "from embeddings.cli import main\nmain(sys.argv[1:])\n"  # a real `ice embed`
+    script = KILL_AFTER_JOURNAL + "from ice.cli import main\nmain(sys.argv[1:])\n"  # a real `ice embed`
     killed = subprocess.run([sys.executable, "-c", script, *args], capture_output=True)
     assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-500:]
     assert set(_stages(out)) == {"scan"}
@@ -342,12 +407,23 @@ def test_umap_imports_for_a_user_who_can_write_neither_the_install_nor_a_home(tm
     repo, site = Path(__file__).resolve().parent.parent, sysconfig.get_paths()["purelib"]
     nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", str(system), "-c"]
     env = {"HOME": "/nonexistent", "PATH": "/usr/bin:/bin", "PYTHONPATH": f"{repo}{os.pathsep}{site}"}
-    readable = subprocess.run([*nobody, f"import os; os.listdir({str(repo)!r}); os.listdir({site!r})"],
-                              env=env, cwd=tmp_path, capture_output=True, timeout=60)
+    readable = subprocess.run(
+        [*nobody, f"import os; os.listdir({str(repo)!r}); os.listdir({site!r})"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        timeout=60,
+    )
     if readable.returncode != 0:
         pytest.skip("the checkout or its virtual environment is not readable by another user")
-    out = subprocess.run([*nobody, "import embeddings, umap; print('ok')"], env=env, cwd=tmp_path,
-                         capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [*nobody, "import embeddings, umap; print('ok')"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-800:]
 
 
@@ -357,7 +433,7 @@ def test_numbas_fallback_cache_is_never_a_folder_someone_else_could_have_made(tm
     import shutil
     import stat
 
-    from embeddings import _private_folder
+    from ice.environment import _private_folder
 
     own = _private_folder(str(tmp_path), "c-")
     assert own == str(tmp_path / f"c-{os.getuid()}") and stat.S_IMODE(os.stat(own).st_mode) == 0o700

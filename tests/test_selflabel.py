@@ -5,13 +5,12 @@ import pandas as pd
 import pytest
 import torch
 
-from embeddings import run_dir as rd
-from embeddings.cluster import cluster_metrics
 from embeddings.config import Config
 from embeddings.model import AutoEncoder, ModelArgs
 from embeddings.pipeline import Run
 from embeddings.selflabel import MAX_IMAGES, MIN_STEPS, plan_batches, self_label
 from embeddings.stages import ASSIGN, selflabel
+from ice import run_dir as rd
 
 
 def _bars(tmp_path, n=320, size=16, seed=0):
@@ -22,9 +21,9 @@ def _bars(tmp_path, n=320, size=16, seed=0):
     for i, c in enumerate(truth):
         at = rng.integers(2, size - 3)
         if c == 0:
-            pixels[i, at:at + 2, 2:-2] = 230
+            pixels[i, at : at + 2, 2:-2] = 230
         else:
-            pixels[i, 2:-2, at:at + 2] = 230
+            pixels[i, 2:-2, at : at + 2] = 230
     path = tmp_path / "pixels.npy"
     np.save(path, pixels)
     return path, truth
@@ -105,24 +104,3 @@ def test_selflabel_stage_off_leaves_the_mixture(small_run, tmp_path):
     np.savez(tmp_path / ASSIGN, cluster=np.array([0, 1, 1], dtype=np.int32), distance=np.zeros(3, np.float32))
     assert selflabel(Run(small_run, tmp_path, cfg), torch.device("cpu"), resume=False) == {}
     assert set(np.load(tmp_path / ASSIGN)) == {"cluster", "distance"}
-
-
-
-def test_selflabel_stage_with_scan_keeps_its_clusters_and_starts_self_labelling_from_them(small_run, tmp_path):
-    manifest = rd.load_manifest(small_run)
-    labels = pd.read_parquet(small_run / rd.ITEMS)["label"].to_numpy()
-    cfg = Config.from_dict(manifest["config"]).replace(scan_epochs=20, self_label_epochs=0)
-    for name in (ASSIGN, rd.MANIFOLD, rd.PIXELS, rd.MODEL, rd.EMBEDDINGS):
-        (tmp_path / name).write_bytes((small_run / name).read_bytes())
-    stats = selflabel(Run(small_run, tmp_path, cfg), torch.device("cpu"), resume=False)
-    assign = np.load(tmp_path / ASSIGN)
-    assert (assign["cluster"] == assign["scan_cluster"]).all()  # no self-labelling after it
-    assert (assign["first_cluster"] == np.load(small_run / ASSIGN)["first_cluster"]).all()
-    assert stats["k"] == assign["cluster"].max() + 1 <= manifest["clusters"]
-    assert 0 <= stats["scan_consistency"] < 2.0 and "changed" not in stats  # no self-labelling, nothing moved by it
-    scan_nmi = cluster_metrics(labels, assign["cluster"])["nmi"]
-    assert scan_nmi >= 0.6, scan_nmi  # digits by their neighbours: the 4-epoch encoder's graph is good
-    both = selflabel(Run(small_run, tmp_path, cfg.replace(self_label_epochs=5)), torch.device("cpu"), resume=True)
-    again = np.load(tmp_path / ASSIGN)
-    assert (again["scan_cluster"] == assign["scan_cluster"]).all()  # seeded: the same SCAN clusters
-    assert both["changed"] == (again["cluster"] != again["scan_cluster"]).sum() > 0  # counted against SCAN's clusters

@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 import requests
 
-from benchmarks.load import Client, callbacks_of, explorer, load_test, make_synthetic_run, stored_names
-from embeddings.cli import main
+from benchmarks.load import Client, callbacks_of, explorer, load_test, make_synthetic_run, server_output, stored_names
+from ice.cli import main
 from tests.conftest import mounted
 
 USER, PASSWORD = "ada", "s3cret:with colon"
@@ -29,7 +29,8 @@ def warning_lines(stderr: str) -> list[str]:
 def stop_and_read(proc) -> tuple[str, str]:
     """Stop a server started by `explorer`; its (stdout, stderr)."""
     proc.terminate()
-    return proc.communicate(timeout=15)
+    proc.wait(timeout=15)
+    return server_output(proc)
 
 
 def test_auth_is_required_on_every_route(run_dir):
@@ -58,8 +59,7 @@ def test_other_address_without_auth_warns(run_dir):
 def test_other_address_with_auth_file_does_not_warn(run_dir, tmp_path):
     secret = tmp_path / "auth"
     secret.write_text(f"{USER}:{PASSWORD}\n")
-    with explorer(run_dir, "--host", "0.0.0.0", "--auth-file", str(secret),
-                  auth=(USER, PASSWORD)) as (base, proc):
+    with explorer(run_dir, "--host", "0.0.0.0", "--auth-file", str(secret), auth=(USER, PASSWORD)) as (base, proc):
         assert requests.get(base + "/", auth=(USER, PASSWORD), timeout=10).status_code == 200
         _, stderr = stop_and_read(proc)
     assert warning_lines(stderr) == []
@@ -87,14 +87,17 @@ def test_read_only_server_refuses_a_rename(run_dir):
     assert after == before and after.get(3) != "not saved"
 
 
-@pytest.mark.parametrize("options, message", [
-    (["--auth", "nocolon"], "--auth: expected USER:PASSWORD"),
-    (["--auth", "bob:"], "--auth: expected USER:PASSWORD, both not empty"),  # was served with no password
-    (["--host", "10.255.255.1"], "--host 10.255.255.1: cannot listen there (Cannot assign requested address)"),
-    (["--auth-file", "/no/such/file"], "--auth-file /no/such/file: cannot read"),
-    (["--workers", "0"], "--workers 0: must be at least 1"),
-    (["--port", "70000"], "--port 70000: must be 1..65535"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--auth", "nocolon"], "--auth: expected USER:PASSWORD"),
+        (["--auth", "bob:"], "--auth: expected USER:PASSWORD, both not empty"),  # was served with no password
+        (["--host", "10.255.255.1"], "--host 10.255.255.1: cannot listen there (Cannot assign requested address)"),
+        (["--auth-file", "/no/such/file"], "--auth-file /no/such/file: cannot read"),
+        (["--workers", "0"], "--workers 0: must be at least 1"),
+        (["--port", "70000"], "--port 70000: must be 1..65535"),
+    ],
+)
 def test_bad_option_is_one_line(run_dir, capsys, options, message):
     assert main(["explore", str(run_dir), *options]) == 1
     err = capsys.readouterr().err
@@ -113,8 +116,12 @@ def test_a_port_in_use_is_one_line_before_any_banner(run_dir, capsys):
         for workers in ([], ["--workers", "1"]):
             assert main(["explore", str(run_dir), "--port", str(port), *workers]) == 1
             out, err = capsys.readouterr()
-            assert out == "" and err == f"ice: error: port {port} on 127.0.0.1 is in use: stop what serves " \
-                                         "there, or pick another with --port\n", err
+            assert (
+                out == ""
+                and err
+                == f"ice: error: port {port} on 127.0.0.1 is in use: stop what serves "
+                "there, or pick another with --port\n"
+            ), err
 
 
 def test_the_address_printed_is_one_to_open():
@@ -140,7 +147,7 @@ def read_only_run(run_dir, tmp_path):
     file system the explorer cannot write to, whoever runs it (root ignores file modes)."""
     import shutil
 
-    from explorer.annotations import Annotations
+    from ice.annotations import Annotations
 
     copy = shutil.copytree(run_dir, tmp_path / "copy", ignore=shutil.ignore_patterns("annotations.sqlite*"))
     Annotations(copy / "annotations.sqlite").set_cluster_name("run", 0, "named before")
