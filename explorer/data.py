@@ -180,6 +180,23 @@ class RunData:
             )
         self._manifest_seen = seen
 
+    def pick_up_additions(self) -> None:
+        """Read the run again if `ice add` appended images to it since it was loaded. An
+        addition only appends, so every image id, cluster and name seen so far stays right;
+        each page load calls this, and the page then shows the new images."""
+        self.check_unchanged()
+        try:
+            manifest = load_manifest(self.run_dir)
+        except IceError:
+            return
+        if len(manifest.get("additions", [])) == len(self.manifest.get("additions", [])):
+            return
+        grown = load_run(self.run_dir, read_only=self.read_only)
+        with self._lock:
+            self.manifest, self.path, self.x, self.y = grown.manifest, grown.path, grown.x, grown.y
+            self.embeddings, self.pixels, self._index = grown.embeddings, grown.pixels, None
+            self._clusterings, self._maps = grown._clusterings, {}
+
     def names_to_draw(self, clustering: str) -> dict[int, str]:
         """The names of a clustering's clusters, for the map and panels: none where they
         cannot be read, so the page still draws. That is a run rebuilt since the explorer

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from dash import dcc, html
 
 from ice.errors import IceError
@@ -480,7 +482,9 @@ def stores() -> list[dcc.Store]:
 
 
 def make_layout(data: RunData) -> html.Div:
-    """The whole page. Built per page load, so it shows the clusterings on disk now."""
+    """The whole page. Built per page load, so it shows the clusterings and the images on disk now."""
+    with contextlib.suppress(IceError):  # a rebuilt run: the badge says so
+        data.pick_up_additions()
     return html.Div(
         className="app" + (" read-only" if data.read_only else ""),
         children=[

@@ -110,6 +110,19 @@ def build_parser() -> Parser:
         help="which clustering: 'run' (the job's, default) or a re-clustering made in the "
         "explorer, k<K> (k12 for K=12)",
     )
+    a = sub.add_parser(
+        "add",
+        help="place new images into a run: embedded by its encoder, clustered and mapped without refitting",
+        description="Add the images in PATH (folders, read recursively, and files) that the run does not "
+        "hold yet. Nothing already in the run changes: its clusters, names, groups and re-clusterings stay, and "
+        "each new image takes the cluster of its nearest images. The same command after a kill finishes the "
+        "addition once.",
+    )
+    a.add_argument("run_dir", type=Path, help="a run directory made by ice embed or ice demo")
+    a.add_argument("paths", type=Path, nargs="+", metavar="PATH", help="folders and image files to add")
+    a.add_argument("--workers", type=int, metavar="N", help="decoding processes (default: the run's)")
+    a.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to embed (default: auto)")
+
     f = sub.add_parser(
         "find",
         help="rank a run's images by a group you show with examples, learning from them",
@@ -205,6 +218,20 @@ def cmd_export(args) -> None:
     )  # keep the CSV on stdout clean
 
 
+def cmd_add(args) -> None:
+    from embeddings.add import add_images
+
+    if args.workers is not None and args.workers < 0:
+        raise IceError(f"--workers {args.workers}: must be 0 or more")
+    record = add_images(args.run_dir, args.paths, workers=args.workers, device=args.device)
+    if record["addition"] is None:
+        print(f"nothing new to add to {args.run_dir}")
+        return
+    if record["skipped"]:
+        print(f"skipped files, each with its reason: {args.run_dir / SKIPPED}")
+    print(f"to look at it: ice explore {args.run_dir} (an explorer already open shows them on reload)")
+
+
 def cmd_find(args) -> None:
     import pandas as pd
 
@@ -251,6 +278,7 @@ def cmd_find(args) -> None:
 AFTER_INTERRUPT = {  # what to do after Ctrl-C, by command
     "embed": "; `ice embed --resume` continues from the last finished step",
     "demo": "; the same `ice demo` command again continues from the last finished step",
+    "add": "; the same `ice add` command again finishes the addition",
 }
 
 
@@ -259,9 +287,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         command = args.command
-        {"embed": cmd_embed, "demo": cmd_demo, "explore": cmd_explore, "export": cmd_export, "find": cmd_find}[command](
-            args
-        )
+        commands = {
+            "embed": cmd_embed,
+            "demo": cmd_demo,
+            "explore": cmd_explore,
+            "export": cmd_export,
+            "add": cmd_add,
+            "find": cmd_find,
+        }
+        commands[command](args)
     except IceError as e:
         print(f"ice: error: {e}", file=sys.stderr)
         return 1

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import errno
+import io
 import json
 import os
 import re
@@ -38,6 +39,8 @@ SEED_KNN = "knn_seed.npz"  # above umap_sample images, the graph of the images l
 SKIPPED = "skipped.csv"
 ANNOTATIONS = "annotations.sqlite"
 CLUSTERINGS = "clusterings"
+ADDED = "added.parquet"  # every file `ice add` took up: the images it added and the files it skipped
+ADDING = "adding"  # the addition in progress (embeddings.add); gone once it is committed
 TEACH = "teach"  # the teach loop's rounds, per group (teach_state.py)
 
 
@@ -107,11 +110,12 @@ def new_memmap(path: str | os.PathLike, dtype, shape: tuple) -> np.memmap:
     return out
 
 
-def lock_run_dir(run_dir: Path) -> int | None:
+def lock_run_dir(run_dir: Path, busy: str | None = None) -> int | None:
     """An open descriptor of run_dir holding an exclusive flock on it, which the kernel drops
-    when this process ends however it ends; IceError if another process holds it. None where
-    the file system or the platform has no flock: the run goes on unguarded. Forked children
-    (DataLoader workers) share the lock while they live; they end with their loader."""
+        when this process ends however it ends; IceError if another process holds it. None where
+        the file system or the platform has no flock: the run goes on unguarded. Forked children
+        (DataLoader workers) share the lock while they live; they end with their loader. `busy` is
+    the error's text when another process holds it."""
     try:
         import fcntl
     except ImportError:  # Windows
@@ -123,7 +127,8 @@ def lock_run_dir(run_dir: Path) -> int | None:
         os.close(fd)
         if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
             raise IceError(
-                f"--out {run_dir}: another `ice embed` is writing this run now; wait for it "
+                busy
+                or f"--out {run_dir}: another `ice embed` or `ice add` is writing this run now; wait for it "
                 "to finish (then --resume) or choose another --out"
             ) from None
         return None
@@ -219,3 +224,52 @@ def load_manifest(run_dir: str | os.PathLike) -> dict:
             f"{run_dir} has schema version {manifest['schema_version']}; this ICE reads up to {SCHEMA_VERSION}"
         )
     return manifest
+
+
+def append_npy(path: str | os.PathLike, rows: np.ndarray, n_before: int) -> None:
+    """Append `rows` to the .npy file at `path`, which holds n_before rows, in place: the rows
+    are written after them and synced, then the header is rewritten with the new length. A
+    file that already holds n_before + len(rows) rows is left as it is, and bytes that a
+    killed call wrote past n_before rows are written again, so a call repeated after a kill
+    gives the same file. Readers that mapped the file before keep seeing the first n_before
+    rows. Where the new header would not fit in the old one's place (numpy leaves room for
+    21 digits), the file is rewritten whole, atomically."""
+    path = Path(path)
+    with open(path, "r+b") as f:
+        major, minor = np.lib.format.read_magic(f)
+        read = np.lib.format.read_array_header_1_0 if major == 1 else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read(f)
+        start = f.tell()
+        n_after = n_before + len(rows)
+        if fortran or shape[1:] != rows.shape[1:] or dtype != rows.dtype or shape[0] not in (n_before, n_after):
+            raise IceError(
+                f"{path}: holds {shape} {dtype}, cannot append {rows.shape} {rows.dtype} after row {n_before}"
+            )
+        if shape[0] == n_after:
+            return
+        header = io.BytesIO()
+        write = np.lib.format.write_array_header_1_0 if major == 1 else np.lib.format.write_array_header_2_0
+        write(
+            header,
+            {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": (n_after, *shape[1:])},
+        )
+        if len(header.getvalue()) == start:
+            row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
+            f.truncate(start + n_before * row_bytes)
+            f.seek(0, os.SEEK_END)
+            f.write(np.ascontiguousarray(rows).tobytes())
+            f.flush()
+            os.fsync(f.fileno())
+            f.seek(0)
+            f.write(header.getvalue())
+            f.flush()
+            os.fsync(f.fileno())
+            return
+    old = np.load(path, mmap_mode="r")[:n_before]
+    with atomic_path(path, suffix=".npy") as tmp:
+        out = new_memmap(tmp, rows.dtype, (n_after, *rows.shape[1:]))
+        for i in range(0, n_before, 65_536):
+            out[i : i + 65_536] = old[i : i + 65_536]
+        out[n_before:] = rows
+        out.flush()
+        del out

@@ -1,0 +1,505 @@
+"""`ice add`: place new images into a complete run, leaving every image already there as it is.
+
+Nothing is fitted again. The new images are decoded at the run's working size, embedded by
+the run's encoder, and placed from their nearest images of the run (at most BASE_ROWS of
+them): each takes the cluster most of its neighbours hold, in the job's clustering and in
+every re-clustering, and a position on the map and on the manifold between its nearest
+neighbours there, as the map places the images it does not lay out. Saved groups' teach
+rounds score them with each round's model.
+
+The addition is built in RUN/adding/ (scan, decode, embed, place), then committed: the
+arrays are appended in place (run_dir.append_npy), the index, items.parquet and the other
+tables are replaced atomically, and the manifest, last, records the addition. Each step
+records itself in adding/state.json, so the same command after a kill finishes the addition
+once. The run's flock keeps a second `ice add` or an `ice embed` out meanwhile.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import datetime as dt
+import os
+import shutil
+import time
+from pathlib import Path, PurePosixPath
+
+import numpy as np
+import pandas as pd
+
+from ice import run_dir as rd
+from ice import teach_state as ts
+from ice.errors import IceError
+
+from .config import Config
+from .images import EXTENSIONS, decode_all, display_path, find_images
+from .project import PLACE_GATE, PLACE_NEIGHBOURS, layout_rows
+
+BASE_ROWS = 100_000  # the run's images that new ones are placed from; above, a seeded sample of them
+EXACT_PAIRS = 2_000_000_000  # new x base pairs up to which the neighbour search is exact
+STATE = "state.json"
+FILES = "files.parquet"  # the new files: stored path, the path read, size, mtime
+DECODED = "decoded.parquet"  # the readable new files: their row in `FILES`, width, height
+PLACED = "placed.npz"
+TEACH_SCORES = "teach"  # adding/teach/<group key>/round-NNNN.npy: the new images' scores
+
+
+class Adding:
+    """The run directory an addition writes, and its folder of work in progress."""
+
+    def __init__(self, run_dir: Path, manifest: dict):
+        self.run_dir, self.manifest = run_dir, manifest
+        self.dir = run_dir / rd.ADDING
+        self.cfg = Config.from_dict(manifest["config"])
+        self.root = Path(manifest["input_root"])
+
+    def path(self, name: str) -> Path:
+        return self.dir / name
+
+    def state(self) -> dict | None:
+        try:
+            return rd.read_json(self.path(STATE))
+        except FileNotFoundError:
+            return None
+
+    def record(self, state: dict, stage: str, **extra) -> dict:
+        state = {**state, "stage": stage, **extra}
+        rd.write_json(self.path(STATE), state)
+        return state
+
+
+def add_images(
+    run_dir: str | os.PathLike, inputs: list[str | os.PathLike], *, workers: int | None = None, device="auto", log=print
+) -> dict:
+    """Add the images in `inputs` (folders, read recursively, and files) that the run does not
+    hold yet; return the addition's record (as kept in the manifest's `additions`), or one with
+    `images` 0 where there was nothing new. An addition stopped earlier is finished first."""
+    run_dir = Path(run_dir)
+    manifest = rd.load_manifest(run_dir)
+    busy = f"{run_dir}: another `ice embed` or `ice add` is writing this run now; wait for it to finish"
+    lock = rd.lock_run_dir(run_dir, busy)
+    try:
+        left = rd.remove_leftovers(run_dir) + rd.remove_leftovers(run_dir / rd.ADDING)
+        if left:
+            log(f"removed {left / 1e6:,.1f} MB of temporary files that a stopped job left in {run_dir}")
+        job = Adding(run_dir, manifest)
+        if workers is not None:
+            job.cfg = job.cfg.replace(workers=workers)
+        pending = job.state()
+        if pending is not None:
+            log(f"finishing addition {pending['addition']}, which was stopped ({pending['stage']} done)")
+            _finish(job, pending, device, log)
+            job = Adding(run_dir, rd.load_manifest(run_dir))
+            if workers is not None:
+                job.cfg = job.cfg.replace(workers=workers)
+        return _add(job, inputs, device, log)
+    finally:
+        if lock is not None:
+            os.close(lock)
+
+
+def _add(job: Adding, inputs: list, device, log) -> dict:
+    t0 = time.perf_counter()
+    files, refused = scan_inputs(job, inputs)
+    number = len(job.manifest.get("additions", [])) + 1
+    if not len(files) and not refused:
+        return {"addition": None, "images": 0, "skipped": 0, "found": 0}
+    n_before = int(job.manifest["counts"]["images"])
+    if job.dir.exists():
+        shutil.rmtree(job.dir)
+    job.dir.mkdir()
+    with rd.atomic_path(job.path(FILES)) as tmp:
+        files.to_parquet(tmp, index=False)
+    with rd.atomic_path(job.path("refused.csv")) as tmp:
+        pd.DataFrame(refused, columns=["path", "reason"]).to_csv(tmp, index=False)
+    state = {
+        "addition": number,
+        "n_before": n_before,
+        "inputs": [str(Path(p).absolute()) for p in inputs],
+        "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "seconds": {"scan": round(time.perf_counter() - t0, 3)},
+    }
+    state = job.record(state, "scan")
+    log(f"addition {number}: {len(files):,} new image files" + (f", {len(refused)} refused" if refused else ""))
+    return _finish(job, state, device, log)
+
+
+def scan_inputs(job: Adding, inputs: list) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+    """The files in `inputs` that the run has not taken up yet: a table of `path` (as stored in
+    items.parquet: relative to the input root, or the absolute path for a file outside it),
+    `read` (the absolute path, as bytes), `size` and `mtime_ns`; and the (path, reason) of the
+    files given that cannot be added. A file taken up before (by the job, or by an addition,
+    added or skipped) with the same size and mtime is left out; one changed since is refused,
+    since its image id already stands for its old pixels."""
+    root = os.path.join(str(job.root), "")
+    found: dict[str, str] = {}  # absolute path -> path as stored
+    refused: list[tuple[str, str]] = []
+    for given in inputs:
+        given = Path(given)
+        if given.is_dir():
+            folder = given.resolve()
+            for rel in find_images(folder, job.cfg.follow_symlinks):
+                full = os.path.join(str(folder), rel)
+                found.setdefault(full, _stored(full, root))
+        elif given.is_file():
+            full = str(given.parent.resolve() / given.name)
+            if given.suffix.lower() not in EXTENSIONS:
+                refused.append((display_path(full), f"not an image file name (expected {', '.join(EXTENSIONS)})"))
+            else:
+                found.setdefault(full, _stored(full, root))
+        else:
+            raise IceError(f"{given}: no such file or folder")
+    taken = _taken(job)
+    rows = []
+    for full, stored in sorted(found.items(), key=lambda kv: kv[1]):
+        try:
+            st = os.stat(full)
+            size, mtime = st.st_size, st.st_mtime_ns
+        except OSError as e:
+            refused.append((display_path(stored), f"cannot read: {e.strerror}"))
+            continue
+        before = taken.get(os.fsencode(stored))
+        if before == (size, mtime):
+            continue
+        if before is not None:
+            refused.append(
+                (display_path(stored), "already in the run, changed since; rebuild with `ice embed --force`")
+            )
+            continue
+        rows.append((os.fsencode(stored), os.fsencode(full), size, mtime))
+    files = pd.DataFrame(rows, columns=["path", "read", "size", "mtime_ns"])
+    return files, refused
+
+
+def _stored(full: str, root: str) -> str:
+    """A file's path as items.parquet holds it: relative to the input root, '/'-separated, or
+    its absolute path where it lies outside."""
+    return full[len(root) :] if full.startswith(root) else full
+
+
+def _taken(job: Adding) -> dict[bytes, tuple[int, int]]:
+    """Every file the run took up, by stored path (bytes): its (size, mtime_ns) then."""
+    taken = {}
+    for name in (job.run_dir / "files.parquet", job.run_dir / rd.ADDED):
+        if name.exists():
+            t = pd.read_parquet(name, columns=["path", "size", "mtime_ns"])
+            taken.update(zip(t["path"], zip(t["size"].tolist(), t["mtime_ns"].tolist())))
+    if not taken:  # a run made before files.parquet was kept: its paths, whatever their size
+        items = pd.read_parquet(job.run_dir / rd.ITEMS, columns=["path"])["path"]
+        taken = {os.fsencode(p): (-1, -1) for p in items}
+    return taken
+
+
+def _finish(job: Adding, state: dict, device, log) -> dict:
+    """Run the addition's steps after the last one recorded in `state`, then commit it."""
+    steps = [("decode", _decode), ("embed", _embed), ("place", _place)]
+    order = ["scan"] + [name for name, _ in steps] + ["commit"]
+    for name, step in steps:
+        if order.index(state["stage"]) < order.index(name):
+            t0 = time.perf_counter()
+            step(job, state, device)
+            seconds = {**state["seconds"], name: round(time.perf_counter() - t0, 3)}
+            state = job.record(state, name, seconds=seconds)
+    t0 = time.perf_counter()
+    record = _commit(job, state)
+    log(
+        f"addition {record['addition']}: {record['images']:,} images added (ids {record['first_id']:,} on), "
+        f"{record['skipped']:,} skipped in {sum(record['seconds'].values()) + time.perf_counter() - t0:.1f} s"
+    )
+    return record
+
+
+def _decode(job: Adding, state: dict, device) -> None:
+    files = pd.read_parquet(job.path(FILES))
+    read = [os.fsdecode(p)[1:] for p in files["read"]]  # relative to "/"
+    cfg = job.cfg
+    keep, sizes, _ = decode_all(
+        Path("/"),
+        read,
+        size=cfg.image_size,
+        max_pixels=cfg.max_pixels,
+        workers=cfg.workers,
+        pixels_path=job.path(rd.PIXELS),
+        skipped_path=job.path(rd.SKIPPED),
+        resume=True,
+    )
+    decoded = pd.DataFrame({"row": np.asarray(keep, np.int64), "width": sizes[:, 0], "height": sizes[:, 1]})
+    with rd.atomic_path(job.path(DECODED)) as tmp:
+        decoded.to_parquet(tmp, index=False)
+
+
+def _embed(job: Adding, state: dict, device) -> None:
+    from .embed import embed
+    from .train import load_model, pick_device
+
+    if not len(pd.read_parquet(job.path(DECODED))):
+        return
+    dev = pick_device(device)
+    embed(load_model(job.run_dir, dev), job.path(rd.PIXELS), job.path(rd.EMBEDDINGS), job.cfg.resolved(), dev)
+
+
+def _place(job: Adding, state: dict, device) -> None:
+    """The new images' clusters, distances, manifold and map positions, neighbour rows and
+    teach scores, from their nearest images of the run, into adding/placed.npz."""
+    if not len(pd.read_parquet(job.path(DECODED))):
+        return
+    run_dir, cfg, n = job.run_dir, job.cfg, int(state["n_before"])
+    new = np.ascontiguousarray(np.load(job.path(rd.EMBEDDINGS)), dtype=np.float32)
+    emb = np.load(run_dir / rd.EMBEDDINGS, mmap_mode="r")
+    base = np.arange(n) if n <= BASE_ROWS else layout_rows(n, BASE_ROWS, cfg.seed)
+    k = min(cfg.neighbors, len(base))
+    near, d2 = nearest(new, np.ascontiguousarray(emb[base], dtype=np.float32), k, cfg.seed)
+    rng = np.random.default_rng([cfg.seed, int(state["addition"])])
+    items = pd.read_parquet(run_dir / rd.ITEMS, columns=["cluster", "x", "y"])
+    out = {"near": np.where(near >= 0, base[np.maximum(near, 0)], -1)}
+    xy = np.stack([items["x"].to_numpy(np.float32), items["y"].to_numpy(np.float32)], 1)
+    out["xy"] = place(xy[base], near, d2, rng)
+    space = new
+    if (run_dir / rd.MANIFOLD).exists():
+        manifold = np.load(run_dir / rd.MANIFOLD, mmap_mode="r")
+        out["manifold"] = space = place(np.asarray(manifold[base]), near, d2, rng)
+    cluster = vote(items["cluster"].to_numpy()[base], near, d2)
+    centroids = np.load(run_dir / rd.CENTROIDS)
+    out["cluster"], out["distance"] = cluster, _distance(space, centroids, cluster)
+    for path in sorted((run_dir / rd.CLUSTERINGS).glob("k*.npz")):
+        with np.load(path) as z:
+            labels, centres = z["cluster"], z["centroids"]
+        if len(labels) == n:
+            mine = vote(labels[base], near, d2)
+            out[f"{path.stem}.cluster"], out[f"{path.stem}.distance"] = mine, _distance(space, centres, mine)
+    with rd.atomic_path(job.path(PLACED), suffix=".npz") as tmp:
+        np.savez(tmp, **out)
+    _score_teach_rounds(job, n, device)
+
+
+def nearest(x: np.ndarray, base: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each row of x's k nearest rows of base: indices (-1 where fewer were found) and squared
+    distances, exact up to EXACT_PAIRS pairs, else as the map's placement searches them."""
+    import faiss
+
+    from .project import _grouped_knn
+
+    if len(x) * len(base) <= EXACT_PAIRS:
+        d2, ind = faiss.knn(x, base, k)
+        return ind, d2
+    return _grouped_knn(x, k, seed, base=base)
+
+
+def vote(labels: np.ndarray, near: np.ndarray, d2: np.ndarray) -> np.ndarray:
+    """(q,) int32: for each row, the label its neighbours (indices into labels; -1: none) hold
+    most, each weighted by its inverse distance; ties go to the lowest label."""
+    ok = near >= 0
+    lab = np.where(ok, labels[np.maximum(near, 0)], 0).astype(np.int64)
+    weight = np.where(ok & (lab >= 0), 1 / (np.sqrt(np.maximum(d2, 0)) + 1e-6), 0)
+    k = int(max(labels.max(), 0)) + 1
+    scores = np.zeros((len(near), k))
+    np.add.at(scores, (np.repeat(np.arange(len(near)), near.shape[1]), np.maximum(lab, 0).ravel()), weight.ravel())
+    return scores.argmax(1).astype(np.int32)
+
+
+def place(pos: np.ndarray, near: np.ndarray, d2: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """(q, c) float32: each row at the inverse-distance mean of its PLACE_NEIGHBOURS nearest
+    rows' positions `pos`, counting only those within PLACE_GATE x the local scale of the
+    nearest one (the median distance from it to the row's other neighbours there), plus a
+    jitter of 1% of that scale: as project._place_between places the map's other rows."""
+    pos = np.asarray(pos, dtype=np.float32)
+    ok = near >= 0
+    p = pos[np.maximum(near, 0)]  # (q, k, c)
+    apart = np.linalg.norm(p - p[:, :1], axis=2)
+    if near.shape[1] > 1:
+        scale = np.nanmedian(np.where(ok[:, 1:], apart[:, 1:], np.nan), axis=1)
+    else:
+        scale = np.zeros(len(near))
+    scale = np.where(np.isfinite(scale), scale, 0).astype(np.float32)
+    gate = ok & (apart <= PLACE_GATE * scale[:, None])
+    gate[:, 0] = ok[:, 0]
+    gate[:, PLACE_NEIGHBOURS:] = False
+    weight = np.where(gate, 1 / (np.sqrt(np.maximum(d2, 0)) + 1e-12), 0)
+    out = (p * weight[..., None]).sum(1) / np.maximum(weight.sum(1, keepdims=True), 1e-30)
+    out += rng.normal(size=out.shape) * (0.01 * scale)[:, None]
+    return out.astype(np.float32)
+
+
+def _distance(space: np.ndarray, centres: np.ndarray, cluster: np.ndarray) -> np.ndarray:
+    if space.shape[1] != centres.shape[1]:  # an older run's centres in another space
+        return np.full(len(cluster), np.nan, np.float32)
+    diff = space - centres[cluster]
+    return (diff * diff).sum(1).astype(np.float32)
+
+
+def _teach_rounds(run_dir: Path):
+    """(group folder, round number) of every saved teach round."""
+    for folder in sorted((run_dir / rd.TEACH).glob("g*")):
+        try:
+            state = rd.read_json(folder / ts.STATE)
+        except (OSError, ValueError):
+            continue
+        for r in state.get("rounds", []):
+            yield folder, int(r["round"])
+
+
+def _score_teach_rounds(job: Adding, n: int, device) -> None:
+    """Score the new images with each teach round's model whose scores cover the run."""
+    rounds = [(f, r) for f, r in _teach_rounds(job.run_dir) if ts.round_path(f, r, ".pt").exists() and _rows(f, r) == n]
+    if not rounds:
+        return
+    import torch
+
+    from .teach import new_scorer, score, views_config
+    from .train import pick_device
+
+    dev = pick_device(device)
+    pixels = np.load(job.path(rd.PIXELS), mmap_mode="r")
+    cfg = views_config(job.run_dir)
+    net = new_scorer(job.run_dir, dev, 0)
+    for folder, r in rounds:
+        net.load_state_dict(torch.load(ts.round_path(folder, r, ".pt"), map_location=dev, weights_only=True))
+        rd.save_npy(ts.round_path(job.path(TEACH_SCORES) / folder.name, r, ".npy"), score(net, pixels, cfg, dev))
+
+
+def _rows(folder: Path, r: int) -> int:
+    try:
+        return len(np.load(ts.round_path(folder, r, ".npy"), mmap_mode="r"))
+    except (OSError, ValueError):
+        return -1
+
+
+def _commit(job: Adding, state: dict) -> dict:
+    """Append the addition to the run. Each write checks whether it was done already (the
+    file's length says), so a commit killed part way and run again ends the same."""
+    run_dir, n = job.run_dir, int(state["n_before"])
+    files = pd.read_parquet(job.path(FILES))
+    decoded = pd.read_parquet(job.path(DECODED))
+    m = len(decoded)
+    number = int(state["addition"])
+    if m:
+        placed = dict(np.load(job.path(PLACED)))
+        new_emb = np.load(job.path(rd.EMBEDDINGS))
+        rd.append_npy(run_dir / rd.PIXELS, np.load(job.path(rd.PIXELS)), n)
+        rd.append_npy(run_dir / rd.EMBEDDINGS, new_emb, n)
+        if "manifold" in placed:
+            rd.append_npy(run_dir / rd.MANIFOLD, placed["manifold"], n)
+        if (run_dir / rd.NEIGHBOURS).exists():
+            j = np.load(run_dir / rd.NEIGHBOURS, mmap_mode="r").shape[1]
+            rows = np.full((m, j), -1, np.int32)
+            rows[:, 0] = np.arange(n, n + m)
+            take = min(j - 1, placed["near"].shape[1])
+            rows[:, 1 : 1 + take] = placed["near"][:, :take]
+            rd.append_npy(run_dir / rd.NEIGHBOURS, rows, n)
+        _add_to_index(run_dir, new_emb, n)
+        for key in sorted({k.split(".")[0] for k in placed if k.startswith("k")}):
+            path = run_dir / rd.CLUSTERINGS / f"{key}.npz"
+            with np.load(path) as z:
+                saved = dict(z)
+            if len(saved["cluster"]) == n:
+                saved["cluster"] = np.concatenate([saved["cluster"], placed[f"{key}.cluster"]])
+                saved["distance"] = np.concatenate([saved["distance"], placed[f"{key}.distance"]])
+                with rd.atomic_path(path) as tmp, open(tmp, "wb") as f:
+                    np.savez(f, **saved)
+        for scores in sorted(job.path(TEACH_SCORES).glob("g*/round-*.npy")):
+            target = run_dir / rd.TEACH / scores.parent.name / scores.name
+            if target.exists() and _rows(target.parent, int(target.stem.split("-")[1])) == n:
+                rd.save_npy(target, np.concatenate([np.load(target), np.load(scores)]))
+    items = pd.read_parquet(run_dir / rd.ITEMS)
+    if len(items) == n:
+        paths = [display_path(os.fsdecode(p)) for p in files["path"].to_numpy()[decoded["row"].to_numpy()]]
+        rows = pd.DataFrame(
+            {
+                "image_id": np.arange(n, n + m, dtype=np.int64),
+                "path": paths,
+                "width": decoded["width"].to_numpy(np.int32),
+                "height": decoded["height"].to_numpy(np.int32),
+            }
+        )
+        if m:
+            rows["cluster"] = placed["cluster"].astype(np.int32)
+            rows["x"], rows["y"] = placed["xy"][:, 0], placed["xy"][:, 1]
+            rows["distance"] = placed["distance"].astype(np.float32)
+        if "label" in items:
+            rows["label"] = [PurePosixPath(p).parent.name for p in paths]
+        if "added" not in items:
+            items["added"] = np.int32(0)
+        rows["added"] = np.int32(number)
+        items = pd.concat([items, rows.astype({c: items[c].dtype for c in rows})], ignore_index=True)
+        with rd.atomic_path(run_dir / rd.ITEMS) as tmp:
+            items.to_parquet(tmp, index=False)
+    skipped = _skipped_rows(job, files)
+    _record_files(job, files, decoded, n, number)
+    _add_skipped(run_dir, skipped)
+    manifest = rd.read_json(run_dir / rd.MANIFEST)
+    additions = manifest.setdefault("additions", [])
+    if not additions or additions[-1]["addition"] != number:
+        record = {
+            "addition": number,
+            "time": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "inputs": state["inputs"],
+            "found": len(files),
+            "images": m,
+            "skipped": len(skipped),
+            "first_id": n,
+            "seconds": state["seconds"],
+        }
+        additions.append(record)
+        manifest["counts"]["images"] = n + m
+        rd.write_json(run_dir / rd.MANIFEST, manifest)
+    shutil.rmtree(job.dir, ignore_errors=True)
+    return additions[-1]
+
+
+def _add_to_index(run_dir: Path, new_emb: np.ndarray, n: int) -> None:
+    import faiss
+
+    index = faiss.read_index(str(run_dir / rd.INDEX))
+    if index.ntotal != n:
+        return
+    index.add(np.ascontiguousarray(new_emb, dtype=np.float32))
+    from .cluster import write_index
+
+    write_index(index, run_dir / rd.INDEX)
+
+
+def _skipped_rows(job: Adding, files: pd.DataFrame) -> list[tuple[str, str]]:
+    """The new files that could not be read, by their stored path, and the files refused."""
+    stored = {
+        display_path(os.fsdecode(r))[1:]: display_path(os.fsdecode(p)) for r, p in zip(files["read"], files["path"])
+    }
+    rows = []
+    with contextlib.suppress(FileNotFoundError):
+        with open(job.path(rd.SKIPPED), newline="", encoding="utf-8") as f:
+            rows += [(stored.get(r["path"], r["path"]), r["reason"]) for r in csv.DictReader(f)]
+    with contextlib.suppress(FileNotFoundError, pd.errors.EmptyDataError):
+        refused = pd.read_csv(job.path("refused.csv"), dtype=str, keep_default_na=False)
+        rows += list(zip(refused["path"], refused["reason"]))
+    return rows
+
+
+def _record_files(job: Adding, files: pd.DataFrame, decoded: pd.DataFrame, n: int, number: int) -> None:
+    """Add this addition's files to added.parquet (once): the images, with their image_id, and
+    those skipped, with -1, so that neither is taken up again while unchanged."""
+    path = job.run_dir / rd.ADDED
+    old = pd.read_parquet(path) if path.exists() else None
+    if old is not None and (old["addition"] == number).any():
+        return
+    ids = np.full(len(files), -1, np.int64)
+    ids[decoded["row"].to_numpy()] = np.arange(n, n + len(decoded))
+    new = files[["path", "size", "mtime_ns"]].assign(addition=np.int32(number), image_id=ids)
+    table = new if old is None else pd.concat([old, new], ignore_index=True)
+    with rd.atomic_path(path) as tmp:
+        table.to_parquet(tmp, index=False)
+
+
+def _add_skipped(run_dir: Path, rows: list[tuple[str, str]]) -> None:
+    """skipped.csv, with `rows` added to it (once: rows already there are not repeated)."""
+    if not rows:
+        return
+    path = run_dir / rd.SKIPPED
+    old = []
+    with contextlib.suppress(FileNotFoundError):
+        with open(path, newline="", encoding="utf-8") as f:
+            old = [(r["path"], r["reason"]) for r in csv.DictReader(f)]
+    have = set(old)
+    with rd.atomic_path(path) as tmp:
+        with open(tmp, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["path", "reason"])
+            writer.writerows(old + [r for r in rows if r not in have])

@@ -1,0 +1,275 @@
+"""`ice add`: new images placed into a complete run (embeddings/add.py), on real runs."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from embeddings.add import add_images, place, vote
+from embeddings.cluster import cluster_metrics
+from embeddings.config import Config, TeachSettings
+from embeddings.demo import write_digits
+from embeddings.pipeline import run_embed
+from ice import run_dir as rd
+from ice.annotations import RUN_CLUSTERING, Annotations
+from ice.cli import main
+
+from .conftest import TINY
+
+
+@pytest.fixture(scope="module")
+def split_digits(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """A run on four fifths of 400 digits (its input root holds only them), the other fifth
+    in a folder outside that root; (run, the run's input folder, the folder to add)."""
+    digits = write_digits(tmp_path_factory.mktemp("digits400"), limit=400)
+    base = tmp_path_factory.mktemp("split")
+    part, rest = base / "part", base / "rest"
+    for i, path in enumerate(sorted(digits.rglob("*.png"))):
+        target = (rest if i % 5 == 0 else part) / path.parent.name / path.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, target)
+    run_dir = base / "run"
+    run_embed(part, run_dir, Config(**{**TINY, "epochs": 4, "labels_from_folders": True}))
+    return run_dir, part, rest
+
+
+@pytest.fixture
+def run_copy(split_digits, tmp_path) -> tuple[Path, Path, Path]:
+    run_dir, part, rest = split_digits
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    return copy, part, rest
+
+
+def _ice(*args: str) -> list[str]:
+    return [sys.executable, "-c", "import sys; from ice.cli import main; sys.exit(main(sys.argv[1:]))", *args]
+
+
+def test_an_add_places_new_images_and_the_same_add_again_adds_nothing(run_copy, capsys):
+    run_dir, part, rest = run_copy
+    before = pd.read_parquet(run_dir / rd.ITEMS)
+    emb_before = np.load(run_dir / rd.EMBEDDINGS)
+    n = len(before)
+    assert main(["add", str(run_dir), str(rest), "--workers", "0"]) == 0
+    items = pd.read_parquet(run_dir / rd.ITEMS)
+    m = len(items) - n
+    assert m == len(list(rest.rglob("*.png"))) == 80
+    assert items["image_id"].tolist() == list(range(n + m))
+    pd.testing.assert_frame_equal(items.iloc[:n].drop(columns="added"), before)  # nothing there moved
+    assert (items["added"].iloc[:n] == 0).all() and (items["added"].iloc[n:] == 1).all()
+    assert items["path"].iloc[n:].str.startswith(str(rest) + "/").all()  # outside the root: absolute
+    for name, width in ((rd.PIXELS, None), (rd.EMBEDDINGS, None), (rd.MANIFOLD, 10)):
+        arr = np.load(run_dir / name)
+        assert len(arr) == n + m and (width is None or arr.shape[1] == width)
+    np.testing.assert_array_equal(np.load(run_dir / rd.EMBEDDINGS)[:n], emb_before)
+    import faiss
+
+    assert faiss.read_index(str(run_dir / rd.INDEX)).ntotal == n + m
+    manifest = rd.load_manifest(run_dir)
+    assert manifest["counts"]["images"] == n + m
+    assert [(a["addition"], a["images"], a["skipped"]) for a in manifest["additions"]] == [(1, 80, 0)]
+    added = items.iloc[n:]
+    assert added[["x", "y", "distance"]].notna().all().all()
+    # the new images take their neighbours' clusters: as right as the run's own on these digits
+    own = cluster_metrics(before["label"].to_numpy(), before["cluster"].to_numpy())["accuracy"]
+    new = cluster_metrics(added["label"].to_numpy(), added["cluster"].to_numpy())["accuracy"]
+    assert new > own - 0.1 and new > 0.5, (own, new)
+    lo, hi = items[["x", "y"]].iloc[:n].min().to_numpy(), items[["x", "y"]].iloc[:n].max().to_numpy()
+    assert ((added[["x", "y"]].to_numpy() >= lo - 1) & (added[["x", "y"]].to_numpy() <= hi + 1)).all()
+
+    capsys.readouterr()
+    assert main(["add", str(run_dir), str(rest), str(part)]) == 0  # part: the run's own files
+    assert "nothing new to add" in capsys.readouterr().out
+    assert len(pd.read_parquet(run_dir / rd.ITEMS)) == n + m
+    assert len(rd.load_manifest(run_dir)["additions"]) == 1
+    assert not (run_dir / rd.ADDING).exists()
+
+
+def test_an_add_inside_the_input_root_stores_relative_paths_and_takes_single_files(run_copy):
+    run_dir, part, rest = run_copy
+    n = len(pd.read_parquet(run_dir / rd.ITEMS))
+    shutil.copytree(rest / "3", part / "new3")
+    one = part / "one.png"
+    shutil.copy(next((rest / "7").glob("*.png")), one)
+    record = add_images(run_dir, [part / "new3", one], workers=0)
+    items = pd.read_parquet(run_dir / rd.ITEMS)
+    assert record["images"] == len(items) - n == len(list((rest / "3").glob("*.png"))) + 1
+    assert set(items["path"].iloc[n:]) == {f"new3/{p.name}" for p in (rest / "3").glob("*.png")} | {"one.png"}
+    assert add_images(run_dir, [part], workers=0)["addition"] is None
+
+
+def test_hostile_files_are_skipped_into_skipped_csv_and_not_tried_again(run_copy, capsys):
+    run_dir, part, rest = run_copy
+    (rest / "0" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (rest / "0" / "empty.jpg").write_bytes(b"")
+    notes = rest / "notes.txt"
+    notes.write_text("not an image")
+    assert main(["add", str(run_dir), str(rest), str(notes), "--workers", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "skipped files, each with its reason" in out
+    skipped = pd.read_csv(run_dir / rd.SKIPPED)
+    for name in ("broken.png", "empty.jpg", "notes.txt"):
+        (row,) = skipped[skipped["path"].str.endswith(name)].itertuples()
+        assert row.path.startswith(str(rest)) and row.reason
+    assert rd.load_manifest(run_dir)["additions"][0]["skipped"] == 3
+    assert main(["add", str(run_dir), str(rest)]) == 0
+    assert "nothing new to add" in capsys.readouterr().out
+    assert len(pd.read_csv(run_dir / rd.SKIPPED)) == len(skipped)
+
+
+def test_names_groups_reclusterings_and_teach_scores_survive_an_add(run_copy):
+    from embeddings.teach import teach_round
+    from explorer.clusterings import recluster
+    from explorer.data import load_run
+    from ice import teach_state as ts
+
+    run_dir, part, rest = run_copy
+    data = load_run(run_dir)
+    n = data.n
+    notes = Annotations(run_dir / rd.ANNOTATIONS)
+    notes.set_cluster_name(RUN_CLUSTERING, 0, "zero-ish")
+    notes.save_group("some", [1, 5, 9])
+    notes.mark("threes", marked_in=np.flatnonzero(data.path.astype(str) < "4")[:20], marked_out=[0, 2])
+    recluster(data, 4)
+    teach_round(run_dir, "threes", settings=TeachSettings(steps=5), device="cpu")
+    scores_before = ts.read_scores(run_dir, "threes", n=n)
+
+    add_images(run_dir, [rest], workers=0)
+    notes = Annotations(run_dir / rd.ANNOTATIONS)
+    assert notes.cluster_names(RUN_CLUSTERING) == {0: "zero-ish"}
+    assert notes.group_members("some").tolist() == [1, 5, 9]
+    grown = load_run(run_dir)
+    assert grown.n == n + 80
+    k4 = grown.clustering("k4")
+    assert len(k4.cluster) == n + 80 and k4.cluster.min() >= 0 and k4.cluster.max() < k4.k
+    np.testing.assert_array_equal(k4.cluster[:n], data.clustering("k4").cluster)
+    scores = ts.read_scores(run_dir, "threes", n=n + 80)
+    np.testing.assert_array_equal(scores[:n], scores_before)
+    assert ((scores[n:] >= 0) & (scores[n:] <= 1)).all()
+    if (run_dir / rd.NEIGHBOURS).exists():
+        graph = np.load(run_dir / rd.NEIGHBOURS)
+        assert len(graph) == n + 80 and (graph[n:, 0] == np.arange(n, n + 80)).all()
+
+
+def test_an_open_explorer_shows_added_images_on_reload_and_the_export_has_them(run_copy, tmp_path):
+    from explorer.app import create_app
+    from explorer.export import export_csv
+
+    run_dir, part, rest = run_copy
+    app = create_app(run_dir)
+    data = app.ice_data
+    n = data.n
+    client = app.server.test_client()
+    assert client.get(f"/thumb/{n}.png").status_code == 404
+    add_images(run_dir, [rest], workers=0)
+    assert data.n == n  # the page shown still has its images
+    app.layout()  # a page load
+    assert data.n == n + 80 and len(data.x) == n + 80 and data.index.ntotal == n + 80
+    assert data.clustering(RUN_CLUSTERING).sizes.sum() == n + 80
+    assert client.get(f"/thumb/{n + 79}.png?v={data.version}").status_code == 200
+    assert data.check_unchanged() is None  # an addition is not a rebuild
+    out = tmp_path / "all.csv"
+    assert export_csv(run_dir, out) == n + 80
+    exported = pd.read_csv(out)
+    assert exported["path"].str.startswith(str(rest)).sum() == 80
+
+
+KILL_AT = {
+    # after the decode journal's first save, mid-decode
+    "decode": """
+from embeddings import images
+images.JOURNAL_SECONDS = 0
+save = images._save_journal
+def die(journal, scratch, dataset, key, done, *rest):
+    save(journal, scratch, dataset, key, done, *rest)
+    if done.sum() >= 64:
+        os.kill(os.getpid(), signal.SIGKILL)
+images._save_journal = die
+""",
+    # halfway through appending the pixels: rows written, the header not yet
+    "append": """
+def die(path, rows, n_before):
+    with open(path, "ab") as f:
+        f.write(rows.tobytes()[: rows.nbytes // 2])
+    os.kill(os.getpid(), signal.SIGKILL)
+rd.append_npy = die
+""",
+    # after the arrays and the index, with items.parquet written and the manifest not
+    "manifest": """
+write = rd.write_json
+def die(path, obj):
+    if str(path).endswith("manifest.json"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    write(path, obj)
+rd.write_json = die
+""",
+}
+
+
+@pytest.mark.parametrize("where", sorted(KILL_AT))
+def test_an_add_killed_then_run_again_ends_as_one_never_killed(split_digits, tmp_path, where):
+    run_dir, part, rest = split_digits
+    fresh, killed = tmp_path / "fresh", tmp_path / "killed"
+    shutil.copytree(run_dir, fresh)
+    shutil.copytree(run_dir, killed)
+    (rest / "9" / "broken.png").write_bytes(b"GIF89a nope")
+    try:
+        assert main(["add", str(fresh), str(rest), "--workers", "0"]) == 0
+        script = (
+            "import os, signal, sys\nfrom ice import run_dir as rd\n"
+            + KILL_AT[where]
+            + "from ice.cli import main\nmain(sys.argv[1:])\n"
+        )
+        args = ["add", str(killed), str(rest), "--workers", "0"]
+        done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True)
+        assert done.returncode == -signal.SIGKILL, done.stderr.decode()[-800:]
+        assert (killed / rd.ADDING / "state.json").exists()
+        again = subprocess.run(_ice(*args), capture_output=True, text=True)
+        assert again.returncode == 0, again.stderr
+        assert "finishing addition 1" in again.stdout
+    finally:
+        (rest / "9" / "broken.png").unlink()
+    a, b = pd.read_parquet(fresh / rd.ITEMS), pd.read_parquet(killed / rd.ITEMS)
+    pd.testing.assert_frame_equal(a, b)
+    for name in (rd.PIXELS, rd.EMBEDDINGS, rd.MANIFOLD):
+        np.testing.assert_array_equal(np.load(fresh / name), np.load(killed / name))
+    assert (fresh / rd.SKIPPED).read_text() == (killed / rd.SKIPPED).read_text()
+    pd.testing.assert_frame_equal(pd.read_parquet(fresh / rd.ADDED), pd.read_parquet(killed / rd.ADDED))
+    strip = lambda m: [{k: v for k, v in a.items() if k not in ("time", "seconds")} for a in m["additions"]]  # noqa: E731
+    assert strip(rd.load_manifest(fresh)) == strip(rd.load_manifest(killed))
+    assert not (killed / rd.ADDING).exists() and not list(killed.glob(".*tmp*"))
+
+
+def test_errors_are_one_line(run_copy, tmp_path, capsys):
+    run_dir, part, rest = run_copy
+    assert main(["add", str(tmp_path / "nope"), str(rest)]) == 1
+    assert "run directory not found" in capsys.readouterr().err
+    assert main(["add", str(run_dir), str(tmp_path / "missing")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no such file or folder" in err
+    held = rd.lock_run_dir(run_dir)  # as a running `ice embed` or `ice add` holds it
+    try:
+        assert main(["add", str(run_dir), str(rest)]) == 1
+        assert "another `ice embed` or `ice add` is writing this run now" in capsys.readouterr().err
+    finally:
+        import os
+
+        os.close(held)
+
+
+def test_vote_and_place_follow_the_nearest_rows():
+    labels = np.array([0, 0, 1, 1, 2])
+    near = np.array([[0, 2, 3], [2, 3, 0], [4, -1, -1]])
+    d2 = np.array([[0.1, 0.2, 0.2], [1.0, 1.0, 0.01], [0.5, 0, 0]])
+    assert vote(labels, near, d2).tolist() == [1, 0, 2]  # two far ones lose to one very near
+    pos = np.array([[0, 0], [0, 0], [1, 0], [1.1, 0], [50, 50], [1.05, 0], [0.95, 0]], np.float32)
+    near = np.array([[2, 4, 3, 5, 6]])  # the second nearest lies far away on the map
+    out = place(pos, near, np.ones((1, 5)), np.random.default_rng(0))
+    assert abs(out[0, 0] - 1.05) < 0.01 and abs(out[0, 1]) < 0.01, out  # (50, 50) is past the gate
