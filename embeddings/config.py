@@ -189,6 +189,13 @@ class Config:
         ),
     )
     seed: int = setting(0, "seeds training, k-means and UMAP: the same seed gives the same run")
+    encoder_from: str | None = setting(
+        None,
+        (
+            "a complete run directory whose trained encoder this run uses, with no training (its working size "
+            "and recipe too); unset: train one"
+        ),
+    )
 
     def validate(self) -> "Config":
         """Raise IceError naming the first bad value; return self."""

@@ -122,6 +122,30 @@ def _prepare(run: Run, resume: bool, force: bool, log=print) -> None:
         )
 
 
+# what a run that reuses another's encoder (--encoder-from) takes from that run's settings
+ENCODER_SETTINGS = (
+    "image_size", "recipe", "dim", "width", "encoder", "depth", "epochs", "batch_size", "lr", "weight_decay",
+    "contrastive", "temperature", "reconstruction", "noise", "crop", "flip", "jitter", "aspect", "hue", "gray",
+)  # fmt: skip
+
+
+def with_encoder_from(cfg: Config) -> Config:
+    """cfg with the encoder's run's working size and recipe (ENCODER_SETTINGS), and its
+    encoder_from made absolute; IceError if that folder is not a complete run with a model, or
+    if cfg asks for another working size."""
+    source = Path(cfg.encoder_from)
+    manifest = rd.load_manifest(source)
+    if not (source / rd.MODEL).is_file():
+        raise IceError(f"--encoder-from {source}: it holds no {rd.MODEL}")
+    other = Config.from_dict(manifest["config"])
+    if cfg.image_size and cfg.image_size != other.image_size:
+        raise IceError(
+            f"--image-size {cfg.image_size}: the encoder of {source} works at {other.image_size}; leave it out"
+        )
+    taken = {name: getattr(other, name) for name in ENCODER_SETTINGS}
+    return cfg.replace(encoder_from=str(source.resolve()), **taken)
+
+
 def uncarried_set_aside(run_dir: Path) -> str | None:
     """The before-force-* folder that an earlier --force set aside and was stopped before it
     carried the groups and names back (its progress.json names it, and no manifest says it
@@ -138,6 +162,8 @@ def uncarried_set_aside(run_dir: Path) -> str | None:
 def run_embed(root: Path, run_dir: Path, cfg: Config, resume: bool = False, force: bool = False, log=print) -> dict:
     """Build a complete run directory from a folder of images; return its manifest."""
     cfg.validate()
+    if cfg.encoder_from:
+        cfg = with_encoder_from(cfg)
     run = open_run(root, run_dir, cfg, resume, force, log)
     with contextlib.closing(run):
         if resume and (run.dir / rd.MANIFEST).exists():

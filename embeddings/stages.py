@@ -7,6 +7,7 @@ returns the figures to record in progress.json.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path, PurePosixPath
@@ -167,6 +168,12 @@ def decode(run, device, resume) -> dict:
 
 
 def train(run, device, resume) -> dict:
+    if run.cfg.encoder_from:  # another run's encoder: copied, not trained
+        source = Path(run.cfg.encoder_from) / rd.MODEL
+        with rd.atomic_path(run.path(rd.MODEL)) as tmp:
+            shutil.copyfile(source, tmp)
+        loss = torch.load(run.path(rd.MODEL), map_location="cpu", weights_only=False).get("loss", float("nan"))
+        return {"loss": round(float(loss), 6), "encoder_from": str(source.parent)}
     if device.type == "cuda" and run.umap_warm_up is None:  # the CPU is idle meanwhile: fill numba's cache
         run.umap_warm_up = warm_up_umap(run.cfg.manifold_dim)
     _, loss = run_training(run.dir, run.path(rd.PIXELS), run.cfg, device, resume=resume)

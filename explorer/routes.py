@@ -61,12 +61,12 @@ def file_names(display: str) -> list[str]:
 
 
 def original_path(data: RunData, image_id: int) -> Path | None:
-    """The original file of an image if it is still there, inside input_root, and a type
-    a browser shows; else None."""
+    """The original file of an image if it is still there, inside input_root (or, for an image
+    `ice add` took from outside it, at its absolute path), and a type a browser shows; else None."""
     root = data.input_root.resolve()
     for name in file_names(str(data.path[image_id])):
         path = (root / name).resolve()
-        if path.is_relative_to(root) and path.is_file():
+        if (path.is_relative_to(root) or name.startswith("/")) and path.is_file():
             return path if path.suffix.lower() in BROWSER_IMAGES else None
     return None
 

@@ -174,6 +174,7 @@ def test_an_open_explorer_shows_added_images_on_reload_and_the_export_has_them(r
     assert data.n == n + 80 and len(data.x) == n + 80 and data.index.ntotal == n + 80
     assert data.clustering(RUN_CLUSTERING).sizes.sum() == n + 80
     assert client.get(f"/thumb/{n + 79}.png?v={data.version}").status_code == 200
+    assert client.get(f"/image/{n + 79}?v={data.version}").status_code == 200  # the file, outside the root
     assert data.check_unchanged() is None  # an addition is not a rebuild
     out = tmp_path / "all.csv"
     assert export_csv(run_dir, out) == n + 80
@@ -273,3 +274,34 @@ def test_vote_and_place_follow_the_nearest_rows():
     near = np.array([[2, 4, 3, 5, 6]])  # the second nearest lies far away on the map
     out = place(pos, near, np.ones((1, 5)), np.random.default_rng(0))
     assert abs(out[0, 0] - 1.05) < 0.01 and abs(out[0, 1]) < 0.01, out  # (50, 50) is past the gate
+
+
+def test_embed_with_the_encoder_of_another_run_trains_nothing(split_digits, tmp_path, capsys):
+    import torch
+
+    from embeddings.embed import embed
+    from embeddings.train import load_model
+
+    run_dir, part, rest = split_digits
+    out = tmp_path / "rest-run"
+    assert main(["embed", str(rest), "--out", str(out), "--encoder-from", str(run_dir), "--workers", "0"]) == 0
+    manifest = rd.load_manifest(out)
+    source = rd.load_manifest(run_dir)["config"]
+    assert manifest["config"]["encoder_from"] == str(run_dir.resolve())
+    for name in ("image_size", "recipe", "dim", "crop"):
+        assert manifest["config"][name] == source[name]
+    assert (out / rd.MODEL).read_bytes() == (run_dir / rd.MODEL).read_bytes()
+    assert rd.read_json(out / rd.PROGRESS)["stages"]["train"]["encoder_from"] == str(run_dir.resolve())
+    # the embeddings are the other run's encoder's
+    cfg = Config.from_dict(manifest["config"]).resolved()
+    again = embed(
+        load_model(run_dir, torch.device("cpu")), out / rd.PIXELS, tmp_path / "e.npy", cfg, torch.device("cpu")
+    )
+    np.testing.assert_allclose(np.load(out / rd.EMBEDDINGS), again, atol=1e-6)
+
+    capsys.readouterr()
+    args = ["embed", str(rest), "--out", str(tmp_path / "x"), "--encoder-from"]
+    assert main([*args, str(tmp_path)]) == 1
+    assert "is not a run directory" in capsys.readouterr().err
+    assert main([*args, str(run_dir), "--image-size", "32"]) == 1
+    assert f"the encoder of {run_dir} works at 16" in capsys.readouterr().err

@@ -59,7 +59,7 @@ def test_original_image_by_id(client, small_run):
     assert r.headers["X-Content-Type-Options"] == "nosniff"
 
 
-def test_original_outside_the_input_is_never_served(explorer_run, tmp_path):
+def test_a_path_climbing_out_of_the_input_is_never_served(explorer_run, tmp_path):
     """An items path that climbs out of input_root gets the thumbnail, not the file."""
     import pandas as pd
 

@@ -1,0 +1,176 @@
+"""`ice add` against the run it adds to: a run on a data set's train split, then its test split added.
+
+    python -m benchmarks.add_bench --dataset {mnist,cifar10,digits} [--limit N] [--set KEY=VALUE ...]
+                                   [--no-record]
+
+Builds the run on the train split with the CPU defaults (kept in the data cache, so that a
+second call only adds), copies it, and adds the test split with `ice add`. Prints the
+clustering accuracy (Hungarian, on the folder labels) of the run's own images and of the
+added ones, scored on their own and through the run's own matching of clusters to classes;
+the same for the other way to give an added image its cluster (the nearest cluster centre
+at its placed manifold position); the add's time against the run's, and against decoding
+and embedding the same images alone (in one process, side by side).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.optimize import linear_sum_assignment
+
+from benchmarks.common import DATA_CACHE, append_section, build_once, machine, parse_sets, today
+from benchmarks.quality import dataset_folder
+from embeddings.add import add_images
+from embeddings.cluster import cluster_metrics
+from embeddings.config import Config
+from embeddings.pipeline import run_embed
+from ice import run_dir as rd
+
+TARGETS = {"mnist": 0.01, "cifar10": 0.02, "digits": 0.05}  # added images' accuracy within this of the run's
+SPLITS = {"mnist": ("train", "test"), "cifar10": ("train", "test")}
+
+
+def folders(dataset: str, limit: int | None) -> tuple[Path, Path]:
+    """(the images to build the run on, the images to add)."""
+    if dataset == "digits":  # no splits: every fifth image is added
+        every = dataset_folder("digits", "all", None)
+
+        def split(folder: Path) -> None:
+            for i, path in enumerate(sorted(every.rglob("*.png"))):
+                target = folder / ("add" if i % 5 == 0 else "run") / path.parent.name / path.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(path, target)
+
+        base = build_once(DATA_CACHE / "digits-add-split", split)
+        return base / "run", base / "add"
+    train, test = SPLITS[dataset]
+    return dataset_folder(dataset, train, limit), dataset_folder(dataset, test, limit and limit // 6)
+
+
+def matched(labels: np.ndarray, clusters: np.ndarray, own_labels: np.ndarray, own_clusters: np.ndarray) -> float:
+    """Accuracy of `clusters` through the Hungarian matching of clusters to classes found on the
+    run's own images."""
+    classes, own = np.unique(own_labels, return_inverse=True)
+    k = int(max(own_clusters.max(), clusters.max())) + 1
+    table = np.zeros((k, len(classes)))
+    np.add.at(table, (own_clusters, own), 1)
+    rows, cols = linear_sum_assignment(-table)
+    to_class = dict(zip(rows, classes[cols]))
+    return float(np.mean([to_class.get(c) == label for c, label in zip(clusters, labels)]))
+
+
+def decode_and_embed(run_dir: Path, images: Path, scratch: Path) -> float:
+    """Seconds to decode and embed `images` alone at the run's settings."""
+    import torch
+
+    from embeddings.embed import embed
+    from embeddings.images import decode_all, find_images
+    from embeddings.train import load_model
+
+    cfg = Config.from_dict(rd.load_manifest(run_dir)["config"])
+    t0 = time.perf_counter()
+    paths = find_images(images)
+    decode_all(
+        images,
+        paths,
+        size=cfg.image_size,
+        max_pixels=cfg.max_pixels,
+        workers=cfg.workers,
+        pixels_path=scratch / rd.PIXELS,
+        skipped_path=scratch / rd.SKIPPED,
+    )
+    dev = torch.device("cpu")
+    embed(load_model(run_dir, dev), scratch / rd.PIXELS, scratch / rd.EMBEDDINGS, cfg.resolved(), dev)
+    return time.perf_counter() - t0
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.add_bench", description=__doc__.splitlines()[0])
+    p.add_argument("--dataset", choices=["digits", "mnist", "cifar10"], required=True)
+    p.add_argument("--limit", type=int, help="images of the train split (the test split: a sixth of it)")
+    p.add_argument("--set", dest="sets", nargs="*", default=[], metavar="KEY=VALUE", help="pipeline settings")
+    p.add_argument("--no-record", dest="record", action="store_false", help="print only")
+    args = p.parse_args(argv)
+    settings = {"labels_from_folders": True, **parse_sets(args.sets)}
+    run_images, add_images_from = folders(args.dataset, args.limit)
+    tag = "-".join(f"{k}={v}" for k, v in sorted(parse_sets(args.sets).items()))
+    built = DATA_CACHE / "add-bench" / f"{args.dataset}-{args.limit or 'all'}{'-' + tag if tag else ''}"
+    base = build_once(built, lambda folder: run_embed(run_images, folder / "run", Config(**settings)))
+    run_seconds = sum(rd.load_manifest(base / "run")["stage_seconds"].values())
+    work = DATA_CACHE / "add-bench" / "work"
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.copytree(base / "run", work / "run")
+    run_dir = work / "run"
+
+    alone = decode_and_embed(run_dir, add_images_from, Path(work))
+    t0 = time.perf_counter()
+    record = add_images(run_dir, [add_images_from])
+    add_seconds = time.perf_counter() - t0
+
+    items = pd.read_parquet(run_dir / rd.ITEMS)
+    own, new = items[items["added"] == 0], items[items["added"] == 1]
+    labels, own_labels = new["label"].to_numpy(), own["label"].to_numpy()
+    acc_own = cluster_metrics(own_labels, own["cluster"].to_numpy())["accuracy"]
+    acc_new = cluster_metrics(labels, new["cluster"].to_numpy())["accuracy"]
+    acc_new_matched = matched(labels, new["cluster"].to_numpy(), own_labels, own["cluster"].to_numpy())
+    centre = None
+    if (run_dir / rd.MANIFOLD).exists():
+        space = np.load(run_dir / rd.MANIFOLD)[new["image_id"].to_numpy()]
+        centres = np.load(run_dir / rd.CENTROIDS)
+        nearest = ((space[:, None, :] - centres[None]) ** 2).sum(2).argmin(1)
+        centre = cluster_metrics(labels, nearest)["accuracy"]
+    target = TARGETS[args.dataset]
+    met = acc_own - acc_new <= target
+    command = "python -m benchmarks.add_bench --dataset " + args.dataset
+    command += f" --limit {args.limit}" if args.limit else ""
+    command += f" --set {' '.join(args.sets)}" if args.sets else ""
+    lines = [
+        f"- command: `{command}`",
+        f"- machine: {machine()}; date: {today()}",
+        f"- run: {len(own):,} images of {run_images.name}, {run_seconds:.1f} s (its stages)",
+        f"- added: {record['images']:,} images of {add_images_from.name}, {record['skipped']} skipped",
+        f"- accuracy of the run's own images: {acc_own:.4f}",
+        f"- accuracy of the added images: {acc_new:.4f} on their own, {acc_new_matched:.4f} through the run's"
+        f" matching (target: within {target} of the run's: {'met' if met else 'missed'})",
+    ]
+    if centre is not None:
+        lines.append(f"- the other way, the nearest centre at the placed manifold position: {centre:.4f}")
+    lines += [
+        f"- `ice add`: {add_seconds:.1f} s = {add_seconds / run_seconds:.3f} of the run's time (target <= 0.1);"
+        f" steps {record['seconds']}",
+        f"- decoding and embedding the same images alone: {alone:.1f} s; the add takes {add_seconds / alone:.2f}x that",
+    ]
+    text = "\n".join(lines)
+    print(text)
+    size = f"{len(own) // 1000}k+{len(new) // 1000}k" if len(new) >= 1000 else f"{len(own):,}+{len(new):,}"
+    name = {"mnist": "MNIST", "cifar10": "CIFAR-10", "digits": "digits"}[args.dataset]
+    figures = [
+        {
+            "group": "scale",
+            "order": 5,
+            "figure": f"ice add, {name} {size}: accuracy of the added images (the run's own)",
+            "value": f"{acc_new:.4f} ({acc_own:.4f})",
+            "target": f"within {target} of the run's",
+            "met": bool(met),
+        },
+        {
+            "group": "scale",
+            "order": 5,
+            "figure": f"ice add, {name} {size}: the add's time as a share of the run's",
+            "value": f"{add_seconds / run_seconds:.3f} ({add_seconds:.1f} s of {run_seconds:.0f} s)",
+            "target": "<= 0.1",
+            "met": add_seconds <= 0.1 * run_seconds,
+        },
+    ]
+    if args.record and not args.sets and not args.limit:
+        append_section(f"ice add: {name}, {size} images, {today()}", text, figures=figures)
+    return {"own": acc_own, "added": acc_new, "matched": acc_new_matched, "centre": centre, "seconds": add_seconds}
+
+
+if __name__ == "__main__":
+    main()
