@@ -574,3 +574,16 @@ def test_benchmarks_md_is_written_from_the_results():
     assert results.BENCHMARKS_MD.read_text() == results.markdown(results.load()), (
         "BENCHMARKS.md differs from benchmarks/results/: run python -m benchmarks.results"
     )
+
+
+def test_add_bench_adds_a_fifth_of_the_digits_and_scores_it(tmp_path, monkeypatch, capsys):
+    """benchmarks.add_bench end to end on the digits, kept out of BENCHMARKS.md."""
+    from benchmarks import add_bench, quality
+
+    monkeypatch.setattr(quality, "CACHE", tmp_path)
+    monkeypatch.setattr(add_bench, "DATA_CACHE", tmp_path)
+    result = add_bench.main(["--dataset", "digits", "--set", "epochs=3", "image_size=16", "workers=0", "--no-record"])
+    out = capsys.readouterr().out
+    assert "- added: 360 images of add, 0 skipped" in out and "accuracy of the added images" in out
+    assert 0.3 < result["added"] <= 1 and 0.3 < result["own"] <= 1 and 0 <= result["matched"] <= 1
+    assert result["seconds"] > 0
