@@ -210,6 +210,8 @@ class RunData:
     def check_ids(self, ids) -> np.ndarray:
         """ids as an int64 array, or IceError naming the first that is not an image_id."""
         arr = np.asarray(list(ids) if not isinstance(ids, np.ndarray) else ids, dtype=np.int64)
+        if len(arr) and arr.max() >= self.n:  # another server process may have shown an addition first
+            self.pick_up_additions()
         bad = arr[(arr < 0) | (arr >= self.n)]
         if len(bad):
             raise IceError(f"image_id {int(bad[0])}: the run has image ids 0..{self.n - 1}")

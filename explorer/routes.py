@@ -6,6 +6,7 @@ that is not in the run, or anything that is not an id, is a 404.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import re
@@ -87,8 +88,14 @@ def register_routes(server: flask.Flask, data: RunData) -> None:
     def thumbnail(image_id: int) -> bytes:
         return encode_png(data.pixels[image_id])
 
+    def known(image_id: int) -> bool:
+        if image_id >= data.n:  # an addition that another server process showed first
+            with contextlib.suppress(IceError):
+                data.pick_up_additions()
+        return 0 <= image_id < data.n
+
     def thumb_response(image_id: int) -> flask.Response:
-        if not 0 <= image_id < data.n:
+        if not known(image_id):
             flask.abort(404)
         response = flask.Response(thumbnail(image_id), mimetype="image/png")
         return _cached(response, f"t{image_id}-{version}")
@@ -100,7 +107,7 @@ def register_routes(server: flask.Flask, data: RunData) -> None:
     @server.route("/image/<int:image_id>")
     def image(image_id: int):
         """The original file; the thumbnail when the original has moved away."""
-        if not 0 <= image_id < data.n:
+        if not known(image_id):
             flask.abort(404)
         path = original_path(data, image_id)
         if path is None:

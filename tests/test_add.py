@@ -168,7 +168,11 @@ def test_an_open_explorer_shows_added_images_on_reload_and_the_export_has_them(r
     n = data.n
     client = app.server.test_client()
     assert client.get(f"/thumb/{n}.png").status_code == 404
+    other = create_app(run_dir)  # as a second server process: it gets no page load
     add_images(run_dir, [rest], workers=0)
+    other_client = other.server.test_client()
+    assert other_client.get(f"/thumb/{n + 5}.png?v={other.ice_data.version}").status_code == 200
+    assert other.ice_data.check_ids([n + 79]).tolist() == [n + 79] and other.ice_data.n == n + 80
     assert data.n == n  # the page shown still has its images
     app.layout()  # a page load
     assert data.n == n + 80 and len(data.x) == n + 80 and data.index.ntotal == n + 80
