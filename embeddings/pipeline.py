@@ -11,6 +11,7 @@ import contextlib
 import datetime as dt
 import os
 import platform
+import shutil
 import time
 from pathlib import Path
 
@@ -88,8 +89,9 @@ def _prepare(run: Run, resume: bool, force: bool, log=print) -> None:
     has_files = any(run_dir.iterdir())
     if force and has_files:
         pending = uncarried_set_aside(run_dir)  # read before progress.json goes
-        for name in [rd.MANIFEST, rd.PROGRESS, rd.KNN, rd.SEED_KNN, rd.NEIGHBOURS]:
+        for name in [rd.MANIFEST, rd.PROGRESS, rd.KNN, rd.SEED_KNN, rd.NEIGHBOURS, rd.ADDED]:
             (run_dir / name).unlink(missing_ok=True)
+        shutil.rmtree(run_dir / rd.ADDING, ignore_errors=True)  # an addition to the old run, stopped
         (run_dir / rd.CHECKPOINT).unlink(missing_ok=True)
         aside = rd.set_aside_explorer_state(run_dir)
         if aside is not None:

@@ -309,3 +309,13 @@ def test_embed_with_the_encoder_of_another_run_trains_nothing(split_digits, tmp_
     assert "is not a run directory" in capsys.readouterr().err
     assert main([*args, str(run_dir), "--image-size", "32"]) == 1
     assert f"the encoder of {run_dir} works at 16" in capsys.readouterr().err
+
+
+def test_a_run_started_over_forgets_its_additions(run_copy):
+    run_dir, part, rest = run_copy
+    assert add_images(run_dir, [rest], workers=0)["images"] == 80
+    (run_dir / rd.ADDING).mkdir()  # and an addition that was stopped
+    run_embed(part, run_dir, Config(**{**TINY, "epochs": 4, "labels_from_folders": True}), force=True)
+    assert not (run_dir / rd.ADDED).exists() and not (run_dir / rd.ADDING).exists()
+    assert "added" not in pd.read_parquet(run_dir / rd.ITEMS)
+    assert add_images(run_dir, [rest], workers=0)["images"] == 80
