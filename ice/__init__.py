@@ -11,6 +11,6 @@ shows the rest.
 
 from . import environment  # noqa: F401  first: before anything loads torch, faiss or numba
 from .errors import IceError
-from .run import Run, embed, load_run
+from .run import Run, add, embed, load_run
 
-__all__ = ["IceError", "Run", "embed", "load_run"]
+__all__ = ["IceError", "Run", "add", "embed", "load_run"]

@@ -215,3 +215,14 @@ def embed(
             raise IceError(f"{name}={value!r}: must be {'a' if kind is not int else 'an'} {kind.__name__}")
     run_embed(Path(folder), Path(out), Config(**settings).validate(), resume=resume, force=force)
     return load_run(out)
+
+
+def add(run_dir: str | os.PathLike, *paths: str | os.PathLike, workers: int | None = None, device: str = "auto") -> Run:
+    """Place new images into a run, as `ice add RUN_DIR PATH...` does, and load the grown run.
+    Nothing already in the run changes; files it holds already are left out."""
+    from embeddings.add import add_images
+
+    if not paths:
+        raise IceError("ice.add: give the folders or image files to add")
+    add_images(Path(run_dir), list(paths), workers=workers, device=device)
+    return load_run(run_dir)

@@ -319,3 +319,15 @@ def test_a_run_started_over_forgets_its_additions(run_copy):
     assert not (run_dir / rd.ADDED).exists() and not (run_dir / rd.ADDING).exists()
     assert "added" not in pd.read_parquet(run_dir / rd.ITEMS)
     assert add_images(run_dir, [rest], workers=0)["images"] == 80
+
+
+def test_ice_add_from_python_returns_the_grown_run(run_copy):
+    import ice
+
+    run_dir, part, rest = run_copy
+    n = len(ice.load_run(run_dir))
+    run = ice.add(run_dir, rest / "1", rest / "2")
+    assert len(run) == n + len(list((rest / "1").glob("*.png"))) + len(list((rest / "2").glob("*.png")))
+    assert run.items["path"].iloc[-1].startswith(str(rest / "2"))
+    with pytest.raises(ice.IceError, match="give the folders or image files"):
+        ice.add(run_dir)

@@ -229,7 +229,13 @@ def test_the_examples_in_the_docs_run(run_dir, images, tmp_path, monkeypatch):
     text = (ROOT / "docs" / "python-api.md").read_text()
     blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
     assert len(blocks) >= 5
-    paths = {'"runs/demo"': run_dir, '"runs/photos"': tmp_path / "photos-run", '"photos"': images}
+    make_images(tmp_path / "new", n=6, seed=7)
+    paths = {
+        '"runs/demo"': run_dir,
+        '"runs/photos"': tmp_path / "photos-run",
+        '"photos"': images,
+        '"new-photos"': tmp_path / "new",
+    }
     explored = []
     signature = inspect.signature(ice.Run.explore)
     monkeypatch.setattr(ice.Run, "explore", lambda *args, **kw: explored.append(signature.bind(*args, **kw)))
@@ -239,4 +245,5 @@ def test_the_examples_in_the_docs_run(run_dir, images, tmp_path, monkeypatch):
             block = block.replace(placeholder, repr(str(path)))
         exec(compile(block, "docs/python-api.md", "exec"), namespace)
     assert (tmp_path / "photos-run" / rd.MANIFEST).exists()
+    assert rd.load_manifest(tmp_path / "photos-run")["additions"][-1]["images"] == 6
     assert explored and namespace["cats"]["image_id"].tolist() == [0, 1, 2, 3]
