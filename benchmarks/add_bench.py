@@ -15,6 +15,7 @@ and embedding the same images alone (in one process, side by side).
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import time
 from pathlib import Path
@@ -33,6 +34,26 @@ from ice import run_dir as rd
 
 TARGETS = {"mnist": 0.01, "cifar10": 0.02, "digits": 0.05}  # added images' accuracy within this of the run's
 SPLITS = {"mnist": ("train", "test"), "cifar10": ("train", "test")}
+
+
+def tiled(folder: Path, times: int) -> Path:
+    """A folder holding `folder`'s images `times` over (hard links under copy-<i>/), so that an
+    add of many images can be timed from a small test split."""
+    if times <= 1:
+        return folder
+
+    def link(out: Path) -> None:
+        for i in range(times):
+            for path in folder.rglob("*"):
+                if path.is_file():
+                    target = out / f"copy-{i}" / path.relative_to(folder)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    try:
+                        os.link(path, target)
+                    except OSError:
+                        shutil.copyfile(path, target)
+
+    return build_once(folder.parent / f"{folder.name}-x{times}", link)
 
 
 def folders(dataset: str, limit: int | None) -> tuple[Path, Path]:
@@ -93,11 +114,13 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(prog="python -m benchmarks.add_bench", description=__doc__.splitlines()[0])
     p.add_argument("--dataset", choices=["digits", "mnist", "cifar10"], required=True)
     p.add_argument("--limit", type=int, help="images of the train split (the test split: a sixth of it)")
+    p.add_argument("--tile", type=int, default=1, metavar="N", help="add the test split N times over (for speed)")
     p.add_argument("--set", dest="sets", nargs="*", default=[], metavar="KEY=VALUE", help="pipeline settings")
     p.add_argument("--no-record", dest="record", action="store_false", help="print only")
     args = p.parse_args(argv)
     settings = {"labels_from_folders": True, **parse_sets(args.sets)}
     run_images, add_images_from = folders(args.dataset, args.limit)
+    add_images_from = tiled(add_images_from, args.tile)
     tag = "-".join(f"{k}={v}" for k, v in sorted(parse_sets(args.sets).items()))
     built = DATA_CACHE / "add-bench" / f"{args.dataset}-{args.limit or 'all'}{'-' + tag if tag else ''}"
     base = build_once(built, lambda folder: run_embed(run_images, folder / "run", Config(**settings)))
@@ -128,6 +151,7 @@ def main(argv: list[str] | None = None) -> dict:
     met = acc_own - acc_new <= target
     command = "python -m benchmarks.add_bench --dataset " + args.dataset
     command += f" --limit {args.limit}" if args.limit else ""
+    command += f" --tile {args.tile}" if args.tile > 1 else ""
     command += f" --set {' '.join(args.sets)}" if args.sets else ""
     lines = [
         f"- command: `{command}`",
@@ -149,24 +173,35 @@ def main(argv: list[str] | None = None) -> dict:
     print(text)
     size = f"{len(own) // 1000}k+{len(new) // 1000}k" if len(new) >= 1000 else f"{len(own):,}+{len(new):,}"
     name = {"mnist": "MNIST", "cifar10": "CIFAR-10", "digits": "digits"}[args.dataset]
-    figures = [
-        {
-            "group": "scale",
-            "order": 5,
-            "figure": f"ice add, {name} {size}: accuracy of the added images (the run's own)",
-            "value": f"{acc_new:.4f} ({acc_own:.4f})",
-            "target": f"within {target} of the run's",
-            "met": bool(met),
-        },
-        {
-            "group": "scale",
-            "order": 5,
-            "figure": f"ice add, {name} {size}: the add's time as a share of the run's",
-            "value": f"{add_seconds / run_seconds:.3f} ({add_seconds:.1f} s of {run_seconds:.0f} s)",
-            "target": "<= 0.1",
-            "met": add_seconds <= 0.1 * run_seconds,
-        },
-    ]
+    speed = {
+        "group": "scale",
+        "order": 5,
+        "figure": f"ice add, {name} {size}: the add's time over decoding and embedding those images alone",
+        "value": f"{add_seconds / alone:.2f}x ({add_seconds:.1f} s against {alone:.1f} s)",
+        "target": "",
+        "met": None,
+    }
+    if args.tile > 1:  # many copies of the test split: a figure of speed, not of accuracy
+        figures = [speed]
+    else:
+        figures = [speed] + [
+            {
+                "group": "scale",
+                "order": 5,
+                "figure": f"ice add, {name} {size}: accuracy of the added images (the run's own)",
+                "value": f"{acc_new:.4f} ({acc_own:.4f})",
+                "target": f"within {target} of the run's",
+                "met": bool(met),
+            },
+            {
+                "group": "scale",
+                "order": 5,
+                "figure": f"ice add, {name} {size}: the add's time as a share of the run's",
+                "value": f"{add_seconds / run_seconds:.3f} ({add_seconds:.1f} s of {run_seconds:.0f} s)",
+                "target": "<= 0.1",
+                "met": add_seconds <= 0.1 * run_seconds,
+            },
+        ]
     if args.record and not args.sets and not args.limit:
         append_section(f"ice add: {name}, {size} images, {today()}", text, figures=figures)
     return {"own": acc_own, "added": acc_new, "matched": acc_new_matched, "centre": centre, "seconds": add_seconds}
