@@ -111,3 +111,22 @@ def test_self_label_on_cuda_moves_planted_wrong_clusters(tmp_path):
     cfg = Config(image_size=16, dim=8, width=8, batch_size=64, workers=0, self_label_epochs=5)
     out = self_label(AutoEncoder(ModelArgs(16, 8, 8)), pixels, clusters, cfg, torch.device("cuda"))
     assert (out == truth).mean() >= 0.97, "bf16 autocast on CUDA should learn the bars as the CPU does"
+
+
+def test_ice_add_embeds_on_cuda_as_on_the_cpu(tmp_path):
+    """`ice add` embeds the new images with the run's encoder on the GPU (bf16 autocast): the
+    clusters it gives them agree with those of an add on the CPU."""
+    import shutil
+
+    import pandas as pd
+
+    from embeddings.add import add_images
+
+    make_images(tmp_path / "in", n=200, size=32)
+    make_images(tmp_path / "new", n=60, size=32, seed=5)
+    run_embed(tmp_path / "in", tmp_path / "run", Config(**{**TINY, "device": "cpu", "epochs": 3}))
+    shutil.copytree(tmp_path / "run", tmp_path / "run-cpu")
+    add_images(tmp_path / "run", [tmp_path / "new"], workers=0, device="cuda")
+    add_images(tmp_path / "run-cpu", [tmp_path / "new"], workers=0, device="cpu")
+    gpu, cpu = (pd.read_parquet(tmp_path / r / rd.ITEMS).iloc[200:] for r in ("run", "run-cpu"))
+    assert len(gpu) == 60 and (gpu["cluster"].to_numpy() == cpu["cluster"].to_numpy()).mean() >= 0.9
