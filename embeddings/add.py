@@ -32,7 +32,7 @@ from ice import teach_state as ts
 from ice.errors import IceError
 
 from .config import Config
-from .images import EXTENSIONS, decode_all, display_path, find_images
+from .images import EXTENSIONS, _write_skipped, decode_all, display_path, find_images
 from .project import PLACE_GATE, PLACE_NEIGHBOURS, layout_rows
 
 BASE_ROWS = 100_000  # the run's images that new ones are placed from; above, a seeded sample of them
@@ -497,7 +497,8 @@ def _record_files(job: Adding, files: pd.DataFrame, decoded: pd.DataFrame, n: in
 
 
 def _add_skipped(run_dir: Path, rows: list[tuple[str, str]]) -> None:
-    """skipped.csv, with `rows` added to it (once: rows already there are not repeated)."""
+    """skipped.csv, with `rows` added to it (once: rows already there are not repeated), written
+    as the job writes it."""
     if not rows:
         return
     path = run_dir / rd.SKIPPED
@@ -505,9 +506,4 @@ def _add_skipped(run_dir: Path, rows: list[tuple[str, str]]) -> None:
     with contextlib.suppress(FileNotFoundError):
         with open(path, newline="", encoding="utf-8") as f:
             old = [(r["path"], r["reason"]) for r in csv.DictReader(f)]
-    have = set(old)
-    with rd.atomic_path(path) as tmp:
-        with open(tmp, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(["path", "reason"])
-            writer.writerows(old + [r for r in rows if r not in have])
+    _write_skipped(path, old + [r for r in rows if r not in set(old)])
