@@ -33,11 +33,10 @@ from ice.errors import IceError
 
 from .config import Config
 from .images import EXTENSIONS, _write_skipped, decode_all, display_path, find_images
-from .project import PLACE_GATE, PLACE_NEIGHBOURS, layout_rows
+from .fit import nearest, place, sq_distance, vote
+from .project import layout_rows
 
 BASE_ROWS = 100_000  # the run's images that new ones are placed from; above, a seeded sample of them
-EXACT_PAIRS = 2_000_000_000  # new x base pairs up to which the neighbour search is exact
-PROBES = 16  # lists of the IVF index searched above EXACT_PAIRS
 STATE = "state.json"
 FILES = "files.parquet"  # the new files: stored path, the path read, size, mtime
 DECODED = "decoded.parquet"  # the readable new files: their row in `FILES`, width, height
@@ -261,78 +260,16 @@ def _place(job: Adding, state: dict, device) -> None:
         out["manifold"] = space = place(np.asarray(manifold[base]), near, d2, rng)
     cluster = vote(items["cluster"].to_numpy()[base], near, d2)
     centroids = np.load(run_dir / rd.CENTROIDS)
-    out["cluster"], out["distance"] = cluster, _distance(space, centroids, cluster)
+    out["cluster"], out["distance"] = cluster, sq_distance(space, centroids, cluster)
     for path in sorted((run_dir / rd.CLUSTERINGS).glob("k*.npz")):
         with np.load(path) as z:
             labels, centres = z["cluster"], z["centroids"]
         if len(labels) == n:
             mine = vote(labels[base], near, d2)
-            out[f"{path.stem}.cluster"], out[f"{path.stem}.distance"] = mine, _distance(space, centres, mine)
+            out[f"{path.stem}.cluster"], out[f"{path.stem}.distance"] = mine, sq_distance(space, centres, mine)
     with rd.atomic_path(job.path(PLACED), suffix=".npz") as tmp:
         np.savez(tmp, **out)
     _score_teach_rounds(job, n, device)
-
-
-def nearest(x: np.ndarray, base: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Each row of x's k nearest rows of base: indices (-1 where fewer were found) and squared
-    distances. Exact up to EXACT_PAIRS pairs; above, an IVF index of sqrt(len(base)) lists
-    searching PROBES of them, which kept 0.996 of the exact neighbours on MNIST where the map's
-    grouped search kept 0.88 and cost the added images 0.016 of accuracy (BENCHMARKS.md)."""
-    import faiss
-
-    if len(x) * len(base) <= EXACT_PAIRS:
-        d2, ind = faiss.knn(x, base, k)
-        return ind, d2
-    lists = max(1, int(np.sqrt(len(base))))
-    index = faiss.IndexIVFFlat(faiss.IndexFlatL2(base.shape[1]), base.shape[1], lists)
-    index.cp.seed = seed
-    index.train(base)
-    index.add(base)
-    index.nprobe = min(PROBES, lists)
-    d2, ind = index.search(x, k)
-    return ind, d2
-
-
-def vote(labels: np.ndarray, near: np.ndarray, d2: np.ndarray) -> np.ndarray:
-    """(q,) int32: for each row, the label its neighbours (indices into labels; -1: none) hold
-    most, each weighted by its inverse distance; ties go to the lowest label."""
-    ok = near >= 0
-    lab = np.where(ok, labels[np.maximum(near, 0)], 0).astype(np.int64)
-    weight = np.where(ok & (lab >= 0), 1 / (np.sqrt(np.maximum(d2, 0)) + 1e-6), 0)
-    k = int(max(labels.max(), 0)) + 1
-    scores = np.zeros((len(near), k))
-    np.add.at(scores, (np.repeat(np.arange(len(near)), near.shape[1]), np.maximum(lab, 0).ravel()), weight.ravel())
-    return scores.argmax(1).astype(np.int32)
-
-
-def place(pos: np.ndarray, near: np.ndarray, d2: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """(q, c) float32: each row at the inverse-distance mean of its PLACE_NEIGHBOURS nearest
-    rows' positions `pos`, counting only those within PLACE_GATE x the local scale of the
-    nearest one (the median distance from it to the row's other neighbours there), plus a
-    jitter of 1% of that scale: as project._place_between places the map's other rows."""
-    pos = np.asarray(pos, dtype=np.float32)
-    ok = near >= 0
-    p = pos[np.maximum(near, 0)]  # (q, k, c)
-    apart = np.linalg.norm(p - p[:, :1], axis=2)
-    if near.shape[1] > 1:
-        scale = np.nanmedian(np.where(ok[:, 1:], apart[:, 1:], np.nan), axis=1)
-    else:
-        scale = np.zeros(len(near))
-    scale = np.where(np.isfinite(scale), scale, 0).astype(np.float32)
-    gate = ok & (apart <= PLACE_GATE * scale[:, None])
-    gate[:, 0] = ok[:, 0]
-    gate[:, PLACE_NEIGHBOURS:] = False
-    weight = np.where(gate, 1 / (np.sqrt(np.maximum(d2, 0)) + 1e-12), 0)
-    out = (p * weight[..., None]).sum(1) / np.maximum(weight.sum(1, keepdims=True), 1e-30)
-    out += rng.normal(size=out.shape) * (0.01 * scale)[:, None]
-    return out.astype(np.float32)
-
-
-def _distance(space: np.ndarray, centres: np.ndarray, cluster: np.ndarray) -> np.ndarray:
-    if space.shape[1] != centres.shape[1]:  # an older run's centres in another space
-        return np.full(len(cluster), np.nan, np.float32)
-    diff = space - centres[cluster]
-    return (diff * diff).sum(1).astype(np.float32)
 
 
 def _teach_rounds(run_dir: Path):

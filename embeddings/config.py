@@ -181,6 +181,14 @@ class Config:
             "manifold refines all of them and the map places the rest (project.umap_reduce)"
         ),
     )
+    fit_sample: int = setting(
+        100_000,
+        (
+            "up to this many images every learning stage (neighbour graph, manifold, choice of K, mixture, "
+            "self-labelling, map) fits on all of them; above, on a seeded sample of this many, and every other "
+            "image is placed from its nearest sampled images (docs/pipeline.md)"
+        ),
+    )
     parallel_layout: bool | None = setting(
         None,
         (
@@ -251,6 +259,12 @@ class Config:
         need(2 <= self.manifold_dim <= 100, "manifold_dim", "must be between 2 and 100")
         need(2 <= self.neighbors <= 200, "neighbors", "must be between 2 and 200")
         need(self.umap_sample >= 100, "umap_sample", "must be at least 100")
+        need(self.fit_sample >= 100, "fit_sample", "must be at least 100")
+        need(
+            self.clusters is None or self.clusters <= self.fit_sample // 2,
+            "clusters",
+            f"must be at most half of --fit-sample ({self.fit_sample})",
+        )
         need(0 <= self.seed < 2**31, "seed", f"must be between 0 and {2**31 - 1}")  # numpy: >= 0; faiss: int32
         return self
 

@@ -89,7 +89,7 @@ def _prepare(run: Run, resume: bool, force: bool, log=print) -> None:
     has_files = any(run_dir.iterdir())
     if force and has_files:
         pending = uncarried_set_aside(run_dir)  # read before progress.json goes
-        for name in [rd.MANIFEST, rd.PROGRESS, rd.KNN, rd.SEED_KNN, rd.NEIGHBOURS, rd.ADDED]:
+        for name in [rd.MANIFEST, rd.PROGRESS, rd.KNN, rd.SEED_KNN, rd.APPLY_KNN, rd.NEIGHBOURS, rd.ADDED]:
             (run_dir / name).unlink(missing_ok=True)
         shutil.rmtree(run_dir / rd.ADDING, ignore_errors=True)  # an addition to the old run, stopped
         (run_dir / rd.CHECKPOINT).unlink(missing_ok=True)
@@ -240,21 +240,23 @@ def write_manifest(run: Run, device_name: str) -> dict:
         manifest["carried_names"] = carry_names(run.dir, aside, items["path"], items["cluster"].to_numpy())
     keep_neighbours(run)
     rd.write_json(run.path(rd.MANIFEST), manifest)
-    for name in (rd.KNN, rd.SEED_KNN):  # only the two UMAP stages needed them
+    for name in (rd.KNN, rd.SEED_KNN, rd.APPLY_KNN):  # only the cluster and map stages needed them
         run.path(name).unlink(missing_ok=True)
     return manifest
 
 
 def keep_neighbours(run: Run) -> None:
     """Keep the neighbour graph's rows (n, j) as int32 in neighbours.npy when the cluster stage
-    climbed along it (graph_rounds), so that the explorer's re-clustering climbs too (60 MB at
-    1M images); else remove any an earlier run left."""
+    climbed along it (graph_rounds) over every image, so that the explorer's re-clustering
+    climbs too; else (also where it climbed over a fit sample) remove any an earlier run left."""
     cfg = run.cfg
+    n = len(np.load(run.path(rd.EMBEDDINGS), mmap_mode="r"))
     if cfg.refine == "gmm" and cfg.graph_rounds and run.path(rd.KNN).exists():
         with np.load(run.path(rd.KNN)) as z:
-            rd.save_npy(run.path(rd.NEIGHBOURS), z["ind"].astype(np.int32))
-    else:
-        run.path(rd.NEIGHBOURS).unlink(missing_ok=True)
+            if len(z["ind"]) == n:  # not a fit sample's graph: the explorer climbs over every image
+                rd.save_npy(run.path(rd.NEIGHBOURS), z["ind"].astype(np.int32))
+                return
+    run.path(rd.NEIGHBOURS).unlink(missing_ok=True)
 
 
 def carry_groups(run_dir: Path, aside: Path, paths: pd.Series) -> dict:

@@ -61,12 +61,18 @@ def plan_batches(n: int, batch_size: int, epochs: int, seed: int) -> list[np.nda
 
 
 def self_label(
-    model: AutoEncoder, pixels_path: Path, clusters: np.ndarray, cfg: Config, device: torch.device
+    model: AutoEncoder,
+    pixels_path: Path,
+    clusters: np.ndarray,
+    cfg: Config,
+    device: torch.device,
+    rows: np.ndarray | None = None,
 ) -> np.ndarray:
     """Fine-tune a copy of model's encoder to predict `clusters` (n,) for cfg.self_label_epochs
-    epochs (at least MIN_STEPS batches, at most MAX_IMAGES images); return each image's
-    predicted cluster (n,) int64. `model` is left as it was. 0 epochs is refused rather than
-    read as the floor of MIN_STEPS batches: the stage skips self-labelling then."""
+    epochs (at least MIN_STEPS batches, at most MAX_IMAGES images) over the images `rows`
+    (sorted ids; default: all); return every image's predicted cluster (n,) int64. `model` is
+    left as it was. 0 epochs is refused rather than read as the floor of MIN_STEPS batches: the
+    stage skips self-labelling then."""
     cfg = cfg.resolved()
     if cfg.self_label_epochs < 1:
         raise ValueError(f"self_label_epochs={cfg.self_label_epochs}: self_label needs at least 1")
@@ -76,7 +82,10 @@ def self_label(
         device, memory_format=torch.channels_last
     )
     targets = torch.from_numpy(np.asarray(clusters, dtype=np.int64)).to(device)
-    batches = plan_batches(len(clusters), min(cfg.batch_size, len(clusters)), cfg.self_label_epochs, cfg.seed)
+    pool = np.arange(len(clusters)) if rows is None else np.asarray(rows)
+    batches = [
+        pool[b] for b in plan_batches(len(pool), min(cfg.batch_size, len(pool)), cfg.self_label_epochs, cfg.seed)
+    ]
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=len(batches), pct_start=0.15)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)

@@ -22,6 +22,7 @@ from ice.errors import IceError
 from .cluster import build_index, centres_and_distances, choose_k, faiss_gpus, fit_clusters, write_index
 from .config import Config, pick_recipe
 from .embed import embed as run_encoder
+from .fit import apply_neighbours, fit_rows, others, place, sq_distance, vote
 from .images import EXTENSIONS, decode_all, display_path, find_images, has_colour, typical_size
 from .project import knn_graph, layout_rows, seed_graph, umap_reduce, warm_up_umap
 from .selflabel import self_label
@@ -186,12 +187,34 @@ def embed(run, device, resume) -> dict:
     return {}
 
 
-def neighbour_graph(run, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The embeddings' k-nearest-neighbour graph that the manifold UMAP starts from, and the
-    map up to cfg.umap_sample images: built once, kept in the run directory
-    until the run completes."""
+def neighbour_graph(run, emb: np.ndarray, rows: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The k-nearest-neighbour graph of `emb` (the embeddings, or those of the fit sample
+    `rows`) that the manifold UMAP starts from, and the map up to cfg.umap_sample images:
+    built once, kept in the run directory until the run completes."""
     k = min(run.cfg.neighbors, len(emb) - 1)
-    return _kept_graph(run.path(rd.KNN), len(emb), k, lambda: knn_graph(emb, k, run.cfg.seed))
+    return _kept_graph(run.path(rd.KNN), len(emb), k, lambda: knn_graph(emb, k, run.cfg.seed), rows)
+
+
+def fit_sample(run, emb: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+    """The ids of the fit sample (None: every image) and their embeddings (fit.fit_rows)."""
+    rows = fit_rows(len(emb), run.cfg.fit_sample, run.cfg.seed)
+    return rows, (emb if rows is None else np.ascontiguousarray(emb[rows], dtype=np.float32))
+
+
+def applied(run, emb: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each image outside the fit sample's nearest sampled images (fit.apply_neighbours)."""
+    k = min(run.cfg.neighbors, len(rows))
+    return apply_neighbours(run.path(rd.APPLY_KNN), emb, rows, k, run.cfg.seed)
+
+
+def spread(run, emb: np.ndarray, rows: np.ndarray, fitted: np.ndarray, salt: int) -> np.ndarray:
+    """(n, c) float32: the sample's positions `fitted` (len(rows), c) at their rows, every other
+    image placed between its nearest sampled images' positions (fit.place)."""
+    near, d2 = applied(run, emb, rows)
+    out = np.empty((len(emb), fitted.shape[1]), dtype=np.float32)
+    out[rows] = fitted
+    out[others(len(emb), rows)] = place(fitted, near, d2, np.random.default_rng([run.cfg.seed, salt]))
+    return out
 
 
 def layout_graph(run, emb: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -230,11 +253,13 @@ def cluster(run, device, resume) -> dict:
             run.umap_warm_up.kill()
     cfg = run.cfg
     emb = np.load(run.path(rd.EMBEDDINGS), mmap_mode="r")  # --clusters against n: decode checked it
-    space, knn = emb, None
-    if cfg.cluster_space == "manifold" and len(emb) > cfg.manifold_dim + 2:
-        knn = neighbour_graph(run, emb)
+    rows, fit = fit_sample(run, emb)
+    space, knn = fit, None
+    manifold = cfg.cluster_space == "manifold" and len(fit) > cfg.manifold_dim + 2
+    if manifold:
+        knn = neighbour_graph(run, fit, rows)
         space = umap_reduce(
-            emb,
+            fit,
             cfg.manifold_dim,
             neighbors=cfg.neighbors,
             min_dist=0.0,
@@ -242,14 +267,13 @@ def cluster(run, device, resume) -> dict:
             seed=cfg.seed,
             desc="manifold",
             knn=knn,
-            seed_knn=layout_graph(run, emb),
+            seed_knn=layout_graph(run, fit),
             parallel=bool(cfg.parallel_layout),
         )
-        rd.save_npy(run.path(rd.MANIFOLD), space)
     k = cfg.clusters or choose_k(space, cfg.seed)[0]
     graph = None
     if cfg.refine == "gmm" and (cfg.mixture_pick == "graph" or cfg.graph_rounds):
-        graph = (knn if knn is not None else neighbour_graph(run, emb))[0]  # the manifold's graph, read once
+        graph = (knn if knn is not None else neighbour_graph(run, fit, rows))[0]  # the manifold's graph, read once
     km = fit_clusters(
         space,
         k,
@@ -261,11 +285,21 @@ def cluster(run, device, resume) -> dict:
         pick=cfg.mixture_pick,
         graph_rounds=cfg.graph_rounds or 0,
     )
+    labels, distance = km.labels_, km.distances_
+    if rows is not None:  # every other image takes the cluster its nearest sampled images hold most
+        near, d2 = applied(run, emb, rows)
+        labels = np.empty(len(emb), dtype=np.int32)
+        labels[rows] = km.labels_
+        labels[others(len(emb), rows)] = vote(km.labels_, near, d2)
+        space = spread(run, emb, rows, space, salt=1) if manifold else emb
+        distance = sq_distance(space, km.centroids_, labels)
+    if manifold:
+        rd.save_npy(run.path(rd.MANIFOLD), space)
     rd.save_npy(run.path(rd.CENTROIDS), km.centroids_)
     with rd.atomic_path(run.path(ASSIGN), suffix=".npz") as tmp:
-        np.savez(tmp, cluster=km.labels_, distance=km.distances_)
+        np.savez(tmp, cluster=labels, distance=distance)
     write_index(build_index(emb, cfg.seed), run.path(rd.INDEX))
-    return {"k": int(len(km.centroids_))}
+    return {"k": int(len(km.centroids_)), "fitted_on": len(fit)}
 
 
 SELF_LABEL_MIN = 100  # images; fewer make too few batches to learn from
@@ -281,7 +315,8 @@ def selflabel(run, device, resume) -> dict:
     if not cfg.self_label_epochs or len(first) < SELF_LABEL_MIN or first.max() < 1:
         return {}
     model = load_model(run.dir, device)
-    cluster = self_label(model, run.path(rd.PIXELS), first, cfg, device)
+    rows = fit_rows(len(first), cfg.fit_sample, cfg.seed)  # trained on the fit sample, applied to all
+    cluster = self_label(model, run.path(rd.PIXELS), first, cfg, device, rows=rows)
     stats = {"changed": int((cluster != first).sum())}
     _, cluster = np.unique(cluster, return_inverse=True)  # a cluster may win no image
     cluster = cluster.astype(np.int32)
@@ -297,11 +332,12 @@ def project(run, device, resume) -> dict:
     cfg = run.cfg
     emb = np.load(run.path(rd.EMBEDDINGS), mmap_mode="r")
     if len(emb) > 3:
+        rows, fit = fit_sample(run, emb)
         # above umap_sample the map places the rows it does not lay out (project._place_between),
         # so it needs no graph of every image
-        knn = neighbour_graph(run, emb) if len(emb) <= cfg.umap_sample else None
+        knn = neighbour_graph(run, fit, rows) if len(fit) <= cfg.umap_sample else None
         xy = umap_reduce(
-            emb,
+            fit,
             2,
             neighbors=cfg.neighbors,
             min_dist=0.1,
@@ -309,10 +345,12 @@ def project(run, device, resume) -> dict:
             seed=cfg.seed,
             desc="map",
             knn=knn,
-            seed_knn=layout_graph(run, emb),
+            seed_knn=layout_graph(run, fit),
             parallel=bool(cfg.parallel_layout),
             refine=False,
         )
+        if rows is not None:
+            xy = spread(run, emb, rows, xy, salt=2)
     else:  # UMAP needs a few points; a handful of images get a line
         xy = np.stack([np.arange(len(emb)), np.zeros(len(emb))], 1).astype(np.float32)
     rd.save_npy(run.path(MAP), xy)

@@ -33,6 +33,7 @@ INDEX = "index.faiss"
 PIXELS = "pixels.npy"
 MODEL = "model.pt"
 CHECKPOINT = "checkpoints/last.pt"
+APPLY_KNN = "knn_apply.npz"  # above --fit-sample, each other image's nearest sampled images; removed at the end
 KNN = "knn.npz"  # the embeddings' neighbour graph, shared by two stages; removed when the run completes
 NEIGHBOURS = "neighbours.npy"  # knn.npz's neighbours, kept where the job climbed along them (graph_rounds)
 SEED_KNN = "knn_seed.npz"  # above umap_sample images, the graph of the images laid out first; the same

@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from embeddings.add import add_images, place, vote
+from embeddings.add import add_images
+from embeddings.fit import place, vote
 from embeddings.cluster import cluster_metrics
 from embeddings.config import Config, TeachSettings
 from embeddings.demo import write_digits
