@@ -391,6 +391,8 @@ def test_resume_after_kill_during_training(tmp_path):
         (["--max-pixels", "0"], "--max-pixels 0"),
         (["--neighbors", "1"], "--neighbors 1"),
         (["--umap-sample", "5"], "--umap-sample 5"),
+        (["--fit-sample", "50"], "--fit-sample 50"),
+        (["--fit-sample", "200", "--clusters", "101"], "at most half of --fit-sample (200)"),
         (["--manifold-dim", "1"], "--manifold-dim 1"),
         (["--kmeans-iters", "0"], "--kmeans-iters 0"),
         (["--kmeans-restarts", "0"], "--kmeans-restarts 0"),
