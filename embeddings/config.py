@@ -169,7 +169,7 @@ class Config:
         None,
         (
             "then fine-tune the encoder to predict the clusters and relabel (SCAN's last step), seeing at most "
-            "500k images; 0 = off; unset: the recipe's (5; 0 for contrastive-small, where it lost)"
+            "250k images of the fit sample; 0 = off; unset: the recipe's (5; 0 for contrastive-small, where it lost)"
         ),
     )
     # --- project ---

@@ -27,9 +27,9 @@ from .train import PixelBatches, ResidentBatches, augment, fits_on_device, make_
 
 LABEL_SMOOTHING = 0.1  # the clusters hold some wrong labels: never ask for certainty
 MIN_STEPS = 150  # small sets get more epochs: on the digits, 5 epochs (35 steps) lost NMI
-# large sets see fewer epochs: on MNIST the gain stopped growing well below this many images
-# seen, and five epochs of a million images would cost more than two training epochs
-MAX_IMAGES = 500_000
+# large sets see fewer epochs: on MNIST 250k images seen did about as well as 350k, and at a
+# 100k fit sample five epochs took most of the fitting stages' time (BENCHMARKS.md)
+MAX_IMAGES = 250_000
 
 
 def batch_pixels(pixels_path: Path, batches: list[np.ndarray], cfg: Config, device: torch.device):
