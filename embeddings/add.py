@@ -22,7 +22,7 @@ import datetime as dt
 import os
 import shutil
 import time
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -149,25 +149,25 @@ def scan_inputs(job: Adding, inputs: list) -> tuple[pd.DataFrame, list[tuple[str
                 found.setdefault(full, _stored(full, root))
         else:
             raise IceError(f"{given}: no such file or folder")
-    taken = _taken(job)
-    rows = []
+    candidates = []
     for full, stored in sorted(found.items(), key=lambda kv: kv[1]):
         try:
             st = os.stat(full)
-            size, mtime = st.st_size, st.st_mtime_ns
         except OSError as e:
             refused.append((display_path(stored), f"cannot read: {e.strerror}"))
             continue
-        before = taken.get(os.fsencode(stored))
-        if before == (size, mtime):
-            continue
-        if before is not None:
-            refused.append(
-                (display_path(stored), "already in the run, changed since; rebuild with `ice embed --force`")
-            )
-            continue
-        rows.append((os.fsencode(stored), os.fsencode(full), size, mtime))
-    files = pd.DataFrame(rows, columns=["path", "read", "size", "mtime_ns"])
+        candidates.append((os.fsencode(stored), os.fsencode(full), st.st_size, st.st_mtime_ns))
+    files = pd.DataFrame(candidates, columns=["path", "read", "size", "mtime_ns"])
+    before = _taken(job, files["path"])
+    known = before["size"].notna().to_numpy()
+    same = known & (before["size"].fillna(-2).to_numpy(np.int64) == files["size"].to_numpy(np.int64))
+    same &= before["mtime_ns"].fillna(-2).to_numpy(np.int64) == files["mtime_ns"].to_numpy(np.int64)
+    changed = known & ~same
+    refused += [
+        (display_path(os.fsdecode(p)), "already in the run, changed since; rebuild with `ice embed --force`")
+        for p in files["path"][changed]
+    ]
+    files = files[~same & ~changed].reset_index(drop=True)
     return files, refused
 
 
@@ -177,17 +177,21 @@ def _stored(full: str, root: str) -> str:
     return full[len(root) :] if full.startswith(root) else full
 
 
-def _taken(job: Adding) -> dict[bytes, tuple[int, int]]:
-    """Every file the run took up, by stored path (bytes): its (size, mtime_ns) then."""
-    taken = {}
-    for name in (job.run_dir / "files.parquet", job.run_dir / rd.ADDED):
-        if name.exists():
-            t = pd.read_parquet(name, columns=["path", "size", "mtime_ns"])
-            taken.update(zip(t["path"], zip(t["size"].tolist(), t["mtime_ns"].tolist())))
-    if not taken:  # a run made before files.parquet was kept: its paths, whatever their size
+def _taken(job: Adding, paths: pd.Series) -> pd.DataFrame:
+    """For each stored path (bytes) in `paths`, the size and mtime_ns the run took it up with
+    (by the job, or an addition, read or skipped), or NaN where it never did; in that order.
+    A run made before files.parquet was kept matches by path alone (size and mtime -1)."""
+    tables = [
+        pd.read_parquet(name, columns=["path", "size", "mtime_ns"])
+        for name in (job.run_dir / "files.parquet", job.run_dir / rd.ADDED)
+        if name.exists()
+    ]
+    if not tables:
         items = pd.read_parquet(job.run_dir / rd.ITEMS, columns=["path"])["path"]
-        taken = {os.fsencode(p): (-1, -1) for p in items}
-    return taken
+        tables = [pd.DataFrame({"path": [os.fsencode(p) for p in items], "size": -1, "mtime_ns": -1})]
+    taken = pd.concat(tables, ignore_index=True).drop_duplicates("path", keep="last").set_index("path")
+    taken = taken.astype({"size": "Int64", "mtime_ns": "Int64"})  # NA where not taken; ns stay exact
+    return taken.reindex(pd.Index(paths)).reset_index(drop=True)
 
 
 def _finish(job: Adding, state: dict, device, log) -> dict:
@@ -361,7 +365,7 @@ def _commit(job: Adding, state: dict) -> dict:
             rows["x"], rows["y"] = placed["xy"][:, 0], placed["xy"][:, 1]
             rows["distance"] = placed["distance"].astype(np.float32)
         if "label" in items:
-            rows["label"] = [PurePosixPath(p).parent.name for p in paths]
+            rows["label"] = [_folder(p) for p in paths]
         if "added" not in items:
             items["added"] = np.int32(0)
         rows["added"] = np.int32(number)
@@ -391,6 +395,12 @@ def _commit(job: Adding, state: dict) -> dict:
     return additions[-1]
 
 
+def _folder(path: str) -> str:
+    """PurePosixPath(path).parent.name, twenty times faster: the label of a file's folder."""
+    parts = path.rsplit("/", 2)
+    return parts[-2] if len(parts) > 1 else ""
+
+
 def _add_to_index(run_dir: Path, new_emb: np.ndarray, n: int) -> None:
     import faiss
 
@@ -405,13 +415,16 @@ def _add_to_index(run_dir: Path, new_emb: np.ndarray, n: int) -> None:
 
 def _skipped_rows(job: Adding, files: pd.DataFrame) -> list[tuple[str, str]]:
     """The new files that could not be read, by their stored path, and the files refused."""
-    stored = {
-        display_path(os.fsdecode(r))[1:]: display_path(os.fsdecode(p)) for r, p in zip(files["read"], files["path"])
-    }
     rows = []
     with contextlib.suppress(FileNotFoundError):
         with open(job.path(rd.SKIPPED), newline="", encoding="utf-8") as f:
-            rows += [(stored.get(r["path"], r["path"]), r["reason"]) for r in csv.DictReader(f)]
+            unread = list(csv.DictReader(f))
+        if unread:  # listed by the path read (decode_all's root is "/"): back to the stored path
+            stored = {
+                display_path(os.fsdecode(r))[1:]: display_path(os.fsdecode(p))
+                for r, p in zip(files["read"], files["path"])
+            }
+            rows += [(stored.get(r["path"], r["path"]), r["reason"]) for r in unread]
     with contextlib.suppress(FileNotFoundError, pd.errors.EmptyDataError):
         refused = pd.read_csv(job.path("refused.csv"), dtype=str, keep_default_na=False)
         rows += list(zip(refused["path"], refused["reason"]))
