@@ -118,6 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
     source.add_argument("--dataset", choices=["digits", "mnist", "cifar10"])
     source.add_argument("--run", type=Path, help="a complete run to add to (a copy of it)")
     p.add_argument("--images", type=Path, help="with --run: the images to add")
+    p.add_argument("--name", help="with --run: what to call its images in the figures (default: the folder's name)")
     p.add_argument("--limit", type=int, help="images of the train split (the test split: a sixth of it)")
     p.add_argument("--tile", type=int, default=1, metavar="N", help="add the test split N times over (for speed)")
     p.add_argument("--set", dest="sets", nargs="*", default=[], metavar="KEY=VALUE", help="pipeline settings")
@@ -185,7 +186,7 @@ def main(argv: list[str] | None = None) -> dict:
     text = "\n".join(lines)
     print(text)
     size = f"{len(own) // 1000}k+{len(new) // 1000}k" if len(new) >= 1000 else f"{len(own):,}+{len(new):,}"
-    name = {"mnist": "MNIST", "cifar10": "CIFAR-10", "digits": "digits"}.get(args.dataset, run_images.name)
+    name = {"mnist": "MNIST", "cifar10": "CIFAR-10", "digits": "digits"}.get(args.dataset, args.name or run_images.name)
     if len(own) >= 1_000_000:
         size = f"{len(own) / 1e6:g}M+{len(new) // 1000}k"
     speed = {

@@ -105,6 +105,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--encoder-from", type=Path, help="with --images: the run whose encoder embeds them")
     p.add_argument("--samples", default="10000,25000,all", help="fit samples to compare; 'all' fits on every image")
     p.add_argument("--set", dest="sets", nargs="*", default=[], metavar="KEY=VALUE", help="pipeline settings")
+    p.add_argument("--name", help="what to call the images in the figures (default: the data set or folder)")
     p.add_argument("--keep", type=Path, metavar="DIR", help="keep the last run there (replaced)")
     p.add_argument("--no-record", dest="record", action="store_false", help="print only")
     args = p.parse_args(argv)
@@ -156,7 +157,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         shutil.rmtree(args.keep, ignore_errors=True)
         shutil.move(work / "run", args.keep)
     shutil.rmtree(work / "run", ignore_errors=True)
-    name = args.dataset or images.name
+    name = args.name or args.dataset or images.name
     command = "python -m benchmarks.fit_bench " + (
         f"--dataset {args.dataset}" if args.dataset else f"--images {args.images} --encoder-from {args.encoder_from}"
     )
@@ -181,6 +182,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     if args.record:
         figures = []
         full = next((r for r in rows if r["sample"] == "all"), None)
+        given = "".join(f" and --{k.replace('_', '-')} {v}" for k, v in parse_sets(args.sets).items())
         for r in rows:
             if r["sample"] == "all":
                 continue
@@ -192,7 +194,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
                 {
                     "group": "scale",
                     "order": 6,
-                    "figure": f"fitting stages with --fit-sample {int(r['sample']):,}, {name} {size}: time; accuracy",
+                    "figure": (
+                        f"fitting stages with --fit-sample {int(r['sample']):,}{given}, {name} {size}: time; accuracy"
+                    ),
                     "value": value,
                     "target": "<= 600 s at 1M" if r["n"] >= 1_000_000 else "",
                     "met": r["fitting"] <= 600 if r["n"] >= 1_000_000 else None,
