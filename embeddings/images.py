@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import os
 import struct
 import time
@@ -163,38 +164,65 @@ def decode_image(path: str | os.PathLike, size: int, max_pixels: int) -> tuple[n
         small = _decode_small_jpeg(path, size, max_pixels)
         if small is not None:
             return small
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(path) as img:
-                w, h = img.size
-                if w * h > max_pixels:
-                    raise ImageError(f"{w}x{h} pixels is over the limit of {max_pixels} (--max-pixels)")
-                # JPEG: let libjpeg decode at 1/2..1/8 scale when the image is much larger.
-                img.draft("RGB", (max(size, 1) * 2, max(size, 1) * 2))
-                img.load()  # a TIFF comes turned already, and drops its orientation tag as it loads
-                if img.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8):  # turned a quarter on display
-                    w, h = h, w
-                img = ImageOps.exif_transpose(img)
-                img = _to_rgb(img)
-                side = min(img.size)
-                left, top = (img.size[0] - side) // 2, (img.size[1] - side) // 2
-                img = img.resize(
-                    (size, size), Image.Resampling.BILINEAR, box=(left, top, left + side, top + side), reducing_gap=2.0
-                )
-                return np.asarray(img, dtype=np.uint8), w, h
+        return _decode_with_pillow(path, size, max_pixels)
     except ImageError:
         raise
     except FileNotFoundError:
         raise ImageError(
             "broken symbolic link" if os.path.islink(path) else "file disappeared before it could be read"
         ) from None
-    except Image.DecompressionBombError as e:
-        raise ImageError(f"decompression bomb: {e}") from None
-    except (OSError, ValueError, SyntaxError, EOFError, MemoryError, Image.UnidentifiedImageError) as e:
-        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        if os.path.exists(path) and os.path.getsize(path) == 0:
-            reason = "empty file"
-        raise ImageError(reason) from None
+    except Exception as e:  # _reason re-raises what is not a decoding failure
+        raise ImageError(_reason(e, empty=os.path.exists(path) and os.path.getsize(path) == 0)) from None
+
+
+def decode_bytes(data: bytes, size: int, max_pixels: int) -> tuple[np.ndarray, int, int]:
+    """decode_image for a file's contents, read whole (from an object store, say): the same
+    pixels, width and height, and the same ImageError reasons."""
+    try:
+        small = _small_jpeg(data, size, max_pixels, lambda: b"")
+        if small is not None:
+            return small
+        return _decode_with_pillow(io.BytesIO(data), size, max_pixels)
+    except ImageError:
+        raise
+    except Exception as e:  # _reason re-raises what is not a decoding failure
+        raise ImageError(_reason(e, empty=len(data) == 0)) from None
+
+
+def _reason(e: Exception, empty: bool) -> str:
+    """The one-line reason a decoding failure gives; re-raises any other exception."""
+    if isinstance(e, Image.DecompressionBombError):
+        return f"decompression bomb: {e}"
+    if not isinstance(e, (OSError, ValueError, SyntaxError, EOFError, MemoryError, Image.UnidentifiedImageError)):
+        raise e
+    if empty:
+        return "empty file"
+    if isinstance(e, Image.UnidentifiedImageError):  # Pillow's message names the file or the buffer object
+        return "not an image Pillow can read (cannot identify image file)"
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
+def _decode_with_pillow(source, size: int, max_pixels: int) -> tuple[np.ndarray, int, int]:
+    """decode_image's general path, through Pillow, from a path or a file object."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with Image.open(source) as img:
+            w, h = img.size
+            if w * h > max_pixels:
+                raise ImageError(f"{w}x{h} pixels is over the limit of {max_pixels} (--max-pixels)")
+            # JPEG: let libjpeg decode at 1/2..1/8 scale when the image is much larger.
+            img.draft("RGB", (max(size, 1) * 2, max(size, 1) * 2))
+            img.load()  # a TIFF comes turned already, and drops its orientation tag as it loads
+            if img.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8):  # turned a quarter on display
+                w, h = h, w
+            img = ImageOps.exif_transpose(img)
+            img = _to_rgb(img)
+            side = min(img.size)
+            left, top = (img.size[0] - side) // 2, (img.size[1] - side) // 2
+            img = img.resize(
+                (size, size), Image.Resampling.BILINEAR, box=(left, top, left + side, top + side), reducing_gap=2.0
+            )
+            return np.asarray(img, dtype=np.uint8), w, h
 
 
 JPEG_HEAD = 65_536  # bytes read to find a JPEG's frame header (EXIF comes first and is < 64 KiB)
@@ -223,17 +251,22 @@ def _decode_small_jpeg(path: str | os.PathLike, size: int, max_pixels: int) -> t
     """
     fd = os.open(path, os.O_RDONLY)
     try:
-        data = os.read(fd, JPEG_HEAD)
-        frame = _jpeg_frame(data)
-        if frame is None:
-            return None
-        w, h, components = frame
-        if components not in (1, 3) or not 0 < min(w, h) < 4 * size or w * h > max_pixels:
-            return None  # Pillow decodes it, or says why not
-        while len(data) % JPEG_HEAD == 0 and (more := os.read(fd, JPEG_HEAD)):
-            data += more
+        return _small_jpeg(os.read(fd, JPEG_HEAD), size, max_pixels, lambda: os.read(fd, JPEG_HEAD))
     finally:
         os.close(fd)
+
+
+def _small_jpeg(data: bytes, size: int, max_pixels: int, more) -> tuple[np.ndarray, int, int] | None:
+    """_decode_small_jpeg on a file's first bytes `data`; `more()` returns the next JPEG_HEAD
+    bytes (b"" at the end), read only for a JPEG that qualifies."""
+    frame = _jpeg_frame(data)
+    if frame is None:
+        return None
+    w, h, components = frame
+    if components not in (1, 3) or not 0 < min(w, h) < 4 * size or w * h > max_pixels:
+        return None  # Pillow decodes it, or says why not
+    while len(data) % JPEG_HEAD == 0 and (chunk := more()):
+        data += chunk
     encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
     try:
         if _DECODE_JPEG is not None:

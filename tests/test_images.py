@@ -445,3 +445,37 @@ def test_mutated_files_of_every_format_decode_or_are_skipped(tmp_path):
     assert done.returncode == 0 and last == ["all done"], (
         f"exit {done.returncode} on {last[0]}: {done.stderr.strip().splitlines()[-1:]}"
     )
+
+
+def test_decode_bytes_gives_what_decode_image_gives(tmp_path):
+    """The twin for object stores: the same pixels, sizes and skip reasons from a file's bytes."""
+    from embeddings.images import decode_bytes
+    from tests.test_pipeline import hostile_folder
+
+    hostile_folder(tmp_path)
+    exif = Image.new("RGB", (40, 24), (200, 30, 30)).getexif()
+    exif[images.EXIF_ORIENTATION] = 6  # turned a quarter: width and height swap
+    Image.new("RGB", (40, 24), (200, 30, 30)).save(tmp_path / "turned.jpg", exif=exif)
+    _jpeg(tmp_path / "small.jpg")  # the fast path
+    _jpeg(tmp_path / "large.jpg", side=256)  # Pillow's draft mode
+    big = np.random.default_rng(2).integers(0, 255, (300, 300, 3), dtype=np.uint8)
+    Image.fromarray(big).save(tmp_path / "exif-large.jpg", quality=90, exif=exif)  # EXIF past the fast path
+    Image.fromarray(np.full((30, 20), 40000, dtype=np.uint16)).save(tmp_path / "deep.tif")
+    Image.new("RGBA", (20, 20), (0, 0, 255, 0)).save(tmp_path / "clear.png")
+    Image.new("RGB", (64, 64)).save(tmp_path / "huge.png")  # over max_pixels below
+    paths = sorted(p for p in tmp_path.rglob("*") if p.is_file() and p.suffix != ".txt")
+    compared = reasons = 0
+    for path in paths:
+        for size, max_pixels in ((16, 3000), (32, 10**8)):
+            try:
+                want = decode_image(path, size, max_pixels)
+            except ImageError as e:
+                with pytest.raises(ImageError) as got:
+                    decode_bytes(path.read_bytes(), size, max_pixels)
+                assert str(got.value) == str(e), path.name
+                reasons += 1
+                continue
+            got = decode_bytes(path.read_bytes(), size, max_pixels)
+            assert got[1:] == want[1:] and np.array_equal(got[0], want[0]), path.name
+            compared += 1
+    assert compared >= 30 and reasons >= 7  # the three broken files twice, and huge.png once
