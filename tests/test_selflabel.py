@@ -45,10 +45,11 @@ def test_plan_batches_whole_passes_at_least_min_steps_and_at_most_max_images():
     first_pass = np.concatenate(small[:7])
     assert len(np.unique(first_pass)) == 7 * 256  # a pass holds no image twice
     assert len(plan_batches(20_000, 100, 5, seed=0)) == 5 * 200
-    big = plan_batches(400_000, 256, 5, seed=0)  # 5 passes would be 2M images
-    assert len(big) == MAX_IMAGES // 256
-    assert len(np.unique(np.concatenate(big))) > 0.7 * 400_000  # every pass is a fresh shuffle
-    again = plan_batches(400_000, 256, 5, seed=0)
+    big = plan_batches(100_000, 256, 5, seed=0)  # 5 passes would be 500k images
+    assert len(big) == MAX_IMAGES // 256 > 390
+    assert len(np.unique(np.concatenate(big[:390]))) == 390 * 256  # the first pass holds no image twice
+    assert not np.array_equal(big[0], big[390])  # and the next pass is a fresh shuffle
+    again = plan_batches(100_000, 256, 5, seed=0)
     assert all(np.array_equal(a, b) for a, b in zip(big, again))
 
 
