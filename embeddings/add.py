@@ -456,4 +456,5 @@ def _add_skipped(run_dir: Path, rows: list[tuple[str, str]]) -> None:
     with contextlib.suppress(FileNotFoundError):
         with open(path, newline="", encoding="utf-8") as f:
             old = [(r["path"], r["reason"]) for r in csv.DictReader(f)]
-    _write_skipped(path, old + [r for r in rows if r not in set(old)])
+    have = set(old)
+    _write_skipped(path, old + [r for r in rows if r not in have])

@@ -47,25 +47,26 @@ def apply_neighbours(path: Path, emb: np.ndarray, rows: np.ndarray, k: int, seed
                 return saved["near"], saved["d2"]
     rest = others(len(emb), rows)
     base = np.ascontiguousarray(emb[rows], dtype=np.float32)
+    search = searcher(base, len(rest), k, seed)
     near = np.empty((len(rest), k), dtype=np.int64)
     d2 = np.empty((len(rest), k), dtype=np.float32)
-    index = None
     for start in range(0, len(rest), 200_000):  # the queries' vectors in chunks: at 100M, not 25 GB at once
         chunk = np.ascontiguousarray(emb[rest[start : start + 200_000]], dtype=np.float32)
-        if len(rest) * len(base) <= EXACT_PAIRS:
-            d2[start : start + len(chunk)], near[start : start + len(chunk)] = _exact(chunk, base, k)
-        else:
-            index = index if index is not None else ivf_index(base, seed)
-            d2[start : start + len(chunk)], near[start : start + len(chunk)] = index.search(chunk, k)
+        d2[start : start + len(chunk)], near[start : start + len(chunk)] = search(chunk)
     with rd.atomic_path(path, suffix=".npz") as tmp:
         np.savez(tmp, rows=rows, near=near, d2=d2)
     return near, d2
 
 
-def _exact(x: np.ndarray, base: np.ndarray, k: int):
+def searcher(base: np.ndarray, queries: int, k: int, seed: int):
+    """A function from query rows to their k nearest rows of base (squared distances, indices):
+    exact for up to EXACT_PAIRS query x base pairs; above, through an IVF index (ivf_index)."""
     import faiss
 
-    return faiss.knn(x, base, k)
+    if queries * len(base) <= EXACT_PAIRS:
+        return lambda x: faiss.knn(x, base, k)
+    index = ivf_index(base, seed)
+    return lambda x: index.search(x, k)
 
 
 def ivf_index(base: np.ndarray, seed: int):
@@ -86,10 +87,7 @@ def nearest(x: np.ndarray, base: np.ndarray, k: int, seed: int) -> tuple[np.ndar
     distances. Exact up to EXACT_PAIRS pairs; above, an IVF index of sqrt(len(base)) lists
     searching PROBES of them, which kept 0.996 of the exact neighbours on MNIST where the map's
     grouped search kept 0.88 and cost the added images 0.016 of accuracy (BENCHMARKS.md)."""
-    if len(x) * len(base) <= EXACT_PAIRS:
-        d2, ind = _exact(x, base, k)
-        return ind, d2
-    d2, ind = ivf_index(base, seed).search(x, k)
+    d2, ind = searcher(base, len(x), k, seed)(x)
     return ind, d2
 
 

@@ -207,10 +207,11 @@ def applied(run, emb: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndar
     return apply_neighbours(run.path(rd.APPLY_KNN), emb, rows, k, run.cfg.seed)
 
 
-def spread(run, emb: np.ndarray, rows: np.ndarray, fitted: np.ndarray, salt: int) -> np.ndarray:
+def spread(run, emb: np.ndarray, rows: np.ndarray, fitted: np.ndarray, nearest, salt: int) -> np.ndarray:
     """(n, c) float32: the sample's positions `fitted` (len(rows), c) at their rows, every other
-    image placed between its nearest sampled images' positions (fit.place)."""
-    near, d2 = applied(run, emb, rows)
+    image placed between its nearest sampled images' positions (fit.place); `nearest` is
+    applied(run, emb, rows)."""
+    near, d2 = nearest
     out = np.empty((len(emb), fitted.shape[1]), dtype=np.float32)
     out[rows] = fitted
     out[others(len(emb), rows)] = place(fitted, near, d2, np.random.default_rng([run.cfg.seed, salt]))
@@ -291,7 +292,7 @@ def cluster(run, device, resume) -> dict:
         labels = np.empty(len(emb), dtype=np.int32)
         labels[rows] = km.labels_
         labels[others(len(emb), rows)] = vote(km.labels_, near, d2)
-        space = spread(run, emb, rows, space, salt=1) if manifold else emb
+        space = spread(run, emb, rows, space, (near, d2), salt=1) if manifold else emb
         distance = sq_distance(space, km.centroids_, labels)
     if manifold:
         rd.save_npy(run.path(rd.MANIFOLD), space)
@@ -350,7 +351,7 @@ def project(run, device, resume) -> dict:
             refine=False,
         )
         if rows is not None:
-            xy = spread(run, emb, rows, xy, salt=2)
+            xy = spread(run, emb, rows, xy, applied(run, emb, rows), salt=2)
     else:  # UMAP needs a few points; a handful of images get a line
         xy = np.stack([np.arange(len(emb)), np.zeros(len(emb))], 1).astype(np.float32)
     rd.save_npy(run.path(MAP), xy)
