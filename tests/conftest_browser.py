@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,17 @@ def wait_for_map(dash_duo, timeout: float = 20) -> None:
         ),
         timeout=timeout,
     )
+
+
+def slow_map_figures(monkeypatch, seconds: float = 1.0) -> None:
+    """Makes the server's new map figures arrive after the lighter callbacks that follow a
+    change of map, the order in which a patch meant for the new map landed on the old one."""
+    import explorer.callbacks.map as map_callbacks
+
+    make = map_callbacks.make_map_figure
+
+    def slow(*args, **kwargs):
+        time.sleep(seconds)
+        return make(*args, **kwargs)
+
+    monkeypatch.setattr(map_callbacks, "make_map_figure", slow)

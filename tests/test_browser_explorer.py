@@ -18,7 +18,7 @@ from selenium.webdriver.common.keys import Keys
 
 from explorer.app import create_app
 from explorer.export import export_csv
-from tests.conftest_browser import wait_for_map
+from tests.conftest_browser import slow_map_figures, wait_for_map
 
 pytestmark = pytest.mark.browser
 
@@ -351,9 +351,11 @@ def test_recluster_runs_as_a_job_the_map_answers_meanwhile_then_it_recolours_the
     )
 
 
-def test_a_new_clustering_with_more_clusters_redraws_the_map_with_a_card_open(explorer):
+def test_a_new_clustering_with_more_clusters_redraws_the_map_with_a_card_open(explorer, monkeypatch):
     """Closing the card patched the rings by the new clustering's trace number onto the old
-    map: plotly failed ("Cannot read properties of undefined") and the old clusters stayed."""
+    map: plotly failed ("Cannot read properties of undefined") and the old clusters stayed.
+    Clearing the score overlay did the same when the new figure came after it."""
+    slow_map_figures(monkeypatch)
     x, y, image_id = lone_point(explorer)
     actions = ActionBuilder(explorer.driver)
     actions.pointer_action.move_to_location(round(x), round(y)).click()

@@ -11,7 +11,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
 from explorer.app import create_app
-from tests.conftest_browser import wait_for_map
+from tests.conftest_browser import slow_map_figures, wait_for_map
 
 pytestmark = pytest.mark.browser
 
@@ -239,7 +239,8 @@ def test_more_like_these_leaves_the_marked_out(explorer):
     assert shown and not shown & set(members[:13].tolist())
 
 
-def test_drill_into_a_cluster_and_back_by_the_breadcrumb(explorer):
+def test_drill_into_a_cluster_and_back_by_the_breadcrumb(explorer, monkeypatch):
+    slow_map_figures(monkeypatch)  # no patch for the new map may land on the old one
     k = explorer.driver.execute_script(f"return {GD}._fullData.filter(t => t.meta === 'cluster').length")
     open_tab(explorer, "Clusters")
     box = explorer.find_element("#drill-k")

@@ -202,27 +202,27 @@ def register(app, data: RunData) -> None:
     @app.callback(
         Output("map", "figure", allow_duplicate=True),
         Output("teach-status", "children", allow_duplicate=True),
+        Output("teach-overlay", "value"),
         Input("teach-overlay", "value"),
+        Input("clustering", "value"),
+        Input("drill", "data"),
         State("group-name", "value"),
-        State("clustering", "value"),
-        State("drill", "data"),
         prevent_initial_call=True,
     )
-    def show_scores(overlay_on, group, clustering, drill):
+    def show_scores(overlay_on, clustering, drill, group):
+        """The box draws or takes off the scores. Another clustering or a drill-down draws a
+        new map without them, so the box is cleared and the map left alone: a patch sent now
+        could land on the old map before the new one and break it."""
+        if ctx.triggered_id in ("clustering", "drill"):
+            return no_update, no_update, []
         key = map_key(clustering, drill)
         try:
             if overlay_on and not teach.status(data, group_name(group))["rounds"]:
-                return overlay_for(data, "", key), "no scores yet: the overlay shows once a round has trained"
-            return overlay_for(data, group if overlay_on else "", key), no_update
+                return (
+                    overlay_for(data, "", key),
+                    "no scores yet: the overlay shows once a round has trained",
+                    no_update,
+                )
+            return overlay_for(data, group if overlay_on else "", key), no_update, no_update
         except IceError as e:
-            return no_update, str(e)
-
-    @app.callback(
-        Output("teach-overlay", "value"),
-        Input("clustering", "value"),
-        Input("drill", "data"),
-        prevent_initial_call=True,
-    )
-    def overlay_off_on_new_map(_clustering, _drill):
-        """Another clustering or a drill-down draws a new map, without the scores: the box says so."""
-        return []
+            return no_update, str(e), no_update
