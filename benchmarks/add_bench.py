@@ -2,7 +2,7 @@
 
     python -m benchmarks.add_bench --dataset {mnist,cifar10,digits} [--limit N] [--set KEY=VALUE ...]
                                    [--no-record]
-    python -m benchmarks.add_bench --run RUN_DIR --images FOLDER [--no-record]
+    python -m benchmarks.add_bench --run RUN_DIR --images FOLDER [--repeat N] [--no-record]
 
 Builds the run on the train split with the CPU defaults (kept in the data cache, so that a
 second call only adds), copies it, and adds the test split with `ice add`. Prints the
@@ -10,7 +10,8 @@ clustering accuracy (Hungarian, on the folder labels) of the run's own images an
 added ones, scored on their own and through the run's own matching of clusters to classes;
 the same for the other way to give an added image its cluster (the nearest cluster centre
 at its placed manifold position); the add's time against the run's, and against decoding
-and embedding the same images alone (in one process, side by side). With --run, the add goes
+and embedding the same images alone (in one process, side by side; with --repeat, the median
+of N such pairs, since one pair on a shared machine varies by a fifth). With --run, the add goes
 into a copy of that complete run instead (made with --labels-from-folders), from --images.
 """
 
@@ -122,6 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--limit", type=int, help="images of the train split (the test split: a sixth of it)")
     p.add_argument("--tile", type=int, default=1, metavar="N", help="add the test split N times over (for speed)")
     p.add_argument("--set", dest="sets", nargs="*", default=[], metavar="KEY=VALUE", help="pipeline settings")
+    p.add_argument("--repeat", type=int, default=1, metavar="N", help="time the add and the decode+embed N times")
     p.add_argument("--no-record", dest="record", action="store_false", help="print only")
     args = p.parse_args(argv)
     if (args.run is None) != (args.images is None):
@@ -138,14 +140,22 @@ def main(argv: list[str] | None = None) -> dict:
     add_images_from = tiled(add_images_from, args.tile)
     run_seconds = sum(rd.load_manifest(source_run)["stage_seconds"].values())
     work = DATA_CACHE / "add-bench" / "work"
-    shutil.rmtree(work, ignore_errors=True)
-    shutil.copytree(source_run, work / "run")
-    run_dir = work / "run"
-
-    alone = decode_and_embed(run_dir, add_images_from, Path(work))
-    t0 = time.perf_counter()
-    record = add_images(run_dir, [add_images_from])
-    add_seconds = time.perf_counter() - t0
+    pairs = []  # (add, alone) seconds; the order alternates, so neither always finds a warm cache
+    for i in range(args.repeat):
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.copytree(source_run, work / "run")
+        os.sync()  # else the add's fsync of pixels.npy also writes out the copy's 3 GB, as a real run's would not
+        run_dir = work / "run"
+        if i % 2 == 0:
+            alone = decode_and_embed(run_dir, add_images_from, Path(work))
+        t0 = time.perf_counter()
+        record = add_images(run_dir, [add_images_from])
+        add_seconds = time.perf_counter() - t0
+        if i % 2 == 1:
+            alone = decode_and_embed(run_dir, add_images_from, Path(work))
+        pairs.append((add_seconds, alone))
+        print(f"repeat {i + 1}: add {add_seconds:.1f} s, alone {alone:.1f} s, {add_seconds / alone:.2f}x", flush=True)
+    add_seconds, alone = pairs[int(np.argsort([a / b for a, b in pairs])[len(pairs) // 2])]  # the median ratio
 
     items = pd.read_parquet(run_dir / rd.ITEMS)
     own, new = items[items["added"] == 0], items[items["added"] == 1]
@@ -167,6 +177,7 @@ def main(argv: list[str] | None = None) -> dict:
     command += f" --limit {args.limit}" if args.limit else ""
     command += f" --tile {args.tile}" if args.tile > 1 else ""
     command += f" --set {' '.join(args.sets)}" if args.sets else ""
+    command += f" --repeat {args.repeat}" if args.repeat > 1 else ""
     lines = [
         f"- command: `{command}`",
         f"- machine: {machine()}; date: {today()}",
@@ -183,6 +194,11 @@ def main(argv: list[str] | None = None) -> dict:
         f" steps {record['seconds']}",
         f"- decoding and embedding the same images alone: {alone:.1f} s; the add takes {add_seconds / alone:.2f}x that",
     ]
+    if len(pairs) > 1:
+        lines.append(
+            f"- of {len(pairs)} repeats (alone first, then the add first, in turn), the median ratio above; all: "
+            + ", ".join(f"{a:.1f}/{b:.1f} s = {a / b:.2f}x" for a, b in pairs)
+        )
     text = "\n".join(lines)
     print(text)
     size = f"{len(own) // 1000}k+{len(new) // 1000}k" if len(new) >= 1000 else f"{len(own):,}+{len(new):,}"

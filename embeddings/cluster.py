@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import errno
-import re
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import faiss
 import numpy as np
@@ -17,7 +14,6 @@ from sklearn.metrics import pairwise_distances, silhouette_score
 from threadpoolctl import threadpool_limits
 
 from ice.errors import IceError
-from ice.run_dir import atomic_path
 
 
 def faiss_gpus() -> int:
@@ -450,17 +446,6 @@ def build_index(embeddings: np.ndarray, seed: int = 0) -> faiss.Index:
     for start in range(0, n, 262_144):
         index.add(x[start : start + 262_144])
     return index
-
-
-def write_index(index: faiss.Index, path: Path) -> None:
-    """Write a FAISS index atomically. faiss reports a failed write (a full disk) as a
-    RuntimeError with the reason in its last parentheses: an OSError naming `path` here."""
-    with atomic_path(path) as tmp:
-        try:
-            faiss.write_index(index, str(tmp))
-        except RuntimeError as e:
-            reason = re.search(r"\(([^()]+)\)\s*$", str(e))
-            raise OSError(errno.EIO, reason[1] if reason else str(e), str(path)) from None
 
 
 def cluster_metrics(labels: np.ndarray, clusters: np.ndarray) -> dict[str, float]:

@@ -460,7 +460,7 @@ def decode_all(
         dataset.buf.flush()  # written in this process (workers=0)
         dataset.buf = dataset.rows = None
     keep = np.flatnonzero(ok)
-    _write_skipped(skipped_path, skipped + list(also_skipped))
+    write_skipped(skipped_path, skipped + list(also_skipped))
     _keep_rows(scratch, pixels_path, keep, n)
     journal.unlink(missing_ok=True)
     return Decoded(keep.tolist(), sizes[keep], resumed)
@@ -540,7 +540,8 @@ def _read_journal(journal: Path, scratch: Path, key: str, n: int, size: int):
     return state
 
 
-def _write_skipped(path: Path, rows: list[tuple[str, str]]) -> None:
+def write_skipped(path: Path, rows: list[tuple[str, str]]) -> None:
+    """skipped.csv: a `path,reason` row for each file or folder that was not read, atomically."""
     with atomic_path(path) as tmp:
         with open(tmp, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)

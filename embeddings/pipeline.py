@@ -89,7 +89,8 @@ def _prepare(run: Run, resume: bool, force: bool, log=print) -> None:
     has_files = any(run_dir.iterdir())
     if force and has_files:
         pending = uncarried_set_aside(run_dir)  # read before progress.json goes
-        for name in [rd.MANIFEST, rd.PROGRESS, rd.KNN, rd.SEED_KNN, rd.APPLY_KNN, rd.NEIGHBOURS, rd.ADDED]:
+        old = [rd.MANIFEST, rd.PROGRESS, rd.KNN, rd.SEED_KNN, rd.APPLY_KNN, rd.NEIGHBOURS, rd.ADDED, rd.INDEX_ADDED]
+        for name in old:
             (run_dir / name).unlink(missing_ok=True)
         shutil.rmtree(run_dir / rd.ADDING, ignore_errors=True)  # an addition to the old run, stopped
         (run_dir / rd.CHECKPOINT).unlink(missing_ok=True)

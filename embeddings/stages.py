@@ -18,8 +18,9 @@ import torch
 
 from ice import run_dir as rd
 from ice.errors import IceError
+from ice.search_index import write_index
 
-from .cluster import build_index, centres_and_distances, choose_k, faiss_gpus, fit_clusters, write_index
+from .cluster import build_index, centres_and_distances, choose_k, faiss_gpus, fit_clusters
 from .config import Config, pick_recipe
 from .embed import embed as run_encoder
 from .fit import apply_neighbours, fit_rows, others, place, sq_distance, vote

@@ -18,6 +18,7 @@ import pandas as pd
 
 from ice.annotations import RUN_CLUSTERING, Annotations
 from ice.errors import IceError
+from ice.search_index import read_index
 from ice.run_dir import (
     ANNOTATIONS,
     CLUSTERINGS,
@@ -104,19 +105,11 @@ class RunData:
 
     @property
     def index(self):
-        """The FAISS IndexFlatIP over the embeddings, read on first use."""
+        """The FAISS index over the embeddings (the job's, with the additions' merged in),
+        read on first use."""
         with self._lock:
             if self._index is None:
-                import faiss
-
-                path = self.run_dir / INDEX
-                try:
-                    self._index = faiss.read_index(str(path))
-                except RuntimeError as e:  # faiss's message ends "Error: 'cond' failed: reason"
-                    reason = str(e).rpartition("failed: ")[2] or str(e)
-                    raise IceError(
-                        f"{path}: cannot read the search index ({reason}); rebuild the run with `ice embed --force`"
-                    ) from None
+                self._index = read_index(self.run_dir)  # IceError naming the file it cannot read
             return self._index
 
     def clustering(self, key: str) -> Clustering:

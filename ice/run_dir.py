@@ -30,6 +30,7 @@ EMBEDDINGS = "embeddings.npy"
 MANIFOLD = "manifold.npy"
 CENTROIDS = "centroids.npy"
 INDEX = "index.faiss"
+INDEX_ADDED = "index-added.faiss"  # the images `ice add` brought, on index.faiss's lists (search_index.py)
 PIXELS = "pixels.npy"
 MODEL = "model.pt"
 CHECKPOINT = "checkpoints/last.pt"
@@ -258,7 +259,7 @@ def append_npy(path: str | os.PathLike, rows: np.ndarray, n_before: int) -> None
             row_bytes = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
             f.truncate(start + n_before * row_bytes)
             f.seek(0, os.SEEK_END)
-            f.write(np.ascontiguousarray(rows).tobytes())
+            f.write(memoryview(np.ascontiguousarray(rows)).cast("B"))  # no copy of the rows
             f.flush()
             os.fsync(f.fileno())
             f.seek(0)

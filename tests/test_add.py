@@ -21,6 +21,7 @@ from embeddings.pipeline import run_embed
 from ice import run_dir as rd
 from ice.annotations import RUN_CLUSTERING, Annotations
 from ice.cli import main
+from ice.search_index import read_index
 
 from .conftest import TINY
 
@@ -72,7 +73,11 @@ def test_an_add_places_new_images_and_the_same_add_again_adds_nothing(run_copy, 
     np.testing.assert_array_equal(np.load(run_dir / rd.EMBEDDINGS)[:n], emb_before)
     import faiss
 
-    assert faiss.read_index(str(run_dir / rd.INDEX)).ntotal == n + m
+    assert faiss.read_index(str(run_dir / rd.INDEX)).ntotal == n  # the job's index is left as it was
+    index = read_index(run_dir)
+    assert index.ntotal == n + m
+    _, found = index.search(np.load(run_dir / rd.EMBEDDINGS)[n:], 1)
+    assert (found[:, 0] == np.arange(n, n + m)).mean() > 0.95  # an added image finds itself (or its twin)
     manifest = rd.load_manifest(run_dir)
     assert manifest["counts"]["images"] == n + m
     assert [(a["addition"], a["images"], a["skipped"]) for a in manifest["additions"]] == [(1, 80, 0)]
@@ -332,3 +337,27 @@ def test_ice_add_from_python_returns_the_grown_run(run_copy):
     assert run.items["path"].iloc[-1].startswith(str(rest / "2"))
     with pytest.raises(ice.IceError, match="give the folders or image files"):
         ice.add(run_dir)
+
+
+def test_a_file_taken_up_twice_is_looked_up_by_its_latest_record(tmp_path):
+    """files.parquet (the job's), then added.parquet in the order of the additions: the last
+    size and mtime of a path is the one a new add compares with."""
+    from types import SimpleNamespace
+
+    from embeddings.add import _taken
+
+    pd.DataFrame({"path": [b"a.png", b"b.png"], "size": [1, 2], "mtime_ns": [10, 20]}).to_parquet(
+        tmp_path / "files.parquet"
+    )
+    pd.DataFrame(
+        {
+            "path": [b"b.png", b"c.png", b"b.png"],
+            "size": [3, 4, 5],
+            "mtime_ns": [30, 40, 2**62],
+            "addition": [1, 1, 2],
+            "image_id": [-1, 5, 6],
+        }
+    ).to_parquet(tmp_path / rd.ADDED)
+    taken = _taken(SimpleNamespace(run_dir=tmp_path), pd.Series([b"a.png", b"b.png", b"c.png", b"new.png"]))
+    assert taken["size"].tolist() == [1, 5, 4, pd.NA]
+    assert taken["mtime_ns"].tolist() == [10, 2**62, 40, pd.NA]  # nanoseconds kept exact

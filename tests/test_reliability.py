@@ -384,7 +384,8 @@ def test_a_full_disk_stops_the_job_with_one_line_and_resume_finishes_it(tmp_path
 
 def test_a_faiss_index_on_a_full_disk_is_an_oserror_naming_it(small_disk):
     """faiss reports a failed write as RuntimeError("... (No space left on device)")."""
-    from embeddings.cluster import build_index, write_index
+    from embeddings.cluster import build_index
+    from ice.search_index import write_index
 
     disk, _grow = small_disk
     index = build_index(np.random.default_rng(0).standard_normal((2000, 64)).astype(np.float32))

@@ -1,0 +1,85 @@
+"""The run's search index: index.faiss, which the job builds over its images, and
+index-added.faiss, which holds the images `ice add` brought since. An addition then writes only
+its own part, never the job's index again (265 MB at 1M images); a reader merges the two.
+
+index-added.faiss is the same kind of index as index.faiss: exact, or IVF on index.faiss's own
+lists (its coarse quantizer is copied), so that the merged index searches as one.
+"""
+
+from __future__ import annotations
+
+import errno
+import re
+from pathlib import Path
+
+import numpy as np
+
+from . import run_dir as rd
+from .errors import IceError
+
+
+def read_index(run_dir: Path):
+    """The index over every image of the run, image ids in order: the job's with the
+    additions' merged in. IceError naming the file where one cannot be read."""
+    import faiss
+
+    index = _read(run_dir / rd.INDEX)
+    path = run_dir / rd.INDEX_ADDED
+    if path.exists():
+        added = _read(path)
+        # an IVF index stores ids: shift the additions' after the job's; an exact one numbers its rows
+        index.merge_from(added, index.ntotal if isinstance(index, faiss.IndexIVF) else 0)
+    return index
+
+
+def _read(path: Path):
+    import faiss
+
+    try:
+        return faiss.read_index(str(path))
+    except RuntimeError as e:  # faiss's message ends "Error: 'cond' failed: reason"
+        reason = str(e).rpartition("failed: ")[2] or str(e)
+        raise IceError(
+            f"{path}: cannot read the search index ({reason}); rebuild the run with `ice embed --force`"
+        ) from None
+
+
+def add_to_index(run_dir: Path, rows: np.ndarray, n_before: int) -> bool:
+    """Add `rows`, the embeddings of images n_before on, to index-added.faiss (made on first use
+    like index.faiss); False, with nothing written, where the two already hold other than
+    n_before images (the rows went in before a kill)."""
+    import faiss
+
+    job = faiss.read_index(str(run_dir / rd.INDEX), faiss.IO_FLAG_MMAP)  # the lists stay on disk
+    path = run_dir / rd.INDEX_ADDED
+    added = faiss.read_index(str(path)) if path.exists() else _empty_like(job)
+    if job.ntotal + added.ntotal != n_before:
+        return False
+    added.add(np.ascontiguousarray(rows, dtype=np.float32))
+    write_index(added, path)
+    return True
+
+
+def _empty_like(index):
+    """An empty index of index's kind: IVF on a copy of its coarse quantizer, or exact."""
+    import faiss
+
+    if not isinstance(index, faiss.IndexIVF):
+        return faiss.index_factory(index.d, "Flat", index.metric_type)
+    quantizer = faiss.clone_index(index.quantizer)
+    empty = faiss.IndexIVFFlat(quantizer, index.d, index.nlist, index.metric_type)
+    empty.nprobe = index.nprobe
+    return empty
+
+
+def write_index(index, path: Path) -> None:
+    """Write a FAISS index atomically. faiss reports a failed write (a full disk) as a
+    RuntimeError with the reason in its last parentheses: an OSError naming `path` here."""
+    import faiss
+
+    with rd.atomic_path(path) as tmp:
+        try:
+            faiss.write_index(index, str(tmp))
+        except RuntimeError as e:
+            reason = re.search(r"\(([^()]+)\)\s*$", str(e))
+            raise OSError(errno.EIO, reason[1] if reason else str(e), str(path)) from None

@@ -1,0 +1,41 @@
+"""The run's search index: the job's index.faiss with the additions' index-added.faiss merged in."""
+
+import faiss
+import numpy as np
+import pytest
+
+from embeddings.cluster import build_index
+from ice import run_dir as rd
+from ice.errors import IceError
+from ice.search_index import add_to_index, read_index, write_index
+
+
+@pytest.mark.parametrize("n", [3_000, 260_000], ids=["exact", "ivf"])
+def test_additions_go_into_their_own_file_and_search_with_the_job_s_images(tmp_path, n):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n + 2_000, 16)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    write_index(build_index(x[:n]), tmp_path / rd.INDEX)
+    job_bytes = (tmp_path / rd.INDEX).read_bytes()
+
+    assert add_to_index(tmp_path, x[n : n + 1_000], n)
+    assert not add_to_index(tmp_path, x[n : n + 1_000], n)  # after a kill, the same add again: nothing
+    assert add_to_index(tmp_path, x[n + 1_000 :], n + 1_000)
+    assert (tmp_path / rd.INDEX).read_bytes() == job_bytes
+    added = faiss.read_index(str(tmp_path / rd.INDEX_ADDED))
+    assert added.ntotal == 2_000 and type(added) is type(faiss.read_index(str(tmp_path / rd.INDEX)))
+
+    index = read_index(tmp_path)
+    assert index.ntotal == n + 2_000
+    queries = np.arange(0, n + 2_000, 97)
+    _, found = index.search(x[queries], 1)
+    np.testing.assert_array_equal(found[:, 0], queries)  # each image finds itself, by its image id
+
+
+def test_an_unreadable_additions_file_is_named_in_a_one_line_error(tmp_path):
+    x = np.random.default_rng(0).standard_normal((100, 8)).astype(np.float32)
+    write_index(build_index(x), tmp_path / rd.INDEX)
+    (tmp_path / rd.INDEX_ADDED).write_bytes(b"not an index")
+    with pytest.raises(IceError, match=r"index-added\.faiss: cannot read the search index \(.*\); rebuild") as e:
+        read_index(tmp_path)
+    assert "\n" not in str(e.value)
