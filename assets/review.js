@@ -18,7 +18,7 @@
   const S = {
     view: null, key: null, version: '', group: '', page: 0, cursor: 0, anchor: null,
     saved: new Map(), drafts: {}, undo: [], tiles: new Map(), nonce: 0, pending: new Map(),
-    preview: null, hoverTimer: null, bound: false, confirmMs: [],
+    preview: null, hoverTimer: null, bound: false, confirmMs: [], storeFrame: null, storeTimer: null, unstored: new Set(),
   };
 
   const $ = (id) => document.getElementById(id);
@@ -54,11 +54,26 @@
     try { return JSON.parse(localStorage.getItem(storageKey(group)) || '{}'); } catch (e) { return {}; }
   }
   function storeDrafts() {
+    if (S.storeFrame !== null) { cancelAnimationFrame(S.storeFrame); S.storeFrame = null; }
+    if (S.storeTimer !== null) { clearTimeout(S.storeTimer); S.storeTimer = null; }
+    S.unstored.clear();
     try {
       if (Object.keys(S.drafts).length) localStorage.setItem(storageKey(S.group), JSON.stringify(S.drafts));
       else localStorage.removeItem(storageKey(S.group));
     } catch (e) { status('Could not keep the ticks in this browser (' + e.name + '); confirm them soon.'); }
     setProps('excluded', {data: Object.keys(S.drafts).filter((id) => S.drafts[id] === 0).map(Number)});
+  }
+  /* A tick is drawn first and stored after that frame is painted (in a batch, where several
+     come in one frame): storing and telling the app cost the frame most of its time. A tab
+     that is hidden stores at once, since a hidden tab draws no frame. */
+  const storing = () => S.storeFrame !== null || S.storeTimer !== null;
+  function storeSoon() {
+    if (document.hidden) { storeDrafts(); return; }
+    if (storing()) return;
+    S.storeFrame = requestAnimationFrame(() => {
+      S.storeFrame = null;
+      S.storeTimer = setTimeout(storeDrafts, 0);
+    });
   }
   function status(text) { const el = $('review-status'); if (el) el.textContent = text; }
   function unconfirmed() { return Object.keys(S.drafts).length; }
@@ -163,9 +178,9 @@
       if (S.drafts[id] === S.saved.get(id)) delete S.drafts[id];
     }
     pushUndo({type: 'ticks', group: S.group, before, label});
-    for (const id of list) redrawTile(id);
-    storeDrafts();
+    for (const id of list) { redrawTile(id); S.unstored.add(id); }
     drawPager();
+    storeSoon();
   }
 
   function tick(id, shift) {
@@ -297,9 +312,12 @@
     S.cursor = Math.min(Math.max(index, 0), page.length - 1);
     if (before !== S.cursor && page[before] !== undefined) redrawTile(page[before]);
     const grid = $('grid'), cols = columns(grid), row = tileSize() + GAP, top = Math.floor(S.cursor / cols) * row;
-    if (top < grid.scrollTop) grid.scrollTop = top;
-    else if (top + row > grid.scrollTop + grid.clientHeight) grid.scrollTop = top + row - grid.clientHeight;
-    draw();
+    const scrollTop = grid.scrollTop;
+    if (top < scrollTop) grid.scrollTop = top;
+    else if (top + row > scrollTop + grid.clientHeight) grid.scrollTop = top + row - grid.clientHeight;
+    // in view already: only the two tiles change (drawing the page again cost a tick its frame)
+    if (grid.scrollTop !== scrollTop || !S.tiles.has(page[S.cursor])) draw();
+    else redrawTile(page[S.cursor]);
     if (S.preview !== null) openPreview(page[S.cursor], S.preview.by);
   }
 
@@ -386,12 +404,20 @@
     document.addEventListener('scroll', (e) => { if (e.target.id === 'grid') requestAnimationFrame(draw); }, true);
     window.addEventListener('resize', () => requestAnimationFrame(draw));
     window.addEventListener('beforeunload', (e) => {
+      if (storing()) storeDrafts();  // ticks not stored yet
       if (unconfirmed()) { e.preventDefault(); e.returnValue = ''; }
     });
     window.addEventListener('storage', (e) => {  // another tab ticked in the same group
-      if (e.key === storageKey(S.group)) { S.drafts = loadDrafts(S.group); draw(); }
+      if (e.key !== storageKey(S.group)) return;
+      const theirs = loadDrafts(S.group), mine = S.unstored.size;
+      for (const id of S.unstored) { if (id in S.drafts) theirs[id] = S.drafts[id]; else delete theirs[id]; }
+      S.drafts = theirs;
+      if (mine) storeDrafts();  // this tab's ticks not stored yet, on top of theirs
+      draw();
     });
-    document.addEventListener('visibilitychange', () => {  // another tab may have confirmed marks
+    document.addEventListener('visibilitychange', () => {
+      if (document.visibilityState === 'hidden' && storing()) storeDrafts();  // no frame comes while hidden
+      // another tab may have confirmed marks
       if (document.visibilityState === 'visible' && S.view) setProps('review-refresh', {data: Date.now()});
     });
   }
