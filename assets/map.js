@@ -24,8 +24,87 @@
 
   const hovered = (hover) => hover && hover.points && hover.points[0];
 
+  /* The image atlas (explorer/atlas.py). The map reports its view (ranges, size in pixels,
+     hidden clusters) after each draw; the server answers with one picture of that view, laid
+     over the map's points and under its legend and lasso, following pans and zooms until the
+     next picture comes. It takes no mouse events: hover, clicks and lasso reach the points. */
+  const A = {data: null, sent: '', timer: null};
+  const graph = () => document.querySelector('#map .js-plotly-plot');
+  const mapKey = (gd) => gd.layout && gd.layout.meta && gd.layout.meta.key;
+
+  function placeAtlas(gd) {
+    const fl = gd._fullLayout, container = gd.querySelector('.svg-container');
+    if (!fl || !fl.xaxis || !fl.yaxis || !container) return;
+    let frame = document.getElementById('map-atlas-frame');
+    if (!frame || frame.parentNode !== container) {  // plotly may draw its container anew
+      if (frame) frame.remove();
+      frame = document.createElement('div');
+      frame.id = 'map-atlas-frame';
+      frame.className = 'atlas-frame';
+      frame.appendChild(document.createElement('img'));
+      const top = container.querySelectorAll('.main-svg')[1];  // the legend's and the lasso's layer
+      container.insertBefore(frame, top || null);
+    }
+    const img = frame.firstChild, d = A.data, size = fl._size;
+    Object.assign(frame.style, {left: size.l + 'px', top: size.t + 'px', width: size.w + 'px', height: size.h + 'px'});
+    const scores = gd._fullData && gd._fullData.find((t) => t.meta === 'scores');
+    // the teach loop's scores are dots coloured by score: the pictures would hide them
+    if (!d || d.key !== mapKey(gd) || (scores && scores._length)) { frame.style.display = 'none'; return; }
+    const xa = fl.xaxis, ya = fl.yaxis, left = xa.d2p(d.x[0]), top = ya.d2p(d.y[1]);
+    if (img.getAttribute('src') !== d.src) img.src = d.src;
+    Object.assign(img.style, {
+      left: left + 'px', top: top + 'px', width: (xa.d2p(d.x[1]) - left) + 'px', height: (ya.d2p(d.y[0]) - top) + 'px',
+    });
+    frame.style.display = '';
+  }
+
+  function reportView(gd) {
+    placeAtlas(gd);
+    const fl = gd._fullLayout, key = mapKey(gd);
+    if (key === undefined || !fl || !fl.xaxis || !fl.yaxis) return;  // the empty map before the first
+    const hidden = gd._fullData.filter((t) => t.meta === 'cluster' && t.visible === 'legendonly').map((t) => t.index);
+    const ring = gd._fullData.find((t) => t.meta === 'highlight');
+    const ringed = ring && ring.customdata ? Array.from(ring.customdata).map(Number) : [];
+    const view = {key, x: fl.xaxis.range.slice(), y: fl.yaxis.range.slice(),
+                  w: Math.round(fl._size.w), h: Math.round(fl._size.h), hidden, ringed};
+    const text = JSON.stringify(view);
+    if (text === A.sent) return;
+    A.sent = text;
+    clearTimeout(A.timer);  // a zoom by the wheel reports many views: the last is asked for
+    A.timer = setTimeout(() => window.dash_clientside.set_props('map-view', {data: view}), 120);
+  }
+
+  function watch(tries) {
+    const gd = graph();
+    if (!gd || typeof gd.on !== 'function') {  // the map is not drawn yet
+      if (tries > 0) setTimeout(() => watch(tries - 1), 100);
+      return;
+    }
+    if (gd.__iceView) return;
+    gd.__iceView = true;
+    gd.on('plotly_afterplot', () => reportView(gd));
+    gd.on('plotly_relayout', () => reportView(gd));  // a pan or zoom may draw without afterplot
+    gd.on('plotly_restyle', () => reportView(gd));  // a cluster hidden or shown in the legend
+    gd.on('plotly_relayouting', () => placeAtlas(gd));
+    reportView(gd);
+  }
+
   window.dash_clientside = Object.assign({}, window.dash_clientside, {
     map: {
+      /* map.figure -> map-view, later: the map's listeners report each view it draws. */
+      watchView: function (_figure) {
+        watch(100);
+        const gd = graph();
+        if (gd && gd.__iceView) requestAnimationFrame(() => reportView(gd));
+        return window.dash_clientside.no_update;
+      },
+      /* map-atlas.data -> the pictures laid over the map; the key of the map they are of. */
+      showAtlas: function (atlas) {
+        A.data = atlas;
+        const gd = graph();
+        if (gd) placeAtlas(gd);
+        return atlas ? atlas.key : null;
+      },
       /* map.id, once as the page starts -> map.config: on a HiDPI screen the map's WebGL draws
          at the screen's pixel ratio. The layout asks for 1: plotly's default, 2, draws four
          times the pixels on an ordinary screen, which a browser without a GPU pays for in every

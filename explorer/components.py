@@ -20,7 +20,13 @@ def detail_card(image_id: int, path: str, cluster: int, names: dict[int, str], n
     return html.Div(
         className="detail",
         children=[
-            html.Img(src=image_url(image_id, version), alt=f"image {image_id}", className="detail-img"),
+            html.Img(  # a click shows it at its own size beside the working-size pixels (assets/viewer.js)
+                src=image_url(image_id, version),
+                alt=f"image {image_id}",
+                className="detail-img",
+                title="Click: the original at its own size, beside the pixels ICE works on",
+                **{"data-working": thumb_url(image_id, version)},
+            ),
             html.Div(
                 className="detail-info",
                 children=[

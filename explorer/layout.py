@@ -8,6 +8,7 @@ from dash import dcc, html
 
 from ice.errors import IceError
 
+from .atlas import ATLAS_MAX
 from .clusterings import MAX_K, list_clusterings
 from .data import RUN_CLUSTERING, RunData
 from .drill import DRILL_K, MAX_DRILL_K
@@ -140,6 +141,27 @@ def topbar(data: RunData) -> html.Header:
     )
 
 
+def original_viewer() -> html.Div:
+    """An image at its own size, from its file, beside the working-size pixels the job kept:
+    opened from the detail card, drawn by assets/viewer.js."""
+    return html.Div(
+        id="original-view",
+        className="original-view",
+        children=[
+            html.Div(
+                className="original-pair",
+                children=[
+                    html.Figure([html.Img(id="original-img", alt="original"), html.Figcaption(id="original-caption")]),
+                    html.Figure(
+                        [html.Img(id="working-img", alt="working size"), html.Figcaption(id="working-caption")]
+                    ),
+                ],
+            ),
+            html.Div("Esc or a click closes", className="muted"),
+        ],
+    )
+
+
 def map_pane() -> html.Section:
     return html.Section(
         className="map-pane",
@@ -157,6 +179,15 @@ def map_pane() -> html.Section:
             ),
             dcc.Tooltip(id="map-tooltip", direction="right", className="map-tooltip"),
             html.Div(LEGEND_HINT, className="hint", title=LEGEND_HINT),
+            html.Div(
+                className="atlas-control",
+                title="Draw each image on the map instead of its point, once the view holds "
+                f"{ATLAS_MAX:,} images or fewer",
+                children=[
+                    dcc.Checklist(id="atlas", options=[{"label": " pictures", "value": "on"}], value=["on"]),
+                    html.Span(id="atlas-note", className="muted"),
+                ],
+            ),
         ],
     )
 
@@ -470,6 +501,10 @@ def stores() -> list[dcc.Store]:
         dcc.Store(id="review-saved", data=None),  # the server's answer to either
         dcc.Store(id="review-refresh", data=0),  # asks for the group's marks again (review.js)
         dcc.Store(id="review-drawn", data=None),  # unused: the output of the clientside drawing
+        original_viewer(),
+        dcc.Store(id="map-view", data=None),  # the map's ranges and size in pixels (assets/map.js)
+        dcc.Store(id="map-atlas", data=None),  # the pictures drawn for that view (explorer/atlas.py)
+        dcc.Store(id="map-atlas-drawn", data=None),  # the map key whose pictures lie over the map
         dcc.Store(id="map-points", data=None),  # {trace: [point numbers]} of a map selection
         dcc.Store(id="focus", data=None),  # the image shown large, with its neighbours
         dcc.Store(id="detail-for", data=None),  # the clustering whose map holds the card's rings

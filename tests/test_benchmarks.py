@@ -587,3 +587,16 @@ def test_add_bench_adds_a_fifth_of_the_digits_and_scores_it(tmp_path, monkeypatc
     assert "- added: 360 images of add, 0 skipped" in out and "accuracy of the added images" in out
     assert 0.3 < result["added"] <= 1 and 0.3 < result["own"] <= 1 and 0 <= result["matched"] <= 1
     assert result["seconds"] > 0
+
+
+def test_atlas_bench_zooms_in_until_the_view_is_drawn_as_pictures(capsys):
+    from benchmarks import atlas_bench
+
+    atlas_bench.main(["--n", "20000", "--size", "8", "--width", "400", "--height", "300", "--no-record"])
+    out = capsys.readouterr().out.splitlines()
+    rows = [line.split("|")[1:-1] for line in out if line.startswith("| ") and line[2].isdigit()]
+    counts = [int(r[0].replace(",", "")) for r in rows]
+    drawn = [r[1].strip() == "yes" for r in rows]
+    assert counts[0] == 20000 and not drawn[0]
+    assert counts == sorted(counts, reverse=True) and drawn[-4:] == [True] * 4
+    assert all(int(r[4].replace(",", "")) > 0 for r, d in zip(rows, drawn) if d)

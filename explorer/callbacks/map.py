@@ -6,8 +6,9 @@ import numpy as np
 from dash import ClientsideFunction, Input, Output, Patch, State, html, no_update
 from dash.exceptions import PreventUpdate
 
+from .. import atlas
 from ..data import RunData
-from ..figures import cluster_label, make_map_figure, point_ids
+from ..figures import cluster_colors, cluster_label, make_map_figure, point_ids
 from ..review import review_list
 from ..routes import thumb_url
 
@@ -60,7 +61,44 @@ def register(app, data: RunData) -> None:
     @app.callback(Output("map", "figure"), Input("clustering", "value"), Input("drill", "data"))
     def draw_map(clustering: str, drill=None):
         key = map_key(clustering, drill)
-        return make_map_figure(*data.map_xy(key), data.clustering(key), data.names_to_draw(key))
+        fig = make_map_figure(*data.map_xy(key), data.clustering(key), data.names_to_draw(key))
+        fig.update_layout(meta={"key": key})  # which map the browser's view and pictures are of
+        return fig
+
+    @app.callback(
+        Output("map-atlas", "data"),
+        Output("atlas-note", "children"),
+        Input("map-view", "data"),
+        Input("atlas", "value"),
+        State("clustering", "value"),
+        State("drill", "data"),
+        prevent_initial_call=True,
+    )
+    def draw_atlas(view, on, clustering, drill=None):
+        """The pictures of the images in the map's view (assets/map.js lays them over it), or
+        none, with the count, when the view holds too many. A view of a map no longer shown is
+        left alone."""
+        key = map_key(clustering, drill)
+        if not on:
+            return None, ""
+        if not view or view.get("key") != key:
+            raise PreventUpdate
+        x, y = data.map_xy(key)
+        c = data.clustering(key)
+        image, count = atlas.render(
+            x,
+            y,
+            data.pixels,
+            c.cluster,
+            cluster_colors(c.k),
+            view,
+            hidden=view.get("hidden") or [],
+            ringed=view.get("ringed") or [],
+            limit=atlas.ATLAS_MAX,
+        )
+        if image is None:
+            return None, f"({count:,} in view: zoom in)"
+        return {"key": key, "src": atlas.to_data_uri(image), "x": sorted(view["x"]), "y": sorted(view["y"])}, ""
 
     @app.callback(
         Output("map-tooltip", "show"),
@@ -79,6 +117,12 @@ def register(app, data: RunData) -> None:
     # in the browser (assets/map.js): the pixel ratio, the lasso's points, the tooltip's place
     app.clientside_callback(
         ClientsideFunction("map", "pixelRatio"), Output("map", "config"), Input("map", "id"), State("map", "config")
+    )
+    app.clientside_callback(ClientsideFunction("map", "watchView"), Output("map-view", "data"), Input("map", "figure"))
+    app.clientside_callback(
+        ClientsideFunction("map", "showAtlas"),
+        Output("map-atlas-drawn", "data"),
+        Input("map-atlas", "data"),
     )
     app.clientside_callback(
         ClientsideFunction("map", "selectedPoints"),
