@@ -115,11 +115,20 @@
         return ratio === config.plotGlPixelRatio ? window.dash_clientside.no_update
                                                  : Object.assign({}, config, {plotGlPixelRatio: ratio});
       },
-      /* map.selectedData -> map-points.data, {curve: [point numbers]}, which the server turns
-         into ids: a lasso around 100k points would otherwise send 100k point dicts. No points
-         (a lasso taken off the map by clear_lasso, or drawn over nothing) leaves the grid. */
+      /* map.selectedData -> map-points.data: a lasso's or a box's outline in map coordinates,
+         with the clusters hidden in the legend, which the server resolves against every image
+         of the map (explorer/region.py); plotly's own point numbers only where it gave no
+         outline. Nothing (a lasso taken off the map by clear_lasso) leaves the grid. */
       selectedPoints: function (selected) {
-        if (!selected || !selected.points || !selected.points.length) { return window.dash_clientside.no_update; }
+        const no = window.dash_clientside.no_update;
+        if (!selected) { return no; }
+        const gd = graph();
+        const hidden = gd && gd._fullData
+          ? gd._fullData.filter((t) => t.meta === 'cluster' && t.visible === 'legendonly').map((t) => t.index) : [];
+        const lasso = selected.lassoPoints, box = selected.range;
+        if (lasso && lasso.x && lasso.x.length >= 3) { return {lasso: {x: lasso.x, y: lasso.y}, hidden}; }
+        if (box && box.x && box.y) { return {box: {x: box.x, y: box.y}, hidden}; }
+        if (!selected.points || !selected.points.length) { return no; }
         const byCurve = {};
         for (const p of selected.points) {
           (byCurve[p.curveNumber] = byCurve[p.curveNumber] || []).push(p.pointNumber);

@@ -505,7 +505,7 @@ def stores() -> list[dcc.Store]:
         dcc.Store(id="map-view", data=None),  # the map's ranges and size in pixels (assets/map.js)
         dcc.Store(id="map-atlas", data=None),  # the pictures drawn for that view (explorer/atlas.py)
         dcc.Store(id="map-atlas-drawn", data=None),  # the map key whose pictures lie over the map
-        dcc.Store(id="map-points", data=None),  # {trace: [point numbers]} of a map selection
+        dcc.Store(id="map-points", data=None),  # a map selection's outline (or its point numbers)
         dcc.Store(id="focus", data=None),  # the image shown large, with its neighbours
         dcc.Store(id="detail-for", data=None),  # the clustering whose map holds the card's rings
         dcc.Store(id="groups-changed", data=0),  # bumped when a group is saved or deleted

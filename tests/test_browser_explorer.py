@@ -7,6 +7,7 @@ import re
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import requests
@@ -187,6 +188,34 @@ def test_box_selection_fills_the_grid(explorer):
         ),
         10,
     )
+
+
+def test_a_lasso_is_resolved_on_the_server_without_the_clusters_hidden_in_the_legend(explorer):
+    explorer.find_elements("#map .legend .traces")[0].click()  # cluster 0 hidden
+    until(lambda: explorer.driver.execute_script(f"return {GD}._fullData[0].visible === 'legendonly'"), 10)
+    plot = explorer.driver.execute_script(
+        f"const r = {GD}.querySelector('.nsewdrag').getBoundingClientRect(); return [r.left, r.top, r.width, r.height]"
+    )
+    cx, cy, rx, ry = plot[0] + plot[2] * 0.45, plot[1] + plot[3] * 0.55, plot[2] * 0.4, plot[3] * 0.4
+    actions = ActionBuilder(explorer.driver)
+    pointer = actions.pointer_action
+    pointer.move_to_location(round(cx + rx), round(cy))
+    pointer.pointer_down()
+    for a in np.linspace(0, 2 * np.pi, 25)[1:]:
+        pointer.move_to_location(round(cx + rx * np.cos(a)), round(cy + ry * np.sin(a)))
+        pointer.pause(0.02)
+    pointer.pointer_up()
+    actions.perform()
+    explorer.wait_for_contains_text("#selection-title", "Selected on the map")
+    # plotly's own test of the drawn points, trace by trace: the hidden cluster has none
+    selected = explorer.driver.execute_script(f"""
+        return {GD}._fullData.filter(t => t.meta === 'cluster' && t.visible === true)
+            .flatMap(t => (t.selectedpoints || []).map(i => t.customdata[i]));""")
+    assert len(selected) > 3
+    until(lambda: f"{len(selected):,} images" in explorer.find_element("#selection-title").text, 10)
+    c = create_app(explorer.run_dir).ice_data.clustering("run")
+    shown = grid_ids(explorer)
+    assert set(shown) <= set(selected) and 0 not in set(c.cluster[shown].tolist())
 
 
 def test_rename_survives_reload_and_restart(explorer):

@@ -110,6 +110,29 @@ def test_box_selection_fills_the_grid(app):
         call(app, "clear_lasso", selection, "run")
 
 
+def test_a_lasso_outline_selects_every_image_inside_it_but_hidden_clusters(app):
+    data = app.ice_data
+    x, y = data.map_xy("run")
+    c = data.clustering("run")
+    cx, cy, r = float(np.median(x)), float(np.median(y)), float(np.std(x))
+    angle = np.linspace(0, 2 * np.pi, 40, endpoint=False)
+    lasso = {"x": (cx + r * np.cos(angle)).tolist(), "y": (cy + r * np.sin(angle)).tolist()}
+    inside = np.flatnonzero(np.hypot(x - cx, y - cy) < 0.98 * r)  # well inside the 40-gon
+    selection, _excluded, _tab = call(
+        app, "select_on_map", {"lasso": lasso, "hidden": []}, "run", triggered=[("map-points", "data", 1)]
+    )
+    assert set(inside.tolist()) <= set(selection["ids"]) and len(selection["ids"]) < data.n
+    assert all(np.hypot(x[i] - cx, y[i] - cy) <= r for i in selection["ids"])
+    hidden = int(c.cluster[inside[0]])
+    selection, *_ = call(
+        app, "select_on_map", {"lasso": lasso, "hidden": [hidden]}, "run", triggered=[("map-points", "data", 1)]
+    )
+    assert selection["ids"] and hidden not in set(c.cluster[selection["ids"]].tolist())
+    with pytest.raises(PreventUpdate):  # drawn over nothing: the grid keeps its list
+        far = {"x": [1e6, 1e6 + 1, 1e6], "y": [1e6, 1e6, 1e6 + 1]}
+        call(app, "select_on_map", {"lasso": far, "hidden": []}, "run", triggered=[("map-points", "data", 1)])
+
+
 def test_a_grid_filled_from_elsewhere_takes_the_lasso_off_the_map(app):
     k = app.ice_data.clustering("run").k
     ops = call(app, "clear_lasso", {"ids": [1, 2], "title": "Group 'g'"}, "run").to_plotly_json()["operations"]

@@ -9,6 +9,7 @@ from dash.exceptions import PreventUpdate
 from .. import atlas
 from ..data import RunData
 from ..figures import cluster_colors, cluster_label, make_map_figure, point_ids
+from ..region import ids_in_region
 from ..review import review_list
 from ..routes import thumb_url
 
@@ -30,10 +31,15 @@ def event_image_id(data: RunData, clustering: str, event: dict | None) -> int | 
 
 
 def selection_from_points(data: RunData, clustering: str, by_curve: dict) -> dict:
-    """The grid selection from {curve: [point numbers]} of a lasso or box selection."""
+    """The grid selection from a lasso or box selection: its outline ({"lasso" or "box": ...,
+    "hidden": [clusters]}, resolved against every image of the map), or {curve: [point
+    numbers]} of the points plotly found in it."""
     c = data.clustering(clustering)
-    parts = [point_ids(c, int(curve), points) for curve, points in (by_curve or {}).items()]
-    ids = np.concatenate(parts) if parts else np.zeros(0, np.int64)
+    if "lasso" in by_curve or "box" in by_curve:
+        ids = ids_in_region(*data.map_xy(clustering), c.cluster, by_curve, by_curve.get("hidden") or [])
+    else:
+        parts = [point_ids(c, int(curve), points) for curve, points in (by_curve or {}).items()]
+        ids = np.concatenate(parts) if parts else np.zeros(0, np.int64)
     return review_list(ids, "Selected on the map", source="map", clustering=clustering)
 
 
@@ -172,4 +178,7 @@ def register(app, data: RunData) -> None:
     def select_on_map(by_curve, clustering, drill=None):
         if by_curve is None:
             raise PreventUpdate
-        return selection_from_points(data, map_key(clustering, drill), by_curve), [], "images"
+        selection = selection_from_points(data, map_key(clustering, drill), by_curve)
+        if not selection["ids"]:  # drawn over nothing: the grid keeps what it shows
+            raise PreventUpdate
+        return selection, [], "images"
