@@ -24,38 +24,50 @@
 
   const hovered = (hover) => hover && hover.points && hover.points[0];
 
-  /* The image atlas (explorer/atlas.py). The map reports its view (ranges, size in pixels,
-     hidden clusters) after each draw; the server answers with one picture of that view, laid
-     over the map's points and under its legend and lasso, following pans and zooms until the
-     next picture comes. It takes no mouse events: hover, clicks and lasso reach the points. */
-  const A = {data: null, sent: '', timer: null};
+  /* Pictures of the view from the server, laid on the map: the density image of a large run
+     (explorer/density.py) under the points, and the image atlas (explorer/atlas.py) over them,
+     under the legend and the lasso. The map reports its view (ranges, size in pixels, hidden
+     clusters, rings) after each draw; the server answers with a picture of that view, which
+     follows pans and zooms until the next one comes. They take no mouse events: hover,
+     clicks and the lasso reach the points. */
+  const A = {atlas: null, density: null, sent: '', timer: null};
   const graph = () => document.querySelector('#map .js-plotly-plot');
   const mapKey = (gd) => gd.layout && gd.layout.meta && gd.layout.meta.key;
 
-  function placeAtlas(gd) {
-    const fl = gd._fullLayout, container = gd.querySelector('.svg-container');
-    if (!fl || !fl.xaxis || !fl.yaxis || !container) return;
-    let frame = document.getElementById('map-atlas-frame');
+  function layer(container, id, before) {
+    let frame = document.getElementById(id);
     if (!frame || frame.parentNode !== container) {  // plotly may draw its container anew
       if (frame) frame.remove();
       frame = document.createElement('div');
-      frame.id = 'map-atlas-frame';
+      frame.id = id;
       frame.className = 'atlas-frame';
       frame.appendChild(document.createElement('img'));
-      const top = container.querySelectorAll('.main-svg')[1];  // the legend's and the lasso's layer
-      container.insertBefore(frame, top || null);
+      container.insertBefore(frame, before || null);
     }
-    const img = frame.firstChild, d = A.data, size = fl._size;
+    return frame;
+  }
+
+  function placeLayer(gd, frame, d, show) {
+    const fl = gd._fullLayout, img = frame.firstChild, size = fl._size;
     Object.assign(frame.style, {left: size.l + 'px', top: size.t + 'px', width: size.w + 'px', height: size.h + 'px'});
-    const scores = gd._fullData && gd._fullData.find((t) => t.meta === 'scores');
-    // the teach loop's scores are dots coloured by score: the pictures would hide them
-    if (!d || d.key !== mapKey(gd) || (scores && scores._length)) { frame.style.display = 'none'; return; }
+    if (!show || !d || d.key !== mapKey(gd)) { frame.style.display = 'none'; return; }
     const xa = fl.xaxis, ya = fl.yaxis, left = xa.d2p(d.x[0]), top = ya.d2p(d.y[1]);
     if (img.getAttribute('src') !== d.src) img.src = d.src;
     Object.assign(img.style, {
       left: left + 'px', top: top + 'px', width: (xa.d2p(d.x[1]) - left) + 'px', height: (ya.d2p(d.y[0]) - top) + 'px',
     });
     frame.style.display = '';
+  }
+
+  function placeAtlas(gd) {
+    const fl = gd._fullLayout, container = gd.querySelector('.svg-container');
+    if (!fl || !fl.xaxis || !fl.yaxis || !container) return;
+    const svgs = container.querySelectorAll('.main-svg');
+    const gl = container.querySelector('.gl-container');
+    placeLayer(gd, layer(container, 'map-density-frame', gl || svgs[1]), A.density, true);
+    const scores = gd._fullData && gd._fullData.find((t) => t.meta === 'scores');
+    // the teach loop's scores are dots coloured by score: the pictures would hide them
+    placeLayer(gd, layer(container, 'map-atlas-frame', svgs[1]), A.atlas, !(scores && scores._length));
   }
 
   function reportView(gd) {
@@ -100,10 +112,17 @@
       },
       /* map-atlas.data -> the pictures laid over the map; the key of the map they are of. */
       showAtlas: function (atlas) {
-        A.data = atlas;
+        A.atlas = atlas;
         const gd = graph();
         if (gd) placeAtlas(gd);
         return atlas ? atlas.key : null;
+      },
+      /* map-density.data -> the density image laid under the points; the key of its map. */
+      showDensity: function (density) {
+        A.density = density;
+        const gd = graph();
+        if (gd) placeAtlas(gd);
+        return density ? density.key : null;
       },
       /* map.id, once as the page starts -> map.config: on a HiDPI screen the map's WebGL draws
          at the screen's pixel ratio. The layout asks for 1: plotly's default, 2, draws four

@@ -51,21 +51,31 @@ def marker_size(n: int) -> float:
     return float(np.clip(10.5 - 1.4 * np.log10(max(n, 1)), 2.0, 7.0))
 
 
-def make_map_figure(x: np.ndarray, y: np.ndarray, clustering: Clustering, names: dict[int, str]) -> go.Figure:
-    """The map: trace c (0..k-1) holds cluster c; trace k holds the highlighted points, and
-    trace k + 1 the teach loop's scores (overlay_patch)."""
+def drawn_members(clustering: Clustering, cluster: int, drawn: np.ndarray | None) -> np.ndarray:
+    """The image ids trace `cluster` of the map holds: the cluster's members (nearest its
+    centre first) that the map draws (`drawn`, explorer.density.drawn_mask; None: all)."""
+    members = clustering.members(cluster)
+    return members if drawn is None else members[drawn[members]]
+
+
+def make_map_figure(
+    x: np.ndarray, y: np.ndarray, clustering: Clustering, names: dict[int, str], drawn: np.ndarray | None = None
+) -> go.Figure:
+    """The map: trace c (0..k-1) holds cluster c (its images that `drawn` keeps, all with
+    None); trace k holds the highlighted points, and trace k + 1 the teach loop's scores
+    (overlay_patch). The legend counts every member."""
     colors = cluster_colors(clustering.k)
-    size = marker_size(len(x))
+    size = marker_size(len(x) if drawn is None else int(drawn.sum()))
     traces = []
     for c in range(clustering.k):
-        ids = clustering.members(c)
+        ids = drawn_members(clustering, c, drawn)
         traces.append(
             go.Scattergl(
                 x=x[ids],
                 y=y[ids],
                 customdata=ids.astype(np.int32),
                 mode="markers",
-                name=legend_label(c, names, len(ids)),
+                name=legend_label(c, names, int(clustering.sizes[c])),
                 meta="cluster",
                 marker=dict(color=colors[c], size=size, line=dict(width=0)),
                 hoverinfo="none",
@@ -181,14 +191,14 @@ def overlay_patch(clustering: Clustering, x: np.ndarray, y: np.ndarray, ids, sco
     return patch
 
 
-def point_ids(clustering: Clustering, curve: int, points) -> np.ndarray:
-    """image ids of points of one trace of make_map_figure, by their point numbers.
+def point_ids(clustering: Clustering, curve: int, points, drawn: np.ndarray | None = None) -> np.ndarray:
+    """image ids of points of one trace of make_map_figure(..., drawn), by their point numbers.
 
     Plotly's WebGL events carry curve and point numbers but not customdata. The
     highlight trace (curve k) and unknown curves give no ids.
     """
     if not 0 <= int(curve) < clustering.k:
         return np.zeros(0, np.int64)
-    members = clustering.members(int(curve))
+    members = drawn_members(clustering, int(curve), drawn)
     points = np.asarray(points, dtype=np.int64)
     return members[points[(points >= 0) & (points < len(members))]].astype(np.int64)

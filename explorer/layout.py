@@ -505,6 +505,8 @@ def stores() -> list[dcc.Store]:
         dcc.Store(id="map-view", data=None),  # the map's ranges and size in pixels (assets/map.js)
         dcc.Store(id="map-atlas", data=None),  # the pictures drawn for that view (explorer/atlas.py)
         dcc.Store(id="map-atlas-drawn", data=None),  # the map key whose pictures lie over the map
+        dcc.Store(id="map-density", data=None),  # a large run's density image of the view (explorer/density.py)
+        dcc.Store(id="map-density-drawn", data=None),  # the map key whose density lies under the points
         dcc.Store(id="map-points", data=None),  # a map selection's outline (or its point numbers)
         dcc.Store(id="focus", data=None),  # the image shown large, with its neighbours
         dcc.Store(id="detail-for", data=None),  # the clustering whose map holds the card's rings

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 from dash import ClientsideFunction, Input, Output, Patch, State, html, no_update
 from dash.exceptions import PreventUpdate
 
-from .. import atlas
+from .. import atlas, density
 from ..data import RunData
 from ..figures import cluster_colors, cluster_label, make_map_figure, point_ids
 from ..region import ids_in_region
@@ -26,7 +28,8 @@ def event_image_id(data: RunData, clustering: str, event: dict | None) -> int | 
     points = (event or {}).get("points") or []
     if not points or "curveNumber" not in points[0]:
         return None
-    ids = point_ids(data.clustering(clustering), points[0]["curveNumber"], [points[0]["pointNumber"]])
+    curve, point = points[0]["curveNumber"], points[0]["pointNumber"]
+    ids = point_ids(data.clustering(clustering), curve, [point], density.drawn_mask(data.n))
     return int(ids[0]) if len(ids) else None
 
 
@@ -38,7 +41,8 @@ def selection_from_points(data: RunData, clustering: str, by_curve: dict) -> dic
     if "lasso" in by_curve or "box" in by_curve:
         ids = ids_in_region(*data.map_xy(clustering), c.cluster, by_curve, by_curve.get("hidden") or [])
     else:
-        parts = [point_ids(c, int(curve), points) for curve, points in (by_curve or {}).items()]
+        drawn = density.drawn_mask(data.n)
+        parts = [point_ids(c, int(curve), points, drawn) for curve, points in (by_curve or {}).items()]
         ids = np.concatenate(parts) if parts else np.zeros(0, np.int64)
     return review_list(ids, "Selected on the map", source="map", clustering=clustering)
 
@@ -67,9 +71,41 @@ def register(app, data: RunData) -> None:
     @app.callback(Output("map", "figure"), Input("clustering", "value"), Input("drill", "data"))
     def draw_map(clustering: str, drill=None):
         key = map_key(clustering, drill)
-        fig = make_map_figure(*data.map_xy(key), data.clustering(key), data.names_to_draw(key))
+        drawn = density.drawn_mask(data.n)
+        fig = make_map_figure(*data.map_xy(key), data.clustering(key), data.names_to_draw(key), drawn)
         fig.update_layout(meta={"key": key})  # which map the browser's view and pictures are of
         return fig
+
+    if density.drawn_mask(data.n) is not None:
+        density.warm_up()
+    frames = {}  # (map key, hidden clusters) -> the density's points_frame; the last one only
+    frames_lock = threading.Lock()
+
+    @app.callback(
+        Output("map-density", "data"),
+        Input("map-view", "data"),
+        State("clustering", "value"),
+        State("drill", "data"),
+        prevent_initial_call=True,
+    )
+    def draw_density(view, clustering, drill=None):
+        """A large run's map draws a sample of its points: the density image of all of them, for
+        the map's view, lies under them (assets/map.js)."""
+        key = map_key(clustering, drill)
+        if density.drawn_mask(data.n) is None:
+            return None
+        if not view or view.get("key") != key:
+            raise PreventUpdate
+        hidden = tuple(sorted(int(h) for h in view.get("hidden") or []))
+        with frames_lock:
+            frame = frames.get((key, hidden))
+            if frame is None:
+                c = data.clustering(key)
+                frame = density.points_frame(*data.map_xy(key), c.cluster, cluster_colors(c.k), hidden)
+                frames.clear()
+                frames[(key, hidden)] = frame
+        image = density.render(frame, view)
+        return {"key": key, "src": atlas.to_data_uri(image), "x": sorted(view["x"]), "y": sorted(view["y"])}
 
     @app.callback(
         Output("map-atlas", "data"),
@@ -125,6 +161,9 @@ def register(app, data: RunData) -> None:
         ClientsideFunction("map", "pixelRatio"), Output("map", "config"), Input("map", "id"), State("map", "config")
     )
     app.clientside_callback(ClientsideFunction("map", "watchView"), Output("map-view", "data"), Input("map", "figure"))
+    app.clientside_callback(
+        ClientsideFunction("map", "showDensity"), Output("map-density-drawn", "data"), Input("map-density", "data")
+    )
     app.clientside_callback(
         ClientsideFunction("map", "showAtlas"),
         Output("map-atlas-drawn", "data"),

@@ -1,0 +1,80 @@
+"""The map of a large run: a sample of its points drawn as points, over a density image of all
+of them, coloured by cluster, that the server renders for each view with datashader.
+
+Up to LOD_MIN images the map draws every point, as it always did. Above, it draws a seeded
+sample of SAMPLE images (the same on every view, so points do not flicker as the view moves),
+and assets/map.js lays the view's density image under them. Selections are resolved against
+every image (explorer/region.py), not only the drawn ones.
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import lru_cache
+
+import numpy as np
+
+LOD_MIN = 200_000  # images up to which the map draws every point
+SAMPLE = 100_000  # images drawn as points above it
+MAX_SIDE = 2400  # the density image's longest side (a larger map gets it stretched)
+
+
+@lru_cache(maxsize=4)
+def drawn_mask(n: int, seed: int = 0) -> np.ndarray | None:
+    """(n,) bool: the images a map of n draws as points; None when it draws them all."""
+    if n <= LOD_MIN:
+        return None
+    mask = np.zeros(n, np.bool_)
+    mask[np.random.default_rng(seed).choice(n, SAMPLE, replace=False)] = True
+    mask.setflags(write=False)
+    return mask
+
+
+def points_frame(x: np.ndarray, y: np.ndarray, cluster: np.ndarray, colors: list[str], hidden=()):
+    """The images a density image counts, as datashader reads them: a DataFrame of x, y and
+    their cluster's colour r, g, b. Images with no place on this map (NaN), outside a
+    drill-down (cluster -1) or in hidden clusters are left out. Built once per map and legend,
+    since at 10M images building it costs more than rendering a view from it."""
+    import pandas as pd
+
+    keep = (cluster >= 0) & np.isfinite(x) & np.isfinite(y)
+    if len(hidden):
+        keep &= ~np.isin(cluster, np.asarray(hidden, dtype=cluster.dtype))
+    rgb = np.array([[int(c[i : i + 2], 16) for i in (1, 3, 5)] for c in colors], np.float32)
+    ids = slice(None) if keep.all() else np.flatnonzero(keep)
+    c = cluster[ids] % len(rgb)
+    return pd.DataFrame({"x": x[ids], "y": y[ids], "r": rgb[c, 0], "g": rgb[c, 1], "b": rgb[c, 2]})
+
+
+def render(frame, view: dict) -> np.ndarray:
+    """An RGBA image (h, w, 4) uint8 of the view of `frame` (points_frame): each pixel holds
+    the mean colour of the clusters of the images in it, weighted by their counts, and is more
+    opaque the more images it holds (on a log scale, the fullest pixel opaque); empty pixels
+    are transparent."""
+    import datashader as ds
+
+    w, h = max(int(view["w"]), 1), max(int(view["h"]), 1)
+    scale = min(1.0, MAX_SIDE / max(w, h))
+    w, h = max(round(w * scale), 1), max(round(h * scale), 1)
+    (x0, x1), (y0, y1) = sorted(view["x"]), sorted(view["y"])
+    canvas = ds.Canvas(plot_width=w, plot_height=h, x_range=(x0, x1), y_range=(y0, y1))
+    agg = canvas.points(frame, "x", "y", agg=ds.summary(n=ds.count(), r=ds.sum("r"), g=ds.sum("g"), b=ds.sum("b")))
+    n = agg["n"].values[::-1].astype(np.float32)  # datashader's rows run up the map; an image's down
+    image = np.zeros((h, w, 4), np.uint8)
+    full = n > 0
+    if full.any():
+        for i, band in enumerate("rgb"):
+            image[..., i][full] = np.clip(agg[band].values[::-1][full] / n[full], 0, 255).astype(np.uint8)
+        image[..., 3][full] = (96 + 159 * np.log1p(n[full]) / np.log1p(n.max())).astype(np.uint8)
+    return image
+
+
+def warm_up() -> None:
+    """Render a tiny view in a thread: datashader compiles its loops (numba) on its first call
+    in a process, a second or more that the first view would wait for."""
+
+    def run():
+        x = np.random.default_rng(0).normal(size=100).astype(np.float32)
+        render(points_frame(x, x, np.zeros(100, np.int32), ["#000000"]), {"x": [-3, 3], "y": [-3, 3], "w": 8, "h": 8})
+
+    threading.Thread(target=run, name="ice-datashader-warm-up", daemon=True).start()

@@ -1,0 +1,106 @@
+"""A map of 300,000 generated images in headless Chromium: a sample drawn as points over the
+density image of all of them, zoomed in to points and pictures, hovered and box-selected."""
+
+import pandas as pd
+import pytest
+from dash.testing.wait import until
+from selenium.webdriver.common.actions.action_builder import ActionBuilder
+
+from benchmarks.load import make_synthetic_run
+from explorer import density
+from explorer.app import create_app
+from tests.conftest_browser import VIEWPORT, wait_for_map
+from tests.test_browser_explorer import GD, drag
+
+pytestmark = pytest.mark.browser
+
+N = 300_000
+
+
+@pytest.fixture(scope="module")
+def large_run(tmp_path_factory):
+    return make_synthetic_run(tmp_path_factory.mktemp("large") / "run", N, clusters=12, image_size=8)
+
+
+@pytest.fixture
+def large(dash_duo, large_run):
+    dash_duo.driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride",
+        {"width": VIEWPORT[0], "height": VIEWPORT[1], "deviceScaleFactor": 1, "mobile": False},
+    )
+    dash_duo.start_server(create_app(large_run))
+    wait_for_map(dash_duo, timeout=60)
+    dash_duo.run_dir = large_run
+    return dash_duo
+
+
+def layer_shown(duo, frame_id: str) -> bool:
+    return duo.driver.execute_script(
+        f"const f = document.getElementById('{frame_id}');"
+        "return !!f && f.style.display !== 'none' && f.firstChild.src.startsWith('data:image/webp')"
+    )
+
+
+def zoom_to(duo, xr, yr) -> None:
+    duo.driver.execute_script(
+        f"Plotly.relayout({GD}, {{'xaxis.range': arguments[0], 'yaxis.range': arguments[1]}})", xr, yr
+    )
+
+
+def test_a_sample_is_drawn_over_the_density_of_every_image(large):
+    drawn, legend = large.driver.execute_script(f"""
+        const t = {GD}._fullData.filter(t => t.meta === 'cluster');
+        return [t.reduce((s, t) => s + t._length, 0), t.map(t => Number(t.name.split('· ')[1].replace(/,/g, '')))];""")
+    assert drawn == density.SAMPLE and sum(legend) == N  # the legend counts every image
+    until(lambda: layer_shown(large, "map-density-frame"), 30)
+    # under the points: before plotly's WebGL layer in the page
+    assert large.driver.execute_script(
+        "const f = document.getElementById('map-density-frame'), gl = f.parentNode.querySelector('.gl-container');"
+        "return !!(f.compareDocumentPosition(gl) & Node.DOCUMENT_POSITION_FOLLOWING)"
+    )
+    assert "in view: zoom in" in large.find_element("#atlas-note").text  # too many for pictures
+
+
+def test_zoomed_in_a_drawn_point_hovers_to_its_own_image_and_the_pictures_show(large):
+    image_id, x, y = large.driver.execute_script(
+        f"const t = {GD}._fullData.find(t => t.meta === 'cluster'); return [t.customdata[7], t.x[7], t.y[7]]"
+    )
+    zoom_to(large, [x - 0.05, x + 0.05], [y - 0.05, y + 0.05])
+    until(lambda: layer_shown(large, "map-atlas-frame"), 30)  # few enough: the pictures of all, drawn or not
+    px, py = large.driver.execute_script(
+        f"""const gd = {GD}, fl = gd._fullLayout, r = gd.querySelector('.nsewdrag').getBoundingClientRect();
+        return [r.left + fl.xaxis.d2p(arguments[0]), r.top + fl.yaxis.d2p(arguments[1])];""",
+        x,
+        y,
+    )
+    actions = ActionBuilder(large.driver)
+    actions.pointer_action.move_to_location(round(px), round(py))
+    actions.perform()
+    until(lambda: large.find_elements("#map-tooltip img.tooltip-img"), 10)
+    assert f"/thumb/{image_id}.png" in large.find_element("#map-tooltip img.tooltip-img").get_attribute("src")
+
+
+def test_a_box_over_the_density_selects_every_image_inside_not_only_the_drawn(large):
+    plot = large.driver.execute_script(
+        f"const r = {GD}.querySelector('.nsewdrag').getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]"
+    )
+    large.find_element("#map .modebar-btn[data-title='Box Select']").click()
+    w, h = plot[2] - plot[0], plot[3] - plot[1]
+    drag(
+        large,
+        (round(plot[0] + 0.3 * w), round(plot[1] + 0.4 * h)),
+        (round(plot[0] + 0.5 * w), round(plot[1] + 0.7 * h)),
+    )
+    large.wait_for_contains_text("#selection-title", "Selected on the map", timeout=20)
+    box = large.driver.execute_script(f"return {GD}.layout.selections[0]")
+    items = pd.read_parquet(large.run_dir / "items.parquet", columns=["x", "y"])
+    x0, x1, y0, y1 = (
+        min(box["x0"], box["x1"]),
+        max(box["x0"], box["x1"]),
+        min(box["y0"], box["y1"]),
+        max(box["y0"], box["y1"]),
+    )
+    inside = ((items.x >= x0) & (items.x <= x1) & (items.y >= y0) & (items.y <= y1)).to_numpy()
+    drawn = density.drawn_mask(N)
+    assert inside.sum() > 1000 and (inside & drawn).sum() < 0.5 * inside.sum()
+    until(lambda: f"{int(inside.sum()):,} images" in large.find_element("#selection-title").text, 10)

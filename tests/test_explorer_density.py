@@ -1,0 +1,57 @@
+"""A large run's map: the sample it draws as points and the density image of every image."""
+
+import numpy as np
+
+from explorer import density
+from explorer.figures import make_map_figure, point_ids
+
+
+def test_up_to_lod_min_every_point_is_drawn_above_a_fixed_sample():
+    assert density.drawn_mask(density.LOD_MIN) is None
+    mask = density.drawn_mask(density.LOD_MIN + 1)
+    assert mask.sum() == density.SAMPLE and np.array_equal(mask, density.drawn_mask(density.LOD_MIN + 1, 0))
+    assert not np.array_equal(mask, density.drawn_mask(density.LOD_MIN + 1, 1))
+
+
+def test_the_density_image_colours_each_place_by_its_clusters_and_counts():
+    # cluster 0 (red) in the top-left quarter, cluster 1 (blue) in the bottom-right, both in the middle
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.uniform(0, 4, 5000), rng.uniform(6, 10, 5000), np.full(200, 5.0)]).astype(np.float32)
+    y = np.concatenate([rng.uniform(6, 10, 5000), rng.uniform(0, 4, 5000), np.full(200, 5.0)]).astype(np.float32)
+    cluster = np.concatenate([np.zeros(5000), np.ones(5000), np.arange(200) % 2]).astype(np.int32)
+    colors = ["#ff0000", "#0000ff"]
+    view = {"x": [0, 10], "y": [0, 10], "w": 100, "h": 100}
+    image = density.render(density.points_frame(x, y, cluster, colors), view)
+    assert image.shape == (100, 100, 4)
+    assert tuple(image[20, 20, :3]) == (255, 0, 0) and tuple(image[80, 80, :3]) == (0, 0, 255)  # rows run down
+    assert image[20, 80, 3] == 0 and image[80, 20, 3] == 0  # nothing there: transparent
+    middle = image[49:52, 49:52].reshape(-1, 4)
+    assert middle[:, 3].max() == 255  # the fullest pixel
+    r, b = middle[middle[:, 3] == 255][0, [0, 2]]
+    assert abs(int(r) - int(b)) <= 2 and 120 <= r <= 135  # half red, half blue
+    hidden = density.render(density.points_frame(x, y, cluster, colors, hidden=[0]), view)
+    assert hidden[20, 20, 3] == 0 and tuple(hidden[80, 80, :3]) == (0, 0, 255)
+    off_map = density.points_frame(np.array([np.nan, 1], np.float32), np.ones(2, np.float32), np.array([0, -1]), colors)
+    assert len(off_map) == 0
+
+
+def test_a_large_maps_traces_hold_the_sample_and_their_point_numbers_name_it(monkeypatch):
+    from explorer.data import Clustering
+
+    n = 5000
+    monkeypatch.setattr(density, "LOD_MIN", 1000)
+    monkeypatch.setattr(density, "SAMPLE", 700)
+    density.drawn_mask.cache_clear()
+    try:
+        drawn = density.drawn_mask(n)
+        rng = np.random.default_rng(0)
+        c = Clustering("run", 4, rng.integers(0, 4, n).astype(np.int32), rng.random(n).astype(np.float32))
+        x, y = rng.random(n).astype(np.float32), rng.random(n).astype(np.float32)
+        fig = make_map_figure(x, y, c, {}, drawn)
+        held = [np.asarray(t.customdata) for t in fig.data[:4]]
+        assert sum(len(h) for h in held) == 700 and drawn[np.concatenate(held)].all()
+        assert [t.name.endswith(f"· {c.sizes[i]:,}") for i, t in enumerate(fig.data[:4])] == [True] * 4
+        for curve in range(4):
+            assert np.array_equal(point_ids(c, curve, np.arange(len(held[curve])), drawn), held[curve])
+    finally:
+        density.drawn_mask.cache_clear()
