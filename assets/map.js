@@ -33,6 +33,9 @@
   const A = {atlas: null, density: null, sent: '', timer: null};
   const graph = () => document.querySelector('#map .js-plotly-plot');
   const mapKey = (gd) => gd.layout && gd.layout.meta && gd.layout.meta.key;
+  // the clusters hidden in the legend: trace c is cluster c
+  const hiddenClusters = (gd) => (gd && gd._fullData ? gd._fullData : [])
+    .filter((t) => t.meta === 'cluster' && t.visible === 'legendonly').map((t) => t.index);
 
   function layer(container, id, before) {
     let frame = document.getElementById(id);
@@ -74,7 +77,7 @@
     placeAtlas(gd);
     const fl = gd._fullLayout, key = mapKey(gd);
     if (key === undefined || !fl || !fl.xaxis || !fl.yaxis) return;  // the empty map before the first
-    const hidden = gd._fullData.filter((t) => t.meta === 'cluster' && t.visible === 'legendonly').map((t) => t.index);
+    const hidden = hiddenClusters(gd);
     const ring = gd._fullData.find((t) => t.meta === 'highlight');
     const ringed = ring && ring.customdata ? Array.from(ring.customdata).map(Number) : [];
     const view = {key, x: fl.xaxis.range.slice(), y: fl.yaxis.range.slice(),
@@ -141,9 +144,7 @@
       selectedPoints: function (selected) {
         const no = window.dash_clientside.no_update;
         if (!selected) { return no; }
-        const gd = graph();
-        const hidden = gd && gd._fullData
-          ? gd._fullData.filter((t) => t.meta === 'cluster' && t.visible === 'legendonly').map((t) => t.index) : [];
+        const hidden = hiddenClusters(graph());
         const lasso = selected.lassoPoints, box = selected.range;
         if (lasso && lasso.x && lasso.x.length >= 3) { return {lasso: {x: lasso.x, y: lasso.y}, hidden}; }
         if (box && box.x && box.y) { return {box: {x: box.x, y: box.y}, hidden}; }

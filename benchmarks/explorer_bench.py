@@ -12,7 +12,8 @@ that one user gets, in a subprocess (benchmarks.load.explorer). It measures:
                      payloads as the page (benchmarks.load.Client); also their gzip size
   first map, time    headless Chromium (Debian's chromium and chromedriver, via selenium, HTTP
                      cache off): from driver.get(url) until plotly's _fullData holds the
-                     cluster traces with all N points, the WebGL canvas exists and two
+                     cluster traces with every point the map draws (all N up to
+                     200k, else a sample of 100k over a density image), the WebGL canvas exists and two
                      animation frames have passed. Skipped when chromium is not installed
   hover              the tooltip callback (Client.hover) and GET /thumb/<id>.png, for random ids
   lasso              Client.select with a round lasso around 100,000 points (its outline, as
@@ -40,6 +41,8 @@ import pandas as pd
 
 from benchmarks.common import DATA_CACHE, append_section, machine, today, verdict
 from benchmarks.load import Client, callbacks_of, explorer, make_synthetic_run, percentile
+from explorer.density import drawn_mask
+from explorer.figures import drawn_members
 
 TARGET_MAP_S = 5.0  # median time until the map is drawn
 TARGET_HOVER_MS = 50.0  # p95 of a thumbnail's answer
@@ -112,10 +115,17 @@ class MapPoints:
         items = pd.read_parquet(run_dir / "items.parquet", columns=["cluster", "distance", "x", "y"])
         cluster = items["cluster"].to_numpy()
         clustering = Clustering(RUN_CLUSTERING, int(cluster.max()) + 1, cluster, items["distance"].to_numpy())
-        point = np.empty(len(items), np.int64)
+        drawn = drawn_mask(len(items))
+        point = np.full(len(items), -1, np.int64)  # -1: an image the map does not draw as a point
         for c in range(clustering.k):
-            point[clustering.members(c)] = np.arange(clustering.sizes[c])
+            members = drawn_members(clustering, c, drawn)
+            point[members] = np.arange(len(members))
         return cls(cluster.astype(np.int64), point, items["x"].to_numpy(), items["y"].to_numpy())
+
+    @property
+    def drawn(self) -> np.ndarray:
+        """ids of the images the map draws as points (all of them up to explorer.density.LOD_MIN)."""
+        return np.flatnonzero(self.point >= 0)
 
     @property
     def n(self) -> int:
@@ -163,7 +173,8 @@ def first_map_bytes(client: Client) -> dict[str, dict]:
 def time_hover(client: Client, points: MapPoints, count: int, rng: np.random.Generator) -> dict[str, list]:
     """Seconds of the tooltip callback and of the thumbnail it shows, for random images."""
     times = {"hover": [], "thumb": []}
-    for i, image_id in enumerate(rng.choice(points.n, min(points.n, count + WARMUP), replace=False)):
+    drawn = points.drawn  # hover reaches only the points drawn
+    for i, image_id in enumerate(rng.choice(drawn, min(len(drawn), count + WARMUP), replace=False)):
         t0 = time.perf_counter()
         checked(client.hover(int(points.curve[image_id]), int(points.point[image_id])))
         t1 = time.perf_counter()
@@ -487,7 +498,7 @@ def bench(run_dir: Path, source: str, command: str, loads: int, hovers: int, las
             print("map drawn in Chromium: skipped: chromium not found", flush=True)
         else:
             figure_bytes = report.first_map["map figure callback"]["bytes"]
-            report.loads = time_map_in_chromium(base + "/", points.n, figure_bytes, loads)
+            report.loads = time_map_in_chromium(base + "/", len(points.drawn), figure_bytes, loads)
             print("map drawn in Chromium: " + ", ".join(f"{x['drawn']:.2f} s" for x in report.loads), flush=True)
         report.hover = time_hover(client, points, hovers, rng)
         report.lasso, report.lasso_bytes = time_lasso(client, points, report.lasso_points, lassos, rng)

@@ -35,7 +35,8 @@ def picture_px(width: int, height: int, count: int) -> int:
     return int(np.clip(0.9 * np.sqrt(width * height / max(count, 1)), MIN_PX, MAX_PX))
 
 
-def _rgb(color: str) -> tuple[int, int, int]:
+def rgb(color: str) -> tuple[int, int, int]:
+    """'#rrggbb' -> (r, g, b)."""
     return tuple(int(color[i : i + 2], 16) for i in (1, 3, 5))
 
 
@@ -70,11 +71,11 @@ def render(
     px = ((x[ids] - x0) / max(x1 - x0, 1e-12) * w).astype(np.float64)
     py = ((y1 - y[ids]) / max(y1 - y0, 1e-12) * h).astype(np.float64)  # screen rows run down
     inner = side - 2 * FRAME
-    rgb = [_rgb(c) for c in colors]
+    colours = [rgb(c) for c in colors]
     for i, image_id in enumerate(ids):
         left, top = pad + round(px[i]) - side // 2, pad + round(py[i]) - side // 2
         tile = canvas[top : top + side, left : left + side]
-        tile[..., :3] = RING if ring[i] else rgb[int(cluster[image_id]) % len(rgb)]
+        tile[..., :3] = RING if ring[i] else colours[int(cluster[image_id]) % len(colours)]
         tile[..., 3] = 255
         picture = Image.fromarray(np.ascontiguousarray(pixels[image_id]), "RGB")
         if picture.size != (inner, inner):

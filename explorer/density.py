@@ -14,6 +14,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from .atlas import rgb as atlas_rgb
+
 LOD_MIN = 200_000  # images up to which the map draws every point
 SAMPLE = 100_000  # images drawn as points above it
 MAX_SIDE = 2400  # the density image's longest side (a larger map gets it stretched)
@@ -40,7 +42,7 @@ def points_frame(x: np.ndarray, y: np.ndarray, cluster: np.ndarray, colors: list
     keep = (cluster >= 0) & np.isfinite(x) & np.isfinite(y)
     if len(hidden):
         keep &= ~np.isin(cluster, np.asarray(hidden, dtype=cluster.dtype))
-    rgb = np.array([[int(c[i : i + 2], 16) for i in (1, 3, 5)] for c in colors], np.float32)
+    rgb = np.array([atlas_rgb(c) for c in colors], np.float32)
     ids = slice(None) if keep.all() else np.flatnonzero(keep)
     c = cluster[ids] % len(rgb)
     return pd.DataFrame({"x": x[ids], "y": y[ids], "r": rgb[c, 0], "g": rgb[c, 1], "b": rgb[c, 2]})

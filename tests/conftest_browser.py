@@ -81,19 +81,24 @@ def explorer_run(small_run, tmp_path) -> Path:
     return Path(shutil.copytree(small_run, tmp_path / "run", ignore=shutil.ignore_patterns(*NOT_COPIED)))
 
 
-@pytest.fixture
-def explorer(dash_duo, explorer_run):
-    """dash_duo showing the app over a fresh copy of the small run, at 1280x800, map drawn."""
+def start_explorer(dash_duo, run_dir: Path, timeout: float = 20):
+    """dash_duo showing the app over `run_dir`, at 1280x800, map drawn."""
     from explorer.app import create_app
 
     dash_duo.driver.execute_cdp_cmd(
         "Emulation.setDeviceMetricsOverride",
         {"width": VIEWPORT[0], "height": VIEWPORT[1], "deviceScaleFactor": 1, "mobile": False},
     )
-    dash_duo.start_server(create_app(explorer_run))
-    wait_for_map(dash_duo)
-    dash_duo.run_dir = explorer_run
+    dash_duo.start_server(create_app(run_dir))
+    wait_for_map(dash_duo, timeout)
+    dash_duo.run_dir = run_dir
     return dash_duo
+
+
+@pytest.fixture
+def explorer(dash_duo, explorer_run):
+    """dash_duo showing the app over a fresh copy of the small run, at 1280x800, map drawn."""
+    return start_explorer(dash_duo, explorer_run)
 
 
 def wait_for_map(dash_duo, timeout: float = 20) -> None:

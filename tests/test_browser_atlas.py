@@ -13,7 +13,7 @@ from selenium.webdriver.common.actions.action_builder import ActionBuilder
 import explorer.atlas as explorer_atlas
 from explorer.app import create_app
 from explorer.figures import cluster_colors
-from tests.conftest_browser import VIEWPORT, wait_for_map
+from tests.conftest_browser import start_explorer
 from tests.test_browser_explorer import GD, lone_point
 
 pytestmark = pytest.mark.browser
@@ -68,12 +68,7 @@ def test_the_pictures_lie_where_their_points_are_and_the_mouse_still_finds_the_p
 
 def test_a_view_with_too_many_images_shows_points_until_zoomed_in(dash_duo, explorer_run, monkeypatch):
     monkeypatch.setattr(explorer_atlas, "ATLAS_MAX", 40)
-    dash_duo.driver.execute_cdp_cmd(
-        "Emulation.setDeviceMetricsOverride",
-        {"width": VIEWPORT[0], "height": VIEWPORT[1], "deviceScaleFactor": 1, "mobile": False},
-    )
-    dash_duo.start_server(create_app(explorer_run))
-    wait_for_map(dash_duo)
+    start_explorer(dash_duo, explorer_run)
     dash_duo.wait_for_contains_text("#atlas-note", "in view: zoom in", timeout=15)
     assert atlas_state(dash_duo) is None
     x, y, image_id = lone_point(dash_duo)

@@ -8,8 +8,7 @@ from selenium.webdriver.common.actions.action_builder import ActionBuilder
 
 from benchmarks.load import make_synthetic_run
 from explorer import density
-from explorer.app import create_app
-from tests.conftest_browser import VIEWPORT, wait_for_map
+from tests.conftest_browser import start_explorer
 from tests.test_browser_explorer import GD, drag
 
 pytestmark = pytest.mark.browser
@@ -24,14 +23,7 @@ def large_run(tmp_path_factory):
 
 @pytest.fixture
 def large(dash_duo, large_run):
-    dash_duo.driver.execute_cdp_cmd(
-        "Emulation.setDeviceMetricsOverride",
-        {"width": VIEWPORT[0], "height": VIEWPORT[1], "deviceScaleFactor": 1, "mobile": False},
-    )
-    dash_duo.start_server(create_app(large_run))
-    wait_for_map(dash_duo, timeout=60)
-    dash_duo.run_dir = large_run
-    return dash_duo
+    return start_explorer(dash_duo, large_run, timeout=60)
 
 
 def layer_shown(duo, frame_id: str) -> bool:
