@@ -30,7 +30,9 @@
      clusters, rings) after each draw; the server answers with a picture of that view, which
      follows pans and zooms until the next one comes. They take no mouse events: hover,
      clicks and the lasso reach the points. */
-  const A = {atlas: null, density: null, sent: '', timer: null};
+  // detailSeq: the densitySeq whose points are drawn; benchmarks/explorer_bench.py reads it
+  const A = {atlas: null, density: null, densitySeq: 0, detailSeq: -1, sent: '', timer: null};
+  window.iceMap = A;
   const graph = () => document.querySelector('#map .js-plotly-plot');
   const mapKey = (gd) => gd.layout && gd.layout.meta && gd.layout.meta.key;
   // the clusters hidden in the legend: trace c is cluster c
@@ -73,6 +75,36 @@
     placeLayer(gd, layer(container, 'map-atlas-frame', svgs[1]), A.atlas, !(scores && scores._length));
   }
 
+  /* A large map's view: its own points beyond the sample (explorer/density.py detail), drawn
+     in trace 'detail' in their clusters' colours with their image ids as customdata (a plain
+     array: plotly's WebGL hover events carry it only so). Drawn again after a new figure of the
+     same map, which comes without them. */
+  function decode(b64, Type) {
+    const bytes = Uint8Array.from(atob(b64), (ch) => ch.charCodeAt(0));
+    return new Type(bytes.buffer);
+  }
+
+  function drawDetail(gd) {
+    if (!gd || !gd._fullData) return;
+    const index = gd._fullData.findIndex((t) => t.meta === 'detail');
+    if (index < 0) return;
+    const d = A.density, p = d && d.key === mapKey(gd) ? d.points : null;
+    const tag = p ? A.densitySeq : 0, trace = gd.data[index];
+    if (trace.__iceTag === tag) return;
+    let update;
+    if (!p || !p.n) {
+      if (!trace.x || !trace.x.length) { trace.__iceTag = tag; A.detailSeq = tag; return; }
+      update = {x: [[]], y: [[]], customdata: [[]], 'marker.color': [[]]};
+    } else {
+      const colors = gd._fullData.filter((t) => t.meta === 'cluster').map((t) => t.marker.color);
+      const c = decode(p.c, Int16Array);
+      update = {x: [decode(p.x, Float32Array)], y: [decode(p.y, Float32Array)],
+                customdata: [Array.from(decode(p.id, Int32Array))],
+                'marker.color': [Array.from(c, (v) => colors[v] || '#888888')]};
+    }
+    window.Plotly.restyle(gd, update, [index]).then(() => { gd.data[index].__iceTag = tag; A.detailSeq = tag; });
+  }
+
   function reportView(gd) {
     placeAtlas(gd);
     const fl = gd._fullLayout, key = mapKey(gd);
@@ -110,7 +142,7 @@
       watchView: function (_figure) {
         watch(100);
         const gd = graph();
-        if (gd && gd.__iceView) requestAnimationFrame(() => reportView(gd));
+        if (gd && gd.__iceView) requestAnimationFrame(() => { drawDetail(gd); reportView(gd); });
         return window.dash_clientside.no_update;
       },
       /* map-atlas.data -> the pictures laid over the map; the key of the map they are of. */
@@ -123,8 +155,9 @@
       /* map-density.data -> the density image laid under the points; the key of its map. */
       showDensity: function (density) {
         A.density = density;
+        A.densitySeq += 1;
         const gd = graph();
-        if (gd) placeAtlas(gd);
+        if (gd) { placeAtlas(gd); drawDetail(gd); }
         return density ? density.key : null;
       },
       /* map.id, once as the page starts -> map.config: on a HiDPI screen the map's WebGL draws

@@ -49,13 +49,15 @@ THINK_S = 0.05  # pause between one session's actions
 
 
 def make_synthetic_run(
-    run_dir: Path, n: int, clusters: int = 50, image_size: int = 32, dim: int = 64, seed: int = 0
+    run_dir: Path, n: int, clusters: int = 50, image_size: int = 32, dim: int = 64, seed: int = 0, tiles: bool = True
 ) -> Path:
-    """Write a complete run directory of n images (docs/run-format.md) without training."""
+    """Write a complete run directory of n images (docs/run-format.md) without training; with
+    `tiles`, the map's tiles too, as `ice embed` writes them."""
     import faiss
 
     from embeddings.config import Config
     from ice import run_dir as rd
+    from ice import tiles as map_tiles
 
     rng = np.random.default_rng(seed)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -95,6 +97,8 @@ def make_synthetic_run(
     )
     with rd.atomic_path(run_dir / rd.ITEMS) as tmp:
         items.to_parquet(tmp, index=False)
+    if tiles:
+        map_tiles.write(run_dir, xy[:, 0], xy[:, 1])
     cfg = Config(image_size=image_size, dim=dim, clusters=clusters, cluster_space="embeddings")
     rd.write_json(
         run_dir / rd.MANIFEST,

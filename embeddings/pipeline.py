@@ -1,6 +1,6 @@
 """Run the stages in order, skipping those a previous (killed) run already finished.
 
-scan -> decode -> train -> embed -> cluster -> selflabel -> project -> finish
+scan -> decode -> train -> embed -> cluster -> selflabel -> project -> tiles -> finish
 Each stage writes its outputs atomically, then records itself in progress.json.
 The manifest, written last, is what makes a run complete.
 """
@@ -25,7 +25,7 @@ from ice.errors import IceError, not_a_folder
 from . import __version__
 from .config import Config
 
-STAGES = ("scan", "decode", "train", "embed", "cluster", "selflabel", "project")
+STAGES = ("scan", "decode", "train", "embed", "cluster", "selflabel", "project", "tiles")
 SPEED_ONLY = ("workers",)  # settings a resumed run may change: they change how fast, not what comes out
 
 
@@ -184,7 +184,16 @@ def _run_stages(run: Run, cfg: Config, resume: bool) -> dict:
         run.cfg = run.cfg.replace(parallel_layout=device.type == "cuda")
     if run.done("scan"):
         stages.verify_input(run)
-    steps = (stages.scan, stages.decode, stages.train, stages.embed, stages.cluster, stages.selflabel, stages.project)
+    steps = (
+        stages.scan,
+        stages.decode,
+        stages.train,
+        stages.embed,
+        stages.cluster,
+        stages.selflabel,
+        stages.project,
+        stages.tiles,
+    )
     for name, step in zip(STAGES, steps, strict=True):
         if not run.done(name):
             t0 = time.perf_counter()
@@ -232,6 +241,7 @@ def write_manifest(run: Run, device_name: str) -> dict:
         "clusters": stages["selflabel"].get("k", stages["cluster"]["k"]),
         "cluster_space": run.cfg.cluster_space,
         "stage_seconds": {s: stages[s]["seconds"] for s in STAGES},
+        "tiles": {k: v for k, v in stages["tiles"].items() if k != "seconds"},
         "train_loss": stages["train"]["loss"],
         "metrics": metrics,
     }

@@ -17,6 +17,7 @@ import pandas as pd
 import torch
 
 from ice import run_dir as rd
+from ice import tiles as map_tiles
 from ice.errors import IceError
 from ice.search_index import write_index
 
@@ -357,3 +358,10 @@ def project(run, device, resume) -> dict:
         xy = np.stack([np.arange(len(emb)), np.zeros(len(emb))], 1).astype(np.float32)
     rd.save_npy(run.path(MAP), xy)
     return {}
+
+
+def tiles(run, device, resume) -> dict:
+    """The map's quadtree of tiles (ice/tiles.py), from which the explorer gives each view of a
+    large map its points."""
+    xy = np.load(run.path(MAP))
+    return map_tiles.write(run.dir, xy[:, 0], xy[:, 1])

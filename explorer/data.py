@@ -19,6 +19,7 @@ import pandas as pd
 from ice.annotations import RUN_CLUSTERING, Annotations
 from ice.errors import IceError
 from ice.search_index import read_index
+from ice.tiles import Tiles
 from ice.run_dir import (
     ANNOTATIONS,
     CLUSTERINGS,
@@ -87,6 +88,7 @@ class RunData:
     _index: object = field(default=None, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _manifest_seen: tuple | None = field(default=None, repr=False)  # (inode, mtime, size) last checked
+    _tiles: object = field(default=False, repr=False)  # the map's Tiles, None without; False: not read yet
 
     @property
     def n(self) -> int:
@@ -98,6 +100,15 @@ class RunData:
         carry it, so a browser never reuses an image it cached from another run served on the
         same port, or from this folder before `ice embed --force`."""
         return hashlib.sha1(f"{self.run_dir}\0{self.manifest.get('created', '')}".encode()).hexdigest()[:12]
+
+    @property
+    def tiles(self):
+        """The run's map tiles (ice/tiles.py), or None: a run made before them, or whose tiles
+        are of another map; its large map then draws its sample over the density image only."""
+        with self._lock:
+            if self._tiles is False:
+                self._tiles = Tiles.load(self.run_dir, self.x, self.y)
+            return self._tiles
 
     @property
     def input_root(self) -> Path:
@@ -188,7 +199,7 @@ class RunData:
         with self._lock:
             self.manifest, self.path, self.x, self.y = grown.manifest, grown.path, grown.x, grown.y
             self.embeddings, self.pixels, self._index = grown.embeddings, grown.pixels, None
-            self._clusterings, self._maps = grown._clusterings, {}
+            self._clusterings, self._maps, self._tiles = grown._clusterings, {}, False
 
     def names_to_draw(self, clustering: str) -> dict[int, str]:
         """The names of a clustering's clusters, for the map and panels: none where they

@@ -1,10 +1,12 @@
 """The map of a large run: a sample of its points drawn as points, over a density image of all
 of them, coloured by cluster, that the server renders for each view with datashader.
 
-Up to LOD_MIN images the map draws every point, as it always did. Above, it draws a seeded
-sample of SAMPLE images (the same on every view, so points do not flicker as the view moves),
-and assets/map.js lays the view's density image under them. Selections are resolved against
-every image (explorer/region.py), not only the drawn ones.
+Up to LOD_MIN images the map draws every point, as it always did. Above, it draws a fixed
+sample of SAMPLE images (the images with the lowest keys, ice/tiles.py: the same on every view,
+so points do not flicker as the view moves), and assets/map.js lays the view's density image
+under them. Where the run has tiles, each view also gets up to DETAIL more of its own points,
+the next keys up, from them (`detail`): all of the view's points once it is narrow enough.
+Selections are resolved against every image (explorer/region.py), not only the drawn ones.
 """
 
 from __future__ import annotations
@@ -12,12 +14,18 @@ from __future__ import annotations
 import threading
 from functools import lru_cache
 
+import base64
+
 import numpy as np
+
+from ice import tiles as map_tiles
 
 from .atlas import rgb as atlas_rgb
 
 LOD_MIN = 200_000  # images up to which the map draws every point
 SAMPLE = 100_000  # images drawn as points above it
+DETAIL = 50_000  # points of its own that a view of such a map gets at most
+ZOOMED = 0.5  # views at most this part of the map across get them
 MAX_SIDE = 2400  # the density image's longest side (a larger map gets it stretched)
 
 
@@ -26,10 +34,42 @@ def drawn_mask(n: int, seed: int = 0) -> np.ndarray | None:
     """(n,) bool: the images a map of n draws as points; None when it draws them all."""
     if n <= LOD_MIN:
         return None
-    mask = np.zeros(n, np.bool_)
-    mask[np.random.default_rng(seed).choice(n, SAMPLE, replace=False)] = True
+    k = map_tiles.keys(np.arange(n), seed)
+    mask = k < np.partition(k, SAMPLE)[SAMPLE]
     mask.setflags(write=False)
     return mask
+
+
+@lru_cache(maxsize=4)
+def sample_key(n: int) -> float:
+    """The key below which drawn_mask(n) draws an image."""
+    return map_tiles.sample_key(n, SAMPLE)
+
+
+def zoomed(tiles, view: dict) -> bool:
+    """Whether a view is narrow enough to get points of its own: at most half the map across.
+    Wider, the sample over the density image is the map, and the first view stays light."""
+    span = max(abs(view["x"][1] - view["x"][0]), abs(view["y"][1] - view["y"][0]))
+    return span <= ZOOMED * tiles.side
+
+
+def detail(tiles, view: dict, n: int, cluster: np.ndarray, keep: np.ndarray | None) -> dict:
+    """The view's own points beyond the drawn sample, from the run's tiles, as map.js draws
+    them: positions, image ids and clusters as little-endian base64 arrays; `all` when they
+    are every image of the view. `keep`: (n,) bool, the images of clusters not hidden."""
+    ids, complete = tiles.view(view, DETAIL, above=sample_key(n), keep=keep)
+
+    def b64(a, dtype):
+        return base64.b64encode(np.ascontiguousarray(a, dtype).tobytes()).decode("ascii")
+
+    return {
+        "n": len(ids),
+        "x": b64(tiles.x[ids], "<f4"),
+        "y": b64(tiles.y[ids], "<f4"),
+        "id": b64(ids, "<i4"),
+        "c": b64(cluster[ids], "<i2"),
+        "all": complete,
+    }
 
 
 def points_frame(x: np.ndarray, y: np.ndarray, cluster: np.ndarray, colors: list[str], hidden=()):

@@ -62,8 +62,9 @@ def make_map_figure(
     x: np.ndarray, y: np.ndarray, clustering: Clustering, names: dict[int, str], drawn: np.ndarray | None = None
 ) -> go.Figure:
     """The map: trace c (0..k-1) holds cluster c (its images that `drawn` keeps, all with
-    None); trace k holds the highlighted points, and trace k + 1 the teach loop's scores
-    (overlay_patch). The legend counts every member."""
+    None); trace k holds the highlighted points, trace k + 1 the teach loop's scores
+    (overlay_patch), and trace k + 2 a large map's points of the view beyond `drawn`, with
+    their image ids as customdata (explorer.density.detail). The legend counts every member."""
     colors = cluster_colors(clustering.k)
     size = marker_size(len(x) if drawn is None else int(drawn.sum()))
     traces = []
@@ -122,6 +123,19 @@ def make_map_figure(
                     yanchor="bottom",
                 ),
             ),
+        )
+    )
+    traces.append(  # a large map's view: its own points beyond the sample (assets/map.js fills it)
+        go.Scattergl(
+            x=np.zeros(0, np.float32),
+            y=np.zeros(0, np.float32),
+            mode="markers",
+            name="view",
+            meta="detail",
+            showlegend=False,
+            hoverinfo="none",
+            hovertemplate=None,
+            marker=dict(size=size, line=dict(width=0)),
         )
     )
     fig = go.Figure(traces)
@@ -194,7 +208,8 @@ def overlay_patch(clustering: Clustering, x: np.ndarray, y: np.ndarray, ids, sco
 def point_ids(clustering: Clustering, curve: int, points, drawn: np.ndarray | None = None) -> np.ndarray:
     """image ids of points of one trace of make_map_figure(..., drawn), by their point numbers.
 
-    Plotly's WebGL events carry curve and point numbers but not customdata. The
+    Plotly's WebGL events carry curve and point numbers, and customdata only where it is a
+    plain array, as on the view's trace (curve k + 2, which event_image_id reads). The
     highlight trace (curve k) and unknown curves give no ids.
     """
     if not 0 <= int(curve) < clustering.k:

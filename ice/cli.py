@@ -123,6 +123,15 @@ def build_parser() -> Parser:
     a.add_argument("--workers", type=int, metavar="N", help="decoding processes (default: the run's)")
     a.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to embed (default: auto)")
 
+    t = sub.add_parser(
+        "tiles",
+        help="build the map's tiles of a run made before they existed, or rebuild them",
+        description="Write the quadtree of the run's map (tiles.json, tiles-ids.npy) from which the explorer "
+        "gives each view of a large map its points. `ice embed` builds them as a stage; a run without them "
+        "opens in the explorer with a sample of its points over its density image.",
+    )
+    t.add_argument("run_dir", type=Path, help="a run directory made by ice embed or ice demo")
+
     f = sub.add_parser(
         "find",
         help="rank a run's images by a group you show with examples, learning from them",
@@ -232,6 +241,30 @@ def cmd_add(args) -> None:
     print(f"to look at it: ice explore {args.run_dir} (an explorer already open shows them on reload)")
 
 
+def cmd_tiles(args) -> None:
+    import time
+
+    import pandas as pd
+
+    from . import run_dir as rd
+    from . import tiles
+
+    rd.load_manifest(args.run_dir)
+    busy = f"{args.run_dir}: an `ice embed` or `ice add` is writing this run now; wait for it to finish"
+    lock = rd.lock_run_dir(args.run_dir, busy)
+    try:
+        t0 = time.perf_counter()
+        items = pd.read_parquet(args.run_dir / rd.ITEMS, columns=["x", "y"])
+        built = tiles.write(args.run_dir, items["x"].to_numpy(np.float32), items["y"].to_numpy(np.float32))
+    finally:
+        if lock is not None:
+            os.close(lock)
+    print(
+        f"wrote the tiles of {len(items):,} images: {built['nodes']:,} nodes on {built['levels']} levels "
+        f"in {time.perf_counter() - t0:.1f} s"
+    )
+
+
 def cmd_find(args) -> None:
     import pandas as pd
 
@@ -293,6 +326,7 @@ def main(argv: list[str] | None = None) -> int:
             "explore": cmd_explore,
             "export": cmd_export,
             "add": cmd_add,
+            "tiles": cmd_tiles,
             "find": cmd_find,
         }
         commands[command](args)

@@ -250,7 +250,7 @@ def test_scale_dry_run_reports_each_stage_and_its_memory_not_backed_by_files(tmp
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     text = record.read_text()
     assert "### Scale: `ice embed --fast` on 64 generated images" in text
-    for stage in ("scan", "decode", "train", "embed", "cluster", "selflabel", "project"):
+    for stage in ("scan", "decode", "train", "embed", "cluster", "selflabel", "project", "tiles"):
         assert re.search(rf"^\| {stage} \| [0-9.]+ \|", text, re.M), stage
     total = float(re.search(r"peak memory: ([0-9.]+) GiB", text).group(1))
     anon = float(re.search(r"not backed by files .*: peak ([0-9.]+) GiB; by stage scan [0-9.]+,", text).group(1))

@@ -1,6 +1,7 @@
 """A map of 300,000 generated images in headless Chromium: a sample drawn as points over the
 density image of all of them, zoomed in to points and pictures, hovered and box-selected."""
 
+import numpy as np
 import pandas as pd
 import pytest
 from dash.testing.wait import until
@@ -96,3 +97,45 @@ def test_a_box_over_the_density_selects_every_image_inside_not_only_the_drawn(la
     drawn = density.drawn_mask(N)
     assert inside.sum() > 1000 and (inside & drawn).sum() < 0.5 * inside.sum()
     until(lambda: f"{int(inside.sum()):,} images" in large.find_element("#selection-title").text, 10)
+
+
+def detail_points(duo):
+    """The view's own points the map draws beyond the sample: [[image_id, x, y], ...]."""
+    return duo.driver.execute_script(
+        f"const t = {GD}._fullData.find(t => t.meta === 'detail');"
+        "return t && t.customdata ? Array.from(t.customdata, (id, i) => [id, t.x[i], t.y[i]]) : []"
+    )
+
+
+def test_zoomed_in_the_view_gets_every_image_in_it_and_its_own_points_hover(large):
+    items = pd.read_parquet(large.run_dir / "items.parquet", columns=["x", "y"])
+    drawn = density.drawn_mask(N)
+    # a view round an image the sample does not draw
+    image_id = int(np.flatnonzero(~drawn)[1234])
+    x, y = float(items.x[image_id]), float(items.y[image_id])
+    zoom_to(large, [x - 0.1, x + 0.1], [y - 0.1, y + 0.1])
+    until(lambda: any(p[0] == image_id for p in detail_points(large)), 30)
+    xr, yr = large.driver.execute_script(f"const l = {GD}._fullLayout; return [l.xaxis.range, l.yaxis.range]")
+    inside = ((items.x >= min(xr)) & (items.x <= max(xr)) & (items.y >= min(yr)) & (items.y <= max(yr))).to_numpy()
+    got = detail_points(large)
+    # with the sample, every image of the view, each once, at its own place
+    assert sorted(p[0] for p in got) == np.flatnonzero(inside & ~drawn).tolist()
+    assert all(abs(p[1] - items.x[p[0]]) < 1e-4 and abs(p[2] - items.y[p[0]]) < 1e-4 for p in got[:50])
+    # zoomed out a little: a larger view, still its own points, at most DETAIL of them
+    zoom_to(large, [x - 2, x + 2], [y - 2, y + 2])
+    until(lambda: len(detail_points(large)) > len(got), 30)
+    assert len(detail_points(large)) <= density.DETAIL
+    zoom_to(large, [x - 0.1, x + 0.1], [y - 0.1, y + 0.1])
+    until(lambda: any(p[0] == image_id for p in detail_points(large)), 30)
+    large.find_element("#atlas input").click()  # pictures off: the points take the hover
+    px, py = large.driver.execute_script(
+        f"""const gd = {GD}, fl = gd._fullLayout, r = gd.querySelector('.nsewdrag').getBoundingClientRect();
+        return [r.left + fl.xaxis.d2p(arguments[0]), r.top + fl.yaxis.d2p(arguments[1])];""",
+        x,
+        y,
+    )
+    actions = ActionBuilder(large.driver)
+    actions.pointer_action.move_to_location(round(px), round(py))
+    actions.perform()
+    until(lambda: large.find_elements("#map-tooltip img.tooltip-img"), 10)
+    assert f"/thumb/{image_id}.png" in large.find_element("#map-tooltip img.tooltip-img").get_attribute("src")

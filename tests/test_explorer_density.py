@@ -55,3 +55,40 @@ def test_a_large_maps_traces_hold_the_sample_and_their_point_numbers_name_it(mon
             assert np.array_equal(point_ids(c, curve, np.arange(len(held[curve])), drawn), held[curve])
     finally:
         density.drawn_mask.cache_clear()
+
+
+def test_a_view_gets_its_own_points_beyond_the_sample_from_the_tiles(tmp_path, monkeypatch):
+    import base64
+
+    from ice import tiles as map_tiles
+
+    n = 20_000
+    monkeypatch.setattr(density, "SAMPLE", 2_000)
+    monkeypatch.setattr(density, "DETAIL", 1_500)
+    monkeypatch.setattr(density, "LOD_MIN", 1_000)
+    density.drawn_mask.cache_clear()
+    density.sample_key.cache_clear()
+    try:
+        rng = np.random.default_rng(0)
+        x, y = rng.normal(size=n).astype(np.float32), rng.normal(size=n).astype(np.float32)
+        cluster = (x > 0).astype(np.int32) + 2 * (y > 0)
+        map_tiles.write(tmp_path, x, y, cap=400)
+        tiles = map_tiles.Tiles.load(tmp_path, x, y)
+        drawn = density.drawn_mask(n, 0)
+
+        def ids_of(answer):
+            return np.frombuffer(base64.b64decode(answer["id"]), "<i4")
+
+        narrow = {"x": [0.1, 0.3], "y": [0.1, 0.3]}
+        answer = density.detail(tiles, narrow, n, cluster, None)
+        inside = np.flatnonzero((x >= 0.1) & (x <= 0.3) & (y >= 0.1) & (y <= 0.3))
+        # all of the view's images: the sample's drawn already, the rest here
+        assert answer["all"] and sorted(ids_of(answer)) == sorted(inside[~drawn[inside]])
+        assert (np.frombuffer(base64.b64decode(answer["c"]), "<i2") == cluster[ids_of(answer)]).all()
+        assert np.allclose(np.frombuffer(base64.b64decode(answer["x"]), "<f4"), x[ids_of(answer)])
+        wide = density.detail(tiles, {"x": [-1, 1], "y": [-1, 1]}, n, cluster, cluster != 3)
+        got = ids_of(wide)
+        assert not wide["all"] and len(got) == 1_500 and not drawn[got].any() and (cluster[got] != 3).all()
+    finally:
+        density.drawn_mask.cache_clear()
+        density.sample_key.cache_clear()

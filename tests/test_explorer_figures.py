@@ -25,8 +25,9 @@ def test_one_webgl_trace_per_cluster(clustering, xy):
     fig = make_map_figure(*xy, clustering, {2: "planes"})
     clusters = [t for t in fig.data if t.meta == "cluster"]
     assert len(clusters) == 4 and all(t.type == "scattergl" for t in fig.data)
-    highlight, scores = fig.data[4], fig.data[5]  # trace k, then k + 1
-    assert len(fig.data) == 6 and highlight.meta == "highlight" and scores.meta == "scores"
+    highlight, scores, view = fig.data[4], fig.data[5], fig.data[6]  # trace k, k + 1, k + 2
+    assert len(fig.data) == 7 and highlight.meta == "highlight" and scores.meta == "scores"
+    assert view.meta == "detail" and len(view.x) == 0
     assert highlight.showlegend is False and scores.showlegend is False and len(scores.x) == 0
     ids = np.concatenate([np.asarray(t.customdata) for t in clusters])
     assert sorted(ids.tolist()) == list(range(500))

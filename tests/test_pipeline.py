@@ -39,6 +39,9 @@ def hostile_folder(root):
     return {"empty.jpg", "truncated.jpg", "text.png"}
 
 
+STAGES_RUN = ("scan", "decode", "train", "embed", "cluster", "selflabel", "project", "tiles")
+
+
 def test_embed_end_to_end_on_hostile_folder(tmp_path, capsys):
     bad = hostile_folder(tmp_path / "in")
     out = tmp_path / "run"
@@ -49,7 +52,16 @@ def test_embed_end_to_end_on_hostile_folder(tmp_path, capsys):
     assert summary.splitlines()[-1] == f"to look at it: ice explore {out}"
     manifest = rd.load_manifest(out)
     assert manifest["counts"] == {"found": 18, "images": 15, "skipped": 3, "unlisted_folders": 0}
-    assert set(manifest["stage_seconds"]) == {"scan", "decode", "train", "embed", "cluster", "selflabel", "project"}
+    assert set(manifest["stage_seconds"]) == {
+        "scan",
+        "decode",
+        "train",
+        "embed",
+        "cluster",
+        "selflabel",
+        "project",
+        "tiles",
+    }
     skipped = list(csv.DictReader(open(out / rd.SKIPPED)))
     assert {r["path"] for r in skipped} == bad and all(r["reason"] for r in skipped)
     items = pd.read_parquet(out / rd.ITEMS)

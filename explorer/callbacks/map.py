@@ -29,7 +29,11 @@ def event_image_id(data: RunData, clustering: str, event: dict | None) -> int | 
     if not points or "curveNumber" not in points[0]:
         return None
     curve, point = points[0]["curveNumber"], points[0]["pointNumber"]
-    ids = point_ids(data.clustering(clustering), curve, [point], density.drawn_mask(data.n))
+    c = data.clustering(clustering)
+    if curve == c.k + 2:  # the view's own points (density.detail) carry their ids
+        image_id = points[0].get("customdata")
+        return int(image_id) if isinstance(image_id, int) and 0 <= image_id < data.n else None
+    ids = point_ids(c, curve, [point], density.drawn_mask(data.n))
     return int(ids[0]) if len(ids) else None
 
 
@@ -78,7 +82,7 @@ def register(app, data: RunData) -> None:
 
     if density.drawn_mask(data.n) is not None:
         density.warm_up()
-    frames = {}  # (map key, hidden clusters) -> the density's points_frame; the last one only
+    frames = {}  # (map key, hidden clusters) -> (the density's points_frame, images kept); the last only
     frames_lock = threading.Lock()
 
     @app.callback(
@@ -97,15 +101,21 @@ def register(app, data: RunData) -> None:
         if not view or view.get("key") != key:
             raise PreventUpdate
         hidden = tuple(sorted(int(h) for h in view.get("hidden") or []))
+        c = data.clustering(key)
         with frames_lock:
-            frame = frames.get((key, hidden))
+            frame, keep = frames.get((key, hidden), (None, None))
             if frame is None:
-                c = data.clustering(key)
                 frame = density.points_frame(*data.map_xy(key), c.cluster, cluster_colors(c.k), hidden)
+                keep = ~np.isin(c.cluster, np.asarray(hidden, np.int32)) if hidden else None
                 frames.clear()
-                frames[(key, hidden)] = frame
+                frames[(key, hidden)] = frame, keep
         image = density.render(frame, view)
-        return {"key": key, "src": atlas.to_data_uri(image), "x": sorted(view["x"]), "y": sorted(view["y"])}
+        answer = {"key": key, "src": atlas.to_data_uri(image), "x": sorted(view["x"]), "y": sorted(view["y"])}
+        tiles = data.tiles
+        # the run's map (a drill-down has its own), zoomed in
+        if tiles is not None and data.map_xy(key)[0] is data.x and density.zoomed(tiles, view):
+            answer["points"] = density.detail(tiles, view, data.n, c.cluster, keep)
+        return answer
 
     @app.callback(
         Output("map-atlas", "data"),
