@@ -117,8 +117,11 @@
     const text = JSON.stringify(view);
     if (text === A.sent) return;
     A.sent = text;
-    clearTimeout(A.timer);  // a zoom by the wheel reports many views: the last is asked for
-    A.timer = setTimeout(() => window.dash_clientside.set_props('map-view', {data: view}), 120);
+    // a zoom by the wheel reports many views: after the first, the last of a burst is asked for
+    clearTimeout(A.timer);
+    const send = () => { A.lastSent = performance.now(); window.dash_clientside.set_props('map-view', {data: view}); };
+    if (performance.now() - (A.lastSent || -1e9) > 250) send();
+    else A.timer = setTimeout(send, 60);
   }
 
   function watch(tries) {

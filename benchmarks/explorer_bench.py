@@ -1,6 +1,6 @@
 """The explorer at large N: the first map's bytes and time to draw, hover, and a 100k lasso.
 
-    python -m benchmarks.explorer_bench [--n 1000000] [--run RUN_DIR] [--no-record] [--dry-run]
+    python -m benchmarks.explorer_bench [--n 1000000] [--run RUN_DIR] [--no-record] [--dry-run] [--json]
 
 Without --run it uses a synthetic run (benchmarks.load.make_synthetic_run: 50 clusters,
 32x32 random pixels, no model), written once to DATA_CACHE/explorer-bench-N and reused.
@@ -16,17 +16,23 @@ that one user gets, in a subprocess (benchmarks.load.explorer). It measures:
                      200k, else a sample of 100k over a density image), the WebGL canvas exists and two
                      animation frames have passed. Skipped when chromium is not installed
   hover              the tooltip callback (Client.hover) and GET /thumb/<id>.png, for random ids
-  lasso              Client.select with a round lasso around 100,000 points (its outline, as
+  pan or zoom        above 200,000 points, in the same Chromium: Plotly.relayout to 20 random
+                     views until each one's density image and own points are drawn
+  lasso              Client.select with a round lasso around 100,000 points (and above 2M
+                     points, around 1,000,000) (its outline, as
                      the page's clientside callback sends it, resolved against the whole map),
                      then the grid callback on the selection it answers
 
-`--dry-run`: 2,000 points, few repetitions, nothing recorded; well under a minute.
+`--dry-run`: 2,000 points, few repetitions, nothing recorded; well under a minute. `--json`:
+the last line printed is one JSON object: points, first_view_s, first_view_bytes (what Chromium
+had received when the first view was drawn), pan_p95_ms, lasso_1m_s, server_peak_gib.
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
+import json
 import os
 import shutil
 import statistics
@@ -41,16 +47,19 @@ import pandas as pd
 
 from benchmarks.common import DATA_CACHE, append_section, machine, today, verdict
 from benchmarks.load import Client, callbacks_of, explorer, make_synthetic_run, percentile
-from explorer.density import drawn_mask
+from explorer.density import LOD_MIN, drawn_mask
 from explorer.figures import drawn_members
 
 TARGET_MAP_S = 5.0  # median time until the map is drawn
 TARGET_HOVER_MS = 50.0  # p95 of a thumbnail's answer
 TARGET_LASSO_S = 1.0  # p95 of select + grid
 LASSO_POINTS = 100_000
+BIG_RUN = 2_000_000  # synthetic runs above this many images get small pixels and embeddings
 # (n, browser loads, hover ids, lasso tries) for a full run and for --dry-run
 FULL = (1_000_000, 3, 300, 10)
 DRY = (2_000, 2, 30, 3)
+PANS, DRY_PANS = 20, 3  # pans and zooms of a large map (above explorer.density.LOD_MIN images)
+BIG_TARGETS = (10_000_000,)  # the size whose run BENCHMARKS.md gets the issue's targets of
 WARMUP = 3  # untimed calls of each kind first: lazy imports and the first-call caches
 CHROMIUM_FLAGS = (
     "--headless=new",
@@ -73,6 +82,26 @@ CANVAS_JS = """
 const c = document.querySelector('#map canvas.gl-canvas-context');
 return c ? [c.width, c.clientWidth, window.devicePixelRatio] : null;
 """
+# a large map's view is drawn: the density image of the view (ranges as the layout has them)
+# placed and loaded, and the view's own points drawn (assets/map.js window.iceMap)
+VIEW_DRAWN_JS = """
+const A = window.iceMap, gd = document.querySelector('#map .js-plotly-plot');
+if (!A || !A.density || !gd || !gd._fullLayout || !gd._fullLayout.xaxis) { return false; }
+const xr = gd._fullLayout.xaxis.range.slice().sort((a, b) => a - b);
+const yr = gd._fullLayout.yaxis.range.slice().sort((a, b) => a - b);
+const img = document.querySelector('#map-density-frame img');
+return A.density.x[0] === xr[0] && A.density.x[1] === xr[1] && A.density.y[0] === yr[0] && A.density.y[1] === yr[1]
+  && !!img && img.complete && img.getAttribute('src') === A.density.src
+  && (!A.density.points || A.detailSeq === A.densitySeq);
+"""
+RELAYOUT_JS = """
+const gd = document.querySelector('#map .js-plotly-plot');
+Plotly.relayout(gd, {'xaxis.range': arguments[0], 'yaxis.range': arguments[1]});
+"""
+VIEW_POINTS_JS = """
+const t = document.querySelector('#map .js-plotly-plot')._fullData.find(t => t.meta === 'detail');
+return t ? t._length || 0 : 0;
+"""
 TWO_FRAMES_JS = (
     "const done = arguments[arguments.length - 1];requestAnimationFrame(() => requestAnimationFrame(() => done(true)));"
 )
@@ -89,11 +118,12 @@ return [entries.reduce((n, e) => n + (e.encodedBodySize || 0), 0),
 
 
 def synthetic_run(n: int) -> Path:
-    """The synthetic run of n images in DATA_CACHE, written on first use."""
+    """The synthetic run of n images in DATA_CACHE, written on first use; above BIG_RUN images
+    with 8x8 pixels and 16-d embeddings, so that it fits a laptop's disk (2.6 GB at 10M)."""
     run_dir = DATA_CACHE / f"explorer-bench-{n}"
     if not (run_dir / "manifest.json").exists():  # written last: its presence means complete
         t0 = time.perf_counter()
-        make_synthetic_run(run_dir, n)
+        make_synthetic_run(run_dir, n, **({"image_size": 8, "dim": 16} if n > BIG_RUN else {}))
         print(f"synthetic run of {n:,} images in {time.perf_counter() - t0:.1f} s: {run_dir}", flush=True)
     return run_dir
 
@@ -243,10 +273,18 @@ def open_chromium(tmp: str):
     return driver
 
 
-def time_map_in_chromium(url: str, n: int, figure_bytes: int, loads: int, timeout: float = 300) -> list[dict]:
-    """Per load: seconds until driver.get returned, until the map was drawn, the body bytes
-    Chromium had received by then (page, scripts, layout, callback answers), and when the
-    map figure's answer (the one of `figure_bytes`) had come in, from navigation start."""
+def view_drawn(driver) -> bool:
+    return bool(driver.execute_script(VIEW_DRAWN_JS))
+
+
+def time_map_in_chromium(
+    url: str, n: int, figure_bytes: int, loads: int, large: bool = False, pans: int = 0, timeout: float = 300
+) -> tuple[list[dict], list[dict]]:
+    """Per load: seconds until driver.get returned, until the map was drawn (`large`: with its
+    density image and the view's own points), the body bytes Chromium had received by then
+    (page, scripts, layout, callback answers), and when the map figure's answer (the one of
+    `figure_bytes`) had come in, from navigation start. Then, on the last load, `pans` pans and
+    zooms to random views: seconds from Plotly.relayout until the new view was drawn."""
     tmp = tempfile.mkdtemp(prefix="ice-chromium-")
     driver = None
     try:
@@ -257,7 +295,7 @@ def time_map_in_chromium(url: str, n: int, figure_bytes: int, loads: int, timeou
             t0 = time.perf_counter()
             driver.get(url)
             loaded = time.perf_counter() - t0
-            while (shown := driver.execute_script(MAP_POINTS_JS)) != n:
+            while (shown := driver.execute_script(MAP_POINTS_JS)) != n or (large and not view_drawn(driver)):
                 if time.perf_counter() - t0 > timeout:
                     raise RuntimeError(f"the map showed {shown} of {n:,} points after {timeout:.0f} s")
                 time.sleep(0.02)
@@ -273,11 +311,47 @@ def time_map_in_chromium(url: str, n: int, figure_bytes: int, loads: int, timeou
                     "canvas": driver.execute_script(CANVAS_JS),
                 }
             )
-        return out
+        return out, (time_pans(driver, pans, timeout) if large and pans else [])
     finally:
         if driver is not None:
             driver.quit()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def time_pans(driver, pans: int, timeout: float) -> list[dict]:
+    """Pan and zoom the map to random views, from a quarter of the map across to 1/64 (each
+    about twice or half the last); per view the seconds until it was drawn (view_drawn) and
+    the view's own points."""
+    rng = np.random.default_rng(1)
+    full = driver.execute_script(
+        "const l = document.querySelector('#map .js-plotly-plot')._fullLayout; return [l.xaxis.range, l.yaxis.range]"
+    )
+    (x0, x1), (y0, y1) = (sorted(r) for r in full)
+    out = []
+    for i in range(pans + 1):  # the first is a warm-up
+        width = (x1 - x0) / 4 ** rng.uniform(1, 3)
+        cx, cy = rng.uniform(x0 + width, x1 - width), rng.uniform(y0 + width, y1 - width)
+        t0 = time.perf_counter()
+        driver.execute_script(RELAYOUT_JS, [cx - width / 2, cx + width / 2], [cy - width / 2, cy + width / 2])
+        time.sleep(0.01)
+        while not view_drawn(driver):
+            if time.perf_counter() - t0 > timeout:
+                raise RuntimeError(f"a pan was not drawn after {timeout:.0f} s")
+            time.sleep(0.01)
+        driver.execute_async_script(TWO_FRAMES_JS)
+        if i:
+            out.append({"seconds": time.perf_counter() - t0, "points": driver.execute_script(VIEW_POINTS_JS)})
+    return out
+
+
+def server_peak_gib(proc) -> float | None:
+    """The explorer server's peak resident memory so far (Linux's VmHWM), in GiB."""
+    try:
+        text = Path(f"/proc/{proc.pid}/status").read_text()
+    except OSError:
+        return None
+    kib = next((int(line.split()[1]) for line in text.splitlines() if line.startswith("VmHWM:")), None)
+    return kib / 2**20 if kib is not None else None
 
 
 def bench_map(args, n: int, sec) -> None:
@@ -296,7 +370,10 @@ def bench_map(args, n: int, sec) -> None:
         if chromium_missing():
             sec.notes.append("map drawn in Chromium: skipped: chromium not found")
             return
-        times = time_map_in_chromium(base + "/", n, first["map figure callback"]["bytes"], loads)
+        drawn_points = n if drawn_mask(n) is None else int(drawn_mask(n).sum())
+        times, _ = time_map_in_chromium(
+            base + "/", drawn_points, first["map figure callback"]["bytes"], loads, large=n > LOD_MIN
+        )
     drawn = statistics.median(t["drawn"] for t in times)
     target = (
         sec.target(f"first map at {n:,} points <= {TARGET_MAP_S:g} s", drawn <= TARGET_MAP_S, f"{drawn:.2f} s")
@@ -330,13 +407,49 @@ class Report:
     lasso_points: int = 0
     lasso: dict[str, list] = field(default_factory=dict)
     lasso_bytes: dict[str, int] = field(default_factory=dict)
+    pans: list[dict] = field(default_factory=list)  # a large map's pans and zooms (time_pans)
+    lasso_1m: dict[str, list] = field(default_factory=dict)  # lassos of 1M points (at BIG_RUN images and up)
+    server_peak_gib: float | None = None
+
+    def summary(self) -> dict:
+        """--json's object: the issue's figures at this size (None where not measured)."""
+        both = [a + b for a, b in zip(self.lasso_1m.get("select", []), self.lasso_1m.get("grid", []))]
+        return {
+            "points": self.n,
+            "first_view_s": round(statistics.median(x["drawn"] for x in self.loads), 3) if self.loads else None,
+            "first_view_bytes": int(statistics.median(x["received"] for x in self.loads)) if self.loads else None,
+            "pan_p95_ms": round(percentile([p["seconds"] for p in self.pans], 95), 1) if self.pans else None,
+            "lasso_1m_s": round(percentile(both, 95) / 1000, 3) if both else None,
+            "server_peak_gib": round(self.server_peak_gib, 2) if self.server_peak_gib is not None else None,
+        }
 
     @property
     def title(self) -> str:
         return f"Explorer: first map, hover and lasso at {self.n:,} points, {today()}"
 
     def figures(self) -> list[dict]:
-        """BENCHMARKS.md's rows of a run at 1M points: the first map, the hover and the lasso."""
+        """BENCHMARKS.md's rows of a run at 1M points: the first map, the hover and the lasso;
+        at 10M, the issue's targets."""
+        if self.n == BIG_TARGETS[0] and self.loads:
+            got = self.summary()
+            rows = [
+                ("first view at 10M points, drawn (median)", got["first_view_s"], "s", "<= 3 s", 3.0),
+                ("bytes before the first view at 10M points", got["first_view_bytes"], "B", "<= 8 MB", 8e6),
+                ("pan or zoom at 10M points, drawn, p95", got["pan_p95_ms"], "ms", "<= 500 ms", 500.0),
+                ("lasso of 1M at 10M points: select + grid p95", got["lasso_1m_s"], "s", "<= 2 s", 2.0),
+                ("explorer server's peak memory at 10M points", got["server_peak_gib"], "GiB", "<= 6 GiB", 6.0),
+            ]
+            return [
+                {
+                    "group": "explorer",
+                    "figure": f,
+                    "value": f"{v / 1e6:.2f} MB" if unit == "B" else f"{v:,} {unit}",
+                    "target": t,
+                    "met": v <= limit,
+                }
+                for f, v, unit, t, limit in rows
+                if v is not None
+            ]
         if self.n != FULL[0] or not self.loads:
             return []
         drawn = statistics.median(load["drawn"] for load in self.loads)
@@ -425,15 +538,25 @@ class Report:
         ]
         both = [a + b for a, b in zip(s["select"], s["grid"])]
         ok = percentile(both, 95) <= TARGET_LASSO_S * 1000 if self.lasso_points == LASSO_POINTS else None
-        lines += [
+        lines.append(
             self.latency_row(
                 f"lasso of {self.lasso_points:,}: select + grid",
                 both,
                 f"p95 <= {TARGET_LASSO_S:g} s at {LASSO_POINTS:,}",
                 ok,
-            ),
-            "",
-        ]
+            )
+        )
+        if self.lasso_1m:
+            big = [a + b for a, b in zip(self.lasso_1m["select"], self.lasso_1m["grid"])]
+            lines.append(
+                self.latency_row("lasso of 1,000,000: select + grid", big, "p95 <= 2 s", percentile(big, 95) <= 2000)
+            )
+        if self.pans:
+            pans = [p["seconds"] for p in self.pans]
+            lines.append(
+                self.latency_row("pan or zoom, drawn in Chromium", pans, "p95 <= 500 ms", percentile(pans, 95) <= 500)
+            )
+        lines.append("")
         lines += self.notes(total)
         return "\n".join(lines)
 
@@ -459,6 +582,15 @@ class Report:
                     f"the map's WebGL canvas: {pixels:,} pixels across for {width:,} on the page, at the "
                     f"browser's devicePixelRatio {ratio:g}"
                 )
+        if self.pans:
+            points = sorted(p["points"] for p in self.pans)
+            notes.append(
+                f"pan or zoom: {len(self.pans)} random views from a quarter of the map across to 1/64, after 1 "
+                "untimed, each from Plotly.relayout until its density image was placed and loaded and its own "
+                f"points drawn (two animation frames after); the view's own points: {points[0]:,} to {points[-1]:,}"
+            )
+        if self.server_peak_gib is not None:
+            notes.append(f"the explorer server's peak resident memory (VmHWM): {self.server_peak_gib:.2f} GiB")
         notes.append(
             f"hover: {len(self.hover['thumb'])} random images, each the tooltip callback then its "
             f"thumbnail (not cached: none asked before), after {WARMUP} untimed"
@@ -480,17 +612,23 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--run", type=Path, help="an existing complete run directory instead")
     p.add_argument("--no-record", dest="record", action="store_false", help="print only")
     p.add_argument("--dry-run", action="store_true", help=f"{DRY[0]:,} points, few repetitions, records nothing")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="print, last, one JSON line: points, first_view_s, first_view_bytes, pan_p95_ms, lasso_1m_s, "
+        "server_peak_gib",
+    )
     args = p.parse_args(argv)
     if args.n is not None and args.n < 2:
         p.error(f"--n {args.n}: must be at least 2")
     return args
 
 
-def bench(run_dir: Path, source: str, command: str, loads: int, hovers: int, lassos: int) -> Report:
+def bench(run_dir: Path, source: str, command: str, loads: int, hovers: int, lassos: int, pans: int = 0) -> Report:
     points = MapPoints.of_run(run_dir)
     report = Report(points.n, command, source, lasso_points=min(LASSO_POINTS, points.n // 2))
     rng = np.random.default_rng(0)
-    with explorer(run_dir) as (base, _proc):
+    with explorer(run_dir) as (base, proc):
         client = Client(base, callbacks_of(base))
         report.first_map = first_map_bytes(client)
         print(f"first map: {sum(a['bytes'] for a in report.first_map.values()):,} bytes", flush=True)
@@ -498,10 +636,16 @@ def bench(run_dir: Path, source: str, command: str, loads: int, hovers: int, las
             print("map drawn in Chromium: skipped: chromium not found", flush=True)
         else:
             figure_bytes = report.first_map["map figure callback"]["bytes"]
-            report.loads = time_map_in_chromium(base + "/", len(points.drawn), figure_bytes, loads)
+            large = points.n > LOD_MIN
+            report.loads, report.pans = time_map_in_chromium(
+                base + "/", len(points.drawn), figure_bytes, loads, large=large, pans=pans if large else 0
+            )
             print("map drawn in Chromium: " + ", ".join(f"{x['drawn']:.2f} s" for x in report.loads), flush=True)
         report.hover = time_hover(client, points, hovers, rng)
         report.lasso, report.lasso_bytes = time_lasso(client, points, report.lasso_points, lassos, rng)
+        if points.n > BIG_RUN:
+            report.lasso_1m, _ = time_lasso(client, points, 1_000_000, 3, rng)
+        report.server_peak_gib = server_peak_gib(proc)
     return report
 
 
@@ -514,10 +658,12 @@ def main(argv: list[str] | None = None) -> Report:
         f"run directory {run_dir}" if args.run else "synthetic run (benchmarks.load.make_synthetic_run: 50 clusters)"
     )
     command = " ".join(["python -m benchmarks.explorer_bench", *(argv if argv is not None else sys.argv[1:])])
-    report = bench(run_dir, source, command, loads, hovers, lassos)
+    report = bench(run_dir, source, command, loads, hovers, lassos, pans=DRY_PANS if args.dry_run else PANS)
     print(f"\n### {report.title}\n\n{report.body()}\n", flush=True)
     if args.record and not args.dry_run:
         append_section(report.title, report.body(), figures=report.figures())
+    if args.json:
+        print(json.dumps(report.summary()), flush=True)
     return report
 
 

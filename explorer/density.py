@@ -12,6 +12,7 @@ Selections are resolved against every image (explorer/region.py), not only the d
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from functools import lru_cache
 
 import base64
@@ -23,9 +24,10 @@ from ice import tiles as map_tiles
 from .atlas import rgb as atlas_rgb
 
 LOD_MIN = 200_000  # images up to which the map draws every point
-SAMPLE = 100_000  # images drawn as points above it
-DETAIL = 50_000  # points of its own that a view of such a map gets at most
+SAMPLE = 50_000  # images drawn as points above it
+DETAIL = 20_000  # points of its own that a view of such a map gets at most
 ZOOMED = 0.5  # views at most this part of the map across get them
+COLUMNS = 65536  # points_frame orders the points by which of this many columns of x they lie in
 MAX_SIDE = 2400  # the density image's longest side (a larger map gets it stretched)
 
 
@@ -72,7 +74,23 @@ def detail(tiles, view: dict, n: int, cluster: np.ndarray, keep: np.ndarray | No
     }
 
 
-def points_frame(x: np.ndarray, y: np.ndarray, cluster: np.ndarray, colors: list[str], hidden=()):
+@dataclass
+class PointsFrame:
+    """points_frame's DataFrame, and which column of x (lo + code / scale) each row lies in,
+    ascending. Not in the DataFrame's attrs: pandas deep-copies those on every operation."""
+
+    df: object
+    lo: float
+    scale: float
+    code: np.ndarray
+
+    def view_rows(self, x0: float, x1: float):
+        """The rows in the columns of x from x0 to x1: a slice of df."""
+        first, last = (int(np.clip((v - self.lo) * self.scale, 0, COLUMNS - 1)) for v in (x0, x1))
+        return self.df.iloc[np.searchsorted(self.code, first, "left") : np.searchsorted(self.code, last, "right")]
+
+
+def points_frame(x: np.ndarray, y: np.ndarray, cluster: np.ndarray, colors: list[str], hidden=()) -> PointsFrame:
     """The images a density image counts, as datashader reads them: a DataFrame of x, y and
     their cluster's colour r, g, b. Images with no place on this map (NaN), outside a
     drill-down (cluster -1) or in hidden clusters are left out. Built once per map and legend,
@@ -83,12 +101,21 @@ def points_frame(x: np.ndarray, y: np.ndarray, cluster: np.ndarray, colors: list
     if len(hidden):
         keep &= ~np.isin(cluster, np.asarray(hidden, dtype=cluster.dtype))
     rgb = np.array([atlas_rgb(c) for c in colors], np.float32)
-    ids = slice(None) if keep.all() else np.flatnonzero(keep)
+    kept = None if keep.all() else np.flatnonzero(keep)
+    xs = x if kept is None else x[kept]
+    # ordered by a column code of x (a radix sort, fast), so that a view renders its own slice
+    lo, hi = (float(xs.min()), float(xs.max())) if len(xs) else (0.0, 1.0)
+    scale = (COLUMNS - 1) / max(hi - lo, 1e-12)
+    code = ((xs - lo) * scale).astype(np.uint16)
+    order = np.argsort(code, kind="stable")
+    ids, code = (order if kept is None else kept[order]), code[order]
     c = cluster[ids] % len(rgb)
-    return pd.DataFrame({"x": x[ids], "y": y[ids], "r": rgb[c, 0], "g": rgb[c, 1], "b": rgb[c, 2]})
+    columns = {"x": x[ids], "y": y[ids], **{band: rgb[:, i].copy()[c] for i, band in enumerate("rgb")}}
+    frame = pd.DataFrame(columns, copy=False)  # not copied into one block: a second of 10M rows
+    return PointsFrame(frame, lo, scale, code)
 
 
-def render(frame, view: dict) -> np.ndarray:
+def render(frame: PointsFrame, view: dict) -> np.ndarray:
     """An RGBA image (h, w, 4) uint8 of the view of `frame` (points_frame): each pixel holds
     the mean colour of the clusters of the images in it, weighted by their counts, and is more
     opaque the more images it holds (on a log scale, the fullest pixel opaque); empty pixels
@@ -99,8 +126,9 @@ def render(frame, view: dict) -> np.ndarray:
     scale = min(1.0, MAX_SIDE / max(w, h))
     w, h = max(round(w * scale), 1), max(round(h * scale), 1)
     (x0, x1), (y0, y1) = sorted(view["x"]), sorted(view["y"])
+    rows = frame.view_rows(x0, x1)  # datashader would read every row
     canvas = ds.Canvas(plot_width=w, plot_height=h, x_range=(x0, x1), y_range=(y0, y1))
-    agg = canvas.points(frame, "x", "y", agg=ds.summary(n=ds.count(), r=ds.sum("r"), g=ds.sum("g"), b=ds.sum("b")))
+    agg = canvas.points(rows, "x", "y", agg=ds.summary(n=ds.count(), r=ds.sum("r"), g=ds.sum("g"), b=ds.sum("b")))
     n = agg["n"].values[::-1].astype(np.float32)  # datashader's rows run up the map; an image's down
     image = np.zeros((h, w, 4), np.uint8)
     full = n > 0
@@ -111,11 +139,14 @@ def render(frame, view: dict) -> np.ndarray:
     return image
 
 
-def warm_up() -> None:
+def warm_up(n: int) -> None:
     """Render a tiny view in a thread: datashader compiles its loops (numba) on its first call
-    in a process, a second or more that the first view would wait for."""
+    in a process, a second or more that the first view would wait for. Also find the sample of
+    a map of n, which the first view of the map and of a zoomed view need."""
 
     def run():
+        drawn_mask(n)
+        sample_key(n)
         x = np.random.default_rng(0).normal(size=100).astype(np.float32)
         render(points_frame(x, x, np.zeros(100, np.int32), ["#000000"]), {"x": [-3, 3], "y": [-3, 3], "w": 8, "h": 8})
 

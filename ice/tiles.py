@@ -163,6 +163,17 @@ class Tiles:
         except (OSError, ValueError, KeyError, TypeError):
             return None
 
+    def _rank(self, start: int, count: int, key: float) -> int:
+        """How many of a node's ids have a key below `key` (they are stored lowest key first)."""
+        lo, hi = 0, count
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if keys(self.ids[start + mid : start + mid + 1])[0] < key:
+                lo = mid + 1
+            else:
+                hi = mid
+        return lo
+
     def nodes_of(self, view: dict) -> list[int]:
         """The nodes a view ({"x": [x0, x1], "y": [y0, y1]}) meets at the deepest level where
         they number at most MAX_NODES; a cell with no node of its own stands for its leaf
@@ -197,16 +208,22 @@ class Tiles:
         (vx0, vx1), (vy0, vy1) = sorted(view["x"]), sorted(view["y"])
         nodes = self.nodes_of(view)
         t = min((self.t[i] for i in nodes), default=LEAF_T)
-        parts = [np.asarray(self.ids[self.start[i] : self.start[i] + self.count[i]], np.int64) for i in nodes]
+        parts = []
+        for i in nodes:  # a node's ids run up its keys: only those in [above, t) are read
+            start, count = int(self.start[i]), int(self.count[i])
+            lo, hi = self._rank(start, count, above), self._rank(start, count, t)
+            parts.append(np.asarray(self.ids[start + lo : start + hi], np.int64))
         if len(self.x) > self.n:  # added after the tiles were built
-            parts.append(np.arange(self.n, len(self.x)))
+            added = np.arange(self.n, len(self.x))
+            k = keys(added)
+            parts.append(added[(k >= above) & (k < t)])
         ids = np.concatenate(parts) if parts else np.zeros(0, np.int64)
-        k = keys(ids)
         xs, ys = self.x[ids], self.y[ids]
-        inside = (k >= above) & (k < t) & (xs >= vx0) & (xs <= vx1) & (ys >= vy0) & (ys <= vy1)
+        inside = (xs >= vx0) & (xs <= vx1) & (ys >= vy0) & (ys <= vy1)
         if keep is not None:
             inside &= keep[ids]
-        ids, k = ids[inside], k[inside]
+        ids = ids[inside]
+        k = keys(ids)
         complete = t >= LEAF_T
         if len(ids) > budget:
             pick = np.argpartition(k, budget)[:budget]

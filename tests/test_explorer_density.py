@@ -32,7 +32,7 @@ def test_the_density_image_colours_each_place_by_its_clusters_and_counts():
     hidden = density.render(density.points_frame(x, y, cluster, colors, hidden=[0]), view)
     assert hidden[20, 20, 3] == 0 and tuple(hidden[80, 80, :3]) == (0, 0, 255)
     off_map = density.points_frame(np.array([np.nan, 1], np.float32), np.ones(2, np.float32), np.array([0, -1]), colors)
-    assert len(off_map) == 0
+    assert len(off_map.df) == 0
 
 
 def test_a_large_maps_traces_hold_the_sample_and_their_point_numbers_name_it(monkeypatch):

@@ -9,7 +9,7 @@ from dash import ClientsideFunction, Input, Output, Patch, State, html, no_updat
 from dash.exceptions import PreventUpdate
 
 from .. import atlas, density
-from ..data import RunData
+from ..data import RUN_CLUSTERING, RunData
 from ..figures import cluster_colors, cluster_label, make_map_figure, point_ids
 from ..region import ids_in_region
 from ..review import review_list
@@ -80,10 +80,25 @@ def register(app, data: RunData) -> None:
         fig.update_layout(meta={"key": key})  # which map the browser's view and pictures are of
         return fig
 
-    if density.drawn_mask(data.n) is not None:
-        density.warm_up()
     frames = {}  # (map key, hidden clusters) -> (the density's points_frame, images kept); the last only
     frames_lock = threading.Lock()
+
+    def frame_of(key: str, hidden: tuple[int, ...]):
+        """The density's points_frame of a map with some clusters hidden, and the images kept."""
+        with frames_lock:
+            frame, keep = frames.get((key, hidden), (None, None))
+            if frame is None:
+                c = data.clustering(key)
+                frame = density.points_frame(*data.map_xy(key), c.cluster, cluster_colors(c.k), hidden)
+                keep = ~np.isin(c.cluster, np.asarray(hidden, np.int32)) if hidden else None
+                frames.clear()
+                frames[(key, hidden)] = frame, keep
+            return frame, keep
+
+    if density.drawn_mask(data.n) is not None:
+        density.warm_up(data.n)
+        # the first map's frame, while the page loads (a second at 10M images)
+        threading.Thread(target=frame_of, args=(RUN_CLUSTERING, ()), name="ice-density-frame", daemon=True).start()
 
     @app.callback(
         Output("map-density", "data"),
@@ -102,13 +117,7 @@ def register(app, data: RunData) -> None:
             raise PreventUpdate
         hidden = tuple(sorted(int(h) for h in view.get("hidden") or []))
         c = data.clustering(key)
-        with frames_lock:
-            frame, keep = frames.get((key, hidden), (None, None))
-            if frame is None:
-                frame = density.points_frame(*data.map_xy(key), c.cluster, cluster_colors(c.k), hidden)
-                keep = ~np.isin(c.cluster, np.asarray(hidden, np.int32)) if hidden else None
-                frames.clear()
-                frames[(key, hidden)] = frame, keep
+        frame, keep = frame_of(key, hidden)
         image = density.render(frame, view)
         answer = {"key": key, "src": atlas.to_data_uri(image), "x": sorted(view["x"]), "y": sorted(view["y"])}
         tiles = data.tiles
