@@ -25,7 +25,8 @@ that one user gets, in a subprocess (benchmarks.load.explorer). It measures:
 
 `--dry-run`: 2,000 points, few repetitions, nothing recorded; well under a minute. `--json`:
 the last line printed is one JSON object: points, first_view_s, first_view_bytes (what Chromium
-had received when the first view was drawn), pan_p95_ms, lasso_1m_s, server_peak_gib.
+had received when the first view was drawn), pan_p95_ms, lasso_1m_s, server_peak_gib, and
+tiles_s (`ice tiles RUN`, timed before the server starts, above 200,000 points).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ import json
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -410,6 +412,7 @@ class Report:
     pans: list[dict] = field(default_factory=list)  # a large map's pans and zooms (time_pans)
     lasso_1m: dict[str, list] = field(default_factory=dict)  # lassos of 1M points (at BIG_RUN images and up)
     server_peak_gib: float | None = None
+    tiles_s: float | None = None  # `ice tiles RUN`, above explorer.density.LOD_MIN images
 
     def summary(self) -> dict:
         """--json's object: the issue's figures at this size (None where not measured)."""
@@ -421,6 +424,7 @@ class Report:
             "pan_p95_ms": round(percentile([p["seconds"] for p in self.pans], 95), 1) if self.pans else None,
             "lasso_1m_s": round(percentile(both, 95) / 1000, 3) if both else None,
             "server_peak_gib": round(self.server_peak_gib, 2) if self.server_peak_gib is not None else None,
+            "tiles_s": round(self.tiles_s, 1) if self.tiles_s is not None else None,
         }
 
     @property
@@ -438,6 +442,7 @@ class Report:
                 ("pan or zoom at 10M points, drawn, p95", got["pan_p95_ms"], "ms", "<= 500 ms", 500.0),
                 ("lasso of 1M at 10M points: select + grid p95", got["lasso_1m_s"], "s", "<= 2 s", 2.0),
                 ("explorer server's peak memory at 10M points", got["server_peak_gib"], "GiB", "<= 6 GiB", 6.0),
+                ("building the tiles of 10M points (ice tiles RUN)", got["tiles_s"], "s", "<= 10 min", 600.0),
             ]
             return [
                 {
@@ -591,6 +596,8 @@ class Report:
             )
         if self.server_peak_gib is not None:
             notes.append(f"the explorer server's peak resident memory (VmHWM): {self.server_peak_gib:.2f} GiB")
+        if self.tiles_s is not None:
+            notes.append(f"`ice tiles RUN` (the tiles built again, before the server started): {self.tiles_s:.1f} s")
         notes.append(
             f"hover: {len(self.hover['thumb'])} random images, each the tooltip callback then its "
             f"thumbnail (not cached: none asked before), after {WARMUP} untimed"
@@ -628,6 +635,11 @@ def bench(run_dir: Path, source: str, command: str, loads: int, hovers: int, las
     points = MapPoints.of_run(run_dir)
     report = Report(points.n, command, source, lasso_points=min(LASSO_POINTS, points.n // 2))
     rng = np.random.default_rng(0)
+    if points.n > LOD_MIN:
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "ice.cli", "tiles", str(run_dir)], check=True, capture_output=True)
+        report.tiles_s = time.perf_counter() - t0
+        print(f"ice tiles: {report.tiles_s:.1f} s", flush=True)
     with explorer(run_dir) as (base, proc):
         client = Client(base, callbacks_of(base))
         report.first_map = first_map_bytes(client)
