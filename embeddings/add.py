@@ -35,10 +35,13 @@ from ice.search_index import add_to_index
 
 from .config import Config
 from .images import EXTENSIONS, write_skipped, decode_all, display_path, find_images
-from .fit import nearest, place, sq_distance, vote
+from .fit import searcher, place, sq_distance, vote
 from .project import layout_rows
 
 BASE_ROWS = 100_000  # the run's images that new ones are placed from; above, a seeded sample of them
+# lists searched per new image where the search is not exact (above fit.EXACT_PAIRS pairs): half
+# the job's, for half the time; the placed images' accuracy held (BENCHMARKS.md, ice add 1M+100k)
+ADD_PROBES = 8
 STATE = "state.json"
 FILES = "files.parquet"  # the new files: stored path, the path read, size, mtime
 DECODED = "decoded.parquet"  # the readable new files: their row in `FILES`, width, height
@@ -218,12 +221,19 @@ def _finish(job: Adding, state: dict, device, log) -> dict:
     """Run the addition's steps after the last one recorded in `state`, then commit it."""
     steps = [("decode", _decode), ("embed", _embed), ("place", _place)]
     order = ["scan"] + [name for name, _ in steps] + ["commit"]
-    for name, step in steps:
-        if order.index(state["stage"]) < order.index(name):
-            t0 = time.perf_counter()
-            step(job, state, device)
-            seconds = {**state["seconds"], name: round(time.perf_counter() - t0, 3)}
-            state = job.record(state, name, seconds=seconds)
+    with ThreadPoolExecutor(1) as pool:
+        # what placing needs from the run is read and indexed while the new images are decoded,
+        # on the core time decoding leaves
+        prepared = pool.submit(_base, job, state) if order.index(state["stage"]) < order.index("place") else None
+        for name, step in steps:
+            if order.index(state["stage"]) < order.index(name):
+                t0 = time.perf_counter()
+                if name == "place":
+                    _place(job, state, device, prepared)
+                else:
+                    step(job, state, device)
+                seconds = {**state["seconds"], name: round(time.perf_counter() - t0, 3)}
+                state = job.record(state, name, seconds=seconds)
     t0 = time.perf_counter()
     record = _commit(job, state)
     log(
@@ -262,27 +272,44 @@ def _embed(job: Adding, state: dict, device) -> None:
     embed(load_model(job.run_dir, dev), job.path(rd.PIXELS), job.path(rd.EMBEDDINGS), job.cfg.resolved(), dev)
 
 
-def _place(job: Adding, state: dict, device) -> None:
+def _base(job: Adding, state: dict) -> dict:
+    """What the new images are placed from, read from the run alone, so that it is built while
+    they are decoded and embedded: the run's images they are placed among (`base`), a search
+    of their embeddings, and their labels, map and manifold positions."""
+    run_dir, cfg, n = job.run_dir, job.cfg, int(state["n_before"])
+    queries = len(pd.read_parquet(job.path(FILES), columns=["size"]))  # files, not images: fixed once scanned
+    emb = np.load(run_dir / rd.EMBEDDINGS, mmap_mode="r")
+    base = np.arange(n) if n <= BASE_ROWS else layout_rows(n, BASE_ROWS, cfg.seed)
+    k = min(cfg.neighbors, len(base))
+    items = pd.read_parquet(run_dir / rd.ITEMS, columns=["cluster", "x", "y"])
+    manifold = np.load(run_dir / rd.MANIFOLD, mmap_mode="r") if (run_dir / rd.MANIFOLD).exists() else None
+    return {
+        "base": base,
+        "search": searcher(np.ascontiguousarray(emb[base], dtype=np.float32), max(queries, 1), k, cfg.seed, ADD_PROBES),
+        "labels": items["cluster"].to_numpy()[base],
+        "xy": np.stack([items["x"].to_numpy(np.float32), items["y"].to_numpy(np.float32)], 1)[base],
+        "manifold": None if manifold is None else np.asarray(manifold[base]),
+    }
+
+
+def _place(job: Adding, state: dict, device, prepared=None) -> None:
     """The new images' clusters, distances, manifold and map positions, neighbour rows and
-    teach scores, from their nearest images of the run, into adding/placed.npz."""
+    teach scores, from their nearest images of the run, into adding/placed.npz. `prepared`:
+    a future of _base's answer (None: read it now, as after a kill)."""
     if not len(pd.read_parquet(job.path(DECODED))):
         return
     run_dir, cfg, n = job.run_dir, job.cfg, int(state["n_before"])
     new = np.ascontiguousarray(np.load(job.path(rd.EMBEDDINGS)), dtype=np.float32)
-    emb = np.load(run_dir / rd.EMBEDDINGS, mmap_mode="r")
-    base = np.arange(n) if n <= BASE_ROWS else layout_rows(n, BASE_ROWS, cfg.seed)
-    k = min(cfg.neighbors, len(base))
-    near, d2 = nearest(new, np.ascontiguousarray(emb[base], dtype=np.float32), k, cfg.seed)
+    prepared = _base(job, state) if prepared is None else prepared.result()
+    base = prepared["base"]
+    d2, near = prepared["search"](new)
     rng = np.random.default_rng([cfg.seed, int(state["addition"])])
-    items = pd.read_parquet(run_dir / rd.ITEMS, columns=["cluster", "x", "y"])
     out = {"near": np.where(near >= 0, base[np.maximum(near, 0)], -1)}
-    xy = np.stack([items["x"].to_numpy(np.float32), items["y"].to_numpy(np.float32)], 1)
-    out["xy"] = place(xy[base], near, d2, rng)
+    out["xy"] = place(prepared["xy"], near, d2, rng)
     space = new
-    if (run_dir / rd.MANIFOLD).exists():
-        manifold = np.load(run_dir / rd.MANIFOLD, mmap_mode="r")
-        out["manifold"] = space = place(np.asarray(manifold[base]), near, d2, rng)
-    cluster = vote(items["cluster"].to_numpy()[base], near, d2)
+    if prepared["manifold"] is not None:
+        out["manifold"] = space = place(prepared["manifold"], near, d2, rng)
+    cluster = vote(prepared["labels"], near, d2)
     centroids = np.load(run_dir / rd.CENTROIDS)
     out["cluster"], out["distance"] = cluster, sq_distance(space, centroids, cluster)
     for path in sorted((run_dir / rd.CLUSTERINGS).glob("k*.npz")):

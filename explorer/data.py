@@ -257,10 +257,11 @@ def load_run(run_dir: str | Path, read_only: bool = False) -> RunData:
     n = len(items)
     if not (run_dir / INDEX).is_file():  # read on the first search, so checked here
         raise IceError(f"{run_dir / INDEX}: missing; rebuild the run with `ice embed --force`")
-    if len(embeddings) != n or len(pixels) != n:
+    if len(embeddings) < n or len(pixels) < n:
         raise IceError(
             f"{run_dir}: {ITEMS} has {n} rows but {EMBEDDINGS} has {len(embeddings)} and {PIXELS} {len(pixels)}"
         )
+    embeddings, pixels = embeddings[:n], pixels[:n]  # more: an `ice add` is committing its images
     data = RunData(
         run_dir=run_dir,
         manifest=manifest,

@@ -97,6 +97,20 @@ def test_arrays_that_disagree_with_items(explorer_run):
         load_run(explorer_run)
 
 
+def test_arrays_longer_than_items_are_an_addition_being_committed(explorer_run):
+    """`ice add` appends the arrays before it rewrites items.parquet: a server started in
+    between shows the run as it was."""
+    from ice import run_dir as rd
+
+    before = load_run(explorer_run)
+    n = before.n
+    rd.append_npy(explorer_run / "embeddings.npy", np.ones((2, before.embeddings.shape[1]), np.float32), n)
+    rd.append_npy(explorer_run / "pixels.npy", np.zeros((2, *before.pixels.shape[1:]), np.uint8), n)
+    data = load_run(explorer_run)
+    assert data.n == n and len(data.embeddings) == n and len(data.pixels) == n
+    assert np.array_equal(data.embeddings, before.embeddings)
+
+
 @pytest.mark.parametrize("damage", ["missing", "truncated"])
 def test_a_missing_or_damaged_index_is_one_error_naming_it(explorer_run, damage):
     """The index is read on the first search: a missing one is refused as the run opens; a
