@@ -165,13 +165,40 @@ def _grey_axis(device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.
 
 
 def nt_xent(p1: torch.Tensor, p2: torch.Tensor, temperature: float) -> torch.Tensor:
-    """SimCLR's loss: each view must pick its partner out of the other 2b - 2 views."""
-    p = F.normalize(torch.cat([p1, p2]).float(), dim=1)
-    sim = p @ p.T / temperature
-    sim.fill_diagonal_(float("-inf"))
-    b = p1.shape[0]
-    target = (torch.arange(2 * b, device=p.device) + b) % (2 * b)  # made there: no copy to wait for
-    return F.cross_entropy(sim, target)
+    """SimCLR's loss: each view must pick its partner out of the other 2b - 2 views.
+
+    Under torch.distributed (DDP, one batch of b per process, the same b on each), the views of
+    every process are gathered with their gradients, so each view picks its partner out of
+    all 2B - 2 of the global batch; a process's loss is the mean over its own 2b views. DDP's
+    mean of the processes' gradients is then the gradient of this loss on the whole batch in
+    one process (tests/test_ddp.py)."""
+    world, rank = distributed_rank()
+    if world == 1:
+        p = F.normalize(torch.cat([p1, p2]).float(), dim=1)
+        sim = p @ p.T / temperature
+        sim.fill_diagonal_(float("-inf"))
+        b = p1.shape[0]
+        target = (torch.arange(2 * b, device=p.device) + b) % (2 * b)  # made there: no copy to wait for
+        return F.cross_entropy(sim, target)
+    from torch.distributed.nn.functional import all_gather  # the gradients flow back to each process
+
+    g1, g2 = torch.cat(all_gather(p1.contiguous())), torch.cat(all_gather(p2.contiguous()))
+    p = F.normalize(torch.cat([g1, g2]).float(), dim=1)
+    b, big = p1.shape[0], g1.shape[0]
+    mine = torch.arange(rank * b, (rank + 1) * b, device=p.device)
+    rows = torch.cat([mine, mine + big])  # this process's views among the 2B
+    sim = p[rows] @ p.T / temperature
+    sim[torch.arange(2 * b, device=p.device), rows] = float("-inf")
+    return F.cross_entropy(sim, (rows + big) % (2 * big))
+
+
+def distributed_rank() -> tuple[int, int]:
+    """(world size, rank) of torch.distributed, or (1, 0) where it is not in use."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_world_size(), dist.get_rank()
+    return 1, 0
 
 
 def compiled_parts(model: AutoEncoder) -> types.SimpleNamespace:
