@@ -89,6 +89,16 @@ class Config:
     follow_symlinks: bool = setting(False, "follow symlinks that point outside the input folder")
     labels_from_folders: bool = setting(False, "store each image's parent folder as `label` (evaluation only)")
     workers: int = setting(2, "DataLoader worker processes for decoding and training")
+    engine: str = setting(
+        "local",
+        (
+            "where images are decoded: 'local' (worker processes here) or 'ray' (Ray Data, on a local Ray or the "
+            "cluster at --ray-address; needs pip install -e '.[ray]'); the run comes out the same"
+        ),
+    )
+    ray_address: str | None = setting(
+        None, "with --engine ray: a running Ray cluster's address (auto, or ray://HOST:10001); unset: a local Ray"
+    )
     # --- model and training ---
     recipe: str = setting(
         "auto",
@@ -222,6 +232,7 @@ class Config:
         )
         need(self.max_pixels >= 1, "max_pixels", "must be at least 1")
         need(self.workers >= 0, "workers", "must be 0 or more")
+        need(self.engine in ("local", "ray"), "engine", "must be local or ray")
         need(self.recipe in ("auto", *RECIPES), "recipe", _RECIPE_RULE)
         need(self.dim is None or 2 <= self.dim <= 4096, "dim", "must be between 2 and 4096")
         need(self.width is None or 4 <= self.width <= 512, "width", "must be between 4 and 512")

@@ -26,7 +26,8 @@ from . import __version__
 from .config import Config
 
 STAGES = ("scan", "decode", "train", "embed", "cluster", "selflabel", "project", "tiles")
-SPEED_ONLY = ("workers",)  # settings a resumed run may change: they change how fast, not what comes out
+# settings a resumed run may change: they change how fast, or where, not what comes out
+SPEED_ONLY = ("workers", "engine", "ray_address")
 
 
 class Run:

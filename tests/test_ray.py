@@ -1,0 +1,100 @@
+"""`ice embed --engine ray`: decoding on Ray Data gives the run the local engine gives, on one
+local Ray for the session and on a simulated cluster of two worker nodes; and nothing on the
+local path imports ray."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import adjusted_rand_score
+
+from ice import run_dir as rd
+from ice.cli import main
+from tests.conftest import make_images
+from tests.test_pipeline import TINY_ARGS, hostile_folder
+
+pytestmark = pytest.mark.ray
+ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e '.[ray]')")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray for these tests, on this machine's cores; shut down after them, so that its
+    processes do not stay for the rest of the session."""
+    started = not ray.is_initialized()
+    if started:
+        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    if started:
+        ray.shutdown()
+
+
+def embed(folder, out, *extra):
+    assert main(["embed", str(folder), "--out", str(out), *TINY_ARGS, "--seed", "0", *extra]) == 0
+    return out
+
+
+def same_run(local, other):
+    """Same images, pixels and skipped files, embeddings within 1e-5 and the same clusters."""
+    a, b = pd.read_parquet(local / rd.ITEMS), pd.read_parquet(other / rd.ITEMS)
+    assert a["path"].tolist() == b["path"].tolist()
+    assert a[["width", "height"]].equals(b[["width", "height"]])
+    assert np.array_equal(np.load(local / rd.PIXELS), np.load(other / rd.PIXELS))
+    assert (local / rd.SKIPPED).read_text() == (other / rd.SKIPPED).read_text()
+    assert np.abs(np.load(local / rd.EMBEDDINGS) - np.load(other / rd.EMBEDDINGS)).max() <= 1e-5
+    assert adjusted_rand_score(a["cluster"], b["cluster"]) >= 0.99
+
+
+def test_the_ray_engine_makes_the_local_engines_run(local_ray, tmp_path):
+    bad = hostile_folder(tmp_path / "in")
+    local = embed(tmp_path / "in", tmp_path / "local")
+    other = embed(tmp_path / "in", tmp_path / "ray", "--engine", "ray")
+    same_run(local, other)
+    assert rd.load_manifest(other)["config"]["engine"] == "ray"
+    skipped = pd.read_csv(other / rd.SKIPPED)
+    assert set(skipped["path"]) == bad and skipped["reason"].str.len().gt(0).all()
+
+
+def test_a_cluster_of_two_worker_nodes_decodes_the_same_images(tmp_path):
+    """A head with no CPUs and two worker nodes of one CPU each, so the decoding crosses raylets
+    (ray.cluster_utils.Cluster), in a process of its own: the session's local Ray is another."""
+    make_images(tmp_path / "in", n=300, size=24, classes=3)
+    embed(tmp_path / "in", tmp_path / "local")
+    code = f"""
+import sys
+from ray.cluster_utils import Cluster
+import ray
+cluster = Cluster(initialize_head=True, head_node_args={{"num_cpus": 0}})
+for _ in range(2):
+    cluster.add_node(num_cpus=1)
+ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+assert len([n for n in ray.nodes() if n["Alive"]]) == 3
+from ice.cli import main
+try:
+    code = main(["embed", {str(tmp_path / "in")!r}, "--out", {str(tmp_path / "ray")!r}, *{TINY_ARGS!r},
+                 "--seed", "0", "--engine", "ray"])
+finally:
+    ray.shutdown()
+    cluster.shutdown()
+sys.exit(code)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    same_run(tmp_path / "local", tmp_path / "ray")
+
+
+def test_the_local_path_never_imports_ray():
+    code = (
+        "import sys, ice, ice.cli, embeddings.pipeline, embeddings.stages, embeddings.add, explorer.app; "
+        "print('ray' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_a_bad_engine_is_one_line(tmp_path, capsys):
+    make_images(tmp_path / "in", n=4)
+    assert main(["embed", str(tmp_path / "in"), "--out", str(tmp_path / "run"), "--engine", "spark"]) != 0
+    assert "--engine 'spark': must be local or ray" in capsys.readouterr().err
