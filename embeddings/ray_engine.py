@@ -2,8 +2,9 @@
 
 Each Ray task reads a block of files whole and decodes them with images.decode_bytes, the twin
 of the local engine's decode_image, so both engines give the same pixels, sizes and skip
-reasons. Blocks come back in any order; each image goes to its row (its position in the sorted
-list of files), so the run does not depend on which task finished first. Ray retries a task
+reasons. Each image goes to its row (its position in the sorted list of files) of the scratch
+pixels file, which the task writes itself, as the local engine's worker processes do; blocks
+finish in any order, and the run does not depend on which finished first. Ray retries a task
 whose worker was lost. The stages after decoding run in this process, as with the local engine.
 
 Only this module imports ray, and only when the engine is chosen (tests/test_ray.py).
@@ -52,20 +53,23 @@ def read_and_decode(full: str, size: int, max_pixels: int) -> tuple[np.ndarray, 
     return decode_bytes(data, size, max_pixels)
 
 
-def decode_block(batch: dict, prefix: str, size: int, max_pixels: int) -> dict:
-    """Ray Data's map_batches function, run as a Ray task: a block of {row, path} to their
-    pixels, original sizes and skip reasons ("" where decoded)."""
-    n = len(batch["row"])
-    pixels = np.zeros((n, size, size, 3), np.uint8)
-    wh = np.zeros((n, 2), np.int32)
+def decode_block(batch: dict, prefix: str, size: int, max_pixels: int, scratch: str) -> dict:
+    """Ray Data's map_batches function, run as a Ray task: decode a block of {row, path} into
+    their rows of the scratch file (on the shared file system the run directory is on, as the
+    local engine's worker processes do), and answer their original sizes and skip reasons ("" where
+    decoded). Only those small arrays go back through Ray's object store."""
+    rows = np.load(scratch, mmap_mode="r+")  # per task: a later run's scratch file is a new file
+    wh = np.zeros((len(batch["row"]), 2), np.int32)
     errors = []
-    for j, path in enumerate(batch["path"]):
+    for j, (row, path) in enumerate(zip(batch["row"], batch["path"], strict=True)):
         try:
-            pixels[j], wh[j, 0], wh[j, 1] = read_and_decode(prefix + str(path), size, max_pixels)
+            rows[row], wh[j, 0], wh[j, 1] = read_and_decode(prefix + str(path), size, max_pixels)
             errors.append("")
         except ImageError as e:
             errors.append(str(e))
-    return {"row": batch["row"], "pixels": pixels, "wh": wh, "error": np.array(errors, dtype=object)}
+    rows.flush()
+    del rows
+    return {"row": batch["row"], "wh": wh, "error": np.array(errors, dtype=object)}
 
 
 def decode_all_ray(
@@ -86,7 +90,7 @@ def decode_all_ray(
     ray = start_ray(address)
     n = len(paths)
     scratch = pixels_path.with_name(pixels_path.name + ".partial")
-    rows = new_memmap(scratch, np.uint8, (max(n, 1), size, size, 3))
+    new_memmap(scratch, np.uint8, (max(n, 1), size, size, 3)).flush()
     ok = np.zeros(n, dtype=bool)
     sizes = np.zeros((n, 2), dtype=np.int32)
     skipped: list[tuple[int, str]] = []
@@ -94,7 +98,7 @@ def decode_all_ray(
     ds = ray.data.from_arrow([table.slice(start, BLOCK) for start in range(0, n, BLOCK)])  # a block per task
     ds = ds.map_batches(
         decode_block,
-        fn_kwargs={"prefix": os.path.join(root, ""), "size": size, "max_pixels": max_pixels},
+        fn_kwargs={"prefix": os.path.join(root, ""), "size": size, "max_pixels": max_pixels, "scratch": str(scratch)},
         batch_size=BLOCK,
         batch_format="numpy",
     )
@@ -102,12 +106,9 @@ def decode_all_ray(
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             got = batch["row"]
             good = np.array([not e for e in batch["error"]], dtype=bool)
-            rows[got[good]] = batch["pixels"][good]
             ok[got[good]], sizes[got[good]] = True, batch["wh"][good]
             skipped += [(int(i), str(e)) for i, e in zip(got[~good], batch["error"][~good], strict=True)]
             bar.update(len(got))
-    rows.flush()
-    del rows
     keep = np.flatnonzero(ok)
     # in row order, as the local engine lists them
     write_skipped(skipped_path, [(display_path(paths[i]), e) for i, e in sorted(skipped)] + list(also_skipped))

@@ -1,0 +1,189 @@
+"""The decode stage on Ray Data against the local engine, side by side on the same images.
+
+    python -m benchmarks.ray_bench [--images FOLDER] [--n 100000] [--repeat 3] [--no-record]
+                                   [--job ENCODER_RUN]
+
+Without --images, N generated 32x32 JPEGs (benchmarks.gen_images), written once to the data
+cache. Each repeat decodes them with the local engine (embeddings.images.decode_all, its
+worker processes) and with the Ray engine (embeddings.ray_engine.decode_all_ray, on a local
+Ray started once, before the first timing, on this machine's cores), in alternating order,
+and checks that both wrote the same pixels. Prints each pair, the median ratio, and the
+peak resident memory of this process (the driver; Ray's own processes are not counted).
+
+With --job, the whole job instead: `ice embed IMAGES --encoder-from ENCODER_RUN` (no training,
+so that the stages around decoding are timed at their real size) with `--engine local` and
+`--engine ray`, each in a process of its own, in alternating order.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import DATA_CACHE, append_section, build_once, machine, today
+from embeddings.images import decode_all, find_images
+from embeddings.ray_engine import decode_all_ray, start_ray
+
+TARGET = 1.25  # the Ray engine's time over the local engine's
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.ray_bench", description=__doc__.splitlines()[0])
+    p.add_argument("--images", type=Path, help="a folder of images (default: N generated ones)")
+    p.add_argument("--n", type=int, default=100_000, help="generated images without --images (default: 100,000)")
+    p.add_argument("--repeat", type=int, default=3, metavar="N", help="pairs of timings (default: 3)")
+    p.add_argument("--no-record", dest="record", action="store_false", help="print only")
+    p.add_argument("--job", type=Path, metavar="ENCODER_RUN", help="time the whole ice embed, with this run's encoder")
+    args = p.parse_args(argv)
+    given = args.images
+    if args.images is None:
+        from benchmarks.gen_images import generate
+
+        args.images = build_once(DATA_CACHE / f"ray-bench-{args.n}", lambda out: generate(args.n, out, quiet=True))
+    if args.job is not None:
+        return whole_job(args, given)
+    paths = find_images(args.images)
+    work = DATA_CACHE / "ray-bench-work"
+    ray = start_ray()
+    cores = int(ray.cluster_resources().get("CPU", 0))
+    settings = {"size": 32, "max_pixels": 180_000_000}
+
+    def local() -> float:
+        t0 = time.perf_counter()
+        decode_all(
+            args.images, paths, workers=2, pixels_path=work / "local.npy", skipped_path=work / "l.csv", **settings
+        )
+        return time.perf_counter() - t0
+
+    def on_ray() -> float:
+        t0 = time.perf_counter()
+        decode_all_ray(args.images, paths, pixels_path=work / "ray.npy", skipped_path=work / "r.csv", **settings)
+        return time.perf_counter() - t0
+
+    pairs = []
+    for i in range(args.repeat):
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        if i % 2 == 0:
+            a, b = local(), on_ray()
+        else:
+            b, a = on_ray(), local()
+        if not np.array_equal(np.load(work / "local.npy", mmap_mode="r"), np.load(work / "ray.npy", mmap_mode="r")):
+            raise RuntimeError("the two engines decoded different pixels")
+        pairs.append((a, b))
+        print(f"repeat {i + 1}: local {a:.1f} s, ray {b:.1f} s, {b / a:.2f}x", flush=True)
+    local_s, ray_s = pairs[int(np.argsort([b / a for a, b in pairs])[len(pairs) // 2])]
+    ratio = ray_s / local_s
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    command = "python -m benchmarks.ray_bench" + (f" --images {given}" if given else "")
+    command += f" --n {args.n}" if args.n != 100_000 and not given else ""
+    command += f" --repeat {args.repeat}" if args.repeat != 3 else ""
+    body = "\n".join(
+        [
+            f"- command: `{command}`",
+            f"- machine: {machine()}; date: {today()}; Ray {ray.__version__} with {cores} CPUs, local",
+            f"- images: {len(paths):,} of {args.images} (32x32 JPEG), decoded at 32 px",
+            f"- decode stage: local engine (2 worker processes) {local_s:.1f} s, Ray engine {ray_s:.1f} s: "
+            f"**{ratio:.2f}x** (target <= {TARGET}x: {'met' if ratio <= TARGET else '**missed**'}); the same pixels",
+            f"- of {len(pairs)} pairs (in alternating order), the median ratio above; all: "
+            + ", ".join(f"{a:.1f}/{b:.1f} s = {b / a:.2f}x" for a, b in pairs),
+            f"- this process's peak resident memory: {peak:.2f} GiB (Ray's raylet, object store and workers "
+            "are other processes, not counted)",
+        ]
+    )
+    title = f"Ray engine: the decode stage on {len(paths):,} images, {today()}"
+    print(f"\n### {title}\n\n{body}\n", flush=True)
+    if args.record:
+        figure = f"decode stage on Ray Data, {len(paths):,} images: time over the local engine's"
+        append_section(
+            title,
+            body,
+            figures=[
+                {
+                    "group": "scale",
+                    "figure": figure,
+                    "value": f"{ratio:.2f}x ({ray_s:.1f} s against {local_s:.1f} s)",
+                    "target": f"<= {TARGET}x",
+                    "met": ratio <= TARGET,
+                }
+            ],
+        )
+    shutil.rmtree(work, ignore_errors=True)
+    return {"ratio": ratio, "pairs": pairs}
+
+
+def whole_job(args, given) -> dict:
+    """`ice embed` with each engine, side by side: wall seconds, and the decode stage's."""
+    import json
+    import subprocess
+    import sys
+
+    work = DATA_CACHE / "ray-bench-work"
+
+    def run(engine: str) -> tuple[float, float]:
+        out = work / engine
+        shutil.rmtree(out, ignore_errors=True)
+        cmd = [sys.executable, "-m", "ice.cli", "embed", str(args.images), "--out", str(out)]
+        cmd += ["--encoder-from", str(args.job), "--engine", engine]
+        t0 = time.perf_counter()
+        subprocess.run(cmd, check=True, capture_output=True)
+        wall = time.perf_counter() - t0
+        manifest = json.loads((out / "manifest.json").read_text())
+        return wall, manifest["stage_seconds"]["decode"]
+
+    pairs = []
+    for i in range(args.repeat):
+        if i % 2 == 0:
+            a, b = run("local"), run("ray")
+        else:
+            b, a = run("ray"), run("local")
+        if not np.array_equal(np.load(work / "local" / "pixels.npy"), np.load(work / "ray" / "pixels.npy")):
+            raise RuntimeError("the two engines decoded different pixels")
+        pairs.append((a, b))
+        print(f"repeat {i + 1}: local {a[0]:.1f} s (decode {a[1]:.1f}), ray {b[0]:.1f} s (decode {b[1]:.1f})")
+    (local_s, local_d), (ray_s, ray_d) = pairs[int(np.argsort([b[0] / a[0] for a, b in pairs])[len(pairs) // 2])]
+    ratio = ray_s / local_s
+    n = len(np.load(work / "local" / "pixels.npy", mmap_mode="r"))
+    command = f"python -m benchmarks.ray_bench --job {args.job}" + (f" --images {given}" if given else "")
+    command += f" --repeat {args.repeat}" if args.repeat != 3 else ""
+    body = "\n".join(
+        [
+            f"- command: `{command}`",
+            f"- machine: {machine()}; date: {today()}",
+            f"- images: {n:,} of {args.images}; `ice embed --encoder-from {args.job}` (no training), each engine "
+            "in a process of its own, the Ray engine starting a local Ray on this machine's cores",
+            f"- the whole job: local {local_s:.1f} s, Ray {ray_s:.1f} s: **{ratio:.2f}x** (target <= {TARGET}x: "
+            f"{'met' if ratio <= TARGET else '**missed**'}); the decode stage: {local_d:.1f} s against {ray_d:.1f} s; "
+            "the same pixels",
+            f"- of {len(pairs)} pairs (in alternating order), the median ratio above; all: "
+            + ", ".join(f"{a[0]:.1f}/{b[0]:.1f} s = {b[0] / a[0]:.2f}x" for a, b in pairs),
+            "- memory: not measured (Ray's raylet, object store and workers are processes of their own)",
+        ]
+    )
+    title = f"Ray engine: ice embed on {n:,} images, {today()}"
+    print(f"\n### {title}\n\n{body}\n", flush=True)
+    if args.record:
+        append_section(
+            title,
+            body,
+            figures=[
+                {
+                    "group": "scale",
+                    "figure": f"ice embed --engine ray on {n:,} images (no training): time over --engine local",
+                    "value": f"{ratio:.2f}x ({ray_s:.1f} s against {local_s:.1f} s)",
+                    "target": f"<= {TARGET}x",
+                    "met": ratio <= TARGET,
+                }
+            ],
+        )
+    shutil.rmtree(work, ignore_errors=True)
+    return {"ratio": ratio, "pairs": pairs}
+
+
+if __name__ == "__main__":
+    main()
