@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
             f"- machine: {machine()}; date: {today()}; Ray {ray.__version__} with {cores} CPUs, local",
             f"- images: {len(paths):,} of {args.images} (32x32 JPEG), decoded at 32 px",
             f"- decode stage: local engine (2 worker processes) {local_s:.1f} s, Ray engine {ray_s:.1f} s: "
-            f"**{ratio:.2f}x** (target <= {TARGET}x: {'met' if ratio <= TARGET else '**missed**'}); the same pixels",
+            f"**{ratio:.2f}x**; the same pixels (the target, <= {TARGET}x, is for the whole job: --job)",
             f"- of {len(pairs)} pairs (in alternating order), the median ratio above; all: "
             + ", ".join(f"{a:.1f}/{b:.1f} s = {b / a:.2f}x" for a, b in pairs),
             f"- this process's peak resident memory: {peak:.2f} GiB (Ray's raylet, object store and workers "
@@ -108,8 +108,8 @@ def main(argv: list[str] | None = None) -> dict:
                     "group": "scale",
                     "figure": figure,
                     "value": f"{ratio:.2f}x ({ray_s:.1f} s against {local_s:.1f} s)",
-                    "target": f"<= {TARGET}x",
-                    "met": ratio <= TARGET,
+                    "target": "",
+                    "met": None,
                 }
             ],
         )
