@@ -75,7 +75,7 @@ def test_find_tick_off_confirm_train_next_page_and_undo(teacher):
     duo.wait_for_contains_text("#teach-status", "round 2: about")
 
     duo.find_element("#teach-overlay input").click()  # the scores on the map
-    until(lambda: duo.driver.execute_script(f"const d = {GD}.data; return d[d.length - 1].x.length") > 0, 10)
+    until(lambda: duo.driver.execute_script(f"return {GD}.data.find(t => t.meta === 'scores').x.length") > 0, 10)
 
     duo.find_element("#teach-undo").click()
     duo.wait_for_contains_text("#teach-status", "Undid round 2 and 1 change(s) of its marks")
