@@ -50,6 +50,7 @@ def worker(rank: int, init: str, out: str) -> None:
         dist.all_reduce(losses)  # the processes' mean loss: the loss of the whole batch
         if rank == 0:
             torch.save({"params": [p.detach() for p in net.module.parameters()], "losses": losses / WORLD}, out)
+        dist.barrier()  # neither process tears gloo down while the other still uses it (an abort)
     finally:
         dist.destroy_process_group()
 
