@@ -32,20 +32,24 @@ MAX_SIDE = 2400  # the density image's longest side (a larger map gets it stretc
 
 
 @lru_cache(maxsize=4)
+def _sample(n: int, seed: int = 0) -> tuple[np.ndarray, float]:
+    """The SAMPLE lowest keys of a map of n (ice/tiles.py): which images they are, and the key
+    below which they lie. Both come from one pass over n keys (a second or so at 10M)."""
+    k = map_tiles.keys(np.arange(n), seed)
+    below = float(np.partition(k, SAMPLE)[SAMPLE]) if SAMPLE < n else map_tiles.LEAF_T
+    mask = k < below
+    mask.setflags(write=False)
+    return mask, below
+
+
 def drawn_mask(n: int, seed: int = 0) -> np.ndarray | None:
     """(n,) bool: the images a map of n draws as points; None when it draws them all."""
-    if n <= LOD_MIN:
-        return None
-    k = map_tiles.keys(np.arange(n), seed)
-    mask = k < np.partition(k, SAMPLE)[SAMPLE]
-    mask.setflags(write=False)
-    return mask
+    return None if n <= LOD_MIN else _sample(n, seed)[0]
 
 
-@lru_cache(maxsize=4)
 def sample_key(n: int) -> float:
     """The key below which drawn_mask(n) draws an image."""
-    return map_tiles.sample_key(n, SAMPLE)
+    return _sample(n)[1]
 
 
 def zoomed(tiles, view: dict) -> bool:
@@ -145,8 +149,7 @@ def warm_up(n: int) -> None:
     a map of n, which the first view of the map and of a zoomed view need."""
 
     def run():
-        drawn_mask(n)
-        sample_key(n)
+        _sample(n)
         x = np.random.default_rng(0).normal(size=100).astype(np.float32)
         render(points_frame(x, x, np.zeros(100, np.int32), ["#000000"]), {"x": [-3, 3], "y": [-3, 3], "w": 8, "h": 8})
 

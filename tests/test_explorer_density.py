@@ -41,7 +41,7 @@ def test_a_large_maps_traces_hold_the_sample_and_their_point_numbers_name_it(mon
     n = 5000
     monkeypatch.setattr(density, "LOD_MIN", 1000)
     monkeypatch.setattr(density, "SAMPLE", 700)
-    density.drawn_mask.cache_clear()
+    density._sample.cache_clear()
     try:
         drawn = density.drawn_mask(n)
         rng = np.random.default_rng(0)
@@ -54,7 +54,7 @@ def test_a_large_maps_traces_hold_the_sample_and_their_point_numbers_name_it(mon
         for curve in range(4):
             assert np.array_equal(point_ids(c, curve, np.arange(len(held[curve])), drawn), held[curve])
     finally:
-        density.drawn_mask.cache_clear()
+        density._sample.cache_clear()
 
 
 def test_a_view_gets_its_own_points_beyond_the_sample_from_the_tiles(tmp_path, monkeypatch):
@@ -66,8 +66,7 @@ def test_a_view_gets_its_own_points_beyond_the_sample_from_the_tiles(tmp_path, m
     monkeypatch.setattr(density, "SAMPLE", 2_000)
     monkeypatch.setattr(density, "DETAIL", 1_500)
     monkeypatch.setattr(density, "LOD_MIN", 1_000)
-    density.drawn_mask.cache_clear()
-    density.sample_key.cache_clear()
+    density._sample.cache_clear()
     try:
         rng = np.random.default_rng(0)
         x, y = rng.normal(size=n).astype(np.float32), rng.normal(size=n).astype(np.float32)
@@ -90,5 +89,4 @@ def test_a_view_gets_its_own_points_beyond_the_sample_from_the_tiles(tmp_path, m
         got = ids_of(wide)
         assert not wide["all"] and len(got) == 1_500 and not drawn[got].any() and (cluster[got] != 3).all()
     finally:
-        density.drawn_mask.cache_clear()
-        density.sample_key.cache_clear()
+        density._sample.cache_clear()
