@@ -168,11 +168,14 @@ def decode_image(path: str | os.PathLike, size: int, max_pixels: int) -> tuple[n
     except ImageError:
         raise
     except FileNotFoundError:
-        raise ImageError(
-            "broken symbolic link" if os.path.islink(path) else "file disappeared before it could be read"
-        ) from None
+        raise ImageError(missing_reason(path)) from None
     except Exception as e:  # _reason re-raises what is not a decoding failure
         raise ImageError(_reason(e, empty=os.path.exists(path) and os.path.getsize(path) == 0)) from None
+
+
+def missing_reason(path: str | os.PathLike) -> str:
+    """Why a file listed by the scan could not be opened."""
+    return "broken symbolic link" if os.path.islink(path) else "file disappeared before it could be read"
 
 
 def decode_bytes(data: bytes, size: int, max_pixels: int) -> tuple[np.ndarray, int, int]:

@@ -20,7 +20,7 @@ import numpy as np
 from ice.errors import IceError, ImageError
 from ice.run_dir import new_memmap
 
-from .images import Decoded, _keep_rows, _reason, decode_bytes, display_path, write_skipped
+from .images import Decoded, _keep_rows, _reason, decode_bytes, display_path, missing_reason, write_skipped
 from .progress import progress
 
 BLOCK = 1024  # files per Ray task
@@ -45,9 +45,7 @@ def read_and_decode(full: str, size: int, max_pixels: int) -> tuple[np.ndarray, 
         with open(full, "rb") as f:
             data = f.read()
     except FileNotFoundError:
-        raise ImageError(
-            "broken symbolic link" if os.path.islink(full) else "file disappeared before it could be read"
-        ) from None
+        raise ImageError(missing_reason(full)) from None
     except Exception as e:  # _reason re-raises what is not a reading failure
         raise ImageError(_reason(e, empty=False)) from None
     return decode_bytes(data, size, max_pixels)

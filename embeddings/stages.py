@@ -127,31 +127,19 @@ def decode(run, device, resume) -> dict:
         (folder, f"folder not listed: {reason}")
         for folder, reason in run.progress["stages"]["scan"].get("unlisted", [])
     ]
+    common = dict(
+        size=run.cfg.image_size,
+        max_pixels=run.cfg.max_pixels,
+        pixels_path=run.path(rd.PIXELS),
+        skipped_path=run.path(rd.SKIPPED),
+        also_skipped=unlisted,
+    )
     if run.cfg.engine == "ray":
         from .ray_engine import decode_all_ray
 
-        keep, sizes, resumed = decode_all_ray(
-            run.root,
-            paths,
-            size=run.cfg.image_size,
-            max_pixels=run.cfg.max_pixels,
-            pixels_path=run.path(rd.PIXELS),
-            skipped_path=run.path(rd.SKIPPED),
-            address=run.cfg.ray_address,
-            also_skipped=unlisted,
-        )
+        keep, sizes, resumed = decode_all_ray(run.root, paths, address=run.cfg.ray_address, **common)
     else:
-        keep, sizes, resumed = decode_all(
-            run.root,
-            paths,
-            size=run.cfg.image_size,
-            max_pixels=run.cfg.max_pixels,
-            workers=run.cfg.workers,
-            pixels_path=run.path(rd.PIXELS),
-            skipped_path=run.path(rd.SKIPPED),
-            resume=resume,
-            also_skipped=unlisted,
-        )
+        keep, sizes, resumed = decode_all(run.root, paths, workers=run.cfg.workers, resume=resume, **common)
     if not keep:
         raise IceError(f"none of the {len(paths)} image files in {run.root} could be read; see {run.path(rd.SKIPPED)}")
     if len(keep) < 2:  # k-means needs two; the CLI said "--clusters 2: more clusters than the 1 images"
