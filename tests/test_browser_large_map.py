@@ -40,6 +40,21 @@ def zoom_to(duo, xr, yr) -> None:
     )
 
 
+def hover_shows(duo, x: float, y: float, image_id: int) -> None:
+    """Move the mouse to map position (x, y); the tooltip shows image_id's thumbnail."""
+    px, py = duo.driver.execute_script(
+        f"""const gd = {GD}, fl = gd._fullLayout, r = gd.querySelector('.nsewdrag').getBoundingClientRect();
+        return [r.left + fl.xaxis.d2p(arguments[0]), r.top + fl.yaxis.d2p(arguments[1])];""",
+        x,
+        y,
+    )
+    actions = ActionBuilder(duo.driver)
+    actions.pointer_action.move_to_location(round(px), round(py))
+    actions.perform()
+    until(lambda: duo.find_elements("#map-tooltip img.tooltip-img"), 10)
+    assert f"/thumb/{image_id}.png" in duo.find_element("#map-tooltip img.tooltip-img").get_attribute("src")
+
+
 def test_a_sample_is_drawn_over_the_density_of_every_image(large):
     drawn, legend = large.driver.execute_script(f"""
         const t = {GD}._fullData.filter(t => t.meta === 'cluster');
@@ -60,17 +75,7 @@ def test_zoomed_in_a_drawn_point_hovers_to_its_own_image_and_the_pictures_show(l
     )
     zoom_to(large, [x - 0.05, x + 0.05], [y - 0.05, y + 0.05])
     until(lambda: layer_shown(large, "map-atlas-frame"), 30)  # few enough: the pictures of all, drawn or not
-    px, py = large.driver.execute_script(
-        f"""const gd = {GD}, fl = gd._fullLayout, r = gd.querySelector('.nsewdrag').getBoundingClientRect();
-        return [r.left + fl.xaxis.d2p(arguments[0]), r.top + fl.yaxis.d2p(arguments[1])];""",
-        x,
-        y,
-    )
-    actions = ActionBuilder(large.driver)
-    actions.pointer_action.move_to_location(round(px), round(py))
-    actions.perform()
-    until(lambda: large.find_elements("#map-tooltip img.tooltip-img"), 10)
-    assert f"/thumb/{image_id}.png" in large.find_element("#map-tooltip img.tooltip-img").get_attribute("src")
+    hover_shows(large, x, y, image_id)
 
 
 def test_a_box_over_the_density_selects_every_image_inside_not_only_the_drawn(large):
@@ -128,14 +133,4 @@ def test_zoomed_in_the_view_gets_every_image_in_it_and_its_own_points_hover(larg
     zoom_to(large, [x - 0.1, x + 0.1], [y - 0.1, y + 0.1])
     until(lambda: any(p[0] == image_id for p in detail_points(large)), 30)
     large.find_element("#atlas input").click()  # pictures off: the points take the hover
-    px, py = large.driver.execute_script(
-        f"""const gd = {GD}, fl = gd._fullLayout, r = gd.querySelector('.nsewdrag').getBoundingClientRect();
-        return [r.left + fl.xaxis.d2p(arguments[0]), r.top + fl.yaxis.d2p(arguments[1])];""",
-        x,
-        y,
-    )
-    actions = ActionBuilder(large.driver)
-    actions.pointer_action.move_to_location(round(px), round(py))
-    actions.perform()
-    until(lambda: large.find_elements("#map-tooltip img.tooltip-img"), 10)
-    assert f"/thumb/{image_id}.png" in large.find_element("#map-tooltip img.tooltip-img").get_attribute("src")
+    hover_shows(large, x, y, image_id)
