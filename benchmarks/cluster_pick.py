@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 import embeddings  # noqa: F401  sets OMP_WAIT_POLICY before torch loads, as `ice` does
 
@@ -64,7 +63,7 @@ def main(argv=None) -> dict[tuple, list[float]]:
     cfg = Config.from_dict(rd.load_manifest(args.run)["config"])
     cfg = self_labelled(cfg)
     emb = np.load(args.run / rd.EMBEDDINGS).astype(np.float32)
-    labels = pd.read_parquet(args.run / rd.ITEMS, columns=["label"])["label"].to_numpy()
+    labels = rd.read_items(args.run, columns=["label"])["label"].to_numpy()
     k = len(np.unique(labels))
     t = time.perf_counter()
     knn = knn_graph(emb, min(cfg.neighbors, len(emb) - 1), cfg.seed)

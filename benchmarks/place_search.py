@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from benchmarks.common import append_section, machine, today
 from embeddings.fit import PROBES, vote
@@ -41,7 +40,7 @@ def measure(run: Path, queries: int, k: int = 15) -> list[dict]:
     query_rows = rng.choice(np.setdiff1d(np.arange(n), base_rows), queries, replace=False)
     base = np.ascontiguousarray(emb[base_rows], dtype=np.float32)
     q = np.ascontiguousarray(emb[query_rows], dtype=np.float32)
-    labels = pd.read_parquet(run / rd.ITEMS, columns=["cluster"])["cluster"].to_numpy()[base_rows]
+    labels = rd.read_items(run, columns=["cluster"])["cluster"].to_numpy()[base_rows]
     d_exact, i_exact = faiss.knn(q, base, k)
     exact_vote = vote(labels, i_exact, d_exact)
     lists = max(1, int(np.sqrt(len(base))))

@@ -8,8 +8,9 @@ neighbours there, as the map places the images it does not lay out. Saved groups
 rounds score them with each round's model.
 
 The addition is built in RUN/adding/ (scan, decode, embed, place), then committed: the
-arrays are appended in place (run_dir.append_npy), the index, items.parquet and the other
-tables are replaced atomically, and the manifest, last, records the addition. Each step
+arrays are appended in place (run_dir.append_npy), the new images' rows of items.parquet are
+written as items-added/NNNN.parquet (run_dir.read_items), the other tables are replaced
+atomically, and the manifest, last, records the addition. Each step
 records itself in adding/state.json, so the same command after a kill finishes the addition
 once. The run's flock keeps a second `ice add` or an `ice embed` out meanwhile.
 """
@@ -21,6 +22,7 @@ import csv
 import datetime as dt
 import os
 import shutil
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -142,10 +144,11 @@ def scan_inputs(job: Adding, inputs: list) -> tuple[pd.DataFrame, list[tuple[str
     for given in inputs:
         given = Path(given)
         if given.is_dir():
-            folder = given.resolve()
+            folder = os.path.join(str(given.resolve()), "")
+            inside = folder.startswith(root)  # then every file's stored path is relative to the root
             for rel in find_images(folder, job.cfg.follow_symlinks):
-                full = os.path.join(str(folder), rel)
-                found.setdefault(full, _stored(full, root))
+                full = folder + rel
+                found.setdefault(full, full[len(root) :] if inside else full)
         elif given.is_file():
             full = str(given.parent.resolve() / given.name)
             if given.suffix.lower() not in EXTENSIONS:
@@ -155,13 +158,14 @@ def scan_inputs(job: Adding, inputs: list) -> tuple[pd.DataFrame, list[tuple[str
         else:
             raise IceError(f"{given}: no such file or folder")
     candidates = []
+    encoding, errors = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()  # as os.fsencode
     for full, stored in sorted(found.items(), key=lambda kv: kv[1]):
         try:
             st = os.stat(full)
         except OSError as e:
             refused.append((display_path(stored), f"cannot read: {e.strerror}"))
             continue
-        candidates.append((os.fsencode(stored), os.fsencode(full), st.st_size, st.st_mtime_ns))
+        candidates.append((stored.encode(encoding, errors), full.encode(encoding, errors), st.st_size, st.st_mtime_ns))
     files = pd.DataFrame(candidates, columns=["path", "read", "size", "mtime_ns"])
     before = _taken(job, files["path"])
     known = before["size"].notna().to_numpy()
@@ -183,10 +187,11 @@ def _stored(full: str, root: str) -> str:
 
 
 def _taken(job: Adding, paths: pd.Series) -> pd.DataFrame:
-    """For each stored path (bytes) in `paths`, the size and mtime_ns the run took it up with
-    (by the job, or an addition, read or skipped), or NA where it never did; in that order.
-    A run made before files.parquet was kept matches by path alone (size and mtime -1). The
-    lookup is arrow's hash join: at 1M files, a third of pandas' reindex."""
+    """For each stored path (bytes, each once) in `paths`, the size and mtime_ns the run took it
+    up with (by the job, or an addition, read or skipped; the latest), or NA where it never did;
+    in that order. A run made before files.parquet was kept matches by path alone (size and
+    mtime -1). The run's paths are looked up in a hash of the new ones (arrow's index_in), so
+    the large side is only streamed through: at 1M files, an eighth of the other way round."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -200,19 +205,23 @@ def _taken(job: Adding, paths: pd.Series) -> pd.DataFrame:
         if name.exists()
     ]
     if not tables:
-        items = pd.read_parquet(job.run_dir / rd.ITEMS, columns=["path"])["path"]
+        items = rd.read_items(job.run_dir, columns=["path"])["path"]
         minus = pa.array(np.full(len(items), -1, np.int64))
         tables = [
             pa.table({"path": pa.array([os.fsencode(p) for p in items], pa.binary()), "size": minus, "mtime_ns": minus})
         ]
-    taken = pa.concat_tables(tables)
-    taken = taken.take(pa.array(np.arange(len(taken) - 1, -1, -1)))  # the latest first: index_in takes the first
-    at = pc.index_in(pa.array(paths.tolist(), pa.binary()), value_set=taken["path"])
-    found = at.is_valid().to_numpy(zero_copy_only=False)
-    rows = at.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    taken = pa.concat_tables(tables)  # oldest first
+    query = pc.index_in(taken["path"], value_set=pa.array(paths.tolist(), pa.binary()))
+    rows = np.flatnonzero(query.is_valid().to_numpy(zero_copy_only=False))
+    asked = query.drop_null().to_numpy(zero_copy_only=False).astype(np.int64)
+    # where a path was taken up more than once, the last time counts
+    last = len(asked) - 1 - np.unique(asked[::-1], return_index=True)[1]
+    found = np.zeros(len(paths), bool)
+    found[asked[last]] = True
     out = {}
     for name in columns[1:]:
-        values = taken[name].to_numpy()[rows] if len(taken) else np.zeros(len(rows), np.int64)
+        values = np.zeros(len(paths), np.int64)
+        values[asked[last]] = taken[name].to_numpy()[rows[last]]
         out[name] = pd.arrays.IntegerArray(values, ~found)  # NA where not taken; ns stay exact
     return pd.DataFrame(out)
 
@@ -281,7 +290,7 @@ def _base(job: Adding, state: dict) -> dict:
     emb = np.load(run_dir / rd.EMBEDDINGS, mmap_mode="r")
     base = np.arange(n) if n <= BASE_ROWS else layout_rows(n, BASE_ROWS, cfg.seed)
     k = min(cfg.neighbors, len(base))
-    items = pd.read_parquet(run_dir / rd.ITEMS, columns=["cluster", "x", "y"])
+    items = rd.read_items(run_dir, columns=["cluster", "x", "y"])
     manifold = np.load(run_dir / rd.MANIFOLD, mmap_mode="r") if (run_dir / rd.MANIFOLD).exists() else None
     return {
         "base": base,
@@ -399,29 +408,9 @@ def _commit(job: Adding, state: dict) -> dict:
                 target = run_dir / rd.TEACH / scores.parent.name / scores.name
                 if target.exists() and _rows(target.parent, int(target.stem.split("-")[1])) == n:
                     rd.save_npy(target, np.concatenate([np.load(target), np.load(scores)]))
-        items = pd.read_parquet(run_dir / rd.ITEMS)
-        if len(items) == n:
-            paths = [display_path(os.fsdecode(p)) for p in files["path"].to_numpy()[decoded["row"].to_numpy()]]
-            rows = pd.DataFrame(
-                {
-                    "image_id": np.arange(n, n + m, dtype=np.int64),
-                    "path": paths,
-                    "width": decoded["width"].to_numpy(np.int32),
-                    "height": decoded["height"].to_numpy(np.int32),
-                }
-            )
-            if m:
-                rows["cluster"] = placed["cluster"].astype(np.int32)
-                rows["x"], rows["y"] = placed["xy"][:, 0], placed["xy"][:, 1]
-                rows["distance"] = placed["distance"].astype(np.float32)
-            if "label" in items:
-                rows["label"] = [_folder(p) for p in paths]
-            if "added" not in items:
-                items["added"] = np.int32(0)
-            rows["added"] = np.int32(number)
-            items = pd.concat([items, rows.astype({c: items[c].dtype for c in rows})], ignore_index=True)
-            with rd.atomic_path(run_dir / rd.ITEMS) as tmp:
-                items.to_parquet(tmp, index=False)
+        part = run_dir / rd.ITEMS_ADDED / f"{number:04d}.parquet"
+        if m and not part.exists():
+            _write_items(run_dir, part, files, decoded, placed, n, number)
         if pixels is not None:
             pixels.result()  # its error, if any, here
     skipped = _skipped_rows(job, files)
@@ -447,10 +436,36 @@ def _commit(job: Adding, state: dict) -> dict:
     return additions[-1]
 
 
-def _folder(path: str) -> str:
-    """PurePosixPath(path).parent.name, twenty times faster: the label of a file's folder."""
-    parts = path.rsplit("/", 2)
-    return parts[-2] if len(parts) > 1 else ""
+def _write_items(
+    run_dir: Path, part: Path, files: pd.DataFrame, decoded: pd.DataFrame, placed: dict, n: int, number: int
+) -> None:
+    """The added images' rows of items.parquet, as its own file `part` (rd.read_items)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    stored = pa.array(files["path"].to_numpy()[decoded["row"].to_numpy()], pa.binary())
+    try:
+        paths = stored.cast(pa.string())  # nearly always: every path is UTF-8
+    except pa.ArrowInvalid:  # as display_path: bytes that are not UTF-8 become \xNN
+        paths = pa.array([display_path(os.fsdecode(p)) for p in stored.to_pylist()], pa.string())
+    m = len(decoded)
+    columns = {
+        "image_id": pa.array(np.arange(n, n + m, dtype=np.int64)),
+        "path": paths,
+        "width": pa.array(decoded["width"].to_numpy(np.int32)),
+        "height": pa.array(decoded["height"].to_numpy(np.int32)),
+        "cluster": pa.array(placed["cluster"].astype(np.int32)),
+        "x": pa.array(placed["xy"][:, 0].astype(np.float32)),
+        "y": pa.array(placed["xy"][:, 1].astype(np.float32)),
+        "distance": pa.array(placed["distance"].astype(np.float32)),
+    }
+    if "label" in pq.read_schema(run_dir / rd.ITEMS).names:  # the folder's name, as the job's labels
+        columns["label"] = pc.replace_substring_regex(paths, r"^(?:.*/)?([^/]*)/[^/]*$|^[^/]*$", r"\1")
+    columns["added"] = pa.array(np.full(m, number, np.int32))
+    part.parent.mkdir(exist_ok=True)
+    with rd.atomic_path(part) as tmp:
+        pq.write_table(pa.table(columns), tmp)
 
 
 def _skipped_rows(job: Adding, files: pd.DataFrame) -> list[tuple[str, str]]:

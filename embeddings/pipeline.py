@@ -96,6 +96,7 @@ def _prepare(run: Run, resume: bool, force: bool, log=print) -> None:
         shutil.rmtree(run_dir / rd.ADDING, ignore_errors=True)  # an addition to the old run, stopped
         (run_dir / rd.CHECKPOINT).unlink(missing_ok=True)
         aside = rd.set_aside_explorer_state(run_dir)
+        shutil.rmtree(run_dir / rd.ITEMS_ADDED, ignore_errors=True)  # the old run's additions, where not set aside
         if aside is not None:
             log(f"--force: the earlier run's cluster names, groups and re-clusterings are kept in {aside}")
         elif pending is not None:
@@ -283,7 +284,7 @@ def carry_groups(run_dir: Path, aside: Path, paths: pd.Series) -> dict:
     if not groups:
         return carried
     after = Annotations(run_dir / rd.ANNOTATIONS)
-    old_paths = pd.read_parquet(aside / rd.ITEMS, columns=["path"])["path"].to_numpy()
+    old_paths = rd.read_items(aside, columns=["path"])["path"].to_numpy()
     new_id = {p: i for i, p in enumerate(paths)}
     for group in groups:
         members = [old_paths[i] for i in before.group_members(group) if i < len(old_paths)]
@@ -312,7 +313,7 @@ def carry_names(run_dir: Path, aside: Path, paths: pd.Series, clusters: np.ndarr
     names = Annotations(aside / rd.ANNOTATIONS, read_only=True).cluster_names(RUN_CLUSTERING)
     if not names:
         return carried
-    old = pd.read_parquet(aside / rd.ITEMS, columns=["path", "cluster"])
+    old = rd.read_items(aside, columns=["path", "cluster"])
     new_id = pd.Series(np.arange(len(paths)), index=pd.Index(paths))
     ids = new_id.reindex(old["path"]).to_numpy()  # NaN: not in the new run
     present = ~np.isnan(ids)

@@ -32,6 +32,7 @@ from ice.run_dir import (
     load_manifest,
     read_json,
 )
+from ice.run_dir import read_items as run_dir_read_items
 
 from .jobs import Jobs
 
@@ -223,9 +224,9 @@ class RunData:
 
 
 def read_items(run_dir: Path) -> pd.DataFrame:
-    """items.parquet, checked to hold one row per image_id 0..n-1 in order."""
+    """items.parquet with the additions' rows, checked to hold one row per image_id 0..n-1 in order."""
     try:
-        items = pd.read_parquet(run_dir / ITEMS, columns=["image_id", "path", "cluster", "x", "y", "distance"])
+        items = run_dir_read_items(run_dir, columns=["image_id", "path", "cluster", "x", "y", "distance"])
     except (OSError, ValueError, KeyError) as e:
         raise IceError(f"{run_dir / ITEMS}: unreadable ({e})") from None
     if not np.array_equal(items["image_id"].to_numpy(), np.arange(len(items))):

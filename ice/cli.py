@@ -244,8 +244,6 @@ def cmd_add(args) -> None:
 def cmd_tiles(args) -> None:
     import time
 
-    import pandas as pd
-
     from . import run_dir as rd
     from . import tiles
 
@@ -254,7 +252,7 @@ def cmd_tiles(args) -> None:
     lock = rd.lock_run_dir(args.run_dir, busy)
     try:
         t0 = time.perf_counter()
-        items = pd.read_parquet(args.run_dir / rd.ITEMS, columns=["x", "y"])
+        items = rd.read_items(args.run_dir, columns=["x", "y"])
         built = tiles.write(args.run_dir, items["x"].to_numpy(np.float32), items["y"].to_numpy(np.float32))
     finally:
         if lock is not None:
@@ -276,7 +274,7 @@ def cmd_find(args) -> None:
     from .annotations import Annotations, clean_name
 
     manifest = rd.load_manifest(args.run_dir)
-    paths = pd.read_parquet(args.run_dir / rd.ITEMS, columns=["path"])["path"].to_numpy(dtype=object)
+    paths = rd.read_items(args.run_dir, columns=["path"])["path"].to_numpy(dtype=object)
     notes = Annotations(args.run_dir / rd.ANNOTATIONS, read_only=args.save_group is None)
     if args.top < 1:
         raise IceError(f"--top {args.top}: must be at least 1")

@@ -21,7 +21,7 @@ import pandas as pd
 
 from .annotations import RUN_CLUSTERING
 from .errors import IceError
-from .run_dir import CLUSTERINGS, ITEMS
+from .run_dir import CLUSTERINGS, ITEMS, read_items
 
 if TYPE_CHECKING:
     from explorer.data import RunData
@@ -187,7 +187,7 @@ def read_labels(run_dir: Path) -> np.ndarray | None:
 
     if "label" not in pq.read_schema(run_dir / ITEMS).names:
         return None
-    return pd.read_parquet(run_dir / ITEMS, columns=["label"])["label"].to_numpy(dtype=object)
+    return read_items(run_dir, columns=["label"])["label"].to_numpy(dtype=object)
 
 
 def embed(

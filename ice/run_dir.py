@@ -26,6 +26,7 @@ TEMPORARY_END = ".tmp"  # atomic_path's temporary files end so, before a suffix
 MANIFEST = "manifest.json"
 PROGRESS = "progress.json"
 ITEMS = "items.parquet"
+ITEMS_ADDED = "items-added"  # NNNN.parquet: the rows of the images addition NNNN brought (read_items)
 EMBEDDINGS = "embeddings.npy"
 MANIFOLD = "manifold.npy"
 CENTROIDS = "centroids.npy"
@@ -156,7 +157,7 @@ def set_aside_explorer_state(run_dir: Path) -> Path | None:
         n += 1
         folder = run_dir / f"{SET_ASIDE}{stamp}-{n}"
     folder.mkdir()
-    for name in present + ([ITEMS] if (run_dir / ITEMS).exists() else []):
+    for name in present + [name for name in (ITEMS, ITEMS_ADDED) if (run_dir / name).exists()]:
         os.replace(run_dir / name, folder / name)
     return folder
 
@@ -165,13 +166,34 @@ def set_aside_explorer_state(run_dir: Path) -> Path | None:
 TEMPORARY = re.compile(rf"\.(?P<name>.+)\.[a-z0-9_]+{re.escape(TEMPORARY_END)}(\.[a-z]+)?")
 
 
+def read_items(run_dir: Path, columns: list[str] | None = None):
+    """The run's items, one row per image_id in order: items.parquet, which the job wrote,
+    then the rows of each `ice add` (items-added/NNNN.parquet, by number), so that an addition
+    writes its own rows and never the run's again. Where there are additions, the job's rows
+    read `added` 0. `columns`: those only (all where None)."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    parts = sorted(
+        (p for p in (run_dir / ITEMS_ADDED).glob("*.parquet") if p.stem.isdigit()), key=lambda p: int(p.stem)
+    )
+    if not parts:
+        return pd.read_parquet(run_dir / ITEMS, columns=columns)
+    own = pq.read_schema(run_dir / ITEMS).names
+    items = pd.read_parquet(run_dir / ITEMS, columns=[c for c in columns or own if c in own])
+    if (columns is None or "added" in columns) and "added" not in items:
+        items["added"] = np.int32(0)
+    frames = [items] + [pd.read_parquet(p, columns=list(items.columns)) for p in parts]
+    return pd.concat(frames, ignore_index=True)
+
+
 def remove_leftovers(run_dir: Path) -> int:
     """Remove the temporary files that a job killed while writing left in run_dir and its
-    checkpoints folder, and return their total size in bytes. Nothing reads them, and the
-    pixels' one is as big as the run. Call it holding the run's lock, so that no job is
+    checkpoints and items-added folders, and return their total size in bytes. Nothing reads
+    them, and the pixels' one is as big as the run. Call it holding the run's lock, so that no job is
     writing them. A .csv that `ice export` may be writing into the folder is left alone."""
     size = 0
-    for folder in (run_dir, (run_dir / CHECKPOINT).parent):
+    for folder in (run_dir, (run_dir / CHECKPOINT).parent, run_dir / ITEMS_ADDED):
         for path in folder.glob(".*.tmp*"):
             m = TEMPORARY.fullmatch(path.name)
             if (

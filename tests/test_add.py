@@ -56,15 +56,19 @@ def _ice(*args: str) -> list[str]:
 
 def test_an_add_places_new_images_and_the_same_add_again_adds_nothing(run_copy, capsys):
     run_dir, part, rest = run_copy
-    before = pd.read_parquet(run_dir / rd.ITEMS)
+    before = rd.read_items(run_dir)
     emb_before = np.load(run_dir / rd.EMBEDDINGS)
     n = len(before)
     assert main(["add", str(run_dir), str(rest), "--workers", "0"]) == 0
-    items = pd.read_parquet(run_dir / rd.ITEMS)
+    items = rd.read_items(run_dir)
     m = len(items) - n
     assert m == len(list(rest.rglob("*.png"))) == 80
     assert items["image_id"].tolist() == list(range(n + m))
     pd.testing.assert_frame_equal(items.iloc[:n].drop(columns="added"), before)  # nothing there moved
+    # the job's items.parquet is not written again: the addition's rows are a file of their own
+    pd.testing.assert_frame_equal(pd.read_parquet(run_dir / rd.ITEMS), before)
+    assert sorted(p.name for p in (run_dir / rd.ITEMS_ADDED).iterdir()) == ["0001.parquet"]
+    assert (items["label"].iloc[n:] == [p.rsplit("/", 2)[-2] for p in items["path"].iloc[n:]]).all()
     assert (items["added"].iloc[:n] == 0).all() and (items["added"].iloc[n:] == 1).all()
     assert items["path"].iloc[n:].str.startswith(str(rest) + "/").all()  # outside the root: absolute
     for name, width in ((rd.PIXELS, None), (rd.EMBEDDINGS, None), (rd.MANIFOLD, 10)):
@@ -93,19 +97,19 @@ def test_an_add_places_new_images_and_the_same_add_again_adds_nothing(run_copy, 
     capsys.readouterr()
     assert main(["add", str(run_dir), str(rest), str(part)]) == 0  # part: the run's own files
     assert "nothing new to add" in capsys.readouterr().out
-    assert len(pd.read_parquet(run_dir / rd.ITEMS)) == n + m
+    assert len(rd.read_items(run_dir)) == n + m
     assert len(rd.load_manifest(run_dir)["additions"]) == 1
     assert not (run_dir / rd.ADDING).exists()
 
 
 def test_an_add_inside_the_input_root_stores_relative_paths_and_takes_single_files(run_copy):
     run_dir, part, rest = run_copy
-    n = len(pd.read_parquet(run_dir / rd.ITEMS))
+    n = len(rd.read_items(run_dir))
     shutil.copytree(rest / "3", part / "new3")
     one = part / "one.png"
     shutil.copy(next((rest / "7").glob("*.png")), one)
     record = add_images(run_dir, [part / "new3", one], workers=0)
-    items = pd.read_parquet(run_dir / rd.ITEMS)
+    items = rd.read_items(run_dir)
     assert record["images"] == len(items) - n == len(list((rest / "3").glob("*.png"))) + 1
     assert set(items["path"].iloc[n:]) == {f"new3/{p.name}" for p in (rest / "3").glob("*.png")} | {"one.png"}
     assert add_images(run_dir, [part], workers=0)["addition"] is None
@@ -212,7 +216,7 @@ def die(path, rows, n_before):
     os.kill(os.getpid(), signal.SIGKILL)
 rd.append_npy = die
 """,
-    # after the arrays and the index, with items.parquet written and the manifest not
+    # after the arrays, the index and the addition's items written, the manifest not
     "manifest": """
 write = rd.write_json
 def die(path, obj):
@@ -247,7 +251,7 @@ def test_an_add_killed_then_run_again_ends_as_one_never_killed(split_digits, tmp
         assert "finishing addition 1" in again.stdout
     finally:
         (rest / "9" / "broken.png").unlink()
-    a, b = pd.read_parquet(fresh / rd.ITEMS), pd.read_parquet(killed / rd.ITEMS)
+    a, b = rd.read_items(fresh), rd.read_items(killed)
     pd.testing.assert_frame_equal(a, b)
     for name in (rd.PIXELS, rd.EMBEDDINGS, rd.MANIFOLD):
         np.testing.assert_array_equal(np.load(fresh / name), np.load(killed / name))
@@ -323,8 +327,29 @@ def test_a_run_started_over_forgets_its_additions(run_copy):
     (run_dir / rd.ADDING).mkdir()  # and an addition that was stopped
     run_embed(part, run_dir, Config(**{**TINY, "epochs": 4, "labels_from_folders": True}), force=True)
     assert not (run_dir / rd.ADDED).exists() and not (run_dir / rd.ADDING).exists()
-    assert "added" not in pd.read_parquet(run_dir / rd.ITEMS)
+    assert not (run_dir / rd.ITEMS_ADDED).exists()
+    assert "added" not in rd.read_items(run_dir)
     assert add_images(run_dir, [rest], workers=0)["images"] == 80
+
+
+def test_a_group_of_added_images_comes_back_after_a_run_started_over(split_digits, tmp_path):
+    """--force sets the explorer's state aside with the items it refers to, the additions'
+    rows among them, so that a group of added images is carried into the new run."""
+    _, part, rest = split_digits
+    root, run_dir = tmp_path / "root", tmp_path / "run"
+    for digit in ("0", "1"):
+        shutil.copytree(part / digit, root / digit)
+    settings = Config(**{**TINY, "epochs": 2, "labels_from_folders": True})
+    run_embed(root, run_dir, settings)
+    shutil.copytree(rest / "2", root / "2")
+    record = add_images(run_dir, [root / "2"], workers=0)
+    added = list(range(record["first_id"], record["first_id"] + record["images"]))
+    Annotations(run_dir / rd.ANNOTATIONS).save_group("twos", added)
+    run_embed(root, run_dir, settings, force=True)
+    items = rd.read_items(run_dir)
+    assert not (run_dir / rd.ITEMS_ADDED).exists() and len(items) == len(list(root.rglob("*.png")))
+    members = Annotations(run_dir / rd.ANNOTATIONS).group_members("twos")
+    assert sorted(items["path"].iloc[members]) == sorted(f"2/{p.name}" for p in (rest / "2").glob("*.png"))
 
 
 def test_ice_add_from_python_returns_the_grown_run(run_copy):

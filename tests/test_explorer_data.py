@@ -98,7 +98,7 @@ def test_arrays_that_disagree_with_items(explorer_run):
 
 
 def test_arrays_longer_than_items_are_an_addition_being_committed(explorer_run):
-    """`ice add` appends the arrays before it rewrites items.parquet: a server started in
+    """`ice add` appends the arrays before it writes their items: a server started in
     between shows the run as it was."""
     from ice import run_dir as rd
 
