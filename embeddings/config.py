@@ -87,6 +87,14 @@ class Config:
         180_000_000, ("refuse images that declare more pixels (decompression bombs); 12000x12000 passes")
     )
     follow_symlinks: bool = setting(False, "follow symlinks that point outside the input folder")
+    input_list: str | None = setting(
+        None,
+        (
+            "read the images this file names instead of listing the input folder (slow for millions of files on "
+            "a shared filesystem): one path per line relative to the input folder, or a .parquet with a `path` "
+            "column; unset: every image in the folder"
+        ),
+    )
     labels_from_folders: bool = setting(False, "store each image's parent folder as `label` (evaluation only)")
     workers: int = setting(2, "DataLoader worker processes for decoding and training")
     engine: str = setting(

@@ -17,7 +17,7 @@ import torch
 from PIL import Image, ImageOps
 from torchvision.io import ImageReadMode, decode_jpeg
 
-from ice.errors import ImageError, not_a_folder
+from ice.errors import IceError, ImageError, not_a_folder
 from ice.run_dir import atomic_path, new_memmap
 
 from .progress import progress
@@ -27,6 +27,41 @@ EXIF_ORIENTATION = 0x0112  # the EXIF tag that says how a picture is turned on d
 
 # We enforce our own pixel limit before decoding; Pillow's warning would only be noise.
 Image.MAX_IMAGE_PIXELS = None
+
+
+def read_image_list(root: str | os.PathLike, listing: str | os.PathLike) -> tuple[list[str], list[tuple[str, str]]]:
+    """The images an --input-list names, instead of listing the folder (slow for millions of
+    files on a shared filesystem): sorted, each once, `/`-separated and relative to `root`, as
+    find_images gives them; and the (path, reason) of each line that names no image file
+    inside `root`. `listing`: a text file of one path per line, or a Parquet file with a `path`
+    column (text or bytes). Files that are listed but missing are found so at decoding."""
+    listing = Path(listing)
+    if not listing.is_file():
+        raise IceError(f"--input-list {listing}: no such file")
+    try:
+        if listing.suffix.lower() == ".parquet":
+            import pandas as pd
+
+            column = pd.read_parquet(listing, columns=["path"])["path"]
+            named = [os.fsdecode(p) if isinstance(p, bytes) else str(p) for p in column.dropna()]
+        else:
+            with open(listing, encoding="utf-8", errors="surrogateescape", newline="") as f:
+                named = [line.rstrip("\r\n") for line in f]
+    except (OSError, ValueError, KeyError) as e:
+        raise IceError(f"--input-list {listing}: unreadable ({e})") from None
+    paths, refused = set(), []
+    for name in named:
+        if not name.strip():
+            continue
+        parts = [part for part in name.replace(os.sep, "/").split("/") if part not in ("", ".")]
+        rel = "/".join(parts)
+        if os.path.isabs(name) or ".." in parts or not parts:
+            refused.append((name, "listed path is not inside the input folder"))
+        elif not rel.lower().endswith(EXTENSIONS):
+            refused.append((rel, f"not an image file name (expected {', '.join(EXTENSIONS)})"))
+        else:
+            paths.add(rel)
+    return sorted(paths), refused
 
 
 def find_images(
@@ -175,7 +210,7 @@ def decode_image(path: str | os.PathLike, size: int, max_pixels: int) -> tuple[n
 
 def missing_reason(path: str | os.PathLike) -> str:
     """Why a file listed by the scan could not be opened."""
-    return "broken symbolic link" if os.path.islink(path) else "file disappeared before it could be read"
+    return "broken symbolic link" if os.path.islink(path) else "file not found (gone since it was listed)"
 
 
 def decode_bytes(data: bytes, size: int, max_pixels: int) -> tuple[np.ndarray, int, int]:

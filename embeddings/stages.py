@@ -25,7 +25,7 @@ from .cluster import build_index, centres_and_distances, choose_k, faiss_gpus, f
 from .config import Config, pick_recipe
 from .embed import embed as run_encoder
 from .fit import apply_neighbours, fit_rows, others, place, sq_distance, vote
-from .images import EXTENSIONS, decode_all, display_path, find_images, has_colour, typical_size
+from .images import EXTENSIONS, decode_all, display_path, find_images, has_colour, read_image_list, typical_size
 from .project import knn_graph, layout_rows, seed_graph, umap_reduce, warm_up_umap
 from .selflabel import self_label
 from .train import load_model, pick_device
@@ -66,10 +66,21 @@ def _fingerprint(root: Path, paths: list[str]) -> pd.DataFrame:
     return pd.DataFrame({"path": [os.fsencode(p) for p in paths], "size": sizes, "mtime_ns": mtimes})
 
 
+def input_paths(run, unlisted: list | None = None, refused: list | None = None) -> list[str]:
+    """The input's image paths: those --input-list names, or every image in the folder."""
+    if run.cfg.input_list is None:
+        return find_images(run.root, run.cfg.follow_symlinks, unlisted=unlisted)
+    paths, bad = read_image_list(run.root, run.cfg.input_list)
+    if refused is not None:
+        refused += bad
+    return paths
+
+
 def scan(run, device, resume) -> dict:
-    unlisted = []
-    paths = find_images(run.root, run.cfg.follow_symlinks, unlisted=unlisted)
+    unlisted, refused = [], []
+    paths = input_paths(run, unlisted, refused)
     unlisted = [[display_path(folder), reason] for folder, reason in unlisted]
+    refused = [[display_path(path), reason] for path, reason in refused]
     n = len(unlisted)
     which = (
         (
@@ -79,6 +90,8 @@ def scan(run, device, resume) -> dict:
         if n
         else ""
     )
+    if not paths and run.cfg.input_list is not None:
+        raise IceError(f"--input-list {run.cfg.input_list}: names no image file inside {run.root}")
     if not paths:
         raise IceError(
             f"no images found in {run.root} (looked for {', '.join(EXTENSIONS)})" + (f"; {which}" if n else "")
@@ -94,13 +107,18 @@ def scan(run, device, resume) -> dict:
     with rd.atomic_path(run.path(FILES)) as tmp:
         files.to_parquet(tmp, index=False)
     size = run.cfg.image_size or typical_size(run.root, paths, seed=run.cfg.seed)
-    return {"found": len(paths), "image_size": size, **({"unlisted": unlisted} if unlisted else {})}
+    return {
+        "found": len(paths),
+        "image_size": size,
+        **({"unlisted": unlisted} if unlisted else {}),
+        **({"refused": refused} if refused else {}),
+    }
 
 
 def verify_input(run) -> None:
     """Refuse to resume when the input folder changed since the scan; name what changed."""
     old = pd.read_parquet(run.path(FILES))
-    now = _fingerprint(run.root, find_images(run.root, run.cfg.follow_symlinks))
+    now = _fingerprint(run.root, input_paths(run))
     merged = old.merge(now, on="path", how="outer", suffixes=("_old", "_new"), indicator=True)
     added = merged.loc[merged["_merge"] == "right_only", "path"].tolist()
     removed = merged.loc[merged["_merge"] == "left_only", "path"].tolist()
@@ -123,10 +141,9 @@ def verify_input(run) -> None:
 def decode(run, device, resume) -> dict:
     files = pd.read_parquet(run.path(FILES))
     paths = [os.fsdecode(p) for p in files["path"]]
-    unlisted = [
-        (folder, f"folder not listed: {reason}")
-        for folder, reason in run.progress["stages"]["scan"].get("unlisted", [])
-    ]
+    scanned = run.progress["stages"]["scan"]
+    unlisted = [(folder, f"folder not listed: {reason}") for folder, reason in scanned.get("unlisted", [])]
+    unlisted += [tuple(row) for row in scanned.get("refused", [])]  # --input-list lines naming no image
     common = dict(
         size=run.cfg.image_size,
         max_pixels=run.cfg.max_pixels,

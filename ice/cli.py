@@ -168,6 +168,8 @@ def build_parser() -> Parser:
 def cmd_embed(args) -> None:
     from embeddings.pipeline import run_embed, summary_line
 
+    if args.input_list is not None:  # kept in the run's config: a --resume from elsewhere finds it
+        args.input_list = str(Path(args.input_list).absolute())
     cfg = config_from_args(args)
     manifest = run_embed(args.input, args.out, cfg, resume=args.resume, force=args.force)
     print(summary_line(manifest))

@@ -117,7 +117,7 @@ def test_file_deleted_between_scan_and_decode_is_skipped(tmp_path):
         skipped_path=tmp_path / "s.csv",
     )
     assert keep == [0, 2]
-    assert list(csv.DictReader(open(tmp_path / "s.csv")))[0]["reason"] == "file disappeared before it could be read"
+    assert list(csv.DictReader(open(tmp_path / "s.csv")))[0]["reason"] == "file not found (gone since it was listed)"
 
 
 ARGS = [
