@@ -124,6 +124,22 @@
     else A.timer = setTimeout(send, 60);
   }
 
+  /* dcc.Graph answers a pan or a zoom by copying the map's new ranges from plotly into its
+     figure prop, and a new figure prop plots the whole map again (Plotly.react): a second
+     full redraw of every point after plotly's own. Copying them into that prop first, as
+     dcc.Graph would, leaves it nothing to copy; the figure stays right for later updates. */
+  function syncFigure(gd, changed) {
+    const api = window.dash_component_api;
+    const node = api && api.getLayout ? api.getLayout('map') : null;
+    const figure = node && node.props && node.props.figure;
+    if (!changed || !figure || !figure.layout || !gd.layout) return;
+    for (const name of Object.keys(changed)) {
+      const key = name.split('.')[0].split('[')[0];
+      if (key === 'autosize' || key === 'width' || key === 'height' || gd.layout[key] === undefined) continue;
+      try { figure.layout[key] = structuredClone(gd.layout[key]); } catch (e) { /* not plain data: dcc.Graph copies it */ }
+    }
+  }
+
   function watch(tries) {
     const gd = graph();
     if (!gd || typeof gd.on !== 'function') {  // the map is not drawn yet
@@ -132,6 +148,7 @@
     }
     if (gd.__iceView) return;
     gd.__iceView = true;
+    if (gd._ev && gd._ev.prependListener) gd._ev.prependListener('plotly_relayout', (changed) => syncFigure(gd, changed));
     gd.on('plotly_afterplot', () => reportView(gd));
     gd.on('plotly_relayout', () => reportView(gd));  // a pan or zoom may draw without afterplot
     gd.on('plotly_restyle', () => reportView(gd));  // a cluster hidden or shown in the legend

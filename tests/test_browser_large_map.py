@@ -134,3 +134,28 @@ def test_zoomed_in_the_view_gets_every_image_in_it_and_its_own_points_hover(larg
     until(lambda: any(p[0] == image_id for p in detail_points(large)), 30)
     large.find_element("#atlas input").click()  # pictures off: the points take the hover
     hover_shows(large, x, y, image_id)
+
+
+def test_a_pan_draws_the_map_once_and_its_figure_keeps_the_view(large):
+    """dcc.Graph copies a pan's ranges into its figure prop, and a new figure prop plots every
+    point again (Plotly.react), a second redraw per pan; assets/map.js copies them first, so
+    there is nothing left to copy, and the figure still holds the view."""
+    large.driver.execute_script(
+        "window.__reacts = 0; const react = Plotly.react;"
+        "Plotly.react = function () { window.__reacts += 1; return react.apply(this, arguments); };"
+    )
+    for xr, yr in (([-3, 3], [-3, 3]), ([-2, 4], [-3, 3]), ([-1, 1], [0, 2])):
+        seq = large.driver.execute_script("return window.iceMap.densitySeq")
+        zoom_to(large, xr, yr)
+        until(
+            lambda: large.driver.execute_script(
+                "const A = window.iceMap; return A.densitySeq > arguments[0] && A.detailSeq === A.densitySeq", seq
+            ),
+            30,
+        )
+        figure, drawn = large.driver.execute_script(
+            f"const l = window.dash_component_api.getLayout('map').props.figure.layout, d = {GD}.layout;"
+            "return [[l.xaxis.range, l.yaxis.range], [d.xaxis.range, d.yaxis.range]]"
+        )
+        assert figure == drawn and drawn[0] == xr  # y follows x: the map keeps its aspect
+    assert large.driver.execute_script("return window.__reacts") == 0
