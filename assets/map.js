@@ -135,7 +135,7 @@
     if (!changed || !figure || !figure.layout || !gd.layout) return;
     for (const name of Object.keys(changed)) {
       const key = name.split('.')[0].split('[')[0];
-      if (key === 'autosize' || key === 'width' || key === 'height' || gd.layout[key] === undefined) continue;
+      if ((key !== 'xaxis' && key !== 'yaxis') || gd.layout[key] === undefined) continue;  // the rest: dcc.Graph
       try { figure.layout[key] = structuredClone(gd.layout[key]); } catch (e) { /* not plain data: dcc.Graph copies it */ }
     }
   }
