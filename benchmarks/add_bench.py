@@ -12,8 +12,9 @@ the same for the other way to give an added image its cluster (the nearest clust
 at its placed manifold position); the add's time against the run's, and against decoding
 and embedding the same images alone (in one process, side by side; with --repeat, the median
 of N such pairs, since one pair on a shared machine varies by a fifth; an untimed decode and
-embed first reads the images into the page cache, so that the first pair does not pay for it). With --run, the add goes
-into a copy of that complete run instead (made with --labels-from-folders), from --images.
+embed first reads the images into the page cache, so that the first pair does not pay for
+it). With --run, the add goes into a copy of that complete run instead (made with
+--labels-from-folders), from --images.
 """
 
 from __future__ import annotations

@@ -10,9 +10,9 @@ rounds score them with each round's model.
 The addition is built in RUN/adding/ (scan, decode, embed, place), then committed: the
 arrays are appended in place (run_dir.append_npy), the new images' rows of items.parquet are
 written as items-added/NNNN.parquet (run_dir.read_items), the other tables are replaced
-atomically, and the manifest, last, records the addition. Each step
-records itself in adding/state.json, so the same command after a kill finishes the addition
-once. The run's flock keeps a second `ice add` or an `ice embed` out meanwhile.
+atomically, and the manifest, last, records the addition. Each step records itself in
+adding/state.json, so the same command after a kill finishes the addition once. The run's
+flock keeps a second `ice add` or an `ice embed` out meanwhile.
 """
 
 from __future__ import annotations
@@ -191,7 +191,7 @@ def _taken(job: Adding, paths: pd.Series) -> pd.DataFrame:
     up with (by the job, or an addition, read or skipped; the latest), or NA where it never did;
     in that order. A run made before files.parquet was kept matches by path alone (size and
     mtime -1). The run's paths are looked up in a hash of the new ones (arrow's index_in), so
-    the large side is only streamed through: at 1M files, an eighth of the other way round."""
+    that the large side is only streamed through, never hashed."""
     import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
@@ -460,7 +460,8 @@ def _write_items(
         "y": pa.array(placed["xy"][:, 1].astype(np.float32)),
         "distance": pa.array(placed["distance"].astype(np.float32)),
     }
-    if "label" in pq.read_schema(run_dir / rd.ITEMS).names:  # the folder's name, as the job's labels
+    # the parent folder's name, as stages.decode labels the job's images (PurePosixPath(p).parent.name)
+    if "label" in pq.read_schema(run_dir / rd.ITEMS).names:
         columns["label"] = pc.replace_substring_regex(paths, r"^(?:.*/)?([^/]*)/[^/]*$|^[^/]*$", r"\1")
     columns["added"] = pa.array(np.full(m, number, np.int32))
     part.parent.mkdir(exist_ok=True)

@@ -32,7 +32,7 @@ from ice.run_dir import (
     load_manifest,
     read_json,
 )
-from ice.run_dir import read_items as run_dir_read_items
+from ice.run_dir import read_items as run_dir_read_items  # the name read_items is this module's checked one
 
 from .jobs import Jobs
 

@@ -190,8 +190,8 @@ def read_items(run_dir: Path, columns: list[str] | None = None):
 def remove_leftovers(run_dir: Path) -> int:
     """Remove the temporary files that a job killed while writing left in run_dir and its
     checkpoints and items-added folders, and return their total size in bytes. Nothing reads
-    them, and the pixels' one is as big as the run. Call it holding the run's lock, so that no job is
-    writing them. A .csv that `ice export` may be writing into the folder is left alone."""
+    them, and the pixels' one is as big as the run. Call it holding the run's lock, so that no
+    job is writing them. A .csv that `ice export` may be writing into the folder is left alone."""
     size = 0
     for folder in (run_dir, (run_dir / CHECKPOINT).parent, run_dir / ITEMS_ADDED):
         for path in folder.glob(".*.tmp*"):
