@@ -76,33 +76,37 @@
   }
 
   /* A large map's view: its own points beyond the sample (explorer/density.py detail), drawn
-     in trace 'detail' in their clusters' colours with their image ids as customdata (a plain
-     array: plotly's WebGL hover events carry it only so). Drawn again after a new figure of the
-     same map, which comes without them. */
+     in traces 'detail', one per cluster in its colour, with their image ids as customdata (a
+     plain array: plotly's WebGL hover events carry it only so). Drawn again after a new figure
+     of the same map, which comes without them. */
   function decode(b64, Type) {
-    const bytes = Uint8Array.from(atob(b64), (ch) => ch.charCodeAt(0));
+    const text = atob(b64), bytes = new Uint8Array(text.length);
+    for (let i = 0; i < text.length; i++) bytes[i] = text.charCodeAt(i);  // Uint8Array.from: several times slower
     return new Type(bytes.buffer);
   }
 
   function drawDetail(gd) {
     if (!gd || !gd._fullData) return;
-    const index = gd._fullData.findIndex((t) => t.meta === 'detail');
-    if (index < 0) return;
+    const indices = gd._fullData.filter((t) => t.meta === 'detail').map((t) => t.index);
+    if (!indices.length) return;
     const d = A.density, p = d && d.key === mapKey(gd) ? d.points : null;
-    const tag = p ? A.densitySeq : 0, trace = gd.data[index];
-    if (trace.__iceTag === tag) return;
-    let update;
-    if (!p || !p.n) {
-      if (!trace.x || !trace.x.length) { trace.__iceTag = tag; A.detailSeq = tag; return; }
-      update = {x: [[]], y: [[]], customdata: [[]], 'marker.color': [[]]};
-    } else {
-      const colors = gd._fullData.filter((t) => t.meta === 'cluster').map((t) => t.marker.color);
-      const c = decode(p.c, Int16Array);
-      update = {x: [decode(p.x, Float32Array)], y: [decode(p.y, Float32Array)],
-                customdata: [Array.from(decode(p.id, Int32Array))],
-                'marker.color': [Array.from(c, (v) => colors[v] || '#888888')]};
-    }
-    window.Plotly.restyle(gd, update, [index]).then(() => { gd.data[index].__iceTag = tag; A.detailSeq = tag; });
+    const tag = p ? A.densitySeq : 0, first = gd.data[indices[0]];
+    if (first.__iceTag === tag) return;
+    const drawn = () => { gd.data[indices[0]].__iceTag = tag; A.detailSeq = tag; };
+    if ((!p || !p.n) && indices.every((i) => !gd.data[i].x || !gd.data[i].x.length)) { drawn(); return; }
+    const x = p && p.n ? decode(p.x, Float32Array) : new Float32Array(0);
+    const y = p && p.n ? decode(p.y, Float32Array) : new Float32Array(0);
+    const id = p && p.n ? decode(p.id, Int32Array) : new Int32Array(0);
+    const update = {x: [], y: [], customdata: []};
+    let start = 0;
+    indices.forEach((_, c) => {
+      const end = start + ((p && p.counts && p.counts[c]) || 0);
+      update.x.push(x.slice(start, end));
+      update.y.push(y.slice(start, end));
+      update.customdata.push(Array.from(id.subarray(start, end)));
+      start = end;
+    });
+    window.Plotly.restyle(gd, update, indices).then(drawn);
   }
 
   function reportView(gd) {
@@ -140,6 +144,27 @@
     }
   }
 
+  /* One unit of the map is as long across as up, whatever the window's shape: a view of
+     another shape (the first autorange, a box zoom, a resize) is widened about its middle
+     along one axis until it fits. Plotly's scaleanchor would do this, but it computes every
+     trace again on each pan or zoom, most of what a pan of a large map cost. True when it
+     changed the view. */
+  function keepAspect(gd) {
+    const fl = gd._fullLayout, size = fl && fl._size;
+    if (!size || !fl.xaxis || !fl.yaxis || !(size.w > 0 && size.h > 0)) return false;
+    const [x0, x1] = fl.xaxis.range, [y0, y1] = fl.yaxis.range;
+    const ux = Math.abs(x1 - x0) / size.w, uy = Math.abs(y1 - y0) / size.h;
+    if (!(ux > 0 && uy > 0) || Math.abs(ux - uy) <= 1e-6 * Math.max(ux, uy)) return false;
+    const u = Math.max(ux, uy);
+    const widen = (a, b, px) => {
+      const middle = (a + b) / 2, half = (Math.sign(b - a) * u * px) / 2;
+      return [middle - half, middle + half];
+    };
+    const x = ux < uy ? widen(x0, x1, size.w) : [x0, x1], y = uy < ux ? widen(y0, y1, size.h) : [y0, y1];
+    window.Plotly.relayout(gd, {'xaxis.range': x, 'yaxis.range': y});
+    return true;
+  }
+
   function watch(tries) {
     const gd = graph();
     if (!gd || typeof gd.on !== 'function') {  // the map is not drawn yet
@@ -148,12 +173,14 @@
     }
     if (gd.__iceView) return;
     gd.__iceView = true;
-    if (gd._ev && gd._ev.prependListener) gd._ev.prependListener('plotly_relayout', (changed) => syncFigure(gd, changed));
-    gd.on('plotly_afterplot', () => reportView(gd));
+    if (gd._ev && gd._ev.prependListener) {
+      gd._ev.prependListener('plotly_relayout', (changed) => { keepAspect(gd); syncFigure(gd, changed); });
+    }
+    gd.on('plotly_afterplot', () => keepAspect(gd) || reportView(gd));
     gd.on('plotly_relayout', () => reportView(gd));  // a pan or zoom may draw without afterplot
     gd.on('plotly_restyle', () => reportView(gd));  // a cluster hidden or shown in the legend
     gd.on('plotly_relayouting', () => placeAtlas(gd));
-    reportView(gd);
+    if (!keepAspect(gd)) reportView(gd);
   }
 
   window.dash_clientside = Object.assign({}, window.dash_clientside, {

@@ -101,8 +101,8 @@ const gd = document.querySelector('#map .js-plotly-plot');
 Plotly.relayout(gd, {'xaxis.range': arguments[0], 'yaxis.range': arguments[1]});
 """
 VIEW_POINTS_JS = """
-const t = document.querySelector('#map .js-plotly-plot')._fullData.find(t => t.meta === 'detail');
-return t ? t._length || 0 : 0;
+const ts = document.querySelector('#map .js-plotly-plot')._fullData.filter(t => t.meta === 'detail');
+return ts.reduce((n, t) => n + (t._length || 0), 0);
 """
 TWO_FRAMES_JS = (
     "const done = arguments[arguments.length - 1];requestAnimationFrame(() => requestAnimationFrame(() => done(true)));"

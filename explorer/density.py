@@ -59,11 +59,16 @@ def zoomed(tiles, view: dict) -> bool:
     return span <= ZOOMED * tiles.side
 
 
-def detail(tiles, view: dict, n: int, cluster: np.ndarray, keep: np.ndarray | None) -> dict:
+def detail(tiles, view: dict, n: int, cluster: np.ndarray, k: int, keep: np.ndarray | None) -> dict:
     """The view's own points beyond the drawn sample, from the run's tiles, as map.js draws
-    them: positions, image ids and clusters as little-endian base64 arrays; `all` when they
-    are every image of the view. `keep`: (n,) bool, the images of clusters not hidden."""
+    them: positions and image ids as little-endian base64 arrays, cluster 0's first, then
+    cluster 1's, and so on, with `counts` per cluster (k); `all` when they are every image of
+    the view. `keep`: (n,) bool, the images of clusters not hidden."""
     ids, complete = tiles.view(view, DETAIL, above=sample_key(n), keep=keep)
+    c = cluster[ids]
+    ids = ids[(c >= 0) & (c < k)]
+    c = cluster[ids]
+    ids = ids[np.argsort(c, kind="stable")]
 
     def b64(a, dtype):
         return base64.b64encode(np.ascontiguousarray(a, dtype).tobytes()).decode("ascii")
@@ -73,7 +78,7 @@ def detail(tiles, view: dict, n: int, cluster: np.ndarray, keep: np.ndarray | No
         "x": b64(tiles.x[ids], "<f4"),
         "y": b64(tiles.y[ids], "<f4"),
         "id": b64(ids, "<i4"),
-        "c": b64(cluster[ids], "<i2"),
+        "counts": np.bincount(c, minlength=k).tolist(),
         "all": complete,
     }
 

@@ -63,8 +63,10 @@ def make_map_figure(
 ) -> go.Figure:
     """The map: trace c (0..k-1) holds cluster c (its images that `drawn` keeps, all with
     None); trace k holds the highlighted points, trace k + 1 the teach loop's scores
-    (overlay_patch), and trace k + 2 a large map's points of the view beyond `drawn`, with
-    their image ids as customdata (explorer.density.detail). The legend counts every member."""
+    (overlay_patch). A large map (`drawn` given) has k more: trace k + 2 + c holds cluster c's
+    points of the view beyond `drawn`, with their image ids as customdata
+    (explorer.density.detail); one colour a trace, since plotly parses per-point colours again
+    on every draw. The legend counts every member."""
     colors = cluster_colors(clustering.k)
     size = marker_size(len(x) if drawn is None else int(drawn.sum()))
     traces = []
@@ -125,19 +127,20 @@ def make_map_figure(
             ),
         )
     )
-    traces.append(  # a large map's view: its own points beyond the sample (assets/map.js fills it)
-        go.Scattergl(
-            x=np.zeros(0, np.float32),
-            y=np.zeros(0, np.float32),
-            mode="markers",
-            name="view",
-            meta="detail",
-            showlegend=False,
-            hoverinfo="none",
-            hovertemplate=None,
-            marker=dict(size=size, line=dict(width=0)),
+    for c in range(clustering.k if drawn is not None else 0):
+        traces.append(  # a large map's view: its own points beyond the sample (assets/map.js fills them)
+            go.Scattergl(
+                x=np.zeros(0, np.float32),
+                y=np.zeros(0, np.float32),
+                mode="markers",
+                name=f"view {c}",
+                meta="detail",
+                showlegend=False,
+                hoverinfo="none",
+                hovertemplate=None,
+                marker=dict(color=colors[c], size=size, line=dict(width=0)),
+            )
         )
-    )
     fig = go.Figure(traces)
     fig.update_layout(
         template="none",
@@ -147,9 +150,9 @@ def make_map_figure(
         dragmode="lasso",
         hovermode="closest",
         uirevision="map",
-        # one unit is as long across as up, whatever the window's shape: a map's distances
+        # one unit stays as long across as up: assets/map.js keeps it so (keepAspect)
         xaxis=dict(visible=False),
-        yaxis=dict(visible=False, scaleanchor="x", scaleratio=1),
+        yaxis=dict(visible=False),
         # beside the map, not over it, where it hid a cluster's points from hover and clicks;
         # plotly scrolls it when it is taller than the map
         legend=dict(
@@ -209,7 +212,7 @@ def point_ids(clustering: Clustering, curve: int, points, drawn: np.ndarray | No
     """image ids of points of one trace of make_map_figure(..., drawn), by their point numbers.
 
     Plotly's WebGL events carry curve and point numbers, and customdata only where it is a
-    plain array, as on the view's trace (curve k + 2, which event_image_id reads). The
+    plain array, as on the view's traces (curves from k + 2, which event_image_id reads). The
     highlight trace (curve k) and unknown curves give no ids.
     """
     if not 0 <= int(curve) < clustering.k:

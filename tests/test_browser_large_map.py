@@ -107,8 +107,8 @@ def test_a_box_over_the_density_selects_every_image_inside_not_only_the_drawn(la
 def detail_points(duo):
     """The view's own points the map draws beyond the sample: [[image_id, x, y], ...]."""
     return duo.driver.execute_script(
-        f"const t = {GD}._fullData.find(t => t.meta === 'detail');"
-        "return t && t.customdata ? Array.from(t.customdata, (id, i) => [id, t.x[i], t.y[i]]) : []"
+        f"return {GD}._fullData.filter(t => t.meta === 'detail' && t.customdata)"
+        ".flatMap(t => Array.from(t.customdata, (id, i) => [id, t.x[i], t.y[i]]))"
     )
 
 

@@ -97,6 +97,26 @@ def test_hover_shows_thumbnail_path_and_cluster(app):
     assert call(app, "show_tooltip", None, "run")[0] is False
 
 
+def test_hover_on_a_views_own_points_reads_the_image_id_they_carry(app):
+    """A large map's traces k + 2 .. 2k + 1 (one a cluster) carry image ids as customdata."""
+    data = app.ice_data
+    k = data.clustering("run").k
+    for curve in (k + 2, 2 * k + 1):
+        hover = {
+            "points": [
+                {"curveNumber": curve, "pointNumber": 0, "customdata": 7, "bbox": {"x0": 1, "x1": 2, "y0": 3, "y1": 4}}
+            ]
+        }
+        show, children = call(app, "show_tooltip", hover, "run")
+        assert show is True and children[1].children == data.path[7]
+    past = {
+        "points": [
+            {"curveNumber": 2 * k + 2, "pointNumber": 0, "customdata": 7, "bbox": {"x0": 1, "x1": 2, "y0": 3, "y1": 4}}
+        ]
+    }
+    assert call(app, "show_tooltip", past, "run")[0] is False
+
+
 def test_box_selection_fills_the_grid(app):
     c = app.ice_data.clustering("run")
     selection, excluded, tab = call(

@@ -79,14 +79,17 @@ def test_a_view_gets_its_own_points_beyond_the_sample_from_the_tiles(tmp_path, m
             return np.frombuffer(base64.b64decode(answer["id"]), "<i4")
 
         narrow = {"x": [0.1, 0.3], "y": [0.1, 0.3]}
-        answer = density.detail(tiles, narrow, n, cluster, None)
+        answer = density.detail(tiles, narrow, n, cluster, 4, None)
         inside = np.flatnonzero((x >= 0.1) & (x <= 0.3) & (y >= 0.1) & (y <= 0.3))
         # all of the view's images: the sample's drawn already, the rest here
         assert answer["all"] and sorted(ids_of(answer)) == sorted(inside[~drawn[inside]])
-        assert (np.frombuffer(base64.b64decode(answer["c"]), "<i2") == cluster[ids_of(answer)]).all()
+        # grouped by cluster, cluster 0's first, with the count of each
+        assert answer["counts"] == np.bincount(cluster[ids_of(answer)], minlength=4).tolist()
+        assert (np.diff(cluster[ids_of(answer)]) >= 0).all()
         assert np.allclose(np.frombuffer(base64.b64decode(answer["x"]), "<f4"), x[ids_of(answer)])
-        wide = density.detail(tiles, {"x": [-1, 1], "y": [-1, 1]}, n, cluster, cluster != 3)
+        wide = density.detail(tiles, {"x": [-1, 1], "y": [-1, 1]}, n, cluster, 4, cluster != 3)
         got = ids_of(wide)
         assert not wide["all"] and len(got) == 1_500 and not drawn[got].any() and (cluster[got] != 3).all()
+        assert wide["counts"][3] == 0 and sum(wide["counts"]) == 1_500
     finally:
         density._sample.cache_clear()

@@ -25,9 +25,8 @@ def test_one_webgl_trace_per_cluster(clustering, xy):
     fig = make_map_figure(*xy, clustering, {2: "planes"})
     clusters = [t for t in fig.data if t.meta == "cluster"]
     assert len(clusters) == 4 and all(t.type == "scattergl" for t in fig.data)
-    highlight, scores, view = fig.data[4], fig.data[5], fig.data[6]  # trace k, k + 1, k + 2
-    assert len(fig.data) == 7 and highlight.meta == "highlight" and scores.meta == "scores"
-    assert view.meta == "detail" and len(view.x) == 0
+    highlight, scores = fig.data[4], fig.data[5]  # trace k, k + 1
+    assert len(fig.data) == 6 and highlight.meta == "highlight" and scores.meta == "scores"
     assert highlight.showlegend is False and scores.showlegend is False and len(scores.x) == 0
     ids = np.concatenate([np.asarray(t.customdata) for t in clusters])
     assert sorted(ids.tolist()) == list(range(500))
@@ -120,3 +119,15 @@ def test_the_overlay_draws_scores_of_placed_images_best_on_top(clustering, xy):
     assert {tuple(op["location"]): op["params"]["value"] for op in off["operations"]}[
         trace + ("marker", "showscale")
     ] is False
+
+
+def test_a_large_map_gets_a_trace_of_the_views_points_per_cluster_in_its_colour(clustering, xy):
+    drawn = np.arange(500) % 3 == 0
+    fig = make_map_figure(*xy, clustering, {}, drawn)
+    clusters = [t for t in fig.data if t.meta == "cluster"]
+    views = fig.data[6:]  # trace k + 2 + c: cluster c's points of the view
+    assert len(fig.data) == 10 and all(t.meta == "detail" and len(t.x) == 0 for t in views)
+    assert [t.marker.color for t in views] == [t.marker.color for t in clusters] == cluster_colors(4)
+    assert all(t.showlegend is False for t in views)
+    ids = np.concatenate([np.asarray(t.customdata) for t in clusters])
+    assert sorted(ids.tolist()) == np.flatnonzero(drawn).tolist()

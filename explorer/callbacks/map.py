@@ -30,7 +30,7 @@ def event_image_id(data: RunData, clustering: str, event: dict | None) -> int | 
         return None
     curve, point = points[0]["curveNumber"], points[0]["pointNumber"]
     c = data.clustering(clustering)
-    if curve == c.k + 2:  # the view's own points (density.detail) carry their ids
+    if c.k + 2 <= curve < 2 * c.k + 2:  # the view's own points (density.detail) carry their ids
         image_id = points[0].get("customdata")
         return int(image_id) if isinstance(image_id, int) and 0 <= image_id < data.n else None
     ids = point_ids(c, curve, [point], density.drawn_mask(data.n))
@@ -123,7 +123,7 @@ def register(app, data: RunData) -> None:
         tiles = data.tiles
         # the run's map (a drill-down has its own), zoomed in
         if tiles is not None and data.map_xy(key)[0] is data.x and density.zoomed(tiles, view):
-            answer["points"] = density.detail(tiles, view, data.n, c.cluster, keep)
+            answer["points"] = density.detail(tiles, view, data.n, c.cluster, c.k, keep)
         return answer
 
     @app.callback(
