@@ -146,9 +146,9 @@
 
   /* One unit of the map is as long across as up, whatever the window's shape: a view of
      another shape (the first autorange, a box zoom, a resize) is widened about its middle
-     along one axis until it fits. Plotly's scaleanchor would do this, but it computes every
-     trace again on each pan or zoom, most of what a pan of a large map cost. True when it
-     changed the view. */
+     along one axis until it fits. Plotly's scaleanchor does this on a small map; on a larger
+     one (explorer/figures.py ANCHORED_MAX) it would compute every trace again on each pan or
+     zoom, most of what a pan of a large map cost. True when it changed the view. */
   function keepAspect(gd) {
     const fl = gd._fullLayout, size = fl && fl._size;
     if (!size || !fl.xaxis || !fl.yaxis || !(size.w > 0 && size.h > 0)) return false;

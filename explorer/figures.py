@@ -19,6 +19,7 @@ from .data import Clustering
 HIGHLIGHT = "#111111"
 SCORE_COLORS = "Plasma"  # the teach loop's overlay: dark at even odds, bright where sure
 LEGEND_CHARS = 32  # longer cluster labels are cut in the legend (the panel shows them whole)
+ANCHORED_MAX = 20_000  # points drawn up to which plotly keeps the map's aspect (make_map_figure)
 
 
 def cluster_colors(k: int) -> list[str]:
@@ -68,7 +69,8 @@ def make_map_figure(
     (explorer.density.detail); one colour a trace, since plotly parses per-point colours again
     on every draw. The legend counts every member."""
     colors = cluster_colors(clustering.k)
-    size = marker_size(len(x) if drawn is None else int(drawn.sum()))
+    drawn_points = len(x) if drawn is None else int(drawn.sum())
+    size = marker_size(drawn_points)
     traces = []
     for c in range(clustering.k):
         ids = drawn_members(clustering, c, drawn)
@@ -150,9 +152,10 @@ def make_map_figure(
         dragmode="lasso",
         hovermode="closest",
         uirevision="map",
-        # one unit stays as long across as up: assets/map.js keeps it so (keepAspect)
+        # one unit as long across as up: plotly keeps it so on a small map; on a larger one,
+        # where scaleanchor would compute every trace again on each pan, assets/map.js does
         xaxis=dict(visible=False),
-        yaxis=dict(visible=False),
+        yaxis=dict(visible=False, **(dict(scaleanchor="x", scaleratio=1) if drawn_points <= ANCHORED_MAX else {})),
         # beside the map, not over it, where it hid a cluster's points from hover and clicks;
         # plotly scrolls it when it is taller than the map
         legend=dict(

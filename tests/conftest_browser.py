@@ -127,3 +127,41 @@ def slow_map_figures(monkeypatch, seconds: float = 1.0) -> None:
         return make(*args, **kwargs)
 
     monkeypatch.setattr(map_callbacks, "make_map_figure", slow)
+
+
+MAP_SCALES_JS = (
+    "const fl = document.querySelector('#map .js-plotly-plot')._fullLayout;"
+    "return [fl.xaxis._m, fl.yaxis._m, fl.xaxis.range, fl.yaxis.range]"
+)
+
+
+def zooms_keep_the_aspect(duo) -> None:
+    """Zooms the map to views of other shapes than its own, then back to the whole map: each
+    is drawn with one unit as long across as up, the view asked for widened along one axis,
+    never cut."""
+    from dash.testing.wait import until
+
+    def square() -> bool:
+        x_scale, y_scale, _, _ = duo.driver.execute_script(MAP_SCALES_JS)
+        return abs(abs(y_scale) / x_scale - 1) < 0.01
+
+    _, _, xr, yr = duo.driver.execute_script(MAP_SCALES_JS)
+    cx, cy, w, h = (xr[0] + xr[1]) / 2, (yr[0] + yr[1]) / 2, abs(xr[1] - xr[0]), abs(yr[1] - yr[0])
+    for want_x, want_y in (([cx - w / 8, cx + w / 8], [cy - h / 3, cy + h / 3]), ([cx - w / 3, cx], [cy, cy + h / 20])):
+        duo.driver.execute_script(
+            "Plotly.relayout(document.querySelector('#map .js-plotly-plot'),"
+            " {'xaxis.range': arguments[0], 'yaxis.range': arguments[1]})",
+            want_x,
+            want_y,
+        )
+        until(square, 5)
+        _, _, got_x, got_y = duo.driver.execute_script(MAP_SCALES_JS)
+        assert min(got_x) <= want_x[0] + 1e-9 and max(got_x) >= want_x[1] - 1e-9
+        assert min(got_y) <= want_y[0] + 1e-9 and max(got_y) >= want_y[1] - 1e-9
+        assert abs(sorted(got_x)[0] - want_x[0]) < 1e-9 or abs(sorted(got_y)[0] - want_y[0]) < 1e-9
+    duo.driver.execute_script(
+        "Plotly.relayout(document.querySelector('#map .js-plotly-plot'),"
+        " {'xaxis.autorange': true, 'yaxis.autorange': true})"
+    )
+    until(square, 5)
+    assert duo.get_logs() == []

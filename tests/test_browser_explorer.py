@@ -19,7 +19,7 @@ from selenium.webdriver.common.keys import Keys
 
 from explorer.app import create_app
 from explorer.export import export_csv
-from tests.conftest_browser import slow_map_figures, wait_for_map
+from tests.conftest_browser import slow_map_figures, wait_for_map, zooms_keep_the_aspect
 
 pytestmark = pytest.mark.browser
 
@@ -92,35 +92,10 @@ def test_map_has_one_webgl_trace_per_cluster(explorer):
 
 
 def test_a_zoom_to_a_view_of_another_shape_keeps_a_unit_across_as_long_as_up(explorer):
-    """assets/map.js keeps the map's aspect (plotly's scaleanchor made every pan compute every
-    trace again): a view of another shape is widened, never cut."""
-    scales = f"const fl = {GD}._fullLayout; return [fl.xaxis._m, fl.yaxis._m, fl.xaxis.range, fl.yaxis.range]"
-    x_scale, y_scale, xr, yr = explorer.driver.execute_script(scales)
-    cx, cy, w, h = (xr[0] + xr[1]) / 2, (yr[0] + yr[1]) / 2, abs(xr[1] - xr[0]), abs(yr[1] - yr[0])
-    for want_x, want_y in (([cx - w / 8, cx + w / 8], [cy - h / 3, cy + h / 3]), ([cx - w / 3, cx], [cy, cy + h / 20])):
-        explorer.driver.execute_script(
-            f"Plotly.relayout({GD}, {{'xaxis.range': arguments[0], 'yaxis.range': arguments[1]}})", want_x, want_y
-        )
-        until(
-            lambda: (
-                abs(abs(explorer.driver.execute_script(scales)[1]) / explorer.driver.execute_script(scales)[0] - 1)
-                < 0.01
-            ),
-            5,
-        )
-        _, _, got_x, got_y = explorer.driver.execute_script(scales)
-        assert min(got_x) <= want_x[0] + 1e-9 and max(got_x) >= want_x[1] - 1e-9
-        assert min(got_y) <= want_y[0] + 1e-9 and max(got_y) >= want_y[1] - 1e-9
-        # one of them is the one asked for
-        assert np.allclose(sorted(got_x), want_x) or np.allclose(sorted(got_y), want_y)
-    explorer.driver.execute_script(f"Plotly.relayout({GD}, {{'xaxis.autorange': true, 'yaxis.autorange': true}})")
-    until(
-        lambda: (
-            abs(abs(explorer.driver.execute_script(scales)[1]) / explorer.driver.execute_script(scales)[0] - 1) < 0.01
-        ),
-        5,
-    )
-    assert explorer.get_logs() == []
+    """On a small map plotly keeps the aspect (scaleanchor); on a large one assets/map.js does
+    (tests/test_browser_large_map.py)."""
+    assert explorer.driver.execute_script(f"return {GD}._fullLayout.yaxis.scaleanchor") == "x"
+    zooms_keep_the_aspect(explorer)
 
 
 def test_hover_shows_a_thumbnail_that_loads(explorer):

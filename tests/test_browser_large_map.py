@@ -9,7 +9,7 @@ from selenium.webdriver.common.actions.action_builder import ActionBuilder
 
 from benchmarks.load import make_synthetic_run
 from explorer import density
-from tests.conftest_browser import start_explorer
+from tests.conftest_browser import start_explorer, zooms_keep_the_aspect
 from tests.test_browser_explorer import GD, drag
 
 pytestmark = pytest.mark.browser
@@ -134,6 +134,13 @@ def test_zoomed_in_the_view_gets_every_image_in_it_and_its_own_points_hover(larg
     until(lambda: any(p[0] == image_id for p in detail_points(large)), 30)
     large.find_element("#atlas input").click()  # pictures off: the points take the hover
     hover_shows(large, x, y, image_id)
+
+
+def test_a_zoom_to_a_view_of_another_shape_keeps_a_unit_across_as_long_as_up(large):
+    """A large map has no scaleanchor (it made every pan compute every trace again):
+    assets/map.js keeps its aspect."""
+    assert large.driver.execute_script(f"return {GD}._fullLayout.yaxis.scaleanchor") is None
+    zooms_keep_the_aspect(large)
 
 
 def test_a_pan_draws_the_map_once_and_its_figure_keeps_the_view(large):
