@@ -107,6 +107,14 @@ class Config:
     ray_address: str | None = setting(
         None, "with --engine ray: a running Ray cluster's address (auto, or ray://HOST:10001); unset: a local Ray"
     )
+    train_workers: int = setting(
+        0,
+        (
+            "with --engine ray: processes that train the encoder together on Ray Train (PyTorch DDP: gloo on CPUs, "
+            "NCCL on GPUs, a GPU each where the cluster has them), each on its share of every batch; 0: train in "
+            "this process, as the local engine does"
+        ),
+    )
     # --- model and training ---
     recipe: str = setting(
         "auto",
@@ -241,6 +249,8 @@ class Config:
         need(self.max_pixels >= 1, "max_pixels", "must be at least 1")
         need(self.workers >= 0, "workers", "must be 0 or more")
         need(self.engine in ("local", "ray"), "engine", "must be local or ray")
+        need(self.train_workers >= 0, "train_workers", "must be 0 or more")
+        need(self.train_workers == 0 or self.engine == "ray", "train_workers", "needs --engine ray")
         need(self.recipe in ("auto", *RECIPES), "recipe", _RECIPE_RULE)
         need(self.dim is None or 2 <= self.dim <= 4096, "dim", "must be between 2 and 4096")
         need(self.width is None or 4 <= self.width <= 512, "width", "must be between 4 and 512")

@@ -7,7 +7,7 @@ import sys
 from tqdm import tqdm
 
 
-def progress(total: int, desc: str, unit: str = "img", initial: int = 0) -> tqdm:
+def progress(total: int, desc: str, unit: str = "img", initial: int = 0, disable: bool = False) -> tqdm:
     tty = sys.stderr.isatty()
     return tqdm(
         total=total,
@@ -17,4 +17,5 @@ def progress(total: int, desc: str, unit: str = "img", initial: int = 0) -> tqdm
         dynamic_ncols=True,
         mininterval=0.1 if tty else 15.0,
         file=sys.stderr,
+        disable=disable,
     )

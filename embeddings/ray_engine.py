@@ -1,11 +1,18 @@
-"""`ice embed --engine ray`: the decode stage on Ray Data, on a local Ray or a cluster.
+"""`ice embed --engine ray`: the decode stage on Ray Data, and with --train-workers the training
+on Ray Train, on a local Ray or a cluster.
 
 Each Ray task reads a block of files whole and decodes them with images.decode_bytes, the twin
 of the local engine's decode_image, so both engines give the same pixels, sizes and skip
 reasons. Each image goes to its row (its position in the sorted list of files) of the scratch
 pixels file, which the task writes itself, as the local engine's worker processes do; blocks
 finish in any order, and the run does not depend on which finished first. Ray retries a task
-whose worker was lost. The stages after decoding run in this process, as with the local engine.
+whose worker was lost.
+
+With --train-workers N, N Ray Train workers run embeddings.train.train together (PyTorch DDP's
+scheme: each its share of every batch, the gradients averaged; gloo on CPUs, NCCL on GPUs). The
+first writes the checkpoint into the run directory after each epoch (a file system all nodes
+share, as for the pixels); a lost worker makes Ray Train start the group again, which goes on
+from that checkpoint. The other stages run in this process, as with the local engine.
 
 Only this module imports ray, and only when the engine is chosen (tests/test_ray.py).
 """
@@ -18,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from ice.errors import IceError, ImageError
-from ice.run_dir import new_memmap
+from ice.run_dir import MODEL, new_memmap
 
 from .images import Decoded, _keep_rows, _reason, decode_bytes, display_path, missing_reason, write_skipped
 from .progress import progress
@@ -112,3 +119,76 @@ def decode_all_ray(
     write_skipped(skipped_path, [(display_path(paths[i]), e) for i, e in sorted(skipped)] + list(also_skipped))
     _keep_rows(scratch, pixels_path, keep, n)
     return Decoded(keep.tolist(), sizes[keep], 0)
+
+
+TRAIN_RETRIES = 3  # times Ray Train starts the training group again after a lost worker
+
+
+def train_worker(config: dict) -> None:
+    """Ray Train's function, run by each worker: embeddings.train.train in the process group
+    Ray Train set up, resuming from the run's checkpoint when the group was started again."""
+    import ray.train
+    from ray.train import Checkpoint
+    from ray.train.torch import get_device
+
+    from .train import train
+
+    rank = ray.train.get_context().get_world_rank()
+    restarted = ray.train.get_checkpoint() is not None  # a report below was made: a lost worker's restart
+    run_dir = Path(config["run_dir"])
+
+    def on_epoch(epoch: int, model) -> None:
+        # a small checkpoint for Ray Train to hand a restarted group: the real one is in run_dir
+        if rank == 0:
+            marker = run_dir / f".ray-train-epoch-{epoch}"
+            marker.mkdir(exist_ok=True)
+            (marker / "epoch").write_text(str(epoch))
+            ray.train.report({"epoch": epoch}, checkpoint=Checkpoint.from_directory(str(marker)))
+        else:
+            ray.train.report({"epoch": epoch})
+
+    train(
+        run_dir,
+        Path(config["pixels"]),
+        config["cfg"],
+        get_device(),
+        resume=config["resume"] or restarted,
+        on_epoch=on_epoch,
+    )
+
+
+def train_ray(run_dir: Path, pixels_path: Path, cfg, resume: bool) -> float:
+    """Train the run's encoder on cfg.train_workers Ray Train workers (a GPU each where the
+    cluster has GPUs); they write run_dir's checkpoint and model as embeddings.train.train does.
+    Returns the final loss."""
+    import shutil
+
+    ray = start_ray(cfg.ray_address)
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    gpu = bool(ray.cluster_resources().get("GPU", 0))
+    storage = run_dir / "ray-train"  # Ray Train's own records, removed after
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config={"run_dir": str(run_dir), "pixels": str(pixels_path), "cfg": cfg, "resume": resume},
+        scaling_config=ScalingConfig(num_workers=cfg.train_workers, use_gpu=gpu),
+        torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
+        run_config=RunConfig(
+            name="train",
+            storage_path=str(storage),
+            failure_config=FailureConfig(max_failures=TRAIN_RETRIES),
+        ),
+    )
+    try:
+        trainer.fit()
+    except Exception as e:  # Ray Train wraps the workers' errors: their own message, on one line
+        cause = e.__cause__ or e
+        raise IceError(f"training on Ray Train failed: {str(cause).strip().splitlines()[-1][:300]}") from e
+    finally:
+        shutil.rmtree(storage, ignore_errors=True)
+        for marker in run_dir.glob(".ray-train-epoch-*"):
+            shutil.rmtree(marker, ignore_errors=True)
+    import torch
+
+    return float(torch.load(run_dir / MODEL, map_location="cpu", weights_only=False)["loss"])

@@ -198,6 +198,11 @@ def train(run, device, resume) -> dict:
         return {"loss": round(float(loss), 6), "encoder_from": str(source.parent)}
     if device.type == "cuda" and run.umap_warm_up is None:  # the CPU is idle meanwhile: fill numba's cache
         run.umap_warm_up = warm_up_umap(run.cfg.manifold_dim)
+    if run.cfg.train_workers:
+        from .ray_engine import train_ray
+
+        loss = train_ray(run.dir, run.path(rd.PIXELS), run.cfg, resume)
+        return {"loss": round(float(loss), 6), "train_workers": run.cfg.train_workers}
     _, loss = run_training(run.dir, run.path(rd.PIXELS), run.cfg, device, resume=resume)
     return {"loss": round(float(loss), 6)}
 

@@ -92,18 +92,46 @@ def fits_on_device(pixels_path: Path, device: torch.device) -> bool:
     )
 
 
+class ShareOfBatches(torch.utils.data.BatchSampler):
+    """One process's share of each batch when `world` processes train together: every world-th
+    image of it from `rank` on. Every process draws the same shuffled batches (the same seed),
+    so the shares are disjoint and make up the batch; a batch is cut to a multiple of `world`,
+    since the processes gather equal parts of it (nt_xent)."""
+
+    def __init__(self, sampler, batch_size: int, drop_last: bool, rank: int, world: int):
+        super().__init__(sampler, batch_size, drop_last)
+        self.rank, self.world = rank, world
+
+    def __iter__(self):
+        for batch in super().__iter__():
+            yield batch[: len(batch) - len(batch) % self.world][self.rank :: self.world]
+
+
 def make_loader(
-    pixels_path: Path, cfg: Config, device: torch.device, shuffle: bool, seed: int = 0, resident: bool = False
+    pixels_path: Path,
+    cfg: Config,
+    device: torch.device,
+    shuffle: bool,
+    seed: int = 0,
+    resident: bool = False,
+    rank: int = 0,
+    world: int = 1,
 ):
     """Batches of uint8 pixels (b, s, s, 3), shuffled (the last partial batch dropped) or in order;
-    `resident`: from a copy of all pixels on `device` (ResidentBatches) instead of workers."""
+    `resident`: from a copy of all pixels on `device` (ResidentBatches) instead of workers. Of
+    `world` processes training together, process `rank` gets its share of each (ShareOfBatches)."""
     data = PixelBatches(pixels_path)
     base = (
         torch.utils.data.RandomSampler(data, generator=torch.Generator().manual_seed(seed))
         if shuffle
         else torch.utils.data.SequentialSampler(data)
     )
-    batches = torch.utils.data.BatchSampler(base, cfg.batch_size, drop_last=shuffle and len(data) > cfg.batch_size)
+    drop = shuffle and len(data) > cfg.batch_size
+    batches = (
+        ShareOfBatches(base, cfg.batch_size, drop, rank, world)
+        if world > 1
+        else torch.utils.data.BatchSampler(base, cfg.batch_size, drop_last=drop)
+    )
     if resident:
         return ResidentBatches(pixels_path, batches, device)
     return torch.utils.data.DataLoader(
@@ -201,6 +229,35 @@ def distributed_rank() -> tuple[int, int]:
     return 1, 0
 
 
+def average_gradients(model: torch.nn.Module, world: int) -> None:
+    """Each parameter's gradient, averaged over the `world` processes training together, in one
+    all-reduce: what DDP does, here without its wrapper, since step_loss calls the encoder, head
+    and decoder on their own (tests/test_ddp.py checks it against one process)."""
+    import torch.distributed as dist
+
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    if not grads:
+        return
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat)
+    flat /= world
+    offset = 0
+    for g in grads:
+        g.copy_(flat[offset : offset + g.numel()].view_as(g))
+        offset += g.numel()
+
+
+def average_buffers(model: torch.nn.Module, world: int) -> None:
+    """Batch norm's running statistics averaged over the processes, which each saw only their
+    share of the images, so that the saved model's are those of all of them."""
+    import torch.distributed as dist
+
+    for b in model.buffers():
+        if b.is_floating_point():
+            dist.all_reduce(b)
+            b /= world
+
+
 def compiled_parts(model: AutoEncoder) -> types.SimpleNamespace:
     """The model's encoder, head and decoder, each through torch.compile, for step_loss. The
     model itself is left as it is: its state_dict's keys, evaluation and embedding unchanged.
@@ -248,19 +305,31 @@ def train(
     on_epoch: Callable[[int, AutoEncoder], None] | None = None,
 ) -> tuple[AutoEncoder, float]:
     """Train for cfg.epochs, checkpointing after every epoch; returns the model and final loss.
-    `on_epoch(epoch, model)`, if given, runs after each epoch's checkpoint (benchmarks use it)."""
+    `on_epoch(epoch, model)`, if given, runs after each epoch's checkpoint (benchmarks use it).
+
+    Under torch.distributed (Ray Train's workers, embeddings/ray_engine.py) each process trains
+    on its share of every batch, the gradients averaged over all of them, and the first process
+    writes the checkpoints and the model; on_epoch runs in every process."""
     cfg = cfg.resolved()
-    torch.manual_seed(cfg.seed)
+    world, rank = distributed_rank()
+    torch.manual_seed(cfg.seed)  # the same initial weights in every process
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True  # the batch shape never changes (the last is dropped)
     model = AutoEncoder(model_args(cfg)).to(device, memory_format=torch.channels_last)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=device.type == "cuda")
     loader = make_loader(
-        pixels_path, cfg, device, shuffle=True, seed=cfg.seed, resident=fits_on_device(pixels_path, device)
+        pixels_path,
+        cfg,
+        device,
+        shuffle=True,
+        seed=cfg.seed,
+        resident=fits_on_device(pixels_path, device),
+        rank=rank,
+        world=world,
     )
     steps = len(loader)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps, pct_start=0.15)
-    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed + rank)  # each process its own augmentations
     start, loss_avg = 0, math.nan
     ckpt_path = run_dir / CHECKPOINT
     if resume and ckpt_path.exists():
@@ -268,11 +337,13 @@ def train(
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
-        gen.set_state(ckpt["generator"].cpu() if device.type == "cpu" else ckpt["generator"])
+        state = (ckpt.get("generators") or [ckpt["generator"]] * world)[rank]
+        gen.set_state(state.cpu() if device.type == "cpu" else state)
         start, loss_avg = ckpt["epoch"], ckpt["loss"]
     use_bf16 = device.type == "cuda"
     parts = compiled_parts(model) if cfg.compile else model
-    with progress(cfg.epochs * steps, "train", "batch", start * steps) as bar:  # closed on an error too
+    bar = progress(cfg.epochs * steps, "train", "batch", start * steps, disable=rank > 0)
+    with bar:  # closed on an error too
         for epoch in range(start, cfg.epochs):
             model.train()
             total, seen, t0 = torch.zeros((), device=device), 0, time.perf_counter()
@@ -294,6 +365,8 @@ def train(
                         loss = step_loss(parts, batch, cfg, gen)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
+                if world > 1:
+                    average_gradients(model, world)
                 opt.step()
                 sched.step()
                 total += loss.detach() * len(batch)  # no .item() here: it would wait for the GPU every step
@@ -305,37 +378,59 @@ def train(
                         loss=f"{total.item() / seen:.4f}",
                         img_s=f"{seen / (time.perf_counter() - t0):.0f}",
                     )
+            if world > 1:  # the loss over every process's images, the same in each
+                import torch.distributed as dist
+
+                sums = torch.stack([total.float(), torch.tensor(float(seen), device=device)])
+                dist.all_reduce(sums)
+                total, seen = sums[0], int(sums[1].item())
+                average_buffers(model, world)
             loss_avg = total.item() / max(seen, 1)
             if not math.isfinite(loss_avg):  # before the checkpoint: a resume starts from the last good epoch
                 raise IceError(
                     f"training diverged in epoch {epoch + 1} (loss {loss_avg}); "
                     f"start again (--force) with a lower --lr than {cfg.lr:g}"
                 )
-            save_checkpoint(
-                ckpt_path,
-                {
-                    "model": model.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "scheduler": sched.state_dict(),
-                    "generator": gen.get_state(),
-                    "epoch": epoch + 1,
-                    "loss": loss_avg,
-                    "config": cfg.to_dict(),
-                },
-            )
+            generators = gathered(gen.get_state(), world)
+            if rank == 0:
+                save_checkpoint(
+                    ckpt_path,
+                    {
+                        "model": model.state_dict(),
+                        "optimizer": opt.state_dict(),
+                        "scheduler": sched.state_dict(),
+                        "generator": gen.get_state(),
+                        **({"generators": generators} if world > 1 else {}),
+                        "epoch": epoch + 1,
+                        "loss": loss_avg,
+                        "config": cfg.to_dict(),
+                    },
+                )
             if on_epoch is not None:
                 on_epoch(epoch + 1, model)  # the next epoch starts with model.train()
-    save_checkpoint(
-        run_dir / MODEL,
-        {
-            "model": model.state_dict(),
-            "model_args": model.checkpoint_args(),
-            "config": cfg.to_dict(),
-            "epoch": cfg.epochs,
-            "loss": loss_avg,
-        },
-    )
+    if rank == 0:
+        save_checkpoint(
+            run_dir / MODEL,
+            {
+                "model": model.state_dict(),
+                "model_args": model.checkpoint_args(),
+                "config": cfg.to_dict(),
+                "epoch": cfg.epochs,
+                "loss": loss_avg,
+            },
+        )
     return model, loss_avg
+
+
+def gathered(state: torch.Tensor, world: int) -> list[torch.Tensor]:
+    """Every process's `state` (a generator's), in rank order; [state] in one process."""
+    if world == 1:
+        return [state]
+    import torch.distributed as dist
+
+    out = [None] * world
+    dist.all_gather_object(out, state.cpu())
+    return out
 
 
 def model_args(cfg: Config) -> ModelArgs:

@@ -4,6 +4,7 @@ local path imports ray."""
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -83,6 +84,61 @@ sys.exit(code)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     same_run(tmp_path / "local", tmp_path / "ray")
+
+
+def test_ray_train_workers_train_the_encoder_and_a_lost_worker_changes_nothing(local_ray, tmp_path):
+    """--train-workers 2: two Ray Train workers train one encoder (each its share of every
+    batch). A worker killed mid-training makes Ray Train start the group again from the run's
+    last checkpoint, and the run ends with the model of the uninterrupted one."""
+    import os
+    import signal
+    import threading
+    import time
+
+    import torch
+
+    make_images(tmp_path / "in", n=600, size=24, classes=3)
+    args = ["--epochs", "6", "--engine", "ray", "--train-workers", "2", "--labels-from-folders"]
+    whole = embed(tmp_path / "in", tmp_path / "whole", *args)
+    manifest = rd.load_manifest(whole)
+    assert manifest["config"]["train_workers"] == 2
+
+    def alive_workers() -> list[int]:
+        """The pids of the Ray Train workers (Ray titles their processes ray::RayTrainWorker...)."""
+        pids = []
+        for proc in Path("/proc").iterdir():
+            try:
+                if proc.name.isdigit() and b"RayTrainWorker" in (proc / "cmdline").read_bytes():
+                    pids.append(int(proc.name))
+            except OSError:
+                continue
+        return sorted(pids)
+
+    done = {}
+    thread = threading.Thread(target=lambda: done.update(run=embed(tmp_path / "in", tmp_path / "killed", *args)))
+    thread.start()
+    checkpoint, killed = tmp_path / "killed" / rd.CHECKPOINT, None
+    deadline = time.monotonic() + 300
+    while killed is None and thread.is_alive() and time.monotonic() < deadline:
+        if checkpoint.exists() and (pids := alive_workers()):
+            epoch = torch.load(checkpoint, weights_only=False)["epoch"]
+            os.kill(pids[-1], signal.SIGKILL)
+            killed = (pids[-1], epoch)
+        time.sleep(0.05)
+    thread.join(600)
+    assert killed is not None and killed[1] < 6, "no worker was killed while it trained"
+    assert done.get("run") is not None
+    a = torch.load(whole / rd.MODEL, weights_only=False)["model"]
+    b = torch.load(tmp_path / "killed" / rd.MODEL, weights_only=False)["model"]
+    for key, value in a.items():
+        assert torch.allclose(value.float(), b[key].float(), atol=1e-6), key
+    assert killed[0] not in alive_workers()
+
+
+def test_train_workers_need_the_ray_engine(tmp_path, capsys):
+    make_images(tmp_path / "in", n=4)
+    assert main(["embed", str(tmp_path / "in"), "--out", str(tmp_path / "run"), "--train-workers", "2"]) != 0
+    assert "--train-workers 2: needs --engine ray" in capsys.readouterr().err
 
 
 def test_the_local_path_never_imports_ray():
