@@ -13,6 +13,13 @@ peak resident memory of this process (the driver; Ray's own processes are not co
 With --job, the whole job instead: `ice embed IMAGES --encoder-from ENCODER_RUN` (no training,
 so that the stages around decoding are timed at their real size) with `--engine local` and
 `--engine ray`, each in a process of its own, in alternating order.
+
+With --train RUN, the training stage instead, on RUN's pixels: embeddings.train.train in this
+process against `--train-workers` Ray Train workers (embeddings.ray_engine.train_ray, Ray Train
+starting included), for --epochs epochs of --recipe, in alternating order; prints the seconds
+and the final losses of both.
+
+    python -m benchmarks.ray_bench --train RUN [--train-workers 2] [--epochs 2] [--recipe contrastive-small]
 """
 
 from __future__ import annotations
@@ -39,7 +46,15 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--repeat", type=int, default=3, metavar="N", help="pairs of timings (default: 3)")
     p.add_argument("--no-record", dest="record", action="store_false", help="print only")
     p.add_argument("--job", type=Path, metavar="ENCODER_RUN", help="time the whole ice embed, with this run's encoder")
+    p.add_argument("--train", type=Path, metavar="RUN", help="time the training stage on this run's pixels")
+    p.add_argument("--train-workers", type=int, default=2, help="with --train: Ray Train workers (default: 2)")
+    p.add_argument("--epochs", type=int, default=2, help="with --train: epochs (default: 2)")
+    p.add_argument(
+        "--recipe", default="contrastive-small", help="with --train: the recipe (default: contrastive-small)"
+    )
     args = p.parse_args(argv)
+    if args.train is not None:
+        return train_pairs(args)
     given = args.images
     if args.images is None:
         from benchmarks.gen_images import generate
@@ -178,6 +193,87 @@ def whole_job(args, given) -> dict:
                     "value": f"{ratio:.2f}x ({ray_s:.1f} s against {local_s:.1f} s)",
                     "target": f"<= {TARGET}x",
                     "met": ratio <= TARGET,
+                }
+            ],
+        )
+    shutil.rmtree(work, ignore_errors=True)
+    return {"ratio": ratio, "pairs": pairs}
+
+
+def train_pairs(args) -> dict:
+    """The training stage in this process and on Ray Train workers, side by side."""
+    import torch
+
+    from embeddings.config import Config
+    from embeddings.ray_engine import train_ray
+    from embeddings.train import train
+    from ice import run_dir as rd
+
+    manifest = rd.load_manifest(args.train)
+    cfg = Config.from_dict(manifest["config"]).replace(
+        epochs=args.epochs, recipe=args.recipe, engine="ray", train_workers=args.train_workers
+    )
+    pixels = args.train / rd.PIXELS
+    n = len(np.load(pixels, mmap_mode="r"))
+    work = DATA_CACHE / "ray-bench-work"
+    ray = start_ray()
+    cores = int(ray.cluster_resources().get("CPU", 0))
+
+    def local() -> tuple[float, float]:
+        t0 = time.perf_counter()
+        _, loss = train(work / "local", pixels, cfg.replace(engine="local", train_workers=0), torch.device("cpu"))
+        return time.perf_counter() - t0, loss
+
+    def on_ray() -> tuple[float, float]:
+        t0 = time.perf_counter()
+        loss = train_ray(work / "ray", pixels, cfg, resume=False)
+        return time.perf_counter() - t0, loss
+
+    pairs = []
+    for i in range(args.repeat):
+        shutil.rmtree(work, ignore_errors=True)
+        (work / "local").mkdir(parents=True)
+        (work / "ray").mkdir(parents=True)
+        if i % 2 == 0:
+            a, b = local(), on_ray()
+        else:
+            b, a = on_ray(), local()
+        pairs.append((a, b))
+        print(f"repeat {i + 1}: local {a[0]:.1f} s (loss {a[1]:.4f}), ray {b[0]:.1f} s (loss {b[1]:.4f})", flush=True)
+    (local_s, local_loss), (ray_s, ray_loss) = pairs[int(np.argsort([b[0] / a[0] for a, b in pairs])[len(pairs) // 2])]
+    ratio = ray_s / local_s
+    command = f"python -m benchmarks.ray_bench --train {args.train}"
+    command += f" --train-workers {args.train_workers}" if args.train_workers != 2 else ""
+    command += f" --epochs {args.epochs}" if args.epochs != 2 else ""
+    command += f" --recipe {args.recipe}" if args.recipe != "contrastive-small" else ""
+    command += f" --repeat {args.repeat}" if args.repeat != 3 else ""
+    body = "\n".join(
+        [
+            f"- command: `{command}`",
+            f"- machine: {machine()}; date: {today()}; Ray {ray.__version__} with {cores} CPUs, local",
+            f"- {n:,} images of {args.train} at {cfg.image_size} px, {args.recipe}, {args.epochs} epochs of batches "
+            f"of {cfg.resolved().batch_size}",
+            f"- training: this process {local_s:.1f} s ({n * args.epochs / local_s:,.0f} images/s, final loss "
+            f"{local_loss:.4f}); {args.train_workers} Ray Train workers {ray_s:.1f} s "
+            f"({n * args.epochs / ray_s:,.0f} images/s, Ray Train's start included, final loss {ray_loss:.4f}): "
+            f"**{ratio:.2f}x**",
+            f"- of {len(pairs)} pairs (in alternating order), the median ratio above; all: "
+            + ", ".join(f"{a[0]:.1f}/{b[0]:.1f} s = {b[0] / a[0]:.2f}x" for a, b in pairs),
+        ]
+    )
+    title = f"Ray engine: training on {args.train_workers} Ray Train workers, {n:,} images, {today()}"
+    print(f"\n### {title}\n\n{body}\n", flush=True)
+    if args.record:
+        append_section(
+            title,
+            body,
+            figures=[
+                {
+                    "group": "scale",
+                    "figure": f"training, {args.train_workers} Ray Train workers, {n:,} images: time over one process",
+                    "value": f"{ratio:.2f}x ({ray_s:.1f} s against {local_s:.1f} s)",
+                    "target": "",
+                    "met": None,
                 }
             ],
         )
