@@ -28,13 +28,26 @@ def embed(model: AutoEncoder, pixels_path: Path, out_path: Path, cfg: Config, de
         row = 0
         with progress(n, "embed") as bar:
             for batch in loader:
-                x = to_input(batch.to(device, non_blocking=True)).contiguous(memory_format=torch.channels_last)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                    z = model.encoder(x)
-                z = F.normalize(z.float(), dim=1).cpu().numpy()
+                z = encode(model, batch.to(device, non_blocking=True), device)
                 out[row : row + len(z)] = z
                 row += len(z)
                 bar.update(len(z))
         out.flush()
         del out
     return np.load(out_path, mmap_mode="r")
+
+
+def encode(model: AutoEncoder, batch: torch.Tensor, device: torch.device) -> np.ndarray:
+    """(b, dim) float32 L2-normalised embeddings of a batch of uint8 pixels already on `device`."""
+    x = to_input(batch).contiguous(memory_format=torch.channels_last)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        z = model.encoder(x)
+    return F.normalize(z.float(), dim=1).cpu().numpy()
+
+
+@torch.no_grad()
+def embed_rows(model: AutoEncoder, pixels: np.ndarray, device: torch.device) -> np.ndarray:
+    """encode() of rows of pixels (b, s, s, 3) uint8, the model in eval mode: for Ray Data's
+    actors (embeddings/ray_engine.py), which embed blocks of a run's rows."""
+    model.eval()
+    return encode(model, torch.from_numpy(np.ascontiguousarray(pixels)).to(device), device)

@@ -8,6 +8,10 @@ pixels file, which the task writes itself, as the local engine's worker processe
 finish in any order, and the run does not depend on which finished first. Ray retries a task
 whose worker was lost.
 
+The embed stage runs on Ray Data actors (Embedder): each loads the run's encoder once and
+embeds blocks of rows of the run's pixels into their rows of a scratch file, on a GPU each where
+the cluster has GPUs; an image's embedding does not depend on the block it came in.
+
 With --train-workers N, N Ray Train workers run embeddings.train.train together (PyTorch DDP's
 scheme: each its share of every batch, the gradients averaged; gloo on CPUs, NCCL on GPUs). The
 first writes the checkpoint into the run directory after each epoch (a file system all nodes
@@ -192,3 +196,66 @@ def train_ray(run_dir: Path, pixels_path: Path, cfg, resume: bool) -> float:
     import torch
 
     return float(torch.load(run_dir / MODEL, map_location="cpu", weights_only=False)["loss"])
+
+
+EMBED_BLOCK = 4096  # rows per Ray Data block of the embed stage
+
+
+class Embedder:
+    """Ray Data's actor for the embed stage: the run's encoder, loaded once per actor, and the
+    pixels and scratch embeddings file, opened once; each call embeds blocks of rows."""
+
+    def __init__(self, run_dir: str, pixels: str, scratch: str, cfg):
+        from .train import load_model, pick_device
+
+        self.device = pick_device("auto")
+        self.model = load_model(Path(run_dir), self.device)
+        self.pixels = np.load(pixels, mmap_mode="r")
+        self.out = np.load(scratch, mmap_mode="r+")
+        self.batch = max(cfg.resolved().batch_size, 512)  # as embeddings.embed.embed
+
+    def __call__(self, block: dict) -> dict:
+        from .embed import embed_rows
+
+        for start, stop in zip(block["start"], block["stop"], strict=True):
+            for a in range(int(start), int(stop), self.batch):
+                b = min(a + self.batch, int(stop))
+                self.out[a:b] = embed_rows(self.model, self.pixels[a:b], self.device)
+        self.out.flush()
+        return {"rows": np.asarray(block["stop"]) - np.asarray(block["start"])}
+
+
+def embed_ray(run_dir: Path, pixels_path: Path, out_path: Path, cfg) -> None:
+    """embeddings.embed.embed on Ray Data actors: the same out_path, (n, dim) float32 rows in
+    image_id order, from the encoder in run_dir (a shared file system, as for decoding). A
+    killed call is started again from the first row."""
+    import pyarrow as pa
+
+    ray = start_ray(cfg.ray_address)
+    cfg = cfg.resolved()
+    n = len(np.load(pixels_path, mmap_mode="r"))
+    gpus = int(ray.cluster_resources().get("GPU", 0))
+    actors = gpus or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    scratch = out_path.with_name(out_path.name + ".partial")
+    new_memmap(scratch, np.float32, (n, cfg.dim)).flush()
+    starts = np.arange(0, n, EMBED_BLOCK, dtype=np.int64)
+    actors = min(actors, len(starts))  # no more actors than blocks
+    table = pa.table({"start": starts, "stop": np.minimum(starts + EMBED_BLOCK, n)})
+    ds = ray.data.from_arrow([table.slice(i, 1) for i in range(len(starts))])  # a block per call
+    ds = ds.map_batches(
+        Embedder,
+        fn_constructor_kwargs={
+            "run_dir": str(run_dir),
+            "pixels": str(pixels_path),
+            "scratch": str(scratch),
+            "cfg": cfg,
+        },
+        batch_size=1,
+        batch_format="numpy",
+        concurrency=actors,
+        num_gpus=1 if gpus else 0,
+    )
+    with progress(n, "embed") as bar:
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            bar.update(int(batch["rows"].sum()))
+    os.replace(scratch, out_path)

@@ -208,6 +208,11 @@ def train(run, device, resume) -> dict:
 
 
 def embed(run, device, resume) -> dict:
+    if run.cfg.engine == "ray":
+        from .ray_engine import embed_ray
+
+        embed_ray(run.dir, run.path(rd.PIXELS), run.path(rd.EMBEDDINGS), run.cfg)
+        return {}
     model = load_model(run.dir, device)
     run_encoder(model, run.path(rd.PIXELS), run.path(rd.EMBEDDINGS), run.cfg, device)
     return {}
