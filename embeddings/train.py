@@ -337,7 +337,8 @@ def train(
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
-        state = (ckpt.get("generators") or [ckpt["generator"]] * world)[rank]
+        states = ckpt.get("generators") or [ckpt["generator"]]  # every process's, or one process's
+        state = states[rank] if rank < len(states) else states[0]
         gen.set_state(state.cpu() if device.type == "cpu" else state)
         start, loss_avg = ckpt["epoch"], ckpt["loss"]
     use_bf16 = device.type == "cuda"
