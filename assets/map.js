@@ -152,6 +152,7 @@
   function keepAspect(gd) {
     const fl = gd._fullLayout, size = fl && fl._size;
     if (!size || !fl.xaxis || !fl.yaxis || !(size.w > 0 && size.h > 0)) return false;
+    if (fl.yaxis.scaleanchor) return false;  // plotly keeps it
     const [x0, x1] = fl.xaxis.range, [y0, y1] = fl.yaxis.range;
     const ux = Math.abs(x1 - x0) / size.w, uy = Math.abs(y1 - y0) / size.h;
     if (!(ux > 0 && uy > 0) || Math.abs(ux - uy) <= 1e-6 * Math.max(ux, uy)) return false;

@@ -173,6 +173,7 @@ def train_ray(run_dir: Path, pixels_path: Path, cfg, resume: bool) -> float:
 
     gpu = bool(ray.cluster_resources().get("GPU", 0))
     storage = run_dir / "ray-train"  # Ray Train's own records, removed after
+    shutil.rmtree(storage, ignore_errors=True)  # a killed run's: the run's own checkpoint is what resumes
     trainer = TorchTrainer(
         train_worker,
         train_loop_config={"run_dir": str(run_dir), "pixels": str(pixels_path), "cfg": cfg, "resume": resume},
