@@ -80,19 +80,16 @@ def main(argv: list[str] | None = None) -> dict:
         decode_all_ray(args.images, paths, pixels_path=work / "ray.npy", skipped_path=work / "r.csv", **settings)
         return time.perf_counter() - t0
 
-    pairs = []
-    for i in range(args.repeat):
+    def fresh() -> None:
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
-        if i % 2 == 0:
-            a, b = local(), on_ray()
-        else:
-            b, a = on_ray(), local()
+
+    def same_pixels() -> None:
         if not np.array_equal(np.load(work / "local.npy", mmap_mode="r"), np.load(work / "ray.npy", mmap_mode="r")):
             raise RuntimeError("the two engines decoded different pixels")
-        pairs.append((a, b))
-        print(f"repeat {i + 1}: local {a:.1f} s, ray {b:.1f} s, {b / a:.2f}x", flush=True)
-    local_s, ray_s = pairs[int(np.argsort([b / a for a, b in pairs])[len(pairs) // 2])]
+
+    pairs = alternate(args.repeat, local, on_ray, fresh, same_pixels, lambda a, b: f"local {a:.1f} s, ray {b:.1f} s")
+    local_s, ray_s = median_pair(pairs)
     ratio = ray_s / local_s
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     command = "python -m benchmarks.ray_bench" + (f" --images {given}" if given else "")
@@ -105,31 +102,14 @@ def main(argv: list[str] | None = None) -> dict:
             f"- images: {len(paths):,} of {args.images} (32x32 JPEG), decoded at 32 px",
             f"- decode stage: local engine (2 worker processes) {local_s:.1f} s, Ray engine {ray_s:.1f} s: "
             f"**{ratio:.2f}x**; the same pixels (the target, <= {TARGET}x, is for the whole job: --job)",
-            f"- of {len(pairs)} pairs (in alternating order), the median ratio above; all: "
-            + ", ".join(f"{a:.1f}/{b:.1f} s = {b / a:.2f}x" for a, b in pairs),
+            all_pairs(pairs),
             f"- this process's peak resident memory: {peak:.2f} GiB (Ray's raylet, object store and workers "
             "are other processes, not counted)",
         ]
     )
     title = f"Ray engine: the decode stage on {len(paths):,} images, {today()}"
-    print(f"\n### {title}\n\n{body}\n", flush=True)
-    if args.record:
-        figure = f"decode stage on Ray Data, {len(paths):,} images: time over the local engine's"
-        append_section(
-            title,
-            body,
-            figures=[
-                {
-                    "group": "scale",
-                    "figure": figure,
-                    "value": f"{ratio:.2f}x ({ray_s:.1f} s against {local_s:.1f} s)",
-                    "target": "",
-                    "met": None,
-                }
-            ],
-        )
-    shutil.rmtree(work, ignore_errors=True)
-    return {"ratio": ratio, "pairs": pairs}
+    figure = f"decode stage on Ray Data, {len(paths):,} images: time over the local engine's"
+    return publish(args, work, title, body, figure, ray_s, local_s, pairs)
 
 
 def whole_job(args, given) -> dict:
@@ -151,17 +131,18 @@ def whole_job(args, given) -> dict:
         manifest = json.loads((out / "manifest.json").read_text())
         return wall, manifest["stage_seconds"]["decode"]
 
-    pairs = []
-    for i in range(args.repeat):
-        if i % 2 == 0:
-            a, b = run("local"), run("ray")
-        else:
-            b, a = run("ray"), run("local")
+    def same_pixels() -> None:
         if not np.array_equal(np.load(work / "local" / "pixels.npy"), np.load(work / "ray" / "pixels.npy")):
             raise RuntimeError("the two engines decoded different pixels")
-        pairs.append((a, b))
-        print(f"repeat {i + 1}: local {a[0]:.1f} s (decode {a[1]:.1f}), ray {b[0]:.1f} s (decode {b[1]:.1f})")
-    (local_s, local_d), (ray_s, ray_d) = pairs[int(np.argsort([b[0] / a[0] for a, b in pairs])[len(pairs) // 2])]
+
+    pairs = alternate(
+        args.repeat,
+        lambda: run("local"),
+        lambda: run("ray"),
+        check=same_pixels,
+        say=lambda a, b: f"local {a[0]:.1f} s (decode {a[1]:.1f}), ray {b[0]:.1f} s (decode {b[1]:.1f})",
+    )
+    (local_s, local_d), (ray_s, ray_d) = median_pair(pairs, first)
     ratio = ray_s / local_s
     n = len(np.load(work / "local" / "pixels.npy", mmap_mode="r"))
     command = f"python -m benchmarks.ray_bench --job {args.job}" + (f" --images {given}" if given else "")
@@ -175,29 +156,13 @@ def whole_job(args, given) -> dict:
             f"- the whole job: local {local_s:.1f} s, Ray {ray_s:.1f} s: **{ratio:.2f}x** (target <= {TARGET}x: "
             f"{'met' if ratio <= TARGET else '**missed**'}); the decode stage: {local_d:.1f} s against {ray_d:.1f} s; "
             "the same pixels",
-            f"- of {len(pairs)} pairs (in alternating order), the median ratio above; all: "
-            + ", ".join(f"{a[0]:.1f}/{b[0]:.1f} s = {b[0] / a[0]:.2f}x" for a, b in pairs),
+            all_pairs(pairs, first),
             "- memory: not measured (Ray's raylet, object store and workers are processes of their own)",
         ]
     )
     title = f"Ray engine: ice embed on {n:,} images, {today()}"
-    print(f"\n### {title}\n\n{body}\n", flush=True)
-    if args.record:
-        append_section(
-            title,
-            body,
-            figures=[
-                {
-                    "group": "scale",
-                    "figure": f"ice embed --engine ray on {n:,} images (no training): time over --engine local",
-                    "value": f"{ratio:.2f}x ({ray_s:.1f} s against {local_s:.1f} s)",
-                    "target": f"<= {TARGET}x",
-                    "met": ratio <= TARGET,
-                }
-            ],
-        )
-    shutil.rmtree(work, ignore_errors=True)
-    return {"ratio": ratio, "pairs": pairs}
+    figure = f"ice embed --engine ray on {n:,} images (no training): time over --engine local"
+    return publish(args, work, title, body, figure, ray_s, local_s, pairs, target=f"<= {TARGET}x", met=ratio <= TARGET)
 
 
 def train_pairs(args) -> dict:
@@ -229,18 +194,16 @@ def train_pairs(args) -> dict:
         loss = train_ray(work / "ray", pixels, cfg, resume=False)
         return time.perf_counter() - t0, loss
 
-    pairs = []
-    for i in range(args.repeat):
+    def fresh() -> None:
         shutil.rmtree(work, ignore_errors=True)
         (work / "local").mkdir(parents=True)
         (work / "ray").mkdir(parents=True)
-        if i % 2 == 0:
-            a, b = local(), on_ray()
-        else:
-            b, a = on_ray(), local()
-        pairs.append((a, b))
-        print(f"repeat {i + 1}: local {a[0]:.1f} s (loss {a[1]:.4f}), ray {b[0]:.1f} s (loss {b[1]:.4f})", flush=True)
-    (local_s, local_loss), (ray_s, ray_loss) = pairs[int(np.argsort([b[0] / a[0] for a, b in pairs])[len(pairs) // 2])]
+
+    def say(a, b) -> str:
+        return f"local {a[0]:.1f} s (loss {a[1]:.4f}), ray {b[0]:.1f} s (loss {b[1]:.4f})"
+
+    pairs = alternate(args.repeat, local, on_ray, fresh, say=say)
+    (local_s, local_loss), (ray_s, ray_loss) = median_pair(pairs, first)
     ratio = ray_s / local_s
     command = f"python -m benchmarks.ray_bench --train {args.train}"
     command += f" --train-workers {args.train_workers}" if args.train_workers != 2 else ""
@@ -257,26 +220,57 @@ def train_pairs(args) -> dict:
             f"{local_loss:.4f}); {args.train_workers} Ray Train workers {ray_s:.1f} s "
             f"({n * args.epochs / ray_s:,.0f} images/s, Ray Train's start included, final loss {ray_loss:.4f}): "
             f"**{ratio:.2f}x**",
-            f"- of {len(pairs)} pairs (in alternating order), the median ratio above; all: "
-            + ", ".join(f"{a[0]:.1f}/{b[0]:.1f} s = {b[0] / a[0]:.2f}x" for a, b in pairs),
+            all_pairs(pairs, first),
         ]
     )
     title = f"Ray engine: training on {args.train_workers} Ray Train workers, {n:,} images, {today()}"
+    figure = f"training, {args.train_workers} Ray Train workers, {n:,} images: time over one process"
+    return publish(args, work, title, body, figure, ray_s, local_s, pairs)
+
+
+def first(timing):
+    """The seconds of a timing that is (seconds, something else)."""
+    return timing[0]
+
+
+def alternate(repeat: int, local, on_ray, fresh=None, check=None, say=None) -> list[tuple]:
+    """`repeat` pairs (local(), on_ray()), the one that runs first alternating; fresh() before
+    each pair, check() after it, say(a, b) printed."""
+    pairs = []
+    for i in range(repeat):
+        if fresh is not None:
+            fresh()
+        if i % 2 == 0:
+            a, b = local(), on_ray()
+        else:
+            b, a = on_ray(), local()
+        if check is not None:
+            check()
+        pairs.append((a, b))
+        print(f"repeat {i + 1}: {say(a, b)}", flush=True)
+    return pairs
+
+
+def median_pair(pairs: list[tuple], seconds=lambda t: t) -> tuple:
+    """The pair of the median ratio, Ray's seconds over local's."""
+    return pairs[int(np.argsort([seconds(b) / seconds(a) for a, b in pairs])[len(pairs) // 2])]
+
+
+def all_pairs(pairs: list[tuple], seconds=lambda t: t) -> str:
+    return f"- of {len(pairs)} pairs (in alternating order), the median ratio above; all: " + ", ".join(
+        f"{seconds(a):.1f}/{seconds(b):.1f} s = {seconds(b) / seconds(a):.2f}x" for a, b in pairs
+    )
+
+
+def publish(args, work: Path, title: str, body: str, figure: str, ray_s, local_s, pairs, target="", met=None) -> dict:
+    """Print the section, record it with its one figure, Ray's time over local's (unless
+    --no-record), and clear `work`."""
     print(f"\n### {title}\n\n{body}\n", flush=True)
+    ratio = ray_s / local_s
     if args.record:
-        append_section(
-            title,
-            body,
-            figures=[
-                {
-                    "group": "scale",
-                    "figure": f"training, {args.train_workers} Ray Train workers, {n:,} images: time over one process",
-                    "value": f"{ratio:.2f}x ({ray_s:.1f} s against {local_s:.1f} s)",
-                    "target": "",
-                    "met": None,
-                }
-            ],
-        )
+        value = f"{ratio:.2f}x ({ray_s:.1f} s against {local_s:.1f} s)"
+        figures = [{"group": "scale", "figure": figure, "value": value, "target": target, "met": met}]
+        append_section(title, body, figures=figures)
     shutil.rmtree(work, ignore_errors=True)
     return {"ratio": ratio, "pairs": pairs}
 
