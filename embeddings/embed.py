@@ -43,11 +43,3 @@ def encode(model: AutoEncoder, batch: torch.Tensor, device: torch.device) -> np.
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         z = model.encoder(x)
     return F.normalize(z.float(), dim=1).cpu().numpy()
-
-
-@torch.no_grad()
-def embed_rows(model: AutoEncoder, pixels: np.ndarray, device: torch.device) -> np.ndarray:
-    """encode() of rows of pixels (b, s, s, 3) uint8, the model in eval mode: for Ray Data's
-    actors (embeddings/ray_engine.py), which embed blocks of a run's rows."""
-    model.eval()
-    return encode(model, torch.from_numpy(np.ascontiguousarray(pixels)).to(device), device)

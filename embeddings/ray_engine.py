@@ -210,18 +210,22 @@ class Embedder:
         from .train import load_model, pick_device
 
         self.device = pick_device("auto")
-        self.model = load_model(Path(run_dir), self.device)
+        self.model = load_model(Path(run_dir), self.device).eval()
         self.pixels = np.load(pixels, mmap_mode="r")
         self.out = np.load(scratch, mmap_mode="r+")
         self.batch = max(cfg.resolved().batch_size, 512)  # as embeddings.embed.embed
 
     def __call__(self, block: dict) -> dict:
-        from .embed import embed_rows
+        import torch
+
+        from .embed import encode
 
         for start, stop in zip(block["start"], block["stop"], strict=True):
             for a in range(int(start), int(stop), self.batch):
                 b = min(a + self.batch, int(stop))
-                self.out[a:b] = embed_rows(self.model, self.pixels[a:b], self.device)
+                with torch.no_grad():
+                    batch = torch.from_numpy(np.ascontiguousarray(self.pixels[a:b])).to(self.device)
+                    self.out[a:b] = encode(self.model, batch, self.device)
         self.out.flush()
         return {"rows": np.asarray(block["stop"]) - np.asarray(block["start"])}
 

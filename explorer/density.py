@@ -66,9 +66,9 @@ def detail(tiles, view: dict, n: int, cluster: np.ndarray, k: int, keep: np.ndar
     the view. `keep`: (n,) bool, the images of clusters not hidden."""
     ids, complete = tiles.view(view, DETAIL, above=sample_key(n), keep=keep)
     c = cluster[ids]
-    ids = ids[(c >= 0) & (c < k)]
-    c = cluster[ids]
-    ids = ids[np.argsort(c, kind="stable")]
+    order = np.argsort(c, kind="stable")
+    order = order[(c[order] >= 0) & (c[order] < k)]  # grouped by cluster; none outside the k
+    ids, c = ids[order], c[order]
 
     def b64(a, dtype):
         return base64.b64encode(np.ascontiguousarray(a, dtype).tobytes()).decode("ascii")
