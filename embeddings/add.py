@@ -41,9 +41,9 @@ from .fit import searcher, place, sq_distance, vote
 from .project import layout_rows
 
 BASE_ROWS = 100_000  # the run's images that new ones are placed from; above, a seeded sample of them
-# lists searched per new image where the search is not exact (above fit.EXACT_PAIRS pairs): half
-# the job's, for half the time; the placed images' accuracy held (BENCHMARKS.md, ice add 1M+100k)
-ADD_PROBES = 8
+# lists searched per new image where the search is not exact (above fit.EXACT_PAIRS pairs): a
+# quarter of the job's; the neighbours' cluster vote held (BENCHMARKS.md, placement search)
+ADD_PROBES = 4
 STATE = "state.json"
 FILES = "files.parquet"  # the new files: stored path, the path read, size, mtime
 DECODED = "decoded.parquet"  # the readable new files: their row in `FILES`, width, height
