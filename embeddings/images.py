@@ -531,15 +531,16 @@ def _journal_key(paths: list[str], size: int) -> str:
 def _save_journal(
     journal: Path,
     scratch: Path,
-    dataset: DecodeDataset,
+    dataset: DecodeDataset | None,
     key: str,
     done: np.ndarray,
     ok: np.ndarray,
     sizes: np.ndarray,
     skipped: list[tuple[str, str]],
 ) -> None:
-    """Sync the pixels decoded so far to disk, then record (atomically) which files they are."""
-    if dataset.buf is not None:
+    """Sync the pixels decoded so far to disk, then record (atomically) which files they are.
+    `dataset`: None where other processes wrote the pixels (the Ray engine's tasks)."""
+    if dataset is not None and dataset.buf is not None:
         dataset.buf.flush()  # workers=0: written through this process's own map
     fd = os.open(scratch, os.O_RDWR)
     try:

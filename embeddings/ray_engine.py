@@ -6,7 +6,8 @@ of the local engine's decode_image, so both engines give the same pixels, sizes 
 reasons. Each image goes to its row (its position in the sorted list of files) of the scratch
 pixels file, which the task writes itself, as the local engine's worker processes do; blocks
 finish in any order, and the run does not depend on which finished first. Ray retries a task
-whose worker was lost.
+whose worker was lost. The driver keeps the local engine's decode journal of the files done,
+so that a killed run resumed (`ice embed --resume`) decodes only the others.
 
 The embed stage runs on Ray Data actors (Embedder): each loads the run's encoder once and
 embeds blocks of rows of the run's pixels into their rows of a scratch file, on a GPU each where
@@ -24,6 +25,7 @@ Only this module imports ray, and only when the engine is chosen (tests/test_ray
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +33,7 @@ import numpy as np
 from ice.errors import IceError, ImageError
 from ice.run_dir import MODEL, new_memmap
 
+from . import images
 from .images import Decoded, _keep_rows, _reason, decode_bytes, display_path, missing_reason, write_skipped
 from .progress import progress
 
@@ -90,39 +93,57 @@ def decode_all_ray(
     pixels_path: Path,
     skipped_path: Path,
     address: str | None = None,
+    resume: bool = False,
     also_skipped: list[tuple[str, str]] = (),
 ) -> Decoded:
-    """images.decode_all on Ray Data: the same pixels_path, skipped_path and answer. A killed
-    call is started again from the first file."""
+    """images.decode_all on Ray Data: the same pixels_path, skipped_path, journal and answer.
+    With `resume`, a call on the same paths and size after a killed one decodes only the files
+    its journal does not hold."""
     import pyarrow as pa
 
     ray = start_ray(address)
     n = len(paths)
     scratch = pixels_path.with_name(pixels_path.name + ".partial")
-    new_memmap(scratch, np.uint8, (max(n, 1), size, size, 3)).flush()
-    ok = np.zeros(n, dtype=bool)
-    sizes = np.zeros((n, 2), dtype=np.int32)
-    skipped: list[tuple[int, str]] = []
-    table = pa.table({"row": np.arange(n, dtype=np.int64), "path": pa.array(paths, pa.string())})
-    ds = ray.data.from_arrow([table.slice(start, BLOCK) for start in range(0, n, BLOCK)])  # a block per task
+    journal = pixels_path.with_name(pixels_path.name + ".journal.npz")
+    key = images._journal_key(paths, size)
+    state = images._read_journal(journal, scratch, key, n, size) if resume else None
+    if state is None:
+        journal.unlink(missing_ok=True)
+        new_memmap(scratch, np.uint8, (max(n, 1), size, size, 3)).flush()
+        done, ok, sizes, skipped = np.zeros(n, bool), np.zeros(n, bool), np.zeros((n, 2), np.int32), []
+    else:  # the journal lists its skipped files in row order: the rows done and not decoded
+        done, ok, sizes, listed = state
+        skipped = [(int(i), reason) for i, (_, reason) in zip(np.flatnonzero(done & ~ok), listed, strict=True)]
+    resumed = int(done.sum())
+    todo = np.flatnonzero(~done)
+    table = pa.table({"row": todo.astype(np.int64), "path": pa.array([paths[i] for i in todo], pa.string())})
+    blocks = [table.slice(start, BLOCK) for start in range(0, len(todo), BLOCK)] or [table]
+    ds = ray.data.from_arrow(blocks)  # a block per task
     ds = ds.map_batches(
         decode_block,
         fn_kwargs={"prefix": os.path.join(root, ""), "size": size, "max_pixels": max_pixels, "scratch": str(scratch)},
         batch_size=BLOCK,
         batch_format="numpy",
     )
-    with progress(n, "decode") as bar:
+    last_save = time.monotonic()
+    with progress(n, "decode", initial=resumed) as bar:
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             got = batch["row"]
             good = np.array([not e for e in batch["error"]], dtype=bool)
             ok[got[good]], sizes[got[good]] = True, batch["wh"][good]
             skipped += [(int(i), str(e)) for i, e in zip(got[~good], batch["error"][~good], strict=True)]
+            done[got] = True
             bar.update(len(got))
+            if time.monotonic() - last_save >= images.JOURNAL_SECONDS:  # the block's task synced its rows
+                listed = [(display_path(paths[i]), e) for i, e in sorted(skipped)]
+                images._save_journal(journal, scratch, None, key, done, ok, sizes, listed)
+                last_save = time.monotonic()
     keep = np.flatnonzero(ok)
     # in row order, as the local engine lists them
     write_skipped(skipped_path, [(display_path(paths[i]), e) for i, e in sorted(skipped)] + list(also_skipped))
     _keep_rows(scratch, pixels_path, keep, n)
-    return Decoded(keep.tolist(), sizes[keep], 0)
+    journal.unlink(missing_ok=True)
+    return Decoded(keep.tolist(), sizes[keep], resumed)
 
 
 TRAIN_RETRIES = 3  # times Ray Train starts the training group again after a lost worker

@@ -154,7 +154,7 @@ def decode(run, device, resume) -> dict:
     if run.cfg.engine == "ray":
         from .ray_engine import decode_all_ray
 
-        keep, sizes, resumed = decode_all_ray(run.root, paths, address=run.cfg.ray_address, **common)
+        keep, sizes, resumed = decode_all_ray(run.root, paths, address=run.cfg.ray_address, resume=resume, **common)
     else:
         keep, sizes, resumed = decode_all(run.root, paths, workers=run.cfg.workers, resume=resume, **common)
     if not keep:

@@ -2,6 +2,8 @@
 local Ray for the session and on a simulated cluster of two worker nodes; and nothing on the
 local path imports ray."""
 
+import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -84,6 +86,44 @@ sys.exit(code)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     same_run(tmp_path / "local", tmp_path / "ray")
+
+
+KILL_AFTER_BLOCKS = """
+import os, signal, sys
+from embeddings import images, ray_engine
+images.JOURNAL_SECONDS = 0  # a journal after every block
+ray_engine.BLOCK = 64
+save = images._save_journal
+def save_then_die(journal, scratch, dataset, key, done, *rest):
+    save(journal, scratch, dataset, key, done, *rest)
+    if done.sum() >= 192:
+        os.kill(os.getpid(), signal.SIGKILL)
+images._save_journal = save_then_die
+from ice.cli import main
+main(sys.argv[1:])
+"""
+
+
+def test_a_ray_decode_killed_resumes_from_its_journal(local_ray, tmp_path):
+    """`ice embed --engine ray` killed mid-decode (after 3 blocks of 64 of the files recorded),
+    then `--resume`: only the files the journal does not hold are decoded, and the run is the
+    uninterrupted one's."""
+    bad = hostile_folder(tmp_path / "in")
+    make_images(tmp_path / "in" / "more", n=400, size=24, classes=3)
+    whole = embed(tmp_path / "in", tmp_path / "whole", "--engine", "ray")
+    args = ["embed", str(tmp_path / "in"), "--out", str(tmp_path / "killed"), *TINY_ARGS, "--seed", "0"]
+    args += ["--engine", "ray"]
+    killed = subprocess.run([sys.executable, "-c", KILL_AFTER_BLOCKS, *args], capture_output=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
+    journal = tmp_path / "killed" / (rd.PIXELS + ".journal.npz")
+    with np.load(journal) as z:
+        assert 192 <= z["done"].sum() < 415
+    assert main([*args, "--resume"]) == 0
+    progress = json.loads((tmp_path / "killed" / rd.PROGRESS).read_text())
+    assert 192 <= progress["stages"]["decode"]["resumed_at"] < 415
+    same_run(whole, tmp_path / "killed")
+    assert set(pd.read_csv(tmp_path / "killed" / rd.SKIPPED)["path"]) == bad
+    assert not journal.exists()
 
 
 def test_ray_train_workers_train_the_encoder_and_a_lost_worker_changes_nothing(local_ray, tmp_path):
