@@ -126,6 +126,55 @@ def test_a_ray_decode_killed_resumes_from_its_journal(local_ray, tmp_path):
     assert not journal.exists()
 
 
+def test_a_worker_node_lost_mid_decode_changes_nothing(tmp_path):
+    """A simulated cluster (a head with no CPUs, two worker nodes of one CPU each) loses a
+    worker node mid-decode, with blocks of 32 files left for both (each node runs one task at a
+    time): Ray runs its task again on the other node, and the run is the local engine's. In a
+    process of its own, as the cluster test above."""
+    make_images(tmp_path / "in", n=1500, size=24, classes=3)
+    embed(tmp_path / "in", tmp_path / "local")
+    code = f"""
+import sys, threading, time
+import numpy as np
+from ray.cluster_utils import Cluster
+import ray
+from embeddings import images, ray_engine
+images.JOURNAL_SECONDS = 0  # a journal after every block: how far the decode has come
+ray_engine.BLOCK = 32
+cluster = Cluster(initialize_head=True, head_node_args={{"num_cpus": 0}})
+nodes = [cluster.add_node(num_cpus=1) for _ in range(2)]
+ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+from ice.cli import main
+journal = {str(tmp_path / "ray" / (rd.PIXELS + ".journal.npz"))!r}
+lost = []
+def lose_a_node():
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        try:
+            with np.load(journal) as z:
+                done = int(z["done"].sum())
+        except (OSError, ValueError, KeyError):
+            done = 0
+        if done >= 160:  # each node has a decode task running while blocks are left
+            cluster.remove_node(nodes[-1])
+            lost.append(done)
+            return
+        time.sleep(0.02)
+threading.Thread(target=lose_a_node, daemon=True).start()
+try:
+    code = main(["embed", {str(tmp_path / "in")!r}, "--out", {str(tmp_path / "ray")!r}, *{TINY_ARGS!r},
+                 "--seed", "0", "--engine", "ray"])
+finally:
+    ray.shutdown()
+    cluster.shutdown()
+print("lost", lost)
+sys.exit(code if lost and lost[0] <= 1500 - 2 * 32 else 3)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-300:]
+    same_run(tmp_path / "local", tmp_path / "ray")
+
+
 def test_ray_train_workers_train_the_encoder_and_a_lost_worker_changes_nothing(local_ray, tmp_path):
     """--train-workers 2: two Ray Train workers train one encoder (each its share of every
     batch). A worker killed mid-training makes Ray Train start the group again from the run's
