@@ -131,7 +131,7 @@ def display_path(path: str) -> str:
     return os.fsencode(path).decode("utf-8", "backslashreplace")
 
 
-def typical_size(root: Path, paths: list[str], sample: int = 200, seed: int = 0) -> int:
+def typical_size(root: Path | str, paths: list[str], sample: int = 200, seed: int = 0) -> int:
     """The working size for these images: their median short side (from the headers of a
     sample) rounded up to a multiple of 16, from 16 to 64. Small images are not upsampled
     past what they hold, which keeps training cheap; larger ones get 64."""
@@ -140,7 +140,13 @@ def typical_size(root: Path, paths: list[str], sample: int = 200, seed: int = 0)
     sides = []
     for i in pick:
         try:
-            with Image.open(root / paths[i]) as img:
+            if str(root).startswith("s3://"):  # storage.is_remote; the header is in the first bytes
+                from ice.storage import read_bytes
+
+                source = io.BytesIO(read_bytes(str(root), paths[i]))
+            else:
+                source = root / paths[i]
+            with Image.open(source) as img:
                 sides.append(min(img.size))
         except Exception:  # unreadable files are the decode stage's business
             continue

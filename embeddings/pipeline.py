@@ -21,6 +21,7 @@ import pandas as pd
 from ice import run_dir as rd
 from ice.annotations import RUN_CLUSTERING, Annotations
 from ice.errors import IceError, not_a_folder
+from ice.storage import is_remote
 
 from . import __version__
 from .config import Config
@@ -59,13 +60,19 @@ class Run:
 def open_run(root: Path, run_dir: Path, cfg: Config, resume: bool, force: bool, log=print) -> Run:
     """Check the input and the run directory, lock the directory (run_dir.lock_run_dir) and load the
     progress of a run to resume; the caller calls run.close() when it is done writing."""
-    root = Path(root)
-    if not root.is_dir():
-        raise not_a_folder(root, "input folder")
+    if is_remote(root):  # read by Ray tasks, through pyarrow's file system for it
+        if cfg.engine != "ray":
+            raise IceError(f"{root}: input on an object store needs --engine ray")
+        root = str(root).rstrip("/")
+    else:
+        root = Path(root)
+        if not root.is_dir():
+            raise not_a_folder(root, "input folder")
+        root = root.resolve()
     run_dir = Path(run_dir)
     if run_dir.exists() and not run_dir.is_dir():
         raise IceError(f"--out {run_dir}: exists and is not a folder")
-    run = Run(root.resolve(), run_dir, cfg)
+    run = Run(root, run_dir, cfg)
     run_dir.mkdir(parents=True, exist_ok=True)
     # before anything is read or removed: a run that another process writes is left alone
     run.lock = rd.lock_run_dir(run_dir)

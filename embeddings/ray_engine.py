@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ice import storage
 from ice.errors import IceError, ImageError
 from ice.run_dir import MODEL, new_memmap
 
@@ -54,7 +55,11 @@ def start_ray(address: str | None = None):
 
 def read_and_decode(full: str, size: int, max_pixels: int) -> tuple[np.ndarray, int, int]:
     """decode_image's answer for a local file, through its bytes: the same pixels, sizes and
-    reasons (a file gone or unreadable gives decode_image's reason too)."""
+    reasons (a file gone or unreadable gives decode_image's reason too). `full`: a path, or
+    ROOT\0PATH for the object PATH under an object store's ROOT."""
+    if "\0" in full:
+        root, path = full.split("\0", 1)
+        return decode_bytes(storage.read_bytes(root, path), size, max_pixels)
     try:
         with open(full, "rb") as f:
             data = f.read()
@@ -85,7 +90,7 @@ def decode_block(batch: dict, prefix: str, size: int, max_pixels: int, scratch: 
 
 
 def decode_all_ray(
-    root: Path,
+    root: Path | str,
     paths: list[str],
     *,
     size: int,
@@ -118,10 +123,11 @@ def decode_all_ray(
     todo = np.flatnonzero(~done)
     table = pa.table({"row": todo.astype(np.int64), "path": pa.array([paths[i] for i in todo], pa.string())})
     blocks = [table.slice(start, BLOCK) for start in range(0, len(todo), BLOCK)] or [table]
+    prefix = f"{root}\0" if storage.is_remote(root) else os.path.join(root, "")
     ds = ray.data.from_arrow(blocks)  # a block per task
     ds = ds.map_batches(
         decode_block,
-        fn_kwargs={"prefix": os.path.join(root, ""), "size": size, "max_pixels": max_pixels, "scratch": str(scratch)},
+        fn_kwargs={"prefix": prefix, "size": size, "max_pixels": max_pixels, "scratch": str(scratch)},
         batch_size=BLOCK,
         batch_format="numpy",
     )

@@ -17,9 +17,11 @@ import pandas as pd
 import torch
 
 from ice import run_dir as rd
+from ice import storage
 from ice import tiles as map_tiles
 from ice.errors import IceError
 from ice.search_index import write_index
+from ice.storage import is_remote
 
 from .cluster import build_index, centres_and_distances, choose_k, faiss_gpus, fit_clusters
 from .config import Config, pick_recipe
@@ -50,8 +52,15 @@ def describe(device: torch.device) -> str:
     return f"cpu ({torch.get_num_threads()} threads){gpu}"
 
 
-def _fingerprint(root: Path, paths: list[str]) -> pd.DataFrame:
-    """Each file's size and mtime (-1 where it cannot be read), which --resume compares."""
+def _fingerprint(root: Path | str, paths: list[str], listed: dict | None = None) -> pd.DataFrame:
+    """Each file's size and mtime (-1 where it cannot be read), which --resume compares.
+    `listed`: the sizes and mtimes a listing of an object store gave (path -> (size, mtime))."""
+    if is_remote(root):
+        if listed is None:
+            sizes, mtimes = storage.fingerprint(root, paths)
+        else:
+            sizes, mtimes = [listed[p][0] for p in paths], [listed[p][1] for p in paths]
+        return pd.DataFrame({"path": [os.fsencode(p) for p in paths], "size": sizes, "mtime_ns": mtimes})
     base = os.path.join(root, "")  # strings rather than Path objects: twice as fast over 1M files
     sizes, mtimes = [], []
     for p in paths:
@@ -66,8 +75,16 @@ def _fingerprint(root: Path, paths: list[str]) -> pd.DataFrame:
     return pd.DataFrame({"path": [os.fsencode(p) for p in paths], "size": sizes, "mtime_ns": mtimes})
 
 
-def input_paths(run, unlisted: list | None = None, refused: list | None = None) -> list[str]:
-    """The input's image paths: those --input-list names, or every image in the folder."""
+def input_paths(
+    run, unlisted: list | None = None, refused: list | None = None, listed: dict | None = None
+) -> list[str]:
+    """The input's image paths: those --input-list names, or every image in the folder (or
+    under the object store's prefix, whose sizes and mtimes go into `listed`)."""
+    if run.cfg.input_list is None and is_remote(run.root):
+        paths, sizes, mtimes = storage.list_images(run.root, EXTENSIONS)
+        if listed is not None:
+            listed.update(zip(paths, zip(sizes, mtimes, strict=True), strict=True))
+        return paths
     if run.cfg.input_list is None:
         return find_images(run.root, run.cfg.follow_symlinks, unlisted=unlisted)
     paths, bad = read_image_list(run.root, run.cfg.input_list)
@@ -77,8 +94,8 @@ def input_paths(run, unlisted: list | None = None, refused: list | None = None) 
 
 
 def scan(run, device, resume) -> dict:
-    unlisted, refused = [], []
-    paths = input_paths(run, unlisted, refused)
+    unlisted, refused, listed = [], [], {}
+    paths = input_paths(run, unlisted, refused, listed)
     unlisted = [[display_path(folder), reason] for folder, reason in unlisted]
     refused = [[display_path(path), reason] for path, reason in refused]
     n = len(unlisted)
@@ -103,7 +120,7 @@ def scan(run, device, resume) -> dict:
             file=sys.stderr,
             flush=True,
         )
-    files = _fingerprint(run.root, paths)
+    files = _fingerprint(run.root, paths, listed or None)
     with rd.atomic_path(run.path(FILES)) as tmp:
         files.to_parquet(tmp, index=False)
     size = run.cfg.image_size or typical_size(run.root, paths, seed=run.cfg.seed)
@@ -118,7 +135,8 @@ def scan(run, device, resume) -> dict:
 def verify_input(run) -> None:
     """Refuse to resume when the input folder changed since the scan; name what changed."""
     old = pd.read_parquet(run.path(FILES))
-    now = _fingerprint(run.root, input_paths(run))
+    listed = {}
+    now = _fingerprint(run.root, input_paths(run, listed=listed), listed or None)
     merged = old.merge(now, on="path", how="outer", suffixes=("_old", "_new"), indicator=True)
     added = merged.loc[merged["_merge"] == "right_only", "path"].tolist()
     removed = merged.loc[merged["_merge"] == "left_only", "path"].tolist()

@@ -17,7 +17,8 @@ import flask
 import numpy as np
 from PIL import Image
 
-from ice.errors import IceError
+from ice import storage
+from ice.errors import IceError, ImageError
 
 from .data import RUN_CLUSTERING, RunData
 from .export import export_filename, export_frame, to_csv_text
@@ -104,11 +105,26 @@ def register_routes(server: flask.Flask, data: RunData) -> None:
     def thumb(image_id: int):
         return thumb_response(image_id)
 
+    def remote_original(image_id: int) -> flask.Response:
+        """The original object of an image whose input is on an object store (S3), read
+        through this server's AWS settings; the thumbnail where it cannot be."""
+        name = str(data.path[image_id])
+        kind = BROWSER_IMAGES.get(os.path.splitext(name)[1].lower())
+        if kind is None:  # a type browsers do not show
+            return thumb_response(image_id)
+        try:
+            body = storage.read_bytes(data.manifest["input_root"], name)
+        except (ImageError, IceError):
+            return thumb_response(image_id)
+        return _cached(flask.Response(body, mimetype=kind), f"o{image_id}-{version}")
+
     @server.route("/image/<int:image_id>")
     def image(image_id: int):
         """The original file; the thumbnail when the original has moved away."""
         if not known(image_id):
             flask.abort(404)
+        if storage.is_remote(data.manifest["input_root"]) and not str(data.path[image_id]).startswith("/"):
+            return remote_original(image_id)
         path = original_path(data, image_id)
         if path is None:
             return thumb_response(image_id)

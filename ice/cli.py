@@ -58,7 +58,9 @@ def build_parser() -> Parser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     e = sub.add_parser("embed", help="train, embed, cluster and map a folder of images")
-    e.add_argument("input", type=Path, help="folder of images (read recursively)")
+    e.add_argument(
+        "input", type=_input_root, help="folder of images (read recursively), or s3://bucket/prefix (--engine ray)"
+    )
     e.add_argument("--out", "-o", type=Path, required=True, help="run directory to write")
     again = e.add_mutually_exclusive_group()
     again.add_argument(
@@ -163,6 +165,11 @@ def build_parser() -> Parser:
     f.add_argument("--seed", type=int, default=0, help="seeds the training (default: 0)")
     f.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to train (default: auto)")
     return p
+
+
+def _input_root(text: str) -> Path | str:
+    """A folder as a Path; an object store's root (s3://...) as given."""
+    return text.rstrip("/") if text.startswith("s3://") else Path(text)
 
 
 def cmd_embed(args) -> None:

@@ -3,6 +3,7 @@ local Ray for the session and on a simulated cluster of two worker nodes; and no
 local path imports ray."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -173,6 +174,81 @@ sys.exit(code if lost and lost[0] <= 1500 - 2 * 32 else 3)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-300:]
     same_run(tmp_path / "local", tmp_path / "ray")
+
+
+@pytest.fixture
+def s3(monkeypatch):
+    """moto's S3 server on 127.0.0.1 and the AWS settings that point at it (for this process and
+    the processes it starts); answers the environment."""
+    from moto.server import ThreadedMotoServer
+
+    from ice import storage
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    settings = {
+        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    for key, value in settings.items():
+        monkeypatch.setenv(key, value)
+    storage._open.cache_clear()
+    yield {**os.environ, **settings}
+    storage._open.cache_clear()
+    server.stop()
+
+
+def test_images_on_s3_make_the_local_folders_run(s3, tmp_path):
+    """`ice embed s3://bucket/prefix --engine ray`: the images listed and read from S3 (moto's
+    server) give the run that the same files in a folder give, in a process of its own, whose
+    Ray workers start with the AWS settings."""
+    import pyarrow.fs as pafs
+
+    bad = hostile_folder(tmp_path / "in")
+    make_images(tmp_path / "in" / "more", n=60, size=24, classes=3)
+    local = embed(tmp_path / "in", tmp_path / "local")
+    fs, _ = pafs.FileSystem.from_uri("s3://photos?allow_bucket_creation=true")
+    fs.create_dir("photos")
+    pafs.copy_files(str(tmp_path / "in"), "photos/in", destination_filesystem=fs)
+    args = ["embed", "s3://photos/in/", "--out", str(tmp_path / "s3"), *TINY_ARGS, "--seed", "0"]
+    out = subprocess.run(
+        [sys.executable, "-c", "import sys; from ice.cli import main; sys.exit(main(sys.argv[1:]))", *args]
+        + ["--engine", "ray"],
+        capture_output=True,
+        text=True,
+        env=s3,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    same_run(local, tmp_path / "s3")
+    assert rd.load_manifest(tmp_path / "s3")["input_root"] == "s3://photos/in"
+    assert set(pd.read_csv(tmp_path / "s3" / rd.SKIPPED)["path"]) == bad
+    from explorer.app import create_app
+
+    client = create_app(tmp_path / "s3").server.test_client()  # the original, read from S3
+    items = pd.read_parquet(tmp_path / "s3" / rd.ITEMS)
+    for image_id, path in items.loc[items["path"].str.endswith((".png", ".jpg")), ["image_id", "path"]].values[:3]:
+        got = client.get(f"/image/{image_id}")
+        assert got.status_code == 200 and got.data == (tmp_path / "in" / path).read_bytes()
+
+
+def test_s3_input_errors_are_one_line(s3, tmp_path, capsys):
+    import pyarrow.fs as pafs
+
+    pafs.FileSystem.from_uri("s3://photos?allow_bucket_creation=true")[0].create_dir("photos")
+    assert main(["embed", "s3://photos/in", "--out", str(tmp_path / "a")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "input on an object store needs --engine ray" in err
+    # listed before Ray starts: no bucket
+    assert main(["embed", "s3://nowhere/in", "--out", str(tmp_path / "b"), "--engine", "ray"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "s3://nowhere/in: cannot list" in err and "NO_SUCH_BUCKET" in err
+    assert main(["embed", "s3://photos/nothing", "--out", str(tmp_path / "c"), "--engine", "ray"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "s3://photos/nothing: nothing there" in err
 
 
 def test_ray_train_workers_train_the_encoder_and_a_lost_worker_changes_nothing(local_ray, tmp_path):
