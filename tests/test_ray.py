@@ -251,6 +251,46 @@ def test_s3_input_errors_are_one_line(s3, tmp_path, capsys):
     assert err.count("\n") == 1 and "s3://photos/nothing: nothing there" in err
 
 
+def test_a_decode_larger_than_the_object_store_gives_the_local_pixels(tmp_path):
+    """2,000 images decoded at 128 px (98 MB of pixels) on a Ray whose object store holds 80 MB:
+    the run completes with the local engine's pixels and skipped files (the tasks write the
+    pixels into the scratch file themselves; only sizes and reasons go through the store). In
+    a process of its own, for a Ray with that store."""
+    from embeddings.images import decode_all, find_images
+
+    make_images(tmp_path / "in", n=2000, size=24, classes=3)
+    (tmp_path / "in" / "broken.png").write_bytes(b"not a png")
+    paths = find_images(tmp_path / "in")
+    common = dict(size=128, max_pixels=10**8)
+    local = decode_all(
+        tmp_path / "in",
+        paths,
+        workers=0,
+        pixels_path=tmp_path / "local.npy",
+        skipped_path=tmp_path / "local.csv",
+        **common,
+    )
+    code = f"""
+import ray
+from pathlib import Path
+from embeddings.images import find_images
+from embeddings.ray_engine import decode_all_ray
+ray.init(num_cpus=2, object_store_memory=80 * 1024**2, include_dashboard=False, log_to_driver=False,
+         configure_logging=False)
+root = Path({str(tmp_path / "in")!r})
+got = decode_all_ray(root, find_images(root), size=128, max_pixels=10**8,
+                     pixels_path=Path({str(tmp_path / "ray.npy")!r}), skipped_path=Path({str(tmp_path / "ray.csv")!r}))
+print("kept", len(got.keep))
+ray.shutdown()
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    pixels = np.load(tmp_path / "ray.npy", mmap_mode="r")
+    assert pixels.nbytes > 80 * 1024**2 and f"kept {len(local.keep)}" in out.stdout
+    assert np.array_equal(pixels, np.load(tmp_path / "local.npy", mmap_mode="r"))
+    assert (tmp_path / "ray.csv").read_text() == (tmp_path / "local.csv").read_text()
+
+
 def test_ray_train_workers_train_the_encoder_and_a_lost_worker_changes_nothing(local_ray, tmp_path):
     """--train-workers 2: two Ray Train workers train one encoder (each its share of every
     batch). A worker killed mid-training makes Ray Train start the group again from the run's
