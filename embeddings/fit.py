@@ -40,22 +40,28 @@ def others(n: int, rows: np.ndarray) -> np.ndarray:
     return np.flatnonzero(mask)
 
 
-def apply_neighbours(path: Path, emb: np.ndarray, rows: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def apply_neighbours(
+    path: Path, emb: np.ndarray, rows: np.ndarray, k: int, seed: int, search_all=None
+) -> tuple[np.ndarray, np.ndarray]:
     """For each image not in `rows`, in id order, its k nearest images of `rows` by embedding:
     (positions in rows (m, k), -1 where fewer were found; squared distances (m, k)). The cluster
-    stage and the map both need them, so they are kept at `path` until the run completes."""
+    stage and the map both need them, so they are kept at `path` until the run completes.
+    `search_all(base, rest, k, seed)`: another way to answer the same (the Ray engine's)."""
     if path.exists():
         with np.load(path) as saved:
             if np.array_equal(saved["rows"], rows) and saved["near"].shape == (len(emb) - len(rows), k):
                 return saved["near"], saved["d2"]
     rest = others(len(emb), rows)
     base = np.ascontiguousarray(emb[rows], dtype=np.float32)
-    search = searcher(base, len(rest), k, seed)
-    near = np.empty((len(rest), k), dtype=np.int64)
-    d2 = np.empty((len(rest), k), dtype=np.float32)
-    for start in range(0, len(rest), 200_000):  # the queries' vectors in chunks: at 100M, not 25 GB at once
-        chunk = np.ascontiguousarray(emb[rest[start : start + 200_000]], dtype=np.float32)
-        d2[start : start + len(chunk)], near[start : start + len(chunk)] = search(chunk)
+    if search_all is not None:
+        near, d2 = search_all(base, rest, k, seed)
+    else:
+        search = searcher(base, len(rest), k, seed)
+        near = np.empty((len(rest), k), dtype=np.int64)
+        d2 = np.empty((len(rest), k), dtype=np.float32)
+        for start in range(0, len(rest), 200_000):  # the queries' vectors in chunks: at 100M, not 25 GB at once
+            chunk = np.ascontiguousarray(emb[rest[start : start + 200_000]], dtype=np.float32)
+            d2[start : start + len(chunk)], near[start : start + len(chunk)] = search(chunk)
     with rd.atomic_path(path, suffix=".npz") as tmp:
         np.savez(tmp, rows=rows, near=near, d2=d2)
     return near, d2

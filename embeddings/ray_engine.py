@@ -291,3 +291,61 @@ def embed_ray(run_dir: Path, pixels_path: Path, out_path: Path, cfg) -> None:
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             bar.update(int(batch["rows"].sum()))
     os.replace(scratch, out_path)
+
+
+APPLY_BLOCK = 65_536  # images outside the fit sample per call of the apply search
+
+
+class Neighbours:
+    """Ray Data's actor for applying the fits: the fit sample's search (its IVF index, or its
+    vectors where the search is exact), made in the driver and loaded once per actor, and the
+    run's embeddings, opened once; each call finds the nearest sampled images of a block of
+    the other images."""
+
+    def __init__(self, emb: str, index, base, k: int):
+        import faiss
+
+        faiss.omp_set_num_threads(1)  # an actor per CPU
+        self.emb = np.load(emb, mmap_mode="r")
+        self.index = None if index is None else faiss.deserialize_index(index)
+        self.base, self.k = base, k
+
+    def __call__(self, block: dict) -> dict:
+        import faiss
+
+        x = np.ascontiguousarray(self.emb[block["id"]], dtype=np.float32)
+        d2, near = faiss.knn(x, self.base, self.k) if self.index is None else self.index.search(x, self.k)
+        return {"pos": block["pos"], "near": near.astype(np.int64), "d2": d2}
+
+
+def neighbours_ray(
+    emb_path: Path, base: np.ndarray, rest: np.ndarray, k: int, seed: int, address: str | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """fit.apply_neighbours' search on Ray Data actors: for each image id in `rest`, its k
+    nearest rows of `base` (the fit sample's embeddings), by the same search (fit.searcher:
+    exact, or the same IVF index, which the actors load from the object store)."""
+    import faiss
+    import pyarrow as pa
+
+    from .fit import EXACT_PAIRS, ivf_index
+
+    ray = start_ray(address)
+    exact = len(rest) * len(base) <= EXACT_PAIRS
+    index = None if exact else faiss.serialize_index(ivf_index(base, seed))
+    table = pa.table({"pos": np.arange(len(rest), dtype=np.int64), "id": rest.astype(np.int64)})
+    blocks = [table.slice(start, APPLY_BLOCK) for start in range(0, len(rest), APPLY_BLOCK)]
+    actors = max(1, min(int(ray.cluster_resources().get("CPU", 1)), len(blocks)))
+    ds = ray.data.from_arrow(blocks).map_batches(
+        Neighbours,
+        fn_constructor_kwargs={"emb": str(emb_path), "index": index, "base": base if exact else None, "k": k},
+        batch_size=APPLY_BLOCK,
+        batch_format="numpy",
+        concurrency=actors,
+    )
+    near = np.empty((len(rest), k), dtype=np.int64)
+    d2 = np.empty((len(rest), k), dtype=np.float32)
+    with progress(len(rest), "apply") as bar:
+        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+            near[batch["pos"]], d2[batch["pos"]] = batch["near"], batch["d2"]
+            bar.update(len(batch["pos"]))
+    return near, d2

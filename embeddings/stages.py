@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+from functools import partial
 from pathlib import Path, PurePosixPath
 
 import numpy as np
@@ -253,7 +254,12 @@ def fit_sample(run, emb: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
 def applied(run, emb: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each image outside the fit sample's nearest sampled images (fit.apply_neighbours)."""
     k = min(run.cfg.neighbors, len(rows))
-    return apply_neighbours(run.path(rd.APPLY_KNN), emb, rows, k, run.cfg.seed)
+    search_all = None
+    if run.cfg.engine == "ray":  # the search on Ray Data actors, each with the sample's index
+        from .ray_engine import neighbours_ray
+
+        search_all = partial(neighbours_ray, run.path(rd.EMBEDDINGS), address=run.cfg.ray_address)
+    return apply_neighbours(run.path(rd.APPLY_KNN), emb, rows, k, run.cfg.seed, search_all)
 
 
 def spread(run, emb: np.ndarray, rows: np.ndarray, fitted: np.ndarray, nearest, salt: int) -> np.ndarray:

@@ -61,6 +61,27 @@ def test_the_ray_engine_makes_the_local_engines_run(local_ray, tmp_path):
     assert set(skipped["path"]) == bad and skipped["reason"].str.len().gt(0).all()
 
 
+def test_fits_applied_on_ray_actors_give_the_local_clusters_and_map(local_ray, tmp_path):
+    """--fit-sample 200 of 600 images: the other 400 find their nearest sampled images on Ray
+    Data actors (blocks of 64 here), and take the clusters and map positions the local engine
+    gives them."""
+    from embeddings import ray_engine
+
+    make_images(tmp_path / "in", n=600, size=24, classes=3)
+    local = embed(tmp_path / "in", tmp_path / "local", "--fit-sample", "200")
+    block, ray_engine.APPLY_BLOCK = ray_engine.APPLY_BLOCK, 64
+    try:
+        other = embed(tmp_path / "in", tmp_path / "ray", "--fit-sample", "200", "--engine", "ray")
+    finally:
+        ray_engine.APPLY_BLOCK = block
+    same_run(local, other)
+    a, b = pd.read_parquet(local / rd.ITEMS), pd.read_parquet(other / rd.ITEMS)
+    assert (a["cluster"] == b["cluster"]).mean() >= 0.99
+    close = np.isclose(a[["x", "y"]].to_numpy(), b[["x", "y"]].to_numpy(), atol=1e-3).all(1)
+    assert close.mean() >= 0.99
+    assert rd.load_manifest(other)["config"]["fit_sample"] == 200
+
+
 def test_a_cluster_of_two_worker_nodes_decodes_the_same_images(tmp_path):
     """A head with no CPUs and two worker nodes of one CPU each, so the decoding crosses raylets
     (ray.cluster_utils.Cluster), in a process of its own: the session's local Ray is another."""
