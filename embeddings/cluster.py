@@ -424,6 +424,29 @@ def choose_k(x: np.ndarray, seed: int = 0, sample: int = 5000) -> tuple[int, dic
 
 
 EXACT_INDEX_MAX = 250_000  # above this many images the index is IVF (approximate, far faster)
+# above this many the index keeps 32-byte product-quantized codes instead of the rows (256 bytes
+# at 64 dimensions), as autofaiss chooses where the rows no longer fit in memory
+PQ_INDEX_MIN = 10_000_000
+INDEX_PROBES = 64  # lists an IVF index searches per query
+
+
+def ivf_lists(n: int) -> int:
+    """The IVF list count for n vectors, as autofaiss (criteo/autofaiss,
+    get_optimal_nb_clusters) picks it: about 4 sqrt(n), a power of two, below 1M; then fixed
+    counts that grow with n."""
+    if n < 1_000_000:
+        return int(2 ** round(np.log2(4 * np.sqrt(n))))
+    return 16_384 if n < 10_000_000 else 65_536 if n < 300_000_000 else 131_072
+
+
+def pq_index_key(n: int, d: int) -> str:
+    """The faiss index_factory key of the product-quantized index for n vectors of d dimensions,
+    as autofaiss builds one: an OPQ rotation into a few more dimensions than d, IVF lists
+    (found through an HNSW graph from 1,000 lists), and codes of m bytes (32 where d >= 64)."""
+    m = next((m for m in (32, 16, 8, 4) if m < d), 2)
+    y = (min(d // m, 6) + 1) * m
+    lists = ivf_lists(n)
+    return f"OPQ{m}_{y},IVF{lists}{'_HNSW32' if lists >= 1000 else ''},PQ{m}x8"
 
 
 def build_index(embeddings: np.ndarray, seed: int = 0) -> faiss.Index:
@@ -431,20 +454,28 @@ def build_index(embeddings: np.ndarray, seed: int = 0) -> faiss.Index:
 
     Exact (IndexFlatIP) up to EXACT_INDEX_MAX rows. Above, an IndexIVFFlat with about
     4 sqrt(n) lists, searching 64 of them: a query then reads about 1% of the rows instead of
-    all of them.
+    all of them. Above PQ_INDEX_MIN, pq_index_key's OPQ + IVF-PQ index. The IVF kinds are
+    trained on a seeded sample of 64 rows per list; `embeddings` may be a memory map, read a
+    chunk at a time.
     """
-    x = np.ascontiguousarray(embeddings, dtype="float32")
-    n, d = x.shape
+    n, d = embeddings.shape
     if n <= EXACT_INDEX_MAX:
         index = faiss.IndexFlatIP(d)
     else:
-        nlist = int(4 * np.sqrt(n))
-        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, nlist, faiss.METRIC_INNER_PRODUCT)
+        if n > PQ_INDEX_MIN:
+            index = faiss.index_factory(d, pq_index_key(n, d), faiss.METRIC_INNER_PRODUCT)
+            lists = faiss.extract_index_ivf(index).nlist
+        else:
+            lists = int(4 * np.sqrt(n))
+            index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, lists, faiss.METRIC_INNER_PRODUCT)
         rng = np.random.default_rng(seed)
-        index.train(x[np.sort(rng.choice(n, size=min(n, 64 * nlist), replace=False))])
-        index.nprobe = 64
+        rows = np.sort(rng.choice(n, size=min(n, 64 * lists), replace=False))
+        index.train(np.ascontiguousarray(embeddings[rows], dtype="float32"))
+        faiss.ParameterSpace().set_index_parameter(index, "nprobe", INDEX_PROBES)
+        if n > PQ_INDEX_MIN and lists >= 1000:
+            faiss.ParameterSpace().set_index_parameter(index, "quantizer_efSearch", 2 * INDEX_PROBES)
     for start in range(0, n, 262_144):
-        index.add(x[start : start + 262_144])
+        index.add(np.ascontiguousarray(embeddings[start : start + 262_144], dtype="float32"))
     return index
 
 

@@ -27,8 +27,12 @@ def read_index(run_dir: Path):
     path = run_dir / rd.INDEX_ADDED
     if path.exists():
         added = _read(path)
-        # an IVF index stores ids: shift the additions' after the job's; an exact one numbers its rows
-        index.merge_from(added, index.ntotal if isinstance(index, faiss.IndexIVF) else 0)
+        if isinstance(index, faiss.IndexPreTransform):  # OPQ + IVF-PQ: the lists are the inner index's
+            faiss.extract_index_ivf(index).merge_from(faiss.extract_index_ivf(added), index.ntotal)
+            index.ntotal = faiss.extract_index_ivf(index).ntotal
+        else:
+            # an IVF index stores ids: shift the additions' after the job's; an exact one numbers its rows
+            index.merge_from(added, index.ntotal if isinstance(index, faiss.IndexIVF) else 0)
     return index
 
 
@@ -61,9 +65,22 @@ def add_to_index(run_dir: Path, rows: np.ndarray, n_before: int) -> bool:
 
 
 def _empty_like(index):
-    """An empty index of index's kind: IVF on a copy of its coarse quantizer, or exact."""
+    """An empty index of index's kind: IVF on a copy of its coarse quantizer, exact, or for the
+    product-quantized kind a copy of the whole trained index, emptied."""
     import faiss
 
+    if isinstance(index, faiss.IndexPreTransform):
+        # faiss cannot copy lists kept on disk: copy the index around empty lists put in their place
+        ivf = faiss.extract_index_ivf(index)
+        lists, ivf.own_invlists = ivf.invlists, False
+        none = faiss.ArrayInvertedLists(ivf.nlist, ivf.code_size)  # kept by this variable, not the index
+        ivf.replace_invlists(none, False)
+        try:
+            empty = faiss.clone_index(index)
+        finally:
+            ivf.replace_invlists(lists, True)
+        empty.reset()
+        return empty
     if not isinstance(index, faiss.IndexIVF):
         return faiss.index_factory(index.d, "Flat", index.metric_type)
     quantizer = faiss.clone_index(index.quantizer)

@@ -39,3 +39,34 @@ def test_an_unreadable_additions_file_is_named_in_a_one_line_error(tmp_path):
     with pytest.raises(IceError, match=r"index-added\.faiss: cannot read the search index \(.*\); rebuild") as e:
         read_index(tmp_path)
     assert "\n" not in str(e.value)
+
+
+def test_above_pq_index_min_the_index_keeps_opq_and_pq_codes_and_takes_additions(tmp_path, monkeypatch):
+    """The product-quantized kind (embeddings.cluster.pq_index_key), with the thresholds lowered
+    from 250k and 10M to a size that trains in seconds: it is built, takes an addition in
+    index-added.faiss, and the merged index finds nearly every image among its own nearest ten
+    by its image id."""
+    from embeddings import cluster
+
+    assert cluster.pq_index_key(40_000_000, 64) == "OPQ32_96,IVF65536_HNSW32,PQ32x8"  # autofaiss's pick
+    monkeypatch.setattr(cluster, "EXACT_INDEX_MAX", 5_000)
+    monkeypatch.setattr(cluster, "PQ_INDEX_MIN", 10_000)
+    n = 12_000
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n + 1_000, 16)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    assert cluster.pq_index_key(n, 16) == "OPQ8_24,IVF512,PQ8x8"
+    write_index(build_index(x[:n]), tmp_path / rd.INDEX)
+    job = faiss.read_index(str(tmp_path / rd.INDEX))
+    ivf = faiss.downcast_index(faiss.extract_index_ivf(job))
+    assert isinstance(job, faiss.IndexPreTransform) and isinstance(ivf, faiss.IndexIVFPQ)
+    assert ivf.nprobe == cluster.INDEX_PROBES
+
+    assert add_to_index(tmp_path, x[n:], n)
+    assert not add_to_index(tmp_path, x[n:], n)
+    index = read_index(tmp_path)
+    assert index.ntotal == n + 1_000
+    queries = np.arange(0, n + 1_000, 13)
+    _, found = index.search(x[queries], 10)
+    assert (found == queries[:, None]).any(1).mean() >= 0.95
+    assert (found[queries >= n] >= n).any()  # the additions are searched, by their image ids
