@@ -74,7 +74,7 @@ def read_bytes(root: str, path: str) -> bytes:
     try:
         with fs.open_input_stream(f"{base}/{path}") as f:
             return f.readall()
-    except FileNotFoundError:
-        raise ImageError("file disappeared before it was read") from None
+    except FileNotFoundError:  # as images.missing_reason words it for a file
+        raise ImageError("file not found (gone since it was listed)") from None
     except OSError as e:
         raise ImageError(f"cannot read: {str(e).splitlines()[0]}") from None

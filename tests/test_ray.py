@@ -247,6 +247,22 @@ def test_images_on_s3_make_the_local_folders_run(s3, tmp_path):
     same_run(local, tmp_path / "s3")
     assert rd.load_manifest(tmp_path / "s3")["input_root"] == "s3://photos/in"
     assert set(pd.read_csv(tmp_path / "s3" / rd.SKIPPED)["path"]) == bad
+    # --input-list: the objects it names, without listing the prefix; one named is not there
+    listed = sorted(p.relative_to(tmp_path / "in").as_posix() for p in (tmp_path / "in" / "more").rglob("*.png"))
+    (tmp_path / "list.txt").write_text("\n".join(listed[:30] + ["more/gone.png"]) + "\n")
+    args = ["embed", "s3://photos/in", "--input-list", str(tmp_path / "list.txt"), "--out", str(tmp_path / "s3-list")]
+    out = subprocess.run(
+        [sys.executable, "-c", "import sys; from ice.cli import main; sys.exit(main(sys.argv[1:]))", *args]
+        + [*TINY_ARGS, "--seed", "0", "--engine", "ray"],
+        capture_output=True,
+        text=True,
+        env=s3,
+        timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert pd.read_parquet(tmp_path / "s3-list" / rd.ITEMS)["path"].tolist() == listed[:30]
+    skipped = pd.read_csv(tmp_path / "s3-list" / rd.SKIPPED)
+    assert skipped.values.tolist() == [["more/gone.png", "file not found (gone since it was listed)"]]
     from explorer.app import create_app
 
     client = create_app(tmp_path / "s3").server.test_client()  # the original, read from S3
