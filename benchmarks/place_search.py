@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks.common import append_section, machine, today
+from embeddings.add import ADD_PROBES
 from embeddings.fit import PROBES, vote
 from ice import run_dir as rd
 
@@ -91,12 +92,13 @@ def main(argv: list[str] | None = None) -> None:
                 f"| {run.name if run.name != 'run' else run.parent.name} | {r['variant']} | {r['build']:.2f} | "
                 f"{r['search']:.2f} | {r['recall']:.4f} | {r['agree']:.4f} |"
             )
-        first, last = (rows[-1], rows[0]) if args.probes else (rows[0], rows[-1])
-        what = (
-            f"{args.probes[0]} probes against {args.probes[-1]}"
-            if args.probes
-            else "float16 on 64 per list against float32 on 256"
-        )
+        if args.probes:  # `ice add`'s count (or the first given) against the most given
+            mine = args.probes.index(ADD_PROBES) if ADD_PROBES in args.probes else 0
+            first, last = rows[args.probes.index(max(args.probes))], rows[mine]
+            what = f"{args.probes[mine]} probes against {max(args.probes)}"
+        else:
+            first, last = rows[0], rows[-1]
+            what = "float16 on 64 per list against float32 on 256"
         figures.append(
             {
                 "group": "scale",
