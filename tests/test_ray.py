@@ -82,20 +82,10 @@ def test_fits_applied_on_ray_actors_give_the_local_clusters_and_map(local_ray, t
     assert rd.load_manifest(other)["config"]["fit_sample"] == 200
 
 
-def test_a_cluster_of_two_worker_nodes_decodes_the_same_images(tmp_path):
-    """A head with no CPUs and two worker nodes of one CPU each, so the decoding crosses raylets
-    (ray.cluster_utils.Cluster), in a process of its own: the session's local Ray is another."""
-    make_images(tmp_path / "in", n=300, size=24, classes=3)
-    embed(tmp_path / "in", tmp_path / "local")
-    code = f"""
-import sys
-from ray.cluster_utils import Cluster
-import ray
-cluster = Cluster(initialize_head=True, head_node_args={{"num_cpus": 0}})
-for _ in range(2):
-    cluster.add_node(num_cpus=1)
-ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False, configure_logging=False)
-assert len([n for n in ray.nodes() if n["Alive"]]) == 3
+def embed_on_the_cluster(tmp_path) -> str:
+    """The end of a script that started `cluster` and connected ray to it: `ice embed` of
+    tmp_path/in into tmp_path/ray on it, its exit code in `code`, then both shut down."""
+    return f"""
 from ice.cli import main
 try:
     code = main(["embed", {str(tmp_path / "in")!r}, "--out", {str(tmp_path / "ray")!r}, *{TINY_ARGS!r},
@@ -103,8 +93,28 @@ try:
 finally:
     ray.shutdown()
     cluster.shutdown()
-sys.exit(code)
 """
+
+
+def test_a_cluster_of_two_worker_nodes_decodes_the_same_images(tmp_path):
+    """A head with no CPUs and two worker nodes of one CPU each, so the decoding crosses raylets
+    (ray.cluster_utils.Cluster), in a process of its own: the session's local Ray is another."""
+    make_images(tmp_path / "in", n=300, size=24, classes=3)
+    embed(tmp_path / "in", tmp_path / "local")
+    code = (
+        """
+import sys
+from ray.cluster_utils import Cluster
+import ray
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 0})
+for _ in range(2):
+    cluster.add_node(num_cpus=1)
+ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+assert len([n for n in ray.nodes() if n["Alive"]]) == 3
+"""
+        + embed_on_the_cluster(tmp_path)
+        + "sys.exit(code)\n"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
     same_run(tmp_path / "local", tmp_path / "ray")
@@ -183,15 +193,9 @@ def lose_a_node():
             return
         time.sleep(0.02)
 threading.Thread(target=lose_a_node, daemon=True).start()
-try:
-    code = main(["embed", {str(tmp_path / "in")!r}, "--out", {str(tmp_path / "ray")!r}, *{TINY_ARGS!r},
-                 "--seed", "0", "--engine", "ray"])
-finally:
-    ray.shutdown()
-    cluster.shutdown()
-print("lost", lost)
-sys.exit(code if lost and lost[0] <= 1500 - 2 * 32 else 3)
 """
+    code += embed_on_the_cluster(tmp_path)
+    code += "sys.exit(code if lost and lost[0] <= 1500 - 2 * 32 else 3)\n"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-300:]
     same_run(tmp_path / "local", tmp_path / "ray")
@@ -222,6 +226,14 @@ def s3(monkeypatch):
     server.stop()
 
 
+def ice_in_a_process(*args: str, env: dict) -> subprocess.CompletedProcess:
+    """`ice embed ARGS` with the tiny settings on the Ray engine, in a process of its own whose
+    local Ray (and so its workers) starts with `env`."""
+    code = "import sys; from ice.cli import main; sys.exit(main(sys.argv[1:]))"
+    command = [sys.executable, "-c", code, *args, *TINY_ARGS, "--seed", "0", "--engine", "ray"]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+
+
 def test_images_on_s3_make_the_local_folders_run(s3, tmp_path):
     """`ice embed s3://bucket/prefix --engine ray`: the images listed and read from S3 (moto's
     server) give the run that the same files in a folder give, in a process of its own, whose
@@ -234,15 +246,7 @@ def test_images_on_s3_make_the_local_folders_run(s3, tmp_path):
     fs, _ = pafs.FileSystem.from_uri("s3://photos?allow_bucket_creation=true")
     fs.create_dir("photos")
     pafs.copy_files(str(tmp_path / "in"), "photos/in", destination_filesystem=fs)
-    args = ["embed", "s3://photos/in/", "--out", str(tmp_path / "s3"), *TINY_ARGS, "--seed", "0"]
-    out = subprocess.run(
-        [sys.executable, "-c", "import sys; from ice.cli import main; sys.exit(main(sys.argv[1:]))", *args]
-        + ["--engine", "ray"],
-        capture_output=True,
-        text=True,
-        env=s3,
-        timeout=600,
-    )
+    out = ice_in_a_process("embed", "s3://photos/in/", "--out", str(tmp_path / "s3"), env=s3)
     assert out.returncode == 0, out.stderr[-3000:]
     same_run(local, tmp_path / "s3")
     assert rd.load_manifest(tmp_path / "s3")["input_root"] == "s3://photos/in"
@@ -250,15 +254,8 @@ def test_images_on_s3_make_the_local_folders_run(s3, tmp_path):
     # --input-list: the objects it names, without listing the prefix; one named is not there
     listed = sorted(p.relative_to(tmp_path / "in").as_posix() for p in (tmp_path / "in" / "more").rglob("*.png"))
     (tmp_path / "list.txt").write_text("\n".join(listed[:30] + ["more/gone.png"]) + "\n")
-    args = ["embed", "s3://photos/in", "--input-list", str(tmp_path / "list.txt"), "--out", str(tmp_path / "s3-list")]
-    out = subprocess.run(
-        [sys.executable, "-c", "import sys; from ice.cli import main; sys.exit(main(sys.argv[1:]))", *args]
-        + [*TINY_ARGS, "--seed", "0", "--engine", "ray"],
-        capture_output=True,
-        text=True,
-        env=s3,
-        timeout=600,
-    )
+    listing, out_dir = str(tmp_path / "list.txt"), str(tmp_path / "s3-list")
+    out = ice_in_a_process("embed", "s3://photos/in", "--input-list", listing, "--out", out_dir, env=s3)
     assert out.returncode == 0, out.stderr[-3000:]
     assert pd.read_parquet(tmp_path / "s3-list" / rd.ITEMS)["path"].tolist() == listed[:30]
     skipped = pd.read_csv(tmp_path / "s3-list" / rd.SKIPPED)
