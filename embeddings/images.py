@@ -17,6 +17,7 @@ import torch
 from PIL import Image, ImageOps
 from torchvision.io import ImageReadMode, decode_jpeg
 
+from ice import storage
 from ice.errors import IceError, ImageError, not_a_folder
 from ice.run_dir import atomic_path, new_memmap
 
@@ -140,10 +141,8 @@ def typical_size(root: Path | str, paths: list[str], sample: int = 200, seed: in
     sides = []
     for i in pick:
         try:
-            if str(root).startswith("s3://"):  # storage.is_remote; the header is in the first bytes
-                from ice.storage import read_bytes
-
-                source = io.BytesIO(read_bytes(str(root), paths[i]))
+            if storage.is_remote(root):
+                source = io.BytesIO(storage.read_bytes(str(root), paths[i]))
             else:
                 source = root / paths[i]
             with Image.open(source) as img:

@@ -53,13 +53,13 @@ def start_ray(address: str | None = None):
     return ray
 
 
-def read_and_decode(full: str, size: int, max_pixels: int) -> tuple[np.ndarray, int, int]:
-    """decode_image's answer for a local file, through its bytes: the same pixels, sizes and
-    reasons (a file gone or unreadable gives decode_image's reason too). `full`: a path, or
-    ROOT\0PATH for the object PATH under an object store's ROOT."""
-    if "\0" in full:
-        root, path = full.split("\0", 1)
+def read_and_decode(root: str, path: str, size: int, max_pixels: int) -> tuple[np.ndarray, int, int]:
+    """decode_image's answer for the file `path` under `root` (a folder, or an object store's
+    s3:// root), through its bytes: the same pixels, sizes and reasons (a file gone or
+    unreadable gives decode_image's reason too)."""
+    if storage.is_remote(root):
         return decode_bytes(storage.read_bytes(root, path), size, max_pixels)
+    full = os.path.join(root, path)
     try:
         with open(full, "rb") as f:
             data = f.read()
@@ -70,7 +70,7 @@ def read_and_decode(full: str, size: int, max_pixels: int) -> tuple[np.ndarray, 
     return decode_bytes(data, size, max_pixels)
 
 
-def decode_block(batch: dict, prefix: str, size: int, max_pixels: int, scratch: str) -> dict:
+def decode_block(batch: dict, root: str, size: int, max_pixels: int, scratch: str) -> dict:
     """Ray Data's map_batches function, run as a Ray task: decode a block of {row, path} into
     their rows of the scratch file (on the shared file system the run directory is on, as the
     local engine's worker processes do), and answer their original sizes and skip reasons ("" where
@@ -80,7 +80,7 @@ def decode_block(batch: dict, prefix: str, size: int, max_pixels: int, scratch: 
     errors = []
     for j, (row, path) in enumerate(zip(batch["row"], batch["path"], strict=True)):
         try:
-            rows[row], wh[j, 0], wh[j, 1] = read_and_decode(prefix + str(path), size, max_pixels)
+            rows[row], wh[j, 0], wh[j, 1] = read_and_decode(root, str(path), size, max_pixels)
             errors.append("")
         except ImageError as e:
             errors.append(str(e))
@@ -123,11 +123,10 @@ def decode_all_ray(
     todo = np.flatnonzero(~done)
     table = pa.table({"row": todo.astype(np.int64), "path": pa.array([paths[i] for i in todo], pa.string())})
     blocks = [table.slice(start, BLOCK) for start in range(0, len(todo), BLOCK)] or [table]
-    prefix = f"{root}\0" if storage.is_remote(root) else os.path.join(root, "")
     ds = ray.data.from_arrow(blocks)  # a block per task
     ds = ds.map_batches(
         decode_block,
-        fn_kwargs={"prefix": prefix, "size": size, "max_pixels": max_pixels, "scratch": str(scratch)},
+        fn_kwargs={"root": str(root), "size": size, "max_pixels": max_pixels, "scratch": str(scratch)},
         batch_size=BLOCK,
         batch_format="numpy",
     )

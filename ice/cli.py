@@ -169,7 +169,9 @@ def build_parser() -> Parser:
 
 def _input_root(text: str) -> Path | str:
     """A folder as a Path; an object store's root (s3://...) as given."""
-    return text.rstrip("/") if text.startswith("s3://") else Path(text)
+    from .storage import is_remote
+
+    return text if is_remote(text) else Path(text)
 
 
 def cmd_embed(args) -> None:

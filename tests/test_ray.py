@@ -18,6 +18,7 @@ from ice import run_dir as rd
 from ice.cli import main
 from tests.conftest import make_images
 from tests.test_pipeline import TINY_ARGS, hostile_folder
+from tests.test_reliability import KILL_AFTER_JOURNAL
 
 pytestmark = pytest.mark.ray
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e '.[ray]')")
@@ -120,24 +121,15 @@ assert len([n for n in ray.nodes() if n["Alive"]]) == 3
     same_run(tmp_path / "local", tmp_path / "ray")
 
 
-KILL_AFTER_BLOCKS = """
-import os, signal, sys
-from embeddings import images, ray_engine
-images.JOURNAL_SECONDS = 0  # a journal after every block
-ray_engine.BLOCK = 64
-save = images._save_journal
-def save_then_die(journal, scratch, dataset, key, done, *rest):
-    save(journal, scratch, dataset, key, done, *rest)
-    if done.sum() >= 192:
-        os.kill(os.getpid(), signal.SIGKILL)
-images._save_journal = save_then_die
-from ice.cli import main
-main(sys.argv[1:])
-"""
+# the local engine's kill after its journal holds 256 files, with Ray blocks of 64
+KILL_AFTER_BLOCKS = (
+    KILL_AFTER_JOURNAL + "from embeddings import ray_engine\nray_engine.BLOCK = 64\n"
+    "from ice.cli import main\nmain(sys.argv[1:])\n"
+)
 
 
 def test_a_ray_decode_killed_resumes_from_its_journal(local_ray, tmp_path):
-    """`ice embed --engine ray` killed mid-decode (after 3 blocks of 64 of the files recorded),
+    """`ice embed --engine ray` killed mid-decode (after 4 blocks of 64 of the files recorded),
     then `--resume`: only the files the journal does not hold are decoded, and the run is the
     uninterrupted one's."""
     bad = hostile_folder(tmp_path / "in")
@@ -149,10 +141,10 @@ def test_a_ray_decode_killed_resumes_from_its_journal(local_ray, tmp_path):
     assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
     journal = tmp_path / "killed" / (rd.PIXELS + ".journal.npz")
     with np.load(journal) as z:
-        assert 192 <= z["done"].sum() < 415
+        assert 256 <= z["done"].sum() < 415
     assert main([*args, "--resume"]) == 0
     progress = json.loads((tmp_path / "killed" / rd.PROGRESS).read_text())
-    assert 192 <= progress["stages"]["decode"]["resumed_at"] < 415
+    assert 256 <= progress["stages"]["decode"]["resumed_at"] < 415
     same_run(whole, tmp_path / "killed")
     assert set(pd.read_csv(tmp_path / "killed" / rd.SKIPPED)["path"]) == bad
     assert not journal.exists()
