@@ -122,6 +122,7 @@ def _add(job: Adding, inputs: list, device, log) -> dict:
     state = {
         "addition": number,
         "n_before": n_before,
+        "shard": len(job.manifest.get("shards", [])),  # a version 2 run: the part the addition becomes
         "inputs": [str(Path(p).absolute()) for p in inputs],
         "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "seconds": {"scan": round(time.perf_counter() - t0, 3)},
@@ -287,7 +288,7 @@ def _base(job: Adding, state: dict) -> dict:
     of their embeddings, and their labels, map and manifold positions."""
     run_dir, cfg, n = job.run_dir, job.cfg, int(state["n_before"])
     queries = len(pd.read_parquet(job.path(FILES), columns=["size"]))  # files, not images: fixed once scanned
-    emb = np.load(run_dir / rd.EMBEDDINGS, mmap_mode="r")
+    emb = rd.open_rows(run_dir, rd.EMBEDDINGS, n)
     base = np.arange(n) if n <= BASE_ROWS else layout_rows(n, BASE_ROWS, cfg.seed)
     k = min(cfg.neighbors, len(base))
     items = rd.read_items(run_dir, columns=["cluster", "x", "y"])
@@ -377,14 +378,21 @@ def _commit(job: Adding, state: dict) -> dict:
     decoded = pd.read_parquet(job.path(DECODED))
     m = len(decoded)
     number = int(state["addition"])
+    sharded, shard = "shards" in job.manifest, int(state.get("shard", 0))
     with ThreadPoolExecutor(1) as writer:
         pixels = None
         if m:
             placed = dict(np.load(job.path(PLACED)))
             new_emb = np.load(job.path(rd.EMBEDDINGS))
             # the pixels, the largest append, are written and synced while the rest is committed
-            pixels = writer.submit(rd.append_npy, run_dir / rd.PIXELS, np.load(job.path(rd.PIXELS), mmap_mode="r"), n)
-            rd.append_npy(run_dir / rd.EMBEDDINGS, new_emb, n)
+            if sharded:  # a part each, which the manifest lists once it records the addition
+                pixels = writer.submit(_write_part, run_dir, rd.PIXELS, shard, job.path(rd.PIXELS), m)
+                _write_part(run_dir, rd.EMBEDDINGS, shard, job.path(rd.EMBEDDINGS), m)
+            else:
+                pixels = writer.submit(
+                    rd.append_npy, run_dir / rd.PIXELS, np.load(job.path(rd.PIXELS), mmap_mode="r"), n
+                )
+                rd.append_npy(run_dir / rd.EMBEDDINGS, new_emb, n)
             if "manifold" in placed:
                 rd.append_npy(run_dir / rd.MANIFOLD, placed["manifold"], n)
             if (run_dir / rd.NEIGHBOURS).exists():
@@ -409,6 +417,8 @@ def _commit(job: Adding, state: dict) -> dict:
                 if target.exists() and _rows(target.parent, int(target.stem.split("-")[1])) == n:
                     rd.save_npy(target, np.concatenate([np.load(target), np.load(scores)]))
         part = run_dir / rd.ITEMS_ADDED / f"{number:04d}.parquet"
+        if sharded:
+            part = rd.part_path(run_dir / rd.parts_folder(rd.ITEMS), shard, ".parquet")
         if m and not part.exists():
             _write_items(run_dir, part, files, decoded, placed, n, number)
         if pixels is not None:
@@ -431,9 +441,22 @@ def _commit(job: Adding, state: dict) -> dict:
         }
         additions.append(record)
         manifest["counts"]["images"] = n + m
+        if "shards" in manifest and m:
+            manifest["shards"].append([n, m])
         rd.write_json(run_dir / rd.MANIFEST, manifest)
     shutil.rmtree(job.dir, ignore_errors=True)
     return additions[-1]
+
+
+def _write_part(run_dir: Path, name: str, shard: int, source: Path, m: int) -> None:
+    """Copy the addition's array `source` (m rows) to its part of a version 2 run's `name`,
+    unless a killed commit wrote it already."""
+    part = rd.part_path(run_dir / rd.parts_folder(name), shard, ".npy")
+    with contextlib.suppress(OSError, ValueError):
+        if len(np.load(part, mmap_mode="r")) == m:
+            return
+    with rd.atomic_path(part, suffix=".npy") as tmp:
+        shutil.copyfile(source, tmp)
 
 
 def _write_items(
@@ -461,7 +484,7 @@ def _write_items(
         "distance": pa.array(placed["distance"].astype(np.float32)),
     }
     # the parent folder's name, as stages.decode labels the job's images (PurePosixPath(p).parent.name)
-    if "label" in pq.read_schema(run_dir / rd.ITEMS).names:
+    if "label" in rd.items_schema(run_dir):
         columns["label"] = pc.replace_substring_regex(paths, r"^(?:.*/)?([^/]*)/[^/]*$|^[^/]*$", r"\1")
     columns["added"] = pa.array(np.full(m, number, np.int32))
     part.parent.mkdir(exist_ok=True)

@@ -28,7 +28,7 @@ from .config import Config
 
 STAGES = ("scan", "decode", "train", "embed", "cluster", "selflabel", "project", "tiles")
 # settings a resumed run may change: they change how fast, or where, not what comes out
-SPEED_ONLY = ("workers", "engine", "ray_address")
+SPEED_ONLY = ("workers", "ray_address")  # not the engine: the Ray engine writes version 2
 
 
 class Run:
@@ -49,6 +49,11 @@ class Run:
 
     def path(self, name: str) -> Path:
         return self.dir / name
+
+    def rows(self, name: str) -> Path:
+        """Where the per-image array `name` (PIXELS, EMBEDDINGS) goes: the file, or with the Ray
+        engine the folder of its parts (a version 2 run, docs/run-format.md)."""
+        return self.dir / (rd.parts_folder(name) if self.cfg.engine == "ray" else name)
 
     def close(self) -> None:
         """Let other processes write the run directory again."""
@@ -101,6 +106,9 @@ def _prepare(run: Run, resume: bool, force: bool, log=print) -> None:
         for name in old:
             (run_dir / name).unlink(missing_ok=True)
         shutil.rmtree(run_dir / rd.ADDING, ignore_errors=True)  # an addition to the old run, stopped
+        for name in (rd.PIXELS, rd.EMBEDDINGS):  # either version's arrays: the new run may write the other
+            (run_dir / name).unlink(missing_ok=True)
+            shutil.rmtree(run_dir / rd.parts_folder(name), ignore_errors=True)
         (run_dir / rd.CHECKPOINT).unlink(missing_ok=True)
         aside = rd.set_aside_explorer_state(run_dir)
         shutil.rmtree(run_dir / rd.ITEMS_ADDED, ignore_errors=True)  # the old run's additions, where not set aside
@@ -225,8 +233,18 @@ def write_manifest(run: Run, device_name: str) -> dict:
     items["distance"] = assign["distance"].astype(np.float32)
     cols = ["image_id", "path", "width", "height", "cluster", "x", "y", "distance"]
     items = items[cols + (["label"] if "label" in items else [])]
-    with rd.atomic_path(run.path(rd.ITEMS)) as tmp:
-        items.to_parquet(tmp, index=False)
+    shards = None
+    if run.cfg.engine == "ray":  # version 2: the items in parts, as the pixels are
+        starts = rd.Rows.load(run.rows(rd.PIXELS)).starts
+        shards = [[int(a), int(b - a)] for a, b in zip(starts[:-1], starts[1:], strict=True)]
+        folder = run.dir / rd.parts_folder(rd.ITEMS)
+        shutil.rmtree(folder, ignore_errors=True)
+        for k, (first, count) in enumerate(shards):
+            with rd.atomic_path(rd.part_path(folder, k, ".parquet")) as tmp:
+                items.iloc[first : first + count].to_parquet(tmp, index=False)
+    else:
+        with rd.atomic_path(run.path(rd.ITEMS)) as tmp:
+            items.to_parquet(tmp, index=False)
     stages = run.progress["stages"]
     metrics = None
     if "label" in items:
@@ -234,7 +252,7 @@ def write_manifest(run: Run, device_name: str) -> dict:
 
         metrics = cluster_metrics(items["label"].to_numpy(), items["cluster"].to_numpy())
     manifest = {
-        "schema_version": rd.SCHEMA_VERSION,
+        "schema_version": rd.SHARDED if shards else 1,
         "complete": True,
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "input_root": str(run.root),
@@ -254,6 +272,8 @@ def write_manifest(run: Run, device_name: str) -> dict:
         "train_loss": stages["train"]["loss"],
         "metrics": metrics,
     }
+    if shards:
+        manifest["shards"] = shards  # [first image_id, count] of each part
     if run.progress.get("set_aside"):
         aside = run.dir / run.progress["set_aside"]
         manifest["carried_groups"] = carry_groups(run.dir, aside, items["path"])
@@ -262,6 +282,8 @@ def write_manifest(run: Run, device_name: str) -> dict:
     rd.write_json(run.path(rd.MANIFEST), manifest)
     for name in (rd.KNN, rd.SEED_KNN, rd.APPLY_KNN):  # only the cluster and map stages needed them
         run.path(name).unlink(missing_ok=True)
+    for path in run.path(rd.parts_folder(rd.PIXELS)).glob(".decoded-*.npz"):  # the Ray decode's records
+        path.unlink()
     return manifest
 
 
@@ -270,7 +292,7 @@ def keep_neighbours(run: Run) -> None:
     climbed along it (graph_rounds) over every image, so that the explorer's re-clustering
     climbs too; else (also where it climbed over a fit sample) remove any an earlier run left."""
     cfg = run.cfg
-    n = len(np.load(run.path(rd.EMBEDDINGS), mmap_mode="r"))
+    n = len(rd.load_rows(run.rows(rd.EMBEDDINGS)))
     if cfg.refine == "gmm" and cfg.graph_rounds and run.path(rd.KNN).exists():
         with np.load(run.path(rd.KNN)) as z:
             if len(z["ind"]) == n:  # not a fit sample's graph: the explorer climbs over every image
@@ -284,7 +306,7 @@ def carry_groups(run_dir: Path, aside: Path, paths: pd.Series) -> dict:
     file paths; images no longer in the run are left out. Saving adds members, so doing it
     again (a run killed before its manifest) changes nothing."""
     carried = {"from": aside.name, "groups": 0, "of": 0, "images": 0, "dropped": 0}
-    if not (aside / rd.ANNOTATIONS).exists() or not (aside / rd.ITEMS).exists():
+    if not (aside / rd.ANNOTATIONS).exists() or not rd.has_items(aside):
         return carried
     before = Annotations(aside / rd.ANNOTATIONS, read_only=True)
     groups = before.groups()
@@ -315,7 +337,7 @@ def carry_names(run_dir: Path, aside: Path, paths: pd.Series, clusters: np.ndarr
     old clusters can reach with one new cluster. A new cluster that has a name keeps it, so
     doing it again (a run killed before its manifest) changes nothing."""
     carried = {"from": aside.name, "names": 0, "of": 0}
-    if not (aside / rd.ANNOTATIONS).exists() or not (aside / rd.ITEMS).exists():
+    if not (aside / rd.ANNOTATIONS).exists() or not rd.has_items(aside):
         return carried
     names = Annotations(aside / rd.ANNOTATIONS, read_only=True).cluster_names(RUN_CLUSTERING)
     if not names:

@@ -25,20 +25,17 @@ Only this module imports ray, and only when the engine is chosen (tests/test_ray
 from __future__ import annotations
 
 import os
-import time
+import shutil
 from pathlib import Path
 
 import numpy as np
 
 from ice import storage
 from ice.errors import IceError, ImageError
-from ice.run_dir import MODEL, new_memmap
+from ice.run_dir import MODEL, Rows, atomic_path, load_rows, part_path, save_npy
 
-from . import images
-from .images import Decoded, _keep_rows, _reason, decode_bytes, display_path, missing_reason, write_skipped
+from .images import Decoded, _reason, decode_bytes, display_path, missing_reason, write_skipped
 from .progress import progress
-
-BLOCK = 1024  # files per Ray task
 
 
 def start_ray(address: str | None = None):
@@ -70,23 +67,40 @@ def read_and_decode(root: str, path: str, size: int, max_pixels: int) -> tuple[n
     return decode_bytes(data, size, max_pixels)
 
 
-def decode_block(batch: dict, root: str, size: int, max_pixels: int, scratch: str) -> dict:
-    """Ray Data's map_batches function, run as a Ray task: decode a block of {row, path} into
-    their rows of the scratch file (on the shared file system the run directory is on, as the
-    local engine's worker processes do), and answer their original sizes and skip reasons ("" where
-    decoded). Only those small arrays go back through Ray's object store."""
-    rows = np.load(scratch, mmap_mode="r+")  # per task: a later run's scratch file is a new file
-    wh = np.zeros((len(batch["row"]), 2), np.int32)
-    errors = []
-    for j, (row, path) in enumerate(zip(batch["row"], batch["path"], strict=True)):
-        try:
-            rows[row], wh[j, 0], wh[j, 1] = read_and_decode(root, str(path), size, max_pixels)
-            errors.append("")
-        except ImageError as e:
-            errors.append(str(e))
-    rows.flush()
-    del rows
-    return {"row": batch["row"], "wh": wh, "error": np.array(errors, dtype=object)}
+def decoded_path(folder: Path, shard: int) -> Path:
+    """Where a shard's decode records which of its files were decoded, their sizes and the
+    others' skip reasons; written after its pixels, so that a shard with both is done."""
+    return folder / f".decoded-{shard:05d}.npz"
+
+
+def decode_shard(batch: dict, root: str, size: int, max_pixels: int, folder: str) -> dict:
+    """Ray Data's map_batches function, run as a Ray task: decode each shard of {shard, row,
+    path} in the batch into its part of the pixels (folder/part-NNNNN.npy, the images decoded,
+    in row order) and its record (decoded_path), each written atomically on the file system
+    the run directory is on. Only the shard numbers and file counts go back through Ray's
+    object store."""
+    folder = Path(folder)
+    shards = np.asarray(batch["shard"])
+    for shard in np.unique(shards):
+        take = np.flatnonzero(shards == shard)
+        pixels = np.zeros((len(take), size, size, 3), np.uint8)
+        wh = np.zeros((len(take), 2), np.int32)
+        errors = []
+        for j, i in enumerate(take):
+            try:
+                pixels[j], wh[j, 0], wh[j, 1] = read_and_decode(root, str(batch["path"][i]), size, max_pixels)
+                errors.append("")
+            except ImageError as e:
+                errors.append(str(e))
+        ok = np.array([not e for e in errors], dtype=bool)
+        save_npy(part_path(folder, int(shard), ".npy"), pixels[ok])
+        with atomic_path(decoded_path(folder, int(shard)), suffix=".npz") as tmp:
+            np.savez(tmp, row=np.asarray(batch["row"])[take], wh=wh, error=np.array(errors, dtype=str))
+    counts = [int((shards == k).sum()) for k in np.unique(shards)]
+    return {"shard": np.unique(shards), "files": np.array(counts, np.int64)}
+
+
+SHARD = 4096  # files per shard: a Ray task decodes one into its part of the pixels
 
 
 def decode_all_ray(
@@ -101,53 +115,47 @@ def decode_all_ray(
     resume: bool = False,
     also_skipped: list[tuple[str, str]] = (),
 ) -> Decoded:
-    """images.decode_all on Ray Data: the same pixels_path, skipped_path, journal and answer.
-    With `resume`, a call on the same paths and size after a killed one decodes only the files
-    its journal does not hold."""
+    """images.decode_all on Ray Data, into a version 2 run's pixel parts: pixels_path is the
+    folder, and shard k, files k * SHARD to (k + 1) * SHARD - 1 of `paths`, gives its decoded
+    images as part k. The same skipped_path and answer as decode_all. With `resume`, a call on
+    the same paths and size after a killed one decodes only the shards not written."""
     import pyarrow as pa
 
     ray = start_ray(address)
     n = len(paths)
-    scratch = pixels_path.with_name(pixels_path.name + ".partial")
-    journal = pixels_path.with_name(pixels_path.name + ".journal.npz")
-    key = images._journal_key(paths, size)
-    state = images._read_journal(journal, scratch, key, n, size) if resume else None
-    if state is None:
-        journal.unlink(missing_ok=True)
-        new_memmap(scratch, np.uint8, (max(n, 1), size, size, 3)).flush()
-        done, ok, sizes, skipped = np.zeros(n, bool), np.zeros(n, bool), np.zeros((n, 2), np.int32), []
-    else:  # the journal lists its skipped files in row order: the rows done and not decoded
-        done, ok, sizes, listed = state
-        skipped = [(int(i), reason) for i, (_, reason) in zip(np.flatnonzero(done & ~ok), listed, strict=True)]
-    resumed = int(done.sum())
-    todo = np.flatnonzero(~done)
-    table = pa.table({"row": todo.astype(np.int64), "path": pa.array([paths[i] for i in todo], pa.string())})
-    blocks = [table.slice(start, BLOCK) for start in range(0, len(todo), BLOCK)] or [table]
-    ds = ray.data.from_arrow(blocks)  # a block per task
-    ds = ds.map_batches(
-        decode_block,
-        fn_kwargs={"root": str(root), "size": size, "max_pixels": max_pixels, "scratch": str(scratch)},
-        batch_size=BLOCK,
-        batch_format="numpy",
-    )
-    last_save = time.monotonic()
-    with progress(n, "decode", initial=resumed) as bar:
-        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-            got = batch["row"]
-            good = np.array([not e for e in batch["error"]], dtype=bool)
-            ok[got[good]], sizes[got[good]] = True, batch["wh"][good]
-            skipped += [(int(i), str(e)) for i, e in zip(got[~good], batch["error"][~good], strict=True)]
-            done[got] = True
-            bar.update(len(got))
-            if time.monotonic() - last_save >= images.JOURNAL_SECONDS:  # the block's task synced its rows
-                listed = [(display_path(paths[i]), e) for i, e in sorted(skipped)]
-                images._save_journal(journal, scratch, None, key, done, ok, sizes, listed)
-                last_save = time.monotonic()
+    folder = Path(pixels_path)
+    if not resume:
+        shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True, exist_ok=True)
+    shards = max(1, -(-n // SHARD))
+    done = [k for k in range(shards) if decoded_path(folder, k).exists() and part_path(folder, k, ".npy").exists()]
+    todo = sorted(set(range(shards)) - set(done))
+    resumed = sum(min(SHARD, n - k * SHARD) for k in done)
+    tables = []
+    for k in todo:
+        rows = np.arange(k * SHARD, min(n, (k + 1) * SHARD), dtype=np.int64)
+        path = pa.array([paths[i] for i in rows], pa.string())
+        tables.append(pa.table({"shard": np.full(len(rows), k, np.int64), "row": rows, "path": path}))
+    if tables:
+        ds = ray.data.from_arrow(tables)  # a shard per block, and a block per task
+        ds = ds.map_batches(
+            decode_shard,
+            fn_kwargs={"root": str(root), "size": size, "max_pixels": max_pixels, "folder": str(folder)},
+            batch_size=None,
+            batch_format="numpy",
+        )
+        with progress(n, "decode", initial=resumed) as bar:
+            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                bar.update(int(batch["files"].sum()))
+    ok, sizes, skipped = np.zeros(n, bool), np.zeros((n, 2), np.int32), []
+    for k in range(shards):
+        with np.load(decoded_path(folder, k)) as z:
+            rows, wh, errors = z["row"], z["wh"], z["error"]
+        good = errors == ""
+        ok[rows[good]], sizes[rows[good]] = True, wh[good]
+        skipped += [(display_path(paths[i]), str(e)) for i, e in zip(rows[~good], errors[~good], strict=True)]
+    write_skipped(skipped_path, skipped + list(also_skipped))  # in row order, as the local engine lists them
     keep = np.flatnonzero(ok)
-    # in row order, as the local engine lists them
-    write_skipped(skipped_path, [(display_path(paths[i]), e) for i, e in sorted(skipped)] + list(also_skipped))
-    _keep_rows(scratch, pixels_path, keep, n)
-    journal.unlink(missing_ok=True)
     return Decoded(keep.tolist(), sizes[keep], resumed)
 
 
@@ -225,20 +233,16 @@ def train_ray(run_dir: Path, pixels_path: Path, cfg, resume: bool) -> float:
     return float(torch.load(run_dir / MODEL, map_location="cpu", weights_only=False)["loss"])
 
 
-EMBED_BLOCK = 4096  # rows per Ray Data block of the embed stage
-
-
 class Embedder:
-    """Ray Data's actor for the embed stage: the run's encoder, loaded once per actor, and the
-    pixels and scratch embeddings file, opened once; each call embeds blocks of rows."""
+    """Ray Data's actor for the embed stage: the run's encoder, loaded once per actor; each
+    call embeds shards of the pixels (their parts) into their parts of the embeddings."""
 
-    def __init__(self, run_dir: str, pixels: str, scratch: str, cfg):
+    def __init__(self, run_dir: str, pixels: str, out: str, cfg):
         from .train import load_model, pick_device
 
         self.device = pick_device("auto")
         self.model = load_model(Path(run_dir), self.device).eval()
-        self.pixels = np.load(pixels, mmap_mode="r")
-        self.out = np.load(scratch, mmap_mode="r+")
+        self.pixels, self.out, self.dim = Path(pixels), Path(out), cfg.dim
         self.batch = max(cfg.resolved().batch_size, 512)  # as embeddings.embed.embed
 
     def __call__(self, block: dict) -> dict:
@@ -246,50 +250,49 @@ class Embedder:
 
         from .embed import encode
 
-        for start, stop in zip(block["start"], block["stop"], strict=True):
-            for a in range(int(start), int(stop), self.batch):
-                b = min(a + self.batch, int(stop))
+        rows = []
+        for shard in block["shard"]:
+            pixels = np.load(part_path(self.pixels, int(shard), ".npy"), mmap_mode="r")
+            out = np.empty((len(pixels), self.dim), np.float32)
+            for a in range(0, len(pixels), self.batch):
                 with torch.no_grad():
-                    batch = torch.from_numpy(np.ascontiguousarray(self.pixels[a:b])).to(self.device)
-                    self.out[a:b] = encode(self.model, batch, self.device)
-        self.out.flush()
-        return {"rows": np.asarray(block["stop"]) - np.asarray(block["start"])}
+                    batch = torch.from_numpy(np.ascontiguousarray(pixels[a : a + self.batch])).to(self.device)
+                    out[a : a + self.batch] = encode(self.model, batch, self.device)
+            save_npy(part_path(self.out, int(shard), ".npy"), out)
+            rows.append(len(out))
+        return {"rows": np.array(rows, np.int64)}
 
 
-def embed_ray(run_dir: Path, pixels_path: Path, out_path: Path, cfg) -> None:
-    """embeddings.embed.embed on Ray Data actors: the same out_path, (n, dim) float32 rows in
-    image_id order, from the encoder in run_dir (a shared file system, as for decoding). A
-    killed call is started again from the first row."""
+def embed_ray(run_dir: Path, pixels: Path, out: Path, cfg, resume: bool = False) -> None:
+    """embeddings.embed.embed on Ray Data actors, shard by shard: from each part of the pixels
+    folder `pixels` to the same part of the folder `out`, (rows, dim) float32, with the
+    encoder in run_dir (a file system all nodes share, as for decoding). With `resume`, the
+    parts already written are kept."""
     import pyarrow as pa
 
     ray = start_ray(cfg.ray_address)
     cfg = cfg.resolved()
-    n = len(np.load(pixels_path, mmap_mode="r"))
+    counts = np.diff(Rows.load(pixels).starts)
+    if not resume:
+        shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True, exist_ok=True)
+    todo = np.array([k for k in range(len(counts)) if not part_path(out, k, ".npy").exists()], np.int64)
+    if not len(todo):
+        return
     gpus = int(ray.cluster_resources().get("GPU", 0))
-    actors = gpus or max(1, int(ray.cluster_resources().get("CPU", 1)))
-    scratch = out_path.with_name(out_path.name + ".partial")
-    new_memmap(scratch, np.float32, (n, cfg.dim)).flush()
-    starts = np.arange(0, n, EMBED_BLOCK, dtype=np.int64)
-    actors = min(actors, len(starts))  # no more actors than blocks
-    table = pa.table({"start": starts, "stop": np.minimum(starts + EMBED_BLOCK, n)})
-    ds = ray.data.from_arrow([table.slice(i, 1) for i in range(len(starts))])  # a block per call
+    actors = min(gpus or max(1, int(ray.cluster_resources().get("CPU", 1))), len(todo))  # no more than shards
+    ds = ray.data.from_arrow([pa.table({"shard": todo[i : i + 1]}) for i in range(len(todo))])  # a shard per call
     ds = ds.map_batches(
         Embedder,
-        fn_constructor_kwargs={
-            "run_dir": str(run_dir),
-            "pixels": str(pixels_path),
-            "scratch": str(scratch),
-            "cfg": cfg,
-        },
+        fn_constructor_kwargs={"run_dir": str(run_dir), "pixels": str(pixels), "out": str(out), "cfg": cfg},
         batch_size=1,
         batch_format="numpy",
         concurrency=actors,
         num_gpus=1 if gpus else 0,
     )
-    with progress(n, "embed") as bar:
+    with progress(int(counts.sum()), "embed", initial=int(counts.sum() - counts[todo].sum())) as bar:
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
             bar.update(int(batch["rows"].sum()))
-    os.replace(scratch, out_path)
 
 
 APPLY_BLOCK = 65_536  # images outside the fit sample per call of the apply search
@@ -305,7 +308,7 @@ class Neighbours:
         import faiss
 
         faiss.omp_set_num_threads(1)  # an actor per CPU
-        self.emb = np.load(emb, mmap_mode="r")
+        self.emb = load_rows(emb)
         self.index = None if index is None else faiss.deserialize_index(index)
         self.base, self.k = base, k
 

@@ -166,7 +166,7 @@ def decode(run, device, resume) -> dict:
     common = dict(
         size=run.cfg.image_size,
         max_pixels=run.cfg.max_pixels,
-        pixels_path=run.path(rd.PIXELS),
+        pixels_path=run.rows(rd.PIXELS),
         skipped_path=run.path(rd.SKIPPED),
         also_skipped=unlisted,
     )
@@ -199,7 +199,7 @@ def decode(run, device, resume) -> dict:
         decoded["label"] = [PurePosixPath(p).parent.name for p in kept_paths]
     with rd.atomic_path(run.path(DECODED)) as tmp:
         decoded.to_parquet(tmp, index=False)
-    colour = has_colour(np.load(run.path(rd.PIXELS), mmap_mode="r"), seed=run.cfg.seed)
+    colour = has_colour(rd.load_rows(run.rows(rd.PIXELS)), seed=run.cfg.seed)
     return {
         "skipped": len(paths) - len(keep),
         "colour": colour,
@@ -220,9 +220,9 @@ def train(run, device, resume) -> dict:
     if run.cfg.train_workers:
         from .ray_engine import train_ray
 
-        loss = train_ray(run.dir, run.path(rd.PIXELS), run.cfg, resume)
+        loss = train_ray(run.dir, run.rows(rd.PIXELS), run.cfg, resume)
         return {"loss": round(float(loss), 6), "train_workers": run.cfg.train_workers}
-    _, loss = run_training(run.dir, run.path(rd.PIXELS), run.cfg, device, resume=resume)
+    _, loss = run_training(run.dir, run.rows(rd.PIXELS), run.cfg, device, resume=resume)
     return {"loss": round(float(loss), 6)}
 
 
@@ -230,7 +230,7 @@ def embed(run, device, resume) -> dict:
     if run.cfg.engine == "ray":
         from .ray_engine import embed_ray
 
-        embed_ray(run.dir, run.path(rd.PIXELS), run.path(rd.EMBEDDINGS), run.cfg)
+        embed_ray(run.dir, run.rows(rd.PIXELS), run.rows(rd.EMBEDDINGS), run.cfg, resume)
         return {}
     model = load_model(run.dir, device)
     run_encoder(model, run.path(rd.PIXELS), run.path(rd.EMBEDDINGS), run.cfg, device)
@@ -248,7 +248,7 @@ def neighbour_graph(run, emb: np.ndarray, rows: np.ndarray | None = None) -> tup
 def fit_sample(run, emb: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
     """The ids of the fit sample (None: every image) and their embeddings (fit.fit_rows)."""
     rows = fit_rows(len(emb), run.cfg.fit_sample, run.cfg.seed)
-    return rows, (emb if rows is None else np.ascontiguousarray(emb[rows], dtype=np.float32))
+    return rows, (np.asarray(emb) if rows is None else np.ascontiguousarray(emb[rows], dtype=np.float32))
 
 
 def applied(run, emb: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -258,7 +258,7 @@ def applied(run, emb: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndar
     if run.cfg.engine == "ray":  # the search on Ray Data actors, each with the sample's index
         from .ray_engine import neighbours_ray
 
-        search_all = partial(neighbours_ray, run.path(rd.EMBEDDINGS), address=run.cfg.ray_address)
+        search_all = partial(neighbours_ray, run.rows(rd.EMBEDDINGS), address=run.cfg.ray_address)
     return apply_neighbours(run.path(rd.APPLY_KNN), emb, rows, k, run.cfg.seed, search_all)
 
 
@@ -308,7 +308,7 @@ def cluster(run, device, resume) -> dict:
         except subprocess.TimeoutExpired:  # never seen; the stage compiles what it needs itself
             run.umap_warm_up.kill()
     cfg = run.cfg
-    emb = np.load(run.path(rd.EMBEDDINGS), mmap_mode="r")  # --clusters against n: decode checked it
+    emb = rd.load_rows(run.rows(rd.EMBEDDINGS))  # --clusters against n: decode checked it
     rows, fit = fit_sample(run, emb)
     space, knn = fit, None
     manifold = cfg.cluster_space == "manifold" and len(fit) > cfg.manifold_dim + 2
@@ -372,11 +372,11 @@ def selflabel(run, device, resume) -> dict:
         return {}
     model = load_model(run.dir, device)
     rows = fit_rows(len(first), cfg.fit_sample, cfg.seed)  # trained on the fit sample, applied to all
-    cluster = self_label(model, run.path(rd.PIXELS), first, cfg, device, rows=rows)
+    cluster = self_label(model, run.rows(rd.PIXELS), first, cfg, device, rows=rows)
     stats = {"changed": int((cluster != first).sum())}
     _, cluster = np.unique(cluster, return_inverse=True)  # a cluster may win no image
     cluster = cluster.astype(np.int32)
-    space = np.load(run.path(rd.MANIFOLD if cfg.cluster_space == "manifold" else rd.EMBEDDINGS), mmap_mode="r")
+    space = rd.load_rows(run.path(rd.MANIFOLD) if cfg.cluster_space == "manifold" else run.rows(rd.EMBEDDINGS))
     centres, distance = centres_and_distances(space, cluster)
     rd.save_npy(run.path(rd.CENTROIDS), centres)
     with rd.atomic_path(run.path(ASSIGN), suffix=".npz") as tmp:
@@ -386,7 +386,7 @@ def selflabel(run, device, resume) -> dict:
 
 def project(run, device, resume) -> dict:
     cfg = run.cfg
-    emb = np.load(run.path(rd.EMBEDDINGS), mmap_mode="r")
+    emb = rd.load_rows(run.rows(rd.EMBEDDINGS))
     if len(emb) > 3:
         rows, fit = fit_sample(run, emb)
         # above umap_sample the map places the rows it does not lay out (project._place_between),

@@ -152,7 +152,7 @@ def find(
     run_dir = Path(run_dir)
     settings = settings.validate()
     dev = pick_device(device)
-    pixels = np.load(run_dir / rd.PIXELS, mmap_mode="r")
+    pixels = rd.open_rows(run_dir, rd.PIXELS)
     positives, negatives = _ids(positives, len(pixels)), _ids(negatives, len(pixels))
     cfg = views_config(run_dir)
     net = new_scorer(run_dir, dev, settings.seed)
@@ -233,7 +233,7 @@ def teach_round(
     change = max((h["change"] for h in notes.history(group)), default=0)
     positives, negatives = notes.marks(group)
     dev = pick_device(device)
-    pixels = np.load(run_dir / rd.PIXELS, mmap_mode="r")
+    pixels = rd.open_rows(run_dir, rd.PIXELS)
     cfg = views_config(run_dir)
     state = ts.read_state(run_dir, group)
     round_ = (state["rounds"][-1]["round"] if state["rounds"] else 0) + 1

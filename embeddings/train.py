@@ -17,7 +17,7 @@ import torch
 from torch.nn import functional as F
 
 from ice.errors import IceError
-from ice.run_dir import CHECKPOINT, MODEL, atomic_path
+from ice.run_dir import CHECKPOINT, MODEL, atomic_path, load_rows
 
 from .config import Config
 from .model import AutoEncoder, ModelArgs, to_input
@@ -36,14 +36,14 @@ class PixelBatches(torch.utils.data.Dataset):
     def __init__(self, pixels_path: Path):
         self.pixels_path = pixels_path
         self.pixels = None  # opened lazily, once per worker process
-        self.n = np.load(pixels_path, mmap_mode="r").shape[0]
+        self.n = len(load_rows(pixels_path))
 
     def __len__(self) -> int:
         return self.n
 
     def __getitem__(self, idx):
         if self.pixels is None:
-            self.pixels = np.load(self.pixels_path, mmap_mode="r")
+            self.pixels = load_rows(self.pixels_path)
         idx = np.sort(np.asarray(idx))
         return torch.from_numpy(np.ascontiguousarray(self.pixels[idx]))
 
@@ -61,7 +61,7 @@ class ResidentBatches:
     """
 
     def __init__(self, pixels_path: Path, sampler: torch.utils.data.BatchSampler, device: torch.device):
-        self.pixels = torch.from_numpy(np.load(pixels_path)).to(device)
+        self.pixels = torch.from_numpy(np.array(load_rows(pixels_path))).to(device)
         self.sampler = sampler
         self.dataset = range(len(self.pixels))
 
@@ -87,7 +87,7 @@ def on_device(parts: list[np.ndarray], device: torch.device) -> list[torch.Tenso
 def fits_on_device(pixels_path: Path, device: torch.device) -> bool:
     """Whether training on `device` keeps a copy of every image there (ResidentBatches): a GPU,
     and at most RESIDENT_MAX bytes and a quarter of its memory (the rest is training's)."""
-    return device.type == "cuda" and pixels_path.stat().st_size <= min(
+    return device.type == "cuda" and load_rows(pixels_path).nbytes <= min(
         RESIDENT_MAX, torch.cuda.get_device_properties(device).total_memory // 4
     )
 

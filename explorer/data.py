@@ -30,6 +30,7 @@ from ice.run_dir import (
     MANIFOLD,  # noqa: F401
     PIXELS,
     load_manifest,
+    open_rows,
     read_json,
 )
 from ice.run_dir import read_items as run_dir_read_items  # the name read_items is this module's checked one
@@ -251,8 +252,8 @@ def load_run(run_dir: str | Path, read_only: bool = False) -> RunData:
     manifest = load_manifest(run_dir)
     items = read_items(run_dir)
     try:
-        embeddings = np.load(run_dir / EMBEDDINGS, mmap_mode="r")
-        pixels = np.load(run_dir / PIXELS, mmap_mode="r")
+        embeddings = open_rows(run_dir, EMBEDDINGS)
+        pixels = open_rows(run_dir, PIXELS)
     except (OSError, ValueError) as e:
         raise IceError(f"{run_dir}: unreadable array ({e})") from None
     n = len(items)
@@ -262,7 +263,8 @@ def load_run(run_dir: str | Path, read_only: bool = False) -> RunData:
         raise IceError(
             f"{run_dir}: {ITEMS} has {n} rows but {EMBEDDINGS} has {len(embeddings)} and {PIXELS} {len(pixels)}"
         )
-    embeddings, pixels = embeddings[:n], pixels[:n]  # more: an `ice add` is committing its images
+    # more: an `ice add` is committing its images
+    embeddings, pixels = (a[:n] if isinstance(a, np.ndarray) else a.head(n) for a in (embeddings, pixels))
     data = RunData(
         run_dir=run_dir,
         manifest=manifest,

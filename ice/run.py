@@ -21,7 +21,7 @@ import pandas as pd
 
 from .annotations import RUN_CLUSTERING
 from .errors import IceError
-from .run_dir import CLUSTERINGS, ITEMS, read_items
+from .run_dir import CLUSTERINGS, items_schema, read_items
 
 if TYPE_CHECKING:
     from explorer.data import RunData
@@ -183,9 +183,7 @@ def load_run(run_dir: str | os.PathLike) -> Run:
 
 def read_labels(run_dir: Path) -> np.ndarray | None:
     """(n,) object: items.parquet's `label` column, or None where the job read no labels."""
-    import pyarrow.parquet as pq
-
-    if "label" not in pq.read_schema(run_dir / ITEMS).names:
+    if "label" not in items_schema(run_dir):
         return None
     return read_items(run_dir, columns=["label"])["label"].to_numpy(dtype=object)
 

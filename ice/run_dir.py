@@ -20,7 +20,8 @@ import numpy as np
 
 from .errors import IceError, not_a_folder
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # the newest this ICE reads: 1, one file per array; 2, arrays in parts (SHARDED)
+SHARDED = 2
 TEMPORARY_END = ".tmp"  # atomic_path's temporary files end so, before a suffix
 
 MANIFEST = "manifest.json"
@@ -45,6 +46,7 @@ CLUSTERINGS = "clusterings"
 ADDED = "added.parquet"  # every file `ice add` took up: the images it added and the files it skipped
 ADDING = "adding"  # the addition in progress (embeddings.add); gone once it is committed
 TEACH = "teach"  # the teach loop's rounds, per group (teach_state.py)
+PART = "part-{:05d}"  # + .npy or .parquet: a shard's part of pixels/, embeddings/ or items/ (version 2)
 
 
 def _umask() -> int:
@@ -157,7 +159,8 @@ def set_aside_explorer_state(run_dir: Path) -> Path | None:
         n += 1
         folder = run_dir / f"{SET_ASIDE}{stamp}-{n}"
     folder.mkdir()
-    for name in present + [name for name in (ITEMS, ITEMS_ADDED) if (run_dir / name).exists()]:
+    items = (ITEMS, ITEMS_ADDED, parts_folder(ITEMS))
+    for name in present + [name for name in items if (run_dir / name).exists()]:
         os.replace(run_dir / name, folder / name)
     return folder
 
@@ -166,34 +169,199 @@ def set_aside_explorer_state(run_dir: Path) -> Path | None:
 TEMPORARY = re.compile(rf"\.(?P<name>.+)\.[a-z0-9_]+{re.escape(TEMPORARY_END)}(\.[a-z]+)?")
 
 
+def parts_folder(name: str) -> str:
+    """The folder of a version 2 run that holds the parts of the version 1 file `name`:
+    pixels.npy's are in pixels/, items.parquet's in items/."""
+    return name.rsplit(".", 1)[0]
+
+
+def part_path(folder: Path, shard: int, suffix: str) -> Path:
+    return folder / (PART.format(shard) + suffix)
+
+
+def shard_count(run_dir: Path) -> int | None:
+    """The number of shards a complete version 2 run holds (its manifest's shard table); None
+    for a version 1 run, or a run being written, whose parts are all those on disk."""
+    try:
+        manifest = read_json(Path(run_dir) / MANIFEST)
+    except (OSError, ValueError):
+        return None
+    shards = manifest.get("shards") if manifest.get("complete") else None
+    return None if shards is None else len(shards)
+
+
+def _parts(folder: Path, suffix: str, count: int | None) -> list[Path]:
+    """part-00000 .. part-(count - 1) in `folder`; all of them where count is None, which must
+    then be numbered from 0 with none missing. IceError names the first one missing."""
+    if count is None:
+        found = sorted(p.name for p in folder.glob(f"part-*{suffix}") if not p.name.startswith("."))
+        count = len(found)
+    paths = [part_path(folder, k, suffix) for k in range(count)]
+    for p in paths:
+        if not p.is_file():
+            raise IceError(f"{p}: missing (the run's parts are part-00000 to part-{count - 1:05d}{suffix})")
+    return paths
+
+
+class Rows:
+    """The rows of a version 2 run's .npy parts, read as one array of (n, ...): each part is
+    memory-mapped, and indexing with an int, a slice or an array of ids gathers from the parts
+    that hold them (an ndarray, as a memory map's indexing gives). np.asarray reads them all."""
+
+    def __init__(self, parts: list[np.ndarray]):
+        self.parts = parts
+        self.starts = np.cumsum([0] + [len(p) for p in parts], dtype=np.int64)
+        if not parts:
+            raise IceError("a sharded array with no parts")
+        self.dtype = parts[0].dtype
+        self.shape = (int(self.starts[-1]), *parts[0].shape[1:])
+        self.ndim = len(self.shape)
+        for p in parts:
+            if p.dtype != self.dtype or p.shape[1:] != self.shape[1:]:
+                raise IceError(f"parts of {parts[0].shape[1:]} {self.dtype} and {p.shape[1:]} {p.dtype} in one array")
+
+    @classmethod
+    def load(cls, folder: Path, count: int | None = None) -> Rows:
+        parts = []
+        for path in _parts(Path(folder), ".npy", count):
+            try:
+                parts.append(np.load(path, mmap_mode="r"))
+            except (OSError, ValueError) as e:
+                raise IceError(f"{path}: unreadable ({e})") from None
+        return cls(parts)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    @property
+    def nbytes(self) -> int:
+        return sum(p.nbytes for p in self.parts)
+
+    def head(self, n: int) -> Rows:
+        """The first n rows, as Rows (no copy)."""
+        parts, left = [], n
+        for p in self.parts:
+            parts.append(p[: max(0, min(left, len(p)))])
+            left -= len(parts[-1])
+        return Rows(parts)
+
+    def __array__(self, dtype=None, copy=None):
+        out = self[:]
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+    def __getitem__(self, key):
+        if isinstance(key, tuple):
+            return self[key[0]][(slice(None), *key[1:])] if not np.isscalar(key[0]) else self[key[0]][key[1:]]
+        n = len(self)
+        if isinstance(key, (int, np.integer)):
+            i = int(key) + n if key < 0 else int(key)
+            if not 0 <= i < n:
+                raise IndexError(f"index {key} is out of bounds for {n} rows")
+            k = int(np.searchsorted(self.starts, i, side="right")) - 1
+            return np.asarray(self.parts[k][i - self.starts[k]])
+        if isinstance(key, slice):
+            start, stop, step = key.indices(n)
+            if step != 1:
+                return self[np.arange(start, stop, step)]
+            pieces = []
+            for k, p in enumerate(self.parts):
+                lo, hi = max(start, self.starts[k]), min(stop, self.starts[k + 1])
+                if lo < hi:
+                    pieces.append(p[lo - self.starts[k] : hi - self.starts[k]])
+            if not pieces:
+                return np.empty((0, *self.shape[1:]), self.dtype)
+            return np.concatenate(pieces) if len(pieces) > 1 else np.array(pieces[0])
+        ids = np.asarray(key)
+        if ids.dtype == bool:
+            if ids.shape != (n,):
+                raise IndexError(f"a boolean index of {ids.shape} for {n} rows")
+            ids = np.flatnonzero(ids)
+        ids = ids.astype(np.int64, copy=False)
+        if ids.size and (ids.min() < -n or ids.max() >= n):
+            raise IndexError(f"an index out of bounds for {n} rows")
+        ids = np.where(ids < 0, ids + n, ids)
+        out = np.empty((*ids.shape, *self.shape[1:]), self.dtype)
+        flat, res = ids.reshape(-1), out.reshape(-1, *self.shape[1:])
+        which = np.searchsorted(self.starts, flat, side="right") - 1
+        for k in np.unique(which):
+            sel = which == k
+            res[sel] = self.parts[k][flat[sel] - self.starts[k]]
+        return out
+
+
+def load_rows(path: Path) -> np.ndarray | Rows:
+    """The array at `path`: a .npy file, memory-mapped, or a folder of .npy parts (all of
+    them: the folder of a run being written) as Rows."""
+    path = Path(path)
+    return Rows.load(path) if path.is_dir() else np.load(path, mmap_mode="r")
+
+
+def open_rows(run_dir: Path, name: str, n: int | None = None) -> np.ndarray | Rows:
+    """A complete run's array `name` (PIXELS, EMBEDDINGS), read-only: the .npy file of a
+    version 1 run, memory-mapped, or the parts its manifest lists of a version 2 run, as Rows.
+    `n`: its first n rows only. OSError or ValueError where it cannot be read."""
+    run_dir = Path(run_dir)
+    count = shard_count(run_dir)
+    if count is not None:
+        rows = Rows.load(run_dir / parts_folder(name), count)
+        return rows if n is None else rows.head(n)
+    rows = np.load(run_dir / name, mmap_mode="r")
+    return rows if n is None else rows[:n]
+
+
+def has_items(run_dir: Path) -> bool:
+    return (run_dir / ITEMS).exists() or (run_dir / parts_folder(ITEMS)).is_dir()
+
+
+def items_schema(run_dir: Path) -> list[str]:
+    """The column names of the items the job wrote (items.parquet, or its first part)."""
+    import pyarrow.parquet as pq
+
+    path = run_dir / ITEMS
+    if not path.exists():
+        path = part_path(run_dir / parts_folder(ITEMS), 0, ".parquet")
+    return pq.read_schema(path).names
+
+
 def read_items(run_dir: Path, columns: list[str] | None = None):
     """The run's items, one row per image_id in order: items.parquet, which the job wrote,
     then the rows of each `ice add` (items-added/NNNN.parquet, by number), so that an addition
-    writes its own rows and never the run's again. Where there are additions, the job's rows
-    read `added` 0. `columns`: those only (all where None)."""
+    writes its own rows and never the run's again; in a version 2 run, the parts its manifest
+    lists (items/part-NNNNN.parquet: the job's shards, then the additions'). Where there are
+    additions, the job's rows read `added` 0. `columns`: those only (all where None)."""
     import pandas as pd
     import pyarrow.parquet as pq
 
-    parts = sorted(
-        (p for p in (run_dir / ITEMS_ADDED).glob("*.parquet") if p.stem.isdigit()), key=lambda p: int(p.stem)
-    )
-    if not parts:
-        return pd.read_parquet(run_dir / ITEMS, columns=columns)
-    own = pq.read_schema(run_dir / ITEMS).names
-    items = pd.read_parquet(run_dir / ITEMS, columns=[c for c in columns or own if c in own])
-    if (columns is None or "added" in columns) and "added" not in items:
-        items["added"] = np.int32(0)
-    frames = [items] + [pd.read_parquet(p, columns=list(items.columns)) for p in parts]
+    run_dir = Path(run_dir)
+    folder = run_dir / parts_folder(ITEMS)
+    if not (run_dir / ITEMS).exists() and folder.is_dir():  # shard_count is None in a run set aside
+        paths = _parts(folder, ".parquet", shard_count(run_dir))
+    else:
+        added = (p for p in (run_dir / ITEMS_ADDED).glob("*.parquet") if p.stem.isdigit())
+        paths = [run_dir / ITEMS, *sorted(added, key=lambda p: int(p.stem))]
+    if len(paths) == 1:
+        return pd.read_parquet(paths[0], columns=columns)
+    names = [pq.read_schema(p).names for p in paths]
+    wanted = list(columns or names[0])
+    if columns is None and "added" not in wanted and any("added" in n for n in names):
+        wanted.append("added")
+    frames = []
+    for path, have in zip(paths, names, strict=True):
+        frame = pd.read_parquet(path, columns=[c for c in wanted if c in have])
+        if "added" in wanted and "added" not in frame:
+            frame["added"] = np.int32(0)
+        frames.append(frame[wanted])
     return pd.concat(frames, ignore_index=True)
 
 
 def remove_leftovers(run_dir: Path) -> int:
     """Remove the temporary files that a job killed while writing left in run_dir and its
     checkpoints and items-added folders, and return their total size in bytes. Nothing reads
-    them, and the pixels' one is as big as the run. Call it holding the run's lock, so that no
+    them, and the pixels' one is as big as the run (or a part). Call it holding the run's lock, so that no
     job is writing them. A .csv that `ice export` may be writing into the folder is left alone."""
     size = 0
-    for folder in (run_dir, (run_dir / CHECKPOINT).parent, run_dir / ITEMS_ADDED):
+    parts = [run_dir / parts_folder(name) for name in (PIXELS, EMBEDDINGS, ITEMS)]
+    for folder in (run_dir, (run_dir / CHECKPOINT).parent, run_dir / ITEMS_ADDED, *parts):
         for path in folder.glob(".*.tmp*"):
             m = TEMPORARY.fullmatch(path.name)
             if (

@@ -18,7 +18,6 @@ from ice import run_dir as rd
 from ice.cli import main
 from tests.conftest import make_images
 from tests.test_pipeline import TINY_ARGS, hostile_folder
-from tests.test_reliability import KILL_AFTER_JOURNAL
 
 pytestmark = pytest.mark.ray
 ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install -e '.[ray]')")
@@ -42,14 +41,25 @@ def embed(folder, out, *extra):
 
 
 def same_run(local, other):
-    """Same images, pixels and skipped files, embeddings within 1e-5 and the same clusters."""
-    a, b = pd.read_parquet(local / rd.ITEMS), pd.read_parquet(other / rd.ITEMS)
+    """Same images, pixels and skipped files, embeddings within 1e-5 and the same clusters; the
+    Ray engine's run in version 2 (arrays in parts, the manifest's shard table)."""
+    a, b = rd.read_items(local), rd.read_items(other)
     assert a["path"].tolist() == b["path"].tolist()
     assert a[["width", "height"]].equals(b[["width", "height"]])
-    assert np.array_equal(np.load(local / rd.PIXELS), np.load(other / rd.PIXELS))
+    assert np.array_equal(rd.open_rows(local, rd.PIXELS), np.asarray(rd.open_rows(other, rd.PIXELS)))
     assert (local / rd.SKIPPED).read_text() == (other / rd.SKIPPED).read_text()
-    assert np.abs(np.load(local / rd.EMBEDDINGS) - np.load(other / rd.EMBEDDINGS)).max() <= 1e-5
+    emb = np.asarray(rd.open_rows(other, rd.EMBEDDINGS))
+    assert np.abs(rd.open_rows(local, rd.EMBEDDINGS) - emb).max() <= 1e-5
     assert adjusted_rand_score(a["cluster"], b["cluster"]) >= 0.99
+    manifest = rd.load_manifest(other)
+    assert manifest["schema_version"] == 2 and not (other / rd.PIXELS).exists() and not (other / rd.ITEMS).exists()
+    shards = np.array(manifest["shards"])
+    assert shards[0, 0] == 0 and (shards[1:, 0] == np.cumsum(shards[:, 1])[:-1]).all()
+    for name, suffix in ((rd.PIXELS, ".npy"), (rd.EMBEDDINGS, ".npy"), (rd.ITEMS, ".parquet")):
+        parts = sorted((other / rd.parts_folder(name)).glob("part-*" + suffix))
+        assert [p.name for p in parts] == [f"part-{k:05d}{suffix}" for k in range(len(shards))]
+    assert [len(np.load(p, mmap_mode="r")) for p in sorted((other / "pixels").glob("*.npy"))] == shards[:, 1].tolist()
+    assert not list((other / "pixels").glob(".decoded-*"))
 
 
 def test_the_ray_engine_makes_the_local_engines_run(local_ray, tmp_path):
@@ -76,7 +86,7 @@ def test_fits_applied_on_ray_actors_give_the_local_clusters_and_map(local_ray, t
     finally:
         ray_engine.APPLY_BLOCK = block
     same_run(local, other)
-    a, b = pd.read_parquet(local / rd.ITEMS), pd.read_parquet(other / rd.ITEMS)
+    a, b = rd.read_items(local), rd.read_items(other)
     assert (a["cluster"] == b["cluster"]).mean() >= 0.99
     close = np.isclose(a[["x", "y"]].to_numpy(), b[["x", "y"]].to_numpy(), atol=1e-3).all(1)
     assert close.mean() >= 0.99
@@ -121,33 +131,55 @@ assert len([n for n in ray.nodes() if n["Alive"]]) == 3
     same_run(tmp_path / "local", tmp_path / "ray")
 
 
-# the local engine's kill after its journal holds 256 files, with Ray blocks of 64
-KILL_AFTER_BLOCKS = (
-    KILL_AFTER_JOURNAL + "from embeddings import ray_engine\nray_engine.BLOCK = 64\n"
-    "from ice.cli import main\nmain(sys.argv[1:])\n"
-)
+def shards_written(run) -> str:
+    """Python: the number of shards the Ray decode of `run` has written (their records)."""
+    return f"len(list(Path({str(run)!r}, 'pixels').glob('.decoded-*.npz')))"
 
 
-def test_a_ray_decode_killed_resumes_from_its_journal(local_ray, tmp_path):
-    """`ice embed --engine ray` killed mid-decode (after 4 blocks of 64 of the files recorded),
-    then `--resume`: only the files the journal does not hold are decoded, and the run is the
-    uninterrupted one's."""
+# `ice embed` killed (SIGKILL, in its own process) once the decode has written 4 shards of 64 files
+KILL_AFTER_SHARDS = """
+import os, signal, sys, threading, time
+from pathlib import Path
+from embeddings import ray_engine
+ray_engine.SHARD = 64
+def kill_after_4():
+    while {written} < 4:
+        time.sleep(0.01)
+    os.kill(os.getpid(), signal.SIGKILL)
+threading.Thread(target=kill_after_4, daemon=True).start()
+from ice.cli import main
+main(sys.argv[1:])
+"""
+
+
+def test_a_ray_run_killed_mid_decode_resumes_with_the_shards_not_written(local_ray, tmp_path):
+    """`ice embed --engine ray` killed mid-decode (once 4 shards of 64 files are written), then
+    `--resume`: only the shards not written are decoded, and the run is the uninterrupted
+    one's."""
+    from embeddings import ray_engine
+
     bad = hostile_folder(tmp_path / "in")
     make_images(tmp_path / "in" / "more", n=400, size=24, classes=3)
-    whole = embed(tmp_path / "in", tmp_path / "whole", "--engine", "ray")
-    args = ["embed", str(tmp_path / "in"), "--out", str(tmp_path / "killed"), *TINY_ARGS, "--seed", "0"]
-    args += ["--engine", "ray"]
-    killed = subprocess.run([sys.executable, "-c", KILL_AFTER_BLOCKS, *args], capture_output=True, timeout=600)
-    assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
-    journal = tmp_path / "killed" / (rd.PIXELS + ".journal.npz")
-    with np.load(journal) as z:
-        assert 256 <= z["done"].sum() < 415
-    assert main([*args, "--resume"]) == 0
+    shard, ray_engine.SHARD = ray_engine.SHARD, 64
+    try:
+        whole = embed(tmp_path / "in", tmp_path / "whole", "--engine", "ray")
+        args = ["embed", str(tmp_path / "in"), "--out", str(tmp_path / "killed"), *TINY_ARGS, "--seed", "0"]
+        args += ["--engine", "ray"]
+        script = KILL_AFTER_SHARDS.format(written=shards_written(tmp_path / "killed"))
+        killed = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, timeout=600)
+        assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
+        written = sorted((tmp_path / "killed" / "pixels").glob(".decoded-*.npz"))
+        assert 4 <= len(written) < 7
+        before = {p.name: p.stat().st_mtime_ns for p in written}
+        assert main([*args, "--resume"]) == 0
+    finally:
+        ray_engine.SHARD = shard
     progress = json.loads((tmp_path / "killed" / rd.PROGRESS).read_text())
-    assert 256 <= progress["stages"]["decode"]["resumed_at"] < 415
+    assert progress["stages"]["decode"]["resumed_at"] == 64 * len(before)
     same_run(whole, tmp_path / "killed")
     assert set(pd.read_csv(tmp_path / "killed" / rd.SKIPPED)["path"]) == bad
-    assert not journal.exists()
+    parts = tmp_path / "killed" / "pixels"
+    assert all((parts / name.replace(".decoded-", "part-").replace(".npz", ".npy")).exists() for name in before)
 
 
 def test_a_worker_node_lost_mid_decode_changes_nothing(tmp_path):
@@ -163,23 +195,18 @@ import numpy as np
 from ray.cluster_utils import Cluster
 import ray
 from embeddings import images, ray_engine
-images.JOURNAL_SECONDS = 0  # a journal after every block: how far the decode has come
-ray_engine.BLOCK = 32
+ray_engine.SHARD = 32
 cluster = Cluster(initialize_head=True, head_node_args={{"num_cpus": 0}})
 nodes = [cluster.add_node(num_cpus=1) for _ in range(2)]
 ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False, configure_logging=False)
 from ice.cli import main
-journal = {str(tmp_path / "ray" / (rd.PIXELS + ".journal.npz"))!r}
+from pathlib import Path
 lost = []
 def lose_a_node():
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
-        try:
-            with np.load(journal) as z:
-                done = int(z["done"].sum())
-        except (OSError, ValueError, KeyError):
-            done = 0
-        if done >= 160:  # each node has a decode task running while blocks are left
+        done = 32 * {shards_written(tmp_path / "ray")}
+        if done >= 160:  # each node has a decode task running while shards are left
             cluster.remove_node(nodes[-1])
             lost.append(done)
             return
@@ -249,13 +276,13 @@ def test_images_on_s3_make_the_local_folders_run(s3, tmp_path):
     listing, out_dir = str(tmp_path / "list.txt"), str(tmp_path / "s3-list")
     out = ice_in_a_process("embed", "s3://photos/in", "--input-list", listing, "--out", out_dir, env=s3)
     assert out.returncode == 0, out.stderr[-3000:]
-    assert pd.read_parquet(tmp_path / "s3-list" / rd.ITEMS)["path"].tolist() == listed[:30]
+    assert rd.read_items(tmp_path / "s3-list")["path"].tolist() == listed[:30]
     skipped = pd.read_csv(tmp_path / "s3-list" / rd.SKIPPED)
     assert skipped.values.tolist() == [["more/gone.png", "file not found (gone since it was listed)"]]
     from explorer.app import create_app
 
     client = create_app(tmp_path / "s3").server.test_client()  # the original, read from S3
-    items = pd.read_parquet(tmp_path / "s3" / rd.ITEMS)
+    items = rd.read_items(tmp_path / "s3")
     for image_id, path in items.loc[items["path"].str.endswith((".png", ".jpg")), ["image_id", "path"]].values[:3]:
         got = client.get(f"/image/{image_id}")
         assert got.status_code == 200 and got.data == (tmp_path / "in" / path).read_bytes()
@@ -305,15 +332,15 @@ ray.init(num_cpus=2, object_store_memory=80 * 1024**2, include_dashboard=False, 
          configure_logging=False)
 root = Path({str(tmp_path / "in")!r})
 got = decode_all_ray(root, find_images(root), size=128, max_pixels=10**8,
-                     pixels_path=Path({str(tmp_path / "ray.npy")!r}), skipped_path=Path({str(tmp_path / "ray.csv")!r}))
+                     pixels_path=Path({str(tmp_path / "ray")!r}), skipped_path=Path({str(tmp_path / "ray.csv")!r}))
 print("kept", len(got.keep))
 ray.shutdown()
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
-    pixels = np.load(tmp_path / "ray.npy", mmap_mode="r")
+    pixels = rd.load_rows(tmp_path / "ray")
     assert pixels.nbytes > 80 * 1024**2 and f"kept {len(local.keep)}" in out.stdout
-    assert np.array_equal(pixels, np.load(tmp_path / "local.npy", mmap_mode="r"))
+    assert np.array_equal(np.asarray(pixels), np.load(tmp_path / "local.npy", mmap_mode="r"))
     assert (tmp_path / "ray.csv").read_text() == (tmp_path / "local.csv").read_text()
 
 
