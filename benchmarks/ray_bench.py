@@ -1,7 +1,7 @@
 """The decode stage on Ray Data against the local engine, side by side on the same images.
 
     python -m benchmarks.ray_bench [--images FOLDER] [--n 100000] [--repeat 3] [--no-record]
-                                   [--job ENCODER_RUN]
+                                   [--job ENCODER_RUN [--object-store-mb MB]]
 
 Without --images, N generated 32x32 JPEGs (benchmarks.gen_images), written once to the data
 cache. Each repeat decodes them with the local engine (embeddings.images.decode_all, its
@@ -12,7 +12,9 @@ peak resident memory of this process (the driver; Ray's own processes are not co
 
 With --job, the whole job instead: `ice embed IMAGES --encoder-from ENCODER_RUN` (no training,
 so that the stages around decoding are timed at their real size) with `--engine local` and
-`--engine ray`, each in a process of its own, in alternating order.
+`--engine ray`, each in a process of its own, in alternating order, with the peak memory of
+each process tree (Ray's processes included); --object-store-mb caps the Ray engine's object
+store.
 
 With --train RUN, the training stage instead, on RUN's pixels: embeddings.train.train in this
 process against `--train-workers` Ray Train workers (embeddings.ray_engine.train_ray, Ray Train
@@ -32,9 +34,10 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import DATA_CACHE, append_section, build_once, machine, today
+from benchmarks.common import DATA_CACHE, PeakRSS, append_section, build_once, machine, today
 from embeddings.images import decode_all, find_images
 from embeddings.ray_engine import decode_all_ray, start_ray
+from ice.run_dir import PIXELS, load_rows, open_rows
 
 TARGET = 1.25  # the Ray engine's time over the local engine's
 
@@ -46,6 +49,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--repeat", type=int, default=3, metavar="N", help="pairs of timings (default: 3)")
     p.add_argument("--no-record", dest="record", action="store_false", help="print only")
     p.add_argument("--job", type=Path, metavar="ENCODER_RUN", help="time the whole ice embed, with this run's encoder")
+    p.add_argument("--object-store-mb", type=int, default=0, help="with --job: cap the Ray engine's object store (MiB)")
     p.add_argument("--train", type=Path, metavar="RUN", help="time the training stage on this run's pixels")
     p.add_argument("--train-workers", type=int, default=2, help="with --train: Ray Train workers (default: 2)")
     p.add_argument("--epochs", type=int, default=2, help="with --train: epochs (default: 2)")
@@ -77,7 +81,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     def on_ray() -> float:
         t0 = time.perf_counter()
-        decode_all_ray(args.images, paths, pixels_path=work / "ray.npy", skipped_path=work / "r.csv", **settings)
+        decode_all_ray(args.images, paths, pixels_path=work / "ray", skipped_path=work / "r.csv", **settings)
         return time.perf_counter() - t0
 
     def fresh() -> None:
@@ -85,7 +89,7 @@ def main(argv: list[str] | None = None) -> dict:
         work.mkdir(parents=True)
 
     def same_pixels() -> None:
-        if not np.array_equal(np.load(work / "local.npy", mmap_mode="r"), np.load(work / "ray.npy", mmap_mode="r")):
+        if not np.array_equal(np.load(work / "local.npy", mmap_mode="r"), np.asarray(load_rows(work / "ray"))):
             raise RuntimeError("the two engines decoded different pixels")
 
     pairs = alternate(args.repeat, local, on_ray, fresh, same_pixels, lambda a, b: f"local {a:.1f} s, ray {b:.1f} s")
@@ -120,19 +124,32 @@ def whole_job(args, given) -> dict:
 
     work = DATA_CACHE / "ray-bench-work"
 
-    def run(engine: str) -> tuple[float, float]:
+    store = args.object_store_mb
+    plain = "import sys\nfrom ice.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    capped = plain
+    if store:  # the Ray engine's own local Ray, with its object store capped
+        capped = (
+            "import ray\nray.init(address='local', object_store_memory=" + str(store * 2**20) + ", "
+            "include_dashboard=False, log_to_driver=False, configure_logging=False)\n" + plain
+        )
+
+    def run(engine: str) -> tuple[float, float, float]:
         out = work / engine
         shutil.rmtree(out, ignore_errors=True)
-        cmd = [sys.executable, "-m", "ice.cli", "embed", str(args.images), "--out", str(out)]
+        cmd = [sys.executable, "-c", capped if engine == "ray" else plain, "embed", str(args.images)]
+        cmd += ["--out", str(out)]
         cmd += ["--encoder-from", str(args.job), "--engine", engine]
         t0 = time.perf_counter()
-        subprocess.run(cmd, check=True, capture_output=True)
+        with PeakRSS() as mem:
+            done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        if done.returncode:
+            raise RuntimeError(f"ice embed --engine {engine} failed: {done.stderr.decode()[-2000:]}")
         wall = time.perf_counter() - t0
         manifest = json.loads((out / "manifest.json").read_text())
-        return wall, manifest["stage_seconds"]["decode"]
+        return wall, manifest["stage_seconds"]["decode"], mem.gib
 
     def same_pixels() -> None:
-        if not np.array_equal(np.load(work / "local" / "pixels.npy"), np.load(work / "ray" / "pixels.npy")):
+        if not np.array_equal(open_rows(work / "local", PIXELS), np.asarray(open_rows(work / "ray", PIXELS))):
             raise RuntimeError("the two engines decoded different pixels")
 
     pairs = alternate(
@@ -140,28 +157,40 @@ def whole_job(args, given) -> dict:
         lambda: run("local"),
         lambda: run("ray"),
         check=same_pixels,
-        say=lambda a, b: f"local {a[0]:.1f} s (decode {a[1]:.1f}), ray {b[0]:.1f} s (decode {b[1]:.1f})",
+        say=lambda a, b: (
+            f"local {a[0]:.1f} s (decode {a[1]:.1f}, peak {a[2]:.2f} GiB), "
+            f"ray {b[0]:.1f} s (decode {b[1]:.1f}, peak {b[2]:.2f} GiB)"
+        ),
     )
-    (local_s, local_d), (ray_s, ray_d) = median_pair(pairs, first)
+    (local_s, local_d, _), (ray_s, ray_d, _) = median_pair(pairs, first)
+    local_peak, ray_peak = max(a[2] for a, _ in pairs), max(b[2] for _, b in pairs)
     ratio = ray_s / local_s
-    n = len(np.load(work / "local" / "pixels.npy", mmap_mode="r"))
+    n = len(np.load(work / "local" / PIXELS, mmap_mode="r"))
     command = f"python -m benchmarks.ray_bench --job {args.job}" + (f" --images {given}" if given else "")
     command += f" --repeat {args.repeat}" if args.repeat != 3 else ""
+    command += f" --object-store-mb {store}" if store else ""
     body = "\n".join(
         [
             f"- command: `{command}`",
-            f"- machine: {machine()}; date: {today()}",
+            f"- machine: {machine()}; date: {today()}"
+            + (f"; the Ray engine's object store capped at {store} MiB" if store else ""),
             f"- images: {n:,} of {args.images}; `ice embed --encoder-from {args.job}` (no training), each engine "
             "in a process of its own, the Ray engine starting a local Ray on this machine's cores",
             f"- the whole job: local {local_s:.1f} s, Ray {ray_s:.1f} s: **{ratio:.2f}x** (target <= {TARGET}x: "
             f"{'met' if ratio <= TARGET else '**missed**'}); the decode stage: {local_d:.1f} s against {ray_d:.1f} s; "
             "the same pixels",
             all_pairs(pairs, first),
-            "- memory: not measured (Ray's raylet, object store and workers are processes of their own)",
+            f"- memory, the peak of the process tree's proportional set size (benchmarks.common.PeakRSS: each "
+            f"shared page split among the processes that map it; Ray's raylet, object store and workers are in "
+            f"the tree): local "
+            f"{local_peak:.2f} GiB, Ray {ray_peak:.2f} GiB, the largest of the repeats",
         ]
     )
     title = f"Ray engine: ice embed on {n:,} images, {today()}"
     figure = f"ice embed --engine ray on {n:,} images (no training): time over --engine local"
+    if store:
+        title += f", object store {store} MiB"
+        figure += f", object store {store} MiB"
     return publish(args, work, title, body, figure, ray_s, local_s, pairs, target=f"<= {TARGET}x", met=ratio <= TARGET)
 
 

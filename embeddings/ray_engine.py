@@ -1,17 +1,16 @@
 """`ice embed --engine ray`: the decode stage on Ray Data, and with --train-workers the training
 on Ray Train, on a local Ray or a cluster.
 
-Each Ray task reads a block of files whole and decodes them with images.decode_bytes, the twin
-of the local engine's decode_image, so both engines give the same pixels, sizes and skip
-reasons. Each image goes to its row (its position in the sorted list of files) of the scratch
-pixels file, which the task writes itself, as the local engine's worker processes do; blocks
-finish in any order, and the run does not depend on which finished first. Ray retries a task
-whose worker was lost. The driver keeps the local engine's decode journal of the files done,
-so that a killed run resumed (`ice embed --resume`) decodes only the others.
+The run is written in version 2 of the run format (docs/run-format.md): each Ray task reads
+a shard of files whole, decodes them with images.decode_bytes, the twin of the local engine's
+decode_image (the same pixels, sizes and skip reasons), and writes the shard's part of the
+pixels and then a record of its files; shards finish in any order, and the run does not depend
+on which finished first. Ray retries a task whose worker was lost, and a killed run resumed
+(`ice embed --resume`) decodes only the shards without a record.
 
 The embed stage runs on Ray Data actors (Embedder): each loads the run's encoder once and
-embeds blocks of rows of the run's pixels into their rows of a scratch file, on a GPU each where
-the cluster has GPUs; an image's embedding does not depend on the block it came in.
+embeds shards of the pixels into their parts of the embeddings, on a GPU each where the
+cluster has GPUs; an image's embedding does not depend on the shard it came in.
 
 With --train-workers N, N Ray Train workers run embeddings.train.train together (PyTorch DDP's
 scheme: each its share of every batch, the gradients averaged; gloo on CPUs, NCCL on GPUs). The

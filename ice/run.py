@@ -54,7 +54,8 @@ class Run:
 
     @property
     def embeddings(self) -> np.ndarray:
-        """(n, d) float32, L2-normalised, memory-mapped read-only; row i is image_id i."""
+        """(n, d) float32, L2-normalised, memory-mapped read-only; row i is image_id i. A version 2
+        run's is a run_dir.Rows over its parts, indexed as the array is."""
         return self._data.embeddings
 
     @property
