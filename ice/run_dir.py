@@ -179,15 +179,19 @@ def part_path(folder: Path, shard: int, suffix: str) -> Path:
     return folder / (PART.format(shard) + suffix)
 
 
-def shard_count(run_dir: Path) -> int | None:
-    """The number of shards a complete version 2 run holds (its manifest's shard table); None
-    for a version 1 run, or a run being written, whose parts are all those on disk."""
+def shards(run_dir: Path) -> list[list[int]] | None:
+    """The shard table of a complete version 2 run ([first image_id, count] of each part, in
+    order); None for a version 1 run, or a run being written, whose parts are all on disk."""
     try:
         manifest = read_json(Path(run_dir) / MANIFEST)
     except (OSError, ValueError):
         return None
-    shards = manifest.get("shards") if manifest.get("complete") else None
-    return None if shards is None else len(shards)
+    return manifest.get("shards") if manifest.get("complete") else None
+
+
+def shard_count(run_dir: Path) -> int | None:
+    table = shards(run_dir)
+    return None if table is None else len(table)
 
 
 def _parts(folder: Path, suffix: str, count: int | None) -> list[Path]:
@@ -301,9 +305,14 @@ def open_rows(run_dir: Path, name: str, n: int | None = None) -> np.ndarray | Ro
     version 1 run, memory-mapped, or the parts its manifest lists of a version 2 run, as Rows.
     `n`: its first n rows only. OSError or ValueError where it cannot be read."""
     run_dir = Path(run_dir)
-    count = shard_count(run_dir)
-    if count is not None:
-        rows = Rows.load(run_dir / parts_folder(name), count)
+    table = shards(run_dir)
+    if table is not None:
+        rows = Rows.load(run_dir / parts_folder(name), len(table))
+        counts = np.diff(rows.starts)
+        for k, (first, count) in enumerate(table):
+            if counts[k] != count or rows.starts[k] != first:
+                path = part_path(run_dir / parts_folder(name), k, ".npy")
+                raise IceError(f"{path}: holds {counts[k]} rows where the manifest lists {count} from {first}")
         return rows if n is None else rows.head(n)
     rows = np.load(run_dir / name, mmap_mode="r")
     return rows if n is None else rows[:n]

@@ -170,3 +170,13 @@ def test_an_add_to_version_2_killed_then_run_again_ends_as_one_never_killed(v1_a
         np.testing.assert_array_equal(np.asarray(rd.open_rows(fresh, name)), np.asarray(rd.open_rows(killed, name)))
     assert rd.load_manifest(fresh)["shards"] == rd.load_manifest(killed)["shards"]
     assert not list(killed.rglob(".*tmp*"))
+
+
+def test_a_part_that_disagrees_with_the_shard_table_is_one_line(v1_and_v2):
+    from explorer.data import load_run
+
+    _, v2, _ = v1_and_v2
+    part = rd.part_path(v2 / "embeddings", 2, ".npy")
+    np.save(part, np.load(part)[:119])
+    with pytest.raises(IceError, match=r"embeddings/part-00002.npy: holds 119 rows where the manifest lists 120"):
+        load_run(v2, read_only=True)
