@@ -45,8 +45,19 @@ def start_ray(address: str | None = None):
     except ImportError:
         raise IceError("--engine ray needs Ray: pip install -e '.[ray]' (or pip install 'ice-explorer[ray]')") from None
     if not ray.is_initialized():  # "local": a new Ray here, even where a file of an earlier one is left
-        ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.init(
+            address=address or "local",
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+            **({} if address else {"_system_config": LOCAL_SYSTEM_CONFIG}),
+        )
     return ray
+
+
+# A local Ray ends its idle workers (after 0.1 s idle) instead of keeping one per core: a
+# decode worker holds torch (about 0.5 GB), and it would sit idle beside the embed actors.
+LOCAL_SYSTEM_CONFIG = {"num_workers_soft_limit": 0, "idle_worker_killing_time_threshold_ms": 100}
 
 
 def read_and_decode(root: str, path: str, size: int, max_pixels: int) -> tuple[np.ndarray, int, int]:
