@@ -129,10 +129,8 @@ def whole_job(args, given) -> dict:
     capped = plain
     if store:  # the Ray engine's own local Ray, with its object store capped
         capped = (
-            "import ray\nfrom embeddings.ray_engine import LOCAL_SYSTEM_CONFIG\n"
-            "ray.init(address='local', object_store_memory=" + str(store * 2**20) + ", "
-            "include_dashboard=False, log_to_driver=False, configure_logging=False, "
-            "_system_config=LOCAL_SYSTEM_CONFIG)\n" + plain
+            "import ray\nray.init(address='local', object_store_memory=" + str(store * 2**20) + ", "
+            "include_dashboard=False, log_to_driver=False, configure_logging=False)\n" + plain
         )
 
     def run(engine: str) -> tuple[float, float, float]:

@@ -45,19 +45,8 @@ def start_ray(address: str | None = None):
     except ImportError:
         raise IceError("--engine ray needs Ray: pip install -e '.[ray]' (or pip install 'ice-explorer[ray]')") from None
     if not ray.is_initialized():  # "local": a new Ray here, even where a file of an earlier one is left
-        ray.init(
-            address=address or "local",
-            include_dashboard=False,
-            log_to_driver=False,
-            configure_logging=False,
-            **({} if address else {"_system_config": LOCAL_SYSTEM_CONFIG}),
-        )
+        ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, configure_logging=False)
     return ray
-
-
-# A local Ray ends its idle workers (after 0.1 s idle) instead of keeping one per core: a
-# decode worker holds torch (about 0.5 GB), and it would sit idle beside the embed actors.
-LOCAL_SYSTEM_CONFIG = {"num_workers_soft_limit": 0, "idle_worker_killing_time_threshold_ms": 100}
 
 
 def read_and_decode(root: str, path: str, size: int, max_pixels: int) -> tuple[np.ndarray, int, int]:
@@ -110,7 +99,20 @@ def decode_shard(batch: dict, root: str, size: int, max_pixels: int, folder: str
     return {"shard": np.unique(shards), "files": np.array(counts, np.int64)}
 
 
-SHARD = 4096  # files per shard: a Ray task decodes one into its part of the pixels
+class Decoder:
+    """Ray Data's actor for the decode stage (decode_shard). Actors, not tasks: Ray ends an
+    actor pool with its stage, where it keeps a task's worker process idle for later tasks,
+    and a decode worker holds torch (for torchvision's JPEG decoder, about 0.5 GB), which would
+    then sit beside the embed stage's actors."""
+
+    def __init__(self, **settings):
+        self.settings = settings
+
+    def __call__(self, batch: dict) -> dict:
+        return decode_shard(batch, **self.settings)
+
+
+SHARD = 4096  # files per shard: a Ray actor decodes one at a time into its part of the pixels
 
 
 def decode_all_ray(
@@ -147,12 +149,13 @@ def decode_all_ray(
         path = pa.array([paths[i] for i in rows], pa.string())
         tables.append(pa.table({"shard": np.full(len(rows), k, np.int64), "row": rows, "path": path}))
     if tables:
-        ds = ray.data.from_arrow(tables)  # a shard per block, and a block per task
+        ds = ray.data.from_arrow(tables)  # a shard per block, and a block per call
         ds = ds.map_batches(
-            decode_shard,
-            fn_kwargs={"root": str(root), "size": size, "max_pixels": max_pixels, "folder": str(folder)},
+            Decoder,
+            fn_constructor_kwargs={"root": str(root), "size": size, "max_pixels": max_pixels, "folder": str(folder)},
             batch_size=None,
             batch_format="numpy",
+            concurrency=max(1, min(int(ray.cluster_resources().get("CPU", 1)), len(tables))),
         )
         with progress(n, "decode", initial=resumed) as bar:
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
