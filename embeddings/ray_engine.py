@@ -1,11 +1,11 @@
 """`ice embed --engine ray`: the decode stage on Ray Data, and with --train-workers the training
 on Ray Train, on a local Ray or a cluster.
 
-The run is written in version 2 of the run format (docs/run-format.md): each Ray task reads
-a shard of files whole, decodes them with images.decode_bytes, the twin of the local engine's
+The run is written in version 2 of the run format (docs/run-format.md): a Ray Data actor
+(Decoder) reads a shard of files whole, decodes them with images.decode_bytes, the twin of the local engine's
 decode_image (the same pixels, sizes and skip reasons), and writes the shard's part of the
 pixels and then a record of its files; shards finish in any order, and the run does not depend
-on which finished first. Ray retries a task whose worker was lost, and a killed run resumed
+on which finished first. Ray retries a shard whose actor was lost, and a killed run resumed
 (`ice embed --resume`) decodes only the shards without a record.
 
 The embed stage runs on Ray Data actors (Embedder): each loads the run's encoder once and
@@ -73,7 +73,7 @@ def decoded_path(folder: Path, shard: int) -> Path:
 
 
 def decode_shard(batch: dict, root: str, size: int, max_pixels: int, folder: str) -> dict:
-    """Ray Data's map_batches function, run as a Ray task: decode each shard of {shard, row,
+    """Ray Data's map_batches function, run by a Decoder actor: decode each shard of {shard, row,
     path} in the batch into its part of the pixels (folder/part-NNNNN.npy, the images decoded,
     in row order) and its record (decoded_path), each written atomically on the file system
     the run directory is on. Only the shard numbers and file counts go back through Ray's
