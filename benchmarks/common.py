@@ -178,6 +178,14 @@ def _pss_kib(pid: int | str) -> tuple[int, int]:
         return rss, rss
 
 
+def _cmdline(pid) -> bytes:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read()
+    except OSError:
+        return b""
+
+
 def _descendants(pid: int) -> list[str]:
     out, todo = [], [str(pid)]
     while todo:
@@ -202,10 +210,12 @@ class PeakRSS:
 
     `sample=False` reads only the high-water mark, for blocks that start no processes: it is
     exact there, and the sampler's reads of /proc (~4 ms each with 1 GiB mapped) would take
-    ~10% of a core from what is timed. `anon_gib` is then 0 (not measured)."""
+    ~10% of a core from what is timed. `anon_gib` is then 0 (not measured). `own=False`
+    counts the children only: a block that runs a command, whose memory this process's
+    imports should not add to."""
 
-    def __init__(self, sample: bool = True):
-        self._sampling = sample
+    def __init__(self, sample: bool = True, own: bool = True):
+        self._sampling, self._own = sample, own
 
     def __enter__(self) -> "PeakRSS":
         try:  # "5" resets VmHWM to the current RSS (Linux >= 4.0)
@@ -222,8 +232,11 @@ class PeakRSS:
 
     def _sample(self) -> None:
         me = os.getpid()
+        # a child started but not yet past exec() still shows this process's memory (and command)
+        mine = _cmdline(me)
         while True:
-            sizes = [_pss_kib(p) for p in [me, *_descendants(me)]]
+            procs = [me, *_descendants(me)] if self._own else [p for p in _descendants(me) if _cmdline(p) != mine]
+            sizes = [_pss_kib(p) for p in procs]
             total, anon = sum(pss for pss, _ in sizes), sum(a for _, a in sizes)
             self._peak_kib, self._peak_anon_kib = max(self._peak_kib, total), max(self._peak_anon_kib, anon)
             self.samples.append((time.perf_counter(), total, anon))
@@ -235,7 +248,7 @@ class PeakRSS:
         if self._thread is not None:
             self._thread.join()
         own = _hwm_kib() if self._hwm_reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        self.gib = max(self._peak_kib, own) / 2**20
+        self.gib = max(self._peak_kib, own if self._own else 0) / 2**20
         self.anon_gib = self._peak_anon_kib / 2**20
 
 

@@ -140,7 +140,7 @@ def whole_job(args, given) -> dict:
         cmd += ["--out", str(out)]
         cmd += ["--encoder-from", str(args.job), "--engine", engine]
         t0 = time.perf_counter()
-        with PeakRSS() as mem:
+        with PeakRSS(own=False) as mem:  # the command's processes: not this one, which holds torch
             done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         if done.returncode:
             raise RuntimeError(f"ice embed --engine {engine} failed: {done.stderr.decode()[-2000:]}")
@@ -180,9 +180,9 @@ def whole_job(args, given) -> dict:
             f"{'met' if ratio <= TARGET else '**missed**'}); the decode stage: {local_d:.1f} s against {ray_d:.1f} s; "
             "the same pixels",
             all_pairs(pairs, first),
-            f"- memory, the peak of the process tree's proportional set size (benchmarks.common.PeakRSS: each "
-            f"shared page split among the processes that map it; Ray's raylet, object store and workers are in "
-            f"the tree): local "
+            f"- memory, the peak of the command's process tree's proportional set size (benchmarks.common.PeakRSS: "
+            f"each shared page split among the processes that map it; Ray's raylet, object store and workers are "
+            f"in the tree): local "
             f"{local_peak:.2f} GiB, Ray {ray_peak:.2f} GiB, the largest of the repeats",
         ]
     )

@@ -600,3 +600,15 @@ def test_atlas_bench_zooms_in_until_the_view_is_drawn_as_pictures(capsys):
     assert counts[0] == 20000 and not drawn[0]
     assert counts == sorted(counts, reverse=True) and drawn[-4:] == [True] * 4
     assert all(int(r[4].replace(",", "")) > 0 for r, d in zip(rows, drawn) if d)
+
+
+def test_peak_memory_of_the_children_only_leaves_this_process_out():
+    """own=False: a command's 256 MiB counts, this process's 512 MiB does not."""
+    here = np.ones(2**26)  # 512 MiB, every page written
+    child = "import time, numpy as np; a = np.ones(2**25); time.sleep(0.5)"
+    with PeakRSS(own=False) as children:
+        subprocess.run([sys.executable, "-c", child], check=True)
+    with PeakRSS() as all_of_it:
+        subprocess.run([sys.executable, "-c", child], check=True)
+    assert 0.2 < children.gib < 0.45, children.gib
+    assert all_of_it.gib > 0.7 and here.sum() > 0
