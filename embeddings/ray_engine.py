@@ -115,6 +115,18 @@ class Decoder:
 SHARD = 4096  # files per shard: a Ray actor decodes one at a time into its part of the pixels
 
 
+def _recorded(folder: Path, shard: int, n: int) -> bool:
+    """Whether the shard's part and record are written, for the files this SHARD gives it."""
+    if not part_path(folder, shard, ".npy").exists():
+        return False
+    try:
+        with np.load(decoded_path(folder, shard)) as z:
+            rows = z["row"]
+    except (OSError, ValueError, KeyError):
+        return False
+    return np.array_equal(rows, np.arange(shard * SHARD, min(n, (shard + 1) * SHARD)))
+
+
 def decode_all_ray(
     root: Path | str,
     paths: list[str],
@@ -140,7 +152,7 @@ def decode_all_ray(
         shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True, exist_ok=True)
     shards = max(1, -(-n // SHARD))
-    done = [k for k in range(shards) if decoded_path(folder, k).exists() and part_path(folder, k, ".npy").exists()]
+    done = [k for k in range(shards) if _recorded(folder, k, n)]
     todo = sorted(set(range(shards)) - set(done))
     resumed = sum(min(SHARD, n - k * SHARD) for k in done)
     tables = []
