@@ -14,11 +14,11 @@ probabilities, as the similarity's, the whole page is the best-ranked). After ea
 prints the precision at the class size: the share of the top |class| images that are in the
 class, where the ranking puts the images marked in first and those marked out last, as the
 group a person has then. The learners: `teach`, the explorer's (embeddings.teach; before its
-first round, the first page is the images most similar to those marked in, as in the
-explorer); `incremental`, the same with each round going on from the last one's model;
-`similarity`, the mean embedding of the images marked in (the explorer's "More like these"
-before the teach loop); `linear`, a logistic regression on the embeddings; `fresh`, the
-teach learner on an untrained encoder of the same shape.
+first round, the first page is what "More like these" ranks first, as in the explorer);
+`incremental`, the same with each round going on from the last one's model; `similarity`,
+the mean embedding of the images marked in (the explorer's "More like these" before
+2026-12-06); `linear`, a logistic regression on the embeddings (the explorer's "More like
+these" since); `fresh`, the teach learner on an untrained encoder of the same shape.
 """
 
 from __future__ import annotations
@@ -56,24 +56,19 @@ class Similarity:
 
 
 class Linear:
-    """A logistic regression on the embeddings: marked in against marked out and (weighing
-    the teach learner's weak_negative) the unmarked, the two sides balanced."""
+    """The explorer's "More like these" (explorer.search.direction): a logistic regression on
+    the embeddings, marked in against marked out and a sample of the unmarked."""
 
     def __init__(self, run: Path, seed: int = 0, **_):
-        from embeddings.teach import TeachSettings
+        from ice import run_dir as rd
 
-        self.embeddings, self.weak, self.seed = np.load(run / "embeddings.npy"), TeachSettings().weak_negative, seed
+        self.embeddings, self.seed = rd.open_rows(run, rd.EMBEDDINGS), seed
 
     def fit(self, positives, negatives) -> np.ndarray:
-        from sklearn.linear_model import LogisticRegression
+        from explorer.search import direction
 
-        y = np.zeros(len(self.embeddings))
-        y[positives] = 1
-        weight = np.full(len(y), self.weak)
-        weight[negatives] = 1.0
-        weight[positives] = weight[y == 0].sum() / len(positives)
-        model = LogisticRegression(max_iter=500, random_state=self.seed)
-        return model.fit(self.embeddings, y, sample_weight=weight).decision_function(self.embeddings)
+        w = direction(self.embeddings, positives, negatives, seed=self.seed)
+        return np.asarray(self.embeddings, dtype=np.float32) @ w
 
 
 class Teach:
@@ -87,7 +82,7 @@ class Teach:
         from embeddings.train import pick_device
 
         self.teach, self.run, self.fresh = teach, run, fresh
-        self.first_page = Similarity(run)
+        self.first_page = Linear(run, seed=seed)
         self.settings = teach.TeachSettings(seed=seed, **settings).validate()
         self.device = pick_device(device)
         self.pixels = np.load(run / "pixels.npy", mmap_mode="r")

@@ -16,6 +16,7 @@ import numpy as np
 from ice.errors import IceError
 
 from .data import RunData
+from .search import direction
 
 # how the grid may order and filter its list: value -> the text the page shows
 SORTS = {
@@ -48,17 +49,16 @@ def group_name(name: str | None) -> str:
 def order_ids(
     data: RunData, ids: np.ndarray, sort: str, clustering: str, marked_in: np.ndarray, marked_out: np.ndarray
 ) -> np.ndarray:
-    """ids in the order `sort` names (SORTS). "similar" ranks by cosine to the mean embedding of
-    the group's images marked in (of the list where none are), less that of those marked out;
+    """ids in the order `sort` names (SORTS). "similar" ranks as "More like these" does
+    (search.direction): like the group's images marked in (the list's where none are), unlike
+    those marked out;
     "centre" and "edge" by the squared distance to the image's cluster centre in `clustering`
     (a drill-down's own centres there); images outside it go last."""
     if sort == "list" or len(ids) < 2:
         return ids
     if sort == "similar":
         positives = marked_in if len(marked_in) else ids
-        query = np.asarray(data.embeddings[np.sort(positives)], dtype=np.float32).mean(axis=0)
-        if len(marked_out):
-            query = query - np.asarray(data.embeddings[np.sort(marked_out)], dtype=np.float32).mean(axis=0)
+        query = direction(data.embeddings, positives, marked_out)
         scores = np.asarray(data.embeddings[np.sort(ids)], dtype=np.float32) @ query
         by_id = dict(zip(np.sort(ids).tolist(), scores.tolist()))
         return ids[np.argsort([-by_id[i] for i in ids.tolist()], kind="stable")]

@@ -15,6 +15,7 @@ from ice import teach_state as ts
 from ice.errors import IceError
 
 from .data import RunData
+from .search import direction
 
 PAGE = 48  # images on a page of "Find more" or "Uncertain"
 OVERLAY_MAX = 50_000  # the best-scoring images drawn on the map's overlay
@@ -58,19 +59,16 @@ def _unmarked(data: RunData, group: str) -> tuple[np.ndarray, np.ndarray, np.nda
 
 
 def _similarity(data: RunData, ids: np.ndarray, marked_in: np.ndarray, marked_out: np.ndarray) -> np.ndarray:
-    """Before the first round: the cosine to the mean embedding of the images marked in, less
-    that of those marked out."""
+    """Before the first round: as "More like these" ranks them (search.direction)."""
     if not len(marked_in):
         raise IceError("mark some images in the group first: select them and confirm a page")
-    query = np.asarray(data.embeddings[marked_in], dtype=np.float32).mean(0)
-    if len(marked_out):
-        query -= np.asarray(data.embeddings[marked_out], dtype=np.float32).mean(0)
+    query = direction(data.embeddings, marked_in, marked_out)
     return np.asarray(data.embeddings[ids], dtype=np.float32) @ query
 
 
 def best_page(data: RunData, group: str, size: int = PAGE) -> np.ndarray:
     """The `size` unmarked images that the group's last round scores highest, best first
-    (before the first round: the most similar to the images marked in)."""
+    (before the first round: those "More like these" ranks first)."""
     group = _group(group)
     free, marked_in, marked_out = _unmarked(data, group)
     s = scores(data, group)

@@ -17,6 +17,7 @@ from dash.exceptions import PreventUpdate
 from explorer.app import create_app
 from explorer.clusterings import save_clustering
 from explorer.data import Clustering
+from explorer.search import direction
 from explorer.layout import clustering_options
 from explorer.review import review_list
 from explorer.search import rank_like
@@ -199,10 +200,10 @@ def test_the_grid_gets_its_list_sorted_and_filtered_with_the_groups_marks(app):
     )
     similar = call(app, "show_list", selection, "g", "similar", "all", 0, "run", None)[0]["ids"]
     assert sorted(similar) == sorted(members.tolist())
-    # most like the marks first: by cosine to the mean of those in less the mean of those out,
-    # which ranks the images marked in above those marked out on average (|mean in - mean out|^2)
+    # most like the marks first: by the direction "More like these" learns from those in and
+    # out, which ranks the images marked in above those marked out on average
     emb = np.asarray(data.embeddings, dtype=np.float32)
-    score = emb @ (emb[members[:3]].mean(0) - emb[members[3:5]].mean(0))
+    score = emb @ direction(data.embeddings, members[:3], members[3:5])
     assert (np.diff(score[similar]) <= 1e-6).all()
     assert score[members[:3]].mean() > score[members[3:5]].mean()
 
