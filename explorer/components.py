@@ -8,7 +8,7 @@ from dash import dcc, html
 from .figures import cluster_colors, cluster_label
 from .routes import image_url, thumb_url
 
-REPRESENTATIVES = 6  # thumbnails per cluster card: those nearest the centroid
+REPRESENTATIVES = 6  # thumbnails per cluster card: one per part of the cluster (Clustering.representatives)
 
 
 def thumb(image_id: int, version: str, title: str = "", class_name: str = "thumb") -> html.Img:
@@ -100,7 +100,7 @@ def cluster_card(
     )
 
 
-def cluster_cards(clustering, names: dict[int, str], read_only: bool, version: str) -> list[html.Div]:
+def cluster_cards(clustering, names: dict[int, str], read_only: bool, version: str, embeddings) -> list[html.Div]:
     colors = cluster_colors(clustering.k)
     return [
         cluster_card(
@@ -108,7 +108,7 @@ def cluster_cards(clustering, names: dict[int, str], read_only: bool, version: s
             names.get(c, ""),
             int(clustering.sizes[c]),
             colors[c],
-            clustering.members(c)[:REPRESENTATIVES],
+            clustering.representatives(c, embeddings, REPRESENTATIVES),
             read_only,
             version,
         )

@@ -37,6 +37,7 @@ from ice.run_dir import read_items as run_dir_read_items  # the name read_items 
 
 from .jobs import Jobs
 
+REPRESENTATIVE_SAMPLE = 2048  # members a cluster card's thumbnails are chosen from
 DRILLS_KEPT = 8  # drill-downs kept in memory, each 16 bytes an image of the run
 
 
@@ -51,6 +52,7 @@ class Clustering:
     k: int
     cluster: np.ndarray
     distance: np.ndarray
+    _representatives: dict = field(default_factory=dict, repr=False)  # cluster -> its card's ids
 
     @cached_property
     def _order(self) -> tuple[np.ndarray, np.ndarray]:
@@ -64,6 +66,34 @@ class Clustering:
             raise IceError(f"cluster {cluster}: this clustering has clusters 0..{self.k - 1}")
         order, starts = self._order
         return order[starts[cluster] : starts[cluster + 1]]
+
+    def representatives(self, cluster: int, embeddings, count: int = 6, seed: int = 0) -> np.ndarray:
+        """The image ids a cluster's card shows: one for each of `count` parts of the cluster
+        (k-means of the embeddings of up to REPRESENTATIVE_SAMPLE members), the member nearest
+        each part's centre, the largest part first. A mixed cluster shows what it mixes, where
+        the images nearest its centre show only the commonest kind."""
+        if cluster not in self._representatives:
+            members = self.members(cluster)
+            if len(members) <= count:
+                self._representatives[cluster] = members
+            else:
+                from embeddings.cluster import KMeans
+
+                rng = np.random.default_rng([seed, cluster])
+                sample = members
+                if len(members) > REPRESENTATIVE_SAMPLE:
+                    sample = np.sort(rng.choice(members, REPRESENTATIVE_SAMPLE, replace=False))
+                x = np.asarray(embeddings[np.sort(sample)], dtype=np.float32)
+                sample = np.sort(sample)
+                km = KMeans(count, n_iter=10, n_init=1, seed=seed).fit(x)
+                parts = np.argsort(-np.bincount(km.labels_, minlength=count), kind="stable")
+                picked = []
+                for part in parts:
+                    rows = np.flatnonzero(km.labels_ == part)
+                    if len(rows):
+                        picked.append(sample[rows[np.argmin(km.distances_[rows])]])
+                self._representatives[cluster] = np.asarray(picked, dtype=np.int64)
+        return self._representatives[cluster]
 
     @cached_property
     def sizes(self) -> np.ndarray:

@@ -100,3 +100,27 @@ def test_rank_like_needs_images(data):
         rank_like(data, [999], top=5)
     with pytest.raises(IceError, match="top 0"):
         rank_like(data, [1], top=0)
+
+
+def test_a_mixed_cluster_card_shows_what_it_mixes(demo_run):
+    """Two digits made one cluster: the card's thumbnails, one per part of the cluster, show
+    both, where the images nearest its centre may show one only."""
+    from explorer.data import Clustering
+
+    data = load_run(demo_run[0], read_only=True)
+    labels = read_items(data.run_dir, columns=["label"])["label"].to_numpy()
+    emb = np.asarray(data.embeddings, dtype=np.float32)
+    kinds = np.unique(labels)
+    cluster = np.searchsorted(kinds, labels).astype(np.int32)
+    cluster[cluster == 1] = 0  # the digits 0 and 1 as one cluster
+    cluster[cluster > 1] -= 1
+    k = len(kinds) - 1
+    centres = np.stack([emb[cluster == c].mean(0) for c in range(k)])
+    distance = ((emb - centres[cluster]) ** 2).sum(1).astype(np.float32)
+    clustering = Clustering("mixed", k, cluster, distance)
+    reps = clustering.representatives(0, data.embeddings, 6)
+    assert len(reps) == 6 and len(set(reps.tolist())) == 6 and (cluster[reps] == 0).all()
+    assert set(labels[reps].tolist()) == set(kinds[:2].tolist())
+    assert np.array_equal(reps, clustering.representatives(0, data.embeddings, 6))
+    small = Clustering("small", 2, np.array([0, 0, 0, 1, 1], np.int32), np.zeros(5, np.float32))
+    assert sorted(small.representatives(0, data.embeddings, 6).tolist()) == [0, 1, 2]

@@ -90,7 +90,7 @@ def register(app, data: RunData) -> None:
     def show_clusters(clustering, drill=None):
         key = map_key(clustering, drill)
         c = data.clustering(key)
-        return cluster_cards(c, data.names_to_draw(key), data.read_only, data.version)
+        return cluster_cards(c, data.names_to_draw(key), data.read_only, data.version, data.embeddings)
 
     @app.callback(
         Output({"type": "cluster-saved", "index": MATCH}, "children"),
