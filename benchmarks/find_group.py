@@ -33,7 +33,7 @@ import pandas as pd
 
 from benchmarks.common import DATA_CACHE, PeakRSS, append_section, machine, today
 
-LEARNERS = ("teach", "incremental", "similarity", "linear", "fresh")
+LEARNERS = ("teach", "incremental", "similarity", "linear", "manifold", "both", "fresh")
 
 
 def precision_at_size(scores: np.ndarray, positives, negatives, truth: np.ndarray) -> float:
@@ -56,19 +56,21 @@ class Similarity:
 
 
 class Linear:
-    """The explorer's "More like these" (explorer.search.direction): a logistic regression on
-    the embeddings, marked in against marked out and a sample of the unmarked."""
+    """The explorer's "More like these" (explorer.search.like_scores): a logistic regression on
+    the embeddings and the manifold, marked in against marked out and a sample of the unmarked;
+    `manifold` alone: on the manifold coordinates only."""
 
-    def __init__(self, run: Path, seed: int = 0, **_):
-        from ice import run_dir as rd
+    def __init__(self, run: Path, seed: int = 0, manifold_only: bool = False, **_):
+        from explorer.data import load_run
 
-        self.embeddings, self.seed = rd.open_rows(run, rd.EMBEDDINGS), seed
+        self.data = load_run(run, read_only=True)
+        if manifold_only:
+            self.data.__dict__["embeddings"] = np.zeros((self.data.n, 0), np.float32)
 
     def fit(self, positives, negatives) -> np.ndarray:
-        from explorer.search import direction
+        from explorer.search import like_scores
 
-        w = direction(self.embeddings, positives, negatives, seed=self.seed)
-        return np.asarray(self.embeddings, dtype=np.float32) @ w
+        return like_scores(self.data, positives, negatives)
 
 
 class Teach:
@@ -121,11 +123,32 @@ class Teach:
         return self.teach.score(self.net, self.pixels, self.cfg, self.device)
 
 
+class Both:
+    """The teach learner's probabilities averaged with "More like these"'s (the logistic
+    regression's); before the teach learner's first round, the regression's alone."""
+
+    probabilities = True
+
+    def __init__(self, run: Path, seed: int = 0, device: str = "auto", **settings):
+        self.teach, self.linear = Teach(run, seed=seed, device=device, **settings), Linear(run, seed=seed)
+
+    def fit(self, positives, negatives) -> np.ndarray:
+        from explorer.search import like_scores
+
+        odds = like_scores(self.linear.data, positives, negatives, probability=True)
+        t = self.teach.fit(positives, negatives)
+        return (t + odds) / 2 if self.teach.probabilities else odds
+
+
 def make_learner(name: str, run: Path, seed: int, device: str, settings: dict):
+    if name == "both":
+        return Both(run, seed=seed, device=device, **settings)
     if name == "similarity":
         return Similarity(run)
     if name == "linear":
         return Linear(run, seed=seed)
+    if name == "manifold":
+        return Linear(run, seed=seed, manifold_only=True)
     if name == "incremental":
         settings = {**settings, "incremental": True}
     return Teach(run, seed=seed, device=device, fresh=name == "fresh", **settings)

@@ -18,6 +18,7 @@ import pandas as pd
 
 from ice.annotations import RUN_CLUSTERING, Annotations
 from ice.errors import IceError
+from ice.likeness import standardised_manifold
 from ice.search_index import read_index
 from ice.tiles import Tiles
 from ice.run_dir import (
@@ -27,7 +28,7 @@ from ice.run_dir import (
     INDEX,
     ITEMS,
     MANIFEST,
-    MANIFOLD,  # noqa: F401
+    MANIFOLD,  # noqa: F401 (explorer.clusterings reads it from here)
     PIXELS,
     load_manifest,
     open_rows,
@@ -145,6 +146,12 @@ class RunData:
     @property
     def input_root(self) -> Path:
         return Path(self.manifest["input_root"])
+
+    @cached_property
+    def manifold(self) -> np.ndarray | None:
+        """(n, m) float32: the manifold coordinates the run's clusters were found in, standardised
+        (per column, by a sample's mean and spread); None where the run has none."""
+        return standardised_manifold(self.run_dir, self.n)
 
     @property
     def index(self):

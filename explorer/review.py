@@ -16,7 +16,7 @@ import numpy as np
 from ice.errors import IceError
 
 from .data import RunData
-from .search import direction
+from .search import like_scores
 
 # how the grid may order and filter its list: value -> the text the page shows
 SORTS = {
@@ -58,10 +58,7 @@ def order_ids(
         return ids
     if sort == "similar":
         positives = marked_in if len(marked_in) else ids
-        query = direction(data.embeddings, positives, marked_out)
-        scores = np.asarray(data.embeddings[np.sort(ids)], dtype=np.float32) @ query
-        by_id = dict(zip(np.sort(ids).tolist(), scores.tolist()))
-        return ids[np.argsort([-by_id[i] for i in ids.tolist()], kind="stable")]
+        return ids[np.argsort(-like_scores(data, positives, marked_out, ids), kind="stable")]
     if sort in ("centre", "edge"):
         distance = data.clustering(clustering).distance[ids].astype(np.float64)
         outside = ~np.isfinite(distance)

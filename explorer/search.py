@@ -1,10 +1,13 @@
-"""Similarity search in embedding space with the run's FAISS index (inner product = cosine)."""
+"""Similarity search: an image's neighbours in embedding space with the run's FAISS index
+(inner product = cosine), and "More like these", learned from a person's marks (ice.likeness)."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from ice.errors import IceError
+from ice import likeness
+from ice.likeness import Features, direction
 
 from .data import RunData
 
@@ -18,52 +21,24 @@ def neighbours(data: RunData, image_id: int, k: int = 12) -> tuple[np.ndarray, n
     return ids[0][keep][:k].astype(np.int64), scores[0][keep][:k]
 
 
-WEAK_NEGATIVE = 0.3  # an unmarked image's weight as a negative, against 1 for one marked out
-UNMARKED_SAMPLE = 20_000  # unmarked images drawn as weak negatives: the fit stays bounded at any n
-C = 0.3  # the inverse regularisation: at 10 marks in, no worse than the mean embedding (BENCHMARKS.md)
-
-
-def direction(embeddings, positives, negatives=(), seed: int = 0) -> np.ndarray:
-    """(d,) float32: the weights of a logistic regression on the embeddings, the images given
-    (positives) against those marked out and a seeded draw of the others as weak negatives
-    (most images of a collection are not in the group one looks for), the two sides balanced.
-    Above UNMARKED_SAMPLE unmarked images, the fit is the one a collection of that size gets,
-    so the marks weigh the same in a run of any size.
-    Ranking by the inner product with it ranks by the model's odds, so one FAISS search of the
-    run's inner-product index ranks all n images."""
-    from sklearn.linear_model import LogisticRegression
-
-    n = len(embeddings)
-    positives = np.unique(np.asarray(positives, dtype=np.int64))
-    negatives = np.setdiff1d(np.asarray(negatives, dtype=np.int64), positives)
-    unmarked = np.ones(n, bool)
-    unmarked[positives] = unmarked[negatives] = False
-    rng = np.random.default_rng(seed)
-    weak = np.flatnonzero(unmarked)
-    if len(weak) > UNMARKED_SAMPLE:
-        weak = np.sort(rng.choice(weak, UNMARKED_SAMPLE, replace=False))
-    rows = np.concatenate([positives, negatives, weak])
-    y = np.concatenate([np.ones(len(positives)), np.zeros(len(negatives) + len(weak))])
-    weight = np.concatenate([np.zeros(len(positives)), np.ones(len(negatives)), np.full(len(weak), WEAK_NEGATIVE)])
-    if not weight.sum():  # every image given: nothing to tell them from
-        return np.asarray(embeddings[positives], dtype=np.float32).mean(axis=0)
-    weight[: len(positives)] = weight.sum() / len(positives)
-    order = np.argsort(rows, kind="stable")  # a memory map reads sorted rows faster
-    x = np.empty((len(rows), embeddings.shape[1]), np.float32)
-    x[order] = np.asarray(embeddings[rows[order]], dtype=np.float32)
-    model = LogisticRegression(C=C, max_iter=500, random_state=seed)
-    model.fit(x, y, sample_weight=weight)
-    return model.coef_[0].astype(np.float32)
+def like_scores(data: RunData, positives, negatives=(), ids=None, probability: bool = False) -> np.ndarray:
+    """How like `positives` and unlike `negatives` each image of `ids` (default: every image)
+    is: (len(ids),) float32, higher more like, by a logistic regression on the run's features
+    (ice.likeness): the inner products with its weights, or with `probability` its
+    probabilities."""
+    x = Features(data.embeddings, data.manifold)
+    w, b = likeness.logistic(x, positives, negatives)
+    return likeness.scores(x, w, b, ids, probability)
 
 
 def rank_like(data: RunData, image_ids, top: int = 200, negatives=()) -> tuple[np.ndarray, np.ndarray]:
     """Rank every image by how like the given ones it is, and unlike the `negatives` (images
-    a person marked out): by a linear model of the embeddings learned from them (`direction`);
-    return the top.
+    a person marked out): by a linear model learned from them (`direction`) on the run's
+    `Features` (where the run has no manifold, on its embeddings alone, which one FAISS
+    inner-product search ranks); return the top.
 
-    The model is one direction in embedding space, so one FAISS inner-product search ranks
-    all n images. The given images are ranked too (they usually come first). Returns
-    (ids (m,) int64, scores (m,) float32: the inner products), best first.
+    The given images are ranked too (they usually come first). Returns (ids (m,) int64,
+    scores (m,) float32), best first.
     """
     ids = data.check_ids(image_ids)
     negatives = data.check_ids(negatives)
@@ -71,7 +46,13 @@ def rank_like(data: RunData, image_ids, top: int = 200, negatives=()) -> tuple[n
         raise IceError("find more like these: select some images first")
     if top < 1:
         raise IceError(f"top {top}: must be at least 1")
+    top = min(top, data.n)
+    if data.manifold is not None:
+        scores = like_scores(data, ids, negatives)
+        best = np.argpartition(-scores, top - 1)[:top] if top < data.n else np.arange(data.n)
+        best = best[np.lexsort((best, -scores[best]))]
+        return best.astype(np.int64), scores[best]
     query = direction(data.embeddings, ids, negatives)
-    scores, found = data.index.search(np.ascontiguousarray(query[None, :]), min(top, data.n))
+    scores, found = data.index.search(np.ascontiguousarray(query[None, :]), top)
     keep = found[0] >= 0
     return found[0][keep].astype(np.int64), scores[0][keep]

@@ -15,7 +15,7 @@ from ice import teach_state as ts
 from ice.errors import IceError
 
 from .data import RunData
-from .search import direction
+from .search import like_scores
 
 PAGE = 48  # images on a page of "Find more" or "Uncertain"
 OVERLAY_MAX = 50_000  # the best-scoring images drawn on the map's overlay
@@ -62,8 +62,7 @@ def _similarity(data: RunData, ids: np.ndarray, marked_in: np.ndarray, marked_ou
     """Before the first round: as "More like these" ranks them (search.direction)."""
     if not len(marked_in):
         raise IceError("mark some images in the group first: select them and confirm a page")
-    query = direction(data.embeddings, marked_in, marked_out)
-    return np.asarray(data.embeddings[ids], dtype=np.float32) @ query
+    return like_scores(data, marked_in, marked_out, ids)
 
 
 def best_page(data: RunData, group: str, size: int = PAGE) -> np.ndarray:

@@ -17,7 +17,7 @@ from dash.exceptions import PreventUpdate
 from explorer.app import create_app
 from explorer.clusterings import save_clustering
 from explorer.data import Clustering
-from explorer.search import direction
+from explorer.search import like_scores
 from explorer.layout import clustering_options
 from explorer.review import review_list
 from explorer.search import rank_like
@@ -202,8 +202,7 @@ def test_the_grid_gets_its_list_sorted_and_filtered_with_the_groups_marks(app):
     assert sorted(similar) == sorted(members.tolist())
     # most like the marks first: by the direction "More like these" learns from those in and
     # out, which ranks the images marked in above those marked out on average
-    emb = np.asarray(data.embeddings, dtype=np.float32)
-    score = emb @ direction(data.embeddings, members[:3], members[3:5])
+    score = like_scores(data, members[:3], members[3:5])
     assert (np.diff(score[similar]) <= 1e-6).all()
     assert score[members[:3]].mean() > score[members[3:5]].mean()
 

@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from explorer.data import load_run
-from explorer.search import C, WEAK_NEGATIVE, direction, neighbours, rank_like
+from explorer.search import neighbours, rank_like
+from ice.likeness import C, MANIFOLD_WEIGHT, WEAK_NEGATIVE, Features, direction
 from ice.errors import IceError
 from ice.run_dir import read_items
 
@@ -38,18 +39,34 @@ def logistic_odds(emb, positives, negatives):
     return model.fit(emb, y, sample_weight=weight).decision_function(emb)
 
 
-def test_rank_like_orders_by_the_learned_odds(data):
-    emb = np.asarray(data.embeddings, dtype=np.float32)
+def test_features_are_the_embeddings_then_the_standardised_manifold(data):
+    raw = np.load(data.run_dir / "manifold.npy")
+    x = Features(data.embeddings, data.manifold)
+    assert x.shape == (data.n, data.embeddings.shape[1] + raw.shape[1])
+    rows = np.array([0, 7, 250])
+    got = x[rows]
+    assert np.allclose(got[:, : data.embeddings.shape[1]], np.asarray(data.embeddings)[rows])
+    standard = (raw - raw.mean(0)) / raw.std(0)
+    assert np.allclose(got[:, data.embeddings.shape[1] :], MANIFOLD_WEIGHT * standard[rows], atol=1e-4)
+
+
+@pytest.mark.parametrize("manifold", [True, False], ids=["with-manifold", "embeddings-only"])
+def test_rank_like_orders_by_the_learned_odds(data, manifold):
+    if not manifold:  # a run without manifold.npy: the embeddings alone, through the FAISS index
+        data = load_run(data.run_dir, read_only=True)
+        data.__dict__["manifold"] = None
+    x = Features(data.embeddings, data.manifold)
+    feats = x[np.arange(data.n)]
     chosen, out = [3, 40, 41], [5, 6]
     ids, scores = rank_like(data, chosen, top=30, negatives=out)
-    w = direction(data.embeddings, chosen, out)
-    assert np.allclose(scores, emb[ids] @ w, atol=1e-4)
+    w = direction(x, chosen, out)
+    assert np.allclose(scores, feats[ids] @ w, atol=1e-4)
     assert np.all(np.diff(scores) <= 1e-6)
-    assert np.isclose(scores[0], (emb @ w).max(), atol=1e-4)
+    assert np.isclose(scores[0], (feats @ w).max(), atol=1e-4)
     assert len(ids) == 30 and len(set(ids.tolist())) == 30
     # the same order as scikit-learn's own fit on every row, up to ties at float32
-    odds = logistic_odds(emb, chosen, out)
-    assert np.corrcoef(odds, emb @ w)[0, 1] > 0.9999
+    odds = logistic_odds(feats, chosen, out)
+    assert np.corrcoef(odds, feats @ w)[0, 1] > 0.9999
     assert len(set(ids[:20].tolist()) & set(np.argsort(-odds)[:20].tolist())) >= 19
 
 
@@ -73,16 +90,17 @@ def test_rank_like_learns_a_class_better_than_the_mean(demo_run):
         hits["mean"].append(np.isin(np.argsort(-mean)[:size], members).mean())
         minus = emb @ (emb[chosen].mean(0) - emb[out].mean(0))  # the rule before the learned one
         hits["mean less out"].append(np.isin(np.argsort(-minus)[:size], members).mean())
-        w = direction(data.embeddings, chosen, out)
-        assert (emb[out] @ w).mean() < (emb[chosen] @ w).mean()
+        feats = Features(data.embeddings, data.manifold)[np.arange(data.n)]
+        w = direction(Features(data.embeddings, data.manifold), chosen, out)
+        assert (feats[out] @ w).mean() < (feats[chosen] @ w).mean()
     print({k: round(float(np.mean(v)), 3) for k, v in hits.items()})
     assert np.mean(hits["learned"]) > max(np.mean(hits["mean"]), np.mean(hits["mean less out"])), hits
 
 
 def test_direction_samples_the_unmarked_at_a_fixed_seed(monkeypatch, data):
-    from explorer import search
+    from ice import likeness
 
-    monkeypatch.setattr(search, "UNMARKED_SAMPLE", 50)
+    monkeypatch.setattr(likeness, "UNMARKED_SAMPLE", 50)
     w = direction(data.embeddings, [3, 40, 41], [5])
     assert np.array_equal(w, direction(data.embeddings, [3, 40, 41], [5]))
     assert not np.allclose(w, direction(data.embeddings, [3, 40, 41], [5], seed=1))

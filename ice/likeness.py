@@ -1,0 +1,104 @@
+"""Learning a group from a person's marks on the run's own features, in a fraction of a second:
+a logistic regression of the images marked in against those marked out and a sample of the
+rest. The explorer's "More like these" ranks by it, and the teach loop averages it with its
+network's scores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .run_dir import MANIFOLD
+
+WEAK_NEGATIVE = 0.3  # an unmarked image's weight as a negative, against 1 for one marked out
+UNMARKED_SAMPLE = 20_000  # unmarked images drawn as weak negatives: the fit stays bounded at any n
+C = 0.3  # the inverse regularisation: at 10 marks in, no worse than the mean embedding (BENCHMARKS.md)
+
+
+def direction(embeddings, positives, negatives=(), seed: int = 0) -> np.ndarray:
+    """(d,) float32: `logistic`'s weights. Ranking by the inner product with them ranks by the
+    model's odds, so one FAISS search of an inner-product index ranks all n images."""
+    return logistic(embeddings, positives, negatives, seed)[0]
+
+
+def logistic(embeddings, positives, negatives=(), seed: int = 0) -> tuple[np.ndarray, float]:
+    """((d,) float32, intercept): a logistic regression on `embeddings` (or any features of the
+    images, one row each), the images given (positives) against those marked out and a seeded
+    draw of the others as weak negatives (most images of a collection are not in the group one
+    looks for), the two sides balanced. Above UNMARKED_SAMPLE unmarked images, the fit is the
+    one a collection of that size gets, so the marks weigh the same in a run of any size."""
+    from sklearn.linear_model import LogisticRegression
+
+    n = len(embeddings)
+    positives = np.unique(np.asarray(positives, dtype=np.int64))
+    negatives = np.setdiff1d(np.asarray(negatives, dtype=np.int64), positives)
+    unmarked = np.ones(n, bool)
+    unmarked[positives] = unmarked[negatives] = False
+    rng = np.random.default_rng(seed)
+    weak = np.flatnonzero(unmarked)
+    if len(weak) > UNMARKED_SAMPLE:
+        weak = np.sort(rng.choice(weak, UNMARKED_SAMPLE, replace=False))
+    rows = np.concatenate([positives, negatives, weak])
+    y = np.concatenate([np.ones(len(positives)), np.zeros(len(negatives) + len(weak))])
+    weight = np.concatenate([np.zeros(len(positives)), np.ones(len(negatives)), np.full(len(weak), WEAK_NEGATIVE)])
+    if not weight.sum():  # every image given: nothing to tell them from
+        return np.asarray(embeddings[positives], dtype=np.float32).mean(axis=0), 0.0
+    weight[: len(positives)] = weight.sum() / len(positives)
+    order = np.argsort(rows, kind="stable")  # a memory map reads sorted rows faster
+    x = np.empty((len(rows), embeddings.shape[1]), np.float32)
+    x[order] = np.asarray(embeddings[rows[order]], dtype=np.float32)
+    model = LogisticRegression(C=C, max_iter=500, random_state=seed)
+    model.fit(x, y, sample_weight=weight)
+    return model.coef_[0].astype(np.float32), float(model.intercept_[0])
+
+
+MANIFOLD_WEIGHT = 0.3  # the standardised manifold's scale against the unit-length embeddings
+
+
+class Features:
+    """What a group is learned on, read by rows: each image's embedding, followed by its
+    manifold coordinates (standardised, times MANIFOLD_WEIGHT) where the run has them: the
+    manifold is the space the clusters were found in, and the two together rank a class better
+    than either alone (BENCHMARKS.md). Nothing is held for the whole run."""
+
+    def __init__(self, embeddings, manifold=None):
+        self.parts = [embeddings] + ([] if manifold is None else [manifold])
+        self.shape = (len(embeddings), sum(p.shape[1] for p in self.parts))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, rows) -> np.ndarray:
+        blocks = [np.asarray(p[rows], dtype=np.float32) for p in self.parts]
+        if len(blocks) > 1:
+            blocks[1] = blocks[1] * MANIFOLD_WEIGHT
+        return np.hstack(blocks)
+
+
+def standardised_manifold(run_dir: Path, n: int) -> np.ndarray | None:
+    """(n, m) float32: the run's manifold coordinates (manifold.npy), each column scaled by a
+    sample's mean and spread; None where the run has none."""
+    try:
+        raw = np.load(Path(run_dir) / MANIFOLD, mmap_mode="r")
+    except (OSError, ValueError):
+        return None
+    if raw.ndim != 2 or len(raw) < n or not n:
+        return None
+    rows = np.random.default_rng(0).choice(n, min(n, 100_000), replace=False)
+    sample = np.asarray(raw[np.sort(rows)], dtype=np.float64)
+    scale = sample.std(0)
+    scale[scale == 0] = 1.0
+    return ((np.asarray(raw[:n], dtype=np.float32) - sample.mean(0)) / scale).astype(np.float32)
+
+
+def scores(x, w: np.ndarray, b: float = 0.0, ids=None, probability: bool = False) -> np.ndarray:
+    """(len(ids),) float32 for `ids` (default every row of `x`): the inner products with `w`,
+    or with `probability` the model's probabilities, a bounded block of rows at a time."""
+    rows = np.arange(len(x)) if ids is None else np.asarray(ids, dtype=np.int64)
+    order = np.argsort(rows, kind="stable")  # a memory map reads sorted rows faster
+    out = np.empty(len(rows), np.float32)
+    for start in range(0, len(rows), 1 << 20):
+        block = order[start : start + (1 << 20)]
+        out[block] = x[rows[block]] @ w
+    return (1 / (1 + np.exp(-(out + b)))).astype(np.float32) if probability else out
