@@ -449,14 +449,20 @@ def _commit(job: Adding, state: dict) -> dict:
 
 
 def _write_part(run_dir: Path, name: str, shard: int, source: Path, m: int) -> None:
-    """Copy the addition's array `source` (m rows) to its part of a version 2 run's `name`,
-    unless a killed commit wrote it already."""
+    """Make the addition's array `source` (m rows) the part of a version 2 run's `name`, unless
+    a killed commit did already: a hard link (the job's folder is inside the run, and its
+    file is removed with the folder once the manifest lists the part), or a copy where the
+    filesystem has none."""
     part = rd.part_path(run_dir / rd.parts_folder(name), shard, ".npy")
     with contextlib.suppress(OSError, ValueError):
         if len(np.load(part, mmap_mode="r")) == m:
             return
     with rd.atomic_path(part, suffix=".npy") as tmp:
-        shutil.copyfile(source, tmp)
+        os.unlink(tmp)
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
 
 
 def _write_items(

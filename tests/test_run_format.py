@@ -137,25 +137,30 @@ def test_an_add_to_a_version_2_run_is_a_part_of_its_own(v1_and_v2):
     assert len(rd.load_manifest(v2)["shards"]) == 5
 
 
-@pytest.mark.parametrize("where", ["manifest", "part"])
+PART_KILLS = {
+    # the part linked to the job's file, then killed before the rename
+    "link": "link = os.link\ndef die(a, b):\n    link(a, b)\n    os.kill(os.getpid(), signal.SIGKILL)\nos.link = die\n",
+    # a filesystem without hard links: killed halfway through the copy
+    "copy": (
+        "import shutil\n"
+        "def no_link(a, b):\n    raise OSError(1, 'Operation not permitted')\nos.link = no_link\n"
+        "def die(a, b):\n    open(b, 'wb').write(open(a, 'rb').read()[:1000])\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\nshutil.copyfile = die\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("where", ["manifest", "link", "copy"])
 def test_an_add_to_version_2_killed_then_run_again_ends_as_one_never_killed(v1_and_v2, tmp_path, where):
-    """Killed after the parts were written and before the manifest listed them, or halfway
-    through copying the pixels' part: readers see the run as it was, and the add run again
-    ends as one never killed."""
+    """Killed after the parts were made and before the manifest listed them, or halfway
+    through making the pixels' part (by a hard link, or by a copy where there is none):
+    readers see the run as it was, and the add run again ends as one never killed."""
     _, fresh, rest = v1_and_v2
     killed = tmp_path / "killed"
     shutil.copytree(fresh, killed)
     before = rd.read_items(killed)
     assert main(["add", str(fresh), str(rest), "--workers", "0"]) == 0
-    die = (
-        KILL_AT["manifest"]
-        if where == "manifest"
-        else (
-            "import shutil\ncopy = shutil.copyfile\n"
-            "def die(a, b):\n    open(b, 'wb').write(open(a, 'rb').read()[:1000])\n"
-            "    os.kill(os.getpid(), signal.SIGKILL)\nshutil.copyfile = die\n"
-        )
-    )
+    die = KILL_AT["manifest"] if where == "manifest" else PART_KILLS[where]
     script = "import os, signal, sys\nfrom ice import run_dir as rd\n" + die
     script += "from ice.cli import main\nmain(sys.argv[1:])\n"
     args = ["add", str(killed), str(rest), "--workers", "0"]
