@@ -13,12 +13,14 @@ whose score is nearest even odds (the explorer's "Uncertain" page; where the sco
 probabilities, as the similarity's, the whole page is the best-ranked). After each round it
 prints the precision at the class size: the share of the top |class| images that are in the
 class, where the ranking puts the images marked in first and those marked out last, as the
-group a person has then. The learners: `teach`, the explorer's (embeddings.teach; before its
-first round, the first page is what "More like these" ranks first, as in the explorer);
-`incremental`, the same with each round going on from the last one's model; `similarity`,
-the mean embedding of the images marked in (the explorer's "More like these" before
-2026-12-06); `linear`, a logistic regression on the embeddings (the explorer's "More like
-these" since); `fresh`, the teach learner on an untrained encoder of the same shape.
+group a person has then. The learners: `teach`, the explorer's (embeddings.teach: each score
+blends the network's with the `linear` model's, TeachSettings.blend, `--set blend=0` for the
+network alone; before its first round, the first page is what "More like these" ranks first,
+as in the explorer); `incremental`, the same with each round going on from the last one's
+model; `similarity`, the mean embedding of the images marked in (the explorer's "More like
+these" before 2026-12-06); `linear`, a logistic regression on the embeddings and the manifold
+(the explorer's "More like these" since); `manifold`, the same on the manifold coordinates
+alone; `fresh`, the teach learner on an untrained encoder of the same shape.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import pandas as pd
 
 from benchmarks.common import DATA_CACHE, PeakRSS, append_section, machine, today
 
-LEARNERS = ("teach", "incremental", "similarity", "linear", "manifold", "both", "fresh")
+LEARNERS = ("teach", "incremental", "similarity", "linear", "manifold", "fresh")
 
 
 def precision_at_size(scores: np.ndarray, positives, negatives, truth: np.ndarray) -> float:
@@ -120,29 +122,11 @@ class Teach:
             self.round,
         )
         self.round += 1
-        return self.teach.score(self.net, self.pixels, self.cfg, self.device)
-
-
-class Both:
-    """The teach learner's probabilities averaged with "More like these"'s (the logistic
-    regression's); before the teach learner's first round, the regression's alone."""
-
-    probabilities = True
-
-    def __init__(self, run: Path, seed: int = 0, device: str = "auto", **settings):
-        self.teach, self.linear = Teach(run, seed=seed, device=device, **settings), Linear(run, seed=seed)
-
-    def fit(self, positives, negatives) -> np.ndarray:
-        from explorer.search import like_scores
-
-        odds = like_scores(self.linear.data, positives, negatives, probability=True)
-        t = self.teach.fit(positives, negatives)
-        return (t + odds) / 2 if self.teach.probabilities else odds
+        network = self.teach.score(self.net, self.pixels, self.cfg, self.device)
+        return self.teach.blended(self.run, network, positives, negatives, self.settings)[0]
 
 
 def make_learner(name: str, run: Path, seed: int, device: str, settings: dict):
-    if name == "both":
-        return Both(run, seed=seed, device=device, **settings)
     if name == "similarity":
         return Similarity(run)
     if name == "linear":

@@ -334,33 +334,48 @@ def _place(job: Adding, state: dict, device, prepared=None) -> None:
 
 
 def _teach_rounds(run_dir: Path):
-    """(group folder, round number) of every saved teach round."""
+    """(group folder, round number, round record) of every saved teach round."""
     for folder in sorted((run_dir / rd.TEACH).glob("g*")):
         try:
             state = rd.read_json(folder / ts.STATE)
         except (OSError, ValueError):
             continue
         for r in state.get("rounds", []):
-            yield folder, int(r["round"])
+            yield folder, int(r["round"]), r
 
 
 def _score_teach_rounds(job: Adding, n: int, device) -> None:
-    """Score the new images with each teach round's model whose scores cover the run."""
-    rounds = [(f, r) for f, r in _teach_rounds(job.run_dir) if ts.round_path(f, r, ".pt").exists() and _rows(f, r) == n]
+    """Score the new images with each teach round's model whose scores cover the run, blended
+    with the round's regression (its record's "likeness") as the round blended its own."""
+    rounds = [
+        (f, r, rec)
+        for f, r, rec in _teach_rounds(job.run_dir)
+        if ts.round_path(f, r, ".pt").exists() and _rows(f, r) == n
+    ]
     if not rounds:
         return
     import torch
+
+    from ice import likeness
 
     from .teach import new_scorer, score, views_config
     from .train import pick_device
 
     dev = pick_device(device)
     pixels = np.load(job.path(rd.PIXELS), mmap_mode="r")
+    embeddings = np.load(job.path(rd.EMBEDDINGS), mmap_mode="r")
+    with np.load(job.path(PLACED)) as placed:
+        manifold = placed["manifold"] if "manifold" in placed else None
     cfg = views_config(job.run_dir)
     net = new_scorer(job.run_dir, dev, 0)
-    for folder, r in rounds:
+    for folder, r, record in rounds:
         net.load_state_dict(torch.load(ts.round_path(folder, r, ".pt"), map_location=dev, weights_only=True))
-        rd.save_npy(ts.round_path(job.path(TEACH_SCORES) / folder.name, r, ".npy"), score(net, pixels, cfg, dev))
+        scores = score(net, pixels, cfg, dev)
+        model, blend = record.get("likeness"), float(record.get("settings", {}).get("blend", 0))
+        if model and blend:
+            odds = likeness.apply(model, embeddings, manifold)
+            scores = ((1 - blend) * scores + blend * odds).astype(np.float32)
+        rd.save_npy(ts.round_path(job.path(TEACH_SCORES) / folder.name, r, ".npy"), scores)
 
 
 def _rows(folder: Path, r: int) -> int:

@@ -351,12 +351,16 @@ class TeachSettings:
     # a round continues from the last round's model instead of the run's encoder; off, since
     # the unmarked members, drawn as weak negatives round after round, are then learned as out
     incremental: bool = False
+    # the share of an image's score that comes from a logistic regression of the marks on the
+    # run's embeddings and manifold (ice.likeness), the rest from the network (BENCHMARKS.md)
+    blend: float = 0.5
 
     def validate(self) -> "TeachSettings":
         for name, ok, rule in (
             ("steps", self.steps >= 1, "at least 1"),
             ("batch", self.batch >= 1, "at least 1"),
             ("weak_negative", 0 <= self.weak_negative <= 1, "between 0 and 1"),
+            ("blend", 0 <= self.blend <= 1, "between 0 and 1"),
             ("lr", 0 < self.lr < 1, "between 0 and 1"),
             ("seed", 0 <= self.seed < 2**31, f"between 0 and {2**31 - 1}"),
         ):

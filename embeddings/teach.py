@@ -5,8 +5,10 @@ without labels, with a new one-logit head: the images marked in are the positive
 marked out the negatives, and a random draw of the unmarked images are weak negatives
 (most images of a collection are not in the group one looks for, and the few that are
 weigh little). Every batch is balanced between the two sides, and every image goes through
-the recipe's augmentations, as in training. An image's score is the probability of the
-plain view and its mirror image, averaged.
+the recipe's augmentations, as in training. The network's score of an image is the
+probability of the plain view and its mirror image, averaged; an image's score blends it
+with a logistic regression of the same marks on the run's embeddings and manifold
+(TeachSettings.blend, `blended`), which ranks well from the first marks on.
 
 Each round (`teach_round`, run in its own process in the explorer: `python -m
 embeddings.teach RUN_DIR GROUP`) trains on all the marks so far from the run's encoder, as
@@ -31,6 +33,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ice import likeness
 from ice import run_dir as rd
 from ice import teach_state as ts
 from ice.errors import IceError
@@ -135,6 +138,23 @@ def score(net: Scorer, pixels: np.ndarray, cfg: Config, device: torch.device, ba
     return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
 
 
+def blended(
+    run_dir: Path, network: np.ndarray, positives, negatives, settings: TeachSettings
+) -> tuple[np.ndarray, dict | None]:
+    """The network's scores, with settings.blend of each from a logistic regression of the
+    same marks on the run's embeddings and manifold (ice.likeness): (scores, that model, to
+    keep with the round; None where blend is 0). The network learns the pixels; the regression
+    the space the run's clusters were found in, where a group is often nearly one side of a
+    plane, and from the first marks on."""
+    if not settings.blend:
+        return network, None
+    embeddings = rd.open_rows(run_dir, rd.EMBEDDINGS, len(network))
+    manifold = likeness.read_manifold(run_dir, len(network))
+    model = likeness.fit(embeddings, manifold, positives, negatives, settings.seed)
+    odds = likeness.apply(model, embeddings, manifold)
+    return ((1 - settings.blend) * network + settings.blend * odds).astype(np.float32), model
+
+
 def estimate_members(scores: np.ndarray, positives: np.ndarray, negatives: np.ndarray) -> int:
     """How many images the group holds, by the scores: those marked in, and the unmarked
     ones the learner gives more than even odds."""
@@ -157,7 +177,7 @@ def find(
     cfg = views_config(run_dir)
     net = new_scorer(run_dir, dev, settings.seed)
     fit(net, pixels, positives, negatives, cfg, settings, dev)
-    return score(net, pixels, cfg, dev)
+    return blended(run_dir, score(net, pixels, cfg, dev), positives, negatives, settings)[0]
 
 
 def _ids(ids, n: int) -> np.ndarray:
@@ -248,7 +268,7 @@ def teach_round(
     ts.write_progress(run_dir, group, round=round_, step=0, steps=settings.steps + 1, phase="train")
     loss = fit(net, pixels, positives, negatives, cfg, settings, dev, round_, on_step)
     ts.write_progress(run_dir, group, round=round_, step=settings.steps, steps=settings.steps + 1, phase="score")
-    scores = score(net, pixels, cfg, dev)
+    scores, model = blended(run_dir, score(net, pixels, cfg, dev), positives, negatives, settings)
 
     def write_model(path: Path) -> None:
         buf = io.BytesIO()
@@ -266,6 +286,7 @@ def teach_round(
         "seconds": round(time.perf_counter() - t0, 2),
         "device": dev.type,
         "settings": asdict(settings),
+        "likeness": model,  # the regression the scores blend in: applied to images added later
     }
     record = ts.save_round(run_dir, group, record, scores, write_model)
     ts.clear_progress(run_dir, group)

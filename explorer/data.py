@@ -18,7 +18,7 @@ import pandas as pd
 
 from ice.annotations import RUN_CLUSTERING, Annotations
 from ice.errors import IceError
-from ice.likeness import standardised_manifold
+from ice.likeness import read_manifold
 from ice.search_index import read_index
 from ice.tiles import Tiles
 from ice.run_dir import (
@@ -149,9 +149,9 @@ class RunData:
 
     @cached_property
     def manifold(self) -> np.ndarray | None:
-        """(n, m) float32: the manifold coordinates the run's clusters were found in, standardised
-        (per column, by a sample's mean and spread); None where the run has none."""
-        return standardised_manifold(self.run_dir, self.n)
+        """(n, m) float32, memory-mapped: the manifold coordinates the run's clusters were found
+        in; None where the run has none."""
+        return read_manifold(self.run_dir, self.n)
 
     @property
     def index(self):

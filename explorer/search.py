@@ -7,7 +7,7 @@ import numpy as np
 
 from ice.errors import IceError
 from ice import likeness
-from ice.likeness import Features, direction
+from ice.likeness import direction
 
 from .data import RunData
 
@@ -26,9 +26,8 @@ def like_scores(data: RunData, positives, negatives=(), ids=None, probability: b
     is: (len(ids),) float32, higher more like, by a logistic regression on the run's features
     (ice.likeness): the inner products with its weights, or with `probability` its
     probabilities."""
-    x = Features(data.embeddings, data.manifold)
-    w, b = likeness.logistic(x, positives, negatives)
-    return likeness.scores(x, w, b, ids, probability)
+    model = likeness.fit(data.embeddings, data.manifold, positives, negatives)
+    return likeness.apply(model, data.embeddings, data.manifold, ids, probability)
 
 
 def rank_like(data: RunData, image_ids, top: int = 200, negatives=()) -> tuple[np.ndarray, np.ndarray]:

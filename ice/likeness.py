@@ -58,38 +58,68 @@ MANIFOLD_WEIGHT = 0.3  # the standardised manifold's scale against the unit-leng
 
 class Features:
     """What a group is learned on, read by rows: each image's embedding, followed by its
-    manifold coordinates (standardised, times MANIFOLD_WEIGHT) where the run has them: the
-    manifold is the space the clusters were found in, and the two together rank a class better
-    than either alone (BENCHMARKS.md). Nothing is held for the whole run."""
+    manifold coordinates (standardised by `mean` and `scale`, times MANIFOLD_WEIGHT) where the
+    run has them: the manifold is the space the clusters were found in, and the two together
+    rank a class better than either alone (BENCHMARKS.md). Nothing is held for the whole run."""
 
-    def __init__(self, embeddings, manifold=None):
-        self.parts = [embeddings] + ([] if manifold is None else [manifold])
-        self.shape = (len(embeddings), sum(p.shape[1] for p in self.parts))
+    def __init__(self, embeddings, manifold=None, mean=None, scale=None):
+        self.embeddings, self.manifold = embeddings, manifold
+        if manifold is not None:
+            self.mean = np.asarray(mean, dtype=np.float32)
+            self.scale = np.asarray(scale, dtype=np.float32) / MANIFOLD_WEIGHT
+        width = embeddings.shape[1] + (0 if manifold is None else manifold.shape[1])
+        self.shape = (len(embeddings), width)
 
     def __len__(self) -> int:
         return self.shape[0]
 
     def __getitem__(self, rows) -> np.ndarray:
-        blocks = [np.asarray(p[rows], dtype=np.float32) for p in self.parts]
-        if len(blocks) > 1:
-            blocks[1] = blocks[1] * MANIFOLD_WEIGHT
-        return np.hstack(blocks)
+        x = np.asarray(self.embeddings[rows], dtype=np.float32)
+        if self.manifold is None:
+            return x
+        return np.hstack([x, (np.asarray(self.manifold[rows], dtype=np.float32) - self.mean) / self.scale])
 
 
-def standardised_manifold(run_dir: Path, n: int) -> np.ndarray | None:
-    """(n, m) float32: the run's manifold coordinates (manifold.npy), each column scaled by a
-    sample's mean and spread; None where the run has none."""
+def manifold_scaling(manifold) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, spread) of each column of a run's manifold coordinates, from a seeded sample."""
+    n = len(manifold)
+    rows = np.sort(np.random.default_rng(0).choice(n, min(n, 100_000), replace=False))
+    sample = np.asarray(manifold[rows], dtype=np.float64)
+    scale = sample.std(0)
+    scale[scale == 0] = 1.0
+    return sample.mean(0).astype(np.float32), scale.astype(np.float32)
+
+
+def read_manifold(run_dir: Path, n: int):
+    """The run's manifold coordinates (manifold.npy, memory-mapped, its first n rows), or None
+    where it has none that covers its n images."""
     try:
         raw = np.load(Path(run_dir) / MANIFOLD, mmap_mode="r")
     except (OSError, ValueError):
         return None
-    if raw.ndim != 2 or len(raw) < n or not n:
-        return None
-    rows = np.random.default_rng(0).choice(n, min(n, 100_000), replace=False)
-    sample = np.asarray(raw[np.sort(rows)], dtype=np.float64)
-    scale = sample.std(0)
-    scale[scale == 0] = 1.0
-    return ((np.asarray(raw[:n], dtype=np.float32) - sample.mean(0)) / scale).astype(np.float32)
+    return raw[:n] if raw.ndim == 2 and len(raw) >= n > 0 else None
+
+
+def fit(embeddings, manifold, positives, negatives=(), seed: int = 0) -> dict:
+    """A group's model from its marks (`logistic` on the `Features` of the embeddings and the
+    manifold, None for none), as plain numbers, so that it can be kept with a teach round
+    and applied to images added later: {"w", "b", "mean", "scale"}."""
+    mean = scale = None
+    if manifold is not None:
+        mean, scale = manifold_scaling(manifold)
+    w, b = logistic(Features(embeddings, manifold, mean, scale), positives, negatives, seed)
+    listed = lambda a: None if a is None else [float(v) for v in a]  # noqa: E731
+    return {"w": listed(w), "b": float(b), "mean": listed(mean), "scale": listed(scale)}
+
+
+def apply(model: dict, embeddings, manifold, ids=None, probability: bool = True) -> np.ndarray:
+    """`fit`'s model on images (their embeddings and manifold rows; the manifold is left out
+    where the model was fitted without one): (len(ids),) float32, the probabilities of being
+    in the group, or with probability=False the inner products with the weights."""
+    if model["mean"] is None:
+        manifold = None
+    x = Features(embeddings, manifold, model["mean"], model["scale"])
+    return scores(x, np.asarray(model["w"], dtype=np.float32), model["b"], ids, probability)
 
 
 def scores(x, w: np.ndarray, b: float = 0.0, ids=None, probability: bool = False) -> np.ndarray:

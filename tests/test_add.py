@@ -163,6 +163,22 @@ def test_names_groups_reclusterings_and_teach_scores_survive_an_add(run_copy):
     scores = ts.read_scores(run_dir, "threes", n=n + 80)
     np.testing.assert_array_equal(scores[:n], scores_before)
     assert ((scores[n:] >= 0) & (scores[n:] <= 1)).all()
+    # the added images' scores blend the round's network and its regression, as the round's own
+    import torch
+
+    from embeddings.teach import new_scorer, score, views_config
+    from ice import likeness
+
+    record = ts.read_state(run_dir, "threes")["rounds"][-1]
+    net = new_scorer(run_dir, torch.device("cpu"), 0)
+    folder = ts.group_dir(run_dir, "threes")
+    net.load_state_dict(torch.load(ts.round_path(folder, record["round"], ".pt"), weights_only=True))
+    network = score(net, np.asarray(grown.pixels[n:]), views_config(run_dir), torch.device("cpu"))
+    manifold = np.load(run_dir / rd.MANIFOLD)[n:] if (run_dir / rd.MANIFOLD).exists() else None
+    odds = likeness.apply(record["likeness"], np.asarray(grown.embeddings[n:]), manifold)
+    blend = record["settings"]["blend"]
+    assert blend > 0 and not np.allclose(network, odds, atol=1e-3)
+    np.testing.assert_allclose(scores[n:], (1 - blend) * network + blend * odds, atol=1e-5)
     if (run_dir / rd.NEIGHBOURS).exists():
         graph = np.load(run_dir / rd.NEIGHBOURS)
         assert len(graph) == n + 80 and (graph[n:, 0] == np.arange(n, n + 80)).all()

@@ -5,7 +5,7 @@ import pytest
 
 from explorer.data import load_run
 from explorer.search import neighbours, rank_like
-from ice.likeness import C, MANIFOLD_WEIGHT, WEAK_NEGATIVE, Features, direction
+from ice.likeness import C, MANIFOLD_WEIGHT, WEAK_NEGATIVE, Features, direction, manifold_scaling
 from ice.errors import IceError
 from ice.run_dir import read_items
 
@@ -25,6 +25,12 @@ def test_neighbours_are_the_most_similar_others(data):
     assert np.allclose(cos[ids], scores, atol=1e-5)
 
 
+def features_of(data):
+    if data.manifold is None:
+        return Features(data.embeddings)
+    return Features(data.embeddings, data.manifold, *manifold_scaling(data.manifold))
+
+
 def logistic_odds(emb, positives, negatives):
     """A logistic regression fitted directly with scikit-learn, as `direction` describes it:
     every unmarked image a weak negative (the run is under the sample size)."""
@@ -41,7 +47,7 @@ def logistic_odds(emb, positives, negatives):
 
 def test_features_are_the_embeddings_then_the_standardised_manifold(data):
     raw = np.load(data.run_dir / "manifold.npy")
-    x = Features(data.embeddings, data.manifold)
+    x = features_of(data)
     assert x.shape == (data.n, data.embeddings.shape[1] + raw.shape[1])
     rows = np.array([0, 7, 250])
     got = x[rows]
@@ -55,7 +61,7 @@ def test_rank_like_orders_by_the_learned_odds(data, manifold):
     if not manifold:  # a run without manifold.npy: the embeddings alone, through the FAISS index
         data = load_run(data.run_dir, read_only=True)
         data.__dict__["manifold"] = None
-    x = Features(data.embeddings, data.manifold)
+    x = features_of(data)
     feats = x[np.arange(data.n)]
     chosen, out = [3, 40, 41], [5, 6]
     ids, scores = rank_like(data, chosen, top=30, negatives=out)
@@ -90,8 +96,8 @@ def test_rank_like_learns_a_class_better_than_the_mean(demo_run):
         hits["mean"].append(np.isin(np.argsort(-mean)[:size], members).mean())
         minus = emb @ (emb[chosen].mean(0) - emb[out].mean(0))  # the rule before the learned one
         hits["mean less out"].append(np.isin(np.argsort(-minus)[:size], members).mean())
-        feats = Features(data.embeddings, data.manifold)[np.arange(data.n)]
-        w = direction(Features(data.embeddings, data.manifold), chosen, out)
+        feats = features_of(data)[np.arange(data.n)]
+        w = direction(features_of(data), chosen, out)
         assert (feats[out] @ w).mean() < (feats[chosen] @ w).mean()
     print({k: round(float(np.mean(v)), 3) for k, v in hits.items()})
     assert np.mean(hits["learned"]) > max(np.mean(hits["mean"]), np.mean(hits["mean less out"])), hits
