@@ -334,8 +334,9 @@ TARGETS = {"digits": 0.95, "mnist": 0.97, "cifar10": 0.70}  # mean precision at 
 DATASETS = {"digits": "digits", "mnist": "MNIST test", "cifar10": "CIFAR-10 test"}
 NAMES = {
     "teach": "teach loop",
-    "similarity": "similarity ranking (More like these)",
-    "linear": "linear probe on the embeddings",
+    "similarity": "mean embedding of the marks in (More like these before 2026-12-06)",
+    "linear": "More like these: logistic regression on the embeddings and manifold",
+    "manifold": "logistic regression on the manifold alone",
 }
 
 
