@@ -52,7 +52,20 @@ def tiles(duo):
 
 
 def tile(duo, image_id: int):
-    return duo.find_element(f"#grid .tile[data-id='{image_id}']")
+    """A page's tile, as a person reaches it: the grid draws only the rows in view (and two
+    more each way), so one further down is scrolled to first."""
+    css = f"#grid .tile[data-id='{image_id}']"
+    if not duo.driver.find_elements("css selector", css):
+        duo.driver.execute_script(
+            "const grid = document.getElementById('grid'), s = window.iceReview.state();"
+            "const size = Number(document.getElementById('tile-size').value);"
+            "const cols = Math.max(1, Math.floor((grid.clientWidth + 6) / (size + 6)));"
+            "grid.scrollTop = Math.floor(s.ids.indexOf(arguments[0]) / cols) * (size + 6);"
+            "grid.dispatchEvent(new Event('scroll'));",
+            int(image_id),
+        )
+        until(lambda: duo.driver.find_elements("css selector", css), 5)
+    return duo.find_element(css)
 
 
 def type_group(duo, name: str) -> None:
