@@ -83,9 +83,9 @@ class Clustering:
                 rng = np.random.default_rng([seed, cluster])
                 sample = members
                 if len(members) > REPRESENTATIVE_SAMPLE:
-                    sample = np.sort(rng.choice(members, REPRESENTATIVE_SAMPLE, replace=False))
-                x = np.asarray(embeddings[np.sort(sample)], dtype=np.float32)
-                sample = np.sort(sample)
+                    sample = rng.choice(members, REPRESENTATIVE_SAMPLE, replace=False)
+                sample = np.sort(sample)  # a memory map reads sorted rows faster
+                x = np.asarray(embeddings[sample], dtype=np.float32)
                 km = KMeans(count, n_iter=10, n_init=1, seed=seed).fit(x)
                 parts = np.argsort(-np.bincount(km.labels_, minlength=count), kind="stable")
                 picked = []

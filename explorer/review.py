@@ -50,7 +50,7 @@ def order_ids(
     data: RunData, ids: np.ndarray, sort: str, clustering: str, marked_in: np.ndarray, marked_out: np.ndarray
 ) -> np.ndarray:
     """ids in the order `sort` names (SORTS). "similar" ranks as "More like these" does
-    (search.direction): like the group's images marked in (the list's where none are), unlike
+    (search.like_scores): like the group's images marked in (the list's where none are), unlike
     those marked out;
     "centre" and "edge" by the squared distance to the image's cluster centre in `clustering`
     (a drill-down's own centres there); images outside it go last."""

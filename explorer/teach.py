@@ -59,7 +59,7 @@ def _unmarked(data: RunData, group: str) -> tuple[np.ndarray, np.ndarray, np.nda
 
 
 def _similarity(data: RunData, ids: np.ndarray, marked_in: np.ndarray, marked_out: np.ndarray) -> np.ndarray:
-    """Before the first round: as "More like these" ranks them (search.direction)."""
+    """Before the first round: as "More like these" ranks them (search.like_scores)."""
     if not len(marked_in):
         raise IceError("mark some images in the group first: select them and confirm a page")
     return like_scores(data, marked_in, marked_out, ids)
