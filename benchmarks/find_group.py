@@ -337,6 +337,8 @@ NAMES = {
     "similarity": "mean embedding of the marks in (More like these before 2026-12-06)",
     "linear": "More like these: logistic regression on the embeddings and manifold",
     "manifold": "logistic regression on the manifold alone",
+    "incremental": "teach loop, each round going on from the last round's model",
+    "fresh": "teach loop on an untrained encoder of the same shape",
 }
 
 
