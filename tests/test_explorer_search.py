@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from explorer.data import load_run
-from explorer.search import neighbours, rank_like
+from explorer import search
+from explorer.search import like_scores, neighbours, rank_like
 from ice.likeness import C, MANIFOLD_WEIGHT, WEAK_NEGATIVE, Features, direction, manifold_scaling
 from ice.errors import IceError
 from ice.run_dir import read_items
@@ -74,6 +75,24 @@ def test_rank_like_orders_by_the_learned_odds(data, manifold):
     odds = logistic_odds(feats, chosen, out)
     assert np.corrcoef(odds, feats @ w)[0, 1] > 0.9999
     assert len(set(ids[:20].tolist()) & set(np.argsort(-odds)[:20].tolist())) >= 19
+
+
+def test_rank_like_in_a_large_run_scores_a_candidate_set(data, monkeypatch):
+    """Above EXACT_LIMIT images, the model scores a candidate set (the index's first by its
+    embedding weights, the manifold's first by its manifold weights, the images given), not
+    every image: the same model's scores, and nearly the same top as scoring every image."""
+    chosen, out = [3, 40, 41], [5, 6]
+    exact_ids, _ = rank_like(data, chosen, top=30, negatives=out)
+    monkeypatch.setattr(search, "EXACT_LIMIT", 0)
+    monkeypatch.setattr(search, "CANDIDATES", data.n // 3)
+    ids, scores = rank_like(data, chosen, top=30, negatives=out)
+    assert np.allclose(scores, like_scores(data, chosen, out, ids), atol=1e-5)
+    assert np.all(np.diff(scores) <= 1e-6)
+    assert len(set(ids.tolist()) & set(exact_ids.tolist())) >= 27
+    model = search.likeness.fit(data.embeddings, data.manifold, chosen, out)
+    pool = search.candidates(data, model, np.array(chosen), data.n // 3)
+    assert set(chosen) <= set(pool.tolist()) and len(pool) < data.n
+    assert np.all(np.diff(pool) > 0)
 
 
 def test_rank_like_learns_a_class_better_than_the_mean(demo_run):
