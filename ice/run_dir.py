@@ -6,6 +6,7 @@ Torch-free: the job and the explorer both import this module.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import datetime as dt
 import errno
@@ -14,6 +15,7 @@ import json
 import os
 import re
 import tempfile
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -207,47 +209,83 @@ def _parts(folder: Path, suffix: str, count: int | None) -> list[Path]:
     return paths
 
 
-class Rows:
-    """The rows of a version 2 run's .npy parts, read as one array of (n, ...): each part is
-    memory-mapped, and indexing with an int, a slice or an array of ids gathers from the parts
-    that hold them (an ndarray, as a memory map's indexing gives). np.asarray reads them all."""
+MAPPED_PARTS = 64  # parts of one array kept memory-mapped at once: each map holds a file descriptor
 
-    def __init__(self, parts: list[np.ndarray]):
-        self.parts = parts
-        self.starts = np.cumsum([0] + [len(p) for p in parts], dtype=np.int64)
-        if not parts:
+
+def _npy_header(path: Path) -> tuple[tuple, np.dtype]:
+    """(shape, dtype) from a .npy file's header, read without mapping the file or keeping it open."""
+    fmt = np.lib.format
+    try:
+        with open(path, "rb") as f:
+            version = fmt.read_magic(f)
+            read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            shape, _fortran, dtype = read(f)
+    except (OSError, ValueError) as e:
+        raise IceError(f"{path}: unreadable ({e})") from None
+    return shape, dtype
+
+
+class Rows:
+    """The rows of a version 2 run's .npy parts, read as one array of (n, ...): indexing with an
+    int, a slice or an array of ids gathers from the parts that hold them (an ndarray, as a
+    memory map's indexing gives); np.asarray reads them all. A part is memory-mapped when first
+    read, and at most MAPPED_PARTS stay mapped (the least recently read are let go), so that a
+    run of a million parts needs no more file descriptors or maps than one of a few."""
+
+    def __init__(self, paths: list[Path], lengths, dtype, row_shape: tuple, _cache=None):
+        if not len(paths):
             raise IceError("a sharded array with no parts")
-        self.dtype = parts[0].dtype
-        self.shape = (int(self.starts[-1]), *parts[0].shape[1:])
+        self.paths = list(paths)
+        self.starts = np.cumsum([0, *lengths], dtype=np.int64)
+        self.dtype = np.dtype(dtype)
+        self.shape = (int(self.starts[-1]), *row_shape)
         self.ndim = len(self.shape)
-        for p in parts:
-            if p.dtype != self.dtype or p.shape[1:] != self.shape[1:]:
-                raise IceError(f"parts of {parts[0].shape[1:]} {self.dtype} and {p.shape[1:]} {p.dtype} in one array")
+        self._cache = _cache if _cache is not None else (threading.Lock(), collections.OrderedDict())
 
     @classmethod
     def load(cls, folder: Path, count: int | None = None) -> Rows:
-        parts = []
-        for path in _parts(Path(folder), ".npy", count):
+        """The parts in `folder` (part-00000 .. part-(count - 1)), from their headers."""
+        paths = _parts(Path(folder), ".npy", count)
+        headers = [_npy_header(path) for path in paths]
+        if not headers:
+            raise IceError("a sharded array with no parts")
+        (shape, dtype), lengths = headers[0], []
+        for path, (s, d) in zip(paths, headers):
+            if d != dtype or tuple(s[1:]) != tuple(shape[1:]) or not len(s):
+                raise IceError(f"{path}: parts of {shape[1:]} {dtype} and {s[1:]} {d} in one array")
+            lengths.append(s[0])
+        return cls(paths, lengths, dtype, tuple(shape[1:]))
+
+    def part(self, k: int) -> np.ndarray:
+        """Part k's rows, memory-mapped."""
+        lock, mapped = self._cache
+        path = self.paths[k]
+        with lock:
+            rows = mapped.get(path)
+            if rows is not None:
+                mapped.move_to_end(path)
+        if rows is None:
             try:
-                parts.append(np.load(path, mmap_mode="r"))
+                rows = np.load(path, mmap_mode="r")
             except (OSError, ValueError) as e:
                 raise IceError(f"{path}: unreadable ({e})") from None
-        return cls(parts)
+            with lock:
+                mapped[path] = rows
+                while len(mapped) > MAPPED_PARTS:
+                    mapped.popitem(last=False)
+        return rows[: self.starts[k + 1] - self.starts[k]]
 
     def __len__(self) -> int:
         return self.shape[0]
 
     @property
     def nbytes(self) -> int:
-        return sum(p.nbytes for p in self.parts)
+        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
 
     def head(self, n: int) -> Rows:
         """The first n rows, as Rows (no copy)."""
-        parts, left = [], n
-        for p in self.parts:
-            parts.append(p[: max(0, min(left, len(p)))])
-            left -= len(parts[-1])
-        return Rows(parts)
+        lengths = np.clip(n - self.starts[:-1], 0, np.diff(self.starts))
+        return Rows(self.paths, lengths, self.dtype, self.shape[1:], self._cache)
 
     def __array__(self, dtype=None, copy=None):
         out = self[:]
@@ -262,19 +300,20 @@ class Rows:
             if not 0 <= i < n:
                 raise IndexError(f"index {key} is out of bounds for {n} rows")
             k = int(np.searchsorted(self.starts, i, side="right")) - 1
-            return np.asarray(self.parts[k][i - self.starts[k]])
+            return np.asarray(self.part(k)[i - self.starts[k]])
         if isinstance(key, slice):
             start, stop, step = key.indices(n)
             if step != 1:
                 return self[np.arange(start, stop, step)]
-            pieces = []
-            for k, p in enumerate(self.parts):
+            out = np.empty((max(0, stop - start), *self.shape[1:]), self.dtype)
+            first = int(np.searchsorted(self.starts, start, side="right")) - 1
+            for k in range(max(first, 0), len(self.paths)):
                 lo, hi = max(start, self.starts[k]), min(stop, self.starts[k + 1])
+                if self.starts[k] >= stop:
+                    break
                 if lo < hi:
-                    pieces.append(p[lo - self.starts[k] : hi - self.starts[k]])
-            if not pieces:
-                return np.empty((0, *self.shape[1:]), self.dtype)
-            return np.concatenate(pieces) if len(pieces) > 1 else np.array(pieces[0])
+                    out[lo - start : hi - start] = self.part(k)[lo - self.starts[k] : hi - self.starts[k]]
+            return out
         ids = np.asarray(key)
         if ids.dtype == bool:
             if ids.shape != (n,):
@@ -289,7 +328,7 @@ class Rows:
         which = np.searchsorted(self.starts, flat, side="right") - 1
         for k in np.unique(which):
             sel = which == k
-            res[sel] = self.parts[k][flat[sel] - self.starts[k]]
+            res[sel] = self.part(int(k))[flat[sel] - self.starts[k]]
         return out
 
 

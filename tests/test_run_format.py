@@ -4,6 +4,7 @@ as they read version 1, and an addition to it becomes a part of its own."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import subprocess
@@ -51,6 +52,22 @@ def test_rows_index_as_the_array_they_split(tmp_path):
     for bad in (50, -51, [0, 50]):
         with pytest.raises(IndexError):
             rows[bad]
+
+
+def test_rows_keep_a_bounded_number_of_parts_mapped(tmp_path, monkeypatch):
+    """A run of many parts: reading all of them, in any order, keeps at most MAPPED_PARTS
+    memory maps (and their file descriptors) open, and reads the same rows."""
+    monkeypatch.setattr(rd, "MAPPED_PARTS", 4)
+    whole = np.arange(300 * 2, dtype=np.int32).reshape(300, 2)
+    rows = parts_of(whole, [3] * 100, tmp_path / "p")
+    fds = lambda: len(os.listdir("/proc/self/fd"))  # noqa: E731
+    before = fds()
+    ids = np.random.default_rng(0).permutation(300)
+    np.testing.assert_array_equal(rows[ids], whole[ids])
+    np.testing.assert_array_equal(np.asarray(rows), whole)
+    np.testing.assert_array_equal(rows.head(100)[[99, 0, 50]], whole[[99, 0, 50]])
+    assert len(rows._cache[1]) == 4
+    assert fds() - before <= 4
 
 
 def test_a_missing_or_mismatched_part_is_one_line(tmp_path):
