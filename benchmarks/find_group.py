@@ -16,8 +16,10 @@ class, where the ranking puts the images marked in first and those marked out la
 group a person has then. The learners: `teach`, the explorer's (embeddings.teach: each score
 blends the network's with the `linear` model's, TeachSettings.blend, `--set blend=0` for the
 network alone; before its first round, the first page is what "More like these" ranks first,
-as in the explorer); `incremental`, the same with each round going on from the last one's
-model; `similarity`, the mean embedding of the images marked in (the explorer's "More like
+as in the explorer; each round goes on from the last round's model, TeachSettings.incremental,
+the default since 2026-12-06); `incremental`, the same with that setting on whatever the
+default; `restart`, the same with each round starting from the run's encoder (the default
+before 2026-12-06); `similarity`, the mean embedding of the images marked in (the explorer's "More like
 these" before 2026-12-06); `linear`, a logistic regression on the embeddings and the manifold
 (the explorer's "More like these" since); `manifold`, the same on the manifold coordinates
 alone; `fresh`, the teach learner on an untrained encoder of the same shape.
@@ -35,7 +37,7 @@ import pandas as pd
 
 from benchmarks.common import DATA_CACHE, PeakRSS, append_section, machine, today
 
-LEARNERS = ("teach", "incremental", "similarity", "linear", "manifold", "fresh")
+LEARNERS = ("teach", "incremental", "restart", "similarity", "linear", "manifold", "fresh")
 
 
 def precision_at_size(scores: np.ndarray, positives, negatives, truth: np.ndarray) -> float:
@@ -133,8 +135,8 @@ def make_learner(name: str, run: Path, seed: int, device: str, settings: dict):
         return Linear(run, seed=seed)
     if name == "manifold":
         return Linear(run, seed=seed, manifold_only=True)
-    if name == "incremental":
-        settings = {**settings, "incremental": True}
+    if name in ("incremental", "restart"):
+        settings = {**settings, "incremental": name == "incremental"}
     return Teach(run, seed=seed, device=device, fresh=name == "fresh", **settings)
 
 
@@ -338,6 +340,7 @@ NAMES = {
     "linear": "More like these: logistic regression on the embeddings and manifold",
     "manifold": "logistic regression on the manifold alone",
     "incremental": "teach loop, each round going on from the last round's model",
+    "restart": "teach loop, each round from the run's encoder (the default before 2026-12-06)",
     "fresh": "teach loop on an untrained encoder of the same shape",
 }
 

@@ -193,9 +193,11 @@ def test_rounds_are_stored_continue_and_can_be_dropped(run_copy):
     assert not (folder / "round-0002.pt").exists()
 
 
-def test_a_round_starts_from_the_encoder_unless_incremental(run_copy):
-    """The last round's model is read only with `incremental`: swapping it changes nothing
-    otherwise, and changes the next round's scores with it."""
+def test_a_round_goes_on_from_the_last_rounds_model(run_copy):
+    """A round starts from the last round's model (incremental, the default): swapping that
+    model changes the next round's scores; with incremental off, the round starts from the
+    run's encoder and swapping it changes nothing. A last round whose model is gone (or does
+    not fit) starts from the encoder, as the first round does."""
     from embeddings.teach import teach_round
 
     mark_some(run_copy)
@@ -209,10 +211,17 @@ def test_a_round_starts_from_the_encoder_unless_incremental(run_copy):
         ts.drop_last_round(run_copy, "threes")
         return scores
 
-    plain, continued = third(), third(incremental=True)
+    plain, continued = third(incremental=False), third()
+    model = (folder / "round-0002.pt").read_bytes()
     (folder / "round-0002.pt").write_bytes((folder / "round-0001.pt").read_bytes())
+    np.testing.assert_array_equal(third(incremental=False), plain)
+    assert not np.array_equal(third(), continued)
+    (folder / "round-0002.pt").write_bytes(model)
+    np.testing.assert_array_equal(third(), continued)
+    (folder / "round-0002.pt").unlink()
     np.testing.assert_array_equal(third(), plain)
-    assert not np.array_equal(third(incremental=True), continued)
+    (folder / "round-0002.pt").write_bytes(b"not a model")
+    np.testing.assert_array_equal(third(), plain)
 
 
 def test_a_round_in_the_background_and_a_kill_during_training_loses_no_mark(run_copy):
