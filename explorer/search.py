@@ -12,8 +12,8 @@ from ice.likeness import direction
 from .data import RunData
 
 # Above EXACT_LIMIT images, "More like these" scores a candidate set instead of every image
-# (10M rows of embeddings and manifold are 3 GB to read per click): the CANDIDATES images the
-# index ranks first by the model's embedding weights, and the images given.
+# (10M rows of embeddings and manifold are 3 GB to read per click): `candidates`, CANDIDATES
+# from the index and as many from a scan of the manifold.
 EXACT_LIMIT = 1_000_000
 CANDIDATES = 50_000
 
@@ -40,7 +40,7 @@ def rank_like(data: RunData, image_ids, top: int = 200, negatives=()) -> tuple[n
     """Rank every image by how like the given ones it is, and unlike the `negatives` (images
     a person marked out): by a linear model learned from them (`direction`) on the run's
     `Features` (where the run has no manifold, on its embeddings alone, which one FAISS
-    inner-product search ranks); return the top.
+    inner-product search ranks; above EXACT_LIMIT images, the `candidates` only); return the top.
 
     The given images are ranked too (they usually come first). Returns (ids (m,) int64,
     scores (m,) float32), best first.
