@@ -239,6 +239,7 @@ class RunData:
             self.manifest, self.path, self.x, self.y = grown.manifest, grown.path, grown.x, grown.y
             self.embeddings, self.pixels, self._index = grown.embeddings, grown.pixels, None
             self._clusterings, self._maps, self._tiles = grown._clusterings, {}, False
+            self.__dict__.pop("manifold", None)  # read again, with the added images' rows
 
     def names_to_draw(self, clustering: str) -> dict[int, str]:
         """The names of a clustering's clusters, for the map and panels: none where they

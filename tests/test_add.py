@@ -187,6 +187,7 @@ def test_names_groups_reclusterings_and_teach_scores_survive_an_add(run_copy):
 def test_an_open_explorer_shows_added_images_on_reload_and_the_export_has_them(run_copy, tmp_path):
     from explorer.app import create_app
     from explorer.export import export_csv
+    from explorer.search import rank_like
 
     run_dir, part, rest = run_copy
     app = create_app(run_dir)
@@ -194,6 +195,7 @@ def test_an_open_explorer_shows_added_images_on_reload_and_the_export_has_them(r
     n = data.n
     client = app.server.test_client()
     assert client.get(f"/thumb/{n}.png").status_code == 404
+    assert len(data.manifold) == n  # read before the addition, as a More like these click reads it
     other = create_app(run_dir)  # as a second server process: it gets no page load
     add_images(run_dir, [rest], workers=0)
     other_client = other.server.test_client()
@@ -203,6 +205,9 @@ def test_an_open_explorer_shows_added_images_on_reload_and_the_export_has_them(r
     app.layout()  # a page load
     assert data.n == n + 80 and len(data.x) == n + 80 and data.index.ntotal == n + 80
     assert data.clustering(RUN_CLUSTERING).sizes.sum() == n + 80
+    assert len(data.manifold) == n + 80
+    ids, _ = rank_like(data, [n + 79, n + 78], top=5)  # More like these, of added images
+    assert len(ids) == 5 and ids.max() < n + 80
     assert client.get(f"/thumb/{n + 79}.png?v={data.version}").status_code == 200
     assert client.get(f"/image/{n + 79}?v={data.version}").status_code == 200  # the file, outside the root
     assert data.check_unchanged() is None  # an addition is not a rebuild
