@@ -358,7 +358,7 @@ def _score_teach_rounds(job: Adding, n: int, device) -> None:
 
     from ice import likeness
 
-    from .teach import new_scorer, score, views_config
+    from .teach import mix, new_scorer, score, views_config
     from .train import pick_device
 
     dev = pick_device(device)
@@ -373,8 +373,7 @@ def _score_teach_rounds(job: Adding, n: int, device) -> None:
         scores = score(net, pixels, cfg, dev)
         model, blend = record.get("likeness"), float(record.get("settings", {}).get("blend", 0))
         if model and blend:
-            odds = likeness.apply(model, embeddings, manifold)
-            scores = ((1 - blend) * scores + blend * odds).astype(np.float32)
+            scores = mix(scores, likeness.apply(model, embeddings, manifold), blend)
         rd.save_npy(ts.round_path(job.path(TEACH_SCORES) / folder.name, r, ".npy"), scores)
 
 

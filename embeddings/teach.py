@@ -152,8 +152,12 @@ def blended(
     embeddings = rd.open_rows(run_dir, rd.EMBEDDINGS, len(network))
     manifold = likeness.read_manifold(run_dir, len(network))
     model = likeness.fit(embeddings, manifold, positives, negatives, settings.seed)
-    odds = likeness.apply(model, embeddings, manifold)
-    return ((1 - settings.blend) * network + settings.blend * odds).astype(np.float32), model
+    return mix(network, likeness.apply(model, embeddings, manifold), settings.blend), model
+
+
+def mix(network: np.ndarray, odds: np.ndarray, share: float) -> np.ndarray:
+    """A round's scores: `share` of each from the regression's `odds`, the rest from the network."""
+    return ((1 - share) * network + share * odds).astype(np.float32)
 
 
 def estimate_members(scores: np.ndarray, positives: np.ndarray, negatives: np.ndarray) -> int:
