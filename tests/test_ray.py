@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -152,6 +153,20 @@ main(sys.argv[1:])
 """
 
 
+def settled_records(folder: Path, quiet: float = 2.0, limit: float = 60.0) -> list[Path]:
+    """The decode records in `folder` once none has appeared for `quiet` seconds: a decode
+    actor of a killed driver may still finish the shard it holds before Ray ends it."""
+    seen, since, start = None, time.monotonic(), time.monotonic()
+    while time.monotonic() - start < limit:
+        now = sorted(folder.glob(".decoded-*.npz"))
+        if now != seen:
+            seen, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            break
+        time.sleep(0.1)
+    return seen
+
+
 def test_a_ray_run_killed_mid_decode_resumes_with_the_shards_not_written(local_ray, tmp_path):
     """`ice embed --engine ray` killed mid-decode (once 4 shards of 64 files are written), then
     `--resume`: only the shards not written are decoded, and the run is the uninterrupted
@@ -168,8 +183,8 @@ def test_a_ray_run_killed_mid_decode_resumes_with_the_shards_not_written(local_r
         script = KILL_AFTER_SHARDS.format(written=shards_written(tmp_path / "killed"))
         killed = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, timeout=600)
         assert killed.returncode == -signal.SIGKILL, killed.stderr.decode()[-2000:]
-        written = sorted((tmp_path / "killed" / "pixels").glob(".decoded-*.npz"))
-        assert 4 <= len(written) < 7
+        written = settled_records(tmp_path / "killed" / "pixels")
+        assert 4 <= len(written) < len(rd.shards(tmp_path / "whole"))
         before = {p.name: p.stat().st_mtime_ns for p in written}
         assert main([*args, "--resume"]) == 0
     finally:
