@@ -22,7 +22,9 @@ default; `restart`, the same with each round starting from the run's encoder (th
 before 2026-12-06); `similarity`, the mean embedding of the images marked in (the explorer's "More like
 these" before 2026-12-06); `linear`, a logistic regression on the embeddings and the manifold
 (the explorer's "More like these" since); `manifold`, the same on the manifold coordinates
-alone; `fresh`, the teach learner on an untrained encoder of the same shape.
+alone; `fresh`, the teach learner on an untrained encoder of the same shape; `pseudo` and
+`consistency`, the teach learner with TeachSettings.unmarked set to that (what the unmarked
+images teach besides being weak negatives).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import pandas as pd
 
 from benchmarks.common import DATA_CACHE, PeakRSS, append_section, machine, today
 
-LEARNERS = ("teach", "incremental", "restart", "similarity", "linear", "manifold", "fresh")
+LEARNERS = ("teach", "incremental", "restart", "pseudo", "consistency", "similarity", "linear", "manifold", "fresh")
 
 
 def precision_at_size(scores: np.ndarray, positives, negatives, truth: np.ndarray) -> float:
@@ -128,6 +130,16 @@ class Teach:
         return self.teach.blended(self.run, network, positives, negatives, self.settings)[0]
 
 
+def setting(text: str):
+    """A --set value: an int, a float, or else the text."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
 def make_learner(name: str, run: Path, seed: int, device: str, settings: dict):
     if name == "similarity":
         return Similarity(run)
@@ -137,6 +149,8 @@ def make_learner(name: str, run: Path, seed: int, device: str, settings: dict):
         return Linear(run, seed=seed, manifold_only=True)
     if name in ("incremental", "restart"):
         settings = {**settings, "incremental": name == "incremental"}
+    if name in ("pseudo", "consistency"):
+        settings = {**settings, "unmarked": name}
     return Teach(run, seed=seed, device=device, fresh=name == "fresh", **settings)
 
 
@@ -293,7 +307,7 @@ def main(argv: list[str] | None = None) -> dict:
     unknown = [name for name in learners if name not in LEARNERS]
     if unknown:
         p.error(f"--learners: unknown {', '.join(unknown)}; choose from {', '.join(LEARNERS)}")
-    settings = {k: (float(v) if "." in v or "e" in v else int(v)) for k, v in (s.split("=", 1) for s in args.sets)}
+    settings = {k: setting(v) for k, v in (s.split("=", 1) for s in args.sets)}
 
     run = args.run or dataset_run(args.dataset, args.limit, args.device)
     if args.tile > 1:
@@ -342,6 +356,8 @@ NAMES = {
     "incremental": "teach loop, each round going on from the last round's model",
     "restart": "teach loop, each round from the run's encoder (the default before 2026-12-06)",
     "fresh": "teach loop on an untrained encoder of the same shape",
+    "pseudo": "teach loop, the unmarked images the network is sure of counted in (pseudo-labels)",
+    "consistency": "teach loop, the unmarked images' augmented views agreeing with their plain views",
 }
 
 

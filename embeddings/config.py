@@ -339,6 +339,9 @@ def pick_recipe(cfg: Config, gpu: bool, colour: bool) -> str:
     return "contrastive" if gpu else "contrastive-small"
 
 
+UNMARKED = ("negatives", "pseudo", "consistency")  # TeachSettings.unmarked
+
+
 @dataclass(frozen=True)
 class TeachSettings:
     """How the teach loop's learner trains (embeddings.teach): `ice find` and the explorer."""
@@ -346,6 +349,10 @@ class TeachSettings:
     steps: int = 200  # optimiser steps per round
     batch: int = 64  # images per side per step: marked in, marked out, and unmarked
     weak_negative: float = 0.3  # weight of an unmarked image as a negative, against 1 for one marked out
+    # what else the unmarked images teach (embeddings.teach.fit): "negatives", nothing
+    # more; "pseudo", those the network is sure of on their plain view count as in the group;
+    # "consistency", their augmented view also learns the plain view's probability
+    unmarked: str = "negatives"
     lr: float = 1e-3  # peak learning rate of the one-cycle schedule (AdamW)
     seed: int = 0
     # a round goes on from the last round's model rather than from the run's encoder: as good
@@ -360,6 +367,7 @@ class TeachSettings:
             ("steps", self.steps >= 1, "at least 1"),
             ("batch", self.batch >= 1, "at least 1"),
             ("weak_negative", 0 <= self.weak_negative <= 1, "between 0 and 1"),
+            ("unmarked", self.unmarked in UNMARKED, f"one of {', '.join(UNMARKED)}"),
             ("blend", 0 <= self.blend <= 1, "between 0 and 1"),
             ("lr", 0 < self.lr < 1, "between 0 and 1"),
             ("seed", 0 <= self.seed < 2**31, f"between 0 and {2**31 - 1}"),

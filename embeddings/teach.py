@@ -101,6 +101,10 @@ def fit(
     negative_weight = sum(w for _, y, w in sides if y == 0) or 1.0
     y = torch.cat([torch.full((b,), y) for _, y, _ in sides]).to(device)
     weight = torch.cat([torch.full((b,), w if y else w / negative_weight) for _, y, w in sides]).to(device)
+    # the unmarked side is the last b rows of each batch, where it is drawn
+    learn_unmarked = settings.unmarked != "negatives" and sides[-1][0] is unmarked
+    if learn_unmarked and settings.unmarked == "consistency":
+        weight[-b:] *= 2  # the agreement weighs as much again as the image's weak negative
     net.train()
     losses = []
     for step in range(settings.steps):
@@ -108,10 +112,12 @@ def fit(
         order = np.argsort(ids, kind="stable")  # a memory map reads sorted rows faster
         batch = torch.empty((len(ids),) + pixels.shape[1:], dtype=torch.uint8)
         batch[torch.from_numpy(order)] = torch.from_numpy(np.ascontiguousarray(pixels[ids[order]]))
-        x = augment(to_input(batch.to(device, non_blocking=True)), cfg, gen)
+        batch = batch.to(device, non_blocking=True)
+        target = y if not learn_unmarked else unmarked_targets(net, batch[-b:], y, settings.unmarked, device)
+        x = augment(to_input(batch), cfg, gen)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             logits = net(x.contiguous(memory_format=torch.channels_last)).float()
-        loss = (F.binary_cross_entropy_with_logits(logits, y, reduction="none") * weight).sum() / weight.sum()
+        loss = (F.binary_cross_entropy_with_logits(logits, target, reduction="none") * weight).sum() / weight.sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -120,6 +126,26 @@ def fit(
         if on_step is not None and (step + 1) % 10 == 0:
             on_step(step + 1, settings.steps)
     return float(np.mean(losses[-20:]))
+
+
+PSEUDO_CONFIDENCE = 0.95  # "pseudo": an unmarked image this sure on its plain view counts as in
+
+
+@torch.no_grad()
+def unmarked_targets(
+    net: Scorer, unmarked: torch.Tensor, y: torch.Tensor, how: str, device: torch.device
+) -> torch.Tensor:
+    """The batch's targets `y` with those of its unmarked rows (the last len(unmarked)) set from
+    the network's probability p of their plain view, taken in eval mode: "pseudo", 1 where
+    p >= PSEUDO_CONFIDENCE and 0 elsewhere; "consistency", p / 2, which with the doubled weight
+    is the weak negative's loss plus an equal loss for the augmented view to agree with p."""
+    net.eval()
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        p = torch.sigmoid(net(to_input(unmarked).contiguous(memory_format=torch.channels_last)).float())
+    net.train()
+    target = y.clone()
+    target[-len(unmarked) :] = (p >= PSEUDO_CONFIDENCE).float() if how == "pseudo" else p / 2
+    return target
 
 
 @torch.no_grad()

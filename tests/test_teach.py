@@ -62,6 +62,52 @@ def test_precision_puts_marked_images_first_and_rejected_last():
     assert find_group.precision_at_size(scores, [0, 1], [], truth) == 1.0
 
 
+def test_what_the_unmarked_images_teach(small_run):
+    """TeachSettings.unmarked: "pseudo" sets an unmarked row's target to 1 where the network is
+    sure of its plain view (PSEUDO_CONFIDENCE) and 0 elsewhere, "consistency" to half its
+    probability; the marked rows keep theirs. Each setting trains a different network, the same
+    one again with the same seed; a setting not known is a one-line error."""
+    import torch
+
+    from embeddings import teach
+    from ice.errors import IceError
+
+    pixels = np.load(small_run / rd.PIXELS)
+    y = labels(small_run)
+    net = teach.new_scorer(small_run, torch.device("cpu"), 0)
+    batch = torch.from_numpy(pixels[:40])
+    targets = torch.cat([torch.ones(10), torch.zeros(30)])
+    plain = teach.Config(flip=False)
+    logit = np.log(teach.PSEUDO_CONFIDENCE / (1 - teach.PSEUDO_CONFIDENCE))
+    odds = teach.score(net, pixels[20:40], plain, torch.device("cpu")).astype(np.float64)
+    # the median image just at the threshold: both sides of it are seen
+    net.head.bias.data += float(logit - np.median(np.log(odds / (1 - odds))))
+    probability = teach.score(net, pixels[20:40], plain, torch.device("cpu"))
+    assert (probability >= teach.PSEUDO_CONFIDENCE).any() and (probability < teach.PSEUDO_CONFIDENCE).any()
+    pseudo = teach.unmarked_targets(net, batch[20:], targets, "pseudo", torch.device("cpu"))
+    consistency = teach.unmarked_targets(net, batch[20:], targets, "consistency", torch.device("cpu"))
+    np.testing.assert_array_equal(pseudo[:20].numpy(), targets[:20].numpy())
+    np.testing.assert_array_equal(consistency[:20].numpy(), targets[:20].numpy())
+    np.testing.assert_array_equal(pseudo[20:].numpy(), (probability >= teach.PSEUDO_CONFIDENCE).astype(np.float32))
+    np.testing.assert_allclose(consistency[20:].numpy(), probability / 2, atol=1e-6)
+    assert net.training
+
+    cfg = teach.views_config(small_run)
+    positives, negatives = np.flatnonzero(y == "3")[:6], np.flatnonzero(y == "8")[:3]
+
+    def trained(unmarked: str) -> np.ndarray:
+        net = teach.new_scorer(small_run, torch.device("cpu"), 0)
+        settings = TeachSettings(steps=8, batch=16, unmarked=unmarked).validate()
+        teach.fit(net, pixels, positives, negatives, cfg, settings, torch.device("cpu"))
+        return teach.score(net, pixels, cfg, torch.device("cpu"))
+
+    plain, pseudo, consistency = trained("negatives"), trained("pseudo"), trained("consistency")
+    assert not np.allclose(plain, consistency) and not np.allclose(pseudo, consistency)
+    np.testing.assert_array_equal(trained("consistency"), consistency)
+    with pytest.raises(IceError, match="--unmarked 'labels': must be one of negatives, pseudo, consistency"):
+        TeachSettings(unmarked="labels").validate()
+
+
 @pytest.fixture
 def run_copy(small_run, tmp_path) -> Path:
     """A copy of the small run, to annotate and teach."""
