@@ -24,7 +24,8 @@ these" before 2026-12-06); `linear`, a logistic regression on the embeddings and
 (the explorer's "More like these" since); `manifold`, the same on the manifold coordinates
 alone; `fresh`, the teach learner on an untrained encoder of the same shape; `pseudo` and
 `consistency`, the teach learner with TeachSettings.unmarked set to that (what the unmarked
-images teach besides being weak negatives).
+images teach besides being weak negatives); `average`, the teach learner with each round's
+model the moving average of its weights (TeachSettings.average 0.99).
 """
 
 from __future__ import annotations
@@ -39,7 +40,18 @@ import pandas as pd
 
 from benchmarks.common import DATA_CACHE, PeakRSS, append_section, machine, today
 
-LEARNERS = ("teach", "incremental", "restart", "pseudo", "consistency", "similarity", "linear", "manifold", "fresh")
+LEARNERS = (
+    "teach",
+    "incremental",
+    "restart",
+    "pseudo",
+    "consistency",
+    "average",
+    "similarity",
+    "linear",
+    "manifold",
+    "fresh",
+)
 
 
 def precision_at_size(scores: np.ndarray, positives, negatives, truth: np.ndarray) -> float:
@@ -130,6 +142,9 @@ class Teach:
         return self.teach.blended(self.run, network, positives, negatives, self.settings)[0]
 
 
+AVERAGE = 0.99  # the `average` learner's decay of the moving average of the weights
+
+
 def setting(text: str):
     """A --set value: an int, a float, or else the text."""
     for kind in (int, float):
@@ -151,6 +166,8 @@ def make_learner(name: str, run: Path, seed: int, device: str, settings: dict):
         settings = {**settings, "incremental": name == "incremental"}
     if name in ("pseudo", "consistency"):
         settings = {**settings, "unmarked": name}
+    if name == "average":
+        settings = {**settings, "average": AVERAGE}
     return Teach(run, seed=seed, device=device, fresh=name == "fresh", **settings)
 
 
@@ -358,6 +375,7 @@ NAMES = {
     "fresh": "teach loop on an untrained encoder of the same shape",
     "pseudo": "teach loop, the unmarked images the network is sure of counted in (pseudo-labels)",
     "consistency": "teach loop, the unmarked images' augmented views agreeing with their plain views",
+    "average": "teach loop, each round's model the moving average of its weights (decay 0.99)",
 }
 
 

@@ -353,6 +353,9 @@ class TeachSettings:
     # more; "pseudo", those the network is sure of on their plain view count as in the group;
     # "consistency", their augmented view also learns the plain view's probability
     unmarked: str = "negatives"
+    # where above 0, the round's model is the exponential moving average of its weights over
+    # its steps, with this decay, rather than the weights of its last step
+    average: float = 0.0
     lr: float = 1e-3  # peak learning rate of the one-cycle schedule (AdamW)
     seed: int = 0
     # a round goes on from the last round's model rather than from the run's encoder: as good
@@ -369,6 +372,7 @@ class TeachSettings:
             ("weak_negative", 0 <= self.weak_negative <= 1, "between 0 and 1"),
             ("unmarked", self.unmarked in UNMARKED, f"one of {', '.join(UNMARKED)}"),
             ("blend", 0 <= self.blend <= 1, "between 0 and 1"),
+            ("average", 0 <= self.average < 1, "at least 0 and below 1"),
             ("lr", 0 < self.lr < 1, "between 0 and 1"),
             ("seed", 0 <= self.seed < 2**31, f"between 0 and {2**31 - 1}"),
         ):

@@ -84,7 +84,8 @@ def fit(
     pixels: (n, s, s, 3) uint8 (a memory map is fine: each step reads its batch). Each step
     draws settings.batch images marked in, as many marked out (if any) and as many unmarked,
     with replacement; the unmarked weigh settings.weak_negative each, and the positives as
-    much as all the negatives together. `on_step(step, steps)` is called every 10 steps."""
+    much as all the negatives together. Where settings.average is set, the round ends with the
+    moving average of the weights over its steps. `on_step(step, steps)` is called every 10 steps."""
     n = len(pixels)
     if not len(positives):
         raise IceError("no image marked in: mark at least one image as in the group")
@@ -106,6 +107,11 @@ def fit(
     if learn_unmarked and settings.unmarked == "consistency":
         weight[-b:] *= 2  # the agreement weighs as much again as the image's weak negative
     net.train()
+    average = None
+    if settings.average:  # an exponential moving average of the weights, kept in step
+        average = torch.optim.swa_utils.AveragedModel(
+            net, multi_avg_fn=torch.optim.swa_utils.get_ema_multi_avg_fn(settings.average), use_buffers=True
+        )
     losses = []
     for step in range(settings.steps):
         ids = np.concatenate([rng.choice(ids, b) for ids, _, _ in sides])
@@ -123,8 +129,12 @@ def fit(
         opt.step()
         sched.step()
         losses.append(loss.item())
+        if average is not None:
+            average.update_parameters(net)
         if on_step is not None and (step + 1) % 10 == 0:
             on_step(step + 1, settings.steps)
+    if average is not None:
+        net.load_state_dict(average.module.state_dict())
     return float(np.mean(losses[-20:]))
 
 

@@ -108,6 +108,34 @@ def test_what_the_unmarked_images_teach(small_run):
         TeachSettings(unmarked="labels").validate()
 
 
+def test_a_round_can_end_with_the_average_of_its_weights(small_run):
+    """TeachSettings.average: with a decay of 0.5 over 2 steps, the round's weights are the
+    mean of those after each step; the plain round keeps the last step's."""
+    import torch
+
+    from embeddings import teach
+    from ice.errors import IceError
+
+    pixels = np.load(small_run / rd.PIXELS)
+    y = labels(small_run)
+    cfg = teach.views_config(small_run)
+    positives, negatives = np.flatnonzero(y == "3")[:6], np.flatnonzero(y == "8")[:3]
+
+    def weights(steps: int, average: float = 0.0) -> torch.Tensor:
+        net = teach.new_scorer(small_run, torch.device("cpu"), 0)
+        settings = TeachSettings(steps=steps, batch=8, lr=0.05, average=average).validate()
+        teach.fit(net, pixels, positives, negatives, cfg, settings, torch.device("cpu"))
+        return net.head.weight.detach().clone()
+
+    # one-cycle schedules of 1 and 2 steps differ: the first step of a 2-step round is taken
+    # by running the 2-step round with the average's weight all on its first step
+    first, last = weights(2, average=0.999999), weights(2)
+    assert not torch.allclose(first, last)
+    torch.testing.assert_close(weights(2, average=0.5), (first + last) / 2, atol=1e-5, rtol=1e-4)
+    with pytest.raises(IceError, match="--average 1.0: must be at least 0 and below 1"):
+        TeachSettings(average=1.0).validate()
+
+
 @pytest.fixture
 def run_copy(small_run, tmp_path) -> Path:
     """A copy of the small run, to annotate and teach."""
