@@ -381,16 +381,18 @@ def verdict(ok: bool) -> str:
     return "**met**" if ok else "**missed**"
 
 
-def parse_sets(pairs: list[str]) -> dict:
-    """["epochs=30", "flip=true", "encoder=resnet"] -> typed overrides of Config's fields."""
+def parse_sets(pairs: list[str], of: type | None = None, what: str = "ice embed") -> dict:
+    """["epochs=30", "flip=true", "encoder=resnet"] -> typed overrides of the fields of `of`
+    (Config by default; `what` names it in errors)."""
     from embeddings.config import Config, option_type
 
+    of = of or Config
     out = {}
     for pair in pairs:
         key, _, value = pair.partition("=")
-        if key not in Config.__dataclass_fields__:
-            raise SystemExit(f"--set {pair}: {key!r} is not a setting of ice embed")
-        typ = option_type(key)
+        if key not in of.__dataclass_fields__:
+            raise SystemExit(f"--set {pair}: {key!r} is not a setting of {what}")
+        typ = option_type(key, of)
         if typ is bool:
             if value.lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
                 raise SystemExit(f"--set {pair}: {key} takes true or false")

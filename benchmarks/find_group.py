@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks.common import DATA_CACHE, PeakRSS, append_section, machine, today
+from benchmarks.common import DATA_CACHE, PeakRSS, append_section, machine, parse_sets, today
 
 LEARNERS = (
     "teach",
@@ -143,16 +143,6 @@ class Teach:
 
 
 AVERAGE = 0.99  # the `average` learner's decay of the moving average of the weights
-
-
-def setting(text: str):
-    """A --set value: an int, a float, or else the text."""
-    for kind in (int, float):
-        try:
-            return kind(text)
-        except ValueError:
-            pass
-    return text
 
 
 def make_learner(name: str, run: Path, seed: int, device: str, settings: dict):
@@ -324,7 +314,9 @@ def main(argv: list[str] | None = None) -> dict:
     unknown = [name for name in learners if name not in LEARNERS]
     if unknown:
         p.error(f"--learners: unknown {', '.join(unknown)}; choose from {', '.join(LEARNERS)}")
-    settings = {k: setting(v) for k, v in (s.split("=", 1) for s in args.sets)}
+    from embeddings.config import TeachSettings
+
+    settings = parse_sets(args.sets, TeachSettings, "the teach learner")
 
     run = args.run or dataset_run(args.dataset, args.limit, args.device)
     if args.tile > 1:
@@ -409,7 +401,9 @@ def figures(args, n: int, classes: list[str], results: dict, summary: dict) -> l
             )
     if "teach" in results and not args.sets:
         slowest = max(r["seconds"] for c in classes for r in results["teach"][c])
-        figure = f"a teach round at {size} images, {'GPU' if args.device == 'cuda' else 'CPU'} (slowest of all)"
+        # one row per data set: the slowest round of one set must not hide another's
+        unit = "GPU" if args.device == "cuda" else "CPU"
+        figure = f"a teach round at {size} images of {DATASETS[args.dataset]}, {unit} (slowest of all)"
         target = {"10k": "<= 60 s", "100k": "<= 5 min"}.get(size, "")
         limit = {"10k": 60, "100k": 300}.get(size)
         rows.append(

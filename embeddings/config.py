@@ -320,10 +320,10 @@ class Config:
         return dataclasses.replace(self, **changes)
 
 
-def option_type(name: str) -> type:
-    """The type of Config field `name` without its `| None`: int, float, str or bool (for the
-    CLI's options and the benchmarks' --set)."""
-    kind = str(Config.__dataclass_fields__[name].type).split(" |")[0]
+def option_type(name: str, of: type | None = None) -> type:
+    """The type of field `name` of the dataclass `of` (Config by default) without its `| None`:
+    int, float, str or bool (for the CLI's options and the benchmarks' --set)."""
+    kind = str((of or Config).__dataclass_fields__[name].type).split(" |")[0]
     return {"int": int, "float": float, "str": str, "bool": bool}[kind]
 
 
