@@ -1,7 +1,8 @@
 """Write N small generated images with clustered content, for the scale runs of `ice embed`.
 
     python -m benchmarks.gen_images N OUT_DIR [--size 32] [--format jpg|png] [--classes 10]
-                                    [--vary both|colour|shape] [--by-class] [--seed 0] [--workers W]
+                                    [--vary both|colour|shape] [--by-class] [--seed 0] [--first I]
+                                    [--workers W]
 
 Each image belongs to one of `--classes` kinds (a shape and a pair of colours per kind)
 drawn at a random place and scale, with colour jitter and noise, so the set has clusters
@@ -10,7 +11,8 @@ so only colour tells the kinds apart; `--vary shape` keeps each kind's shape but
 image's colours at random. Files go to OUT_DIR/<shard>/c<class>_<number>.<format>, 1,000 per
 shard folder, or with `--by-class` to OUT_DIR/c<class>/<shard>-<number>.<format> (a folder
 per class, as labelled sets are laid out). The same N, size, classes, vary and seed give the
-same images, whatever the number of workers.
+same images, whatever the number of workers. `--first I` writes images I to I+N-1 of the set
+instead of 0 to N-1: other images of the same kinds, to add to a run of the first I.
 """
 
 from __future__ import annotations
@@ -71,14 +73,14 @@ def draw(kind: int, colours: np.ndarray, size: int, rng: np.random.Generator) ->
 
 
 def write_shard(task: tuple) -> int:
-    shard, n, out, size, fmt, classes, seed, vary, by_class = task
+    shard, end, out, size, fmt, classes, seed, vary, by_class = task
     rng = np.random.default_rng([seed, shard])
     colours = palette(classes, seed)
     folder = Path(out) / f"{shard:04d}"
     if not by_class:
         folder.mkdir(parents=True, exist_ok=True)
     start = shard * SHARD
-    for i in range(start, min(start + SHARD, n)):
+    for i in range(start, min(start + SHARD, end)):
         kind = int(rng.integers(classes))
         shape, pair = kind, colours[kind]
         if vary == "colour":  # any of the shapes, in the kind's colours unswapped
@@ -95,7 +97,7 @@ def write_shard(task: tuple) -> int:
             img.save(path, compress_level=1)
         else:
             img.save(path, quality=90)
-    return min(start + SHARD, n) - start
+    return min(start + SHARD, end) - start
 
 
 def generate(
@@ -109,10 +111,13 @@ def generate(
     quiet: bool = False,
     vary: str = "both",
     by_class: bool = False,
+    first: int = 0,
 ) -> Path:
-    """Write n images under `out`; return `out`."""
+    """Write images first to first + n - 1 under `out`; return `out`."""
     if n < 1:
         raise ValueError(f"N {n}: must be at least 1")
+    if first < 0 or first % SHARD:
+        raise ValueError(f"--first {first}: must be a multiple of {SHARD:,}")
     if not 8 <= size <= 1024:
         raise ValueError(f"--size {size}: must be between 8 and 1024")
     if classes < 1:
@@ -120,7 +125,9 @@ def generate(
     if vary not in VARY:
         raise ValueError(f"--vary {vary}: must be {', '.join(VARY[:-1])} or {VARY[-1]}")
     out.mkdir(parents=True, exist_ok=True)
-    tasks = [(s, n, str(out), size, fmt, classes, seed, vary, by_class) for s in range(-(-n // SHARD))]
+    end = first + n
+    shards = range(first // SHARD, -(-end // SHARD))
+    tasks = [(s, end, str(out), size, fmt, classes, seed, vary, by_class) for s in shards]
     workers = workers or os.cpu_count() or 1
     from tqdm import tqdm
 
@@ -150,6 +157,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument("--by-class", action="store_true", help="a folder per class instead of shard folders")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--first", type=int, default=0, metavar="I", help="number of the first image (default: 0)")
     p.add_argument("--workers", type=int, help="processes (default: all cores)")
     args = p.parse_args(argv)
     t0 = time.perf_counter()
@@ -164,6 +172,7 @@ def main(argv: list[str] | None = None) -> None:
             args.workers,
             vary=args.vary,
             by_class=args.by_class,
+            first=args.first,
         )
     except ValueError as e:
         p.error(str(e))

@@ -55,6 +55,20 @@ def test_generated_images_are_small_decodable_and_reproducible(tmp_path):
         assert img.size == (16, 16) and img.mode == "RGB"
 
 
+def test_generated_images_from_first_are_the_rest_of_the_same_set(tmp_path):
+    whole = generate(1500, tmp_path / "whole", size=16, workers=1, quiet=True)
+    rest = generate(500, tmp_path / "rest", size=16, workers=2, quiet=True, first=1000)
+    files = sorted(p.relative_to(rest) for p in rest.rglob("*.jpg"))
+    assert len(files) == 500 and {f.parent.name for f in files} == {"0001"}
+    assert all((whole / f).read_bytes() == (rest / f).read_bytes() for f in files)
+    try:
+        generate(10, tmp_path / "x", first=10)
+    except ValueError as e:
+        assert str(e) == "--first 10: must be a multiple of 1,000"
+    else:
+        raise AssertionError("--first 10 was taken")
+
+
 def test_generated_kinds_differ_by_what_vary_names_and_by_class_keeps_the_same_images(tmp_path):
     flat = generate(60, tmp_path / "flat", size=16, workers=1, quiet=True)
     by_class = generate(60, tmp_path / "by-class", size=16, workers=1, quiet=True, by_class=True)
