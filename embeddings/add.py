@@ -107,47 +107,38 @@ def add_images(
 
 def _add(job: Adding, inputs: list, device, log) -> dict:
     t0 = time.perf_counter()
+    files, refused = scan_inputs(job, inputs)
+    number = len(job.manifest.get("additions", [])) + 1
+    if not len(files) and not refused:
+        return {"addition": None, "images": 0, "skipped": 0, "found": 0}
     n_before = int(job.manifest["counts"]["images"])
-    with ThreadPoolExecutor(1) as pool:
-        prepared = []
-
-        def listed(count: int) -> None:
-            # what placing needs from the run is read and indexed on the core that checking
-            # the files against the run leaves idle, then while they are decoded
-            prepared.append(pool.submit(_base, job, n_before, count))
-
-        files, refused = scan_inputs(job, inputs, listed)
-        number = len(job.manifest.get("additions", [])) + 1
-        if not len(files) and not refused:
-            return {"addition": None, "images": 0, "skipped": 0, "found": 0}
-        if job.dir.exists():
-            shutil.rmtree(job.dir)
-        job.dir.mkdir()
-        with rd.atomic_path(job.path(FILES)) as tmp:
-            files.to_parquet(tmp, index=False)
-        with rd.atomic_path(job.path("refused.csv")) as tmp:
-            pd.DataFrame(refused, columns=["path", "reason"]).to_csv(tmp, index=False)
-        state = {
-            "addition": number,
-            "n_before": n_before,
-            "shard": len(job.manifest.get("shards", [])),  # a version 2 run: the part the addition becomes
-            "inputs": [str(Path(p).absolute()) for p in inputs],
-            "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "seconds": {"scan": round(time.perf_counter() - t0, 3)},
-        }
-        state = job.record(state, "scan")
-        log(f"addition {number}: {len(files):,} new image files" + (f", {len(refused)} refused" if refused else ""))
-        return _finish(job, state, device, log, prepared[0] if prepared else None)
+    if job.dir.exists():
+        shutil.rmtree(job.dir)
+    job.dir.mkdir()
+    with rd.atomic_path(job.path(FILES)) as tmp:
+        files.to_parquet(tmp, index=False)
+    with rd.atomic_path(job.path("refused.csv")) as tmp:
+        pd.DataFrame(refused, columns=["path", "reason"]).to_csv(tmp, index=False)
+    state = {
+        "addition": number,
+        "n_before": n_before,
+        "shard": len(job.manifest.get("shards", [])),  # a version 2 run: the part the addition becomes
+        "inputs": [str(Path(p).absolute()) for p in inputs],
+        "started": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "seconds": {"scan": round(time.perf_counter() - t0, 3)},
+    }
+    state = job.record(state, "scan")
+    log(f"addition {number}: {len(files):,} new image files" + (f", {len(refused)} refused" if refused else ""))
+    return _finish(job, state, device, log)
 
 
-def scan_inputs(job: Adding, inputs: list, listed=None) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
+def scan_inputs(job: Adding, inputs: list) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
     """The files in `inputs` that the run has not taken up yet: a table of `path` (as stored in
     items.parquet: relative to the input root, or the absolute path for a file outside it),
     `read` (the absolute path, as bytes), `size` and `mtime_ns`; and the (path, reason) of the
     files given that cannot be added. A file taken up before (by the job, or by an addition,
     added or skipped) with the same size and mtime is left out; one changed since is refused,
-    since its image id already stands for its old pixels. `listed`, where given, is called with
-    the number of image files found, before they are checked."""
+    since its image id already stands for its old pixels."""
     root = os.path.join(str(job.root), "")
     found: dict[str, str] = {}  # absolute path -> path as stored
     refused: list[tuple[str, str]] = []
@@ -167,8 +158,6 @@ def scan_inputs(job: Adding, inputs: list, listed=None) -> tuple[pd.DataFrame, l
                 found.setdefault(full, _stored(full, root))
         else:
             raise IceError(f"{given}: no such file or folder")
-    if listed is not None:
-        listed(len(found))
     candidates = []
     encoding, errors = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()  # as os.fsencode
     for full, stored in sorted(found.items(), key=lambda kv: kv[1]):
@@ -238,17 +227,14 @@ def _taken(job: Adding, paths: pd.Series) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def _finish(job: Adding, state: dict, device, log, prepared=None) -> dict:
-    """Run the addition's steps after the last one recorded in `state`, then commit it.
-    `prepared`: a future of _base's answer, where one was started."""
+def _finish(job: Adding, state: dict, device, log) -> dict:
+    """Run the addition's steps after the last one recorded in `state`, then commit it."""
     steps = [("decode", _decode), ("embed", _embed), ("place", _place)]
     order = ["scan"] + [name for name, _ in steps] + ["commit"]
     with ThreadPoolExecutor(1) as pool:
-        if prepared is None and order.index(state["stage"]) < order.index("place"):
-            # what placing needs from the run is read and indexed while the new images are
-            # decoded, on the core time decoding leaves
-            queries = len(pd.read_parquet(job.path(FILES), columns=["size"]))
-            prepared = pool.submit(_base, job, int(state["n_before"]), queries)
+        # what placing needs from the run is read and indexed while the new images are decoded,
+        # on the core time decoding leaves
+        prepared = pool.submit(_base, job, state) if order.index(state["stage"]) < order.index("place") else None
         for name, step in steps:
             if order.index(state["stage"]) < order.index(name):
                 t0 = time.perf_counter()
@@ -296,12 +282,12 @@ def _embed(job: Adding, state: dict, device) -> None:
     embed(load_model(job.run_dir, dev), job.path(rd.PIXELS), job.path(rd.EMBEDDINGS), job.cfg.resolved(), dev)
 
 
-def _base(job: Adding, n: int, queries: int) -> dict:
-    """What the new images are placed from, read from the run (of n images) alone, so that it
-    is built while they are checked, decoded and embedded: the run's images they are placed
-    among (`base`), a search for at most `queries` of them, and their labels, map and
-    manifold positions."""
-    run_dir, cfg = job.run_dir, job.cfg
+def _base(job: Adding, state: dict) -> dict:
+    """What the new images are placed from, read from the run alone, so that it is built while
+    they are decoded and embedded: the run's images they are placed among (`base`), a search
+    of their embeddings, and their labels, map and manifold positions."""
+    run_dir, cfg, n = job.run_dir, job.cfg, int(state["n_before"])
+    queries = len(pd.read_parquet(job.path(FILES), columns=["size"]))  # files, not images: fixed once scanned
     emb = rd.open_rows(run_dir, rd.EMBEDDINGS, n)
     base = np.arange(n) if n <= BASE_ROWS else layout_rows(n, BASE_ROWS, cfg.seed)
     k = min(cfg.neighbors, len(base))
@@ -324,10 +310,7 @@ def _place(job: Adding, state: dict, device, prepared=None) -> None:
         return
     run_dir, cfg, n = job.run_dir, job.cfg, int(state["n_before"])
     new = np.ascontiguousarray(np.load(job.path(rd.EMBEDDINGS)), dtype=np.float32)
-    if prepared is None:
-        prepared = _base(job, n, len(pd.read_parquet(job.path(FILES), columns=["size"])))
-    else:
-        prepared = prepared.result()
+    prepared = _base(job, state) if prepared is None else prepared.result()
     base = prepared["base"]
     d2, near = prepared["search"](new)
     rng = np.random.default_rng([cfg.seed, int(state["addition"])])
