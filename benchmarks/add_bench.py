@@ -14,7 +14,12 @@ and embedding the same images alone (in one process, side by side; with --repeat
 of N such pairs, since one pair on a shared machine varies by a fifth; an untimed decode and
 embed first reads the images into the page cache, so that the first pair does not pay for
 it). With --run, the add goes into a copy of that complete run instead (made with
---labels-from-folders), from --images.
+--labels-from-folders), from --images. The 1M+100k figures in BENCHMARKS.md add images
+1,000,000 on of the generated set to a run of its first million:
+
+    python -m benchmarks.gen_images 1000000 /tmp/ice-data/gen1m --by-class
+    ice embed /tmp/ice-data/gen1m --out /tmp/ice-data/run1m --labels-from-folders --epochs 1
+    python -m benchmarks.gen_images 100000 /tmp/ice-data/gen-add100k/images --by-class --first 1000000
 """
 
 from __future__ import annotations

@@ -117,7 +117,7 @@ def generate(
     if n < 1:
         raise ValueError(f"N {n}: must be at least 1")
     if first < 0 or first % SHARD:
-        raise ValueError(f"--first {first}: must be a multiple of {SHARD:,}")
+        raise ValueError(f"--first {first}: must be 0 or a positive multiple of {SHARD:,}")
     if not 8 <= size <= 1024:
         raise ValueError(f"--size {size}: must be between 8 and 1024")
     if classes < 1:

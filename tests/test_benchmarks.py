@@ -61,12 +61,9 @@ def test_generated_images_from_first_are_the_rest_of_the_same_set(tmp_path):
     files = sorted(p.relative_to(rest) for p in rest.rglob("*.jpg"))
     assert len(files) == 500 and {f.parent.name for f in files} == {"0001"}
     assert all((whole / f).read_bytes() == (rest / f).read_bytes() for f in files)
-    try:
-        generate(10, tmp_path / "x", first=10)
-    except ValueError as e:
-        assert str(e) == "--first 10: must be a multiple of 1,000"
-    else:
-        raise AssertionError("--first 10 was taken")
+    for bad in (10, -1000):
+        with pytest.raises(ValueError, match=f"^--first {bad}: must be 0 or a positive multiple of 1,000$"):
+            generate(10, tmp_path / "x", first=bad)
 
 
 def test_generated_kinds_differ_by_what_vary_names_and_by_class_keeps_the_same_images(tmp_path):
