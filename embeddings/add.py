@@ -33,7 +33,7 @@ import pandas as pd
 from ice import run_dir as rd
 from ice import teach_state as ts
 from ice.errors import IceError
-from ice.search_index import add_to_index
+from ice.search_index import grow_index
 
 from .config import Config
 from .images import EXTENSIONS, write_skipped, decode_all, display_path, find_images
@@ -48,6 +48,7 @@ STATE = "state.json"
 FILES = "files.parquet"  # the new files: stored path, the path read, size, mtime
 DECODED = "decoded.parquet"  # the readable new files: their row in `FILES`, width, height
 PLACED = "placed.npz"
+INDEX_GROWN = rd.INDEX_ADDED  # adding/index-added.faiss: the run's, with the new images added
 TEACH_SCORES = "teach"  # adding/teach/<group key>/round-NNNN.npy: the new images' scores
 
 
@@ -235,16 +236,21 @@ def _finish(job: Adding, state: dict, device, log) -> dict:
         # what placing needs from the run is read and indexed while the new images are decoded,
         # on the core time decoding leaves
         prepared = pool.submit(_base, job, state) if order.index(state["stage"]) < order.index("place") else None
+        grown = None
         for name, step in steps:
             if order.index(state["stage"]) < order.index(name):
                 t0 = time.perf_counter()
                 if name == "place":
+                    # the index grows beside the placing, on the core time its numpy work leaves
+                    grown = pool.submit(_grow_index, job, state)
                     _place(job, state, device, prepared)
                 else:
                     step(job, state, device)
                 seconds = {**state["seconds"], name: round(time.perf_counter() - t0, 3)}
                 state = job.record(state, name, seconds=seconds)
     t0 = time.perf_counter()
+    if grown is not None:
+        grown.result()  # its error, if any, here
     record = _commit(job, state)
     log(
         f"addition {record['addition']}: {record['images']:,} images added (ids {record['first_id']:,} on), "
@@ -300,6 +306,13 @@ def _base(job: Adding, state: dict) -> dict:
         "xy": np.stack([items["x"].to_numpy(np.float32), items["y"].to_numpy(np.float32)], 1)[base],
         "manifold": None if manifold is None else np.asarray(manifold[base]),
     }
+
+
+def _grow_index(job: Adding, state: dict) -> None:
+    """adding/index-added.faiss: the run's index-added.faiss with the new images added, which
+    the commit puts in its place."""
+    if len(pd.read_parquet(job.path(DECODED))):
+        grow_index(job.run_dir, np.load(job.path(rd.EMBEDDINGS)), int(state["n_before"]), job.path(INDEX_GROWN))
 
 
 def _place(job: Adding, state: dict, device, prepared=None) -> None:
@@ -416,7 +429,11 @@ def _commit(job: Adding, state: dict) -> dict:
                 take = min(j - 1, placed["near"].shape[1])
                 rows[:, 1 : 1 + take] = placed["near"][:, :take]
                 rd.append_npy(run_dir / rd.NEIGHBOURS, rows, n)
-            add_to_index(run_dir, new_emb, n)  # index-added.faiss: the job's index is not rewritten
+            # index-added.faiss: the job's index is not rewritten. Grown while placing, or now after
+            # a kill; none grown, and none to grow, where a killed commit put it in place already
+            grown = job.path(INDEX_GROWN)
+            if grown.exists() or grow_index(run_dir, new_emb, n, grown):
+                os.replace(grown, run_dir / rd.INDEX_ADDED)
             for key in sorted({k.split(".")[0] for k in placed if k.startswith("k")}):
                 path = run_dir / rd.CLUSTERINGS / f"{key}.npz"
                 with np.load(path) as z:

@@ -52,6 +52,14 @@ def add_to_index(run_dir: Path, rows: np.ndarray, n_before: int) -> bool:
     """Add `rows`, the embeddings of images n_before on, to index-added.faiss (made on first use
     like index.faiss); False, with nothing written, where the two already hold other than
     n_before images (the rows went in before a kill)."""
+    return grow_index(run_dir, rows, n_before, run_dir / rd.INDEX_ADDED)
+
+
+def grow_index(run_dir: Path, rows: np.ndarray, n_before: int, out: Path) -> bool:
+    """Write to `out` the run's index-added.faiss with `rows`, the embeddings of images n_before
+    on, added: index-added.faiss itself, or a file that replaces it later, so that an addition
+    can build it beside other work. False, with nothing written, where index.faiss and
+    index-added.faiss hold other than n_before images."""
     import faiss
 
     job = faiss.read_index(str(run_dir / rd.INDEX), faiss.IO_FLAG_MMAP)  # the lists stay on disk
@@ -60,7 +68,7 @@ def add_to_index(run_dir: Path, rows: np.ndarray, n_before: int) -> bool:
     if job.ntotal + added.ntotal != n_before:
         return False
     added.add(np.ascontiguousarray(rows, dtype=np.float32))
-    write_index(added, path)
+    write_index(added, out)
     return True
 
 
