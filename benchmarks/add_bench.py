@@ -183,6 +183,7 @@ def main(argv: list[str] | None = None) -> dict:
     command = "python -m benchmarks.add_bench " + (
         f"--dataset {args.dataset}" if args.dataset else f"--run {args.run} --images {args.images}"
     )
+    command += f" --name {args.name}" if args.name else ""
     command += f" --limit {args.limit}" if args.limit else ""
     command += f" --tile {args.tile}" if args.tile > 1 else ""
     command += f" --set {' '.join(args.sets)}" if args.sets else ""
