@@ -241,9 +241,7 @@ def _finish(job: Adding, state: dict, device, log) -> dict:
             if order.index(state["stage"]) < order.index(name):
                 t0 = time.perf_counter()
                 if name == "place":
-                    # the index grows beside the placing, on the core time its numpy work leaves
-                    grown = pool.submit(_grow_index, job, state)
-                    _place(job, state, device, prepared)
+                    grown = _place(job, state, device, prepared, pool)
                 else:
                     step(job, state, device)
                 seconds = {**state["seconds"], name: round(time.perf_counter() - t0, 3)}
@@ -308,19 +306,14 @@ def _base(job: Adding, state: dict) -> dict:
     }
 
 
-def _grow_index(job: Adding, state: dict) -> None:
-    """adding/index-added.faiss: the run's index-added.faiss with the new images added, which
-    the commit puts in its place."""
-    if len(pd.read_parquet(job.path(DECODED))):
-        grow_index(job.run_dir, np.load(job.path(rd.EMBEDDINGS)), int(state["n_before"]), job.path(INDEX_GROWN))
-
-
-def _place(job: Adding, state: dict, device, prepared=None) -> None:
+def _place(job: Adding, state: dict, device, prepared=None, pool=None):
     """The new images' clusters, distances, manifold and map positions, neighbour rows and
     teach scores, from their nearest images of the run, into adding/placed.npz. `prepared`:
-    a future of _base's answer (None: read it now, as after a kill)."""
+    a future of _base's answer (None: read it now, as after a kill). With a thread `pool`, the
+    grown search index too (adding/index-added.faiss), built there beside the numpy work here;
+    the future of it is returned."""
     if not len(pd.read_parquet(job.path(DECODED))):
-        return
+        return None
     run_dir, cfg, n = job.run_dir, job.cfg, int(state["n_before"])
     new = np.ascontiguousarray(np.load(job.path(rd.EMBEDDINGS)), dtype=np.float32)
     prepared = _base(job, state) if prepared is None else prepared.result()
@@ -328,6 +321,9 @@ def _place(job: Adding, state: dict, device, prepared=None) -> None:
     d2, near = prepared["search"](new)
     rng = np.random.default_rng([cfg.seed, int(state["addition"])])
     out = {"near": np.where(near >= 0, base[np.maximum(near, 0)], -1)}
+    grown = None
+    if pool is not None:
+        grown = pool.submit(grow_index, run_dir, new, n, job.path(INDEX_GROWN), out["near"])
     out["xy"] = place(prepared["xy"], near, d2, rng)
     space = new
     if prepared["manifold"] is not None:
@@ -344,6 +340,7 @@ def _place(job: Adding, state: dict, device, prepared=None) -> None:
     with rd.atomic_path(job.path(PLACED), suffix=".npz") as tmp:
         np.savez(tmp, **out)
     _score_teach_rounds(job, n, device)
+    return grown
 
 
 def _teach_rounds(run_dir: Path):
@@ -432,7 +429,7 @@ def _commit(job: Adding, state: dict) -> dict:
             # index-added.faiss: the job's index is not rewritten. Grown while placing, or now after
             # a kill; none grown, and none to grow, where a killed commit put it in place already
             grown = job.path(INDEX_GROWN)
-            if grown.exists() or grow_index(run_dir, new_emb, n, grown):
+            if grown.exists() or grow_index(run_dir, new_emb, n, grown, placed["near"]):
                 os.replace(grown, run_dir / rd.INDEX_ADDED)
             for key in sorted({k.split(".")[0] for k in placed if k.startswith("k")}):
                 path = run_dir / rd.CLUSTERINGS / f"{key}.npz"

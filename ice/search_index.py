@@ -55,11 +55,16 @@ def add_to_index(run_dir: Path, rows: np.ndarray, n_before: int) -> bool:
     return grow_index(run_dir, rows, n_before, run_dir / rd.INDEX_ADDED)
 
 
-def grow_index(run_dir: Path, rows: np.ndarray, n_before: int, out: Path) -> bool:
+def grow_index(run_dir: Path, rows: np.ndarray, n_before: int, out: Path, near: np.ndarray | None = None) -> bool:
     """Write to `out` the run's index-added.faiss with `rows`, the embeddings of images n_before
     on, added: index-added.faiss itself, or a file that replaces it later, so that an addition
     can build it beside other work. False, with nothing written, where index.faiss and
-    index-added.faiss hold other than n_before images."""
+    index-added.faiss hold other than n_before images.
+
+    `near`: (len(rows), k) image ids of each row's nearest images in the run (-1: none), as
+    `ice add` places them. An IVF index then takes each row into the list, of those its
+    neighbours are in, whose centre is nearest: a few centres per row instead of every one
+    (BENCHMARKS.md). The row lies with its neighbours, in lists that a search near it probes."""
     import faiss
 
     job = faiss.read_index(str(run_dir / rd.INDEX), faiss.IO_FLAG_MMAP)  # the lists stay on disk
@@ -67,9 +72,47 @@ def grow_index(run_dir: Path, rows: np.ndarray, n_before: int, out: Path) -> boo
     added = faiss.read_index(str(path)) if path.exists() else _empty_like(job)
     if job.ntotal + added.ntotal != n_before:
         return False
-    added.add(np.ascontiguousarray(rows, dtype=np.float32))
+    rows = np.ascontiguousarray(rows, dtype=np.float32)
+    if near is not None and len(rows) and type(added) is faiss.IndexIVFFlat and type(job) is faiss.IndexIVFFlat:
+        lists = _lists_near(added.quantizer, rows, _list_of(job, added)[np.maximum(near, 0)], near >= 0)
+        added.add_core(len(rows), faiss.swig_ptr(rows), None, faiss.swig_ptr(lists))
+    else:
+        added.add(rows)
     write_index(added, out)
     return True
+
+
+def _list_of(job, added) -> np.ndarray:
+    """(n,) int64: the IVF list that holds each image id of the run, from the job's index and
+    the additions' (whose ids count from 0 after the job's)."""
+    import faiss
+
+    out = np.zeros(job.ntotal + added.ntotal, np.int64)
+    for index, first in ((job, 0), (added, job.ntotal)):
+        lists = index.invlists
+        for number in range(index.nlist):
+            size = lists.list_size(number)
+            if size:
+                out[first + faiss.rev_swig_ptr(lists.get_ids(number), size)] = number
+    return out
+
+
+def _lists_near(quantizer, rows: np.ndarray, candidates: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """(n,) int64: for each row, the candidate list (of its `candidates` where `ok`) whose centre
+    is nearest; the nearest of all centres where it has none."""
+    centres = quantizer.reconstruct_n(0, quantizer.ntotal)
+    norms = (centres**2).sum(1)
+    out = np.empty(len(rows), np.int64)
+    for start in range(0, len(rows), 8_192):  # the candidates' centres a block of rows at a time
+        cand, x = candidates[start : start + 8_192], rows[start : start + 8_192]
+        # |c|^2 - 2 x.c orders the centres as the distance does
+        score = norms[cand] - 2 * np.einsum("qkd,qd->qk", centres[cand], x)
+        score[~ok[start : start + 8_192]] = np.inf
+        out[start : start + len(x)] = np.take_along_axis(cand, score.argmin(1)[:, None], 1)[:, 0]
+    none = np.flatnonzero(~ok.any(1))
+    if len(none):
+        out[none] = quantizer.search(rows[none], 1)[1][:, 0]
+    return out
 
 
 def _empty_like(index):

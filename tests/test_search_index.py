@@ -7,7 +7,7 @@ import pytest
 from embeddings.cluster import build_index
 from ice import run_dir as rd
 from ice.errors import IceError
-from ice.search_index import add_to_index, read_index, write_index
+from ice.search_index import _list_of, add_to_index, grow_index, read_index, write_index
 
 
 @pytest.mark.parametrize("n", [3_000, 260_000], ids=["exact", "ivf"])
@@ -20,7 +20,13 @@ def test_additions_go_into_their_own_file_and_search_with_the_job_s_images(tmp_p
 
     assert add_to_index(tmp_path, x[n : n + 1_000], n)
     assert not add_to_index(tmp_path, x[n : n + 1_000], n)  # after a kill, the same add again: nothing
-    assert add_to_index(tmp_path, x[n + 1_000 :], n + 1_000)
+    # the second addition is given each row's nearest images in the run (the first addition's
+    # among them), as `ice add` places it; one row has none
+    _, near = faiss.knn(x[n + 1_000 :], x[: n + 1_000], 5)
+    near[0] = -1
+    grown = tmp_path / "grown.faiss"
+    assert grow_index(tmp_path, x[n + 1_000 :], n + 1_000, grown, near)
+    grown.replace(tmp_path / rd.INDEX_ADDED)
     assert (tmp_path / rd.INDEX).read_bytes() == job_bytes
     added = faiss.read_index(str(tmp_path / rd.INDEX_ADDED))
     assert added.ntotal == 2_000 and type(added) is type(faiss.read_index(str(tmp_path / rd.INDEX)))
@@ -30,6 +36,13 @@ def test_additions_go_into_their_own_file_and_search_with_the_job_s_images(tmp_p
     queries = np.arange(0, n + 2_000, 97)
     _, found = index.search(x[queries], 1)
     np.testing.assert_array_equal(found[:, 0], queries)  # each image finds itself, by its image id
+    if isinstance(index, faiss.IndexIVF):  # each row of the second addition: its neighbours' nearest list
+        every = _list_of(faiss.read_index(str(tmp_path / rd.INDEX)), added)
+        lists, candidates = every[n + 1_000 :], every[near]
+        centres = index.quantizer.reconstruct_n(0, index.nlist)
+        d2 = ((centres[candidates] - x[n + 1_000 :, None]) ** 2).sum(2)
+        assert lists[0] == index.quantizer.search(x[n + 1_000 : n + 1_001], 1)[1][0, 0]  # none: of every list
+        np.testing.assert_array_equal(lists[1:], candidates[np.arange(1_000), d2.argmin(1)][1:])
 
 
 def test_an_unreadable_additions_file_is_named_in_a_one_line_error(tmp_path):
