@@ -159,17 +159,30 @@ def scan_inputs(job: Adding, inputs: list) -> tuple[pd.DataFrame, list[tuple[str
                 found.setdefault(full, _stored(full, root))
         else:
             raise IceError(f"{given}: no such file or folder")
-    candidates = []
     encoding, errors = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()  # as os.fsencode
-    for full, stored in sorted(found.items(), key=lambda kv: kv[1]):
-        try:
-            st = os.stat(full)
-        except OSError as e:
-            refused.append((display_path(stored), f"cannot read: {e.strerror}"))
-            continue
-        candidates.append((stored.encode(encoding, errors), full.encode(encoding, errors), st.st_size, st.st_mtime_ns))
-    files = pd.DataFrame(candidates, columns=["path", "read", "size", "mtime_ns"])
-    before = _taken(job, files["path"])
+    order = sorted(found.items(), key=lambda kv: kv[1])
+    paths = pd.Series([stored.encode(encoding, errors) for _, stored in order], dtype=object)
+    kept, sizes, mtimes = [], [], []
+    with ThreadPoolExecutor(1) as pool:
+        taken = pool.submit(_taken, job, paths)  # the run's records are read while the files are stat'ed
+        for i, (full, stored) in enumerate(order):
+            try:
+                st = os.stat(full)
+            except OSError as e:
+                refused.append((display_path(stored), f"cannot read: {e.strerror}"))
+                continue
+            kept.append(i)
+            sizes.append(st.st_size)
+            mtimes.append(st.st_mtime_ns)
+        before = taken.result().iloc[kept].reset_index(drop=True)
+    files = pd.DataFrame(
+        {
+            "path": paths.iloc[kept].reset_index(drop=True),
+            "read": [order[i][0].encode(encoding, errors) for i in kept],
+            "size": np.array(sizes, np.int64),
+            "mtime_ns": np.array(mtimes, np.int64),
+        }
+    )
     known = before["size"].notna().to_numpy()
     same = known & (before["size"].fillna(-2).to_numpy(np.int64) == files["size"].to_numpy(np.int64))
     same &= before["mtime_ns"].fillna(-2).to_numpy(np.int64) == files["mtime_ns"].to_numpy(np.int64)
