@@ -119,6 +119,25 @@ def decode_and_embed(run_dir: Path, images: Path, scratch: Path) -> float:
     return time.perf_counter() - t0
 
 
+def index_lists(run_dir: Path, new_ids: np.ndarray) -> tuple[float, float] | None:
+    """For the added images of a run whose index is IVF (None otherwise): the share that lie in
+    the list whose centre is nearest to them, and the share of up to 20,000 of them that a
+    search of the run's whole index with their own embedding finds first."""
+    import faiss
+
+    from ice.search_index import ivf_lists, read_index
+
+    job = faiss.read_index(str(run_dir / rd.INDEX), faiss.IO_FLAG_MMAP)
+    if type(job) is not faiss.IndexIVFFlat or not len(new_ids):
+        return None
+    emb = np.ascontiguousarray(rd.open_rows(run_dir, rd.EMBEDDINGS)[new_ids], dtype=np.float32)
+    lists = ivf_lists(job, faiss.read_index(str(run_dir / rd.INDEX_ADDED)))[new_ids]
+    nearest = job.quantizer.search(emb, 1)[1][:, 0]
+    step = max(1, len(new_ids) // 20_000)
+    _, found = read_index(run_dir).search(emb[::step], 1)
+    return float((lists == nearest).mean()), float((found[:, 0] == new_ids[::step]).mean())
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(prog="python -m benchmarks.add_bench", description=__doc__.splitlines()[0])
     source = p.add_mutually_exclusive_group(required=True)
@@ -178,6 +197,7 @@ def main(argv: list[str] | None = None) -> dict:
         centres = np.load(run_dir / rd.CENTROIDS)
         nearest = ((space[:, None, :] - centres[None]) ** 2).sum(2).argmin(1)
         centre = cluster_metrics(labels, nearest)["accuracy"]
+    lists = index_lists(run_dir, new["image_id"].to_numpy())
     target = TARGETS.get(args.dataset, 0.02)
     met = acc_own - acc_new <= target
     command = "python -m benchmarks.add_bench " + (
@@ -199,6 +219,11 @@ def main(argv: list[str] | None = None) -> dict:
     ]
     if centre is not None:
         lines.append(f"- the other way, the nearest centre at the placed manifold position: {centre:.4f}")
+    if lists is not None:
+        lines.append(
+            f"- search index: {lists[0]:.4f} of the added images lie in their nearest IVF list;"
+            f" {lists[1]:.4f} of a sample of them find themselves first"
+        )
     lines += [
         f"- `ice add`: {add_seconds:.1f} s = {add_seconds / run_seconds:.3f} of the run's time (target <= 0.1);"
         f" steps {record['seconds']}",
@@ -247,6 +272,17 @@ def main(argv: list[str] | None = None) -> dict:
                 "met": add_seconds <= 0.1 * run_seconds,
             },
         ]
+    if lists is not None:
+        figures.append(
+            {
+                "group": "scale",
+                "order": 5,
+                "figure": f"ice add, {name} {size}: added images in their nearest IVF list (found first by themselves)",
+                "value": f"{lists[0]:.4f} ({lists[1]:.4f})",
+                "target": "",
+                "met": None,
+            }
+        )
     if args.record and not args.sets and not args.limit:
         append_section(f"ice add: {name}, {size} images, {today()}", text, figures=figures)
     return {"own": acc_own, "added": acc_new, "matched": acc_new_matched, "centre": centre, "seconds": add_seconds}

@@ -63,8 +63,9 @@ def grow_index(run_dir: Path, rows: np.ndarray, n_before: int, out: Path, near: 
 
     `near`: (len(rows), k) image ids of each row's nearest images in the run (-1: none), as
     `ice add` places them. An IVF index then takes each row into the list, of those its
-    neighbours are in, whose centre is nearest: a few centres per row instead of every one
-    (BENCHMARKS.md). The row lies with its neighbours, in lists that a search near it probes."""
+    neighbours are in, whose centre is nearest: a few centres per row instead of every one.
+    That is the nearest list for nearly every row (add_bench reports how many), and the
+    others lie with their neighbours, in lists that a search near them probes."""
     import faiss
 
     job = faiss.read_index(str(run_dir / rd.INDEX), faiss.IO_FLAG_MMAP)  # the lists stay on disk
@@ -74,7 +75,7 @@ def grow_index(run_dir: Path, rows: np.ndarray, n_before: int, out: Path, near: 
         return False
     rows = np.ascontiguousarray(rows, dtype=np.float32)
     if near is not None and len(rows) and type(added) is faiss.IndexIVFFlat and type(job) is faiss.IndexIVFFlat:
-        lists = _lists_near(added.quantizer, rows, _list_of(job, added)[np.maximum(near, 0)], near >= 0)
+        lists = _lists_near(added.quantizer, rows, ivf_lists(job, added)[np.maximum(near, 0)], near >= 0)
         added.add_core(len(rows), faiss.swig_ptr(rows), None, faiss.swig_ptr(lists))
     else:
         added.add(rows)
@@ -82,7 +83,7 @@ def grow_index(run_dir: Path, rows: np.ndarray, n_before: int, out: Path, near: 
     return True
 
 
-def _list_of(job, added) -> np.ndarray:
+def ivf_lists(job, added) -> np.ndarray:
     """(n,) int64: the IVF list that holds each image id of the run, from the job's index and
     the additions' (whose ids count from 0 after the job's)."""
     import faiss

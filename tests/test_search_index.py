@@ -7,7 +7,7 @@ import pytest
 from embeddings.cluster import build_index
 from ice import run_dir as rd
 from ice.errors import IceError
-from ice.search_index import _list_of, add_to_index, grow_index, read_index, write_index
+from ice.search_index import ivf_lists, add_to_index, grow_index, read_index, write_index
 
 
 @pytest.mark.parametrize("n", [3_000, 260_000], ids=["exact", "ivf"])
@@ -37,7 +37,7 @@ def test_additions_go_into_their_own_file_and_search_with_the_job_s_images(tmp_p
     _, found = index.search(x[queries], 1)
     np.testing.assert_array_equal(found[:, 0], queries)  # each image finds itself, by its image id
     if isinstance(index, faiss.IndexIVF):  # each row of the second addition: its neighbours' nearest list
-        every = _list_of(faiss.read_index(str(tmp_path / rd.INDEX)), added)
+        every = ivf_lists(faiss.read_index(str(tmp_path / rd.INDEX)), added)
         lists, candidates = every[n + 1_000 :], every[near]
         centres = index.quantizer.reconstruct_n(0, index.nlist)
         d2 = ((centres[candidates] - x[n + 1_000 :, None]) ** 2).sum(2)
