@@ -63,7 +63,8 @@ def grow_index(run_dir: Path, rows: np.ndarray, n_before: int, out: Path, near: 
 
     `near`: (len(rows), k) image ids of each row's nearest images in the run (-1: none), as
     `ice add` places them. An IVF index then takes each row into the list, of those its
-    neighbours are in, whose centre is nearest: a few centres per row instead of every one.
+    neighbours are in, whose centre is nearest (by the index's measure): a few centres per row
+    instead of every one.
     That is the nearest list for nearly every row (add_bench reports how many), and the
     others lie with their neighbours, in lists that a search near them probes."""
     import faiss
@@ -100,14 +101,18 @@ def ivf_lists(job, added) -> np.ndarray:
 
 def _lists_near(quantizer, rows: np.ndarray, candidates: np.ndarray, ok: np.ndarray) -> np.ndarray:
     """(n,) int64: for each row, the candidate list (of its `candidates` where `ok`) whose centre
-    is nearest; the nearest of all centres where it has none."""
+    is nearest by the quantizer's own measure (the inner product for ICE's indexes, else the
+    L2 distance); the nearest of all centres where it has none."""
+    import faiss
+
     centres = quantizer.reconstruct_n(0, quantizer.ntotal)
-    norms = (centres**2).sum(1)
+    # a score that orders the centres as the quantizer does, least first: -x.c, or |c|^2 - 2 x.c
+    inner = quantizer.metric_type == faiss.METRIC_INNER_PRODUCT
+    norms = np.zeros(len(centres), np.float32) if inner else (centres**2).sum(1)
     out = np.empty(len(rows), np.int64)
     for start in range(0, len(rows), 8_192):  # the candidates' centres a block of rows at a time
         cand, x = candidates[start : start + 8_192], rows[start : start + 8_192]
-        # |c|^2 - 2 x.c orders the centres as the distance does
-        score = norms[cand] - 2 * np.einsum("qkd,qd->qk", centres[cand], x)
+        score = norms[cand] - (1 if inner else 2) * np.einsum("qkd,qd->qk", centres[cand], x)
         score[~ok[start : start + 8_192]] = np.inf
         out[start : start + len(x)] = np.take_along_axis(cand, score.argmin(1)[:, None], 1)[:, 0]
     none = np.flatnonzero(~ok.any(1))

@@ -40,9 +40,10 @@ def test_additions_go_into_their_own_file_and_search_with_the_job_s_images(tmp_p
         every = ivf_lists(faiss.read_index(str(tmp_path / rd.INDEX)), added)
         lists, candidates = every[n + 1_000 :], every[near]
         centres = index.quantizer.reconstruct_n(0, index.nlist)
-        d2 = ((centres[candidates] - x[n + 1_000 :, None]) ** 2).sum(2)
+        assert index.metric_type == faiss.METRIC_INNER_PRODUCT  # nearest: the largest inner product
+        ip = (centres[candidates] * x[n + 1_000 :, None]).sum(2)
         assert lists[0] == index.quantizer.search(x[n + 1_000 : n + 1_001], 1)[1][0, 0]  # none: of every list
-        np.testing.assert_array_equal(lists[1:], candidates[np.arange(1_000), d2.argmin(1)][1:])
+        np.testing.assert_array_equal(lists[1:], candidates[np.arange(1_000), ip.argmax(1)][1:])
 
 
 def test_an_unreadable_additions_file_is_named_in_a_one_line_error(tmp_path):
