@@ -178,7 +178,7 @@ def scan_inputs(job: Adding, inputs: list) -> tuple[pd.DataFrame, list[tuple[str
     files = pd.DataFrame(
         {
             "path": paths.iloc[kept].reset_index(drop=True),
-            "read": [order[i][0].encode(encoding, errors) for i in kept],
+            "read": pd.Series([order[i][0].encode(encoding, errors) for i in kept], dtype=object),
             "size": np.array(sizes, np.int64),
             "mtime_ns": np.array(mtimes, np.int64),
         }
