@@ -7,7 +7,7 @@ import pytest
 from embeddings.cluster import build_index
 from ice import run_dir as rd
 from ice.errors import IceError
-from ice.search_index import ivf_lists, add_to_index, grow_index, read_index, write_index
+from ice.search_index import add_to_index, grow_index, ivf_lists, read_index, write_index
 
 
 @pytest.mark.parametrize("n", [3_000, 260_000], ids=["exact", "ivf"])
