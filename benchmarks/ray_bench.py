@@ -16,6 +16,10 @@ so that the stages around decoding are timed at their real size) with `--engine 
 each process tree (Ray's processes included); --object-store-mb caps the Ray engine's object
 store.
 
+With --idle, what a local Ray holds at rest, started as `--engine ray` starts one, before any
+work: the proportional set size of each of Ray's own processes (not the process that started
+it), 10 s after the start. It is the floor under the Ray engine's memory.
+
 With --train RUN, the training stage instead, on RUN's pixels: embeddings.train.train in this
 process against `--train-workers` Ray Train workers (embeddings.ray_engine.train_ray, Ray Train
 starting included), for --epochs epochs of --recipe, in alternating order; prints the seconds
@@ -50,6 +54,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--no-record", dest="record", action="store_false", help="print only")
     p.add_argument("--job", type=Path, metavar="ENCODER_RUN", help="time the whole ice embed, with this run's encoder")
     p.add_argument("--object-store-mb", type=int, default=0, help="with --job: cap the Ray engine's object store (MiB)")
+    p.add_argument("--idle", action="store_true", help="the memory of a local Ray at rest, as ICE starts it")
     p.add_argument("--train", type=Path, metavar="RUN", help="time the training stage on this run's pixels")
     p.add_argument("--train-workers", type=int, default=2, help="with --train: Ray Train workers (default: 2)")
     p.add_argument("--epochs", type=int, default=2, help="with --train: epochs (default: 2)")
@@ -57,6 +62,8 @@ def main(argv: list[str] | None = None) -> dict:
         "--recipe", default="contrastive-small", help="with --train: the recipe (default: contrastive-small)"
     )
     args = p.parse_args(argv)
+    if args.idle:
+        return idle(args)
     if args.train is not None:
         return train_pairs(args)
     given = args.images
@@ -289,6 +296,58 @@ def all_pairs(pairs: list[tuple], seconds=lambda t: t) -> str:
     return f"- of {len(pairs)} pairs (in alternating order), the median ratio above; all: " + ", ".join(
         f"{seconds(a):.1f}/{seconds(b):.1f} s = {seconds(b) / seconds(a):.2f}x" for a, b in pairs
     )
+
+
+def idle(args, settle: float = 10.0) -> dict:
+    """Start a local Ray in a process of its own, through embeddings.ray_engine.start_ray, and
+    measure the PSS of each process it started once `settle` seconds have passed."""
+    import subprocess
+    import sys
+
+    from benchmarks.common import _cmdline, _descendants, _pss_kib
+
+    script = "import sys\nfrom embeddings.ray_engine import start_ray\nstart_ray()\nprint('up', flush=True)\n"
+    script += "sys.stdin.read()\n"  # Ray runs until this process's input is closed
+    child = subprocess.Popen([sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        if child.stdout.readline().strip() != "up":
+            raise RuntimeError("the local Ray did not start")
+        time.sleep(settle)
+        rows = sorted(
+            ((_pss_kib(pid)[0] / 2**10, _process_name(_cmdline(pid))) for pid in _descendants(child.pid)), reverse=True
+        )
+    finally:
+        child.stdin.close()
+        child.wait(timeout=60)
+    total = sum(mib for mib, _ in rows) / 2**10
+    body = "\n".join(
+        [
+            "- command: `python -m benchmarks.ray_bench --idle`",
+            f"- machine: {machine()}; date: {today()}; {settle:.0f} s after the start, no work given",
+            f"- Ray's own processes: **{total:.2f} GiB** (PSS) in {len(rows)} processes: "
+            + ", ".join(f"{name} {mib:.0f} MiB" for mib, name in rows),
+        ]
+    )
+    print(body)
+    if args.record:
+        figure = "a local Ray at rest, as --engine ray starts it: memory of its own processes (PSS)"
+        value = f"{total:.2f} GiB in {len(rows)} processes"
+        append_section(
+            f"Ray engine: a local Ray at rest, {today()}",
+            body,
+            figures=[{"group": "scale", "figure": figure, "value": value, "target": "", "met": None}],
+        )
+    return {"gib": total, "processes": rows}
+
+
+def _process_name(cmdline: bytes) -> str:
+    """A Ray process's short name: its title (ray::IDLE), its program's, or its Python script's."""
+    words = cmdline.decode(errors="replace").split("\0")
+    if words[0].startswith("ray::"):
+        return words[0].strip()
+    name = words[0].rsplit("/", 1)[-1]
+    script = next((w for w in words[1:] if w.endswith(".py")), None)
+    return script.rsplit("/", 1)[-1] if name.startswith("python") and script else name
 
 
 def publish(args, work: Path, title: str, body: str, figure: str, ray_s, local_s, pairs, target="", met=None) -> dict:

@@ -623,3 +623,15 @@ def test_peak_memory_of_the_children_only_leaves_this_process_out():
         subprocess.run([sys.executable, "-c", child], check=True)
     assert 0.2 < children.gib < 0.45, children.gib
     assert all_of_it.gib > 0.7 and here.sum() > 0
+
+
+def test_ray_bench_names_each_process_of_an_idle_ray_by_its_title_program_or_script():
+    from benchmarks.ray_bench import _process_name
+
+    assert _process_name(b"ray::IDLE                 ") == "ray::IDLE"  # a title set over the command line
+    assert _process_name(b"/venv/ray/core/src/ray/raylet/raylet\0--raylet_socket_name=/tmp/s\0") == "raylet"
+    assert (
+        _process_name(b"/venv/bin/python\0-u\0/venv/ray/autoscaler/_private/monitor.py\0--logs-dir=/x\0")
+        == "monitor.py"
+    )
+    assert _process_name(b"/venv/bin/python3.11\0-c\0import ray\0") == "python3.11"
