@@ -48,25 +48,18 @@ def _read(path: Path):
         ) from None
 
 
-def add_to_index(run_dir: Path, rows: np.ndarray, n_before: int) -> bool:
-    """Add `rows`, the embeddings of images n_before on, to index-added.faiss (made on first use
-    like index.faiss); False, with nothing written, where the two already hold other than
-    n_before images (the rows went in before a kill)."""
-    return grow_index(run_dir, rows, n_before, run_dir / rd.INDEX_ADDED)
-
-
 def grow_index(run_dir: Path, rows: np.ndarray, n_before: int, out: Path, near: np.ndarray | None = None) -> bool:
-    """Write to `out` the run's index-added.faiss with `rows`, the embeddings of images n_before
-    on, added: index-added.faiss itself, or a file that replaces it later, so that an addition
-    can build it beside other work. False, with nothing written, where index.faiss and
-    index-added.faiss hold other than n_before images.
+    """Write to `out` the run's index-added.faiss (made on first use like index.faiss) with
+    `rows`, the embeddings of images n_before on, added: index-added.faiss itself, or a file
+    that replaces it later, so that an addition can build it beside other work. False, with
+    nothing written, where index.faiss and index-added.faiss hold other than n_before images
+    (the rows went in before a kill).
 
     `near`: (len(rows), k) image ids of each row's nearest images in the run (-1: none), as
     `ice add` places them. An IVF index then takes each row into the list, of those its
     neighbours are in, whose centre is nearest (by the index's measure): a few centres per row
-    instead of every one.
-    That is the nearest list for nearly every row (add_bench reports how many), and the
-    others lie with their neighbours, in lists that a search near them probes."""
+    instead of every one. That is the nearest list for nearly every row (add_bench reports how
+    many), and the others lie with their neighbours, in lists that a search near them probes."""
     import faiss
 
     job = faiss.read_index(str(run_dir / rd.INDEX), faiss.IO_FLAG_MMAP)  # the lists stay on disk

@@ -7,7 +7,7 @@ import pytest
 from embeddings.cluster import build_index
 from ice import run_dir as rd
 from ice.errors import IceError
-from ice.search_index import add_to_index, grow_index, ivf_lists, read_index, write_index
+from ice.search_index import grow_index, ivf_lists, read_index, write_index
 
 
 @pytest.mark.parametrize("n", [3_000, 260_000], ids=["exact", "ivf"])
@@ -18,8 +18,9 @@ def test_additions_go_into_their_own_file_and_search_with_the_job_s_images(tmp_p
     write_index(build_index(x[:n]), tmp_path / rd.INDEX)
     job_bytes = (tmp_path / rd.INDEX).read_bytes()
 
-    assert add_to_index(tmp_path, x[n : n + 1_000], n)
-    assert not add_to_index(tmp_path, x[n : n + 1_000], n)  # after a kill, the same add again: nothing
+    added_path = tmp_path / rd.INDEX_ADDED
+    assert grow_index(tmp_path, x[n : n + 1_000], n, added_path)
+    assert not grow_index(tmp_path, x[n : n + 1_000], n, added_path)  # after a kill, the same add again: nothing
     # the second addition is given each row's nearest images in the run (the first addition's
     # among them), as `ice add` places it; one row has none
     _, near = faiss.knn(x[n + 1_000 :], x[: n + 1_000], 5)
@@ -76,8 +77,8 @@ def test_above_pq_index_min_the_index_keeps_opq_and_pq_codes_and_takes_additions
     assert isinstance(job, faiss.IndexPreTransform) and isinstance(ivf, faiss.IndexIVFPQ)
     assert ivf.nprobe == cluster.INDEX_PROBES
 
-    assert add_to_index(tmp_path, x[n:], n)
-    assert not add_to_index(tmp_path, x[n:], n)
+    assert grow_index(tmp_path, x[n:], n, tmp_path / rd.INDEX_ADDED)
+    assert not grow_index(tmp_path, x[n:], n, tmp_path / rd.INDEX_ADDED)
     index = read_index(tmp_path)
     assert index.ntotal == n + 1_000
     queries = np.arange(0, n + 1_000, 13)
