@@ -3,7 +3,7 @@ group with the grid alone, in headless Chromium, and the same with the grid as i
 76350eb (before it marked in the browser), for today's figures.
 
     python -m benchmarks.review_bench --run RUN_DIR [--run RUN_DIR ...] [--classes 3 5]
-                                      [--no-old | --no-new] [--no-record] [--dry-run]
+                                      [--no-old | --no-new] [--no-record] [--dry-run] [--trace]
 
 The runs must have labels (`ice embed --labels-from-folders`, or `ice demo`). The labels are
 used only as an oracle: to tick off every misfit the person sees, and to decide what a person
@@ -16,7 +16,9 @@ The person, for each class (the new grid):
     its centre): all 6 of the class, it opens the cluster in the grid; none, it passes; some,
     it splits the cluster (k 6) and does the same with each sub-cluster, one level deeper at
     most (then it opens the mixed one), and goes back by the breadcrumb;
-  - reviews each list opened page by page (96 a page, 64 px tiles, the grid wide): ticks off
+  - reviews each list opened page by page (96 a page, 64 px tiles, the grid wide, showing the
+    images not reviewed yet, most like the group first: a confirmed page leaves the list, and
+    the rest is ranked again by the marks made so far): ticks off
     the misfits (a run of misfits with a click and a Shift-click; or, on a page mostly of
     misfits, ticks the page (A) and puts the class's images back), confirms (Enter), and
     stops at a page where fewer than 30% are of the class, leaving it unreviewed;
@@ -53,6 +55,7 @@ import pandas as pd
 from benchmarks.common import REPO, append_section, machine, today, verdict
 from benchmarks.explorer_bench import CHROMIUM_FLAGS, chromium_missing
 from benchmarks.load import free_port, wait_until_up
+from explorer.review import FILTERS, SORTS
 
 OLD_COMMIT = "76350eb"  # the grid before this benchmark's grid: ticks one round trip at a time
 TARGET_PRECISION, TARGET_RECALL = 0.99, 0.95
@@ -65,6 +68,8 @@ SPLIT_K = 6
 STOP_SHARE = 0.3  # a page with less of the class than this ends the list's review
 MORE_SHARE = 0.5  # "More like these" is asked again while its page holds at least this
 MORE_ROUNDS = 8
+SORT = "similar"  # the grid's order, chosen once: the images most like the group first
+FILTER = "unreviewed"  # and what it shows: a confirmed page leaves the list, the rest is ranked again
 REPRESENTATIVES = 6
 NOT_COPIED = ("model.pt", "checkpoints", "annotations.sqlite*", "clusterings")
 
@@ -194,16 +199,21 @@ class Person:
     def __init__(self, driver, labels: np.ndarray, report: Report):
         self.driver, self.labels, self.report = driver, labels, report
         self.interactions = 0
+        self.trace: list[str] = []  # what each interaction was, for --trace
+
+    def count(self, what: str) -> None:
+        self.interactions += 1
+        self.trace.append(what)
 
     def js(self, script: str, *args):
         return self.driver.execute_script(script, *args)
 
     def click(self, element) -> None:
-        self.interactions += 1
+        self.count("click")
         self.driver.execute_script("arguments[0].scrollIntoView({block: 'nearest'}); arguments[0].click()", element)
 
     def key(self, key: str) -> None:
-        self.interactions += 1
+        self.count(key)
         self.js(KEY_JS, key)
 
     def find(self, css: str):
@@ -229,9 +239,9 @@ class Person:
     def open_tab(self, label: str) -> None:
         from selenium.webdriver.common.by import By
 
-        self.click(
-            self.driver.find_element(By.XPATH, f"//div[contains(@class,'tab') and normalize-space(.)='{label}']")
-        )
+        tab = self.driver.find_element(By.XPATH, f"//div[contains(@class,'tab') and normalize-space(.)='{label}']")
+        self.count(f"tab {label}")
+        self.js("arguments[0].scrollIntoView({block: 'nearest'}); arguments[0].click()", tab)
 
     def type_into(self, css: str, text: str, enter: bool = True) -> None:
         from selenium.webdriver.common.keys import Keys
@@ -239,7 +249,7 @@ class Person:
         box = self.find(css)[0]
         box.send_keys(Keys.CONTROL, "a")
         box.send_keys(text, *([Keys.ENTER] if enter else []))
-        self.interactions += 1
+        self.count("type " + text)
 
     def cards(self) -> list[dict]:
         """What the Clusters tab shows: per card, its 6 thumbnails' ids and its size."""
@@ -263,14 +273,29 @@ class NewPerson(Person):
             PAGE,
         )
         self.type_into("#more-top", str(PAGE))
-        # the width, the tile size, the page size and "More like these"'s top: set once for the
-        # run, as a person settles in, so not counted in any class
+        self.choose("#review-sort", SORTS[SORT])
+        self.choose("#review-filter", FILTERS[FILTER])
+        # the width, the tile size, the page size, the grid's order and "More like these"'s
+        # top: set once for the run, as a person settles in, so not counted in any class
+
+    def choose(self, css: str, label: str) -> None:
+        """Pick the option `label` of the dropdown `css`."""
+        from selenium.webdriver.common.by import By
+
+        self.find(css)[0].click()
+        self.wait(
+            lambda: self.driver.find_element(By.XPATH, f"//*[normalize-space(text())='{label}']").is_displayed(),
+            timeout=10,
+            what=f"the option {label!r}",
+        )
+        self.driver.find_element(By.XPATH, f"//*[normalize-space(text())='{label}']").click()
+        self.wait(lambda: label in self.text(css), timeout=10, what=f"{css} showing {label!r}")
 
     def state(self) -> dict:
         return self.js("return window.iceReview.state()")
 
     def tick(self, image_id: int, shift: bool = False) -> None:
-        self.interactions += 1
+        self.count("shift-tick" if shift else "tick")
         ms = self.driver.execute_async_script(TICK_JS, int(image_id), shift)
         if ms is None:
             raise RuntimeError(f"image {image_id} is not in the grid's page: {self.state()}")
@@ -325,13 +350,15 @@ class NewPerson(Person):
             self.key("Enter")
             confirmed += len(page)
             self.wait(lambda: self.state()["pending"] == 0, what="the page's confirmation")
+            if FILTER != "all":  # the list without the page, ranked again: its first page
+                self.wait(lambda: self.state()["key"] != state["key"], what="the list without the page confirmed")
             if last:
                 return confirmed, share
 
-    def click_until(self, script: str, done, what: str, *args) -> None:
+    def click_until(self, script: str, done, what, *args, name: str = "click") -> None:
         """One click, by `script` finding its button afresh: a panel is drawn again as its tab is
         shown, and a click on the one drawn before is lost (then it clicks again, uncounted)."""
-        self.interactions += 1
+        self.count(name)
         for _ in range(5):
             self.js(script, *args)
             try:
@@ -350,6 +377,7 @@ class NewPerson(Person):
             what,
             index,
             button,
+            name=("show", "split")[button],
         )
 
     def show_card(self, index: int) -> None:
@@ -388,6 +416,7 @@ class NewPerson(Person):
                 "[...document.querySelectorAll('#breadcrumb button.crumb')].pop().click()",
                 lambda: self.text("#breadcrumb") == before,
                 "the way back",
+                name="back",
             )
             self.wait(lambda: len(self.cards()) == len(cards), what="the cards back")
         return confirmed
@@ -400,7 +429,8 @@ class NewPerson(Person):
         self.open_tab("Images")
         for _ in range(MORE_ROUNDS):
             key = self.state()["key"]
-            self.click(self.find("#more-like")[0])
+            self.count("more like these")
+            self.js("arguments[0].scrollIntoView({block: 'nearest'}); arguments[0].click()", self.find("#more-like")[0])
             self.wait(lambda: self.state()["key"] != key, what="more like these")
             done, share = self.review(label, stop_share=MORE_SHARE)
             confirmed += done
@@ -417,7 +447,7 @@ class OldPerson(Person):
     lost = 0  # ticks clicked again after 3 s without an answer (counted as interactions)
 
     def press(self, css: str, index: int = 0) -> None:
-        self.interactions += 1
+        self.count("press " + css)
         self.wait(lambda: not self.find("[data-dash-is-loading='true']"), what="the page to settle")
         self.js("document.querySelectorAll(arguments[0])[arguments[1]].click()", css, index)
 
@@ -491,7 +521,26 @@ def reload(driver) -> None:
             time.sleep(0.1)
 
 
-def play(run_dir: Path, workflow: str, classes: list[str] | None, report: Report, tmp: Path, tree: Path = REPO) -> None:
+def squeeze(trace: list[str]) -> str:
+    """The interactions in order, a repeated one written once with its count: "Enter x3"."""
+    runs: list[list] = []
+    for what in trace:
+        if runs and runs[-1][0] == what:
+            runs[-1][1] += 1
+        else:
+            runs.append([what, 1])
+    return ", ".join(what if n == 1 else f"{what} x{n}" for what, n in runs)
+
+
+def play(
+    run_dir: Path,
+    workflow: str,
+    classes: list[str] | None,
+    report: Report,
+    tmp: Path,
+    tree: Path = REPO,
+    trace: bool = False,
+) -> None:
     from selenium.common.exceptions import WebDriverException
 
     from ice.annotations import Annotations
@@ -514,7 +563,7 @@ def play(run_dir: Path, workflow: str, classes: list[str] | None, report: Report
         if workflow == "new":
             person.set_up()
         for label in classes or sorted(set(labels), key=lambda v: (len(v), v)):
-            person.interactions = 0
+            person.interactions, person.trace = 0, []
             t0 = time.perf_counter()
             try:
                 reviewed = person.gather(label)
@@ -552,6 +601,8 @@ def play(run_dir: Path, workflow: str, classes: list[str] | None, report: Report
                 f"{seconds:.1f} s, precision {result.precision:.3f}, recall {result.recall:.3f}",
                 flush=True,
             )
+            if trace:
+                print(f"  {squeeze(person.trace)}", flush=True)
         if workflow == "new":
             report.confirm_ms += person.js("return window.iceReview.state().confirmMs")
         else:
@@ -643,6 +694,7 @@ def main(argv=None) -> Report:
     parser.add_argument("--no-new", action="store_true", help="play only the grid as it was at " + OLD_COMMIT)
     parser.add_argument("--no-record", action="store_true", help="print, do not append to BENCHMARKS.md")
     parser.add_argument("--dry-run", action="store_true", help="one class, nothing recorded")
+    parser.add_argument("--trace", action="store_true", help="print each class's interactions in order")
     args = parser.parse_args(argv)
     if chromium_missing():
         raise SystemExit("review_bench: needs chromium and chromedriver (apt-get install chromium chromium-driver)")
@@ -658,9 +710,9 @@ def main(argv=None) -> Report:
         tree = None if args.no_old else old_tree(tmp)
         for run in args.run:
             if not args.no_new:
-                play(run.resolve(), "new", classes, report, tmp)
+                play(run.resolve(), "new", classes, report, tmp, trace=args.trace)
             if tree is not None:
-                play(run.resolve(), "old", classes, report, tmp, tree)
+                play(run.resolve(), "old", classes, report, tmp, tree, trace=args.trace)
     if args.no_old:
         report.old_note = f"the grid as it was at {OLD_COMMIT} was not played (--no-old)"
     else:

@@ -210,18 +210,40 @@ def test_the_grid_gets_its_list_sorted_and_filtered_with_the_groups_marks(app):
 def test_confirm_saves_a_page_into_a_group_and_undo_takes_it_back(app):
     notes = app.ice_data.annotations
     page = {"group": "sevens", "in": [1, 2, 3], "out": [4], "nonce": "n1"}
-    ack, changed = call(app, "confirm", page, 5)
-    assert ack["nonce"] == "n1" and changed == 6
+    ack, changed, refresh = call(app, "confirm", page, 5, "all", 0)
+    assert ack["nonce"] == "n1" and changed == 6 and refresh is no_update  # the list shown stays as it is
     assert ack["status"] == "Confirmed 3 in and 1 out of group 'sevens' (3 in it now, 1 out)."
     assert [m.tolist() for m in notes.marks("sevens")] == [[1, 2, 3], [4]]
     assert notes.history("sevens")[0]["action"] == "confirm"
-    ack, _ = call(app, "confirm", {"group": "", "in": [5], "out": [], "nonce": "n2"}, 6)
-    assert ack["error"] and "no group name" in ack["status"]
-    ack, _ = call(app, "confirm", {"group": "sevens", "in": [10**6], "out": [], "nonce": "n3"}, 6)
+    ack, _, refresh = call(app, "confirm", {"group": "", "in": [5], "out": [], "nonce": "n2"}, 6, "unreviewed", 0)
+    assert ack["error"] and "no group name" in ack["status"] and refresh is no_update
+    ack, _, _ = call(app, "confirm", {"group": "sevens", "in": [10**6], "out": [], "nonce": "n3"}, 6, "all", 0)
     assert ack["error"] and "image_id 1000000" in ack["status"]
-    ack, changed = call(app, "undo", {"group": "sevens", "change": 1}, 6)
-    assert changed == 7 and "0 in, 0 out" in ack["status"]
+    ack, changed, refresh = call(app, "undo", {"group": "sevens", "change": 1}, 6, "all", 0)
+    assert changed == 7 and "0 in, 0 out" in ack["status"] and refresh is no_update
     assert [len(m) for m in notes.marks("sevens")] == [0, 0]
+
+
+def test_a_list_filtered_by_the_marks_is_asked_for_again_after_a_confirm_or_an_undo(app):
+    """Under "not reviewed yet", a confirmed page leaves the list: the confirm asks for the list
+    again, which comes back without it, the rest ranked again by the new marks."""
+    data = app.ice_data
+    members = np.sort(data.clustering("run").members(0))
+    selection = review_list(members, "cluster 0")
+    before = call(app, "show_list", selection, "g", "similar", "unreviewed", 0, "run", None)[0]
+    page = before["ids"][:4]
+    ack, _, refresh = call(
+        app, "confirm", {"group": "g", "in": page[:3], "out": page[3:], "nonce": "n"}, 0, "unreviewed", 7
+    )
+    assert refresh == 8
+    after = call(app, "show_list", selection, "g", "similar", "unreviewed", refresh, "run", None)[0]
+    assert sorted(after["ids"]) == sorted(set(members.tolist()) - set(page)) and after["key"] != before["key"]
+    score = like_scores(data, page[:3], page[3:], np.array(after["ids"]))
+    assert (np.diff(score) <= 1e-6).all()  # ranked by the marks just made
+    _, _, refresh = call(app, "undo", {"group": "g", "change": ack["change"]}, 1, "unreviewed", refresh)
+    assert refresh == 9
+    back = call(app, "show_list", selection, "g", "similar", "unreviewed", refresh, "run", None)[0]
+    assert sorted(back["ids"]) == members.tolist()
 
 
 def test_a_page_loaded_after_the_run_was_rebuilt_says_so(explorer_run):

@@ -42,42 +42,56 @@ def register(app, data: RunData) -> None:
             raise PreventUpdate
         return selection["group"]
 
+    def refreshed(shown, refresh):
+        """A list filtered by the marks ("not reviewed yet", ...) is asked for again once they
+        change: the confirmed page leaves it, and the grid shows the first page of the rest
+        (sorted "most like the group", ranked again with the new marks)."""
+        return no_update if (shown or "all") == "all" else (refresh or 0) + 1
+
     @app.callback(
         Output("review-saved", "data"),
         Output("groups-changed", "data", allow_duplicate=True),
+        Output("review-refresh", "data", allow_duplicate=True),
         Input("review-confirm", "data"),
         State("groups-changed", "data"),
+        State("review-filter", "value"),
+        State("review-refresh", "data"),
         prevent_initial_call=True,
     )
-    def confirm(page, changed):
+    def confirm(page, changed, shown, refresh):
         if not page:
             raise PreventUpdate
         try:
             result = confirm_page(data, page.get("group"), page.get("in"), page.get("out"))
         except IceError as e:
-            return {"nonce": page.get("nonce"), "error": True, "status": str(e)}, no_update
+            return {"nonce": page.get("nonce"), "error": True, "status": str(e)}, no_update, no_update
         status = confirm_status(page["group"], result, len(page.get("in") or []), len(page.get("out") or []))
-        return {"nonce": page.get("nonce"), "change": result["change"], "status": status}, (changed or 0) + 1
+        saved = {"nonce": page.get("nonce"), "change": result["change"], "status": status}
+        return saved, (changed or 0) + 1, refreshed(shown, refresh)
 
     @app.callback(
         Output("review-saved", "data", allow_duplicate=True),
         Output("groups-changed", "data", allow_duplicate=True),
+        Output("review-refresh", "data", allow_duplicate=True),
         Input("review-undo", "data"),
         State("groups-changed", "data"),
+        State("review-filter", "value"),
+        State("review-refresh", "data"),
         prevent_initial_call=True,
     )
-    def undo(request, changed):
+    def undo(request, changed, shown, refresh):
         if not request:
             raise PreventUpdate
         if request.get("change") is None:  # the page had changed no mark: nothing was logged
-            return {"status": "Undone: the page had changed no mark."}, no_update
+            return {"status": "Undone: the page had changed no mark."}, no_update, no_update
         try:
             result = data.annotations.undo(request["group"], int(request["change"]))
         except IceError as e:
-            return {"status": str(e)}, no_update
+            return {"status": str(e)}, no_update, no_update
         return (
             {"status": f"Undone: group {request['group']!r} has {result['size']:,} in, {result['rejected']:,} out."},
             (changed or 0) + 1,
+            refreshed(shown, refresh),
         )
 
     app.clientside_callback(
