@@ -345,7 +345,9 @@
 
   function onKey(e) {
     if (e.target && e.target.id === 'group-name' && e.key === 'Enter') { e.target.blur(); return; }
-    if (typing(e) || e.ctrlKey || e.metaKey || e.altKey || !S.view || !document.getElementById('grid')) return;
+    if (typing(e) || e.ctrlKey || e.metaKey || e.altKey) return;
+    if (e.key === 'm' || e.key === 'M') { e.preventDefault(); setProps('more-like-key', {data: Date.now()}); return; }
+    if (!S.view || !document.getElementById('grid')) return;
     if (!$('grid').offsetParent) return;  // the Images tab is not shown
     const cols = columns($('grid')), page = pageIds(), k = e.key;
     const keys = {

@@ -22,7 +22,7 @@ The person, for each class (the new grid):
     the misfits (a run of misfits with a click and a Shift-click; or, on a page mostly of
     misfits, ticks the page (A) and puts the class's images back), confirms (Enter), and
     stops at a page where fewer than 30% are of the class, leaving it unreviewed;
-  - then asks "More like these" (top 96, the group's marks in as positives, out as
+  - then asks "More like these" (M; top 96, the group's marks in as positives, out as
     negatives) and reviews what it brings, until a page holds under 50% of the class.
 The old grid (76350eb): the person opens each cluster whose 6 thumbnails are mostly of the
 class (there is no drill-down), ticks off every misfit one click at a time on every page (each
@@ -426,12 +426,10 @@ class NewPerson(Person):
         self.wait(lambda: self.state()["group"] == f"class {label}", what="the group box")
         self.open_tab("Clusters")
         confirmed = self.consider(label)
-        self.open_tab("Images")
         for _ in range(MORE_ROUNDS):
             key = self.state()["key"]
-            self.count("more like these")
-            self.js("arguments[0].scrollIntoView({block: 'nearest'}); arguments[0].click()", self.find("#more-like")[0])
-            self.wait(lambda: self.state()["key"] != key, what="more like these")
+            self.key("m")  # "More like these", from the Clusters tab too
+            self.wait(lambda: self.state()["key"] != key and self.find("#grid .tile"), what="more like these")
             done, share = self.review(label, stop_share=MORE_SHARE)
             confirmed += done
             if share < MORE_SHARE or not done:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from importlib import import_module
 from importlib.resources import files
 from pathlib import Path
 
@@ -30,4 +32,7 @@ def create_app(run_dir: str | Path, read_only: bool = False) -> dash.Dash:
     for module in (map_callbacks, grid, clusters, groups, review, teach):
         module.register(app, data)
     app.ice_data = data  # for tests and tools that need the loaded run
+    # "More like these" and the grid's "most like the group" learn with scikit-learn, whose
+    # import takes about a second: done now, beside the first page load, not at the first click
+    threading.Thread(target=import_module, args=("sklearn.linear_model",), name="ice-warm-up", daemon=True).start()
     return app

@@ -28,6 +28,7 @@ SHORTCUTS = [
     ("Enter", "confirm the page into the group"),
     ("Z", "undo"),
     ("N / P", "next / previous page"),
+    ("M", "more like these (from any tab)"),
     ("?", "this help"),
     ("Esc", "close"),
 ]
@@ -500,6 +501,7 @@ def stores() -> list[dcc.Store]:
         dcc.Store(id="review-undo", data=None),  # a confirmed page to undo: {group, change} (review.js)
         dcc.Store(id="review-saved", data=None),  # the server's answer to either
         dcc.Store(id="review-refresh", data=0),  # asks for the group's marks again (review.js)
+        dcc.Store(id="more-like-key", data=0),  # the M key: "More like these" (review.js)
         dcc.Store(id="review-drawn", data=None),  # unused: the output of the clientside drawing
         original_viewer(),
         dcc.Store(id="map-view", data=None),  # the map's ranges and size in pixels (assets/map.js)

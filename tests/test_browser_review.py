@@ -248,8 +248,14 @@ def test_more_like_these_leaves_the_marked_out(explorer):
     type_group(explorer, "zeros")
     explorer.find_element("#more-like").click()
     explorer.wait_for_contains_text("#selection-title", "Most like the 10 in 'zeros', less the 3 out")
-    shown = set(page_ids(explorer))
-    assert shown and not shown & set(members[:13].tolist())
+    shown = page_ids(explorer)
+    assert shown and not set(shown) & set(members[:13].tolist())
+    # the M key, from another tab: the same list, shown in the Images tab
+    show_cluster(explorer, 1)
+    open_tab(explorer, "Clusters")
+    keys(explorer, "m")
+    explorer.wait_for_contains_text("#selection-title", "Most like the 10 in 'zeros', less the 3 out")
+    until(lambda: explorer.find_elements("#grid .tile") and page_ids(explorer) == shown, 10)
 
 
 def test_drill_into_a_cluster_and_back_by_the_breadcrumb(explorer, monkeypatch):

@@ -75,7 +75,8 @@ def test_the_app_never_imports_torch(small_run, tmp_path):
     code = (
         "import sys; from explorer.app import create_app; from explorer.clusterings import recluster; "
         "app = create_app(sys.argv[1]); recluster(app.ice_data, 3); "
-        "assert 'torch' not in sys.modules, 'torch imported'"
+        "import threading; [t.join() for t in threading.enumerate() if t.name == 'ice-warm-up']; "
+        "assert 'sklearn.linear_model' in sys.modules and 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code, str(run)], check=True)
 
@@ -298,14 +299,14 @@ def test_rename_writes_one_row(app):
 def test_more_like_these_uses_the_marks_out_as_negatives_and_brings_only_new_images(app):
     data = app.ice_data
     selection = {"ids": [10, 11, 12], "title": "t"}
-    ranked, _, status = call(app, "find_more", 1, selection, [12], 25, "")
-    assert len(ranked["ids"]) == 25 and status == "" and 12 not in ranked["ids"]
+    ranked, _, status, tab = call(app, "find_more", 1, None, selection, [12], 25, "")
+    assert len(ranked["ids"]) == 25 and status == "" and 12 not in ranked["ids"] and tab == "images"
     # ranked by the kept two, less like the one ticked off
     like = rank_like(data, [10, 11], 26, negatives=[12])[0].tolist()
     assert ranked["ids"] == [i for i in like if i != 12][:25]
     assert ranked["title"] == "Most like the 2 picked, less the 1 out"
     data.annotations.mark("sevens", marked_in=[10, 11, 13], marked_out=[14])
-    ranked, _, _ = call(app, "find_more", 1, selection, [], 25, "sevens")
+    ranked, _, _, _ = call(app, "find_more", None, 1, selection, [], 25, "sevens")  # the M key
     assert not {10, 11, 13, 14} & set(ranked["ids"]), "images already reviewed come back"
     like = rank_like(data, [10, 11, 13], 30, negatives=[14])[0].tolist()
     assert ranked["ids"] == [i for i in like if i not in (10, 11, 13, 14)][:25]
@@ -432,7 +433,7 @@ def test_a_rebuilt_run_still_draws_but_reads_no_names_or_groups(app, explorer_ru
 @pytest.mark.parametrize("top", [None, 0, 301])
 def test_more_like_these_asks_for_a_number_in_range(app, top):
     """The box sends None when it is empty or past its bounds: that was read as 1 image."""
-    ranked, excluded, status = call(app, "find_more", 1, {"ids": [3, 4], "title": "x"}, [], top, None)
+    ranked, excluded, status, _ = call(app, "find_more", 1, None, {"ids": [3, 4], "title": "x"}, [], top, None)
     assert ranked is no_update and excluded is no_update and status == "top: give a whole number from 1 to 300"
 
 

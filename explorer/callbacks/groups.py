@@ -49,18 +49,21 @@ def register(app, data: RunData) -> None:
         Output("selection", "data", allow_duplicate=True),
         Output("excluded", "data", allow_duplicate=True),
         Output("group-status", "children", allow_duplicate=True),
+        Output("tabs", "value", allow_duplicate=True),
         Input("more-like", "n_clicks"),
+        Input("more-like-key", "data"),
         State("selection", "data"),
         State("excluded", "data"),
         State("more-top", "value"),
         State("group-name", "value"),
         prevent_initial_call=True,
     )
-    def find_more(_clicks, selection, excluded, top, group):
+    def find_more(_clicks, _key, selection, excluded, top, group):
+        """The button, or the M key from any tab: the answer is shown in the Images tab."""
         try:
-            return more_like(data, selection, excluded, top, group), no_update, ""
+            return more_like(data, selection, excluded, top, group), no_update, "", "images"
         except IceError as e:
-            return no_update, no_update, str(e)
+            return no_update, no_update, str(e), "images"
 
     @app.callback(
         Output("group-status", "children", allow_duplicate=True), Input("selection", "data"), prevent_initial_call=True
