@@ -3,7 +3,7 @@ group with the grid alone, in headless Chromium, and the same with the grid as i
 76350eb (before it marked in the browser), for today's figures.
 
     python -m benchmarks.review_bench --run RUN_DIR [--run RUN_DIR ...] [--classes 3 5]
-                                      [--no-old | --no-new] [--no-record] [--dry-run] [--trace]
+                                      [--no-old | --no-new] [--no-record] [--dry-run] [--trace] [--label TEXT]
 
 The runs must have labels (`ice embed --labels-from-folders`, or `ice demo`). The labels are
 used only as an oracle: to tick off every misfit the person sees, and to decide what a person
@@ -613,6 +613,16 @@ def play(
 # --- the report ------------------------------------------------------------------------------
 
 
+def met_every_target(r: ClassResult) -> bool:
+    interactions, seconds = r.per_1000
+    return (
+        r.precision >= TARGET_PRECISION
+        and r.recall >= TARGET_RECALL
+        and interactions <= TARGET_INTERACTIONS
+        and seconds <= TARGET_SECONDS
+    )
+
+
 def table(results: list[ClassResult]) -> list[str]:
     lines = [
         "| run | class | grid | interactions | reviewed | per 1,000 reviewed | wall s | s per 1,000 | "
@@ -621,18 +631,55 @@ def table(results: list[ClassResult]) -> list[str]:
     ]
     for r in results:
         per, secs = r.per_1000
-        ok = (
-            r.precision >= TARGET_PRECISION
-            and r.recall >= TARGET_RECALL
-            and per <= TARGET_INTERACTIONS
-            and secs <= TARGET_SECONDS
-        )
+        ok = met_every_target(r)
         lines.append(
             f"| {r.run} | {r.label} | {'today' if r.workflow == 'new' else OLD_COMMIT} | {r.interactions} | "
             f"{r.reviewed:,} | {per:.0f} | {r.seconds:.1f} | {secs:.1f} | {r.precision:.3f} | "
             f"{r.recall:.3f} | {'yes' if ok else 'no'} |"
         )
     return lines
+
+
+def figures(report: Report, label: str) -> list[dict]:
+    """BENCHMARKS.md's rows: the classes that met every target (today's grid), the tick's and
+    the confirm's p95."""
+    new = [r for r in report.results if r.workflow == "new"]
+    rows = []
+    if new:
+        met = sum(met_every_target(r) for r in new)
+        rows.append(
+            {
+                "figure": f"review grid: classes gathered at precision >= {TARGET_PRECISION}, recall >= "
+                f"{TARGET_RECALL}, <= {TARGET_INTERACTIONS} interactions and <= {TARGET_SECONDS:.0f} s per "
+                f"1,000 reviewed ({label})",
+                "value": f"{met} of {len(new)}",
+                "target": f"{len(new)} of {len(new)}",
+                "met": met == len(new),
+            }
+        )
+    if report.tick_ms:
+        p95 = float(np.percentile(report.tick_ms, 95))
+        rows.append(
+            {
+                "figure": "review grid: a tick drawn, p95",
+                "value": f"{p95:.1f} ms",
+                "target": f"<= {TARGET_TICK_MS:.0f} ms",
+                "met": p95 <= TARGET_TICK_MS,
+            }
+        )
+    if report.confirm_ms:
+        p95 = float(np.percentile(report.confirm_ms, 95)) / 1000
+        rows.append(
+            {
+                "figure": "review grid: a page confirmed (Enter to the answer), p95",
+                "value": f"{p95:.2f} s",
+                "target": f"<= {TARGET_CONFIRM_S:.0f} s",
+                "met": p95 <= TARGET_CONFIRM_S,
+            }
+        )
+    for order, row in enumerate(rows, start=5):
+        row.update(group="teach", order=order)
+    return rows
 
 
 def render(report: Report, command: str) -> str:
@@ -647,14 +694,7 @@ def render(report: Report, command: str) -> str:
     ]
     lines += table(report.results)
     if new:
-        met = sum(
-            1
-            for r in new
-            if r.precision >= TARGET_PRECISION
-            and r.recall >= TARGET_RECALL
-            and r.per_1000[0] <= TARGET_INTERACTIONS
-            and r.per_1000[1] <= TARGET_SECONDS
-        )
+        met = sum(met_every_target(r) for r in new)
         lines += ["", f"- today's grid met every target for {met} of {len(new)} classes"]
 
     def percentile(values, q):
@@ -693,6 +733,7 @@ def main(argv=None) -> Report:
     parser.add_argument("--no-record", action="store_true", help="print, do not append to BENCHMARKS.md")
     parser.add_argument("--dry-run", action="store_true", help="one class, nothing recorded")
     parser.add_argument("--trace", action="store_true", help="print each class's interactions in order")
+    parser.add_argument("--label", help="what to call the runs in BENCHMARKS.md (default: their folders' names)")
     args = parser.parse_args(argv)
     if chromium_missing():
         raise SystemExit("review_bench: needs chromium and chromedriver (apt-get install chromium chromium-driver)")
@@ -726,7 +767,8 @@ def main(argv=None) -> Report:
     text = render(report, command)
     print(f"\n### {title}\n\n{text}")
     if not (args.no_record or args.dry_run):
-        append_section(title, text)
+        label = args.label or " and ".join(run.name for run in args.run)
+        append_section(title, text, figures=figures(report, label))
     return report
 
 

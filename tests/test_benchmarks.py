@@ -635,3 +635,23 @@ def test_ray_bench_names_each_process_of_an_idle_ray_by_its_title_program_or_scr
         == "monitor.py"
     )
     assert _process_name(b"/venv/bin/python3.11\0-c\0import ray\0") == "python3.11"
+
+
+def test_review_bench_counts_a_class_met_only_when_every_target_is_and_squeezes_its_trace():
+    from benchmarks.review_bench import ClassResult, Report, figures, squeeze
+
+    ok = ClassResult("demo", "0", "new", 178, interactions=7, reviewed=178, seconds=2.5, precision=1.0, recall=1.0)
+    slow = ClassResult("demo", "1", "new", 180, interactions=7, reviewed=178, seconds=2.8, precision=1.0, recall=1.0)
+    busy = ClassResult("demo", "2", "new", 180, interactions=8, reviewed=178, seconds=2.0, precision=1.0, recall=1.0)
+    missed = ClassResult("demo", "3", "new", 180, interactions=5, reviewed=178, seconds=2.0, precision=1.0, recall=0.9)
+    old = ClassResult("demo", "0", "old", 178, interactions=90, reviewed=178, seconds=60, precision=1.0, recall=1.0)
+    report = Report(results=[ok, slow, busy, missed, old], tick_ms=[5.0] * 19 + [80.0], confirm_ms=[100.0, 300.0])
+    classes, tick, confirm = figures(report, "digits")
+    assert (classes["value"], classes["target"], classes["met"]) == ("1 of 4", "4 of 4", False)
+    assert classes["figure"].endswith("(digits)")
+    assert tick["met"] and tick["value"] == f"{np.percentile([5.0] * 19 + [80.0], 95):.1f} ms"
+    assert confirm["met"] and confirm["value"] == "0.29 s"
+    assert (
+        squeeze(["type a", "tick", "tick", "Enter", "tick", "Enter", "Enter"])
+        == "type a, tick x2, Enter, tick, Enter x2"
+    )
