@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -762,7 +763,7 @@ def main(argv=None) -> Report:
             f"{report.lost} of its ticks showed nothing within 3 s and were clicked again "
             "(counted as interactions)"
         )
-    command = "python -m benchmarks.review_bench " + " ".join(argv if argv is not None else sys.argv[1:])
+    command = "python -m benchmarks.review_bench " + shlex.join(argv if argv is not None else sys.argv[1:])
     title = f"Review grid: a person gathers each class, {today()}"
     text = render(report, command)
     print(f"\n### {title}\n\n{text}")
