@@ -3,7 +3,7 @@ editing groups, drilling into a cluster, and the keyboard (issue 32's numbered i
 
 from __future__ import annotations
 
-
+import numpy as np
 import pytest
 from dash.testing.wait import until
 from selenium.webdriver.common.action_chains import ActionChains
@@ -11,6 +11,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 
 from explorer.app import create_app
+from explorer.search import like_scores
 from tests.conftest_browser import slow_map_figures, wait_for_map
 
 pytestmark = pytest.mark.browser
@@ -122,6 +123,39 @@ def test_confirm_saves_the_page_and_leaves_unreviewed_pages_out(explorer):
     explorer.wait_for_contains_text("#selection-title", "'fours': 22 in, 2 out")
     total = int(explorer.find_element("#selection-title").text.split(" · ")[1].split()[0])
     assert f"{total - 24} not reviewed" in explorer.find_element("#selection-title").text
+
+
+def choose(duo, css: str, label: str) -> None:
+    """Pick an option of a dropdown, as a person does: open it, click the option."""
+    duo.find_element(css).click()
+    option = f"//*[normalize-space(text())='{label}']"
+    until(lambda: duo.driver.find_elements(By.XPATH, option), 5)
+    duo.driver.find_element(By.XPATH, option).click()
+    duo.wait_for_contains_text(css, label)
+
+
+def test_not_reviewed_most_like_the_group_first_ranks_the_rest_after_each_page(explorer):
+    show_cluster(explorer)
+    explorer.find_element("#page-size").send_keys("24")
+    until(lambda: len(state(explorer)["ids"]) == 24, 5)
+    choose(explorer, "#review-sort", "most like the group first")
+    choose(explorer, "#review-filter", "not reviewed yet")
+    type_group(explorer, "fours")
+    data = create_app(explorer.run_dir, read_only=True).ice_data
+    members = data.clustering("run").members(0)
+    explorer.wait_for_contains_text("#selection-title", f"{len(members)} not reviewed yet")
+    before, page = state(explorer)["key"], page_ids(explorer)
+    tile(explorer, page[0]).click()
+    keys(explorer, Keys.ENTER)
+    # the page leaves the list; the grid shows the first page of the rest, ranked by the marks
+    explorer.wait_for_contains_text("#selection-title", f"{len(members) - 24} not reviewed yet")
+    until(lambda: state(explorer)["key"] != before and state(explorer)["pending"] == 0, 10)
+    rest = np.setdiff1d(members, page)
+    ranked = rest[np.argsort(-like_scores(data, page[1:], page[:1], rest), kind="stable")]
+    assert state(explorer)["page"] == 0 and page_ids(explorer) == ranked[:24].tolist()
+    keys(explorer, "z")  # undone, the page is not reviewed again: back in the list
+    explorer.wait_for_contains_text("#selection-title", f"{len(members)} not reviewed yet")
+    assert [len(m) for m in marks(explorer, "fours")] == [0, 0]
 
 
 def test_keyboard_moves_ticks_a_page_confirms_and_undoes(explorer):
