@@ -61,7 +61,20 @@ def build_parser() -> Parser:
     e.add_argument(
         "input", type=_input_root, help="folder of images (read recursively), or s3://bucket/prefix (--engine ray)"
     )
-    e.add_argument("--out", "-o", type=Path, required=True, help="run directory to write")
+    e.add_argument(
+        "--out",
+        "-o",
+        type=_run_place,
+        required=True,
+        help="run directory to write, or s3://bucket/prefix (built in --staging, then uploaded)",
+    )
+    e.add_argument(
+        "--staging",
+        type=Path,
+        metavar="DIR",
+        help="with --out s3://...: where the run is built before it is uploaded (default: "
+        "~/.cache/ice/runs/BUCKET/PREFIX; with --engine ray on several machines, a folder they all share)",
+    )
     again = e.add_mutually_exclusive_group()
     again.add_argument(
         "--resume", action="store_true", help="continue a killed run in --out from its last finished step"
@@ -77,7 +90,9 @@ def build_parser() -> Parser:
     add_config_options(d)
 
     x = sub.add_parser("explore", help="serve the explorer over a run directory")
-    x.add_argument("run_dir", type=Path, help="a run directory made by ice embed or ice demo")
+    x.add_argument(
+        "run_dir", type=_run_place, help="a run directory made by ice embed or ice demo, or s3://bucket/prefix"
+    )
     x.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     x.add_argument("--port", type=int, default=8050, help="port to serve on (default: 8050)")
     x.add_argument("--read-only", action="store_true", help="viewers cannot change names or groups")
@@ -95,7 +110,9 @@ def build_parser() -> Parser:
     )
 
     c = sub.add_parser("export", help="write the run's images, clusters and groups as CSV")
-    c.add_argument("run_dir", type=Path, help="a run directory made by ice embed or ice demo")
+    c.add_argument(
+        "run_dir", type=_run_place, help="a run directory made by ice embed or ice demo, or s3://bucket/prefix"
+    )
     c.add_argument(
         "--output",
         "-o",
@@ -120,7 +137,7 @@ def build_parser() -> Parser:
         "each new image takes the cluster of its nearest images. The same command after a kill finishes the "
         "addition once.",
     )
-    a.add_argument("run_dir", type=Path, help="a run directory made by ice embed or ice demo")
+    a.add_argument("run_dir", type=_local_run, help="a run directory made by ice embed or ice demo")
     a.add_argument("paths", type=Path, nargs="+", metavar="PATH", help="folders and image files to add")
     a.add_argument("--workers", type=int, metavar="N", help="decoding processes (default: the run's)")
     a.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to embed (default: auto)")
@@ -132,7 +149,7 @@ def build_parser() -> Parser:
         "gives each view of a large map its points. `ice embed` builds them as a stage; a run without them "
         "opens in the explorer with a sample of its points over its density image.",
     )
-    t.add_argument("run_dir", type=Path, help="a run directory made by ice embed or ice demo")
+    t.add_argument("run_dir", type=_local_run, help="a run directory made by ice embed or ice demo")
 
     f = sub.add_parser(
         "find",
@@ -141,7 +158,7 @@ def build_parser() -> Parser:
         "not (and, weakly, from the rest), then rank every image. The same examples, "
         "run and --seed give the same ranking on a CPU.",
     )
-    f.add_argument("run_dir", type=Path, help="a run directory made by ice embed or ice demo")
+    f.add_argument("run_dir", type=_local_run, help="a run directory made by ice embed or ice demo")
     f.add_argument(
         "--like",
         required=True,
@@ -181,18 +198,65 @@ def _input_root(text: str) -> Path | str:
     return text if is_remote(text) else Path(text)
 
 
+def _run_place(text: str) -> Path | str:
+    """A run directory as a Path; a run on an object store (s3://...) as given."""
+    from .storage import is_remote
+
+    return text if is_remote(text) else Path(text)
+
+
+def _local_run(text: str) -> Path:
+    """A run directory this command changes: on this machine's file system."""
+    from .storage import is_remote
+
+    if is_remote(text):
+        raise IceError(
+            f"{text}: this command changes a run, so it needs a run directory on this machine; "
+            "a run on an object store is written only by `ice embed --out s3://...`"
+        )
+    return Path(text)
+
+
+def _fetched(place: Path | str) -> Path:
+    """The run directory to open: a run on an object store fetched into this machine's cache."""
+    from .storage import is_remote
+
+    if not is_remote(place):
+        return place
+    from .remote_run import fetch
+
+    return fetch(str(place))
+
+
 def cmd_embed(args) -> None:
     from embeddings.pipeline import run_embed, summary_line
 
+    from .storage import is_remote
+
     if args.input_list is not None:  # kept in the run's config: a --resume from elsewhere finds it
         args.input_list = str(Path(args.input_list).absolute())
+    remote = is_remote(args.out)
+    if args.staging is not None and not remote:
+        raise IceError("--staging: only with --out s3://... (the run is built there, then uploaded)")
+    if remote:
+        from .remote_run import cache_folder
+
+        folder = args.staging if args.staging is not None else cache_folder(args.out)
+    else:
+        folder = args.out
     cfg = config_from_args(args)
-    manifest = run_embed(args.input, args.out, cfg, resume=args.resume, force=args.force)
+    manifest = run_embed(args.input, folder, cfg, resume=args.resume, force=args.force)
     print(summary_line(manifest))
-    print(f"run directory: {args.out}")
+    if remote:
+        from .remote_run import publish
+
+        files = publish(folder, args.out)
+        print(f"run directory: {args.out} ({files:,} files uploaded from {folder})")
+    else:
+        print(f"run directory: {args.out}")
     folders = manifest["counts"].get("unlisted_folders")
     if manifest["counts"]["skipped"] or folders:
-        print(f"skipped {'files and folders' if folders else 'files'}, each with its reason: {args.out / SKIPPED}")
+        print(f"skipped {'files and folders' if folders else 'files'}, each with its reason: {folder / SKIPPED}")
     carried = manifest.get("carried_groups")
     if carried and carried["of"]:
         print(
@@ -231,13 +295,23 @@ def cmd_explore(args) -> None:
     auth = (
         parse_auth(args.auth) if args.auth is not None else (read_auth_file(args.auth_file) if args.auth_file else None)
     )
-    serve(args.run_dir, host=args.host, port=args.port, read_only=args.read_only, auth=auth, workers=args.workers)
+    run_dir, read_only = _fetched(args.run_dir), args.read_only
+    if run_dir != args.run_dir:
+        print(
+            f"ice: {args.run_dir}: fetched into {run_dir}; served read-only (names and groups would stay in this copy)",
+            file=sys.stderr,
+            flush=True,
+        )
+        read_only = True
+    serve(run_dir, host=args.host, port=args.port, read_only=read_only, auth=auth, workers=args.workers)
 
 
 def cmd_export(args) -> None:
     from explorer.export import STDOUT_NAMES, export_csv
 
-    n = export_csv(args.run_dir, args.output, group=args.group, cluster=args.cluster, clustering=args.clustering)
+    n = export_csv(
+        _fetched(args.run_dir), args.output, group=args.group, cluster=args.cluster, clustering=args.clustering
+    )
     to_stdout = str(args.output) in STDOUT_NAMES
     print(
         f"wrote {n:,} row{'' if n == 1 else 's'} to {'standard output' if to_stdout else args.output}",

@@ -174,10 +174,17 @@ class Run:
 
 
 def load_run(run_dir: str | os.PathLike) -> Run:
-    """Open a complete run directory, made by `ice embed`, `ice demo` or `embed`, read-only;
-    IceError, in one line, if `run_dir` is not one."""
+    """Open a complete run directory, made by `ice embed`, `ice demo` or `embed`, read-only, or
+    a run published to an s3:// prefix (fetched into this machine's cache first, as `ice
+    export` fetches it); IceError, in one line, if `run_dir` is not one."""
     from explorer.data import load_run as read_run
 
+    from .storage import is_remote
+
+    if is_remote(run_dir):
+        from .remote_run import fetch
+
+        run_dir = fetch(str(run_dir))
     data = read_run(run_dir, read_only=True)
     return Run(data, read_labels(data.run_dir))
 

@@ -116,3 +116,28 @@ def small_run(tmp_path_factory) -> Path:
     cfg = Config(**{**TINY, "epochs": 4, "labels_from_folders": True})
     run_embed(images, run_dir, cfg)
     return run_dir
+
+
+@pytest.fixture
+def s3(monkeypatch):
+    """moto's S3 server on 127.0.0.1 and the AWS settings that point at it (for this process and
+    the processes it starts); answers the environment."""
+    from moto.server import ThreadedMotoServer
+
+    from ice import storage
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    settings = {
+        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    for key, value in settings.items():
+        monkeypatch.setenv(key, value)
+    storage._open.cache_clear()
+    yield {**os.environ, **settings}
+    storage._open.cache_clear()
+    server.stop()

@@ -3,7 +3,6 @@ local Ray for the session and on a simulated cluster of two worker nodes; and no
 local path imports ray."""
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -237,31 +236,6 @@ threading.Thread(target=lose_a_node, daemon=True).start()
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:] + out.stdout[-300:]
     same_run(tmp_path / "local", tmp_path / "ray")
-
-
-@pytest.fixture
-def s3(monkeypatch):
-    """moto's S3 server on 127.0.0.1 and the AWS settings that point at it (for this process and
-    the processes it starts); answers the environment."""
-    from moto.server import ThreadedMotoServer
-
-    from ice import storage
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    settings = {
-        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
-    for key, value in settings.items():
-        monkeypatch.setenv(key, value)
-    storage._open.cache_clear()
-    yield {**os.environ, **settings}
-    storage._open.cache_clear()
-    server.stop()
 
 
 def ice_in_a_process(*args: str, env: dict) -> subprocess.CompletedProcess:
