@@ -52,6 +52,10 @@ def test_embed_publishes_the_run_and_export_fetches_it_once_per_version(bucket, 
     assert main([*args, "--seed", "0"]) == 0
     assert "run directory: s3://runs/photos (" in capsys.readouterr().out
     assert objects(bucket, "runs/photos") == files(stage)  # every file of the run, byte for byte
+    # a publish cut short (no manifest on the store yet): the same command with --resume finishes it
+    bucket.delete_file(f"runs/photos/{rd.MANIFEST}")
+    assert main([*args, "--seed", "0", "--resume"]) == 0
+    assert objects(bucket, "runs/photos") == files(stage)
     assert main(["export", "s3://runs/photos", "-o", str(tmp_path / "a.csv")]) == 0
     assert main(["export", str(stage), "-o", str(tmp_path / "b.csv")]) == 0
     assert (tmp_path / "a.csv").read_bytes() == (tmp_path / "b.csv").read_bytes()
