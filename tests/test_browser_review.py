@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from dash.testing.wait import until
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -236,6 +237,15 @@ def test_two_tabs_marking_one_group_lose_no_mark(explorer):
     assert set(marked_out) == {one[3], two[0]}
 
 
+def merged_panel(duo) -> bool:
+    """Whether the Groups panel shows one group whose history has the merge in it."""
+    try:
+        shown = duo.find_elements("#groups-panel .group")
+        return len(shown) == 1 and "merge" in shown[0].get_attribute("innerHTML")
+    except StaleElementReferenceException:  # drawn again while it was read
+        return False
+
+
 def test_a_group_opens_as_a_grid_where_an_image_is_removed_then_renamed_merged_and_undone(explorer):
     notes = create_app(explorer.run_dir).ice_data.annotations
     notes.mark("cats", marked_in=[1, 2, 3, 4, 5])
@@ -265,6 +275,8 @@ def test_a_group_opens_as_a_grid_where_an_image_is_removed_then_renamed_merged_a
     explorer.driver.find_element(By.XPATH, "//div[contains(@class,'option') and normalize-space(.)='tabby']").click()
     explorer.wait_for_contains_text("#groups-status", "Merged 'kittens' into 'tabby'")
     assert [m.tolist() for m in notes.marks("tabby")] == [[1, 2, 4, 5, 6], [3, 7]]
+    # the status comes first, the panel is drawn again after it: wait for the merged panel
+    until(lambda: merged_panel(explorer), 10)
     tabby = explorer.find_elements("#groups-panel .group")[0]
     tabby.find_element(By.TAG_NAME, "summary").click()
     assert "merge" in tabby.text and "confirm" in tabby.text and "rename" in tabby.text
