@@ -22,7 +22,7 @@ from pathlib import Path
 
 from . import storage
 from .errors import IceError
-from .run_dir import MANIFEST, TEMPORARY_END
+from .run_dir import MANIFEST, TEMPORARY_END, lock_run_dir
 
 CHUNK = 8 << 20  # bytes per read while copying
 
@@ -108,6 +108,17 @@ def fetch(uri: str) -> Path:
     cached = local / MANIFEST
     if cached.exists() and cached.read_bytes() == manifest:
         return local
+    busy = f"{uri}: an `ice embed` is building this run in {local} now (its staging folder); wait for it to finish"
+    lock = lock_run_dir(local, busy) if local.is_dir() else None  # a job's staging folder is not replaced
+    try:
+        return _replace(fs, base, local, manifest, uri)
+    finally:
+        if lock is not None:
+            os.close(lock)
+
+
+def _replace(fs, base: str, local: Path, manifest: bytes, uri: str) -> Path:
+    """Download the run under `base` into local.partial, then put it in local's place."""
     partial = local.with_name(local.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     try:

@@ -3,6 +3,7 @@ in a staging folder and publishes it, manifest last; `ice export` and `ice explo
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ import ice
 from ice import remote_run
 from ice import run_dir as rd
 from ice.cli import main
+from ice.errors import IceError
 from tests.conftest import make_images
 from tests.test_pipeline import TINY_ARGS
 
@@ -75,6 +77,15 @@ def test_embed_publishes_the_run_and_export_fetches_it_once_per_version(bucket, 
     assert len(rd.read_items(cached)) == 24
     run = ice.load_run("s3://runs/photos")  # the Python API fetches it the same way
     assert run.run_dir == cached and len(run) == 24
+    # the cache folder is also the default staging folder: one a job is writing is not replaced
+    (cached / rd.MANIFEST).write_text("{}")
+    lock = rd.lock_run_dir(cached)
+    try:
+        with pytest.raises(IceError, match="is building this run in"):
+            remote_run.fetch("s3://runs/photos")
+    finally:
+        os.close(lock)
+    assert remote_run.fetch("s3://runs/photos") == cached and files(cached) == files(stage)
 
 
 def test_a_prefix_without_a_manifest_holds_no_run(bucket, tmp_path, small_run):
