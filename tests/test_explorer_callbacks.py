@@ -126,7 +126,7 @@ def test_box_selection_fills_the_grid(app):
     )
     assert selection["ids"] == [int(c.members(0)[0]), int(c.members(0)[1]), int(c.members(2)[5])]
     assert excluded == [] and tab == "images"
-    view, title = call(app, "show_list", selection, None, "list", "all", 0, "run", None)
+    view, title = call(app, "show_list", selection, None, "list", "all", 0, 0, "run", None)
     assert view["ids"] is None and title == "Selected on the map · 3 images"  # the selection's, in the browser
     with pytest.raises(PreventUpdate):  # the lasso is what the grid shows
         call(app, "clear_lasso", selection, "run")
@@ -181,25 +181,25 @@ def test_the_grid_gets_its_list_sorted_and_filtered_with_the_groups_marks(app):
     c = data.clustering("run")
     members = c.members(0)
     selection = review_list(np.sort(members), "cluster 0")
-    view, title = call(app, "show_list", selection, None, "list", "all", 0, "run", None)
+    view, title = call(app, "show_list", selection, None, "list", "all", 0, 0, "run", None)
     assert view["ids"] is None and title == f"cluster 0 · {len(members)} images"
-    assert call(app, "show_list", selection, None, "centre", "all", 0, "run", None)[0]["ids"] == members.tolist()
-    edge = call(app, "show_list", selection, None, "edge", "all", 0, "run", None)[0]
+    assert call(app, "show_list", selection, None, "centre", "all", 0, 0, "run", None)[0]["ids"] == members.tolist()
+    edge = call(app, "show_list", selection, None, "edge", "all", 0, 0, "run", None)[0]
     assert edge["ids"] == members[np.argsort(-c.distance[members], kind="stable")].tolist()
     assert edge["key"] != view["key"]  # another order: the grid starts again at its first page
     data.annotations.mark("g", marked_in=members[:3], marked_out=members[3:5])
-    view, title = call(app, "show_list", selection, " g ", "list", "all", 0, "run", None)
+    view, title = call(app, "show_list", selection, " g ", "list", "all", 0, 0, "run", None)
     assert sorted(view["in"]) == sorted(members[:3].tolist()) and sorted(view["out"]) == sorted(members[3:5].tolist())
     assert f"'g': 3 in, 2 out, {len(members) - 5} not reviewed" in title
-    left = call(app, "show_list", selection, "g", "list", "unreviewed", 0, "run", None)[0]
+    left = call(app, "show_list", selection, "g", "list", "unreviewed", 0, 0, "run", None)[0]
     assert set(left["ids"]) == set(members[5:].tolist())
-    assert call(app, "show_list", selection, "g", "list", "out", 0, "run", None)[0]["ids"] == sorted(
+    assert call(app, "show_list", selection, "g", "list", "out", 0, 0, "run", None)[0]["ids"] == sorted(
         members[3:5].tolist()
     )
-    assert set(call(app, "show_list", selection, "g", "list", "ungrouped", 0, "run", None)[0]["ids"]) == set(
+    assert set(call(app, "show_list", selection, "g", "list", "ungrouped", 0, 0, "run", None)[0]["ids"]) == set(
         members[3:].tolist()
     )
-    similar = call(app, "show_list", selection, "g", "similar", "all", 0, "run", None)[0]["ids"]
+    similar = call(app, "show_list", selection, "g", "similar", "all", 0, 0, "run", None)[0]["ids"]
     assert sorted(similar) == sorted(members.tolist())
     # most like the marks first: by the direction "More like these" learns from those in and
     # out, which ranks the images marked in above those marked out on average
@@ -211,39 +211,42 @@ def test_the_grid_gets_its_list_sorted_and_filtered_with_the_groups_marks(app):
 def test_confirm_saves_a_page_into_a_group_and_undo_takes_it_back(app):
     notes = app.ice_data.annotations
     page = {"group": "sevens", "in": [1, 2, 3], "out": [4], "nonce": "n1"}
-    ack, changed, refresh = call(app, "confirm", page, 5, "all", 0)
-    assert ack["nonce"] == "n1" and changed == 6 and refresh is no_update  # the list shown stays as it is
+    ack, changed = call(app, "confirm", page, 5)
+    assert ack["nonce"] == "n1" and changed == 6
     assert ack["status"] == "Confirmed 3 in and 1 out of group 'sevens' (3 in it now, 1 out)."
     assert [m.tolist() for m in notes.marks("sevens")] == [[1, 2, 3], [4]]
     assert notes.history("sevens")[0]["action"] == "confirm"
-    ack, _, refresh = call(app, "confirm", {"group": "", "in": [5], "out": [], "nonce": "n2"}, 6, "unreviewed", 0)
-    assert ack["error"] and "no group name" in ack["status"] and refresh is no_update
-    ack, _, _ = call(app, "confirm", {"group": "sevens", "in": [10**6], "out": [], "nonce": "n3"}, 6, "all", 0)
+    ack, changed = call(app, "confirm", {"group": "", "in": [5], "out": [], "nonce": "n2"}, 6)
+    assert ack["error"] and "no group name" in ack["status"] and changed is no_update
+    ack, _ = call(app, "confirm", {"group": "sevens", "in": [10**6], "out": [], "nonce": "n3"}, 6)
     assert ack["error"] and "image_id 1000000" in ack["status"]
-    ack, changed, refresh = call(app, "undo", {"group": "sevens", "change": 1}, 6, "all", 0)
-    assert changed == 7 and "0 in, 0 out" in ack["status"] and refresh is no_update
+    ack, changed = call(app, "undo", {"group": "sevens", "change": 1}, 6)
+    assert changed == 7 and "0 in, 0 out" in ack["status"]
     assert [len(m) for m in notes.marks("sevens")] == [0, 0]
 
 
-def test_a_list_filtered_by_the_marks_is_asked_for_again_after_a_confirm_or_an_undo(app):
-    """Under "not reviewed yet", a confirmed page leaves the list: the confirm asks for the list
-    again, which comes back without it, the rest ranked again by the new marks."""
+def test_a_list_filtered_by_the_marks_is_drawn_again_when_they_change(app):
+    """A confirm or an undo bumps groups-changed. Under "not reviewed yet" the list comes back
+    without the confirmed page, the rest ranked again by the new marks; an unfiltered list stays."""
     data = app.ice_data
     members = np.sort(data.clustering("run").members(0))
     selection = review_list(members, "cluster 0")
-    before = call(app, "show_list", selection, "g", "similar", "unreviewed", 0, "run", None)[0]
+    before = call(app, "show_list", selection, "g", "similar", "unreviewed", 0, 0, "run", None)[0]
     page = before["ids"][:4]
-    ack, _, refresh = call(
-        app, "confirm", {"group": "g", "in": page[:3], "out": page[3:], "nonce": "n"}, 0, "unreviewed", 7
-    )
-    assert refresh == 8
-    after = call(app, "show_list", selection, "g", "similar", "unreviewed", refresh, "run", None)[0]
+    ack, changed = call(app, "confirm", {"group": "g", "in": page[:3], "out": page[3:], "nonce": "n"}, 0)
+
+    def show(shown, changed):
+        triggered = [("groups-changed", "data", changed)]
+        return call(app, "show_list", selection, "g", "similar", shown, 0, changed, "run", None, triggered=triggered)
+
+    with pytest.raises(PreventUpdate):
+        show("all", changed)
+    after = show("unreviewed", changed)[0]
     assert sorted(after["ids"]) == sorted(set(members.tolist()) - set(page)) and after["key"] != before["key"]
     score = like_scores(data, page[:3], page[3:], np.array(after["ids"]))
     assert (np.diff(score) <= 1e-6).all()  # ranked by the marks just made
-    _, _, refresh = call(app, "undo", {"group": "g", "change": ack["change"]}, 1, "unreviewed", refresh)
-    assert refresh == 9
-    back = call(app, "show_list", selection, "g", "similar", "unreviewed", refresh, "run", None)[0]
+    _, changed = call(app, "undo", {"group": "g", "change": ack["change"]}, changed)
+    back = show("unreviewed", changed)[0]
     assert sorted(back["ids"]) == members.tolist()
 
 

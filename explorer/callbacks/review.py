@@ -3,7 +3,7 @@ The drawing and the marking are in the browser (assets/review.js)."""
 
 from __future__ import annotations
 
-from dash import ClientsideFunction, Input, Output, State, no_update
+from dash import ClientsideFunction, Input, Output, State, ctx, no_update
 from dash.exceptions import PreventUpdate
 
 from ice.errors import IceError
@@ -22,10 +22,16 @@ def register(app, data: RunData) -> None:
         Input("review-sort", "value"),
         Input("review-filter", "value"),
         Input("review-refresh", "data"),
+        Input("groups-changed", "data"),
         State("clustering", "value"),
         State("drill", "data"),
     )
-    def show_list(selection, group, sort, shown, _refresh, clustering, drill):
+    def show_list(selection, group, sort, shown, _refresh, _changed, clustering, drill):
+        # The marks changed (a confirm, an undo, a merge): an unfiltered list stays as it is; one
+        # filtered by them ("not reviewed yet", ...) is drawn again without the pages confirmed,
+        # its rest ranked again by the new marks under "most like the group".
+        if ctx.triggered_id == "groups-changed" and (shown or "all") == "all":
+            raise PreventUpdate
         try:
             view = review_view(data, selection, group, sort or "list", shown or "all", map_key(clustering, drill))
         except IceError as e:  # a run rebuilt since the explorer started, an id not in the run
@@ -42,56 +48,42 @@ def register(app, data: RunData) -> None:
             raise PreventUpdate
         return selection["group"]
 
-    def refreshed(shown, refresh):
-        """A list filtered by the marks ("not reviewed yet", ...) is asked for again once they
-        change: the confirmed page leaves it, and the grid shows the first page of the rest
-        (sorted "most like the group", ranked again with the new marks)."""
-        return no_update if (shown or "all") == "all" else (refresh or 0) + 1
-
     @app.callback(
         Output("review-saved", "data"),
         Output("groups-changed", "data", allow_duplicate=True),
-        Output("review-refresh", "data", allow_duplicate=True),
         Input("review-confirm", "data"),
         State("groups-changed", "data"),
-        State("review-filter", "value"),
-        State("review-refresh", "data"),
         prevent_initial_call=True,
     )
-    def confirm(page, changed, shown, refresh):
+    def confirm(page, changed):
         if not page:
             raise PreventUpdate
         try:
             result = confirm_page(data, page.get("group"), page.get("in"), page.get("out"))
         except IceError as e:
-            return {"nonce": page.get("nonce"), "error": True, "status": str(e)}, no_update, no_update
+            return {"nonce": page.get("nonce"), "error": True, "status": str(e)}, no_update
         status = confirm_status(page["group"], result, len(page.get("in") or []), len(page.get("out") or []))
-        saved = {"nonce": page.get("nonce"), "change": result["change"], "status": status}
-        return saved, (changed or 0) + 1, refreshed(shown, refresh)
+        return {"nonce": page.get("nonce"), "change": result["change"], "status": status}, (changed or 0) + 1
 
     @app.callback(
         Output("review-saved", "data", allow_duplicate=True),
         Output("groups-changed", "data", allow_duplicate=True),
-        Output("review-refresh", "data", allow_duplicate=True),
         Input("review-undo", "data"),
         State("groups-changed", "data"),
-        State("review-filter", "value"),
-        State("review-refresh", "data"),
         prevent_initial_call=True,
     )
-    def undo(request, changed, shown, refresh):
+    def undo(request, changed):
         if not request:
             raise PreventUpdate
         if request.get("change") is None:  # the page had changed no mark: nothing was logged
-            return {"status": "Undone: the page had changed no mark."}, no_update, no_update
+            return {"status": "Undone: the page had changed no mark."}, no_update
         try:
             result = data.annotations.undo(request["group"], int(request["change"]))
         except IceError as e:
-            return {"status": str(e)}, no_update, no_update
+            return {"status": str(e)}, no_update
         return (
             {"status": f"Undone: group {request['group']!r} has {result['size']:,} in, {result['rejected']:,} out."},
             (changed or 0) + 1,
-            refreshed(shown, refresh),
         )
 
     app.clientside_callback(
