@@ -59,12 +59,12 @@ def build_parser() -> Parser:
 
     e = sub.add_parser("embed", help="train, embed, cluster and map a folder of images")
     e.add_argument(
-        "input", type=_input_root, help="folder of images (read recursively), or s3://bucket/prefix (--engine ray)"
+        "input", type=_place, help="folder of images (read recursively), or s3://bucket/prefix (--engine ray)"
     )
     e.add_argument(
         "--out",
         "-o",
-        type=_run_place,
+        type=_place,
         required=True,
         help="run directory to write, or s3://bucket/prefix (built in --staging, then uploaded)",
     )
@@ -90,9 +90,7 @@ def build_parser() -> Parser:
     add_config_options(d)
 
     x = sub.add_parser("explore", help="serve the explorer over a run directory")
-    x.add_argument(
-        "run_dir", type=_run_place, help="a run directory made by ice embed or ice demo, or s3://bucket/prefix"
-    )
+    x.add_argument("run_dir", type=_place, help="a run directory made by ice embed or ice demo, or s3://bucket/prefix")
     x.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1, this machine only)")
     x.add_argument("--port", type=int, default=8050, help="port to serve on (default: 8050)")
     x.add_argument("--read-only", action="store_true", help="viewers cannot change names or groups")
@@ -110,9 +108,7 @@ def build_parser() -> Parser:
     )
 
     c = sub.add_parser("export", help="write the run's images, clusters and groups as CSV")
-    c.add_argument(
-        "run_dir", type=_run_place, help="a run directory made by ice embed or ice demo, or s3://bucket/prefix"
-    )
+    c.add_argument("run_dir", type=_place, help="a run directory made by ice embed or ice demo, or s3://bucket/prefix")
     c.add_argument(
         "--output",
         "-o",
@@ -191,15 +187,9 @@ def build_parser() -> Parser:
     return p
 
 
-def _input_root(text: str) -> Path | str:
-    """A folder as a Path; an object store's root (s3://...) as given."""
-    from .storage import is_remote
-
-    return text if is_remote(text) else Path(text)
-
-
-def _run_place(text: str) -> Path | str:
-    """A run directory as a Path; a run on an object store (s3://...) as given."""
+def _place(text: str) -> Path | str:
+    """A folder (of images, or a run directory) as a Path; a place on an object store
+    (s3://...) as given."""
     from .storage import is_remote
 
     return text if is_remote(text) else Path(text)
@@ -215,17 +205,6 @@ def _local_run(text: str) -> Path:
             "a run on an object store is written only by `ice embed --out s3://...`"
         )
     return Path(text)
-
-
-def _fetched(place: Path | str) -> Path:
-    """The run directory to open: a run on an object store fetched into this machine's cache."""
-    from .storage import is_remote
-
-    if not is_remote(place):
-        return place
-    from .remote_run import fetch
-
-    return fetch(str(place))
 
 
 def cmd_embed(args) -> None:
@@ -249,8 +228,14 @@ def cmd_embed(args) -> None:
     print(summary_line(manifest))
     if remote:
         from .remote_run import publish
+        from .run_dir import lock_run_dir
 
-        files = publish(folder, args.out)
+        lock = lock_run_dir(folder)  # no other job starts in the staging folder while it is uploaded
+        try:
+            files = publish(folder, args.out)
+        finally:
+            if lock is not None:
+                os.close(lock)
         print(f"run directory: {args.out} ({files:,} files uploaded from {folder})")
     else:
         print(f"run directory: {args.out}")
@@ -295,7 +280,9 @@ def cmd_explore(args) -> None:
     auth = (
         parse_auth(args.auth) if args.auth is not None else (read_auth_file(args.auth_file) if args.auth_file else None)
     )
-    run_dir, read_only = _fetched(args.run_dir), args.read_only
+    from .remote_run import local_copy
+
+    run_dir, read_only = local_copy(args.run_dir), args.read_only
     if run_dir != args.run_dir:
         print(
             f"ice: {args.run_dir}: fetched into {run_dir}; served read-only (names and groups would stay in this copy)",
@@ -309,8 +296,10 @@ def cmd_explore(args) -> None:
 def cmd_export(args) -> None:
     from explorer.export import STDOUT_NAMES, export_csv
 
+    from .remote_run import local_copy
+
     n = export_csv(
-        _fetched(args.run_dir), args.output, group=args.group, cluster=args.cluster, clustering=args.clustering
+        local_copy(args.run_dir), args.output, group=args.group, cluster=args.cluster, clustering=args.clustering
     )
     to_stdout = str(args.output) in STDOUT_NAMES
     print(

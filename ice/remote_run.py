@@ -22,7 +22,7 @@ from pathlib import Path
 
 from . import storage
 from .errors import IceError
-from .run_dir import MANIFEST, TEMPORARY_END, lock_run_dir
+from .run_dir import CHECKPOINT, MANIFEST, TEMPORARY, lock_run_dir
 
 CHUNK = 8 << 20  # bytes per read while copying
 
@@ -40,11 +40,14 @@ def cache_folder(uri: str) -> Path:
 
 
 def _files(folder: Path) -> list[str]:
-    """The run's files, relative, `/`-separated, sorted; atomic_path's unfinished writes left out."""
+    """The run's files, relative, `/`-separated, sorted; left out: atomic_path's unfinished
+    writes, and the training checkpoint (only a resumed job reads it; readers take model.pt)."""
+    left_out = Path(CHECKPOINT).parent.as_posix() + "/"
     out = []
     for path in sorted(folder.rglob("*")):
-        if path.is_file() and not (path.name.startswith(".") and TEMPORARY_END in path.name):
-            out.append(path.relative_to(folder).as_posix())
+        name = path.relative_to(folder).as_posix()
+        if path.is_file() and not TEMPORARY.fullmatch(path.name) and not name.startswith(left_out):
+            out.append(name)
     return out
 
 
@@ -90,6 +93,11 @@ def publish(folder: Path, uri: str) -> int:
     except OSError as e:
         raise IceError(f"{uri}: cannot write ({str(e).splitlines()[0]})") from None
     return len(files)
+
+
+def local_copy(place) -> Path:
+    """The run directory to open for `place`: itself, or for an s3:// address the fetched copy."""
+    return fetch(str(place)) if storage.is_remote(place) else Path(place)
 
 
 def fetch(uri: str) -> Path:

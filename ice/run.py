@@ -179,13 +179,9 @@ def load_run(run_dir: str | os.PathLike) -> Run:
     export` fetches it); IceError, in one line, if `run_dir` is not one."""
     from explorer.data import load_run as read_run
 
-    from .storage import is_remote
+    from .remote_run import local_copy
 
-    if is_remote(run_dir):
-        from .remote_run import fetch
-
-        run_dir = fetch(str(run_dir))
-    data = read_run(run_dir, read_only=True)
+    data = read_run(local_copy(run_dir), read_only=True)
     return Run(data, read_labels(data.run_dir))
 
 

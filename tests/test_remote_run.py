@@ -44,7 +44,9 @@ def objects(fs, prefix: str) -> dict[str, bytes]:
 
 
 def files(folder: Path) -> dict[str, bytes]:
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    """The run's files a publish uploads: all but the training checkpoint, which only --resume reads."""
+    every = {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {name: data for name, data in every.items() if not name.startswith("checkpoints/")}
 
 
 def test_embed_publishes_the_run_and_export_fetches_it_once_per_version(bucket, tmp_path, capsys):
@@ -54,6 +56,7 @@ def test_embed_publishes_the_run_and_export_fetches_it_once_per_version(bucket, 
     assert main([*args, "--seed", "0"]) == 0
     assert "run directory: s3://runs/photos (" in capsys.readouterr().out
     assert objects(bucket, "runs/photos") == files(stage)  # every file of the run, byte for byte
+    assert (stage / "checkpoints").is_dir() and not any(k.startswith("checkpoints/") for k in objects(bucket, "runs"))
     # a publish cut short (no manifest on the store yet): the same command with --resume finishes it
     bucket.delete_file(f"runs/photos/{rd.MANIFEST}")
     assert main([*args, "--seed", "0", "--resume"]) == 0
