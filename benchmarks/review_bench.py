@@ -16,14 +16,18 @@ The person, for each class (the new grid):
     its centre): all 6 of the class, it opens the cluster in the grid; none, it passes; some,
     it splits the cluster (k 6) and does the same with each sub-cluster, one level deeper at
     most (then it opens the mixed one), and goes back by the breadcrumb;
-  - reviews each list opened page by page (96 a page, 64 px tiles, the grid wide, showing the
-    images not reviewed yet, most like the group first: a confirmed page leaves the list, and
-    the rest is ranked again by the marks made so far): ticks off
-    the misfits (a run of misfits with a click and a Shift-click; or, on a page mostly of
-    misfits, ticks the page (A) and puts the class's images back), confirms (Enter), and
-    stops at a page where fewer than 30% are of the class, leaving it unreviewed;
-  - then asks "More like these" (M; top 96, the group's marks in as positives, out as
-    negatives) and reviews what it brings, until a page holds under 50% of the class.
+  - reviews each list opened page by page (192 a page, or --page; 64 px tiles, the grid wide,
+    scrolled down a page as the person reads it; showing the images not reviewed yet, most like
+    the group first: a confirmed page leaves the list, and the rest is ranked again by the
+    marks made so far): ticks off the misfits (a run of misfits with a click and a
+    Shift-click; or, on a page mostly of misfits, ticks the page (A) and puts the class's
+    images back), confirms (Enter), and stops at a page where fewer than 30% are of the
+    class, leaving it unreviewed, unless those few can be put back in at most 8 clicks (then
+    it takes that page and stops);
+  - goes back to the Clusters tab only where a card is left to look at;
+  - then asks "More like these" (M; top as many as a page, the group's marks in as
+    positives, out as negatives) and reviews what it brings, until a page holds under 50% of
+    the class.
 The old grid (76350eb): the person opens each cluster whose 6 thumbnails are mostly of the
 class (there is no drill-down), ticks off every misfit one click at a time on every page (each
 tick a round trip), and saves the group ("Save group" saved the whole selection less the ticks).
@@ -64,11 +68,12 @@ TARGET_INTERACTIONS = 40  # per 1,000 images reviewed
 TARGET_SECONDS = 15.0  # of browser wall time per 1,000 images reviewed
 TARGET_TICK_MS = 50.0  # p95, click to the frame that shows it
 TARGET_CONFIRM_S = 1.0  # a page confirmed: Enter to the server's answer
-PAGE, TILE = 96, 64
+PAGE, TILE = 192, 64
 SPLIT_K = 6
 STOP_SHARE = 0.3  # a page with less of the class than this ends the list's review
 MORE_SHARE = 0.5  # "More like these" is asked again while its page holds at least this
 MORE_ROUNDS = 8
+CHEAP_RUNS = 8  # below STOP_SHARE, a page is still taken when its images of the class come in this few clicks
 SORT = "similar"  # the grid's order, chosen once: the images most like the group first
 FILTER = "unreviewed"  # and what it shows: a confirmed page leaves the list, the rest is ranked again
 REPRESENTATIVES = 6
@@ -338,8 +343,12 @@ class NewPerson(Person):
                 return confirmed, 0.0
             ours = {i for i in page if self.labels[i] == label}
             share = len(ours) / len(page)
-            if share < stop_share:
+            last_one = share < stop_share
+            if last_one and not (ours and self.runs(page, ours) <= CHEAP_RUNS):
+                self.trace.append(f"(stops: {len(ours)} of {len(page)})")  # for --trace, not counted
                 return confirmed, share
+            # below the share, the class's images left sit together (most like the group
+            # first): the page is ticked (A), they are put back, and the list ends there
             misfits = set(page) - ours
             if self.runs(page, ours) + 1 < self.runs(page, misfits):
                 self.key("a")
@@ -353,7 +362,7 @@ class NewPerson(Person):
             self.wait(lambda: self.state()["pending"] == 0, what="the page's confirmation")
             if FILTER != "all":  # the list without the page, ranked again: its first page
                 self.wait(lambda: self.state()["key"] != state["key"], what="the list without the page confirmed")
-            if last:
+            if last or last_one:
                 return confirmed, share
 
     def click_until(self, script: str, done, what, *args, name: str = "click") -> None:
@@ -397,14 +406,15 @@ class NewPerson(Person):
         """The Clusters tab's cards, as the person sees them; returns the images confirmed."""
         confirmed = 0
         cards = self.cards()
-        for index, card in enumerate(cards):
+        wanted = [i for i, card in enumerate(cards) if any(self.labels[j] == label for j in card["reps"])]
+        for index in wanted:
+            card = cards[index]
             seen = sum(self.labels[i] == label for i in card["reps"])
-            if seen == 0:
-                continue
             if seen == len(card["reps"]) or depth >= 1 or card["size"] < 4 * SPLIT_K:
                 self.show_card(index)
                 confirmed += self.review(label)[0]
-                self.open_tab("Clusters")
+                if depth or index != wanted[-1]:  # the cards again, where there is more to do there
+                    self.open_tab("Clusters")
                 continue
             before = self.text("#breadcrumb")
             self.click_card(index, 1, lambda: self.text("#job-status").startswith("Split"), "the drill-down")
@@ -726,6 +736,7 @@ def render(report: Report, command: str) -> str:
 
 
 def main(argv=None) -> Report:
+    global PAGE
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--run", action="append", type=Path, required=True, help="a labelled run directory")
     parser.add_argument("--classes", nargs="*", help="only these labels (default: every one)")
@@ -734,8 +745,10 @@ def main(argv=None) -> Report:
     parser.add_argument("--no-record", action="store_true", help="print, do not append to BENCHMARKS.md")
     parser.add_argument("--dry-run", action="store_true", help="one class, nothing recorded")
     parser.add_argument("--trace", action="store_true", help="print each class's interactions in order")
+    parser.add_argument("--page", type=int, default=PAGE, help=f"images a page, set once (default {PAGE})")
     parser.add_argument("--label", help="what to call the runs in BENCHMARKS.md (default: their folders' names)")
     args = parser.parse_args(argv)
+    PAGE = args.page
     if chromium_missing():
         raise SystemExit("review_bench: needs chromium and chromedriver (apt-get install chromium chromium-driver)")
     for run in args.run:
