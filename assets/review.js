@@ -18,7 +18,7 @@
   const S = {
     view: null, key: null, version: '', group: '', page: 0, cursor: 0, anchor: null,
     saved: new Map(), drafts: {}, undo: [], tiles: new Map(), nonce: 0, pending: new Map(),
-    preview: null, hoverTimer: null, bound: false, confirmMs: [], storeFrame: null, storeTimer: null, unstored: new Set(),
+    preview: null, hoverTimer: null, bound: false, awaiting: null, confirmMs: [], storeFrame: null, storeTimer: null, unstored: new Set(),
   };
 
   const $ = (id) => document.getElementById(id);
@@ -119,6 +119,7 @@
     let inner = grid.querySelector('.grid-inner');
     if (!inner) { inner = document.createElement('div'); inner.className = 'grid-inner'; grid.append(inner); }
     syncControls();
+    grid.classList.toggle('awaiting', !!S.awaiting);  // a grid built again keeps the state
     const page = pageIds(), size = tileSize(), cols = columns(grid), row = size + GAP;
     inner.style.height = `${Math.ceil(page.length / cols) * row}px`;
     const first = Math.max(0, Math.floor(grid.scrollTop / row) - BUFFER_ROWS);
@@ -246,7 +247,12 @@
     setProps('review-confirm', {data: {group, in: marked_in, out: marked_out, nonce}});
     storeDrafts();
     status(`Saving ${marked_in.length} in and ${marked_out.length} out…`);
-    if (pageSize() === Infinity) {
+    if (S.view.shown && S.view.shown !== 'all') {
+      // the list is filtered by the marks: the page leaves it, and what comes next is the
+      // list the server sends back (ranked again by these marks), not this list's next page
+      awaitList(true);
+      status(`Saving ${marked_in.length} in and ${marked_out.length} out, then the rest of the list…`);
+    } else if (pageSize() === Infinity) {
       const grid = $('grid'); grid.scrollTop += Math.max(tileSize(), grid.clientHeight - tileSize());
       draw();
     } else if (S.page < pageCount() - 1) {
@@ -254,6 +260,14 @@
     } else {
       draw();
     }
+  }
+
+  /* While a filtered list is sent again after a confirm, its old page is dimmed and takes no
+     marks: a mark made there would land on a page about to be replaced. */
+  function awaitList(on) {
+    S.awaiting = on ? {key: S.key, page: S.page} : null;
+    const grid = $('grid');
+    if (grid) grid.classList.toggle('awaiting', !!on);
   }
 
   function pushUndo(entry) { S.undo.push(entry); if (S.undo.length > UNDO_LIMIT) S.undo.shift(); }
@@ -350,6 +364,7 @@
     if (!S.view || !document.getElementById('grid')) return;
     if (!$('grid').offsetParent) return;  // the Images tab is not shown
     const cols = columns($('grid')), page = pageIds(), k = e.key;
+    if (S.awaiting && !['z', '?', 'Escape'].includes(k)) return;
     const keys = {
       ArrowRight: () => moveCursor(S.cursor + 1), ArrowLeft: () => moveCursor(S.cursor - 1),
       ArrowDown: () => moveCursor(S.cursor + cols), ArrowUp: () => moveCursor(S.cursor - cols),
@@ -373,7 +388,7 @@
                      'wide-grid': () => { document.querySelector('.app').classList.toggle('wide'); draw(); }};
     if (actions[id]) { actions[id](); return; }
     const tile = e.target.closest('#grid .tile');
-    if (!tile) return;
+    if (!tile || S.awaiting) return;
     const imageId = Number(tile.dataset.id);
     if (e.target.closest('.tile-info')) { setProps('focus', {data: imageId}); return; }
     e.preventDefault();
@@ -445,6 +460,10 @@
         const group = view.group || '';
         if (group !== S.group) switchGroup(group);
         if (fresh) { S.page = 0; S.cursor = 0; S.anchor = null; grid.scrollTop = 0; }
+        if (S.awaiting && !S.pending.size) {  // the list after the confirm; the same list: its next page
+          if (!fresh) S.page = S.awaiting.page + 1;
+          awaitList(false);
+        }
         S.page = Math.min(S.page, pageCount() - 1);
         draw();
         return window.dash_clientside.no_update;
@@ -467,9 +486,11 @@
             for (const [id, value] of Object.entries(p.entry.saved)) { if (value === null) S.saved.delete(Number(id)); else S.saved.set(Number(id), value); }
             for (const [id, value] of Object.entries(p.entry.drafts)) { if (value !== null) S.drafts[id] = value; }
             S.undo = S.undo.filter((e) => e !== p.entry);
+            awaitList(false);
             storeDrafts(); draw();
           }
         }
+        if (S.awaiting && !S.pending.size && S.key !== S.awaiting.key) { awaitList(false); draw(); }  // the list came first
         status(ack.status);
         drawPager();
         return window.dash_clientside.no_update;
@@ -480,5 +501,5 @@
   // for the benchmark and the tests: the grid's state, read-only
   window.iceReview = {state: () => ({key: S.key, page: S.page, pages: pageCount(), cursor: S.cursor, group: S.group,
                                      ids: pageIds(), ticked: pageIds().filter(ticked), drafts: Object.assign({}, S.drafts),
-                                     pending: S.pending.size, undo: S.undo.length, confirmMs: S.confirmMs.slice()})};
+                                     pending: S.pending.size, awaiting: !!S.awaiting, undo: S.undo.length, confirmMs: S.confirmMs.slice()})};
 })();

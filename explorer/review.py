@@ -77,8 +77,8 @@ def review_view(
 ) -> dict:
     """What the grid draws: the list's ids sorted and filtered (None where that is the
     selection's own order, which the browser has), the group's marks among them ("in", "out"),
-    a title with the counts, and `key`, which changes when the list, its order or the images
-    it shows do (the grid then goes back to its first page)."""
+    a title with the counts, the filter (`shown`), and `key`, which changes when the list, its
+    order or the images it shows do (the grid then goes back to its first page)."""
     selection = selection or {}
     ids = data.check_ids(selection.get("ids") or [])
     group = group_name(group)
@@ -109,6 +109,7 @@ def review_view(
         "out": out_list.tolist(),
         "title": title,
         "group": group,
+        "shown": shown,
         "key": key,
         "empty": not total,
     }

@@ -3,6 +3,8 @@ editing groups, drilling into a cluster, and the keyboard (issue 32's numbered i
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 from dash.testing.wait import until
@@ -135,7 +137,11 @@ def choose(duo, css: str, label: str) -> None:
     duo.wait_for_contains_text(css, label)
 
 
-def test_not_reviewed_most_like_the_group_first_ranks_the_rest_after_each_page(explorer):
+def test_not_reviewed_most_like_the_group_first_ranks_the_rest_after_each_page(explorer, monkeypatch):
+    import explorer.review as review
+
+    rank = review.like_scores
+    monkeypatch.setattr(review, "like_scores", lambda *a, **k: time.sleep(1.5) or rank(*a, **k))
     show_cluster(explorer)
     explorer.find_element("#page-size").send_keys("24")
     until(lambda: len(state(explorer)["ids"]) == 24, 5)
@@ -148,12 +154,21 @@ def test_not_reviewed_most_like_the_group_first_ranks_the_rest_after_each_page(e
     before, page = state(explorer)["key"], page_ids(explorer)
     tile(explorer, page[0]).click()
     keys(explorer, Keys.ENTER)
+    # until the list comes back, the confirmed page stays, dimmed, and takes no marks
+    until(lambda: state(explorer)["pending"] == 0, 10)
+    now = state(explorer)
+    assert now["awaiting"] and now["key"] == before and now["ids"] == page and now["ticked"] == page[:1]
+    assert "awaiting" in explorer.find_element("#grid").get_attribute("class")
+    keys(explorer, "a")
+    assert state(explorer)["ticked"] == page[:1]
     # the page leaves the list; the grid shows the first page of the rest, ranked by the marks
     explorer.wait_for_contains_text("#selection-title", f"{len(members) - 24} not reviewed yet")
     until(lambda: state(explorer)["key"] != before and state(explorer)["pending"] == 0, 10)
     rest = np.setdiff1d(members, page)
     ranked = rest[np.argsort(-like_scores(data, page[1:], page[:1], rest), kind="stable")]
     assert state(explorer)["page"] == 0 and page_ids(explorer) == ranked[:24].tolist()
+    assert not state(explorer)["awaiting"]
+    assert "awaiting" not in explorer.find_element("#grid").get_attribute("class")
     keys(explorer, "z")  # undone, the page is not reviewed again: back in the list
     explorer.wait_for_contains_text("#selection-title", f"{len(members)} not reviewed yet")
     assert [len(m) for m in marks(explorer, "fours")] == [0, 0]
