@@ -11,6 +11,11 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
+def cache_home() -> str:
+    """The user's cache folder: $XDG_CACHE_HOME, else ~/.cache."""
+    return os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+
+
 def _numba_cache_fallback() -> None:
     """numba caches compiled code beside its module or in the user's cache folder, and
     umap-learn asks for that cache as it is imported: where neither can be written (an install
@@ -30,7 +35,7 @@ def _numba_cache_fallback() -> None:
         and os.access(list(spec.submodule_search_locations)[0], os.W_OK)
     ):
         return
-    folder = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    folder = cache_home()
     while not os.path.exists(folder) and os.path.dirname(folder) != folder:
         folder = os.path.dirname(folder)  # numba makes the missing folders: the nearest one counts
     if not os.access(folder, os.W_OK):

@@ -21,6 +21,7 @@ import shutil
 from pathlib import Path
 
 from . import storage
+from .environment import cache_home
 from .errors import IceError
 from .run_dir import CHECKPOINT, MANIFEST, TEMPORARY, lock_run_dir
 
@@ -28,11 +29,9 @@ CHUNK = 8 << 20  # bytes per read while copying
 
 
 def cache_folder(uri: str) -> Path:
-    """This machine's folder for the run at `uri`: $ICE_CACHE (default ~/.cache/ice) /runs/
-    bucket/prefix."""
-    base = os.environ.get("ICE_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "ice"
-    )
+    """This machine's folder for the run at `uri`: $ICE_CACHE (default the user's cache folder's
+    ice/) /runs/bucket/prefix."""
+    base = os.environ.get("ICE_CACHE") or os.path.join(cache_home(), "ice")
     key = uri.split("://", 1)[1].strip("/")
     if not key or any(part in ("", ".", "..") for part in key.split("/")):
         raise IceError(f"{uri}: give a bucket and a prefix, such as s3://bucket/runs/photos")
@@ -75,7 +74,7 @@ def publish(folder: Path, uri: str) -> int:
     folder = Path(folder)
     if not (folder / MANIFEST).exists():
         raise IceError(f"{folder}: not a complete run (no {MANIFEST}); nothing published")
-    fs, base = storage._open(uri)
+    fs, base = storage.open_root(uri)
     files = _files(folder)
     try:
         before = set(_listing(fs, base))
@@ -104,7 +103,7 @@ def fetch(uri: str) -> Path:
     """The run at `uri`, fetched into cache_folder(uri) (only where the manifest on the store
     differs from the cached one); returns that folder. IceError, in one line, where there is
     no complete run at `uri` or it cannot be read."""
-    fs, base = storage._open(uri)
+    fs, base = storage.open_root(uri)
     local = cache_folder(uri)
     try:
         with fs.open_input_stream(f"{base}/{MANIFEST}") as f:

@@ -23,7 +23,9 @@ def is_remote(root: str | os.PathLike) -> bool:
 
 
 @lru_cache(maxsize=8)
-def _open(root: str):
+def open_root(root: str):
+    """(pyarrow file system, base path without a trailing /) for `root`, opened once per root;
+    IceError, in one line, where it cannot be."""
     import pyarrow.fs as pafs
 
     try:
@@ -38,7 +40,7 @@ def list_images(root: str, extensions: tuple[str, ...]) -> tuple[list[str], list
     one of `extensions` (lower case). IceError, in one line, where it cannot be listed."""
     import pyarrow.fs as pafs
 
-    fs, base = _open(root)
+    fs, base = open_root(root)
     try:
         infos = fs.get_file_info(pafs.FileSelector(base, recursive=True))
     except FileNotFoundError:
@@ -57,7 +59,7 @@ def fingerprint(root: str, paths: list[str]) -> tuple[list[int], list[int]]:
     """(sizes, mtime_ns) of these objects under `root`, -1 for those that are not there."""
     import pyarrow.fs as pafs
 
-    fs, base = _open(root)
+    fs, base = open_root(root)
     try:
         infos = fs.get_file_info([f"{base}/{p}" for p in paths])
     except OSError as e:
@@ -70,7 +72,7 @@ def fingerprint(root: str, paths: list[str]) -> tuple[list[int], list[int]]:
 def read_bytes(root: str, path: str) -> bytes:
     """The bytes of the object `path` under `root`; ImageError with the reason decode_image
     gives where it is missing or cannot be read."""
-    fs, base = _open(root)
+    fs, base = open_root(root)
     try:
         with fs.open_input_stream(f"{base}/{path}") as f:
             return f.readall()

@@ -137,7 +137,7 @@ def s3(monkeypatch):
     }
     for key, value in settings.items():
         monkeypatch.setenv(key, value)
-    storage._open.cache_clear()
+    storage.open_root.cache_clear()
     yield {**os.environ, **settings}
-    storage._open.cache_clear()
+    storage.open_root.cache_clear()
     server.stop()
