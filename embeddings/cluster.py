@@ -439,14 +439,73 @@ def ivf_lists(n: int) -> int:
     return 16_384 if n < 10_000_000 else 65_536 if n < 300_000_000 else 131_072
 
 
-def pq_index_key(n: int, d: int) -> str:
+def pq_index_key(n: int, d: int, lists: int | None = None) -> str:
     """The faiss index_factory key of the product-quantized index for n vectors of d dimensions,
     as autofaiss builds one: an OPQ rotation into a few more dimensions than d, IVF lists
-    (found through an HNSW graph from 1,000 lists), and codes of m bytes (32 where d >= 64)."""
+    (found through an HNSW graph from 1,000 lists), and codes of m bytes (32 where d >= 64).
+    `lists` replaces ivf_lists(n)'s count."""
     m = next((m for m in (32, 16, 8, 4) if m < d), 2)
     y = (min(d // m, 6) + 1) * m
-    lists = ivf_lists(n)
+    lists = lists or ivf_lists(n)
     return f"OPQ{m}_{y},IVF{lists}{'_HNSW32' if lists >= 1000 else ''},PQ{m}x8"
+
+
+TWO_LEVEL_MIN = 8192  # IVF lists from which their centres are found by two_level_centres
+
+
+def two_level_centres(x: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
+    """(k, d) float32 unit-length centres of the rows x (unit length): spherical k-means into
+    about sqrt(k) groups, then each group into its share of the k, as faiss's
+    contrib.clustering.two_level_clustering does for indexes of many lists. One k-means over
+    all k reads every row against every centre each iteration; this reads it against sqrt(k)
+    of them, at about the same search recall (BENCHMARKS.md, index_bench)."""
+    n, d = x.shape
+    k1 = max(1, min(int(round(np.sqrt(k))), n))
+    top = faiss.Kmeans(d, k1, niter=20, spherical=True, seed=seed, max_points_per_centroid=2000)
+    top.train(x)
+    group = top.index.search(x, 1)[1][:, 0]
+    sizes = np.bincount(group, minlength=k1)
+    # each group's share of the k centres, in proportion to its rows, at least one where it has any
+    share = np.where(sizes > 0, np.maximum(1, sizes * k // n), 0)
+    while share.sum() > k:
+        share[np.argmax(share)] -= 1
+    while share.sum() < k:
+        share[np.argmax(sizes / np.maximum(share, 1))] += 1
+    share = np.minimum(share, sizes)  # never more centres than rows
+    order = np.argsort(group, kind="stable")
+    starts = np.concatenate([[0], np.cumsum(sizes)])
+    centres = []
+    for g in np.flatnonzero(share):
+        rows = x[order[starts[g] : starts[g + 1]]]
+        if share[g] == len(rows):
+            centres.append(rows)
+            continue
+        km = faiss.Kmeans(d, int(share[g]), niter=20, spherical=True, seed=seed + int(g), min_points_per_centroid=1)
+        km.train(np.ascontiguousarray(rows))
+        centres.append(km.centroids)
+    out = np.vstack(centres).astype(np.float32)
+    if len(out) < k:  # fewer rows than centres asked for in some groups: pad with rows not yet used
+        out = np.vstack([out, x[np.random.default_rng(seed).choice(n, k - len(out), replace=False)]])
+    return np.ascontiguousarray(out[:k])
+
+
+def train_ivf(index: faiss.Index, x: np.ndarray, seed: int = 0, two_level_from: int = TWO_LEVEL_MIN) -> None:
+    """Train an IVF index (or an OPQ + IVF-PQ one) on the rows x. From `two_level_from` lists
+    the lists' centres come from two_level_centres, and then only the rest is trained (the OPQ
+    rotation, the PQ codes); below, faiss trains it all."""
+    ivf = faiss.extract_index_ivf(index)
+    if ivf.nlist < two_level_from:
+        index.train(x)
+        return
+    outer = faiss.downcast_index(index)
+    if isinstance(outer, faiss.IndexPreTransform):  # the rotation first: the lists live in its space
+        for i in range(outer.chain.size()):
+            step = outer.chain.at(i)
+            step.train(x)
+            x = step.apply(x)
+    ivf.quantizer.add(two_level_centres(x, ivf.nlist, seed))
+    ivf.train(x)  # its quantizer holds its nlist centres already: only the codes are trained
+    index.is_trained = True
 
 
 def build_index(embeddings: np.ndarray, seed: int = 0) -> faiss.Index:
@@ -470,7 +529,7 @@ def build_index(embeddings: np.ndarray, seed: int = 0) -> faiss.Index:
             index = faiss.IndexIVFFlat(faiss.IndexFlatIP(d), d, lists, faiss.METRIC_INNER_PRODUCT)
         rng = np.random.default_rng(seed)
         rows = np.sort(rng.choice(n, size=min(n, 64 * lists), replace=False))
-        index.train(np.ascontiguousarray(embeddings[rows], dtype="float32"))
+        train_ivf(index, np.ascontiguousarray(embeddings[rows], dtype="float32"), seed)
         faiss.ParameterSpace().set_index_parameter(index, "nprobe", INDEX_PROBES)
         if n > PQ_INDEX_MIN and lists >= 1000:
             faiss.ParameterSpace().set_index_parameter(index, "quantizer_efSearch", 2 * INDEX_PROBES)

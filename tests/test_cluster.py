@@ -3,7 +3,16 @@ import numpy as np
 import pytest
 
 from embeddings import project
-from embeddings.cluster import KMeans, build_index, candidate_ks, choose_k, cluster_metrics
+from embeddings.cluster import (
+    KMeans,
+    build_index,
+    candidate_ks,
+    choose_k,
+    cluster_metrics,
+    pq_index_key,
+    train_ivf,
+    two_level_centres,
+)
 from embeddings.project import knn_graph, seed_graph, umap_reduce
 from ice.errors import IceError
 
@@ -240,6 +249,53 @@ def test_index_returns_itself_first():
     scores, ids = index.search(x[:5], 3)
     assert ids[:, 0].tolist() == [0, 1, 2, 3, 4]
     assert scores[:, 0] == pytest.approx(1.0, abs=1e-5)
+
+
+def recall_at_10(index, x, queries) -> float:
+    exact = faiss.IndexFlatIP(x.shape[1])
+    exact.add(x)
+    truth, found = exact.search(queries, 10)[1], index.search(queries, 10)[1]
+    return float(np.mean([len(np.intersect1d(a, b)) / 10 for a, b in zip(truth, found, strict=True)]))
+
+
+def test_two_level_centres_cover_the_rows_and_search_as_well_as_one_kmeans():
+    x, _ = blobs(k=40, per=400, d=16, spread=0.3)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    centres = two_level_centres(x, 256, seed=0)
+    assert centres.shape == (256, 16) and centres.dtype == np.float32
+    assert np.allclose(np.linalg.norm(centres, axis=1), 1, atol=1e-4)  # spherical: for an inner-product index
+    assert np.array_equal(centres, two_level_centres(x, 256, seed=0)), "seeded"
+    queries = x[::97]
+    recalls = {}
+    for how in ("one k-means", "two-level"):
+        index = faiss.IndexIVFFlat(faiss.IndexFlatIP(16), 16, 256, faiss.METRIC_INNER_PRODUCT)
+        train_ivf(index, x, seed=0, two_level_from=10**9 if how == "one k-means" else 1)
+        assert index.is_trained and index.quantizer.ntotal == 256
+        index.add(x)
+        sizes = np.array([index.invlists.list_size(i) for i in range(256)])
+        assert sizes.max() < 8 * len(x) / 256, f"{how}: a list holds {sizes.max()} rows"
+        index.nprobe = 8
+        recalls[how] = recall_at_10(index, x, queries)
+    assert recalls["two-level"] >= recalls["one k-means"] - 0.02, recalls
+    few = two_level_centres(x[:300], 256, seed=0)  # about one row a centre: every centre still made
+    assert few.shape == (256, 16) and np.isfinite(few).all()
+
+
+def test_train_ivf_trains_the_rotation_and_codes_of_an_opq_ivf_pq_index_around_two_level_centres():
+    x, _ = blobs(k=40, per=400, d=16, spread=0.3)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    recalls = {}
+    for how in ("one k-means", "two-level"):
+        index = faiss.index_factory(16, pq_index_key(len(x), 16, lists=128), faiss.METRIC_INNER_PRODUCT)
+        assert isinstance(index, faiss.IndexPreTransform)
+        train_ivf(index, x, seed=0, two_level_from=10**9 if how == "one k-means" else 1)
+        ivf = faiss.extract_index_ivf(index)
+        assert index.is_trained and ivf.is_trained and ivf.quantizer.ntotal == 128
+        index.add(x)
+        faiss.ParameterSpace().set_index_parameter(index, "nprobe", 16)
+        recalls[how] = recall_at_10(index, x, x[::23])
+    # 8-byte codes of 16 dimensions on tight blobs: approximate (about 0.2), far from random (0.001)
+    assert recalls["two-level"] > 0.1 and recalls["two-level"] >= recalls["one k-means"] - 0.03, recalls
 
 
 def test_umap_keeps_blobs_apart_and_samples_above_threshold():
