@@ -484,7 +484,7 @@ def two_level_centres(x: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
         km.train(np.ascontiguousarray(rows))
         centres.append(km.centroids)
     out = np.vstack(centres).astype(np.float32)
-    if len(out) < k:  # fewer rows than centres asked for in some groups: pad with rows not yet used
+    if len(out) < k:  # some groups had fewer rows than their share: the rest are rows drawn at random
         out = np.vstack([out, x[np.random.default_rng(seed).choice(n, k - len(out), replace=False)]])
     return np.ascontiguousarray(out[:k])
 
