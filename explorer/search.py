@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from ice.errors import IceError
-from ice import likeness
+from ice import likeness, search_index
 from ice.likeness import direction
 
 from .data import RunData
@@ -22,7 +22,7 @@ def neighbours(data: RunData, image_id: int, k: int = 12) -> tuple[np.ndarray, n
     """The k images most similar to one image, itself left out: (ids (k,) int64, cosine (k,))."""
     (image_id,) = data.check_ids([image_id])
     query = np.ascontiguousarray(data.embeddings[image_id : image_id + 1], dtype=np.float32)
-    scores, ids = data.index.search(query, min(k + 1, data.n))
+    scores, ids = search_index.search(data.index, data.embeddings, query, min(k + 1, data.n))
     keep = (ids[0] != image_id) & (ids[0] >= 0)
     return ids[0][keep][:k].astype(np.int64), scores[0][keep][:k]
 
@@ -62,7 +62,7 @@ def rank_like(data: RunData, image_ids, top: int = 200, negatives=()) -> tuple[n
         order = np.lexsort((found, -scores[best]))
         return found[order].astype(np.int64), scores[best][order]
     query = direction(data.embeddings, ids, negatives)
-    scores, found = data.index.search(np.ascontiguousarray(query[None, :]), top)
+    scores, found = search_index.search(data.index, data.embeddings, query[None, :], top)
     keep = found[0] >= 0
     return found[0][keep].astype(np.int64), scores[0][keep]
 

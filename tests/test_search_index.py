@@ -6,6 +6,7 @@ import pytest
 
 from embeddings.cluster import build_index
 from ice import run_dir as rd
+from ice import search_index
 from ice.errors import IceError
 from ice.search_index import grow_index, ivf_lists, read_index, write_index
 
@@ -85,3 +86,14 @@ def test_above_pq_index_min_the_index_keeps_opq_and_pq_codes_and_takes_additions
     _, found = index.search(x[queries], 10)
     assert (found == queries[:, None]).any(1).mean() >= 0.95
     assert (found[queries >= n] >= n).any()  # the additions are searched, by their image ids
+
+    # searched through search_index.search, the codes' best 10 k are re-scored by the rows
+    assert search_index.quantized(index) and not search_index.quantized(faiss.IndexFlatIP(16))
+    scores, ids = search_index.search(index, x, x[queries], 10)
+    assert (ids[:, 0] == queries).all() and np.allclose(scores[:, 0], 1, atol=1e-5)
+    assert np.allclose(scores, np.einsum("qkd,qd->qk", x[ids], x[queries]), atol=1e-5)  # true inner products
+    exact = faiss.IndexFlatIP(16)
+    exact.add(x)
+    truth = exact.search(x[queries], 10)[1]
+    recall = lambda got: np.mean([len(np.intersect1d(a, b)) / 10 for a, b in zip(truth, got, strict=True)])  # noqa: E731
+    assert recall(ids) > recall(found) + 0.1, (recall(ids), recall(found))
