@@ -45,6 +45,11 @@ def vectors(source: str | None, n: int) -> tuple[np.ndarray, str]:
     return emb[:n], f"the first {min(n, len(emb)):,} rows of {path}"
 
 
+def recall_at_10(truth: np.ndarray, found: np.ndarray) -> float:
+    """The share of each query's true 10 nearest that `found` holds, averaged."""
+    return float(np.mean([len(np.intersect1d(a, b)) / 10 for a, b in zip(truth, found, strict=True)]))
+
+
 def make(kind: str, d: int, lists: int, n: int):
     import faiss
 
@@ -76,11 +81,9 @@ def one(kind: str, how: str, emb: np.ndarray, sample: np.ndarray, queries: np.nd
     if kind == "pq" and lists >= 1000:
         faiss.ParameterSpace().set_index_parameter(index, "quantizer_efSearch", 2 * cluster.INDEX_PROBES)
     _, found = index.search(queries, 10)
-    recall = float(np.mean([len(np.intersect1d(a, b)) / 10 for a, b in zip(truth, found, strict=True)]))
-    result = {"train": train, "add": add, "recall": recall}
+    result = {"train": train, "add": add, "recall": recall_at_10(truth, found)}
     if search_index.quantized(index):  # as the explorer searches it: the codes' best re-scored by the rows
-        found = search_index.search(index, emb, queries, 10)[1]
-        result["rescored"] = float(np.mean([len(np.intersect1d(a, b)) / 10 for a, b in zip(truth, found, strict=True)]))
+        result["rescored"] = recall_at_10(truth, search_index.search(index, emb, queries, 10)[1])
     print(f"{kind} {how}: {result}", flush=True)
     return result
 

@@ -60,6 +60,7 @@ import pandas as pd
 from benchmarks.common import REPO, append_section, machine, today, verdict
 from benchmarks.explorer_bench import CHROMIUM_FLAGS, chromium_missing
 from benchmarks.load import free_port, wait_until_up
+from explorer.layout import PAGE_SIZES
 from explorer.review import FILTERS, SORTS
 
 OLD_COMMIT = "76350eb"  # the grid before this benchmark's grid: ticks one round trip at a time
@@ -745,7 +746,13 @@ def main(argv=None) -> Report:
     parser.add_argument("--no-record", action="store_true", help="print, do not append to BENCHMARKS.md")
     parser.add_argument("--dry-run", action="store_true", help="one class, nothing recorded")
     parser.add_argument("--trace", action="store_true", help="print each class's interactions in order")
-    parser.add_argument("--page", type=int, default=PAGE, help=f"images a page, set once (default {PAGE})")
+    parser.add_argument(
+        "--page",
+        type=int,
+        default=PAGE,
+        choices=[n for n in PAGE_SIZES if n != "all"],
+        help=f"images a page, one the grid offers, set once (default {PAGE})",
+    )
     parser.add_argument("--label", help="what to call the runs in BENCHMARKS.md (default: their folders' names)")
     args = parser.parse_args(argv)
     PAGE = args.page
