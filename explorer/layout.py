@@ -516,7 +516,7 @@ def stores() -> list[dcc.Store]:
         dcc.Store(id="drill", data={"path": []}),  # the drill-downs the map is in: [{key, label}]
         dcc.Store(id="job", data={"id": None}),  # the re-clustering or drill-down running
         dcc.Store(id="grid-page-size", data=str(GRID_PAGE), storage_type="local"),  # the grid's page size (review.js)
-        dcc.Store(id="teach-wait", data=None),  # {group, change}: open the page of the round that learns from it
+        dcc.Store(id="teach-wait", data=None),  # {group, change, open}: the round that learns from it, and its page
     ]
 
 

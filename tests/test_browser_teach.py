@@ -62,6 +62,9 @@ def test_find_tick_off_confirm_train_next_page_and_undo(teacher):
     first = page_ids(duo)
     assert first and not set(first) & set(threes[:5].tolist())
     until(lambda: len(ts.read_state(duo.run_dir, "threes")["rounds"]) == 1, 120)  # before the confirm below
+    # the page says round 1 is done, and leaves the page being reviewed where it is
+    duo.wait_for_contains_text("#teach-status", "round 1: about", timeout=30)
+    assert page_ids(duo) == first
 
     marked_in, marked_out = review_page(duo, "3")
     # the next round learns from this page; the page of the round after it opens by itself

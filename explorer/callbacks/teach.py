@@ -1,5 +1,6 @@
 """The teach loop in the page: "Find more" and "Uncertain" open a page of the group's unmarked
-images in the review grid; confirming a page of them trains the next round in the background,
+images in the review grid (the first "Find more" also starts round 1, whose progress the page
+polls until it ends); confirming a page of them trains the next round in the background,
 whose progress the page polls, and whose first page opens by itself when it ends; "Undo
 round"; and the group's scores on the map."""
 
@@ -63,6 +64,12 @@ def page(data: RunData, group: str, kind: str, size: int) -> dict:
     return review_list(ids, title, group=group, source=SOURCE)
 
 
+def last_change(data: RunData, group: str) -> int:
+    """The number of the group's latest change of marks (0 before any): a round records the
+    one it learned up to."""
+    return max((h["change"] for h in data.annotations.history(group)), default=0)
+
+
 def overlay_for(data: RunData, group: str, key: str) -> Patch:
     """The map patch that shows the group's scores (nothing before its first round)."""
     ids, scores = teach.overlay(data, group) if group_name(group) else ([], [])
@@ -77,6 +84,7 @@ def register(app, data: RunData) -> None:
         Output("tabs", "value", allow_duplicate=True),
         Output("teach-status", "children", allow_duplicate=True),
         Output("teach-poll", "disabled", allow_duplicate=True),
+        Output("teach-wait", "data", allow_duplicate=True),
         Input("teach-find", "n_clicks"),
         Input("teach-uncertain", "n_clicks"),
         State("group-name", "value"),
@@ -87,6 +95,7 @@ def register(app, data: RunData) -> None:
         if not ctx.triggered[0]["value"]:
             raise PreventUpdate
         group = group_name(group)
+        wait = no_update
         try:
             if not group:
                 raise IceError("name the group to teach in the group box first")
@@ -98,9 +107,11 @@ def register(app, data: RunData) -> None:
             if not state["rounds"] and not state["training"] and not data.read_only:
                 teach.start(data, group)  # the first round learns from the marks so far meanwhile
                 started = " · round 1 is training on your marks"
+                # polled until it ends, without opening its page over the one being reviewed
+                wait = {"group": group, "change": last_change(data, group), "time": time.time(), "open": False}
         except IceError as e:
-            return no_update, no_update, no_update, str(e), no_update
-        return selection, [], "images", status_text(group, teach.status(data, group)) + started, False
+            return no_update, no_update, no_update, str(e), no_update, no_update
+        return selection, [], "images", status_text(group, teach.status(data, group)) + started, False, wait
 
     @app.callback(
         Output("teach-wait", "data"),
@@ -158,7 +169,8 @@ def register(app, data: RunData) -> None:
         pending = bool(wait) and wait.get("group") == group
         if pending and last and last["change"] >= wait["change"] and not training:
             try:  # the round that learned from the confirmed page is done: its first page
-                selection, excluded = page(data, group, "best", page_size(size)), []
+                if wait.get("open", True):
+                    selection, excluded = page(data, group, "best", page_size(size)), []
             except IceError:
                 pass
             if overlay_on:
