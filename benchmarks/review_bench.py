@@ -3,11 +3,11 @@ group with the grid alone, in headless Chromium, and the same with the grid as i
 76350eb (before it marked in the browser), for today's figures.
 
     python -m benchmarks.review_bench --run RUN_DIR [--run RUN_DIR ...] [--classes 3 5]
-                                      [--no-old | --no-new] [--no-record] [--dry-run] [--trace] [--label TEXT]
+                                      [--no-old | --no-new] [--no-record] [--dry-run] [--trace] [--teach] [--label TEXT]
 
 The runs must have labels (`ice embed --labels-from-folders`, or `ice demo`). The labels are
 used only as an oracle: to tick off every misfit the person sees, and to decide what a person
-would decide from a card's thumbnails. Each run is copied (without its model) so that its
+would decide from a card's thumbnails. Each run is copied (without its model, unless --teach) so that its
 groups start empty, and served by `ice explore` (Flask's development server, as one person
 gets it) in a subprocess.
 
@@ -27,7 +27,13 @@ The person, for each class (the new grid):
   - goes back to the Clusters tab only where a card is left to look at;
   - then asks "More like these" (M; top as many as a page, the group's marks in as
     positives, out as negatives) and reviews what it brings, until a page holds under 50% of
-    the class.
+    the class;
+  - with --teach, then sets pages of 48 and asks the teach loop: "Find more" starts its first
+    round on the marks so far (the page it opens at once is ranked as "More like these" ranks,
+    which has just run dry: not reviewed); once the round is done (waited for, in the wall
+    time), "Find more" again opens the 48 its learner scores highest, reviewed as above; the
+    page size is set back (each setting 2 interactions). The round that learns from that page
+    trains on while the next class is played.
 The old grid (76350eb): the person opens each cluster whose 6 thumbnails are mostly of the
 class (there is no drill-down), ticks off every misfit one click at a time on every page (each
 tick a round trip), and saves the group ("Save group" saved the whole selection less the ticks).
@@ -74,6 +80,8 @@ SPLIT_K = 6
 STOP_SHARE = 0.3  # a page with less of the class than this ends the list's review
 MORE_SHARE = 0.5  # "More like these" is asked again while its page holds at least this
 MORE_ROUNDS = 8
+TEACH_PAGE = 48  # the page size the person sets for the teach loop's page (2 interactions)
+TEACH_WAIT_S = 300  # the longest a teach round is waited for
 CHEAP_RUNS = 8  # below STOP_SHARE, a page is still taken when its images of the class come in this few clicks
 SORT = "similar"  # the grid's order, chosen once: the images most like the group first
 FILTER = "unreviewed"  # and what it shows: a confirmed page leaves the list, the rest is ranked again
@@ -134,6 +142,7 @@ class Report:
     old_note: str = ""
     stopped: list[str] = field(default_factory=list)  # classes whose play stopped, and why
     lost: int = 0  # the old grid's ticks clicked again
+    rounds: list[float] = field(default_factory=list)  # seconds waited for each teach round
 
 
 # --- the browser and the server ----------------------------------------------------------
@@ -181,7 +190,9 @@ class Server:
 
 
 def copy_run(run_dir: Path, to: Path) -> Path:
-    return Path(shutil.copytree(run_dir, to, ignore=shutil.ignore_patterns(*NOT_COPIED)))
+    """The run without its groups (and without its model, unless the teach loop is played)."""
+    skip = [p for p in NOT_COPIED if not (p == "model.pt" and NewPerson.teaching)]
+    return Path(shutil.copytree(run_dir, to, ignore=shutil.ignore_patterns(*skip)))
 
 
 def old_tree(tmp: Path) -> Path:
@@ -268,6 +279,8 @@ class Person:
 
 class NewPerson(Person):
     """The review grid of today."""
+
+    teaching = False  # ends with a round of the teach loop (--teach)
 
     def set_up(self) -> None:
         self.js(
@@ -446,6 +459,50 @@ class NewPerson(Person):
             confirmed += done
             if share < MORE_SHARE or not done:
                 break
+        if self.teaching:
+            confirmed += self.teach(label)
+        return confirmed
+
+    def set_page_size(self, size: int) -> None:
+        """The page-size select: a click on it and one on the option."""
+        self.count("page size")
+        self.count(f"page size {size}")
+        self.js(
+            "const p = document.getElementById('page-size'); p.value = String(arguments[0]);"
+            "p.dispatchEvent(new Event('change', {bubbles: true}));",
+            size,
+        )
+
+    def find_more(self) -> None:
+        key = self.state()["key"]
+        self.click_until(
+            "document.getElementById('teach-find').click()",
+            lambda: self.state()["key"] != key,
+            "the teach loop's page",
+            name="find more",
+        )
+
+    def teach(self, label: str) -> int:
+        """The teach loop, once the lists run dry: "Find more" starts its first round on the
+        marks so far (the page it opens at once is ranked as "More like these" ranks, which has
+        just run dry: not reviewed); when the round is done, "Find more" again opens the page its
+        learner scores highest, reviewed as the others are. Returns the images confirmed."""
+        self.set_page_size(TEACH_PAGE)
+        self.find_more()
+        t0 = time.perf_counter()
+        self.wait(
+            lambda: (
+                re.search(r"round \d+: about", self.text("#teach-status"))
+                and "training" not in self.text("#teach-status")
+            ),
+            timeout=TEACH_WAIT_S,
+            what=lambda: f"the first round: {self.text('#teach-status')!r}",
+        )
+        self.report.rounds.append(time.perf_counter() - t0)
+        self.trace.append(f"(waits {time.perf_counter() - t0:.1f} s: {self.text('#teach-status')})")
+        self.find_more()
+        confirmed = self.review(label, stop_share=MORE_SHARE)[0]
+        self.set_page_size(PAGE)  # back, for the next class
         return confirmed
 
 
@@ -726,6 +783,11 @@ def render(report: Report, command: str) -> str:
             f"{len(report.confirm_ms):,} pages, median {percentile(report.confirm_ms, 50) / 1000:.2f} s; "
             f"target <= {TARGET_CONFIRM_S:.0f} s: {verdict(p95 <= TARGET_CONFIRM_S)}"
         )
+    if report.rounds:
+        lines.append(
+            f"- the teach loop's first round, waited for: median {percentile(report.rounds, 50):.1f} s, "
+            f"longest {max(report.rounds):.1f} s over {len(report.rounds)} classes"
+        )
     if report.drills:
         sizes = ", ".join(f"{n:,} images in {s:.1f} s" for n, s in sorted(report.drills, reverse=True)[:6])
         lines.append(f"- drill-downs ({len(report.drills)}; largest first): {sizes}")
@@ -746,6 +808,7 @@ def main(argv=None) -> Report:
     parser.add_argument("--no-record", action="store_true", help="print, do not append to BENCHMARKS.md")
     parser.add_argument("--dry-run", action="store_true", help="one class, nothing recorded")
     parser.add_argument("--trace", action="store_true", help="print each class's interactions in order")
+    parser.add_argument("--teach", action="store_true", help="end each class with a round of the teach loop")
     parser.add_argument(
         "--page",
         type=int,
@@ -756,6 +819,7 @@ def main(argv=None) -> Report:
     parser.add_argument("--label", help="what to call the runs in BENCHMARKS.md (default: their folders' names)")
     args = parser.parse_args(argv)
     PAGE = args.page
+    NewPerson.teaching = args.teach
     if chromium_missing():
         raise SystemExit("review_bench: needs chromium and chromedriver (apt-get install chromium chromium-driver)")
     for run in args.run:
