@@ -435,7 +435,8 @@ class NewPerson(Person):
             self.wait(lambda: self.text("#breadcrumb") not in ("", before), what="the breadcrumb")
             seconds = float(re.search(r"in ([0-9.]+) s", self.text("#job-status")).group(1))
             self.report.drills.append((card["size"], seconds))
-            self.wait(lambda: len(self.cards()) == SPLIT_K, what="the sub-clusters' cards")
+            # the sub-clusters' cards drawn (a level of SPLIT_K cards can stand there before them)
+            self.wait(lambda: len(now := self.cards()) == SPLIT_K and now != cards, what="the sub-clusters' cards")
             confirmed += self.consider(label, depth + 1)
             self.click_until(
                 "[...document.querySelectorAll('#breadcrumb button.crumb')].pop().click()",
@@ -443,7 +444,7 @@ class NewPerson(Person):
                 "the way back",
                 name="back",
             )
-            self.wait(lambda: len(self.cards()) == len(cards), what="the cards back")
+            self.wait(lambda: self.cards() == cards, what="the cards back")
         return confirmed
 
     def gather(self, label: str) -> int:
