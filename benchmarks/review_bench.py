@@ -33,7 +33,7 @@ The person, for each class (the new grid):
     which has just run dry: not reviewed); once the round is done (waited for, in the wall
     time), "Find more" again opens the 48 its learner scores highest, reviewed as above; the
     page size is set back (each setting 2 interactions). The round that learns from that page
-    trains on while the next class is played.
+    is waited for between classes, outside the wall times, so that it does not slow the next.
 The old grid (76350eb): the person opens each cluster whose 6 thumbnails are mostly of the
 class (there is no drill-down), ticks off every misfit one click at a time on every page (each
 tick a round trip), and saves the group ("Save group" saved the whole selection less the ticks).
@@ -589,6 +589,23 @@ def reload(driver) -> None:
             time.sleep(0.1)
 
 
+def settle(run_dir: Path, group: str) -> None:
+    """Between classes, out of both: wait until the teach loop's round that learns from the
+    class's last confirmed page has trained, so that it does not slow the next class."""
+    from ice import teach_state as ts
+    from ice.annotations import Annotations
+
+    last = max(
+        (h["change"] for h in Annotations(run_dir / "annotations.sqlite", read_only=True).history(group)), default=0
+    )
+    deadline = time.monotonic() + TEACH_WAIT_S
+    while time.monotonic() < deadline:
+        rounds = ts.read_state(run_dir, group)["rounds"]
+        if rounds and rounds[-1]["change"] >= last and not ts.is_training(run_dir, group):
+            return
+        time.sleep(0.2)
+
+
 def squeeze(trace: list[str]) -> str:
     """The interactions in order, a repeated one written once with its count: "Enter x3"."""
     runs: list[list] = []
@@ -671,6 +688,8 @@ def play(
             )
             if trace:
                 print(f"  {squeeze(person.trace)}", flush=True)
+            if workflow == "new" and person.teaching:
+                settle(copy, f"class {label}")
         if workflow == "new":
             report.confirm_ms += person.js("return window.iceReview.state().confirmMs")
         else:
