@@ -595,9 +595,7 @@ def settle(run_dir: Path, group: str) -> None:
     from ice import teach_state as ts
     from ice.annotations import Annotations
 
-    last = max(
-        (h["change"] for h in Annotations(run_dir / "annotations.sqlite", read_only=True).history(group)), default=0
-    )
+    last = Annotations(run_dir / "annotations.sqlite", read_only=True).last_change(group)
     deadline = time.monotonic() + TEACH_WAIT_S
     while time.monotonic() < deadline:
         rounds = ts.read_state(run_dir, group)["rounds"]

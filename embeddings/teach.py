@@ -291,7 +291,7 @@ def teach_round(
     settings = settings.validate()
     t0 = time.perf_counter()
     notes = Annotations(run_dir / rd.ANNOTATIONS, read_only=True)
-    change = max((h["change"] for h in notes.history(group)), default=0)
+    change = notes.last_change(group)
     positives, negatives = notes.marks(group)
     dev = pick_device(device)
     pixels = rd.open_rows(run_dir, rd.PIXELS)

@@ -267,6 +267,12 @@ class Annotations:
         keys = ("change", "time", "action", "note", "marked_in", "marked_out", "cleared", "undone_by")
         return [dict(zip(keys, row)) for row in rows]
 
+    def last_change(self, name: str) -> int:
+        """The number of a group's latest change (0 before any): a teach round records the one
+        it learned up to."""
+        rows = self._query("SELECT MAX(change) FROM group_changes WHERE group_name = ?", (name,))
+        return int(rows[0][0] or 0) if rows else 0
+
     def undo(self, name: str, change: int | None = None) -> dict:
         """Undo a group's change (default: its last one not undone, undos left out): every
         image it touched whose mark is still the one it set goes back to its mark before it.

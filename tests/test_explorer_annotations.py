@@ -269,6 +269,18 @@ def test_undo_restores_the_marks_before_a_change(notes):
         notes.undo("planes")
 
 
+def test_last_change_is_the_newest_of_a_groups_own_changes(notes):
+    assert notes.last_change("planes") == 0
+    notes.save_group("planes", [1, 2])
+    notes.save_group("ships", [3])
+    notes.mark("planes", marked_in=[5], action="confirm")
+    assert notes.last_change("planes") == notes.history("planes")[0]["change"]
+    assert notes.last_change("ships") == notes.history("ships")[0]["change"] < notes.last_change("planes")
+    notes.undo("planes")  # an undo is a change too
+    assert notes.last_change("planes") == notes.history("planes")[0]["change"]
+    assert notes.history("planes")[0]["action"] == "undo"
+
+
 def test_undo_keeps_a_later_mark_of_the_same_image(notes):
     first = notes.mark("planes", marked_in=[1, 2])["change"]
     notes.mark("planes", marked_out=[2])

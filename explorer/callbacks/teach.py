@@ -64,12 +64,6 @@ def page(data: RunData, group: str, kind: str, size: int) -> dict:
     return review_list(ids, title, group=group, source=SOURCE)
 
 
-def last_change(data: RunData, group: str) -> int:
-    """The number of the group's latest change of marks (0 before any): a round records the
-    one it learned up to."""
-    return max((h["change"] for h in data.annotations.history(group)), default=0)
-
-
 def overlay_for(data: RunData, group: str, key: str) -> Patch:
     """The map patch that shows the group's scores (nothing before its first round)."""
     ids, scores = teach.overlay(data, group) if group_name(group) else ([], [])
@@ -108,7 +102,12 @@ def register(app, data: RunData) -> None:
                 teach.start(data, group)  # the first round learns from the marks so far meanwhile
                 started = " · round 1 is training on your marks"
                 # polled until it ends, without opening its page over the one being reviewed
-                wait = {"group": group, "change": last_change(data, group), "time": time.time(), "open": False}
+                wait = {
+                    "group": group,
+                    "change": data.annotations.last_change(group),
+                    "time": time.time(),
+                    "open": False,
+                }
         except IceError as e:
             return no_update, no_update, no_update, str(e), no_update, no_update
         return selection, [], "images", status_text(group, teach.status(data, group)) + started, False, wait
