@@ -15,7 +15,6 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from PIL import Image, ImageOps
-from torchvision.io import ImageReadMode, decode_jpeg
 
 from ice import storage
 from ice.errors import IceError, ImageError, not_a_folder
@@ -269,11 +268,36 @@ def _decode_with_pillow(source, size: int, max_pixels: int) -> tuple[np.ndarray,
 
 
 JPEG_HEAD = 65_536  # bytes read to find a JPEG's frame header (EXIF comes first and is < 64 KiB)
-try:  # torchvision's decoder without its Python wrapper, which warns (deprecated) and logs on every call
-    _DECODE_JPEG = torch.ops.image.decode_jpeg
-except (AttributeError, RuntimeError):  # a torchvision without the operator: through the wrapper
-    _DECODE_JPEG = None
-RGB = ImageReadMode.RGB.value  # the operator's mode argument, read once (an Enum's .value is a Python call)
+RGB = 3  # torchvision.io.ImageReadMode.RGB, the operator's mode argument
+
+
+def _jpeg_operator():
+    """torchvision's libjpeg decoder, image.decode_jpeg(data, mode, apply_exif_orientation),
+    without its Python wrapper (which warns, deprecated, and logs on every call), loaded from
+    torchvision's image library alone: importing torchvision (its models, datasets and
+    transforms) holds about 90 MB more in each process that decodes, and the Ray engine decodes
+    in several. None where the library is not found: then through torchvision.io."""
+    import importlib.machinery
+    import importlib.util
+
+    spec = importlib.util.find_spec("torchvision")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    loaders = (importlib.machinery.ExtensionFileLoader, importlib.machinery.EXTENSION_SUFFIXES)
+    finder = importlib.machinery.FileFinder(list(spec.submodule_search_locations)[0], loaders)
+    for name in ("image_stable", "image"):  # the library's name in torchvision 0.29, and before
+        found = finder.find_spec(name)
+        if found is None or not found.origin:
+            continue
+        try:
+            torch.ops.load_library(found.origin)
+            return torch.ops.image.decode_jpeg
+        except (OSError, RuntimeError, AttributeError):
+            continue
+    return None
+
+
+_DECODE_JPEG = _jpeg_operator()
 
 
 def _decode_small_jpeg(path: str | os.PathLike, size: int, max_pixels: int) -> tuple[np.ndarray, int, int] | None:
@@ -315,6 +339,8 @@ def _small_jpeg(data: bytes, size: int, max_pixels: int, more) -> tuple[np.ndarr
         if _DECODE_JPEG is not None:
             x = _DECODE_JPEG(encoded, RGB, True)
         else:
+            from torchvision.io import ImageReadMode, decode_jpeg
+
             x = decode_jpeg(encoded, mode=ImageReadMode.RGB, apply_exif_orientation=True)
     except RuntimeError:
         return None
