@@ -102,7 +102,7 @@ def decode_shard(batch: dict, root: str, size: int, max_pixels: int, folder: str
 class Decoder:
     """Ray Data's actor for the decode stage (decode_shard). Actors, not tasks: Ray ends an
     actor pool with its stage, where it keeps a task's worker process idle for later tasks,
-    and a decode worker holds torch (for torchvision's JPEG decoder, about 0.5 GB), which would
+    and a decode worker holds torch (for torchvision's JPEG decoder; BENCHMARKS.md), which would
     then sit beside the embed stage's actors."""
 
     def __init__(self, **settings):
