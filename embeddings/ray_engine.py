@@ -72,38 +72,83 @@ def decoded_path(folder: Path, shard: int) -> Path:
     return folder / f".decoded-{shard:05d}.npz"
 
 
-def decode_shard(batch: dict, root: str, size: int, max_pixels: int, folder: str) -> dict:
+def decode_files(root: str, paths: list[str], size: int, max_pixels: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """read_and_decode over `paths`: their pixels (zeros where skipped), their (width, height)
+    and their skip reasons ("" where decoded)."""
+    pixels = np.zeros((len(paths), size, size, 3), np.uint8)
+    wh = np.zeros((len(paths), 2), np.int32)
+    errors = []
+    for j, path in enumerate(paths):
+        try:
+            pixels[j], wh[j, 0], wh[j, 1] = read_and_decode(root, path, size, max_pixels)
+            errors.append("")
+        except ImageError as e:
+            errors.append(str(e))
+    return pixels, wh, errors
+
+
+def _forked_decoder() -> None:
+    """A decode process forked from a Decoder actor: one torch thread, as in DataLoader's
+    workers, and the default signal handlers rather than the Ray worker's."""
+    import signal
+
+    import torch
+
+    torch.set_num_threads(1)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def decode_shard(batch: dict, root: str, size: int, max_pixels: int, folder: str, processes: int = 1) -> dict:
     """Ray Data's map_batches function, run by a Decoder actor: decode each shard of {shard, row,
     path} in the batch into its part of the pixels (folder/part-NNNNN.npy, the images decoded,
     in row order) and its record (decoded_path), each written atomically on the file system
-    the run directory is on. Only the shard numbers and file counts go back through Ray's
-    object store."""
+    the run directory is on. With `processes` > 1 the files are decoded in that many processes
+    forked from this one, which share its torch as the local engine's decode workers share
+    theirs. Only the shard numbers and file counts go back through Ray's object store."""
+    import multiprocessing
+
     folder = Path(folder)
     shards = np.asarray(batch["shard"])
-    for shard in np.unique(shards):
-        take = np.flatnonzero(shards == shard)
-        pixels = np.zeros((len(take), size, size, 3), np.uint8)
-        wh = np.zeros((len(take), 2), np.int32)
-        errors = []
-        for j, i in enumerate(take):
-            try:
-                pixels[j], wh[j, 0], wh[j, 1] = read_and_decode(root, str(batch["path"][i]), size, max_pixels)
-                errors.append("")
-            except ImageError as e:
-                errors.append(str(e))
-        ok = np.array([not e for e in errors], dtype=bool)
-        save_npy(part_path(folder, int(shard), ".npy"), pixels[ok])
-        with atomic_path(decoded_path(folder, int(shard)), suffix=".npz") as tmp:
-            np.savez(tmp, row=np.asarray(batch["row"])[take], wh=wh, error=np.array(errors, dtype=str))
+    pool = multiprocessing.get_context("fork").Pool(processes, _forked_decoder) if processes > 1 else None
+    try:
+        for shard in np.unique(shards):
+            take = np.flatnonzero(shards == shard)
+            paths = [str(batch["path"][i]) for i in take]
+            if pool is None:
+                pixels, wh, errors = decode_files(root, paths, size, max_pixels)
+            else:
+                chunks = [paths[a : a + 256] for a in range(0, len(paths), 256)]
+                parts = pool.starmap(decode_files, [(root, c, size, max_pixels) for c in chunks])
+                pixels, wh = np.concatenate([q[0] for q in parts]), np.concatenate([q[1] for q in parts])
+                errors = [e for q in parts for e in q[2]]
+            ok = np.array([not e for e in errors], dtype=bool)
+            save_npy(part_path(folder, int(shard), ".npy"), pixels[ok])
+            with atomic_path(decoded_path(folder, int(shard)), suffix=".npz") as tmp:
+                np.savez(tmp, row=np.asarray(batch["row"])[take], wh=wh, error=np.array(errors, dtype=str))
+    finally:
+        if pool is not None:
+            pool.terminate()
     counts = [int((shards == k).sum()) for k in np.unique(shards)]
     return {"shard": np.unique(shards), "files": np.array(counts, np.int64)}
 
 
+def per_node(nodes: list[dict]) -> tuple[int, int]:
+    """CPU actors for a stage on the cluster's `nodes` (ray.nodes()), one per node with all of
+    its CPUs: (CPUs each, actors). Each actor imports torch once, as the local engine does on
+    one machine, rather than once per CPU. On nodes of unequal sizes each actor takes the
+    smallest node's CPUs."""
+    cpus = [int(node["Resources"].get("CPU", 0)) for node in nodes if node["Alive"]]
+    cpus = [c for c in cpus if c > 0] or [1]
+    each = min(cpus)
+    return each, sum(c // each for c in cpus)
+
+
 class Decoder:
-    """Ray Data's actor for the decode stage (decode_shard). Actors, not tasks: Ray ends an
-    actor pool with its stage, where it keeps a task's worker process idle for later tasks,
-    and a decode worker holds torch (for torchvision's JPEG decoder; BENCHMARKS.md), which would
-    then sit beside the embed stage's actors."""
+    """Ray Data's actor for the decode stage (decode_shard), one per node. Actors, not tasks:
+    Ray ends an actor pool with its stage, where it keeps a task's worker process idle for
+    later tasks, and a decoder holds torch (for torchvision's JPEG decoder; BENCHMARKS.md),
+    which would then sit beside the embed stage's actors."""
 
     def __init__(self, **settings):
         self.settings = settings
@@ -161,13 +206,16 @@ def decode_all_ray(
         path = pa.array([paths[i] for i in rows], pa.string())
         tables.append(pa.table({"shard": np.full(len(rows), k, np.int64), "row": rows, "path": path}))
     if tables:
+        each, actors = per_node(ray.nodes())
+        settings = {"root": str(root), "size": size, "max_pixels": max_pixels, "folder": str(folder)}
         ds = ray.data.from_arrow(tables)  # a shard per block, and a block per call
         ds = ds.map_batches(
             Decoder,
-            fn_constructor_kwargs={"root": str(root), "size": size, "max_pixels": max_pixels, "folder": str(folder)},
+            fn_constructor_kwargs={**settings, "processes": each},
             batch_size=None,
             batch_format="numpy",
-            concurrency=max(1, min(int(ray.cluster_resources().get("CPU", 1)), len(tables))),
+            concurrency=min(actors, len(tables)),
+            num_cpus=each,
         )
         with progress(n, "decode", initial=resumed) as bar:
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
@@ -259,12 +307,16 @@ def train_ray(run_dir: Path, pixels_path: Path, cfg, resume: bool) -> float:
 
 
 class Embedder:
-    """Ray Data's actor for the embed stage: the run's encoder, loaded once per actor; each
-    call embeds shards of the pixels (their parts) into their parts of the embeddings."""
+    """Ray Data's actor for the embed stage: the run's encoder, loaded once per actor (one per
+    GPU, else one per node on `threads` CPUs); each call embeds shards of the pixels (their
+    parts) into their parts of the embeddings."""
 
-    def __init__(self, run_dir: str, pixels: str, out: str, cfg):
+    def __init__(self, run_dir: str, pixels: str, out: str, cfg, threads: int = 1):
+        import torch
+
         from .train import load_model, pick_device
 
+        torch.set_num_threads(threads)
         self.device = pick_device("auto")
         self.model = load_model(Path(run_dir), self.device).eval()
         self.pixels, self.out, self.dim = Path(pixels), Path(out), cfg.dim
@@ -305,15 +357,16 @@ def embed_ray(run_dir: Path, pixels: Path, out: Path, cfg, resume: bool = False)
     if not len(todo):
         return
     gpus = int(ray.cluster_resources().get("GPU", 0))
-    actors = min(gpus or max(1, int(ray.cluster_resources().get("CPU", 1))), len(todo))  # no more than shards
+    each, actors = (1, gpus) if gpus else per_node(ray.nodes())
+    settings = {"run_dir": str(run_dir), "pixels": str(pixels), "out": str(out), "cfg": cfg, "threads": each}
     ds = ray.data.from_arrow([pa.table({"shard": todo[i : i + 1]}) for i in range(len(todo))])  # a shard per call
     ds = ds.map_batches(
         Embedder,
-        fn_constructor_kwargs={"run_dir": str(run_dir), "pixels": str(pixels), "out": str(out), "cfg": cfg},
+        fn_constructor_kwargs=settings,
         batch_size=1,
         batch_format="numpy",
-        concurrency=actors,
-        num_gpus=1 if gpus else 0,
+        concurrency=min(actors, len(todo)),  # no more than shards
+        **({"num_gpus": 1} if gpus else {"num_cpus": each}),
     )
     with progress(int(counts.sum()), "embed", initial=int(counts.sum() - counts[todo].sum())) as bar:
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):

@@ -93,6 +93,42 @@ def test_fits_applied_on_ray_actors_give_the_local_clusters_and_map(local_ray, t
     assert rd.load_manifest(other)["config"]["fit_sample"] == 200
 
 
+def test_cpu_stages_run_one_actor_per_node_on_all_its_cpus(local_ray):
+    from embeddings.ray_engine import per_node
+
+    def node(cpus, alive=True):
+        return {"Alive": alive, "Resources": {"CPU": float(cpus)} if cpus else {}}
+
+    assert per_node(local_ray.nodes()) == (2, 1)  # this session's local Ray: 2 CPUs, one node
+    assert per_node([node(0), node(1), node(1)]) == (1, 2)  # a head without CPUs, two workers
+    assert per_node([node(4), node(8), node(16, alive=False)]) == (4, 3)
+    assert per_node([node(0)]) == (1, 1)
+
+
+def test_a_shard_decoded_in_forked_processes_equals_one_process(tmp_path):
+    """The Decoder's processes forked from it (one per CPU of its node) write the same part and
+    record as decoding in the actor itself, skip reasons included."""
+    from embeddings.ray_engine import decode_shard, decoded_path
+
+    bad = hostile_folder(tmp_path / "in")
+    paths = sorted(str(p.relative_to(tmp_path / "in")) for p in (tmp_path / "in").rglob("*.*g"))  # no readme.txt
+    paths = paths * 40  # several chunks of the pool
+    batch = {"shard": np.zeros(len(paths), np.int64), "row": np.arange(len(paths)), "path": np.array(paths)}
+    parts = {}
+    for processes in (1, 2):
+        folder = tmp_path / f"out{processes}"
+        folder.mkdir()
+        done = decode_shard(batch, str(tmp_path / "in"), 24, 10**8, str(folder), processes=processes)
+        assert done["files"].tolist() == [len(paths)]
+        with np.load(decoded_path(folder, 0)) as z:
+            parts[processes] = np.load(folder / "part-00000.npy"), z["wh"], z["error"]
+    (one, wh1, err1), (two, wh2, err2) = parts[1], parts[2]
+    assert np.array_equal(one, two) and np.array_equal(wh1, wh2) and err1.tolist() == err2.tolist()
+    reasons = dict(zip(paths, err1.tolist(), strict=True))
+    assert {p for p, e in reasons.items() if e} == bad
+    assert len(one) == sum(1 for e in err1 if not e) and one.any()
+
+
 def embed_on_the_cluster(tmp_path) -> str:
     """The end of a script that started `cluster` and connected ray to it: `ice embed` of
     tmp_path/in into tmp_path/ray on it, its exit code in `code`, then both shut down."""
