@@ -195,10 +195,20 @@ def whole_job(args, given) -> dict:
     )
     title = f"Ray engine: ice embed on {n:,} images, {today()}"
     figure = f"ice embed --engine ray on {n:,} images (no training): time over --engine local"
+    memory = f"ice embed --engine ray on {n:,} images (no training): peak memory over --engine local"
     if store:
         title += f", object store {store} MiB"
         figure += f", object store {store} MiB"
-    return publish(args, work, title, body, figure, ray_s, local_s, pairs, target=f"<= {TARGET}x", met=ratio <= TARGET)
+        memory += f", object store {store} MiB"
+    also = {
+        "figure": memory,
+        "value": f"{ray_peak / local_peak:.2f}x ({ray_peak:.2f} GiB against {local_peak:.2f} GiB)",
+        "target": "<= 1x",
+        "met": ray_peak <= local_peak,
+    }
+    return publish(
+        args, work, title, body, figure, ray_s, local_s, pairs, target=f"<= {TARGET}x", met=ratio <= TARGET, also=[also]
+    )
 
 
 def train_pairs(args) -> dict:
@@ -350,14 +360,17 @@ def _process_name(cmdline: bytes) -> str:
     return script.rsplit("/", 1)[-1] if name.startswith("python") and script else name
 
 
-def publish(args, work: Path, title: str, body: str, figure: str, ray_s, local_s, pairs, target="", met=None) -> dict:
-    """Print the section, record it with its one figure, Ray's time over local's (unless
-    --no-record), and clear `work`."""
+def publish(
+    args, work: Path, title: str, body: str, figure: str, ray_s, local_s, pairs, target="", met=None, also=()
+) -> dict:
+    """Print the section, record it with its figure, Ray's time over local's, and the figures in
+    `also` (unless --no-record), and clear `work`."""
     print(f"\n### {title}\n\n{body}\n", flush=True)
     ratio = ray_s / local_s
     if args.record:
         value = f"{ratio:.2f}x ({ray_s:.1f} s against {local_s:.1f} s)"
         figures = [{"group": "scale", "figure": figure, "value": value, "target": target, "met": met}]
+        figures += [{"group": "scale", **extra} for extra in also]
         append_section(title, body, figures=figures)
     shutil.rmtree(work, ignore_errors=True)
     return {"ratio": ratio, "pairs": pairs}
