@@ -37,16 +37,34 @@ from .images import Decoded, _reason, decode_bytes, display_path, missing_reason
 from .progress import progress
 
 
+_owned = False  # whether start_ray started the local Ray this process is connected to
+
+
 def start_ray(address: str | None = None):
     """The ray module, connected: to `address` (a running cluster), else to the Ray this process
     already runs, else to a new local Ray on this machine's cores."""
+    global _owned
     try:
         import ray
     except ImportError:
         raise IceError("--engine ray needs Ray: pip install -e '.[ray]' (or pip install 'ice-explorer[ray]')") from None
     if not ray.is_initialized():  # "local": a new Ray here, even where a file of an earlier one is left
         ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, configure_logging=False)
+        _owned = not address
     return ray
+
+
+def release_ray() -> None:
+    """Shut down the local Ray that start_ray started, while the job goes on in this process
+    alone: Ray's processes would sit idle beside the driver's stages, holding their memory
+    (BENCHMARKS.md). A later stage that needs Ray starts it again. A Ray that was running
+    before, or a cluster's, stays."""
+    global _owned
+    if _owned:
+        import ray
+
+        ray.shutdown()
+        _owned = False
 
 
 def read_and_decode(root: str, path: str, size: int, max_pixels: int) -> tuple[np.ndarray, int, int]:
