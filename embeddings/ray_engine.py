@@ -67,6 +67,14 @@ def release_ray() -> None:
         _owned = False
 
 
+def blocks(ray, tables: list):
+    """A Ray dataset of the pyarrow `tables`, a block each, as given. ray.data.from_blocks reads
+    their schemas and sizes in this process; from_arrow would run a Ray task per table for them,
+    and the worker processes those tasks ran in would keep pyarrow and Ray Data imported (about
+    70 MB each) while they wait idle for the rest of the job."""
+    return ray.data.from_blocks(tables)
+
+
 def read_and_decode(root: str, path: str, size: int, max_pixels: int) -> tuple[np.ndarray, int, int]:
     """decode_image's answer for the file `path` under `root` (a folder, or an object store's
     s3:// root), through its bytes: the same pixels, sizes and reasons (a file gone or
@@ -226,7 +234,7 @@ def decode_all_ray(
     if tables:
         each, actors = per_node(ray.nodes())
         settings = {"root": str(root), "size": size, "max_pixels": max_pixels, "folder": str(folder)}
-        ds = ray.data.from_arrow(tables)  # a shard per block, and a block per call
+        ds = blocks(ray, tables)  # a shard per block, and a block per call
         ds = ds.map_batches(
             Decoder,
             fn_constructor_kwargs={**settings, "processes": each},
@@ -377,7 +385,7 @@ def embed_ray(run_dir: Path, pixels: Path, out: Path, cfg, resume: bool = False)
     gpus = int(ray.cluster_resources().get("GPU", 0))
     each, actors = (1, gpus) if gpus else per_node(ray.nodes())
     settings = {"run_dir": str(run_dir), "pixels": str(pixels), "out": str(out), "cfg": cfg, "threads": each}
-    ds = ray.data.from_arrow([pa.table({"shard": todo[i : i + 1]}) for i in range(len(todo))])  # a shard per call
+    ds = blocks(ray, [pa.table({"shard": todo[i : i + 1]}) for i in range(len(todo))])  # a shard per call
     ds = ds.map_batches(
         Embedder,
         fn_constructor_kwargs=settings,
@@ -431,9 +439,9 @@ def neighbours_ray(
     exact = len(rest) * len(base) <= EXACT_PAIRS
     index = None if exact else faiss.serialize_index(ivf_index(base, seed))
     table = pa.table({"pos": np.arange(len(rest), dtype=np.int64), "id": rest.astype(np.int64)})
-    blocks = [table.slice(start, APPLY_BLOCK) for start in range(0, len(rest), APPLY_BLOCK)]
-    actors = max(1, min(int(ray.cluster_resources().get("CPU", 1)), len(blocks)))
-    ds = ray.data.from_arrow(blocks).map_batches(
+    parts = [table.slice(start, APPLY_BLOCK) for start in range(0, len(rest), APPLY_BLOCK)]
+    actors = max(1, min(int(ray.cluster_resources().get("CPU", 1)), len(parts)))
+    ds = blocks(ray, parts).map_batches(
         Neighbours,
         fn_constructor_kwargs={"emb": str(emb_path), "index": index, "base": base if exact else None, "k": k},
         batch_size=APPLY_BLOCK,
