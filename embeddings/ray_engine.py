@@ -23,8 +23,11 @@ Only this module imports ray, and only when the engine is chosen (tests/test_ray
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -37,34 +40,31 @@ from .images import Decoded, _reason, decode_bytes, display_path, missing_reason
 from .progress import progress
 
 
-_owned = False  # whether start_ray started the local Ray this process is connected to
-
-
 def start_ray(address: str | None = None):
     """The ray module, connected: to `address` (a running cluster), else to the Ray this process
     already runs, else to a new local Ray on this machine's cores."""
-    global _owned
     try:
         import ray
     except ImportError:
         raise IceError("--engine ray needs Ray: pip install -e '.[ray]' (or pip install 'ice-explorer[ray]')") from None
     if not ray.is_initialized():  # "local": a new Ray here, even where a file of an earlier one is left
         ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, configure_logging=False)
-        _owned = not address
     return ray
 
 
-def release_ray() -> None:
-    """Shut down the local Ray that start_ray started, while the job goes on in this process
-    alone: Ray's processes would sit idle beside the driver's stages, holding their memory
-    (BENCHMARKS.md). A later stage that needs Ray starts it again. A Ray that was running
-    before, or a cluster's, stays."""
-    global _owned
-    if _owned:
-        import ray
-
-        ray.shutdown()
-        _owned = False
+@contextlib.contextmanager
+def ray_stage(address: str | None = None):
+    """start_ray for one stage on Ray. A Ray that the stage started (or connected to) is shut
+    down when the stage ends, so that Ray's processes do not sit idle beside the stages the
+    driver runs alone (BENCHMARKS.md); the next stage on Ray starts it again. A Ray that was
+    running before, as a calling program's, stays."""
+    running = "ray" in sys.modules and sys.modules["ray"].is_initialized()
+    ray = start_ray(address)
+    try:
+        yield ray
+    finally:
+        if not running:
+            ray.shutdown()
 
 
 def blocks(ray, tables: list):
@@ -132,8 +132,6 @@ def decode_shard(batch: dict, root: str, size: int, max_pixels: int, folder: str
     the run directory is on. With `processes` > 1 the files are decoded in that many processes
     forked from this one, which share its torch as the local engine's decode workers share
     theirs. Only the shard numbers and file counts go back through Ray's object store."""
-    import multiprocessing
-
     folder = Path(folder)
     shards = np.asarray(batch["shard"])
     pool = multiprocessing.get_context("fork").Pool(processes, _forked_decoder) if processes > 1 else None
@@ -216,7 +214,6 @@ def decode_all_ray(
     the same paths and size after a killed one decodes only the shards not written."""
     import pyarrow as pa
 
-    ray = start_ray(address)
     n = len(paths)
     folder = Path(pixels_path)
     if not resume:
@@ -232,20 +229,21 @@ def decode_all_ray(
         path = pa.array([paths[i] for i in rows], pa.string())
         tables.append(pa.table({"shard": np.full(len(rows), k, np.int64), "row": rows, "path": path}))
     if tables:
-        each, actors = per_node(ray.nodes())
-        settings = {"root": str(root), "size": size, "max_pixels": max_pixels, "folder": str(folder)}
-        ds = blocks(ray, tables)  # a shard per block, and a block per call
-        ds = ds.map_batches(
-            Decoder,
-            fn_constructor_kwargs={**settings, "processes": each},
-            batch_size=None,
-            batch_format="numpy",
-            concurrency=min(actors, len(tables)),
-            num_cpus=each,
-        )
-        with progress(n, "decode", initial=resumed) as bar:
-            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-                bar.update(int(batch["files"].sum()))
+        with ray_stage(address) as ray:
+            each, actors = per_node(ray.nodes())
+            settings = {"root": str(root), "size": size, "max_pixels": max_pixels, "folder": str(folder)}
+            ds = blocks(ray, tables)  # a shard per block, and a block per call
+            ds = ds.map_batches(
+                Decoder,
+                fn_constructor_kwargs={**settings, "processes": each},
+                batch_size=None,
+                batch_format="numpy",
+                concurrency=min(actors, len(tables)),
+                num_cpus=each,
+            )
+            with progress(n, "decode", initial=resumed) as bar:
+                for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                    bar.update(int(batch["files"].sum()))
     ok, sizes, skipped = np.zeros(n, bool), np.zeros((n, 2), np.int32), []
     for k in range(shards):
         with np.load(decoded_path(folder, k)) as z:
@@ -300,36 +298,36 @@ def train_ray(run_dir: Path, pixels_path: Path, cfg, resume: bool) -> float:
     Returns the final loss."""
     import shutil
 
-    ray = start_ray(cfg.ray_address)
-    from ray.train import FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
+    with ray_stage(cfg.ray_address) as ray:
+        from ray.train import FailureConfig, RunConfig, ScalingConfig
+        from ray.train.torch import TorchConfig, TorchTrainer
 
-    gpu = bool(ray.cluster_resources().get("GPU", 0))
-    storage = run_dir / "ray-train"  # Ray Train's own records, removed after
-    shutil.rmtree(storage, ignore_errors=True)  # a killed run's: the run's own checkpoint is what resumes
-    trainer = TorchTrainer(
-        train_worker,
-        train_loop_config={"run_dir": str(run_dir), "pixels": str(pixels_path), "cfg": cfg, "resume": resume},
-        scaling_config=ScalingConfig(num_workers=cfg.train_workers, use_gpu=gpu),
-        torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
-        run_config=RunConfig(
-            name="train",
-            storage_path=str(storage),
-            failure_config=FailureConfig(max_failures=TRAIN_RETRIES),
-        ),
-    )
-    try:
-        trainer.fit()
-    except Exception as e:  # Ray Train wraps the workers' errors: their own message, on one line
-        cause = e.__cause__ or e
-        raise IceError(f"training on Ray Train failed: {str(cause).strip().splitlines()[-1][:300]}") from e
-    finally:
-        shutil.rmtree(storage, ignore_errors=True)
-        for marker in run_dir.glob(".ray-train-epoch-*"):
-            shutil.rmtree(marker, ignore_errors=True)
-    import torch
+        gpu = bool(ray.cluster_resources().get("GPU", 0))
+        storage = run_dir / "ray-train"  # Ray Train's own records, removed after
+        shutil.rmtree(storage, ignore_errors=True)  # a killed run's: the run's own checkpoint is what resumes
+        trainer = TorchTrainer(
+            train_worker,
+            train_loop_config={"run_dir": str(run_dir), "pixels": str(pixels_path), "cfg": cfg, "resume": resume},
+            scaling_config=ScalingConfig(num_workers=cfg.train_workers, use_gpu=gpu),
+            torch_config=TorchConfig(backend="nccl" if gpu else "gloo"),
+            run_config=RunConfig(
+                name="train",
+                storage_path=str(storage),
+                failure_config=FailureConfig(max_failures=TRAIN_RETRIES),
+            ),
+        )
+        try:
+            trainer.fit()
+        except Exception as e:  # Ray Train wraps the workers' errors: their own message, on one line
+            cause = e.__cause__ or e
+            raise IceError(f"training on Ray Train failed: {str(cause).strip().splitlines()[-1][:300]}") from e
+        finally:
+            shutil.rmtree(storage, ignore_errors=True)
+            for marker in run_dir.glob(".ray-train-epoch-*"):
+                shutil.rmtree(marker, ignore_errors=True)
+        import torch
 
-    return float(torch.load(run_dir / MODEL, map_location="cpu", weights_only=False)["loss"])
+        return float(torch.load(run_dir / MODEL, map_location="cpu", weights_only=False)["loss"])
 
 
 class Embedder:
@@ -373,30 +371,30 @@ def embed_ray(run_dir: Path, pixels: Path, out: Path, cfg, resume: bool = False)
     parts already written are kept."""
     import pyarrow as pa
 
-    ray = start_ray(cfg.ray_address)
-    cfg = cfg.resolved()
-    counts = np.diff(Rows.load(pixels).starts)
-    if not resume:
-        shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True, exist_ok=True)
-    todo = np.array([k for k in range(len(counts)) if not part_path(out, k, ".npy").exists()], np.int64)
-    if not len(todo):
-        return
-    gpus = int(ray.cluster_resources().get("GPU", 0))
-    each, actors = (1, gpus) if gpus else per_node(ray.nodes())
-    settings = {"run_dir": str(run_dir), "pixels": str(pixels), "out": str(out), "cfg": cfg, "threads": each}
-    ds = blocks(ray, [pa.table({"shard": todo[i : i + 1]}) for i in range(len(todo))])  # a shard per call
-    ds = ds.map_batches(
-        Embedder,
-        fn_constructor_kwargs=settings,
-        batch_size=1,
-        batch_format="numpy",
-        concurrency=min(actors, len(todo)),  # no more than shards
-        **({"num_gpus": 1} if gpus else {"num_cpus": each}),
-    )
-    with progress(int(counts.sum()), "embed", initial=int(counts.sum() - counts[todo].sum())) as bar:
-        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-            bar.update(int(batch["rows"].sum()))
+    with ray_stage(cfg.ray_address) as ray:
+        cfg = cfg.resolved()
+        counts = np.diff(Rows.load(pixels).starts)
+        if not resume:
+            shutil.rmtree(out, ignore_errors=True)
+        out.mkdir(parents=True, exist_ok=True)
+        todo = np.array([k for k in range(len(counts)) if not part_path(out, k, ".npy").exists()], np.int64)
+        if not len(todo):
+            return
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+        each, actors = (1, gpus) if gpus else per_node(ray.nodes())
+        settings = {"run_dir": str(run_dir), "pixels": str(pixels), "out": str(out), "cfg": cfg, "threads": each}
+        ds = blocks(ray, [pa.table({"shard": todo[i : i + 1]}) for i in range(len(todo))])  # a shard per call
+        ds = ds.map_batches(
+            Embedder,
+            fn_constructor_kwargs=settings,
+            batch_size=1,
+            batch_format="numpy",
+            concurrency=min(actors, len(todo)),  # no more than shards
+            **({"num_gpus": 1} if gpus else {"num_cpus": each}),
+        )
+        with progress(int(counts.sum()), "embed", initial=int(counts.sum() - counts[todo].sum())) as bar:
+            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                bar.update(int(batch["rows"].sum()))
 
 
 APPLY_BLOCK = 65_536  # images outside the fit sample per call of the apply search
@@ -435,23 +433,23 @@ def neighbours_ray(
 
     from .fit import EXACT_PAIRS, ivf_index
 
-    ray = start_ray(address)
-    exact = len(rest) * len(base) <= EXACT_PAIRS
-    index = None if exact else faiss.serialize_index(ivf_index(base, seed))
-    table = pa.table({"pos": np.arange(len(rest), dtype=np.int64), "id": rest.astype(np.int64)})
-    parts = [table.slice(start, APPLY_BLOCK) for start in range(0, len(rest), APPLY_BLOCK)]
-    actors = max(1, min(int(ray.cluster_resources().get("CPU", 1)), len(parts)))
-    ds = blocks(ray, parts).map_batches(
-        Neighbours,
-        fn_constructor_kwargs={"emb": str(emb_path), "index": index, "base": base if exact else None, "k": k},
-        batch_size=APPLY_BLOCK,
-        batch_format="numpy",
-        concurrency=actors,
-    )
-    near = np.empty((len(rest), k), dtype=np.int64)
-    d2 = np.empty((len(rest), k), dtype=np.float32)
-    with progress(len(rest), "apply") as bar:
-        for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-            near[batch["pos"]], d2[batch["pos"]] = batch["near"], batch["d2"]
-            bar.update(len(batch["pos"]))
-    return near, d2
+    with ray_stage(address) as ray:
+        exact = len(rest) * len(base) <= EXACT_PAIRS
+        index = None if exact else faiss.serialize_index(ivf_index(base, seed))
+        table = pa.table({"pos": np.arange(len(rest), dtype=np.int64), "id": rest.astype(np.int64)})
+        parts = [table.slice(start, APPLY_BLOCK) for start in range(0, len(rest), APPLY_BLOCK)]
+        actors = max(1, min(int(ray.cluster_resources().get("CPU", 1)), len(parts)))
+        ds = blocks(ray, parts).map_batches(
+            Neighbours,
+            fn_constructor_kwargs={"emb": str(emb_path), "index": index, "base": base if exact else None, "k": k},
+            batch_size=APPLY_BLOCK,
+            batch_format="numpy",
+            concurrency=actors,
+        )
+        near = np.empty((len(rest), k), dtype=np.int64)
+        d2 = np.empty((len(rest), k), dtype=np.float32)
+        with progress(len(rest), "apply") as bar:
+            for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
+                near[batch["pos"]], d2[batch["pos"]] = batch["near"], batch["d2"]
+                bar.update(len(batch["pos"]))
+        return near, d2

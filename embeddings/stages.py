@@ -222,20 +222,15 @@ def train(run, device, resume) -> dict:
 
         loss = train_ray(run.dir, run.rows(rd.PIXELS), run.cfg, resume)
         return {"loss": round(float(loss), 6), "train_workers": run.cfg.train_workers}
-    if run.cfg.engine == "ray":  # training in this process alone
-        from .ray_engine import release_ray
-
-        release_ray()
     _, loss = run_training(run.dir, run.rows(rd.PIXELS), run.cfg, device, resume=resume)
     return {"loss": round(float(loss), 6)}
 
 
 def embed(run, device, resume) -> dict:
     if run.cfg.engine == "ray":
-        from .ray_engine import embed_ray, release_ray
+        from .ray_engine import embed_ray
 
         embed_ray(run.dir, run.rows(rd.PIXELS), run.rows(rd.EMBEDDINGS), run.cfg, resume)
-        release_ray()  # the fits that follow run in this process alone
         return {}
     model = load_model(run.dir, device)
     run_encoder(model, run.path(rd.PIXELS), run.path(rd.EMBEDDINGS), run.cfg, device)
@@ -259,15 +254,12 @@ def fit_sample(run, emb: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
 def applied(run, emb: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each image outside the fit sample's nearest sampled images (fit.apply_neighbours)."""
     k = min(run.cfg.neighbors, len(rows))
-    if run.cfg.engine != "ray":
-        return apply_neighbours(run.path(rd.APPLY_KNN), emb, rows, k, run.cfg.seed)
-    from .ray_engine import neighbours_ray, release_ray  # the search on Ray Data actors, each with the sample's index
+    search_all = None
+    if run.cfg.engine == "ray":  # the search on Ray Data actors, each with the sample's index
+        from .ray_engine import neighbours_ray
 
-    search_all = partial(neighbours_ray, run.rows(rd.EMBEDDINGS), address=run.cfg.ray_address)
-    try:
-        return apply_neighbours(run.path(rd.APPLY_KNN), emb, rows, k, run.cfg.seed, search_all)
-    finally:
-        release_ray()  # the votes and placements that follow run in this process alone
+        search_all = partial(neighbours_ray, run.rows(rd.EMBEDDINGS), address=run.cfg.ray_address)
+    return apply_neighbours(run.path(rd.APPLY_KNN), emb, rows, k, run.cfg.seed, search_all)
 
 
 def spread(run, emb: np.ndarray, rows: np.ndarray, fitted: np.ndarray, nearest, salt: int) -> np.ndarray:

@@ -130,11 +130,10 @@ def test_a_shard_decoded_in_forked_processes_equals_one_process(tmp_path):
 
 
 def test_a_local_ray_the_job_started_is_shut_down_while_the_driver_works_alone(tmp_path):
-    """`ice embed --engine ray` with no Ray running starts a local one, shuts it down before
-    training in the driver, after the embeddings and after the apply search (Ray's idle
-    processes would sit beside the driver's stages), and starts it again when a stage needs
-    it: the same run as the local engine's, and no Ray left running. In a process of its own, as the session's
-    local Ray would otherwise be the one used."""
+    """`ice embed --engine ray` with no Ray running starts a local one for each stage on Ray and
+    shuts it down after it (Ray's idle processes would sit beside the stages the driver runs
+    alone): the same run as the local engine's, and no Ray left running. In a process of its
+    own, as the session's local Ray would otherwise be the one used."""
     make_images(tmp_path / "in", n=600, size=24, classes=3)
     local = embed(tmp_path / "in", tmp_path / "local", "--fit-sample", "200")
     args = ["embed", str(tmp_path / "in"), "--out", str(tmp_path / "ray"), *TINY_ARGS, "--seed", "0"]
@@ -154,7 +153,7 @@ sys.exit(code)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
-    # decode; embed, after the training in the driver; the apply search (the map reuses its answer)
+    # decode, embed, the apply search (the map reuses its answer)
     assert "starts 3 running False False" in out.stdout
     same_run(local, tmp_path / "ray")
 
