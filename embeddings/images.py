@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import io
 import os
@@ -13,7 +14,6 @@ from pathlib import Path
 from typing import NamedTuple
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps
 
 from ice import storage
@@ -271,14 +271,18 @@ JPEG_HEAD = 65_536  # bytes read to find a JPEG's frame header (EXIF comes first
 RGB = 3  # torchvision.io.ImageReadMode.RGB, the operator's mode argument
 
 
+@functools.cache
 def _jpeg_operator():
     """torchvision's libjpeg decoder, image.decode_jpeg(data, mode, apply_exif_orientation),
     without its Python wrapper (which warns, deprecated, and logs on every call), loaded from
     torchvision's image library alone: importing torchvision (its models, datasets and
     transforms) holds about 90 MB more in each process that decodes, and the Ray engine decodes
-    in several. None where the library is not found: then through torchvision.io."""
+    in several. None where the library is not found: then through torchvision.io. Loaded at
+    the first JPEG, so that a process that only finds files holds no torch."""
     import importlib.machinery
     import importlib.util
+
+    import torch
 
     spec = importlib.util.find_spec("torchvision")
     if spec is None or not spec.submodule_search_locations:
@@ -295,9 +299,6 @@ def _jpeg_operator():
         except (OSError, RuntimeError, AttributeError):
             continue
     return None
-
-
-_DECODE_JPEG = _jpeg_operator()
 
 
 def _decode_small_jpeg(path: str | os.PathLike, size: int, max_pixels: int) -> tuple[np.ndarray, int, int] | None:
@@ -334,10 +335,13 @@ def _small_jpeg(data: bytes, size: int, max_pixels: int, more) -> tuple[np.ndarr
         return None  # Pillow decodes it, or says why not
     while len(data) % JPEG_HEAD == 0 and (chunk := more()):
         data += chunk
+    import torch
+
+    decode_jpeg = _jpeg_operator()
     encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
     try:
-        if _DECODE_JPEG is not None:
-            x = _DECODE_JPEG(encoded, RGB, True)
+        if decode_jpeg is not None:
+            x = decode_jpeg(encoded, RGB, True)
         else:
             from torchvision.io import ImageReadMode, decode_jpeg
 
@@ -418,10 +422,11 @@ def read_ahead(paths: list[str | os.PathLike]) -> None:
             os.close(fd)
 
 
-class DecodeDataset(torch.utils.data.Dataset):
+class DecodeDataset:
     """Decodes files in DataLoader workers straight into the shared pixel memmap.
 
-    Item: (index, width, height, error). Only these small tuples cross the process
+    A map-style dataset (DataLoader needs only __len__ and __getitem__). Item: (index, width,
+    height, error). Only these small tuples cross the process
     boundary: pickling every image's pixels back to the main process cost more than the
     decoding that the second worker saved.
 
@@ -503,6 +508,9 @@ def decode_all(
         state = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool), np.zeros((n, 2), dtype=np.int32), []
     done, ok, sizes, skipped = state
     resumed = int(done.sum())
+    import torch
+
+    _jpeg_operator()  # loaded before the workers fork, so that they share its pages
     dataset = DecodeDataset(root, paths, size, max_pixels, scratch, read_ahead)
     loader = torch.utils.data.DataLoader(
         dataset,

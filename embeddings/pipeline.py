@@ -194,11 +194,9 @@ def run_embed(root: Path, run_dir: Path, cfg: Config, resume: bool = False, forc
 
 
 def _run_stages(run: Run, cfg: Config, resume: bool) -> dict:
-    from . import stages  # torch and friends load only once the arguments are known good
+    from . import stages  # faiss and friends load only once the arguments are known good
 
     device = stages.device_for(cfg)
-    if cfg.parallel_layout is None:  # unset: unseeded where the run cannot be repeated exactly anyway
-        run.cfg = run.cfg.replace(parallel_layout=device.type == "cuda")
     if run.done("scan"):
         stages.verify_input(run)
     steps = (
@@ -212,6 +210,9 @@ def _run_stages(run: Run, cfg: Config, resume: bool) -> dict:
         stages.tiles,
     )
     for name, step in zip(STAGES, steps, strict=True):
+        if name == "cluster" and cfg.parallel_layout is None:  # the first stage to lay out a UMAP
+            # unset: unseeded where the run cannot be repeated exactly anyway
+            run.cfg = run.cfg.replace(parallel_layout=device().type == "cuda")
         if not run.done(name):
             t0 = time.perf_counter()
             extra = step(run, device, resume) or {}
@@ -220,7 +221,7 @@ def _run_stages(run: Run, cfg: Config, resume: bool) -> dict:
             run.cfg = run.cfg.replace(image_size=run.progress["stages"]["scan"]["image_size"])
         if name == "decode":  # and the training recipe, which needs the pixels (older runs recorded none)
             run.cfg = run.cfg.resolved(run.progress["stages"]["decode"].get("recipe", "autoencoder"))
-    return write_manifest(run, stages.describe(device))
+    return write_manifest(run, stages.describe(device()))
 
 
 def write_manifest(run: Run, device_name: str) -> dict:

@@ -36,7 +36,7 @@ from ice import storage
 from ice.errors import IceError, ImageError
 from ice.run_dir import MODEL, Rows, atomic_path, load_rows, part_path, save_npy
 
-from .images import Decoded, _reason, decode_bytes, display_path, missing_reason, write_skipped
+from .images import Decoded, _jpeg_operator, _reason, decode_bytes, display_path, missing_reason, write_skipped
 from .progress import progress
 
 
@@ -176,6 +176,7 @@ class Decoder:
 
     def __init__(self, **settings):
         self.settings = settings
+        _jpeg_operator()  # torch and the JPEG decoder, loaded before decode_shard forks: shared
 
     def __call__(self, batch: dict) -> dict:
         return decode_shard(batch, **self.settings)

@@ -1,7 +1,9 @@
 """The stage functions that pipeline.run_embed calls in order.
 
 Each takes (run, device, resume), writes its outputs atomically into the run directory and
-returns the figures to record in progress.json.
+returns the figures to record in progress.json. `device()` is the torch device of the stages that
+run in this process; torch loads at its first call, or when a stage needs it, so that the Ray
+engine's stages on Ray run beside a driver that holds no torch.
 """
 
 from __future__ import annotations
@@ -10,12 +12,13 @@ import os
 import shutil
 import subprocess
 import sys
-from functools import partial
 from pathlib import Path, PurePosixPath
 
 import numpy as np
+import functools
+from collections.abc import Callable
+
 import pandas as pd
-import torch
 
 from ice import run_dir as rd
 from ice import storage
@@ -26,13 +29,9 @@ from ice.storage import is_remote
 
 from .cluster import build_index, centres_and_distances, choose_k, faiss_gpus, fit_clusters
 from .config import Config, pick_recipe
-from .embed import embed as run_encoder
 from .fit import apply_neighbours, fit_rows, others, place, sq_distance, vote
 from .images import EXTENSIONS, decode_all, display_path, find_images, has_colour, read_image_list, typical_size
 from .project import knn_graph, layout_rows, seed_graph, umap_reduce, warm_up_umap
-from .selflabel import self_label
-from .train import load_model, pick_device
-from .train import train as run_training
 
 FILES = "files.parquet"  # every candidate file with its size and mtime, for --resume checks
 DECODED = "decoded.parquet"  # the readable images: image_id, path, width, height[, label]
@@ -40,13 +39,27 @@ ASSIGN = "assign.npz"  # cluster and distance per image; first_cluster once self
 MAP = "map.npy"  # (n, 2) float32 map coordinates
 
 
-def device_for(cfg: Config) -> torch.device:
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise IceError("--device cuda: no CUDA device is available")
-    return pick_device(cfg.device)
+def device_for(cfg: Config) -> Callable:
+    """The stages' device as a function that chooses it at its first call. --device cuda is
+    checked at once, so that a job without CUDA stops before its first stage."""
+    if cfg.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise IceError("--device cuda: no CUDA device is available")
+
+    @functools.cache
+    def device():
+        from .train import pick_device
+
+        return pick_device(cfg.device)
+
+    return device
 
 
-def describe(device: torch.device) -> str:
+def describe(device) -> str:
+    import torch
+
     gpu = f", faiss on {faiss_gpus()} GPU(s)" if faiss_gpus() else ""
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)}){gpu}"
@@ -200,10 +213,11 @@ def decode(run, device, resume) -> dict:
     with rd.atomic_path(run.path(DECODED)) as tmp:
         decoded.to_parquet(tmp, index=False)
     colour = has_colour(rd.load_rows(run.rows(rd.PIXELS)), seed=run.cfg.seed)
+    gpu = run.cfg.recipe == "auto" and colour and device().type == "cuda"  # asked only where it decides
     return {
         "skipped": len(paths) - len(keep),
         "colour": colour,
-        "recipe": pick_recipe(run.cfg, device.type == "cuda", colour),
+        "recipe": pick_recipe(run.cfg, gpu, colour),
         **({"resumed_at": resumed} if resumed else {}),
     }
 
@@ -213,16 +227,18 @@ def train(run, device, resume) -> dict:
         source = Path(run.cfg.encoder_from) / rd.MODEL
         with rd.atomic_path(run.path(rd.MODEL)) as tmp:
             shutil.copyfile(source, tmp)
-        loss = torch.load(run.path(rd.MODEL), map_location="cpu", weights_only=False).get("loss", float("nan"))
+        loss = rd.load_manifest(source.parent).get("train_loss", float("nan"))  # its model's, rounded
         return {"loss": round(float(loss), 6), "encoder_from": str(source.parent)}
-    if device.type == "cuda" and run.umap_warm_up is None:  # the CPU is idle meanwhile: fill numba's cache
-        run.umap_warm_up = warm_up_umap(run.cfg.manifold_dim)
     if run.cfg.train_workers:
         from .ray_engine import train_ray
 
         loss = train_ray(run.dir, run.rows(rd.PIXELS), run.cfg, resume)
         return {"loss": round(float(loss), 6), "train_workers": run.cfg.train_workers}
-    _, loss = run_training(run.dir, run.rows(rd.PIXELS), run.cfg, device, resume=resume)
+    if device().type == "cuda" and run.umap_warm_up is None:  # the CPU is idle meanwhile: fill numba's cache
+        run.umap_warm_up = warm_up_umap(run.cfg.manifold_dim)
+    from .train import train as run_training
+
+    _, loss = run_training(run.dir, run.rows(rd.PIXELS), run.cfg, device(), resume=resume)
     return {"loss": round(float(loss), 6)}
 
 
@@ -232,8 +248,11 @@ def embed(run, device, resume) -> dict:
 
         embed_ray(run.dir, run.rows(rd.PIXELS), run.rows(rd.EMBEDDINGS), run.cfg, resume)
         return {}
-    model = load_model(run.dir, device)
-    run_encoder(model, run.path(rd.PIXELS), run.path(rd.EMBEDDINGS), run.cfg, device)
+    from .embed import embed as run_encoder
+    from .train import load_model
+
+    model = load_model(run.dir, device())
+    run_encoder(model, run.path(rd.PIXELS), run.path(rd.EMBEDDINGS), run.cfg, device())
     return {}
 
 
@@ -258,7 +277,7 @@ def applied(run, emb: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndar
     if run.cfg.engine == "ray":  # the search on Ray Data actors, each with the sample's index
         from .ray_engine import neighbours_ray
 
-        search_all = partial(neighbours_ray, run.rows(rd.EMBEDDINGS), address=run.cfg.ray_address)
+        search_all = functools.partial(neighbours_ray, run.rows(rd.EMBEDDINGS), address=run.cfg.ray_address)
     return apply_neighbours(run.path(rd.APPLY_KNN), emb, rows, k, run.cfg.seed, search_all)
 
 
@@ -370,9 +389,12 @@ def selflabel(run, device, resume) -> dict:
     first = assign.get("first_cluster", assign["cluster"])  # a resumed run starts from the mixture again
     if not cfg.self_label_epochs or len(first) < SELF_LABEL_MIN or first.max() < 1:
         return {}
-    model = load_model(run.dir, device)
+    from .selflabel import self_label
+    from .train import load_model
+
+    model = load_model(run.dir, device())
     rows = fit_rows(len(first), cfg.fit_sample, cfg.seed)  # trained on the fit sample, applied to all
-    cluster = self_label(model, run.rows(rd.PIXELS), first, cfg, device, rows=rows)
+    cluster = self_label(model, run.rows(rd.PIXELS), first, cfg, device(), rows=rows)
     stats = {"changed": int((cluster != first).sum())}
     _, cluster = np.unique(cluster, return_inverse=True)  # a cluster may win no image
     cluster = cluster.astype(np.int32)

@@ -1,5 +1,5 @@
 """Imports run one way: the job (embeddings/) and the app (explorer/) build on ice/, the job
-never imports the app, and the app loads no torch."""
+never imports the app, the app loads no torch, and the job loads it only where a stage needs it."""
 
 import ast
 import subprocess
@@ -46,5 +46,14 @@ def test_ice_imports_neither_layer_at_module_level():
 
 def test_importing_the_explorer_loads_no_torch():
     code = "import sys, ice, explorer.app, explorer.serve, explorer.export; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_the_jobs_driver_loads_torch_only_when_a_stage_needs_it():
+    """The stages and the Ray engine load torch in the functions that use it, so that a driver
+    whose stages run on Ray holds none beside the actors that do."""
+    code = "import sys, ice.cli, embeddings.pipeline, embeddings.stages, embeddings.ray_engine\n"
+    code += "print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

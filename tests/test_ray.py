@@ -132,29 +132,33 @@ def test_a_shard_decoded_in_forked_processes_equals_one_process(tmp_path):
 def test_a_local_ray_the_job_started_is_shut_down_while_the_driver_works_alone(tmp_path):
     """`ice embed --engine ray` with no Ray running starts a local one for each stage on Ray and
     shuts it down after it (Ray's idle processes would sit beside the stages the driver runs
-    alone): the same run as the local engine's, and no Ray left running. In a process of its
-    own, as the session's local Ray would otherwise be the one used."""
+    alone): the same run as the local engine's, and no Ray left running. With another run's
+    encoder, the driver loads no torch while the decode and embed actors, which hold their own,
+    run. In a process of its own, as the session's local Ray would otherwise be the one used,
+    and torch loaded."""
     make_images(tmp_path / "in", n=600, size=24, classes=3)
     local = embed(tmp_path / "in", tmp_path / "local", "--fit-sample", "200")
     args = ["embed", str(tmp_path / "in"), "--out", str(tmp_path / "ray"), *TINY_ARGS, "--seed", "0"]
-    args += ["--fit-sample", "200", "--engine", "ray"]
+    args += ["--fit-sample", "200", "--engine", "ray", "--encoder-from", str(local)]
     code = f"""
 import sys
 import ray
 starts, init = [], ray.init
 def counted(*args, **kwargs):
-    starts.append(ray.is_initialized())
+    starts.append((ray.is_initialized(), "torch" in sys.modules))
     return init(*args, **kwargs)
 ray.init = counted
 from ice.cli import main
 code = main({args!r})
-print("starts", len(starts), "running", ray.is_initialized(), any(starts))
+torch = [t for _, t in starts]
+print("starts", len(starts), "running", ray.is_initialized(), "torch", torch, any(r for r, _ in starts))
 sys.exit(code)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
-    # decode, embed, the apply search (the map reuses its answer)
-    assert "starts 3 running False False" in out.stdout
+    # decode, embed, the apply search (the map reuses its answer), which comes after the cluster
+    # stage has chosen the device (it decides whether the map's layout is seeded)
+    assert "starts 3 running False torch [False, False, True] False" in out.stdout, out.stdout
     same_run(local, tmp_path / "ray")
 
 

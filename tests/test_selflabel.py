@@ -94,7 +94,7 @@ def test_selflabel_stage_files_agree_and_a_rerun_starts_from_the_mixture(small_r
     copy.mkdir()
     for name in (ASSIGN, rd.MANIFOLD, rd.PIXELS, rd.MODEL, rd.CENTROIDS):
         (copy / name).write_bytes((small_run / name).read_bytes())
-    selflabel(Run(small_run, copy, cfg), torch.device("cpu"), resume=True)
+    selflabel(Run(small_run, copy, cfg), lambda: torch.device("cpu"), resume=True)
     again = np.load(copy / ASSIGN)
     assert (again["first_cluster"] == assign["first_cluster"]).all()
     assert (again["cluster"] == assign["cluster"]).all()
@@ -103,5 +103,5 @@ def test_selflabel_stage_files_agree_and_a_rerun_starts_from_the_mixture(small_r
 def test_selflabel_stage_off_leaves_the_mixture(small_run, tmp_path):
     cfg = Config.from_dict(rd.load_manifest(small_run)["config"]).replace(self_label_epochs=0)
     np.savez(tmp_path / ASSIGN, cluster=np.array([0, 1, 1], dtype=np.int32), distance=np.zeros(3, np.float32))
-    assert selflabel(Run(small_run, tmp_path, cfg), torch.device("cpu"), resume=False) == {}
+    assert selflabel(Run(small_run, tmp_path, cfg), lambda: torch.device("cpu"), resume=False) == {}
     assert set(np.load(tmp_path / ASSIGN)) == {"cluster", "distance"}
