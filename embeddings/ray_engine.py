@@ -18,16 +18,12 @@ first writes the checkpoint into the run directory after each epoch (a file syst
 share, as for the pixels); a lost worker makes Ray Train start the group again, which goes on
 from that checkpoint. The other stages run in this process, as with the local engine.
 
-Each stage on Ray is driven from a process of its own (on_ray), so that the job's process,
-which runs the fits, never imports ray. Only this module imports ray, and only when the engine
-is chosen (tests/test_ray.py).
+Only this module imports ray, and only when the engine is chosen (tests/test_ray.py).
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
-import functools
 import multiprocessing
 import os
 import shutil
@@ -54,44 +50,6 @@ def start_ray(address: str | None = None):
     if not ray.is_initialized():  # "local": a new Ray here, even where a file of an earlier one is left
         ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, configure_logging=False)
     return ray
-
-
-_STAGE_PROCESS = False  # set in the process that on_ray starts
-
-
-def on_ray(stage):
-    """Run the decorated stage on Ray in a process of its own, spawned for it, which starts (or
-    connects to) Ray through ray_stage and ends with the stage; its answer comes back pickled.
-    The job's process then never imports ray: a Ray driver's state (its modules, the memory its
-    core worker leaves behind, about 0.1 GB) would otherwise stay beside the fits it runs alone
-    (BENCHMARKS.md). A process that already runs Ray (a calling program, the tests) runs the
-    stage itself, on that Ray."""
-
-    @functools.wraps(stage)
-    def run(*args, **kwargs):
-        if _STAGE_PROCESS or ("ray" in sys.modules and sys.modules["ray"].is_initialized()):
-            return stage(*args, **kwargs)
-        context = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(1, mp_context=context, initializer=_stage_process) as pool:
-            return pool.submit(_run_stage, stage.__name__, args, kwargs).result()
-
-    return run
-
-
-def _stage_process() -> None:
-    """The start of on_ray's process: it runs the stages itself, and on Linux it is killed when
-    the job's process dies, as the local Ray's processes are when it dies."""
-    global _STAGE_PROCESS
-    _STAGE_PROCESS = True
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
-
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-def _run_stage(name: str, args: tuple, kwargs: dict):
-    return globals()[name](*args, **kwargs)
 
 
 @contextlib.contextmanager
@@ -239,7 +197,6 @@ def _recorded(folder: Path, shard: int, n: int) -> bool:
     return np.array_equal(rows, np.arange(shard * SHARD, min(n, (shard + 1) * SHARD)))
 
 
-@on_ray
 def decode_all_ray(
     root: Path | str,
     paths: list[str],
@@ -336,7 +293,6 @@ def train_worker(config: dict) -> None:
     )
 
 
-@on_ray
 def train_ray(run_dir: Path, pixels_path: Path, cfg, resume: bool) -> float:
     """Train the run's encoder on cfg.train_workers Ray Train workers (a GPU each where the
     cluster has GPUs); they write run_dir's checkpoint and model as embeddings.train.train does.
@@ -409,7 +365,6 @@ class Embedder:
         return {"rows": np.array(rows, np.int64)}
 
 
-@on_ray
 def embed_ray(run_dir: Path, pixels: Path, out: Path, cfg, resume: bool = False) -> None:
     """embeddings.embed.embed on Ray Data actors, shard by shard: from each part of the pixels
     folder `pixels` to the same part of the folder `out`, (rows, dim) float32, with the
@@ -468,7 +423,6 @@ class Neighbours:
         return {"pos": block["pos"], "near": near.astype(np.int64), "d2": d2}
 
 
-@on_ray
 def neighbours_ray(
     emb_path: Path, base: np.ndarray, rest: np.ndarray, k: int, seed: int, address: str | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
