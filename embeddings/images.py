@@ -426,9 +426,8 @@ class DecodeDataset:
     """Decodes files in DataLoader workers straight into the shared pixel memmap.
 
     A map-style dataset (DataLoader needs only __len__ and __getitem__). Item: (index, width,
-    height, error). Only these small tuples cross the process
-    boundary: pickling every image's pixels back to the main process cost more than the
-    decoding that the second worker saved.
+    height, error). Only these small tuples cross the process boundary: pickling every image's
+    pixels back to the main process cost more than the decoding that the second worker saved.
 
     A batch whose first file is not in the page cache asks for all its files at once
     (read_ahead), so that the disk serves the batch in one sweep rather than a seek per file.

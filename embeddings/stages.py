@@ -8,16 +8,15 @@ engine's stages on Ray run beside a driver that holds no torch.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
 import numpy as np
-import functools
-from collections.abc import Callable
-
 import pandas as pd
 
 from ice import run_dir as rd
