@@ -20,10 +20,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ice.run_dir import read_in_order
+
 from .config import Config
 from .model import AutoEncoder, to_input
 from .progress import progress
-from .train import PixelBatches, ResidentBatches, augment, fits_on_device, make_loader, on_device
+from .train import PixelBatches, ResidentBatches, augment, fits_on_device, on_device
 
 LABEL_SMOOTHING = 0.1  # the clusters hold some wrong labels: never ask for certainty
 MIN_STEPS = 150  # small sets get more epochs: on the digits, 5 epochs (35 steps) lost NMI
@@ -106,12 +108,15 @@ def self_label(
 
 
 def predict(net: nn.Module, pixels_path: Path, cfg: Config, device: torch.device) -> np.ndarray:
-    """Each image's cluster (n,) int64: the argmax of net's logits (n, k) on its plain view."""
+    """Each image's cluster (n,) int64: the argmax of net's logits (n, k) on its plain view.
+    The pixels are read in order by this process, not mapped by loader workers: those would
+    be forked from it as it stands at the job's end, and would keep every page they read
+    mapped, which made this pass the job's peak (BENCHMARKS.md, ray_bench)."""
     net.eval()
     out = []
     with torch.no_grad():
-        for pixels in make_loader(pixels_path, cfg.replace(batch_size=1024), device, shuffle=False):
-            x = to_input(pixels.to(device, non_blocking=True)).contiguous(memory_format=torch.channels_last)
+        for pixels in read_in_order(pixels_path, 1024):
+            x = to_input(torch.from_numpy(pixels).to(device)).contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
                 out.append(net(x).argmax(1).cpu().numpy())
     return np.concatenate(out)

@@ -16,6 +16,7 @@ import os
 import re
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -337,6 +338,24 @@ def load_rows(path: Path) -> np.ndarray | Rows:
     them: the folder of a run being written) as Rows."""
     path = Path(path)
     return Rows.load(path) if path.is_dir() else np.load(path, mmap_mode="r")
+
+
+def read_in_order(path: Path, block: int) -> Iterator[np.ndarray]:
+    """Every row of the array at `path` (a .npy file, or a folder of .npy parts, as load_rows
+    reads), in order, in arrays of at most `block` rows read from the files: a pass over every
+    row holds one block, where a memory map keeps each page it has read mapped to the end."""
+    path = Path(path)
+    fmt = np.lib.format
+    for file in _parts(path, ".npy", None) if path.is_dir() else [path]:
+        shape, dtype = _npy_header(file)
+        with open(file, "rb") as f:
+            version = fmt.read_magic(f)
+            (fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0)(f)
+            for start in range(0, shape[0] if shape else 0, block):
+                rows = np.empty((min(block, shape[0] - start), *shape[1:]), dtype)
+                if f.readinto(memoryview(rows).cast("B")) != rows.nbytes:
+                    raise IceError(f"{file}: shorter than its header says ({shape[0]} rows)")
+                yield rows
 
 
 def open_rows(run_dir: Path, name: str, n: int | None = None) -> np.ndarray | Rows:

@@ -54,6 +54,22 @@ def test_rows_index_as_the_array_they_split(tmp_path):
             rows[bad]
 
 
+def test_rows_read_in_order_without_a_map(tmp_path):
+    """read_in_order gives every row of a .npy file or a folder of parts, in order, in blocks of
+    at most the size asked for, none of them a memory map; a truncated file is an IceError."""
+    whole = np.random.default_rng(1).integers(0, 255, (50, 3, 2), dtype=np.uint8)
+    parts_of(whole, [20, 0, 7, 23], tmp_path / "p")
+    np.save(tmp_path / "one.npy", whole)
+    for path in (tmp_path / "p", tmp_path / "one.npy"):
+        blocks = list(rd.read_in_order(path, 8))
+        assert all(0 < len(b) <= 8 and not isinstance(b, np.memmap) and b.flags.writeable for b in blocks)
+        np.testing.assert_array_equal(np.concatenate(blocks), whole)
+    data = (tmp_path / "one.npy").read_bytes()
+    (tmp_path / "cut.npy").write_bytes(data[:-7])
+    with pytest.raises(IceError, match="cut.npy: shorter than its header says"):
+        list(rd.read_in_order(tmp_path / "cut.npy", 16))
+
+
 def test_rows_keep_a_bounded_number_of_parts_mapped(tmp_path, monkeypatch):
     """A run of many parts: reading all of them, in any order, keeps at most MAPPED_PARTS
     memory maps (and their file descriptors) open, and reads the same rows."""
