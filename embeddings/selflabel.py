@@ -104,10 +104,10 @@ def self_label(
             opt.step()
             sched.step()
             bar.update(1)
-    return predict(net, pixels_path, cfg, device)
+    return predict(net, pixels_path, device)
 
 
-def predict(net: nn.Module, pixels_path: Path, cfg: Config, device: torch.device) -> np.ndarray:
+def predict(net: nn.Module, pixels_path: Path, device: torch.device) -> np.ndarray:
     """Each image's cluster (n,) int64: the argmax of net's logits (n, k) on its plain view.
     The pixels are read in order by this process, not mapped by loader workers: those would
     be forked from it as it stands at the job's end, and would keep every page they read
