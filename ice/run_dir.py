@@ -215,14 +215,24 @@ MAPPED_PARTS = 64  # parts of one array kept memory-mapped at once: each map hol
 
 def _npy_header(path: Path) -> tuple[tuple, np.dtype]:
     """(shape, dtype) from a .npy file's header, read without mapping the file or keeping it open."""
-    fmt = np.lib.format
     try:
         with open(path, "rb") as f:
-            version = fmt.read_magic(f)
-            read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
-            shape, _fortran, dtype = read(f)
-    except (OSError, ValueError) as e:
+            return _read_header(f, path)
+    except OSError as e:
         raise IceError(f"{path}: unreadable ({e})") from None
+
+
+def _read_header(f, path: Path) -> tuple[tuple, np.dtype]:
+    """(shape, dtype) from the header of the .npy file open as `f`, which is left at its rows."""
+    fmt = np.lib.format
+    try:
+        version = fmt.read_magic(f)
+        read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+        shape, fortran, dtype = read(f)
+    except ValueError as e:
+        raise IceError(f"{path}: unreadable ({e})") from None
+    if fortran and len(shape) > 1:
+        raise IceError(f"{path}: rows in Fortran order, which a run's arrays never are")
     return shape, dtype
 
 
@@ -345,12 +355,13 @@ def read_in_order(path: Path, block: int) -> Iterator[np.ndarray]:
     reads), in order, in arrays of at most `block` rows read from the files: a pass over every
     row holds one block, where a memory map keeps each page it has read mapped to the end."""
     path = Path(path)
-    fmt = np.lib.format
     for file in _parts(path, ".npy", None) if path.is_dir() else [path]:
-        shape, dtype = _npy_header(file)
-        with open(file, "rb") as f:
-            version = fmt.read_magic(f)
-            (fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0)(f)
+        try:
+            f = open(file, "rb")
+        except OSError as e:
+            raise IceError(f"{file}: unreadable ({e})") from None
+        with f:
+            shape, dtype = _read_header(f, file)
             for start in range(0, shape[0] if shape else 0, block):
                 rows = np.empty((min(block, shape[0] - start), *shape[1:]), dtype)
                 if f.readinto(memoryview(rows).cast("B")) != rows.nbytes:

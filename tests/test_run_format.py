@@ -68,6 +68,9 @@ def test_rows_read_in_order_without_a_map(tmp_path):
     (tmp_path / "cut.npy").write_bytes(data[:-7])
     with pytest.raises(IceError, match="cut.npy: shorter than its header says"):
         list(rd.read_in_order(tmp_path / "cut.npy", 16))
+    np.save(tmp_path / "f.npy", np.asfortranarray(whole[:, :, 0]))
+    with pytest.raises(IceError, match="f.npy: rows in Fortran order"):
+        list(rd.read_in_order(tmp_path / "f.npy", 16))
 
 
 def test_rows_keep_a_bounded_number_of_parts_mapped(tmp_path, monkeypatch):
