@@ -6,14 +6,16 @@ import contextlib
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
 
 import faiss
 import numpy as np
-from scipy import sparse
-from sklearn.metrics import pairwise_distances, silhouette_score
 from threadpoolctl import threadpool_limits
 
 from ice.errors import IceError
+
+if TYPE_CHECKING:
+    from scipy import sparse
 
 
 def faiss_gpus() -> int:
@@ -321,6 +323,8 @@ def climb_modularity(labels: np.ndarray, neighbours: np.ndarray, rounds: int = 2
     Why: the mixture is fitted on the UMAP manifold, which only approximates the graph; moving
     its rows along the graph raised accuracy on the contrastive embeddings (BENCHMARKS.md
     history, 2026-11-30)."""
+    from scipy import sparse  # here, as sklearn below: the job's process holds neither before its fits
+
     labels = np.asarray(labels, dtype=np.int64).copy()
     n, j = neighbours.shape
     m = int(labels.max()) + 1
@@ -408,6 +412,8 @@ def choose_k(x: np.ndarray, seed: int = 0, sample: int = 5000) -> tuple[int, dic
     The sample's distances are computed once for every K (100 MB at 5,000 rows): the same
     scores as silhouette_score on the rows, without computing them again for each K.
     """
+    from sklearn.metrics import pairwise_distances, silhouette_score
+
     x = np.ascontiguousarray(x, dtype="float32")
     rng = np.random.default_rng(seed)
     pick = rng.choice(len(x), size=min(sample, len(x)), replace=False)
