@@ -18,16 +18,22 @@ first writes the checkpoint into the run directory after each epoch (a file syst
 share, as for the pixels); a lost worker makes Ray Train start the group again, which goes on
 from that checkpoint. The other stages run in this process, as with the local engine.
 
-Only this module imports ray, and only when the engine is chosen (tests/test_ray.py).
+Each stage on Ray is driven from a process forked for it (on_ray), so that the job's process,
+which runs the fits and self-labelling, never imports ray. Only this module imports ray, and
+only when the engine is chosen (tests/test_ray.py).
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import gc
 import multiprocessing
 import os
+import pickle
 import shutil
 import sys
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +56,86 @@ def start_ray(address: str | None = None):
     if not ray.is_initialized():  # "local": a new Ray here, even where a file of an earlier one is left
         ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, configure_logging=False)
     return ray
+
+
+_STAGE_PROCESS = False  # set in a process that on_ray forked
+
+
+def on_ray(stage):
+    """Run the decorated stage in a process forked for it, which starts (or connects to) Ray
+    through ray_stage and ends with the stage; its answer, or its error, comes back pickled.
+    The job's process then never imports ray: a Ray driver's modules and the memory its core
+    worker leaves after ray.shutdown() would otherwise stay beside the fits it runs alone, and
+    in the DataLoader workers it forks (BENCHMARKS.md, ray_bench). Forked, the process shares
+    the job's memory rather than importing all of it again. A process that already runs Ray (a
+    calling program, the tests' session) runs the stage itself, on that Ray."""
+
+    @functools.wraps(stage)
+    def run(*args, **kwargs):
+        running = "ray" in sys.modules and sys.modules["ray"].is_initialized()
+        if _STAGE_PROCESS or running or not hasattr(os, "fork"):
+            return stage(*args, **kwargs)
+        return _forked(stage, args, kwargs)
+
+    return run
+
+
+def _forked(stage, args: tuple, kwargs: dict):
+    """stage(*args, **kwargs) in a forked process: its answer, or its error raised here."""
+    read, write = os.pipe()
+    parent = os.getpid()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the stage's process: it never returns from here
+        status = 1
+        try:
+            os.close(read)
+            _stage_process(parent)
+            try:
+                answer = (True, stage(*args, **kwargs))
+            except BaseException as e:  # a KeyboardInterrupt too: the job's process re-raises it
+                if not isinstance(e, (IceError, KeyboardInterrupt)):  # its traceback goes with it
+                    e.add_note("".join(traceback.format_exception(e)).rstrip())
+                answer = (False, e)
+            with os.fdopen(write, "wb") as out:
+                try:
+                    out.write(pickle.dumps(answer, protocol=5))
+                except Exception:  # an error that does not pickle: its message
+                    out.write(pickle.dumps((False, IceError(f"{type(answer[1]).__name__}: {answer[1]}"))))
+            status = 0
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(status)  # not the job's exit handlers
+    os.close(write)
+    try:
+        with os.fdopen(read, "rb") as f:
+            data = f.read()
+    finally:
+        _, status = os.waitpid(pid, 0)  # after a Ctrl-C too, once the stage has shut its Ray down
+    if not data:
+        raise IceError(f"the stage on Ray ended without an answer (exit status {os.waitstatus_to_exitcode(status)})")
+    ok, answer = pickle.loads(data)
+    if not ok:
+        raise answer
+    return answer
+
+
+def _stage_process(parent: int) -> None:
+    """The start of on_ray's process. Its garbage collector leaves the objects it inherited
+    alone (collecting would touch, and so copy, the job's pages), and on Linux it is killed when
+    the job's process dies, as the local Ray's processes are when it dies."""
+    global _STAGE_PROCESS
+    _STAGE_PROCESS = True
+    gc.freeze()
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the job died before that was set
+            os._exit(1)
 
 
 @contextlib.contextmanager
@@ -197,6 +283,7 @@ def _recorded(folder: Path, shard: int, n: int) -> bool:
     return np.array_equal(rows, np.arange(shard * SHARD, min(n, (shard + 1) * SHARD)))
 
 
+@on_ray
 def decode_all_ray(
     root: Path | str,
     paths: list[str],
@@ -293,6 +380,7 @@ def train_worker(config: dict) -> None:
     )
 
 
+@on_ray
 def train_ray(run_dir: Path, pixels_path: Path, cfg, resume: bool) -> float:
     """Train the run's encoder on cfg.train_workers Ray Train workers (a GPU each where the
     cluster has GPUs); they write run_dir's checkpoint and model as embeddings.train.train does.
@@ -365,6 +453,7 @@ class Embedder:
         return {"rows": np.array(rows, np.int64)}
 
 
+@on_ray
 def embed_ray(run_dir: Path, pixels: Path, out: Path, cfg, resume: bool = False) -> None:
     """embeddings.embed.embed on Ray Data actors, shard by shard: from each part of the pixels
     folder `pixels` to the same part of the folder `out`, (rows, dim) float32, with the
@@ -428,29 +517,45 @@ def neighbours_ray(
 ) -> tuple[np.ndarray, np.ndarray]:
     """fit.apply_neighbours' search on Ray Data actors: for each image id in `rest`, its k
     nearest rows of `base` (the fit sample's embeddings), by the same search (fit.searcher:
-    exact, or the same IVF index, which the actors load from the object store)."""
+    exact, or the same IVF index, trained here and loaded by the actors from the object store)."""
     import faiss
-    import pyarrow as pa
 
     from .fit import EXACT_PAIRS, ivf_index
 
+    exact = len(rest) * len(base) <= EXACT_PAIRS
+    index = None if exact else faiss.serialize_index(ivf_index(base, seed))
+    near, d2 = _shared((len(rest), k), np.int64), _shared((len(rest), k), np.float32)
+    _search_ray(emb_path, base if exact else None, index, rest, k, near, d2, address)
+    return near, d2
+
+
+def _shared(shape: tuple[int, int], dtype) -> np.ndarray:
+    """A zeroed array in memory that the processes this one forks share: on_ray's stage
+    writes its answer there rather than sending it back."""
+    import mmap
+
+    count = shape[0] * shape[1]
+    buffer = mmap.mmap(-1, max(1, count * np.dtype(dtype).itemsize))
+    return np.frombuffer(buffer, dtype, count=count).reshape(shape)
+
+
+@on_ray
+def _search_ray(emb_path: Path, base, index, rest: np.ndarray, k: int, near, d2, address: str | None) -> None:
+    """neighbours_ray's search on Ray, into `near` and `d2`."""
+    import pyarrow as pa
+
     with ray_stage(address) as ray:
-        exact = len(rest) * len(base) <= EXACT_PAIRS
-        index = None if exact else faiss.serialize_index(ivf_index(base, seed))
         table = pa.table({"pos": np.arange(len(rest), dtype=np.int64), "id": rest.astype(np.int64)})
         parts = [table.slice(start, APPLY_BLOCK) for start in range(0, len(rest), APPLY_BLOCK)]
         actors = max(1, min(int(ray.cluster_resources().get("CPU", 1)), len(parts)))
         ds = blocks(ray, parts).map_batches(
             Neighbours,
-            fn_constructor_kwargs={"emb": str(emb_path), "index": index, "base": base if exact else None, "k": k},
+            fn_constructor_kwargs={"emb": str(emb_path), "index": index, "base": base, "k": k},
             batch_size=APPLY_BLOCK,
             batch_format="numpy",
             concurrency=actors,
         )
-        near = np.empty((len(rest), k), dtype=np.int64)
-        d2 = np.empty((len(rest), k), dtype=np.float32)
         with progress(len(rest), "apply") as bar:
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
                 near[batch["pos"]], d2[batch["pos"]] = batch["near"], batch["d2"]
                 bar.update(len(batch["pos"]))
-        return near, d2

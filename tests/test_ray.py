@@ -129,37 +129,112 @@ def test_a_shard_decoded_in_forked_processes_equals_one_process(tmp_path):
     assert len(one) == sum(1 for e in err1 if not e) and one.any()
 
 
-def test_a_local_ray_the_job_started_is_shut_down_while_the_driver_works_alone(tmp_path):
-    """`ice embed --engine ray` with no Ray running starts a local one for each stage on Ray and
-    shuts it down after it (Ray's idle processes would sit beside the stages the driver runs
-    alone): the same run as the local engine's, and no Ray left running. With another run's
-    encoder, the driver loads no torch while the decode and embed actors, which hold their own,
-    run. In a process of its own, as the session's local Ray would otherwise be the one used,
-    and torch loaded."""
+def test_the_jobs_process_never_imports_ray_and_no_ray_outlives_it(tmp_path):
+    """`ice embed --engine ray` with no Ray running drives each stage on Ray from a process forked
+    for it (ray_engine.on_ray), which starts a local Ray and ends with the stage: the job's
+    process never imports ray, nothing the job started is left running, and the run is the
+    local engine's. With another run's encoder the job's process holds no torch while the
+    decode and embed actors, which hold their own, run. In a process of its own, as the
+    session's local Ray would otherwise be used."""
+    import os
+    import uuid
+
     make_images(tmp_path / "in", n=600, size=24, classes=3)
     local = embed(tmp_path / "in", tmp_path / "local", "--fit-sample", "200")
     args = ["embed", str(tmp_path / "in"), "--out", str(tmp_path / "ray"), *TINY_ARGS, "--seed", "0"]
     args += ["--fit-sample", "200", "--engine", "ray", "--encoder-from", str(local)]
     code = f"""
 import sys
-import ray
-starts, init = [], ray.init
-def counted(*args, **kwargs):
-    starts.append((ray.is_initialized(), "torch" in sys.modules))
-    return init(*args, **kwargs)
-ray.init = counted
+import embeddings.stages as stages
+held = []
+def noted(stage):
+    def run(*args, **kwargs):
+        held.append("torch" in sys.modules)
+        return stage(*args, **kwargs)
+    return run
+stages.decode, stages.embed = noted(stages.decode), noted(stages.embed)
 from ice.cli import main
 code = main({args!r})
-torch = [t for _, t in starts]
-print("starts", len(starts), "running", ray.is_initialized(), "torch", torch, any(r for r, _ in starts))
+print("ray", "ray" in sys.modules, "torch at decode and embed", held)
 sys.exit(code)
 """
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
+    tag = uuid.uuid4().hex  # in the environment of every process the job starts, Ray's included
+    env = {**os.environ, "ICE_TEST_TAG": tag}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env)
     assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
-    # decode, embed, the apply search (the map reuses its answer), which comes after the cluster
-    # stage has chosen the device (it decides whether the map's layout is seeded)
-    assert "starts 3 running False torch [False, False, True] False" in out.stdout, out.stdout
+    assert "ray False torch at decode and embed [False, False]" in out.stdout, out.stdout
     same_run(local, tmp_path / "ray")
+
+    def tagged() -> list[str]:
+        found = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                if f"ICE_TEST_TAG={tag}".encode() in Path(f"/proc/{pid}/environ").read_bytes():
+                    found.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:80])
+            except OSError:
+                continue
+        return found
+
+    for _ in range(50):  # Ray's processes end within a few seconds of their driver
+        if not tagged():
+            break
+        time.sleep(0.2)
+    assert not tagged()
+
+
+FORKED_STAGES = """
+import os, sys
+import numpy as np
+from embeddings import ray_engine
+from ice.errors import IceError
+
+@ray_engine.on_ray
+def answer(a, b=0):
+    return os.getpid(), a + b, "ray" in sys.modules
+
+@ray_engine.on_ray
+def fills(out):
+    out[:] = np.arange(out.size).reshape(out.shape)
+
+@ray_engine.on_ray
+def refuses():
+    raise IceError("no such shard")
+
+@ray_engine.on_ray
+def fails():
+    {}["missing"]
+
+pid, total, ray = answer(np.ones(3), b=2)
+print("own process", pid != os.getpid(), "answer", total.tolist(), "ray", ray)
+out = ray_engine._shared((2, 3), np.int64)
+fills(out)
+print("filled", out.tolist())
+try:
+    refuses()
+except IceError as e:
+    print("refused", e)
+try:
+    fails()
+except KeyError as e:
+    print("failed", repr(e), "traceback", any("fails" in n for n in e.__notes__))
+print("still", ray_engine._STAGE_PROCESS)
+"""
+
+
+def test_a_stage_on_ray_runs_in_a_forked_process_and_its_answers_come_back(tmp_path):
+    """on_ray's process: its answer, what it writes into memory shared with the job, and its
+    errors (a KeyError with the stage's own traceback) come back to the job's process. In a
+    process of its own without Ray, where on_ray forks."""
+    out = subprocess.run([sys.executable, "-c", FORKED_STAGES], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, (out.stdout + out.stderr)[-3000:]
+    lines = out.stdout.splitlines()
+    assert lines == [
+        "own process True answer [3.0, 3.0, 3.0] ray False",
+        "filled [[0, 1, 2], [3, 4, 5]]",
+        "refused no such shard",
+        "failed KeyError('missing') traceback True",
+        "still False",
+    ], out.stdout + out.stderr
 
 
 def embed_on_the_cluster(tmp_path) -> str:
