@@ -54,7 +54,8 @@ def start_ray(address: str | None = None):
     except ImportError:
         raise IceError("--engine ray needs Ray: pip install -e '.[ray]' (or pip install 'ice-explorer[ray]')") from None
     if not ray.is_initialized():  # "local": a new Ray here, even where a file of an earlier one is left
-        ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, configure_logging=False)
+        with contextlib.nullcontext() if address else _without_monitors():
+            ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, configure_logging=False)
     return ray
 
 
@@ -136,6 +137,33 @@ def _stage_process(parent: int) -> None:
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
         if os.getppid() != parent:  # the job died before that was set
             os._exit(1)
+
+
+@contextlib.contextmanager
+def _without_monitors():
+    """While ray.init starts a local Ray: without the autoscaler's monitor (a Ray of one machine
+    has no nodes to add), the log monitor (log_to_driver=False: no one reads the workers' logs)
+    and the dashboard's API server (with include_dashboard=False it still serves the job and
+    state APIs, which ICE does not use): three Python processes, about 150 MiB, beside every
+    stage on Ray (BENCHMARKS.md). Ray 2.60's ray.init has no switch for them; the head Node it
+    makes reads the first two from its RayParams and starts the third in start_api_server."""
+    from ray._private import node
+
+    init, api = node.Node.__init__, node.Node.start_api_server
+
+    def lean(self, ray_params, *args, head: bool = False, **kwargs):
+        if head:
+            ray_params.no_monitor, ray_params.include_log_monitor = True, False
+        init(self, ray_params, *args, head=head, **kwargs)
+
+    def no_api_server(self, *, include_dashboard, raise_on_failure):
+        self._webui_url = None
+
+    node.Node.__init__, node.Node.start_api_server = lean, no_api_server
+    try:
+        yield
+    finally:
+        node.Node.__init__, node.Node.start_api_server = init, api
 
 
 @contextlib.contextmanager

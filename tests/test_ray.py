@@ -165,21 +165,63 @@ sys.exit(code)
     assert "ray False torch at decode and embed [False, False]" in out.stdout, out.stdout
     same_run(local, tmp_path / "ray")
 
-    def tagged() -> list[str]:
-        found = []
-        for pid in filter(str.isdigit, os.listdir("/proc")):
-            try:
-                if f"ICE_TEST_TAG={tag}".encode() in Path(f"/proc/{pid}/environ").read_bytes():
-                    found.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:80])
-            except OSError:
-                continue
-        return found
-
     for _ in range(50):  # Ray's processes end within a few seconds of their driver
-        if not tagged():
+        if not tagged(tag):
             break
         time.sleep(0.2)
-    assert not tagged()
+    assert not tagged(tag)
+
+
+def tagged(tag: str) -> list[str]:
+    """The command lines of the processes with ICE_TEST_TAG=tag in their environment: those a
+    test's process started, and those they started."""
+    import os
+
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if f"ICE_TEST_TAG={tag}".encode() in Path(f"/proc/{pid}/environ").read_bytes():
+                found.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode())
+        except OSError:
+            continue
+    return found
+
+
+LEAN_RAY = """
+import numpy as np
+import pyarrow as pa
+from embeddings.ray_engine import blocks, ray_stage
+
+with ray_stage() as ray:
+    ds = blocks(ray, [pa.table({"x": np.arange(6)})]).map_batches(lambda b: {"x": b["x"] * 2}, batch_format="numpy")
+    print("doubled", sorted(int(v) for b in ds.iter_batches(batch_size=None, batch_format="numpy") for v in b["x"]))
+    print("up", flush=True)
+    input()
+"""
+
+
+def test_the_local_ray_ice_starts_runs_no_monitors(tmp_path):
+    """The local Ray that ray_stage starts runs Ray Data without the autoscaler's monitor, the
+    log monitor and the dashboard's API server (start_ray: a Ray of one machine, shut down after
+    its stage, needs none of them). In a process of its own, as the session's local Ray would
+    otherwise be used."""
+    import os
+    import uuid
+
+    tag = uuid.uuid4().hex
+    env = {**os.environ, "ICE_TEST_TAG": tag}
+    child = subprocess.Popen(
+        [sys.executable, "-c", LEAN_RAY], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env
+    )
+    try:
+        assert child.stdout.readline().strip() == "doubled [0, 2, 4, 6, 8, 10]"
+        assert child.stdout.readline().strip() == "up"
+        running = tagged(tag)
+    finally:
+        child.communicate("\n", timeout=120)
+    assert child.returncode == 0
+    assert any("gcs_server" in c for c in running) and any("raylet" in c for c in running), running
+    assert not [c for c in running if "monitor.py" in c or "dashboard/dashboard.py" in c], running
 
 
 FORKED_STAGES = """
