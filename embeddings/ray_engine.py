@@ -54,7 +54,7 @@ def start_ray(address: str | None = None):
     except ImportError:
         raise IceError("--engine ray needs Ray: pip install -e '.[ray]' (or pip install 'ice-explorer[ray]')") from None
     if not ray.is_initialized():  # "local": a new Ray here, even where a file of an earlier one is left
-        with contextlib.nullcontext() if address else _without_monitors():
+        with contextlib.nullcontext() if address else _lean_local_ray():
             ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, configure_logging=False)
     return ray
 
@@ -140,13 +140,14 @@ def _stage_process(parent: int) -> None:
 
 
 @contextlib.contextmanager
-def _without_monitors():
+def _lean_local_ray():
     """While ray.init starts a local Ray: without the autoscaler's monitor (a Ray of one machine
     has no nodes to add), the log monitor (log_to_driver=False: no one reads the workers' logs)
     and the dashboard's API server (with include_dashboard=False it still serves the job and
-    state APIs, which ICE does not use): three Python processes, about 150 MiB, beside every
-    stage on Ray (BENCHMARKS.md). Ray 2.60's ray.init has no switch for them; the head Node it
-    makes reads the first two from its RayParams and starts the third in start_api_server."""
+    state APIs, which ICE does not use): three Python processes beside every stage on Ray
+    (BENCHMARKS.md, `ray_bench --idle`). Ray 2.60's ray.init has no switch for them; the head
+    Node it makes reads the first two from its RayParams and starts the third in
+    start_api_server."""
     from ray._private import node
 
     init, api = node.Node.__init__, node.Node.start_api_server

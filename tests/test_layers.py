@@ -61,7 +61,7 @@ def test_the_jobs_driver_loads_torch_only_when_a_stage_needs_it():
 
 def test_the_jobs_driver_loads_scikit_learn_and_scipy_at_its_fits():
     """embeddings.cluster imports sklearn and scipy in the functions that use them: the job's
-    process holds neither (about 80 MiB) through the stages before its fits, when the Ray
+    process holds neither through the stages before its fits, when the Ray
     engine's processes run beside it."""
     code = "import sys, ice.cli, embeddings.pipeline, embeddings.stages, embeddings.ray_engine\n"
     code += "print(sorted(m for m in ('sklearn', 'scipy') if m in sys.modules))"

@@ -3,6 +3,7 @@ local Ray for the session and on a simulated cluster of two worker nodes; and no
 local path imports ray."""
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -136,7 +137,6 @@ def test_the_jobs_process_never_imports_ray_and_no_ray_outlives_it(tmp_path):
     local engine's. With another run's encoder the job's process holds no torch while the
     decode and embed actors, which hold their own, run. In a process of its own, as the
     session's local Ray would otherwise be used."""
-    import os
     import uuid
 
     make_images(tmp_path / "in", n=600, size=24, classes=3)
@@ -175,8 +175,6 @@ sys.exit(code)
 def tagged(tag: str) -> list[str]:
     """The command lines of the processes with ICE_TEST_TAG=tag in their environment: those a
     test's process started, and those they started."""
-    import os
-
     found = []
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
@@ -200,12 +198,11 @@ with ray_stage() as ray:
 """
 
 
-def test_the_local_ray_ice_starts_runs_no_monitors(tmp_path):
+def test_the_local_ray_ice_starts_runs_no_monitors_or_api_server():
     """The local Ray that ray_stage starts runs Ray Data without the autoscaler's monitor, the
     log monitor and the dashboard's API server (start_ray: a Ray of one machine, shut down after
     its stage, needs none of them). In a process of its own, as the session's local Ray would
     otherwise be used."""
-    import os
     import uuid
 
     tag = uuid.uuid4().hex
@@ -527,10 +524,7 @@ def test_ray_train_workers_train_the_encoder_and_a_lost_worker_changes_nothing(l
     """--train-workers 2: two Ray Train workers train one encoder (each its share of every
     batch). A worker killed mid-training makes Ray Train start the group again from the run's
     last checkpoint, and the run ends with the model of the uninterrupted one."""
-    import os
-    import signal
     import threading
-    import time
 
     import torch
 
