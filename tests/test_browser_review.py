@@ -166,7 +166,8 @@ def test_not_reviewed_most_like_the_group_first_ranks_the_rest_after_each_page(e
     until(lambda: state(explorer)["key"] != before and state(explorer)["pending"] == 0, 10)
     rest = np.setdiff1d(members, page)
     ranked = rest[np.argsort(-like_scores(data, page[1:], page[:1], rest), kind="stable")]
-    assert state(explorer)["page"] == 0 and page_ids(explorer) == ranked[:24].tolist()
+    laid = review.side_by_side(data.embeddings, ranked, 24)  # each page's look-alikes side by side
+    assert state(explorer)["page"] == 0 and page_ids(explorer) == laid[:24].tolist()
     assert not state(explorer)["awaiting"]
     assert "awaiting" not in explorer.find_element("#grid").get_attribute("class")
     keys(explorer, "z")  # undone, the page is not reviewed again: back in the list

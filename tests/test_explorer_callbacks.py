@@ -19,7 +19,7 @@ from explorer.clusterings import save_clustering
 from explorer.data import Clustering
 from explorer.search import like_scores
 from explorer.layout import clustering_options
-from explorer.review import review_list
+from explorer.review import review_list, side_by_side
 from explorer.search import rank_like
 from ice.annotations import Annotations
 from tests.conftest import rebuild_manifest
@@ -126,7 +126,7 @@ def test_box_selection_fills_the_grid(app):
     )
     assert selection["ids"] == [int(c.members(0)[0]), int(c.members(0)[1]), int(c.members(2)[5])]
     assert excluded == [] and tab == "images"
-    view, title = call(app, "show_list", selection, None, "list", "all", 0, 0, "run", None)
+    view, title = call(app, "show_list", selection, None, "list", "all", 0, 0, None, "run", None)
     assert view["ids"] is None and title == "Selected on the map · 3 images"  # the selection's, in the browser
     with pytest.raises(PreventUpdate):  # the lasso is what the grid shows
         call(app, "clear_lasso", selection, "run")
@@ -181,31 +181,70 @@ def test_the_grid_gets_its_list_sorted_and_filtered_with_the_groups_marks(app):
     c = data.clustering("run")
     members = c.members(0)
     selection = review_list(np.sort(members), "cluster 0")
-    view, title = call(app, "show_list", selection, None, "list", "all", 0, 0, "run", None)
+    view, title = call(app, "show_list", selection, None, "list", "all", 0, 0, None, "run", None)
     assert view["ids"] is None and title == f"cluster 0 · {len(members)} images"
-    assert call(app, "show_list", selection, None, "centre", "all", 0, 0, "run", None)[0]["ids"] == members.tolist()
-    edge = call(app, "show_list", selection, None, "edge", "all", 0, 0, "run", None)[0]
+    assert (
+        call(app, "show_list", selection, None, "centre", "all", 0, 0, None, "run", None)[0]["ids"] == members.tolist()
+    )
+    edge = call(app, "show_list", selection, None, "edge", "all", 0, 0, None, "run", None)[0]
     assert edge["ids"] == members[np.argsort(-c.distance[members], kind="stable")].tolist()
     assert edge["key"] != view["key"]  # another order: the grid starts again at its first page
     data.annotations.mark("g", marked_in=members[:3], marked_out=members[3:5])
-    view, title = call(app, "show_list", selection, " g ", "list", "all", 0, 0, "run", None)
+    view, title = call(app, "show_list", selection, " g ", "list", "all", 0, 0, None, "run", None)
     assert sorted(view["in"]) == sorted(members[:3].tolist()) and sorted(view["out"]) == sorted(members[3:5].tolist())
     assert f"'g': 3 in, 2 out, {len(members) - 5} not reviewed" in title
-    left = call(app, "show_list", selection, "g", "list", "unreviewed", 0, 0, "run", None)[0]
+    left = call(app, "show_list", selection, "g", "list", "unreviewed", 0, 0, None, "run", None)[0]
     assert set(left["ids"]) == set(members[5:].tolist())
-    assert call(app, "show_list", selection, "g", "list", "out", 0, 0, "run", None)[0]["ids"] == sorted(
+    assert call(app, "show_list", selection, "g", "list", "out", 0, 0, None, "run", None)[0]["ids"] == sorted(
         members[3:5].tolist()
     )
-    assert set(call(app, "show_list", selection, "g", "list", "ungrouped", 0, 0, "run", None)[0]["ids"]) == set(
+    assert set(call(app, "show_list", selection, "g", "list", "ungrouped", 0, 0, None, "run", None)[0]["ids"]) == set(
         members[3:].tolist()
     )
-    similar = call(app, "show_list", selection, "g", "similar", "all", 0, 0, "run", None)[0]["ids"]
+    similar = call(app, "show_list", selection, "g", "similar", "all", 0, 0, None, "run", None)[0]["ids"]
     assert sorted(similar) == sorted(members.tolist())
     # most like the marks first: by the direction "More like these" learns from those in and
     # out, which ranks the images marked in above those marked out on average
     score = like_scores(data, members[:3], members[3:5])
     assert (np.diff(score[similar]) <= 1e-6).all()
     assert score[members[:3]].mean() > score[members[3:5]].mean()
+
+
+def test_each_page_of_the_most_like_order_puts_look_alikes_side_by_side():
+    """Two kinds of image ranked in turn: each page keeps its images and its first one, and
+    lays them out as two runs, so that the misfits of a page take one click and a Shift-click."""
+    rng = np.random.default_rng(0)
+    kinds = np.eye(8, dtype=np.float32)[[0, 1] * 12]
+    x = kinds + rng.normal(0, 0.05, kinds.shape).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    ranked = rng.permutation(24)
+    kind = kinds.argmax(1)
+    laid = side_by_side(x, ranked, 8)
+    for start in (0, 8, 16):
+        page, before = laid[start : start + 8], ranked[start : start + 8]
+        assert sorted(page) == sorted(before) and page[0] == before[0]
+        assert (np.diff(kind[page]) != 0).sum() <= 1  # two runs, not interleaved
+    assert (side_by_side(x, ranked, 8, limit=8)[8:] == ranked[8:]).all()  # past the limit, ranked
+
+
+def test_the_grid_lays_out_the_most_like_order_in_its_page_size(app):
+    data = app.ice_data
+    members = np.sort(data.clustering("run").members(0))
+    selection = review_list(members, "cluster 0")
+    data.annotations.mark("g", marked_in=members[:3], marked_out=members[3:5])
+    ranked = call(app, "show_list", selection, "g", "similar", "all", 0, 0, None, "run", None)[0]["ids"]
+    for size in ("4", "all"):
+        laid = call(app, "show_list", selection, "g", "similar", "all", 0, 0, size, "run", None)[0]["ids"]
+        if size == "all":  # one page: the ranking as it is
+            assert laid == ranked
+            continue
+        for start in range(0, len(ranked), 4):
+            assert sorted(laid[start : start + 4]) == sorted(ranked[start : start + 4])
+            assert laid[start] == ranked[start]
+    assert (
+        call(app, "show_list", selection, "g", "centre", "all", 0, 0, "4", "run", None)[0]["ids"]
+        == members[np.argsort(data.clustering("run").distance[members], kind="stable")].tolist()
+    )  # other orders are not laid out
 
 
 def test_confirm_saves_a_page_into_a_group_and_undo_takes_it_back(app):
@@ -231,13 +270,15 @@ def test_a_list_filtered_by_the_marks_is_drawn_again_when_they_change(app):
     data = app.ice_data
     members = np.sort(data.clustering("run").members(0))
     selection = review_list(members, "cluster 0")
-    before = call(app, "show_list", selection, "g", "similar", "unreviewed", 0, 0, "run", None)[0]
+    before = call(app, "show_list", selection, "g", "similar", "unreviewed", 0, 0, None, "run", None)[0]
     page = before["ids"][:4]
     ack, changed = call(app, "confirm", {"group": "g", "in": page[:3], "out": page[3:], "nonce": "n"}, 0)
 
     def show(shown, changed):
         triggered = [("groups-changed", "data", changed)]
-        return call(app, "show_list", selection, "g", "similar", shown, 0, changed, "run", None, triggered=triggered)
+        return call(
+            app, "show_list", selection, "g", "similar", shown, 0, changed, None, "run", None, triggered=triggered
+        )
 
     with pytest.raises(PreventUpdate):
         show("all", changed)

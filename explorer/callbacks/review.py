@@ -23,17 +23,19 @@ def register(app, data: RunData) -> None:
         Input("review-filter", "value"),
         Input("review-refresh", "data"),
         Input("groups-changed", "data"),
+        Input("grid-page-size", "data"),
         State("clustering", "value"),
         State("drill", "data"),
     )
-    def show_list(selection, group, sort, shown, _refresh, _changed, clustering, drill):
+    def show_list(selection, group, sort, shown, _refresh, _changed, page_size, clustering, drill):
         # The marks changed (a confirm, an undo, a merge): an unfiltered list stays as it is; one
         # filtered by them ("not reviewed yet", ...) is drawn again without the pages confirmed,
         # its rest ranked again by the new marks under "most like the group".
         if ctx.triggered_id == "groups-changed" and (shown or "all") == "all":
             raise PreventUpdate
         try:
-            view = review_view(data, selection, group, sort or "list", shown or "all", map_key(clustering, drill))
+            page = int(page_size) if str(page_size or "").isdigit() else 0
+            view = review_view(data, selection, group, sort or "list", shown or "all", map_key(clustering, drill), page)
         except IceError as e:  # a run rebuilt since the explorer started, an id not in the run
             view = review_view(data, None, None)
             return view, str(e)
