@@ -48,7 +48,7 @@ def group_name(name: str | None) -> str:
 
 # "most like the group first" lays out the look-alikes of each page side by side over the
 # list's first ARRANGED images; past them (a list seldom reviewed that far) the ranking stands
-ARRANGED = 100_000
+ARRANGED = 20_000
 
 
 def order_ids(
@@ -94,13 +94,12 @@ def side_by_side(embeddings, ranked: np.ndarray, page: int, limit: int = ARRANGE
         x = np.empty((len(block), embeddings.shape[1]), np.float32)
         x[rows] = np.asarray(embeddings[block[rows]], dtype=np.float32)
         similar = x @ x.T
-        left = np.ones(len(block), bool)
         order = np.empty(len(block), np.int64)
         at = 0
         for step in range(len(block)):
-            order[step], left[at] = at, False
-            if step + 1 < len(block):
-                at = int(np.argmax(np.where(left, similar[at], -np.inf)))
+            order[step] = at
+            similar[:, at] = -np.inf  # laid out: no image's next any more
+            at = int(similar[at].argmax())
         out[start : start + len(block)] = block[order]
     return out
 
