@@ -19,7 +19,8 @@ The person, for each class (the new grid):
   - reviews each list opened page by page (192 a page, or --page; 64 px tiles, the grid wide,
     scrolled down a page as the person reads it; showing the images not reviewed yet, most like
     the group first: a confirmed page leaves the list, and the rest is ranked again by the
-    marks made so far): ticks off the misfits (a run of misfits with a click and a
+    marks made so far; each page laid out with its look-alikes side by side, since ad74801):
+    ticks off the misfits (a run of misfits with a click and a
     Shift-click; or, on a page mostly of misfits, ticks the page (A) and puts the class's
     images back), confirms (Enter), and stops at a page where fewer than 30% are of the
     class, leaving it unreviewed, unless those few can be put back in at most 8 clicks (then
