@@ -113,8 +113,8 @@ def review_view(
     clustering: str = "run",
     page: int = 0,
 ) -> dict:
-    """What the grid draws: the list's ids sorted and filtered (under "similar", laid out in pages
-    of `page`: order_ids) (None where that is the
+    """What the grid draws: the list's ids sorted (under "similar", laid out in pages of `page`:
+    order_ids) and filtered (None where that is the
     selection's own order, which the browser has), the group's marks among them ("in", "out"),
     a title with the counts, the filter (`shown`), and `key`, which changes when the list, its
     order or the images it shows do (the grid then goes back to its first page)."""
