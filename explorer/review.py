@@ -14,6 +14,7 @@ import hashlib
 import numpy as np
 
 from ice.errors import IceError
+from ice.run_dir import take_rows
 
 from .data import RunData
 from .search import like_scores
@@ -90,9 +91,7 @@ def side_by_side(embeddings, ranked: np.ndarray, page: int, limit: int = ARRANGE
         block = ranked[start : start + page]
         if len(block) < 3:
             continue
-        rows = np.argsort(block, kind="stable")  # a memory map reads sorted rows faster
-        x = np.empty((len(block), embeddings.shape[1]), np.float32)
-        x[rows] = np.asarray(embeddings[block[rows]], dtype=np.float32)
+        x = take_rows(embeddings, block)
         similar = x @ x.T
         order = np.empty(len(block), np.int64)
         at = 0

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .run_dir import MANIFOLD
+from .run_dir import MANIFOLD, take_rows
 
 WEAK_NEGATIVE = 0.3  # an unmarked image's weight as a negative, against 1 for one marked out
 UNMARKED_SAMPLE = 20_000  # unmarked images drawn as weak negatives: the fit stays bounded at any n
@@ -45,9 +45,7 @@ def logistic(embeddings, positives, negatives=(), seed: int = 0) -> tuple[np.nda
     if not weight.sum():  # every image given: nothing to tell them from
         return np.asarray(embeddings[positives], dtype=np.float32).mean(axis=0), 0.0
     weight[: len(positives)] = weight.sum() / len(positives)
-    order = np.argsort(rows, kind="stable")  # a memory map reads sorted rows faster
-    x = np.empty((len(rows), embeddings.shape[1]), np.float32)
-    x[order] = np.asarray(embeddings[rows[order]], dtype=np.float32)
+    x = take_rows(embeddings, rows)
     model = LogisticRegression(C=C, max_iter=500, random_state=seed)
     model.fit(x, y, sample_weight=weight)
     return model.coef_[0].astype(np.float32), float(model.intercept_[0])

@@ -238,6 +238,7 @@ def test_the_grid_lays_out_the_most_like_order_in_its_page_size(app):
         if size == "all":  # one page: the ranking as it is
             assert laid == ranked
             continue
+        assert laid == side_by_side(data.embeddings, np.array(ranked), 4).tolist()
         for start in range(0, len(ranked), 4):
             assert sorted(laid[start : start + 4]) == sorted(ranked[start : start + 4])
             assert laid[start] == ranked[start]

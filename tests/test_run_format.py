@@ -54,6 +54,20 @@ def test_rows_index_as_the_array_they_split(tmp_path):
             rows[bad]
 
 
+def test_rows_taken_in_any_order_from_a_map_or_parts(tmp_path):
+    """take_rows gives the rows asked for in their order (repeats too), as the dtype asked for,
+    from a memory-mapped file and from a folder of parts alike."""
+    whole = np.random.default_rng(2).integers(0, 255, (50, 3), dtype=np.uint8)
+    parts_of(whole, [20, 0, 7, 23], tmp_path / "p")
+    np.save(tmp_path / "one.npy", whole)
+    rows = np.array([44, 3, 3, 0, 27, 49])
+    for path in (tmp_path / "p", tmp_path / "one.npy"):
+        got = rd.take_rows(rd.load_rows(path), rows)
+        assert got.dtype == np.float32 and got.shape == (6, 3)
+        np.testing.assert_array_equal(got, whole[rows].astype(np.float32))
+    assert rd.take_rows(whole, []).shape == (0, 3)
+
+
 def test_rows_read_in_order_without_a_map(tmp_path):
     """read_in_order gives every row of a .npy file or a folder of parts, in order, in blocks of
     at most the size asked for, none of them a memory map; a truncated file is an IceError."""
