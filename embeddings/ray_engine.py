@@ -32,6 +32,7 @@ import multiprocessing
 import os
 import pickle
 import shutil
+import signal
 import sys
 import traceback
 from pathlib import Path
@@ -132,7 +133,6 @@ def _stage_process(parent: int) -> None:
     gc.freeze()
     if sys.platform.startswith("linux"):
         import ctypes
-        import signal
 
         ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
         if os.getppid() != parent:  # the job died before that was set
@@ -231,13 +231,39 @@ def decode_files(root: str, paths: list[str], size: int, max_pixels: int) -> tup
 def _forked_decoder() -> None:
     """A decode process forked from a Decoder actor: one torch thread, as in DataLoader's
     workers, and the default signal handlers rather than the Ray worker's."""
-    import signal
-
     import torch
 
     torch.set_num_threads(1)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+
+
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # blocked from fork until a decode process's own handlers
+
+
+@contextlib.contextmanager
+def _decode_pool(processes: int):
+    """A pool of `processes` decode processes forked from this one. They are forked with SIGINT
+    and SIGTERM blocked, until _forked_decoder has put back the default handlers: a signal that
+    reached one before, under the Ray worker's handler, could leave it running for ever, and
+    the pool's end waiting on it. The pool ends by closing (each process finishes its tasks and
+    exits) and is terminated only when the block raised."""
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    try:
+        pool = multiprocessing.get_context("fork").Pool(processes, _forked_decoder)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    done = False
+    try:
+        yield pool
+        done = True
+    finally:
+        if done:
+            pool.close()
+        else:
+            pool.terminate()
+        pool.join()
 
 
 def decode_shard(batch: dict, root: str, size: int, max_pixels: int, folder: str, processes: int = 1) -> dict:
@@ -249,8 +275,7 @@ def decode_shard(batch: dict, root: str, size: int, max_pixels: int, folder: str
     theirs. Only the shard numbers and file counts go back through Ray's object store."""
     folder = Path(folder)
     shards = np.asarray(batch["shard"])
-    pool = multiprocessing.get_context("fork").Pool(processes, _forked_decoder) if processes > 1 else None
-    try:
+    with _decode_pool(processes) if processes > 1 else contextlib.nullcontext() as pool:
         for shard in np.unique(shards):
             take = np.flatnonzero(shards == shard)
             paths = [str(batch["path"][i]) for i in take]
@@ -265,9 +290,6 @@ def decode_shard(batch: dict, root: str, size: int, max_pixels: int, folder: str
             save_npy(part_path(folder, int(shard), ".npy"), pixels[ok])
             with atomic_path(decoded_path(folder, int(shard)), suffix=".npz") as tmp:
                 np.savez(tmp, row=np.asarray(batch["row"])[take], wh=wh, error=np.array(errors, dtype=str))
-    finally:
-        if pool is not None:
-            pool.terminate()
     counts = [int((shards == k).sum()) for k in np.unique(shards)]
     return {"shard": np.unique(shards), "files": np.array(counts, np.int64)}
 

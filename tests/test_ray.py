@@ -349,6 +349,32 @@ def settled_records(folder: Path, quiet: float = 2.0, limit: float = 60.0) -> li
     return seen
 
 
+def test_a_decode_pool_ends_when_stopped_while_its_processes_start():
+    """A Decoder's pool of forked decode processes, ended while they are still starting, with a
+    SIGTERM handler in the parent that never returns (as a Ray worker's may hang in a forked
+    copy): every pool ends, since its processes hold the signal until their own handlers are
+    set, and a pool that raised nothing ends without signals. In a process of its own, whose
+    SIGKILL timeout the handler cannot stop."""
+    code = """
+import os, signal, time
+import torch
+from embeddings import ray_engine
+signal.signal(signal.SIGTERM, lambda *a: time.sleep(3600))
+os.register_at_fork(after_in_child=lambda: time.sleep(0.2))  # a slow start: the pool ends meanwhile
+for _ in range(3):
+    try:
+        with ray_engine._decode_pool(2):
+            raise KeyError
+    except KeyError:
+        pass
+with ray_engine._decode_pool(2) as pool:
+    assert pool.starmap(divmod, [(7, 2), (9, 4)]) == [(3, 1), (2, 1)]
+print("ended")
+"""
+    done = subprocess.run(["timeout", "-s", "KILL", "60", sys.executable, "-c", code], capture_output=True)
+    assert done.returncode == 0 and done.stdout.decode().strip() == "ended", done.stderr.decode()[-2000:]
+
+
 def test_a_ray_run_killed_mid_decode_resumes_with_the_shards_not_written(local_ray, tmp_path):
     """`ice embed --engine ray` killed mid-decode (once 4 shards of 64 files are written), then
     `--resume`: only the shards not written are decoded, and the run is the uninterrupted
