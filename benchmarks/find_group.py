@@ -25,12 +25,16 @@ these" before 2026-12-06); `linear`, a logistic regression on the embeddings and
 alone; `fresh`, the teach learner on an untrained encoder of the same shape; `pseudo` and
 `consistency`, the teach learner with TeachSettings.unmarked set to that (what the unmarked
 images teach besides being weak negatives); `average`, the teach learner with each round's
-model the moving average of its weights (TeachSettings.average 0.99).
+model the moving average of its weights (TeachSettings.average 0.99); `patches`, `linear`
+with the run's k-means patch features (benchmarks.patch_features) beside its embeddings, and
+`patch-teach`, the teach learner blended with that regression instead of `linear`'s (neither is
+in the explorer: they measure whether the pixels hold what the learned encoder misses).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from pathlib import Path
@@ -51,6 +55,8 @@ LEARNERS = (
     "linear",
     "manifold",
     "fresh",
+    "patches",
+    "patch-teach",
 )
 
 
@@ -139,7 +145,53 @@ class Teach:
         )
         self.round += 1
         network = self.teach.score(self.net, self.pixels, self.cfg, self.device)
+        return self.blend(network, positives, negatives)
+
+    def blend(self, network: np.ndarray, positives, negatives) -> np.ndarray:
         return self.teach.blended(self.run, network, positives, negatives, self.settings)[0]
+
+
+PATCH_C = 3.0  # the patch learners' inverse regularisation: of 0.1-3, the best on CIFAR-10 10k
+
+
+@functools.cache
+def patch_block(run: Path) -> np.ndarray:
+    """The run's patch features (benchmarks.patch_features, fitted on its pixels), standardised,
+    beside its embeddings: (n, 4k + d) float32, made once per run and process."""
+    from benchmarks import patch_features
+
+    pixels = np.load(run / "pixels.npy", mmap_mode="r")
+    t0 = time.perf_counter()
+    features = patch_features.standardised(patch_features.apply(patch_features.fit(pixels), pixels))
+    print(f"  patch features: {features.shape[1]} per image in {time.perf_counter() - t0:.1f} s", flush=True)
+    return np.hstack([features, np.load(run / "embeddings.npy")])
+
+
+class Patches:
+    """`linear`'s regression (ice.likeness, with the manifold) on the patch features and the
+    embeddings side by side; its odds, in [0, 1]."""
+
+    def __init__(self, run: Path, seed: int = 0, **_):
+        from ice import likeness
+
+        self.likeness, self.seed = likeness, seed
+        self.features = patch_block(run)
+        self.manifold = likeness.read_manifold(run, len(self.features))
+
+    def fit(self, positives, negatives) -> np.ndarray:
+        model = self.likeness.fit(self.features, self.manifold, positives, negatives, self.seed, c=PATCH_C)
+        return self.likeness.apply(model, self.features, self.manifold)
+
+
+class PatchTeach(Teach):
+    """The teach learner, its network's scores blended with `Patches`' odds."""
+
+    def __init__(self, run: Path, seed: int = 0, device: str = "auto", **settings):
+        super().__init__(run, seed=seed, device=device, **settings)
+        self.patches = Patches(run, seed=seed)
+
+    def blend(self, network: np.ndarray, positives, negatives) -> np.ndarray:
+        return self.teach.mix(network, self.patches.fit(positives, negatives), self.settings.blend)
 
 
 AVERAGE = 0.99  # the `average` learner's decay of the moving average of the weights
@@ -152,6 +204,10 @@ def make_learner(name: str, run: Path, seed: int, device: str, settings: dict):
         return Linear(run, seed=seed)
     if name == "manifold":
         return Linear(run, seed=seed, manifold_only=True)
+    if name == "patches":
+        return Patches(run, seed=seed)
+    if name == "patch-teach":
+        return PatchTeach(run, seed=seed, device=device, **settings)
     if name in ("incremental", "restart"):
         settings = {**settings, "incremental": name == "incremental"}
     if name in ("pseudo", "consistency"):
@@ -368,6 +424,8 @@ NAMES = {
     "pseudo": "teach loop, the unmarked images the network is sure of counted in (pseudo-labels)",
     "consistency": "teach loop, the unmarked images' augmented views agreeing with their plain views",
     "average": "teach loop, each round's model the moving average of its weights (decay 0.99)",
+    "patches": "logistic regression on k-means patch features beside the embeddings, and the manifold",
+    "patch-teach": "teach loop blended with the regression on patch features, embeddings and manifold",
 }
 
 

@@ -22,12 +22,13 @@ def direction(embeddings, positives, negatives=(), seed: int = 0) -> np.ndarray:
     return logistic(embeddings, positives, negatives, seed)[0]
 
 
-def logistic(embeddings, positives, negatives=(), seed: int = 0) -> tuple[np.ndarray, float]:
+def logistic(embeddings, positives, negatives=(), seed: int = 0, c: float = C) -> tuple[np.ndarray, float]:
     """((d,) float32, intercept): a logistic regression on `embeddings` (or any features of the
     images, one row each), the images given (positives) against those marked out and a seeded
     draw of the others as weak negatives (most images of a collection are not in the group one
     looks for), the two sides balanced. Above UNMARKED_SAMPLE unmarked images, the fit is the
-    one a collection of that size gets, so the marks weigh the same in a run of any size."""
+    one a collection of that size gets, so the marks weigh the same in a run of any size. `c`:
+    the inverse regularisation."""
     from sklearn.linear_model import LogisticRegression
 
     n = len(embeddings)
@@ -46,7 +47,7 @@ def logistic(embeddings, positives, negatives=(), seed: int = 0) -> tuple[np.nda
         return np.asarray(embeddings[positives], dtype=np.float32).mean(axis=0), 0.0
     weight[: len(positives)] = weight.sum() / len(positives)
     x = take_rows(embeddings, rows)
-    model = LogisticRegression(C=C, max_iter=500, random_state=seed)
+    model = LogisticRegression(C=c, max_iter=500, random_state=seed)
     model.fit(x, y, sample_weight=weight)
     return model.coef_[0].astype(np.float32), float(model.intercept_[0])
 
@@ -99,14 +100,14 @@ def read_manifold(run_dir: Path, n: int):
     return raw[:n] if raw.ndim == 2 and len(raw) >= n > 0 else None
 
 
-def fit(embeddings, manifold, positives, negatives=(), seed: int = 0) -> dict:
+def fit(embeddings, manifold, positives, negatives=(), seed: int = 0, c: float = C) -> dict:
     """A group's model from its marks (`logistic` on the `Features` of the embeddings and the
     manifold, None for none), as plain numbers, so that it can be kept with a teach round
     and applied to images added later: {"w", "b", "mean", "scale"}."""
     mean = scale = None
     if manifold is not None:
         mean, scale = manifold_scaling(manifold)
-    w, b = logistic(Features(embeddings, manifold, mean, scale), positives, negatives, seed)
+    w, b = logistic(Features(embeddings, manifold, mean, scale), positives, negatives, seed, c)
     listed = lambda a: None if a is None else [float(v) for v in a]  # noqa: E731
     return {"w": listed(w), "b": float(b), "mean": listed(mean), "scale": listed(scale)}
 
