@@ -479,7 +479,8 @@ def figures(args, n: int, classes: list[str], results: dict, summary: dict) -> l
 
 def report(args, run: Path, classes: list[str], results: dict, summary: dict, settings: dict) -> str:
     learners = list(results)
-    head = "| class | " + " | ".join(f"{name} precision" for name in learners) + " | teach s/round (max) |"
+    timed_name = "teach" if "teach" in results else learners[0]
+    head = "| class | " + " | ".join(f"{name} precision" for name in learners) + f" | {timed_name} s/round (max) |"
     lines = [
         f"- command: `python -m benchmarks.find_group {' '.join(sys.argv[1:])}`",
         f"- machine: {machine()}",
@@ -494,7 +495,7 @@ def report(args, run: Path, classes: list[str], results: dict, summary: dict, se
     ]
     for c in classes:
         row = [f"{results[name][c][-1]['precision']:.3f}" for name in learners]
-        timed = results.get("teach", results[learners[0]])[c]
+        timed = results[timed_name][c]
         lines.append(f"| {c} | " + " | ".join(row) + f" | {max(r['seconds'] for r in timed):.1f} |")
     first = learners[0]
     lines += [
