@@ -228,6 +228,9 @@ def decode_files(root: str, paths: list[str], size: int, max_pixels: int) -> tup
     return pixels, wh, errors
 
 
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # blocked from fork until a decode process's own handlers
+
+
 def _forked_decoder() -> None:
     """A decode process forked from a Decoder actor: one torch thread, as in DataLoader's
     workers, and the default signal handlers rather than the Ray worker's."""
@@ -237,9 +240,6 @@ def _forked_decoder() -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
-
-
-_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # blocked from fork until a decode process's own handlers
 
 
 @contextlib.contextmanager
