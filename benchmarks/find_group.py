@@ -154,17 +154,22 @@ class Teach:
 PATCH_C = 3.0  # the patch learners' inverse regularisation: of 0.3, 1 and 3, the best on CIFAR-10 10k
 
 
+PATCH_SECONDS: dict[Path, float] = {}  # the time patch_block took for each run, for the report
+
+
 @functools.cache
 def patch_block(run: Path) -> np.ndarray:
     """The run's patch features (benchmarks.patch_features, fitted on its pixels), standardised,
     beside its embeddings: (n, 4k + d) float32, made once per run and process."""
     from benchmarks import patch_features
+    from ice import run_dir as rd
 
-    pixels = np.load(run / "pixels.npy", mmap_mode="r")
+    pixels = rd.open_rows(run, rd.PIXELS)
     t0 = time.perf_counter()
     features = patch_features.standardised(patch_features.apply(patch_features.fit(pixels), pixels))
-    print(f"  patch features: {features.shape[1]} per image in {time.perf_counter() - t0:.1f} s", flush=True)
-    return np.hstack([features, np.load(run / "embeddings.npy")])
+    PATCH_SECONDS[run] = time.perf_counter() - t0
+    print(f"  patch features: {features.shape[1]} per image in {PATCH_SECONDS[run]:.1f} s", flush=True)
+    return np.hstack([features, np.asarray(rd.open_rows(run, rd.EMBEDDINGS))])
 
 
 class Patches:
@@ -487,6 +492,11 @@ def report(args, run: Path, classes: list[str], results: dict, summary: dict, se
         f"- run: {run} ({args.rounds} rounds of {args.per_round} marks from {args.seeds} seeds, "
         f"{args.uncertain:.0%} of each page nearest even odds; "
         f"teach settings {settings or 'default'})",
+        *(
+            [f"- the patch features (benchmarks.patch_features) took {PATCH_SECONDS[run]:.1f} s for the run's images"]
+            if run in PATCH_SECONDS
+            else []
+        ),
         "- mean precision at the class size after the last round: "
         + ", ".join(f"**{name} {summary[name]:.3f}**" for name in learners),
         "",
