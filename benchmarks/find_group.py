@@ -25,16 +25,16 @@ these" before 2026-12-06); `linear`, a logistic regression on the embeddings and
 alone; `fresh`, the teach learner on an untrained encoder of the same shape; `pseudo` and
 `consistency`, the teach learner with TeachSettings.unmarked set to that (what the unmarked
 images teach besides being weak negatives); `average`, the teach learner with each round's
-model the moving average of its weights (TeachSettings.average 0.99); `patches`, `linear`
-with the run's k-means patch features (benchmarks.patch_features) beside its embeddings, and
-`patch-teach`, the teach learner blended with that regression instead of `linear`'s (neither is
-in the explorer: they measure whether the pixels hold what the learned encoder misses).
+model the moving average of its weights (TeachSettings.average 0.99); `patches`, the teach
+learner's regression alone (the embeddings, the manifold and the pixel features,
+embeddings.patches); `teach-no-pixels`, the teach learner without the pixel features (the
+explorer's before 2026-12-08). Where a learner reads the pixel features, the run's are made
+afresh once, timed, before the first class (the explorer's first teach round makes them).
 """
 
 from __future__ import annotations
 
 import argparse
-import functools
 import sys
 import time
 from pathlib import Path
@@ -56,7 +56,7 @@ LEARNERS = (
     "manifold",
     "fresh",
     "patches",
-    "patch-teach",
+    "teach-no-pixels",
 )
 
 
@@ -114,6 +114,9 @@ class Teach:
         self.pixels = np.load(run / "pixels.npy", mmap_mode="r")
         self.cfg = teach.views_config(run)
         self.net, self.round = None, 0
+        # the regressions' record of the last round, the marks then, and the regression each
+        # round used (its first letter: "p" pixels, "e" embeddings)
+        self.last, self.marked, self.used = None, None, ""
         torch.manual_seed(seed)
 
     def new_net(self):
@@ -148,55 +151,55 @@ class Teach:
         return self.blend(network, positives, negatives)
 
     def blend(self, network: np.ndarray, positives, negatives) -> np.ndarray:
-        return self.teach.blended(self.run, network, positives, negatives, self.settings)[0]
+        """As a teach round blends: the regressions' record of the last round, and the marks
+        made since, choose which regression to use."""
+        marked = np.union1d(positives, negatives).astype(np.int64)
+        seen = np.setdiff1d(marked, marked if self.marked is None else self.marked)
+        scores, self.last = self.teach.blended(
+            self.run, network, positives, negatives, self.settings, last=self.last, seen=seen
+        )
+        self.marked = marked
+        if self.last is not None:
+            self.used += self.last["used"][0]
+        return scores
 
 
-PATCH_C = 3.0  # the patch learners' inverse regularisation: of 0.3, 1 and 3, the best on CIFAR-10 10k
+PIXEL_SECONDS: dict[Path, float] = {}  # how long each run's pixel features took to make, for the report
 
 
-PATCH_SECONDS: dict[Path, float] = {}  # the time patch_block took for each run, for the report
-
-
-@functools.cache
-def patch_block(run: Path) -> np.ndarray:
-    """The run's patch features (benchmarks.patch_features, fitted on its pixels), standardised,
-    beside its embeddings: (n, 4k + d) float32, made once per run and process."""
-    from benchmarks import patch_features
+def make_pixel_features(run: Path) -> None:
+    """The run's pixel features (embeddings.patches), made afresh and timed: the teach loop's
+    first round makes them, once per run; the rounds here then read them."""
+    from embeddings import patches
     from ice import run_dir as rd
 
-    pixels = rd.open_rows(run, rd.PIXELS)
+    for name in (patches.FEATURES, patches.MODEL):
+        (run / rd.TEACH / name).unlink(missing_ok=True)
+    n = len(rd.open_rows(run, rd.EMBEDDINGS))
     t0 = time.perf_counter()
-    features = patch_features.standardised(patch_features.apply(patch_features.fit(pixels), pixels))
-    PATCH_SECONDS[run] = time.perf_counter() - t0
-    print(f"  patch features: {features.shape[1]} per image in {PATCH_SECONDS[run]:.1f} s", flush=True)
-    return np.hstack([features, np.asarray(rd.open_rows(run, rd.EMBEDDINGS))])
+    features = patches.ensure(run, n)
+    PIXEL_SECONDS[run] = time.perf_counter() - t0
+    print(f"pixel features: {features.shape[1]} per image in {PIXEL_SECONDS[run]:.1f} s", flush=True)
 
 
 class Patches:
-    """`linear`'s regression (ice.likeness, with the manifold) on the patch features and the
-    embeddings side by side; its odds, in [0, 1]."""
+    """The teach loop's regression (ice.likeness on the embeddings, the manifold and the
+    pixel features) alone; its odds, in [0, 1]."""
 
     def __init__(self, run: Path, seed: int = 0, **_):
+        from embeddings import patches
         from ice import likeness
+        from ice import run_dir as rd
 
         self.likeness, self.seed = likeness, seed
-        self.features = patch_block(run)
-        self.manifold = likeness.read_manifold(run, len(self.features))
+        self.embeddings = rd.open_rows(run, rd.EMBEDDINGS)
+        self.manifold = likeness.read_manifold(run, len(self.embeddings))
+        self.features = patches.ensure(run, len(self.embeddings))
 
     def fit(self, positives, negatives) -> np.ndarray:
-        model = self.likeness.fit(self.features, self.manifold, positives, negatives, self.seed, c=PATCH_C)
-        return self.likeness.apply(model, self.features, self.manifold)
-
-
-class PatchTeach(Teach):
-    """The teach learner, its network's scores blended with `Patches`' odds."""
-
-    def __init__(self, run: Path, seed: int = 0, device: str = "auto", **settings):
-        super().__init__(run, seed=seed, device=device, **settings)
-        self.patches = Patches(run, seed=seed)
-
-    def blend(self, network: np.ndarray, positives, negatives) -> np.ndarray:
-        return self.teach.mix(network, self.patches.fit(positives, negatives), self.settings.blend)
+        c = self.likeness.PATCH_C
+        model = self.likeness.fit(self.embeddings, self.manifold, positives, negatives, self.seed, c, self.features)
+        return self.likeness.apply(model, self.embeddings, self.manifold, patches=self.features)
 
 
 AVERAGE = 0.99  # the `average` learner's decay of the moving average of the weights
@@ -211,8 +214,8 @@ def make_learner(name: str, run: Path, seed: int, device: str, settings: dict):
         return Linear(run, seed=seed, manifold_only=True)
     if name == "patches":
         return Patches(run, seed=seed)
-    if name == "patch-teach":
-        return PatchTeach(run, seed=seed, device=device, **settings)
+    if name == "teach-no-pixels":
+        settings = {**settings, "pixel_features": False}
     if name in ("incremental", "restart"):
         settings = {**settings, "incremental": name == "incremental"}
     if name in ("pseudo", "consistency"):
@@ -388,6 +391,9 @@ def main(argv: list[str] | None = None) -> dict:
     if args.class_ and args.class_ not in set(labels):
         p.error(f"--class {args.class_}: the run's classes are {', '.join(sorted(set(labels)))}")
     results: dict[str, dict[str, list[dict]]] = {name: {} for name in learners}
+    teachers = {"teach", "incremental", "restart", "pseudo", "consistency", "average", "fresh"}
+    if "patches" in learners or (teachers & set(learners) and settings.get("pixel_features", True)):
+        make_pixel_features(run)
     for c in classes:
         truth = labels == c
         print(f"{c} ({int(truth.sum())} of {len(labels)} images)", flush=True)
@@ -404,6 +410,8 @@ def main(argv: list[str] | None = None) -> dict:
                 log=lambda line: print(line, flush=True),
                 uncertain=args.uncertain,
             )
+            if getattr(learner, "used", ""):
+                print(f"    regressions used, by round: {learner.used}", flush=True)
     summary = {name: float(np.mean([results[name][c][-1]["precision"] for c in classes])) for name in learners}
     text = report(args, run, classes, results, summary, settings)
     print(text)
@@ -429,8 +437,8 @@ NAMES = {
     "pseudo": "teach loop, the unmarked images the network is sure of counted in (pseudo-labels)",
     "consistency": "teach loop, the unmarked images' augmented views agreeing with their plain views",
     "average": "teach loop, each round's model the moving average of its weights (decay 0.99)",
-    "patches": "logistic regression on k-means patch features beside the embeddings, and the manifold",
-    "patch-teach": "teach loop blended with the regression on patch features, embeddings and manifold",
+    "patches": "the teach loop's regression alone: embeddings, manifold and pixel features",
+    "teach-no-pixels": "teach loop without the pixel features (the explorer's before 2026-12-08)",
 }
 
 
@@ -493,8 +501,8 @@ def report(args, run: Path, classes: list[str], results: dict, summary: dict, se
         f"{args.uncertain:.0%} of each page nearest even odds; "
         f"teach settings {settings or 'default'})",
         *(
-            [f"- the patch features (benchmarks.patch_features) took {PATCH_SECONDS[run]:.1f} s for the run's images"]
-            if run in PATCH_SECONDS
+            [f"- the pixel features (embeddings.patches) took {PIXEL_SECONDS[run]:.1f} s to make for the run's images"]
+            if run in PIXEL_SECONDS
             else []
         ),
         "- mean precision at the class size after the last round: "

@@ -391,13 +391,27 @@ def _score_teach_rounds(job: Adding, n: int, device) -> None:
         manifold = placed["manifold"] if "manifold" in placed else None
     cfg = views_config(job.run_dir)
     net = new_scorer(job.run_dir, dev, 0)
+    features = None  # the new images' pixel features, for the rounds whose regression read them
     for folder, r, record in rounds:
         net.load_state_dict(torch.load(ts.round_path(folder, r, ".pt"), map_location=dev, weights_only=True))
         scores = score(net, pixels, cfg, dev)
         model, blend = record.get("likeness"), float(record.get("settings", {}).get("blend", 0))
         if model and blend:
-            scores = mix(scores, likeness.apply(model, embeddings, manifold), blend)
+            if model.get("patches") and features is None:
+                features = _pixel_features(job.run_dir, pixels)
+            scores = mix(scores, likeness.apply(model, embeddings, manifold, patches=features), blend)
         rd.save_npy(ts.round_path(job.path(TEACH_SCORES) / folder.name, r, ".npy"), scores)
+
+
+def _pixel_features(run_dir: Path, pixels: np.ndarray) -> np.ndarray:
+    """The pixel features of the new images, by the run's patch model (embeddings.patches),
+    which the rounds that read them made. IceError where it is gone."""
+    from . import patches
+
+    model = patches.read_model(run_dir)
+    if model is None:
+        raise IceError(f"{run_dir / rd.TEACH / patches.MODEL}: missing, and the teach rounds' models read it")
+    return patches.apply(model, pixels)
 
 
 def _rows(folder: Path, r: int) -> int:

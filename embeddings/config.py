@@ -364,6 +364,9 @@ class TeachSettings:
     # the share of an image's score that comes from a logistic regression of the marks on the
     # run's embeddings and manifold (ice.likeness), the rest from the network (BENCHMARKS.md)
     blend: float = 0.5
+    # the regression also reads the images' pixel features (embeddings.patches): on CIFAR-10
+    # they find more of a group than the CPU encoder's embeddings alone (BENCHMARKS.md)
+    pixel_features: bool = True
 
     def validate(self) -> "TeachSettings":
         for name, ok, rule in (

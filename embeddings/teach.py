@@ -39,6 +39,7 @@ from ice import run_dir as rd
 from ice import teach_state as ts
 from ice.errors import IceError
 
+from . import patches
 from .config import Config, TeachSettings
 from .model import ModelArgs, to_input
 from .train import augment, load_model, pick_device
@@ -175,20 +176,70 @@ def score(net: Scorer, pixels: np.ndarray, cfg: Config, device: torch.device, ba
     return np.concatenate(out).astype(np.float32) if out else np.zeros(0, np.float32)
 
 
+REGRESSIONS = ("pixels", "embeddings")  # the teach round's regressions; a tie goes to the first
+
+
 def blended(
-    run_dir: Path, network: np.ndarray, positives, negatives, settings: TeachSettings
+    run_dir: Path,
+    network: np.ndarray,
+    positives,
+    negatives,
+    settings: TeachSettings,
+    on_step=None,
+    last: dict | None = None,
+    seen=(),
 ) -> tuple[np.ndarray, dict | None]:
-    """The network's scores, with settings.blend of each from a logistic regression of the
-    same marks on the run's embeddings and manifold (ice.likeness): (scores, that model, to
-    keep with the round; None where blend is 0). The network learns the pixels; the regression
-    the space the run's clusters were found in, where a group is often nearly one side of a
-    plane, and from the first marks on."""
+    """The network's scores, with settings.blend of each from a logistic regression of the same
+    marks (ice.likeness): (scores, the regressions' record, to keep with the round; None where
+    blend is 0). The network learns the pixels; the regression the space the run's clusters
+    were found in, where a group is often nearly one side of a plane, and from the first marks on.
+
+    Two regressions are fitted: "embeddings", on the run's embeddings and manifold, and with
+    settings.pixel_features "pixels", on its pixel features too (embeddings.patches; made the
+    first time, `on_step(done, todo)` as they are). They help different collections (on
+    CIFAR-10 the pixels, on MNIST the embeddings alone, BENCHMARKS.md), so the round uses the
+    one whose earlier models foretold the person's later marks best: `last` is the last
+    round's record of them, `seen` the images marked since that round, and each regression's
+    log-loss on those marks adds to its sum over the rounds ("loss")."""
     if not settings.blend:
         return network, None
-    embeddings = rd.open_rows(run_dir, rd.EMBEDDINGS, len(network))
-    manifold = likeness.read_manifold(run_dir, len(network))
-    model = likeness.fit(embeddings, manifold, positives, negatives, settings.seed)
-    return mix(network, likeness.apply(model, embeddings, manifold), settings.blend), model
+    n = len(network)
+    embeddings = rd.open_rows(run_dir, rd.EMBEDDINGS, n)
+    manifold = likeness.read_manifold(run_dir, n)
+    features = patches.ensure(run_dir, n, on_step) if settings.pixel_features else None
+    names = [name for name in REGRESSIONS if name != "pixels" or features is not None]
+    last = last or {}
+    loss = {name: float(last.get("loss", {}).get(name, 0.0)) for name in names}
+    seen = np.asarray(seen, dtype=np.int64)
+    if len(seen):
+        truth = np.isin(seen, np.asarray(positives, dtype=np.int64)).astype(np.float64)
+        for name, model in last.get("models", {}).items():
+            if name in loss and model is not None and (not model.get("patches") or features is not None):
+                p = np.clip(likeness.apply(model, embeddings, manifold, seen, patches=features), 1e-4, 1 - 1e-4)
+                loss[name] += float(-(truth * np.log(p) + (1 - truth) * np.log(1 - p)).sum())
+    models = {
+        name: likeness.fit(
+            embeddings,
+            manifold,
+            positives,
+            negatives,
+            settings.seed,
+            likeness.PATCH_C if name == "pixels" else likeness.C,
+            features if name == "pixels" else None,
+        )
+        for name in names
+    }
+    used = min(names, key=lambda name: (loss[name], names.index(name)))
+    odds = likeness.apply(models[used], embeddings, manifold, patches=features)
+    return mix(network, odds, settings.blend), {"used": used, "loss": loss, "models": models}
+
+
+def regressions(record: dict) -> dict | None:
+    """A stored round's record of its regressions, as `blended` gives it (None before any)."""
+    choice = record.get("regressions")
+    if not choice:
+        return None
+    return {**choice, "models": {**choice.get("others", {}), choice["used"]: record.get("likeness")}}
 
 
 def mix(network: np.ndarray, odds: np.ndarray, share: float) -> np.ndarray:
@@ -312,7 +363,19 @@ def teach_round(
     ts.write_progress(run_dir, group, round=round_, step=0, steps=settings.steps + 1, phase="train")
     loss = fit(net, pixels, positives, negatives, cfg, settings, dev, round_, on_step)
     ts.write_progress(run_dir, group, round=round_, step=settings.steps, steps=settings.steps + 1, phase="score")
-    scores, model = blended(run_dir, score(net, pixels, cfg, dev), positives, negatives, settings)
+    network = score(net, pixels, cfg, dev)
+
+    def on_features(done, todo):  # the first round only: the run's pixel features are made
+        ts.write_progress(run_dir, group, round=round_, step=done, steps=todo, phase="pixel features")
+
+    last, seen = None, ()
+    if state["rounds"]:  # the marks since the last round tell which of its regressions foretold them
+        last = regressions(state["rounds"][-1])
+        seen = notes.changed_since(group, state["rounds"][-1]["change"])
+        marked = np.union1d(positives, negatives)
+        seen = seen[np.isin(seen, marked)]
+    scores, choice = blended(run_dir, network, positives, negatives, settings, on_features, last, seen)
+    model = None if choice is None else choice["models"][choice["used"]]
 
     def write_model(path: Path) -> None:
         buf = io.BytesIO()
@@ -331,6 +394,13 @@ def teach_round(
         "device": dev.type,
         "settings": asdict(settings),
         "likeness": model,  # the regression the scores blend in: applied to images added later
+        "regressions": None
+        if choice is None
+        else {
+            "used": choice["used"],
+            "loss": {name: round(value, 4) for name, value in choice["loss"].items()},
+            "others": {name: m for name, m in choice["models"].items() if name != choice["used"]},
+        },
     }
     record = ts.save_round(run_dir, group, record, scores, write_model)
     ts.clear_progress(run_dir, group)

@@ -273,6 +273,16 @@ class Annotations:
         rows = self._query("SELECT MAX(change) FROM group_changes WHERE group_name = ?", (name,))
         return int(rows[0][0] or 0) if rows else 0
 
+    def changed_since(self, name: str, change: int) -> np.ndarray:
+        """The images whose mark in a group changes after change `change` set (sorted ids):
+        what a teach round had not yet seen."""
+        rows = self._query(
+            "SELECT DISTINCT m.image_id FROM change_marks m JOIN group_changes c ON m.change = c.change "
+            "WHERE c.group_name = ? AND m.change > ?",
+            (name, int(change)),
+        )
+        return np.array(sorted(int(r[0]) for r in rows), dtype=np.int64)
+
     def undo(self, name: str, change: int | None = None) -> dict:
         """Undo a group's change (default: its last one not undone, undos left out): every
         image it touched whose mark is still the one it set goes back to its mark before it.

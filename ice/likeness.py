@@ -14,6 +14,7 @@ from .run_dir import MANIFOLD, take_rows
 WEAK_NEGATIVE = 0.3  # an unmarked image's weight as a negative, against 1 for one marked out
 UNMARKED_SAMPLE = 20_000  # unmarked images drawn as weak negatives: the fit stays bounded at any n
 C = 0.3  # the inverse regularisation; of 0.3, 1 and 3, the best at 10 marks in on MNIST 10k
+PATCH_C = 3.0  # the same with the pixel features: of 0.3, 1 and 3, the best on CIFAR-10 10k
 
 
 def direction(embeddings, positives, negatives=(), seed: int = 0) -> np.ndarray:
@@ -60,24 +61,28 @@ class Features:
     manifold coordinates (standardised by `mean` and `scale`, times MANIFOLD_WEIGHT) where the
     run has them: the manifold is the space the clusters were found in. The two together rank
     MNIST's classes about as well as the manifold alone, and CIFAR-10's better than either
-    (BENCHMARKS.md, find_group). Nothing is held for the whole run."""
+    (BENCHMARKS.md, find_group). Then, where given, the images' pixel features
+    (embeddings.patches, about as long as an embedding), which the teach loop adds. Nothing is
+    held for the whole run."""
 
-    def __init__(self, embeddings, manifold=None, mean=None, scale=None):
-        self.embeddings, self.manifold = embeddings, manifold
+    def __init__(self, embeddings, manifold=None, mean=None, scale=None, patches=None):
+        self.embeddings, self.manifold, self.patches = embeddings, manifold, patches
         if manifold is not None:
             self.mean = np.asarray(mean, dtype=np.float32)
             self.scale = np.asarray(scale, dtype=np.float32) / MANIFOLD_WEIGHT
-        width = embeddings.shape[1] + (0 if manifold is None else manifold.shape[1])
+        width = embeddings.shape[1] + sum(0 if a is None else a.shape[1] for a in (manifold, patches))
         self.shape = (len(embeddings), width)
 
     def __len__(self) -> int:
         return self.shape[0]
 
     def __getitem__(self, rows) -> np.ndarray:
-        x = np.asarray(self.embeddings[rows], dtype=np.float32)
-        if self.manifold is None:
-            return x
-        return np.hstack([x, (np.asarray(self.manifold[rows], dtype=np.float32) - self.mean) / self.scale])
+        x = [np.asarray(self.embeddings[rows], dtype=np.float32)]
+        if self.manifold is not None:
+            x.append((np.asarray(self.manifold[rows], dtype=np.float32) - self.mean) / self.scale)
+        if self.patches is not None:
+            x.append(np.asarray(self.patches[rows], dtype=np.float32))
+        return x[0] if len(x) == 1 else np.hstack(x)
 
 
 def manifold_scaling(manifold) -> tuple[np.ndarray, np.ndarray]:
@@ -100,25 +105,33 @@ def read_manifold(run_dir: Path, n: int):
     return raw[:n] if raw.ndim == 2 and len(raw) >= n > 0 else None
 
 
-def fit(embeddings, manifold, positives, negatives=(), seed: int = 0, c: float = C) -> dict:
-    """A group's model from its marks (`logistic` on the `Features` of the embeddings and the
-    manifold, None for none), as plain numbers, so that it can be kept with a teach round
-    and applied to images added later: {"w", "b", "mean", "scale"}."""
+def fit(embeddings, manifold, positives, negatives=(), seed: int = 0, c: float = C, patches=None) -> dict:
+    """A group's model from its marks (`logistic` on the `Features` of the embeddings, the
+    manifold and the pixel features; None for none), as plain numbers, so that it can be kept
+    with a teach round and applied to images added later: {"w", "b", "mean", "scale",
+    "patches"}, the last the pixel features' width (None without them)."""
     mean = scale = None
     if manifold is not None:
         mean, scale = manifold_scaling(manifold)
-    w, b = logistic(Features(embeddings, manifold, mean, scale), positives, negatives, seed, c)
+    x = Features(embeddings, manifold, mean, scale, patches)
+    w, b = logistic(x, positives, negatives, seed, c)
     listed = lambda a: None if a is None else [float(v) for v in a]  # noqa: E731
-    return {"w": listed(w), "b": float(b), "mean": listed(mean), "scale": listed(scale)}
+    width = None if patches is None else int(patches.shape[1])
+    return {"w": listed(w), "b": float(b), "mean": listed(mean), "scale": listed(scale), "patches": width}
 
 
-def apply(model: dict, embeddings, manifold, ids=None, probability: bool = True) -> np.ndarray:
-    """`fit`'s model on images (their embeddings and manifold rows; the manifold is left out
-    where the model was fitted without one): (len(ids),) float32, the probabilities of being
-    in the group, or with probability=False the inner products with the weights."""
+def apply(model: dict, embeddings, manifold, ids=None, probability: bool = True, patches=None) -> np.ndarray:
+    """`fit`'s model on images (their embeddings, manifold rows and pixel features; the
+    manifold is left out where the model was fitted without one): (len(ids),) float32, the
+    probabilities of being in the group, or with probability=False the inner products with the
+    weights. ValueError where the model was fitted on pixel features and none are given."""
     if model["mean"] is None:
         manifold = None
-    x = Features(embeddings, manifold, model["mean"], model["scale"])
+    if not model.get("patches"):
+        patches = None
+    elif patches is None or patches.shape[1] != model["patches"]:
+        raise ValueError(f"the model was fitted on {model['patches']} pixel features per image; give them")
+    x = Features(embeddings, manifold, model["mean"], model["scale"], patches)
     return scores(x, np.asarray(model["w"], dtype=np.float32), model["b"], ids, probability)
 
 

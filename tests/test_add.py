@@ -166,6 +166,7 @@ def test_names_groups_reclusterings_and_teach_scores_survive_an_add(run_copy):
     # the added images' scores blend the round's network and its regression, as the round's own
     import torch
 
+    from embeddings import patches
     from embeddings.teach import new_scorer, score, views_config
     from ice import likeness
 
@@ -175,7 +176,13 @@ def test_names_groups_reclusterings_and_teach_scores_survive_an_add(run_copy):
     net.load_state_dict(torch.load(ts.round_path(folder, record["round"], ".pt"), weights_only=True))
     network = score(net, np.asarray(grown.pixels[n:]), views_config(run_dir), torch.device("cpu"))
     manifold = np.load(run_dir / rd.MANIFOLD)[n:] if (run_dir / rd.MANIFOLD).exists() else None
-    odds = likeness.apply(record["likeness"], np.asarray(grown.embeddings[n:]), manifold)
+    # the round read the pixel features: the addition applies the run's patch model to the
+    # new images, as the next round's features extend to them
+    assert record["likeness"]["patches"] == 4 * patches.CENTROIDS
+    features = patches.apply(patches.read_model(run_dir), np.asarray(grown.pixels[n:]))
+    extended = patches.ensure(run_dir, n + 80)
+    np.testing.assert_allclose(extended[n:], features, atol=2e-3, rtol=1e-3)
+    odds = likeness.apply(record["likeness"], np.asarray(grown.embeddings[n:]), manifold, patches=features)
     blend = record["settings"]["blend"]
     assert blend > 0 and not np.allclose(network, odds, atol=1e-3)
     np.testing.assert_allclose(scores[n:], (1 - blend) * network + blend * odds, atol=1e-5)

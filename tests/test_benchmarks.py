@@ -655,26 +655,3 @@ def test_review_bench_counts_a_class_met_only_when_every_target_is_and_squeezes_
         squeeze(["type a", "tick", "tick", "Enter", "tick", "Enter", "Enter"])
         == "type a, tick x2, Enter, tick, Enter x2"
     )
-
-
-def test_patch_features_are_seeded_blind_to_a_mirror_and_tell_the_digits_apart(small_run):
-    """benchmarks.patch_features on the small run's pixels: the same seed gives the same model,
-    a mirrored image the same features, and a linear model on the features tells the ten
-    digits apart (held-out accuracy), which features of noise would not."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import cross_val_score
-
-    from benchmarks import patch_features
-
-    pixels = np.load(small_run / "pixels.npy")
-    model = patch_features.fit(pixels, k=32, sample=5000)
-    again = patch_features.fit(pixels, k=32, sample=5000)
-    assert all(np.array_equal(model[key], again[key]) for key in model)
-    features = patch_features.apply(model, pixels)
-    assert features.shape == (len(pixels), 128) and np.isfinite(features).all()
-    mirrored = patch_features.apply(model, np.ascontiguousarray(pixels[:, :, ::-1]))
-    np.testing.assert_allclose(mirrored, features, rtol=1e-4, atol=1e-2)
-    digits = pd.read_parquet(small_run / "items.parquet", columns=["label"])["label"].to_numpy()
-    x = patch_features.standardised(features) * np.sqrt(features.shape[1])
-    accuracy = cross_val_score(LogisticRegression(max_iter=2000), x, digits, cv=3).mean()
-    assert accuracy >= 0.8, accuracy
