@@ -182,12 +182,6 @@ def build_parser() -> Parser:
         help="the share of each score from a logistic regression of the examples on the run's embeddings "
         f"and manifold, the rest from the network (default: {TeachSettings.blend}; 0: the network alone)",
     )
-    f.add_argument(
-        "--no-pixel-features",
-        dest="pixel_features",
-        action="store_false",
-        help="leave the images' pixel features (made once per run, kept in its teach/ folder) out of the regression",
-    )
     f.add_argument("--seed", type=int, default=0, help="seeds the training (default: 0)")
     f.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to train (default: auto)")
     return p
@@ -373,9 +367,7 @@ def cmd_find(args) -> None:
     both = np.intersect1d(like, unlike)
     if len(both):
         raise IceError(f"{paths[both[0]]}: given both as like and unlike ({len(both)} such images)")
-    settings = TeachSettings(
-        steps=args.steps, seed=args.seed, blend=args.blend, pixel_features=args.pixel_features
-    ).validate()
+    settings = TeachSettings(steps=args.steps, seed=args.seed, blend=args.blend).validate()
     if args.save_group is not None:
         if not clean_name(args.save_group, "group"):
             raise IceError("--save-group: give the group a name")
