@@ -47,6 +47,11 @@ def _normalised(patches: np.ndarray) -> np.ndarray:
 def fit(pixels, k: int = CENTROIDS, sample: int = SAMPLE, seed: int = 0) -> dict:
     """The model, from seeded samples of `pixels` ((n, s, s, c) uint8; a memory map or Rows is
     fine, only sampled rows are read): {"mean", "whiten", "centroids", "centre", "spread"}."""
+    return _fit(pixels, k, sample, seed)[0]
+
+
+def _fit(pixels, k: int, sample: int, seed: int) -> tuple[dict, np.ndarray, np.ndarray]:
+    """`fit`'s model, the images its spread was taken from (sorted ids) and their features."""
     from .cluster import KMeans
 
     n, h, w, c = pixels.shape
@@ -71,7 +76,8 @@ def fit(pixels, k: int = CENTROIDS, sample: int = SAMPLE, seed: int = 0) -> dict
     raw = _raw(model, rd.take_rows(pixels, some, dtype=np.uint8))
     spread = raw.std(0)
     spread[spread == 0] = 1.0
-    return {**model, "centre": raw.mean(0), "spread": (spread * np.sqrt(raw.shape[1])).astype(np.float32)}
+    model = {**model, "centre": raw.mean(0), "spread": (spread * np.sqrt(raw.shape[1])).astype(np.float32)}
+    return model, some, (raw - model["centre"]) / model["spread"]
 
 
 def _pooled(model: dict, images):
@@ -138,16 +144,20 @@ def _ensure(run_dir: Path, folder: Path, n: int, on_step) -> np.ndarray:
             left.unlink(missing_ok=True)
     pixels = rd.open_rows(run_dir, rd.PIXELS, n)
     model = read_model(run_dir)
+    kept = None
     if model is None or model["centroids"].shape[1] != PATCH * PATCH * pixels.shape[3]:
-        model = fit(pixels)
+        model, some, features = _fit(pixels, CENTROIDS, SAMPLE, 0)
         with rd.atomic_path(folder / MODEL, suffix=".npz") as tmp:
             np.savez(tmp, **model)
         (folder / FEATURES).unlink(missing_ok=True)  # of another model
-    try:
-        kept = np.load(folder / FEATURES, mmap_mode="r")
-    except (OSError, ValueError):
-        kept = np.zeros((0, 4 * len(model["centroids"])), np.float16)
-    if len(kept) >= n and kept.shape[1] == 4 * len(model["centroids"]):
+        if len(some) == n:  # a run of up to SPREAD_SAMPLE images: every image's features are made
+            kept = features.astype(np.float16)
+    if kept is None:
+        try:
+            kept = np.load(folder / FEATURES, mmap_mode="r")
+        except (OSError, ValueError):
+            kept = np.zeros((0, 4 * len(model["centroids"])), np.float16)
+    if len(kept) >= n and kept.shape[1] == 4 * len(model["centroids"]) and isinstance(kept, np.memmap):
         return kept[:n]
     done = len(kept) if kept.shape[1] == 4 * len(model["centroids"]) else 0
     with rd.atomic_path(folder / FEATURES, suffix=".npy") as tmp:

@@ -346,3 +346,42 @@ def test_renamed_and_deleted_groups_take_their_rounds(run_copy):
     assert not folder.exists() and ts.read_state(run_copy, "b")["group"] == "b"
     ts.forget_group(run_copy, "b")
     assert not ts.group_dir(run_copy, "b").exists()
+
+
+def test_a_round_uses_the_regression_that_foretold_the_later_marks(run_copy):
+    """Round 1 uses the regression on the embeddings (no marks came after a round yet) and
+    keeps the other, on the pixel features; round 2 scores both of round 1's models on the marks made since, adds each
+    one's log-loss, and uses the lower; its scores blend that one. The status line says so."""
+    from embeddings import patches
+    from embeddings.teach import regressions, teach_round
+    from explorer.callbacks.teach import status_text
+    from ice import likeness
+
+    notes = mark_some(run_copy)
+    first = teach_round(run_copy, "threes", settings=TeachSettings(steps=5), device="cpu")
+    choice = first["regressions"]
+    assert choice["used"] == "embeddings" and choice["loss"] == {"pixels": 0.0, "embeddings": 0.0}
+    assert first["likeness"]["patches"] is None
+    assert choice["others"]["pixels"]["patches"] == 4 * patches.CENTROIDS
+
+    truth = labels(run_copy) == "3"
+    marked_in, marked_out = notes.marks("threes")
+    new = np.setdiff1d(np.arange(60), np.union1d(marked_in, marked_out))
+    notes.mark("threes", marked_in=new[truth[new]], marked_out=new[~truth[new]])
+    second = teach_round(run_copy, "threes", settings=TeachSettings(steps=5), device="cpu")
+    embeddings = np.load(run_copy / rd.EMBEDDINGS)
+    manifold = likeness.read_manifold(run_copy, len(embeddings))
+    features = patches.ensure(run_copy, len(embeddings))
+    y = truth[new].astype(float)
+    expected = {}
+    for name, model in regressions(first)["models"].items():
+        p = np.clip(likeness.apply(model, embeddings, manifold, new, patches=features), 1e-4, 1 - 1e-4)
+        expected[name] = -(y * np.log(p) + (1 - y) * np.log(1 - p)).sum()
+    choice = second["regressions"]
+    assert choice["loss"] == pytest.approx(expected, abs=1e-3)
+    assert choice["used"] == min(expected, key=expected.get)
+    other = "embeddings" if choice["used"] == "pixels" else "pixels"
+    assert set(choice["others"]) == {other}
+    assert (second["likeness"]["patches"] is not None) == (choice["used"] == "pixels")
+    state = {"marked_in": 1, "marked_out": 0, "last": second, "training": None, "error": None}
+    assert ("with the pixel features" in status_text("threes", state)) == (choice["used"] == "pixels")

@@ -39,7 +39,9 @@ def status_text(group: str, state: dict) -> str:
     if last:
         head += (
             f" · round {last['round']}: about {last['estimate']:,} in the group (trained on "
-            f"{last['marked_in']:,} in, {last['marked_out']:,} out, {last['seconds']:.0f} s)"
+            f"{last['marked_in']:,} in, {last['marked_out']:,} out, {last['seconds']:.0f} s"
+            + (", with the pixel features" if (last.get("regressions") or {}).get("used") == "pixels" else "")
+            + ")"
         )
     training = state["training"]
     if training:
