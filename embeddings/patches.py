@@ -29,6 +29,8 @@ from ice import run_dir as rd
 PATCH = 6
 CENTROIDS = 400
 SAMPLE = 200_000  # patches the whitening and the centres are fitted on
+PER_IMAGE = 100  # at most this many patches an image: a run of 300 images fits on 30,000
+MIN_IMAGES = 40  # fewer, and the teach loop does without them (4,000 patches for 400 centres)
 SPREAD_SAMPLE = 20_000  # images each feature's mean and spread are taken from
 BRIGHTNESS = 10.0  # added to a patch's variance before it is divided by it (0-255 values)
 WHITEN = 0.1  # added to the eigenvalues of the patches' covariance
@@ -57,6 +59,7 @@ def _fit(pixels, k: int, sample: int, seed: int) -> tuple[dict, np.ndarray, np.n
     n, h, w, c = pixels.shape
     if h < PATCH or w < PATCH:
         raise ValueError(f"images of {h}x{w} pixels: patch features need at least {PATCH}x{PATCH}")
+    sample = min(sample, PER_IMAGE * n)
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.integers(0, n, sample))  # in order: a memory map reads them faster
     ys, xs = rng.integers(0, h - PATCH + 1, sample), rng.integers(0, w - PATCH + 1, sample)

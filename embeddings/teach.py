@@ -209,7 +209,9 @@ def blended(
     n = len(network)
     embeddings = rd.open_rows(run_dir, rd.EMBEDDINGS, n)
     manifold = likeness.read_manifold(run_dir, n)
-    features = patches.ensure(run_dir, n, on_step) if settings.pixel_features else None
+    features = None
+    if settings.pixel_features and n >= patches.MIN_IMAGES:
+        features = patches.ensure(run_dir, n, on_step)
     names = [name for name in REGRESSIONS if name != "pixels" or features is not None]
     last = last or {}
     loss = {name: float(last.get("loss", {}).get(name, 0.0)) for name in names}
