@@ -135,13 +135,17 @@ def apply(model: dict, embeddings, manifold, ids=None, probability: bool = True,
     return scores(x, np.asarray(model["w"], dtype=np.float32), model["b"], ids, probability)
 
 
+BLOCK_VALUES = 1 << 26  # `scores` reads this many numbers at a time (256 MB as float32)
+
+
 def scores(x, w: np.ndarray, b: float = 0.0, ids=None, probability: bool = False) -> np.ndarray:
     """(len(ids),) float32 for `ids` (default every row of `x`): the inner products with `w`,
     or with `probability` the model's probabilities, a bounded block of rows at a time."""
     rows = np.arange(len(x)) if ids is None else np.asarray(ids, dtype=np.int64)
     order = np.argsort(rows, kind="stable")  # a memory map reads sorted rows faster
     out = np.empty(len(rows), np.float32)
-    for start in range(0, len(rows), 1 << 20):
-        block = order[start : start + (1 << 20)]
+    step = min(1 << 20, max(1024, BLOCK_VALUES // max(1, x.shape[1])))
+    for start in range(0, len(rows), step):
+        block = order[start : start + step]
         out[block] = x[rows[block]] @ w
     return (1 / (1 + np.exp(-(out + b)))).astype(np.float32) if probability else out

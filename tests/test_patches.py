@@ -83,3 +83,30 @@ def test_a_run_that_cannot_be_written_gets_its_features_all_the_same(run_copy):
     features = patches.ensure(run_copy, n)
     assert features.shape == (n, 4 * patches.CENTROIDS) and np.isfinite(features).all()
     assert (run_copy / rd.TEACH).read_text() == "not a folder" and sorted(os.listdir(run_copy)) == before
+
+
+def test_scores_of_wide_features_are_read_a_bounded_block_at_a_time(monkeypatch):
+    """ice.likeness.scores with the pixel features beside the embeddings reads blocks of
+    BLOCK_VALUES numbers: the scores, in the order of the ids given, are those of one product."""
+    from ice import likeness
+
+    rng = np.random.default_rng(0)
+    embeddings = rng.normal(size=(5000, 8)).astype(np.float32)
+    pixels = rng.normal(size=(5000, 40)).astype(np.float16)
+    x = likeness.Features(embeddings, patches=pixels)
+    w = rng.normal(size=48).astype(np.float32)
+    ids = rng.permutation(5000)[:3000]
+    whole = np.hstack([embeddings, pixels.astype(np.float32)])[ids] @ w
+    reads = []
+    monkeypatch.setattr(likeness, "BLOCK_VALUES", 1024 * 48)
+    monkeypatch.setattr(likeness.Features, "__getitem__", _counted(likeness.Features.__getitem__, reads))
+    np.testing.assert_allclose(likeness.scores(x, w, ids=ids), whole, rtol=1e-5, atol=1e-4)
+    assert reads == [1024, 1024, 952]
+
+
+def _counted(getitem, reads):
+    def counted(self, rows):
+        reads.append(len(rows))
+        return getitem(self, rows)
+
+    return counted
