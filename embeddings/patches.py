@@ -2,7 +2,8 @@
 Lee and Ng, "An analysis of single-layer networks in unsupervised feature learning", AISTATS
 2011), learned without labels from a run's own pixels, with no training loop.
 
-`fit` draws SAMPLE patches of PATCH x PATCH pixels (seeded), normalises each one's brightness
+Images larger than SIZE are area-averaged to SIZE x SIZE first, so the features cost the same
+at any working size. `fit` draws SAMPLE patches of PATCH x PATCH pixels (seeded), normalises each one's brightness
 and contrast, ZCA-whitens them and finds CENTROIDS k-means centres; it then sets each feature's
 mean and spread from a seeded sample of images. `apply` is a pure function of one image: every
 patch (stride 1) gets the "triangle" activation max(0, mean distance - distance to centre k),
@@ -27,6 +28,7 @@ import numpy as np
 from ice import run_dir as rd
 
 PATCH = 6
+SIZE = 32  # larger images are area-averaged to SIZE x SIZE first: 64 would cost 4.8 times as much
 CENTROIDS = 400
 SAMPLE = 200_000  # patches the whitening and the centres are fitted on
 PER_IMAGE = 100  # at most this many patches an image: a run of 300 images fits on 30,000
@@ -59,14 +61,15 @@ def _fit(pixels, k: int, sample: int, seed: int) -> tuple[dict, np.ndarray, np.n
     n, h, w, c = pixels.shape
     if h < PATCH or w < PATCH:
         raise ValueError(f"images of {h}x{w} pixels: patch features need at least {PATCH}x{PATCH}")
+    h, w = min(h, SIZE), min(w, SIZE)
     sample = min(sample, PER_IMAGE * n)
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.integers(0, n, sample))  # in order: a memory map reads them faster
     ys, xs = rng.integers(0, h - PATCH + 1, sample), rng.integers(0, w - PATCH + 1, sample)
     patches = np.empty((sample, PATCH * PATCH * c), np.float32)
-    for start in range(0, sample, 10_000):
-        block = slice(start, start + 10_000)
-        images = rd.take_rows(pixels, rows[block], dtype=np.uint8)
+    for start in range(0, sample, 1000):
+        block = slice(start, start + 1000)
+        images = _images(rd.take_rows(pixels, rows[block], dtype=np.uint8)).permute(0, 2, 3, 1).numpy()
         for j, (y, x) in enumerate(zip(ys[block], xs[block])):
             patches[start + j] = images[j, y : y + PATCH, x : x + PATCH].reshape(-1)
     patches = _normalised(patches)
@@ -81,6 +84,18 @@ def _fit(pixels, k: int, sample: int, seed: int) -> tuple[dict, np.ndarray, np.n
     spread[spread == 0] = 1.0
     model = {**model, "centre": raw.mean(0), "spread": (spread * np.sqrt(raw.shape[1])).astype(np.float32)}
     return model, some, (raw - model["centre"]) / model["spread"]
+
+
+def _images(pixels):
+    """(b, c, h, w) float32 tensor of (b, h, w, c) uint8 images, area-averaged to SIZE x SIZE
+    where they are larger."""
+    import torch
+
+    images = torch.from_numpy(np.asarray(pixels, dtype=np.float32)).permute(0, 3, 1, 2)
+    if images.shape[2] > SIZE or images.shape[3] > SIZE:
+        size = (min(images.shape[2], SIZE), min(images.shape[3], SIZE))
+        images = torch.nn.functional.interpolate(images, size=size, mode="area")
+    return images
 
 
 def _pooled(model: dict, images):
@@ -111,8 +126,7 @@ def _raw(model: dict, pixels) -> np.ndarray:
     out = np.empty((len(pixels), 4 * len(model["centroids"])), np.float32)
     with torch.no_grad():
         for start in range(0, len(pixels), BATCH):
-            images = np.asarray(pixels[start : start + BATCH], dtype=np.float32)
-            images = torch.from_numpy(images).permute(0, 3, 1, 2)
+            images = _images(pixels[start : start + BATCH])
             out[start : start + len(images)] = (_pooled(model, images) + _pooled(model, images.flip(3))).numpy()
     return out
 

@@ -110,3 +110,15 @@ def _counted(getitem, reads):
         return getitem(self, rows)
 
     return counted
+
+
+def test_larger_images_give_the_features_of_their_32_pixel_average(small_run):
+    """Images above 32 pixels are area-averaged to 32 first: the small run's 16-pixel digits
+    blown up to 32 and to 64 (each pixel repeated) give the same model and the same features."""
+    pixels = np.load(small_run / rd.PIXELS)
+    at32 = pixels.repeat(2, axis=1).repeat(2, axis=2)
+    at64 = at32.repeat(2, axis=1).repeat(2, axis=2)
+    model = patches.fit(at32, k=32, sample=5000)
+    again = patches.fit(at64, k=32, sample=5000)
+    assert all(np.allclose(model[key], again[key], atol=1e-4) for key in model)
+    np.testing.assert_allclose(patches.apply(model, at64), patches.apply(model, at32), atol=1e-4)
