@@ -134,7 +134,10 @@ def test_hostile_files_are_skipped_into_skipped_csv_and_not_tried_again(run_copy
     assert len(pd.read_csv(run_dir / rd.SKIPPED)) == len(skipped)
 
 
-def test_names_groups_reclusterings_and_teach_scores_survive_an_add(run_copy):
+@pytest.mark.parametrize("used", ["embeddings", "pixels"])
+def test_names_groups_reclusterings_and_teach_scores_survive_an_add(run_copy, used):
+    """`used`: the regression the teach round blended in; a first round uses the embeddings',
+    and for "pixels" its record is given the other one it kept, as a later round may use."""
     from embeddings.teach import teach_round
     from explorer.clusterings import recluster
     from explorer.data import load_run
@@ -149,6 +152,11 @@ def test_names_groups_reclusterings_and_teach_scores_survive_an_add(run_copy):
     notes.mark("threes", marked_in=np.flatnonzero(data.path.astype(str) < "4")[:20], marked_out=[0, 2])
     recluster(data, 4)
     teach_round(run_dir, "threes", settings=TeachSettings(steps=5), device="cpu")
+    if used == "pixels":
+        state = ts.read_state(run_dir, "threes")
+        record = state["rounds"][-1]
+        record["likeness"] = record["regressions"]["others"]["pixels"]
+        ts.write_state(run_dir, state)
     scores_before = ts.read_scores(run_dir, "threes", n=n)
 
     add_images(run_dir, [rest], workers=0)
@@ -178,10 +186,14 @@ def test_names_groups_reclusterings_and_teach_scores_survive_an_add(run_copy):
     manifold = np.load(run_dir / rd.MANIFOLD)[n:] if (run_dir / rd.MANIFOLD).exists() else None
     # the round read the pixel features: the addition applies the run's patch model to the
     # new images, as the next round's features extend to them
-    assert record["likeness"]["patches"] == 4 * patches.CENTROIDS
-    features = patches.apply(patches.read_model(run_dir), np.asarray(grown.pixels[n:]))
-    extended = patches.ensure(run_dir, n + 80)
-    np.testing.assert_allclose(extended[n:], features, atol=2e-3, rtol=1e-3)
+    features = None
+    if used == "pixels":
+        assert record["likeness"]["patches"] == 4 * patches.CENTROIDS
+        features = patches.apply(patches.read_model(run_dir), np.asarray(grown.pixels[n:]))
+        extended = patches.ensure(run_dir, n + 80)
+        np.testing.assert_allclose(extended[n:], features, atol=2e-3, rtol=1e-3)
+    else:
+        assert record["likeness"]["patches"] is None
     odds = likeness.apply(record["likeness"], np.asarray(grown.embeddings[n:]), manifold, patches=features)
     blend = record["settings"]["blend"]
     assert blend > 0 and not np.allclose(network, odds, atol=1e-3)
