@@ -14,10 +14,12 @@ probabilities, as the similarity's, the whole page is the best-ranked). After ea
 prints the precision at the class size: the share of the top |class| images that are in the
 class, where the ranking puts the images marked in first and those marked out last, as the
 group a person has then. The learners: `teach`, the explorer's (embeddings.teach: each score
-blends the network's with the `linear` model's, TeachSettings.blend, `--set blend=0` for the
-network alone; before its first round, the first page is what "More like these" ranks first,
-as in the explorer; each round goes on from the last round's model, TeachSettings.incremental,
-the default since 2026-12-06); `incremental`, the same with that setting on whatever the
+blends the network's with a regression's, TeachSettings.blend, `--set blend=0` for the network
+alone: `linear`'s, or the same with the pixel features, whichever foretold the later marks
+better, as `blended` chooses; the regression used each round is printed per class; before
+its first round, the first page is what "More like these" ranks first, as in the explorer;
+each round goes on from the last round's model, TeachSettings.incremental, the default since
+2026-12-06); `incremental`, the same with that setting on whatever the
 default; `restart`, the same with each round starting from the run's encoder (the default
 before 2026-12-06); `similarity`, the mean embedding of the images marked in (the explorer's "More like
 these" before 2026-12-06); `linear`, a logistic regression on the embeddings and the manifold

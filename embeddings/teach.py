@@ -7,8 +7,9 @@ marked out the negatives, and a random draw of the unmarked images are weak nega
 weigh little). Every batch is balanced between the two sides, and every image goes through
 the recipe's augmentations, as in training. The network's score of an image is the
 probability of the plain view and its mirror image, averaged; an image's score blends it
-with a logistic regression of the same marks on the run's embeddings and manifold
-(TeachSettings.blend, `blended`), which ranks well from the first marks on.
+with a logistic regression of the same marks (TeachSettings.blend, `blended`), which ranks well
+from the first marks on: on the run's embeddings and manifold, or also on its pixel features
+(embeddings.patches), whichever foretold the marks made after the earlier rounds better.
 
 Each round (`teach_round`, run in its own process in the explorer: `python -m
 embeddings.teach RUN_DIR GROUP`) trains on all the marks so far, going on from the last
